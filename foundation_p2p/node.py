@@ -1,0 +1,370 @@
+"""``NodeCore``: the sans-I/O composition of one node.
+
+Two levels, one shape (DESIGN.md, "The core contract"). The driver (the Trio runtime or
+the simulator) feeds ``NodeCore`` datagrams, timer firings and application commands, and
+takes from it datagrams to send, application events and durable-write intents. Inside,
+``NodeCore`` opens and decodes packets (dropping and counting whatever fails) and hands
+decoded frames to the subsystem cores registered for their frame types; it gathers what
+the subsystems want sent, packs their frames into packets no larger than
+``max_packet_bytes``, and seals them.
+
+``NodeCore`` never reads a clock, draws its own randomness, or touches a socket or file:
+``now`` is passed in, ``rng`` (protocol choices) and ``secret_bytes`` (key material) are
+handed in at construction.
+
+Bounded queues, with their overflow policy (each overflow is counted):
+
+- outgoing datagrams: at most ``max_outgoing_datagrams`` between two ``take_outgoing``
+  calls; newer frames are dropped (``outgoing.dropped_full``);
+- datagrams held until durable writes complete: at most ``max_pending_release``; newer
+  ones are dropped (``outgoing.dropped_pending_full``);
+- events: at most ``max_events``; the oldest is dropped (``events.dropped_full``);
+- peer addresses learned from packets: at most ``max_tracked_senders``, least recently
+  heard forgotten.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections import OrderedDict, deque
+from collections.abc import Callable, Mapping
+from typing import Protocol
+
+from foundation_p2p.addresses import Address, NodeId, short_id
+from foundation_p2p.clock import Now
+from foundation_p2p.config import NodeConfig
+from foundation_p2p.counters import Counters
+from foundation_p2p.crypto.identity import Identity
+from foundation_p2p.crypto.keyring import Keyring
+from foundation_p2p.crypto.protection import GossipProtection
+from foundation_p2p.durability import BOOT_EPOCH_KEY, IDENTITY_KEY, DurableWrite
+from foundation_p2p.errors import StorageError, WireError
+from foundation_p2p.events import Command, Event, Started
+from foundation_p2p.probe import StaticProber
+from foundation_p2p.wire import cbor
+from foundation_p2p.wire.frames import Frame, decode_frames
+from foundation_p2p.wire.limits import WireLimits
+from foundation_p2p.wire.packet import GossipPacket
+
+log = logging.getLogger("foundation_p2p.node")
+
+PACKET_OVERHEAD_BYTES = 64
+"""Upper bound of a gossip packet's header, ``sealed`` head and AEAD tag (spec/wire.md)."""
+
+
+class Subsystem(Protocol):
+    """What a subsystem core offers ``NodeCore`` (membership, transport, registry...)."""
+
+    frame_types: tuple[int, ...]
+    """Frame types this subsystem receives."""
+
+    def handle_message(self, now: Now, sender: NodeId, addr: Address, frame: Frame) -> None: ...
+    def handle_timer(self, now: Now) -> None: ...
+    def handle_command(self, now: Now, cmd: Command) -> bool: ...
+    def next_deadline(self) -> float | None: ...
+    def take_outgoing(self) -> list[tuple[Address | NodeId, Frame]]: ...
+    def take_events(self) -> list[Event]: ...
+
+
+def _array_head(n: int) -> bytes:
+    if n < 24:
+        return bytes([0x80 | n])
+    if n < 0x100:
+        return bytes([0x98, n])
+    return b"\x99" + n.to_bytes(2, "big")
+
+
+class NodeCore:
+    """One node's protocol state; see the module docstring for the contract."""
+
+    def __init__(
+        self,
+        config: NodeConfig,
+        *,
+        now: Now,
+        keyring: Keyring,
+        stored: Mapping[str, bytes],
+        rng: random.Random,
+        secret_bytes: Callable[[int], bytes],
+        limits: WireLimits | None = None,
+    ) -> None:
+        """Boot a node.
+
+        ``stored`` is what the driver read from durable storage (keys of
+        :mod:`foundation_p2p.durability`). The identity is loaded from it or generated
+        from ``secret_bytes``; the boot epoch is ``max(now.wall_ms, last epoch + 1)``, so
+        it grows at every start even if the wall clock stepped back. Both are returned as
+        durable writes, and every datagram waits until the driver confirms them.
+        """
+        self.config = config
+        self.rng = rng
+        self.limits = limits or WireLimits()
+        self.counters = Counters()
+        self._write_seq = 0
+        self._writes: list[DurableWrite] = []
+        self._undone: set[int] = set()
+
+        identity_bytes = stored.get(IDENTITY_KEY)
+        new_identity = identity_bytes is None
+        if identity_bytes is None:
+            self.identity = Identity.generate(secret_bytes)
+            self._write(IDENTITY_KEY, self.identity.to_bytes())
+        else:
+            self.identity = Identity.from_bytes(identity_bytes, source=IDENTITY_KEY)
+        last_epoch = 0
+        epoch_bytes = stored.get(BOOT_EPOCH_KEY)
+        if epoch_bytes is not None:
+            try:
+                last_epoch = cbor.decode(epoch_bytes)
+            except WireError as exc:
+                raise StorageError(f"{BOOT_EPOCH_KEY}: unreadable: {exc}") from None
+            if type(last_epoch) is not int or last_epoch < 0:
+                raise StorageError(f"{BOOT_EPOCH_KEY}: not an unsigned integer")
+        self.boot_epoch: int = max(now.wall_ms, last_epoch + 1)
+        self._write(BOOT_EPOCH_KEY, cbor.encode(self.boot_epoch))
+        self.node_id: NodeId = self.identity.node_id
+
+        self.protection = GossipProtection(
+            keyring,
+            self.node_id,
+            self.boot_epoch,
+            limits=self.limits,
+            max_tracked_senders=config.max_tracked_senders,
+            replay_window=config.replay_window,
+        )
+        self.peer_addresses: OrderedDict[NodeId, Address] = OrderedDict()
+        """Where each peer was last heard from (bounded by ``max_tracked_senders``)."""
+
+        self._events: deque[Event] = deque()
+        self._outbox: list[tuple[Address, list[Frame]]] = []
+        self._outbox_index: dict[Address, int] = {}
+        self._outbox_frames = 0
+        self._held: deque[tuple[int, Address, list[Frame]]] = deque()
+        self._held_frames = 0
+
+        self.subsystems: dict[str, Subsystem] = {}
+        """Subsystem cores by name, in the order they are driven."""
+        self._routes: dict[int, Subsystem] = {}
+        self.prober = StaticProber(config, rng, self.counters)
+        """The static prober (pings ``join`` addresses)."""
+        self.add_subsystem("probe", self.prober)
+
+        self._emit(Started(self.node_id, self.boot_epoch, new_identity))
+        log.debug(
+            "boot node=%s epoch=%d new_identity=%s (Identity.%s, writes %s)",
+            short_id(self.node_id),
+            self.boot_epoch,
+            new_identity,
+            "generate" if new_identity else "from_bytes",
+            [w.key for w in self._writes],
+        )
+
+    # -- composition -------------------------------------------------------------------
+
+    def add_subsystem(self, name: str, core: Subsystem) -> None:
+        """Register a subsystem core; it receives the frames of its ``frame_types``."""
+        if name in self.subsystems:
+            raise ValueError(f"subsystem {name!r} is already registered")
+        for t in core.frame_types:
+            if t in self._routes:
+                raise ValueError(f"frame type {t} already routed to another subsystem")
+            self._routes[t] = core
+        self.subsystems[name] = core
+
+    # -- inputs ------------------------------------------------------------------------
+
+    def handle_datagram(self, now: Now, addr: Address, data: bytes) -> None:
+        """A datagram arrived from ``addr``: open, decode, dispatch; drop and count on error."""
+        counters = self.counters
+        counters.inc("packets.received")
+        try:
+            header, plaintext = self.protection.open(data)
+            decoded = decode_frames(plaintext, self.limits)
+        except WireError as exc:
+            counters.inc(f"packets.dropped.{exc.code}")
+            log.debug("drop datagram from %s: %s: %s", addr, exc.code, exc)
+            return
+        if decoded.unknown:
+            counters.inc("frames.unknown", decoded.unknown)
+        self._dispatch(now, header.sender, addr, decoded.frames)
+
+    def handle_packet(self, now: Now, addr: Address, packet: GossipPacket) -> None:
+        """A decoded packet arrived (the simulator's ``messages`` mode; no crypto)."""
+        self.counters.inc("packets.received")
+        self._dispatch(now, packet.sender, addr, packet.frames)  # type: ignore[arg-type]
+
+    def _dispatch(self, now: Now, sender: NodeId, addr: Address, frames: list[Frame]) -> None:
+        if sender == self.node_id:
+            self.counters.inc("packets.dropped.from_self")
+            return
+        peers = self.peer_addresses
+        if peers.get(sender) != addr:
+            peers[sender] = addr
+            if len(peers) > self.config.max_tracked_senders:
+                peers.popitem(last=False)
+        peers.move_to_end(sender)
+        routes = self._routes
+        for frame in frames:
+            core = routes.get(frame.TYPE)
+            if core is None:
+                self.counters.inc("frames.unrouted")
+                continue
+            core.handle_message(now, sender, addr, frame)
+        self._collect()
+
+    def handle_timer(self, now: Now) -> None:
+        """Time has reached (or passed) ``next_deadline()``: let every subsystem act."""
+        for core in self.subsystems.values():
+            core.handle_timer(now)
+        self._collect()
+
+    def handle_command(self, now: Now, cmd: Command) -> None:
+        """A command from the application; ``ValueError`` if no subsystem takes it."""
+        handled = False
+        for core in self.subsystems.values():
+            handled = core.handle_command(now, cmd) or handled
+        if not handled:
+            raise ValueError(f"no subsystem handles {type(cmd).__name__}")
+        self._collect()
+
+    def next_deadline(self) -> float | None:
+        """The earliest monotonic time at which ``handle_timer`` must be called."""
+        best: float | None = None
+        for core in self.subsystems.values():
+            d = core.next_deadline()
+            if d is not None and (best is None or d < best):
+                best = d
+        return best
+
+    # -- outputs -----------------------------------------------------------------------
+
+    def take_outgoing(self) -> list[tuple[Address, bytes]]:
+        """Sealed datagrams to send now (packets held for durable writes stay held)."""
+        out: list[tuple[Address, bytes]] = []
+        seal = self.protection.seal
+        budget = self.config.max_packet_bytes - PACKET_OVERHEAD_BYTES
+        for addr, frames in self._drain_outbox():
+            for plaintext in self._pack(frames, budget):
+                out.append((addr, seal(plaintext)))
+        return out
+
+    def take_outgoing_packets(self) -> list[tuple[Address, GossipPacket]]:
+        """Decoded packets to deliver (the simulator's ``messages`` mode; no sealing).
+
+        Frames for one destination are grouped as ``take_outgoing`` would, at most
+        ``limits.max_frames`` per packet; sizes are not computed in this mode.
+        """
+        out: list[tuple[Address, GossipPacket]] = []
+        step = self.limits.max_frames
+        for addr, frames in self._drain_outbox():
+            for i in range(0, len(frames), step):
+                out.append(
+                    (addr, GossipPacket(self.node_id, self.boot_epoch, tuple(frames[i : i + step])))
+                )
+        return out
+
+    def take_events(self) -> list[Event]:
+        """Events for the application, oldest first."""
+        events = list(self._events)
+        self._events.clear()
+        return events
+
+    def take_writes(self) -> list[DurableWrite]:
+        """Writes the driver must make durable, then confirm with ``writes_done``."""
+        writes, self._writes = self._writes, []
+        return writes
+
+    def writes_done(self, now: Now, ids: list[int]) -> None:
+        """The driver made these writes durable; release what waited for them."""
+        self._undone.difference_update(ids)
+        lowest = min(self._undone) if self._undone else None
+        while self._held and (lowest is None or self._held[0][0] < lowest):
+            _, addr, frames = self._held.popleft()
+            self._held_frames -= len(frames)
+            self._queue_frames(addr, frames)
+
+    @property
+    def pending_writes(self) -> int:
+        """How many durable writes are issued but not yet confirmed."""
+        return len(self._undone)
+
+    # -- internals ---------------------------------------------------------------------
+
+    def _write(self, key: str, data: bytes) -> None:
+        self._write_seq += 1
+        self._writes.append(DurableWrite(self._write_seq, key, data))
+        self._undone.add(self._write_seq)
+
+    def _emit(self, event: Event) -> None:
+        if len(self._events) >= self.config.max_events:
+            self._events.popleft()
+            self.counters.inc("events.dropped_full")
+        self._events.append(event)
+
+    def _collect(self) -> None:
+        for core in self.subsystems.values():
+            for dest, frame in core.take_outgoing():
+                if isinstance(dest, bytes):
+                    addr = self.peer_addresses.get(dest)
+                    if addr is None:
+                        self.counters.inc("outgoing.dropped_no_address")
+                        continue
+                else:
+                    addr = dest
+                self._send_frame(addr, frame)
+            for event in core.take_events():
+                self._emit(event)
+
+    def _send_frame(self, addr: Address, frame: Frame) -> None:
+        if self._undone:
+            barrier = max(self._undone)
+            if self._held and self._held[-1][0] == barrier and self._held[-1][1] == addr:
+                self._held[-1][2].append(frame)
+            elif len(self._held) >= self.config.max_pending_release:
+                self.counters.inc("outgoing.dropped_pending_full")
+                return
+            else:
+                self._held.append((barrier, addr, [frame]))
+            self._held_frames += 1
+            return
+        self._queue_frames(addr, [frame])
+
+    def _queue_frames(self, addr: Address, frames: list[Frame]) -> None:
+        index = self._outbox_index.get(addr)
+        if index is None:
+            if len(self._outbox) >= self.config.max_outgoing_datagrams:
+                self.counters.inc("outgoing.dropped_full", len(frames))
+                return
+            self._outbox_index[addr] = len(self._outbox)
+            self._outbox.append((addr, list(frames)))
+        else:
+            self._outbox[index][1].extend(frames)
+        self._outbox_frames += len(frames)
+
+    def _drain_outbox(self) -> list[tuple[Address, list[Frame]]]:
+        outbox, self._outbox = self._outbox, []
+        self._outbox_index.clear()
+        self._outbox_frames = 0
+        return outbox
+
+    def _pack(self, frames: list[Frame], budget: int) -> list[bytes]:
+        """Pack frames into plaintexts of at most ``budget`` bytes, in order."""
+        packets: list[bytes] = []
+        chunk: list[bytes] = []
+        size = 3
+        max_frames = self.limits.max_frames
+        for frame in frames:
+            encoded = cbor.encode(frame.to_cbor())
+            if len(encoded) + 3 > budget:
+                self.counters.inc("outgoing.dropped_oversize_frame")
+                log.warning("dropping a %d-byte frame larger than a packet", len(encoded))
+                continue
+            if chunk and (size + len(encoded) > budget or len(chunk) >= max_frames):
+                packets.append(_array_head(len(chunk)) + b"".join(chunk))
+                chunk, size = [], 3
+            chunk.append(encoded)
+            size += len(encoded)
+        if chunk:
+            packets.append(_array_head(len(chunk)) + b"".join(chunk))
+        return packets
