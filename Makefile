@@ -1,0 +1,57 @@
+# foundation-p2p: every target creates .venv and installs the project first, so on a fresh
+# machine `make demo` and `make test` are the only two commands a newcomer needs.
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+FUZZ_STAMP := $(VENV)/.installed-fuzz
+BENCH_FLAGS ?=
+
+.PHONY: test demo bench bench-quick fuzz soak lint types clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[test]'
+	touch $@
+
+$(FUZZ_STAMP): $(STAMP)
+	$(BIN)/python -m pip install -q -e '.[test,fuzz]'
+	touch $@
+
+lint: $(STAMP)
+	$(BIN)/ruff check foundation_p2p simulator tests bench fuzz
+
+types: $(STAMP)
+	$(BIN)/mypy
+
+## make test: lint, types, unit, conformance, fuzz-lite, simulator (CI-sized), real UDP on 127.0.0.1
+test: lint types
+	$(BIN)/python -m pytest -q -m "not soak" -p no:cacheprovider
+
+## make demo: a local cluster on 127.0.0.1 showing every capability that has landed
+demo: $(STAMP)
+	$(BIN)/python -m foundation_p2p.demo
+
+## make bench: every benchmark at full size; each prints one JSON object as its last line
+bench: $(STAMP)
+	@set -e; for b in bench/*.py; do echo "== $$b"; $(BIN)/python $$b $(BENCH_FLAGS); done
+
+bench-quick: $(STAMP)
+	@set -e; for b in bench/*.py; do echo "== $$b"; $(BIN)/python $$b --quick; done
+
+## make fuzz: atheris on every decoder, bounded in time, seeded from spec/vectors
+fuzz: $(FUZZ_STAMP)
+	$(BIN)/python fuzz/atheris_main.py --all --seconds $${FUZZ_SECONDS:-20}
+
+## make soak: full-size simulator scenarios and long sweeps
+soak: $(STAMP)
+	$(BIN)/python -m pytest -q -m soak -p no:cacheprovider
+	@set -e; for s in simulator/scenarios/*.toml; do case $$s in *-ci.toml) continue;; esac; \
+		echo "== $$s"; $(BIN)/foundation-p2p sim sweep $$s --seeds 1..$${SOAK_SEEDS:-20} --json | tail -n 1; done
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis build *.egg-info
