@@ -80,7 +80,7 @@ def test_overrides_apply_on_top_and_are_validated() -> None:
     changed = base.with_overrides({"probe_interval_s": 3, "raft": {"election_timeout_s": 1}})
     assert changed.probe_interval_s == 3.0 and changed.name == "x"
     assert changed.extra["raft"] == {"election_timeout_s": 1}
-    with pytest.raises(ConfigError, match="scenario.toml: max_events"):
+    with pytest.raises(ConfigError, match=r"scenario\.toml: max_events"):
         base.with_overrides({"max_events": -1}, source="scenario.toml")
 
 
