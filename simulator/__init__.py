@@ -1,0 +1,1 @@
+"""The deterministic simulator: whole clusters of ``NodeCore``s in virtual time."""

@@ -1,0 +1,230 @@
+"""Invariant checkers: a plug-in registry of named properties a simulated run must keep.
+
+A :class:`Checker` has a dotted name (``area.what``), a kind and two functions:
+``applies(world)`` says whether it concerns this scenario's cluster and workloads, and
+``check(world)`` returns ``(ok, detail)``. ``"safety"`` checkers run during the run (after
+every fault and once per virtual second) and at the end; the first failure is kept.
+``"liveness"`` checkers run once, at the end of the run (after ``[check] settle``).
+Every checker that applies always runs; ``[check] invariants`` may name extra ones.
+
+Later capabilities add theirs with :func:`register` (``membership.converged``,
+``raft.election_safety``...).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from simulator.world import World
+
+SAFETY = "safety"
+LIVENESS = "liveness"
+
+AUTH_FAILURE_CODES = (
+    "auth_failed",
+    "malformed",
+    "limit",
+    "unsupported_version",
+    "unknown_key",
+    "stale_epoch",
+    "bad_signature",
+)
+"""``packets.dropped.<code>`` counters that must stay zero when no attacker is simulated."""
+
+
+@dataclass(frozen=True)
+class Checker:
+    """One named invariant: when it applies, and how it is checked."""
+
+    name: str
+    """Dotted name, ``area.what``."""
+    kind: str
+    """``"safety"`` (checked during the run) or ``"liveness"`` (checked after settle)."""
+    description: str
+    """One line for reports and the README."""
+    applies: Callable[[World], bool]
+    """Whether this checker concerns the world's scenario."""
+    check: Callable[[World], tuple[bool, str]]
+    """``(ok, detail)``; ``detail`` says what was seen either way."""
+
+
+CHECKERS: dict[str, Checker] = {}
+"""Every known checker by name (insertion order is report order)."""
+
+
+def register(checker: Checker) -> Checker:
+    """Add a checker to :data:`CHECKERS`; ``ValueError`` on a duplicate name or bad kind."""
+    if checker.kind not in (SAFETY, LIVENESS):
+        raise ValueError(f"checker {checker.name!r}: kind must be safety or liveness")
+    if "." not in checker.name:
+        raise ValueError(f"checker {checker.name!r}: name must be dotted (area.what)")
+    if checker.name in CHECKERS:
+        raise ValueError(f"checker {checker.name!r} is already registered")
+    CHECKERS[checker.name] = checker
+    return checker
+
+
+def _always(world: World) -> bool:
+    return True
+
+
+# -- sim.no_internal_error ---------------------------------------------------------------
+
+
+def _check_internal_error(world: World) -> tuple[bool, str]:
+    if world.internal_error is None:
+        return True, "the code under test never raised"
+    first = world.internal_error.strip().splitlines()
+    return False, f"the code under test raised: {first[-1] if first else '?'}"
+
+
+# -- wire.no_auth_failures ---------------------------------------------------------------
+
+
+def _check_auth_failures(world: World) -> tuple[bool, str]:
+    bad: list[str] = []
+    replays = 0
+    for host in world.hosts:
+        counters = host.total_counters()
+        for code in AUTH_FAILURE_CODES:
+            n = counters.get(f"packets.dropped.{code}", 0)
+            if n:
+                bad.append(f"{host.name}: packets.dropped.{code}={n}")
+        replays += counters.get("packets.dropped.replay", 0)
+    duplicated = world.stats.get("net.duplicated", 0)
+    if bad:
+        return False, "packets failed to open or decode: " + ", ".join(bad[:10])
+    if replays > duplicated:
+        # Only a duplicated datagram may legitimately hit the replay window.
+        return False, f"{replays} packets rejected as replays but only {duplicated} duplicated"
+    return True, f"no packet failed AEAD or decoding; {replays} duplicates rejected as replays"
+
+
+# -- net.partition_respected -------------------------------------------------------------
+
+
+def _check_partition(world: World) -> tuple[bool, str]:
+    violations = world.partition_violations
+    if violations:
+        return False, f"{len(violations)} deliveries crossed an active partition, first: " + (
+            violations[0]
+        )
+    return True, "no delivery crossed an active partition"
+
+
+# -- disk.no_unsynced_after_crash --------------------------------------------------------
+
+
+def _check_disk(world: World) -> tuple[bool, str]:
+    violations = world.disk_violations
+    if violations:
+        return False, f"{len(violations)} restarts saw wrong disk contents, first: " + (
+            violations[0]
+        )
+    return True, f"{world.stats.get('node.restarts', 0)} restarts read exactly what was synced"
+
+
+# -- services.stopped_on_crash -----------------------------------------------------------
+
+
+def _check_services(world: World) -> tuple[bool, str]:
+    bad: list[str] = []
+    for host in world.hosts:
+        if host.core is None:
+            running = world.services.running_on(host.name)
+            if running:
+                bad.append(f"{host.name} is down but runs {', '.join(running)}")
+    if bad:
+        return False, "; ".join(bad[:10])
+    return True, "every down node's services are stopped"
+
+
+# -- probe.reachable ---------------------------------------------------------------------
+
+
+def _applies_probe(world: World) -> bool:
+    return world.has_workload("ping")
+
+
+def _check_probe(world: World) -> tuple[bool, str]:
+    now = world.now
+    missing: list[str] = []
+    checked = 0
+    for host in world.hosts:
+        core = host.core
+        if core is None or not host.is_live:
+            continue
+        window = core.config.probe_interval_s + core.config.probe_timeout_s
+        for addr in core.prober.targets:
+            target = world.host_at(addr)
+            if target is None or not target.is_live:
+                continue
+            checked += 1
+            last = host.last_ack.get(addr)
+            if last is None or now - last > window:
+                seen = "never" if last is None else f"last at {last:.3f}s"
+                missing.append(f"{host.name}->{target.name} ({seen})")
+    if missing:
+        return False, f"{len(missing)} of {checked} live probe targets unanswered: " + ", ".join(
+            missing[:10]
+        )
+    return True, f"all {checked} live probe targets acked within the last probe interval"
+
+
+register(
+    Checker(
+        "sim.no_internal_error",
+        SAFETY,
+        "the code under test never raised an exception",
+        _always,
+        _check_internal_error,
+    )
+)
+register(
+    Checker(
+        "wire.no_auth_failures",
+        SAFETY,
+        "no packet failed AEAD or decoding; replays only from duplicated datagrams",
+        _always,
+        _check_auth_failures,
+    )
+)
+register(
+    Checker(
+        "net.partition_respected",
+        SAFETY,
+        "no datagram was delivered across an active partition",
+        _always,
+        _check_partition,
+    )
+)
+register(
+    Checker(
+        "disk.no_unsynced_after_crash",
+        SAFETY,
+        "a restarted node reads exactly what was synced before its crash",
+        _always,
+        _check_disk,
+    )
+)
+register(
+    Checker(
+        "services.stopped_on_crash",
+        SAFETY,
+        "a crashed or stopped node runs no service",
+        _always,
+        _check_services,
+    )
+)
+register(
+    Checker(
+        "probe.reachable",
+        LIVENESS,
+        "after settle, every live node got an ack from each live probe target recently",
+        _applies_probe,
+        _check_probe,
+    )
+)
