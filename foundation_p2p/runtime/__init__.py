@@ -1,0 +1,20 @@
+"""The Trio runtime: one node over real UDP, real time and real files.
+
+``open_node(config)`` (an async context manager) yields a :class:`Node`; see
+:mod:`foundation_p2p.runtime.node` for what it does and in which order.
+"""
+
+from foundation_p2p.runtime.node import Node, Subscription, machine_now, open_node
+from foundation_p2p.runtime.storage import DataDirStore, MemoryStore, Store
+from foundation_p2p.runtime.udp import BindError
+
+__all__ = [
+    "BindError",
+    "DataDirStore",
+    "MemoryStore",
+    "Node",
+    "Store",
+    "Subscription",
+    "machine_now",
+    "open_node",
+]

@@ -1,0 +1,508 @@
+"""The Trio runtime: ``open_node`` drives one ``NodeCore`` with a real UDP socket.
+
+``open_node(config)`` is an async context manager yielding a :class:`Node`. Inside it:
+
+- the keyring is loaded (the ``keyring`` argument, else ``config.cluster_key_file``);
+- the stored state (identity, boot epoch) is read from ``config.data_dir`` (a
+  :class:`~foundation_p2p.runtime.storage.DataDirStore`), or kept in memory when there is
+  no data directory (a warning says the identity is then ephemeral);
+- ``NodeCore`` is built with the machine's clocks, a ``random.Random`` seeded from
+  ``os.urandom`` and ``os.urandom`` as its secret byte source;
+- a UDP socket is bound (``node.address`` is the real bound address);
+- ONE pump task waits for a datagram or the core's next deadline and feeds
+  ``handle_datagram`` / ``handle_timer``; after each step it sends ``take_outgoing()``,
+  makes ``take_writes()`` durable (in a worker thread) and only then calls
+  ``writes_done`` (which releases the datagrams that waited for them), and hands
+  ``take_events()`` to the subscribers;
+- application services run in the node's nursery (``Node.start_service``).
+
+Leaving the ``async with`` (normally, by an exception or by cancellation) stops the pump,
+gives the core a ``Leave`` command, sends the last datagrams (bounded by
+``leave_timeout_s``), cancels the services and closes the socket: nothing outlives the
+block.
+
+Clocks: ``NodeCore`` deadlines are ``time.monotonic()`` seconds; Trio's own clock
+(``trio.current_time()``) has another origin, so the pump converts a deadline into a Trio
+deadline as ``trio.current_time() + (deadline - time.monotonic())``.
+
+Logging goes to ``foundation_p2p.runtime``; debug lines name the ``NodeCore`` calls made.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from contextlib import asynccontextmanager
+from types import TracebackType
+from typing import Any
+
+import trio
+
+from foundation_p2p.addresses import Address, NodeId, format_address, parse_address, short_id
+from foundation_p2p.clock import Now
+from foundation_p2p.config import NodeConfig
+from foundation_p2p.counters import Counters
+from foundation_p2p.crypto.keyring import Keyring
+from foundation_p2p.errors import ConfigError
+from foundation_p2p.events import Event, Join, Leave
+from foundation_p2p.node import NodeCore
+from foundation_p2p.runtime.services import ServiceRunner
+from foundation_p2p.runtime.storage import DataDirStore, MemoryStore, Store
+from foundation_p2p.runtime.udp import MAX_DATAGRAM_BYTES, bind_udp, bound_address, resolve
+
+log = logging.getLogger("foundation_p2p.runtime")
+
+DEFAULT_EVENT_BUFFER = 1024
+"""Events buffered per subscriber before new ones are dropped for it."""
+DEFAULT_LEAVE_TIMEOUT_S = 1.0
+"""Longest time spent sending the last datagrams when the node closes."""
+
+
+def machine_now() -> Now:
+    """The machine's clocks as a :class:`Now`: ``time.monotonic()`` and ``time.time()``."""
+    return Now(time.monotonic(), time.time())
+
+
+class Subscription:
+    """A bounded stream of a node's events: ``async with node.events() as events``.
+
+    Holds a ``trio.open_memory_channel(max_buffered)``. Overflow policy: when the
+    subscriber is ``max_buffered`` events behind, each new event is dropped for this
+    subscriber only (other subscribers and the node are not slowed down); every drop is
+    counted in ``dropped`` and in the node's ``events.dropped_subscriber_full`` counter.
+    Iteration ends when the node closes.
+    """
+
+    def __init__(
+        self, node: Node, max_buffered: int, types: tuple[type[Event], ...]
+    ) -> None:
+        if max_buffered < 1:
+            raise ConfigError(f"events: max_buffered must be at least 1, got {max_buffered}")
+        self._node = node
+        self.types = types
+        """Event classes delivered (empty: every event)."""
+        self.dropped = 0
+        """Events dropped because this subscriber's buffer was full."""
+        self._send, self._receive = trio.open_memory_channel[Event](max_buffered)
+        self._entered = False
+
+    async def __aenter__(self) -> Subscription:
+        self._node._subscribe(self)
+        self._entered = True
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._node._unsubscribe(self)
+        self._send.close()
+        self._receive.close()
+
+    def _offer(self, event: Event) -> bool:
+        """Queue ``event`` without waiting; False if this subscriber is gone."""
+        if self.types and not isinstance(event, self.types):
+            return True
+        try:
+            self._send.send_nowait(event)
+        except trio.WouldBlock:
+            self.dropped += 1
+            self._node.counters.inc("events.dropped_subscriber_full")
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            return False
+        return True
+
+    def _end(self) -> None:
+        self._send.close()
+
+    async def receive(self) -> Event:
+        """The next event; ``trio.EndOfChannel`` once the node has closed."""
+        if not self._entered:
+            raise RuntimeError("use the subscription as `async with node.events() as events`")
+        return await self._receive.receive()
+
+    def __aiter__(self) -> Subscription:
+        if not self._entered:
+            raise RuntimeError("use the subscription as `async with node.events() as events`")
+        return self
+
+    async def __anext__(self) -> Event:
+        try:
+            return await self._receive.receive()
+        except trio.EndOfChannel:
+            raise StopAsyncIteration from None
+
+
+class Node:
+    """A running node: the public face of the Trio runtime (yielded by :func:`open_node`).
+
+    ``core`` is the :class:`~foundation_p2p.node.NodeCore` itself, public on purpose (the
+    leaky facade): every method here is a thin layer whose docstring names the
+    equivalent lower-level calls. Call ``core`` methods from the node's own Trio thread;
+    after an input call, :meth:`wake` lets the pump send what it produced.
+    """
+
+    def __init__(
+        self,
+        core: NodeCore,
+        config: NodeConfig,
+        sock: trio.socket.SocketType,
+        store: Store,
+        *,
+        leave_timeout_s: float = DEFAULT_LEAVE_TIMEOUT_S,
+    ) -> None:
+        self.core = core
+        """The sans-I/O ``NodeCore`` this node drives (public: the leaky facade)."""
+        self.config = config
+        """The configuration the node was opened with."""
+        self.address: Address = bound_address(sock)
+        """The address the UDP socket is bound to (the real port when ``bind`` had port 0)."""
+        self.store = store
+        """Where durable writes go (a data directory, or memory)."""
+        self.leave_timeout_s = leave_timeout_s
+        self._sock = sock
+        self._family = sock.family
+        self._subscribers: list[Subscription] = []
+        self._services: ServiceRunner | None = None
+        self._wait_scope: trio.CancelScope | None = None
+        self._pump_scope = trio.CancelScope()
+        self._pump_done = trio.Event()
+        self._dirty = False
+        self._closed = False
+
+    # -- identity ----------------------------------------------------------------------
+
+    @property
+    def node_id(self) -> NodeId:
+        """This node's id (16 bytes, from its Ed25519 identity). Same as ``core.node_id``."""
+        return self.core.node_id
+
+    @property
+    def name(self) -> str:
+        """The configured name, or the first 8 hex digits of the node id if none was set."""
+        return self.config.name or short_id(self.node_id)
+
+    @property
+    def boot_epoch(self) -> int:
+        """This start's boot epoch. Same as ``core.boot_epoch``."""
+        return self.core.boot_epoch
+
+    @property
+    def advertised(self) -> Address:
+        """The address peers should use: ``config.advertise`` if set, else :attr:`address`."""
+        return self.config.advertise or self.address
+
+    @property
+    def counters(self) -> Counters:
+        """The node's counters (``core.counters``; the runtime adds ``udp.*``, ``services.*``
+        and ``events.dropped_subscriber_full`` to the same table)."""
+        return self.core.counters
+
+    # -- application API ---------------------------------------------------------------
+
+    def events(
+        self, *types: type[Event], max_buffered: int = DEFAULT_EVENT_BUFFER
+    ) -> Subscription:
+        """A fresh bounded subscription to the node's events (only ``types``, if given).
+
+        Use as ``async with node.events(PeerAcked) as events: async for ev in events``.
+        Equivalent lower-level calls: the pump calls ``core.take_events()`` after each
+        step and offers each event to every subscription without waiting (see
+        :class:`Subscription` for the overflow policy).
+        """
+        if self._closed:
+            raise trio.ClosedResourceError("the node is closed")
+        return Subscription(self, max_buffered, types)
+
+    async def join(self, addresses: Iterable[Address | str]) -> None:
+        """Contact these peers (``(host, port)`` tuples or ``"HOST:PORT"`` texts).
+
+        Names are resolved first (in the socket's address family), so a peer's answers
+        match the address it was pinged at. Equivalent lower-level calls:
+        ``core.handle_command(now, Join(resolved_addresses))`` then :meth:`wake`.
+        """
+        self._check_open()
+        resolved = await self._resolve_all(addresses)
+        log.debug("join %s: NodeCore.handle_command(Join)", [format_address(a) for a in resolved])
+        self.core.handle_command(machine_now(), Join(resolved))
+        self.wake()
+
+    def leave(self) -> None:
+        """Stop probing peers (the node still answers them until it closes).
+
+        Equivalent lower-level calls: ``core.handle_command(now, Leave())`` then
+        :meth:`wake`. Closing the node does this too.
+        """
+        self._check_open()
+        log.debug("leave: NodeCore.handle_command(Leave)")
+        self.core.handle_command(machine_now(), Leave())
+        self.wake()
+
+    def start_service(
+        self, async_fn: Callable[..., Awaitable[Any]], *args: Any, name: str | None = None
+    ) -> int:
+        """Run ``await async_fn(*args)`` inside the node; return the service's id.
+
+        The service is cancelled when the node closes. If it raises, the error is logged
+        with its traceback and counted in ``services.crashed``; the node keeps running.
+        Equivalent lower-level calls: ``nursery.start_soon`` in the node's nursery, with
+        that logging and counting around the call.
+        """
+        self._check_open()
+        assert self._services is not None
+        return self._services.start(async_fn, *args, name=name)
+
+    def wake(self) -> None:
+        """Make the pump send, persist and deliver what the core now holds, and recompute
+        its next deadline. Call it after calling ``core`` input methods directly."""
+        self._dirty = True
+        if self._wait_scope is not None:
+            self._wait_scope.cancel()
+
+    # -- internals ---------------------------------------------------------------------
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise trio.ClosedResourceError("the node is closed")
+
+    async def _resolve_all(self, addresses: Iterable[Address | str]) -> tuple[Address, ...]:
+        if isinstance(addresses, str) or (
+            isinstance(addresses, tuple) and len(addresses) == 2 and isinstance(addresses[1], int)
+        ):
+            raise ConfigError(
+                f"join: expected a list of addresses, got the single address {addresses!r}"
+            )
+        out: list[Address] = []
+        for item in addresses:
+            addr = parse_address(item, what="join") if isinstance(item, str) else item
+            _, numeric = await resolve(addr, self._family)
+            out.append(numeric)
+        return tuple(out)
+
+    def _subscribe(self, sub: Subscription) -> None:
+        self._check_open()
+        self._subscribers.append(sub)
+
+    def _unsubscribe(self, sub: Subscription) -> None:
+        if sub in self._subscribers:
+            self._subscribers.remove(sub)
+
+    def _deliver(self, events: list[Event]) -> None:
+        if not self._subscribers:
+            return
+        gone = []
+        for sub in self._subscribers:
+            for event in events:
+                if not sub._offer(event):
+                    gone.append(sub)
+                    break
+        for sub in gone:
+            self._unsubscribe(sub)
+
+    async def _send(self, datagrams: list[tuple[Address, bytes]]) -> None:
+        counters = self.core.counters
+        sock = self._sock
+        for addr, data in datagrams:
+            try:
+                await sock.sendto(data, addr)
+            except OSError as exc:
+                counters.inc("udp.send_errors")
+                log.debug("sendto %s failed: %s", format_address(addr), exc)
+                continue
+            counters.inc("udp.datagrams_sent")
+            counters.inc("udp.bytes_sent", len(data))
+
+    async def _flush(self) -> None:
+        """Send, persist and deliver until the core has nothing more to give."""
+        core = self.core
+        while True:
+            progressed = False
+            out = core.take_outgoing()
+            if out:
+                log.debug("take_outgoing -> %d datagrams", len(out))
+                await self._send(out)
+                progressed = True
+            writes = core.take_writes()
+            if writes:
+                # Shielded: once a write is on disk the core must hear about it, or the
+                # datagrams waiting for it would never be released.
+                with trio.CancelScope(shield=True):
+                    log.debug(
+                        "take_writes -> %s; persisting", [(w.id, w.key) for w in writes]
+                    )
+                    await trio.to_thread.run_sync(
+                        self.store.write_many, [(w.key, w.data) for w in writes]
+                    )
+                    ids = [w.id for w in writes]
+                    log.debug("writes_done(%s)", ids)
+                    core.writes_done(machine_now(), ids)
+                progressed = True
+            events = core.take_events()
+            if events:
+                self._deliver(events)
+                progressed = True
+            if not progressed:
+                return
+
+    async def _receive(self, deadline: float | None) -> tuple[bytes, Address] | None:
+        """One datagram, or ``None`` at the deadline or when woken."""
+        with trio.CancelScope() as scope:
+            if deadline is not None:
+                scope.deadline = trio.current_time() + max(0.0, deadline - time.monotonic())
+            self._wait_scope = scope
+            try:
+                data, src = await self._sock.recvfrom(MAX_DATAGRAM_BYTES)
+            except OSError as exc:
+                # Some systems report ICMP errors of earlier sends here; not fatal.
+                self.core.counters.inc("udp.receive_errors")
+                log.debug("recvfrom failed: %s", exc)
+                return None
+            finally:
+                self._wait_scope = None
+            return data, (str(src[0]), int(src[1]))
+        return None
+
+    async def _run_pump(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        """The one pump task: datagrams and timers in, datagrams, writes and events out."""
+        core = self.core
+        counters = core.counters
+        try:
+            with self._pump_scope:
+                await self._flush()  # the boot writes are durable before anything is sent
+                task_status.started()
+                while True:
+                    if self._dirty:
+                        self._dirty = False
+                        await self._flush()
+                        continue
+                    deadline = core.next_deadline()
+                    if deadline is not None and deadline <= time.monotonic():
+                        log.debug("handle_timer (deadline %.6f)", deadline)
+                        core.handle_timer(machine_now())
+                        await self._flush()
+                        continue
+                    got = await self._receive(deadline)
+                    if got is None:
+                        continue
+                    data, src = got
+                    counters.inc("udp.datagrams_received")
+                    counters.inc("udp.bytes_received", len(data))
+                    log.debug("handle_datagram from %s (%d bytes)", format_address(src), len(data))
+                    core.handle_datagram(machine_now(), src, data)
+                    await self._flush()
+        finally:
+            self._pump_done.set()
+
+    async def _shutdown(self) -> None:
+        """Stop the pump, leave, send the last datagrams; called shielded by open_node."""
+        if self._services is not None:
+            self._services.close()
+        self._pump_scope.cancel()
+        await self._pump_done.wait()
+        with trio.move_on_after(self.leave_timeout_s):
+            log.debug("closing: NodeCore.handle_command(Leave), last flush")
+            self.core.handle_command(machine_now(), Leave())
+            await self._flush()
+        self._closed = True
+        for sub in list(self._subscribers):
+            sub._end()
+        self._subscribers.clear()
+
+
+def load_keyring(config: NodeConfig, keyring: Keyring | None) -> Keyring:
+    """The keyring given, else the one in ``config.cluster_key_file``; ConfigError if none."""
+    if keyring is not None:
+        return keyring
+    if config.cluster_key_file is None:
+        raise ConfigError(
+            "cluster_key_file: no keyring given (pass keyring= or set cluster_key_file; "
+            "create one with `foundation-p2p keygen --out FILE`)"
+        )
+    return Keyring.from_file(config.cluster_key_file)
+
+
+def open_store(data_dir: str | None) -> Store:
+    """A :class:`DataDirStore` for ``data_dir``, or a :class:`MemoryStore` if it is None."""
+    if data_dir is None:
+        return MemoryStore()
+    return DataDirStore(data_dir)
+
+
+@asynccontextmanager
+async def open_node(
+    config: NodeConfig,
+    *,
+    keyring: Keyring | None = None,
+    store: Store | None = None,
+    leave_timeout_s: float = DEFAULT_LEAVE_TIMEOUT_S,
+) -> AsyncIterator[Node]:
+    """Run one node over UDP for the duration of the ``async with``; yield its :class:`Node`.
+
+    ``keyring`` overrides ``config.cluster_key_file``; ``store`` overrides
+    ``config.data_dir`` (any :class:`~foundation_p2p.runtime.storage.Store`). When the
+    block is entered, the socket is bound, the boot writes (identity, boot epoch) are
+    durable, the pump runs and ``Join(config.join)`` was given if ``join`` is set.
+
+    Raises :class:`ConfigError` (keyring, addresses),
+    :class:`~foundation_p2p.errors.StorageError` (data directory) or
+    :class:`~foundation_p2p.runtime.udp.BindError` (port in use...), each naming the
+    problem, before the block is entered.
+    """
+    keyring = load_keyring(config, keyring)
+    own_store = store is None
+    if store is None:
+        store = await trio.to_thread.run_sync(open_store, config.data_dir)
+        if config.data_dir is None:
+            log.warning(
+                "no data_dir: the identity is in memory only; this node gets a new node id "
+                "at every start"
+            )
+    try:
+        stored = await trio.to_thread.run_sync(store.read_all)
+        sock = await bind_udp(config.bind)
+        node: Node | None = None
+        try:
+            family = sock.family
+            join = tuple([(await resolve(a, family))[1] for a in config.join])
+            rng = random.Random(int.from_bytes(os.urandom(16), "big"))
+            core = NodeCore(
+                config,
+                now=machine_now(),
+                keyring=keyring,
+                stored=stored,
+                rng=rng,
+                secret_bytes=os.urandom,
+            )
+            node = Node(core, config, sock, store, leave_timeout_s=leave_timeout_s)
+            log.info(
+                "node %s (%s) bound to %s, epoch %d, %s identity",
+                core.node_id.hex(),
+                node.name,
+                format_address(node.address),
+                core.boot_epoch,
+                "stored" if stored.get("identity") else "new",
+            )
+            async with trio.open_nursery() as nursery:
+                node._services = ServiceRunner(nursery, core.counters)
+                if join:
+                    log.debug("join %s: NodeCore.handle_command(Join)", join)
+                    core.handle_command(machine_now(), Join(join))
+                await nursery.start(node._run_pump)
+                try:
+                    yield node
+                finally:
+                    with trio.CancelScope(shield=True):
+                        await node._shutdown()
+                    nursery.cancel_scope.cancel()
+        finally:
+            if node is not None:
+                node._closed = True
+            sock.close()
+    finally:
+        if own_store:
+            store.close()
