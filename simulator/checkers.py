@@ -94,7 +94,7 @@ def _check_auth_failures(world: World) -> tuple[bool, str]:
             if n:
                 bad.append(f"{host.name}: packets.dropped.{code}={n}")
         replays += counters.get("packets.dropped.replay", 0)
-    duplicated = world.stats.get("net.duplicated", 0)
+    duplicated = world.network.counts.get("net.duplicated", 0)
     if bad:
         return False, "packets failed to open or decode: " + ", ".join(bad[:10])
     if replays > duplicated:

@@ -1,0 +1,383 @@
+"""The virtual network: per-link latency, loss, duplication, reordering, bandwidth,
+partitions and clogs.
+
+``Network.route(t, src, dst, size)`` decides what happens to one datagram sent at virtual
+time ``t``: dropped (with a reason), held (a clogged link or node), or delivered at one or
+two arrival times (two when duplicated). The world schedules the deliveries.
+
+- **Latency** is uniform in ``[low_s, high_s]`` per datagram. Without reordering a link is
+  FIFO (a datagram never arrives before one sent earlier on the same link); with
+  probability ``reorder`` a datagram skips that rule and takes extra delay up to twice the
+  link's highest latency, so later datagrams overtake it.
+- **Bandwidth** adds serialization delay: a link sends one datagram at a time at
+  ``bandwidth_bytes_per_s``. Its queue is bounded to ``MAX_QUEUE_S`` seconds of sending;
+  a datagram arriving at a full queue is dropped (``queue_full``).
+- **Partitions** are cuts (:class:`PartitionState`): group splits, one-way cuts,
+  majorities-ring and isolation; a datagram crossing an active cut is dropped at send time
+  and again at arrival if a cut appeared while it was in flight.
+- **Clogs** hold datagrams on a link or at a node (both directions) until the clog is
+  lifted; then they are routed again. Held datagrams are bounded to ``MAX_HELD`` per clog
+  key; when full the oldest is dropped (``clog_overflow``).
+
+Link settings: the ``[network]`` defaults, then ``[[network.link]]`` overrides, then fault
+overrides (``loss`` and ``latency`` faults) in the order they were applied.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from simulator.model import LatencySpec, NetworkSpec
+
+MAX_QUEUE_S = 1.0
+"""Longest a datagram may wait in a bandwidth-limited link's send queue (seconds)."""
+MAX_HELD = 10_000
+"""Most datagrams a clog holds per link or node; the oldest is dropped when full."""
+
+
+@dataclass(slots=True)
+class LinkParams:
+    """The effective settings of one directed link."""
+
+    low_s: float
+    span_s: float
+    loss: float
+    duplicate: float
+    reorder: float
+    bandwidth: float | None
+
+
+@dataclass(frozen=True)
+class LinkOverride:
+    """A fault's change to some links: ``selects(src, dst)`` decides which."""
+
+    token: int
+    src: str | None
+    dst: str | None
+    nodes: tuple[str, ...]
+    field: str
+    value: Any
+
+    def selects(self, src: str, dst: str) -> bool:
+        if self.src is not None and self.src != src:
+            return False
+        if self.dst is not None and self.dst != dst:
+            return False
+        return not self.nodes or src in self.nodes or dst in self.nodes
+
+
+class Cut:
+    """One active partition rule: ``blocks(src, dst)`` is True when ``src`` cannot reach
+    ``dst``."""
+
+    def __init__(self, token: int, kind: str, blocks: Callable[[str, str], bool]) -> None:
+        self.token = token
+        self.kind = kind
+        self.blocks = blocks
+
+
+class PartitionState:
+    """The active partitions of the world (the nemesis's record of what it cut)."""
+
+    def __init__(self) -> None:
+        self.cuts: list[Cut] = []
+        self._next = 0
+
+    def _add(self, kind: str, blocks: Callable[[str, str], bool]) -> int:
+        self._next += 1
+        self.cuts.append(Cut(self._next, kind, blocks))
+        return self._next
+
+    def split(self, groups: Iterable[Iterable[str]]) -> int:
+        """Cut between groups (both ways); unlisted nodes form one more group."""
+        group_of: dict[str, int] = {}
+        for i, group in enumerate(groups):
+            for name in group:
+                group_of[name] = i
+
+        def blocks(src: str, dst: str) -> bool:
+            return group_of.get(src, -1) != group_of.get(dst, -1)
+
+        return self._add("split", blocks)
+
+    def oneway(self, sources: Iterable[str], dests: Iterable[str]) -> int:
+        """Cut every link from ``sources`` to ``dests`` (the other way still works)."""
+        src_set = frozenset(sources)
+        dst_set = frozenset(dests)
+
+        def blocks(src: str, dst: str) -> bool:
+            return src in src_set and dst in dst_set
+
+        return self._add("oneway", blocks)
+
+    def isolate(self, node: str) -> int:
+        """Cut ``node`` off from every other node, both ways."""
+
+        def blocks(src: str, dst: str) -> bool:
+            return (src == node) != (dst == node)
+
+        return self._add("isolate", blocks)
+
+    def majorities_ring(self, ring: list[str]) -> int:
+        """Jepsen's majorities-ring: in ring order, each node sees the nodes within
+        ``ceil((majority - 1) / 2)`` places, so each sees a majority and no two the same."""
+        n = len(ring)
+        majority = n // 2 + 1
+        reach = majority // 2  # ceil((majority - 1) / 2)
+        position = {name: i for i, name in enumerate(ring)}
+
+        def blocks(src: str, dst: str) -> bool:
+            a = position.get(src)
+            b = position.get(dst)
+            if a is None or b is None:
+                return False
+            d = abs(a - b)
+            return min(d, n - d) > reach
+
+        return self._add("majorities-ring", blocks)
+
+    def remove(self, token: int) -> bool:
+        """Lift one cut; False if it was already gone (healed)."""
+        for i, cut in enumerate(self.cuts):
+            if cut.token == token:
+                del self.cuts[i]
+                return True
+        return False
+
+    def heal(self) -> int:
+        """Lift every cut; returns how many were active."""
+        n = len(self.cuts)
+        self.cuts.clear()
+        return n
+
+    def blocks(self, src: str, dst: str) -> bool:
+        """Whether any active cut stops ``src`` -> ``dst``."""
+        return any(cut.blocks(src, dst) for cut in self.cuts)
+
+
+class Network:
+    """The virtual network; see the module docstring."""
+
+    def __init__(
+        self, spec: NetworkSpec, rng: random.Random, partitions: PartitionState | None = None
+    ) -> None:
+        self.spec = spec
+        self.rng = rng
+        self.partitions = partitions or PartitionState()
+        self._base: dict[tuple[str, str], LinkParams] = {}
+        self._default = self._params(spec.latency, spec.loss, spec.duplicate, spec.reorder,
+                                     spec.bandwidth_bytes_per_s)
+        for link in spec.links:
+            pairs = [(link.src, link.dst)]
+            if link.symmetric:
+                pairs.append((link.dst, link.src))
+            for pair in pairs:
+                base = self._base.get(pair, self._default)
+                self._base[pair] = LinkParams(
+                    link.latency.low_s if link.latency else base.low_s,
+                    (link.latency.high_s - link.latency.low_s) if link.latency else base.span_s,
+                    base.loss if link.loss is None else link.loss,
+                    base.duplicate if link.duplicate is None else link.duplicate,
+                    base.reorder if link.reorder is None else link.reorder,
+                    base.bandwidth if link.bandwidth_bytes_per_s is None
+                    else link.bandwidth_bytes_per_s,
+                )
+        self._overrides: list[LinkOverride] = []
+        self._next_token = 0
+        self._cache: dict[tuple[str, str], LinkParams] = {}
+        self._last_arrival: dict[tuple[str, str], float] = {}
+        self._busy_until: dict[tuple[str, str], float] = {}
+        self.clogged_nodes: dict[str, int] = {}
+        self.clogged_links: dict[tuple[str, str], int] = {}
+        self._held: dict[object, deque[Any]] = {}
+        self.counts: dict[str, int] = {
+            "net.sent": 0,
+            "net.duplicated": 0,
+            "net.reordered": 0,
+            "net.held_clog": 0,
+            "net.dropped_loss": 0,
+            "net.dropped_partition": 0,
+            "net.dropped_queue": 0,
+            "net.dropped_clog_overflow": 0,
+        }
+
+    @staticmethod
+    def _params(
+        latency: LatencySpec, loss: float, dup: float, reorder: float, bw: float | None
+    ) -> LinkParams:
+        return LinkParams(latency.low_s, latency.high_s - latency.low_s, loss, dup, reorder, bw)
+
+    # -- link settings -------------------------------------------------------------------
+
+    def link(self, src: str, dst: str) -> LinkParams:
+        """The effective settings of ``src`` -> ``dst`` now."""
+        key = (src, dst)
+        params = self._cache.get(key)
+        if params is None:
+            base = self._base.get(key, self._default)
+            params = LinkParams(base.low_s, base.span_s, base.loss, base.duplicate,
+                                base.reorder, base.bandwidth)
+            for o in self._overrides:
+                if o.selects(src, dst):
+                    if o.field == "latency":
+                        params.low_s = o.value.low_s
+                        params.span_s = o.value.high_s - o.value.low_s
+                    else:
+                        setattr(params, o.field, o.value)
+            self._cache[key] = params
+        return params
+
+    def override(
+        self,
+        field: str,
+        value: Any,
+        *,
+        src: str | None = None,
+        dst: str | None = None,
+        nodes: tuple[str, ...] = (),
+    ) -> int:
+        """Change ``field`` (``loss``, ``duplicate``, ``reorder``, ``latency``) on the selected
+        links (all when nothing is selected); returns a token for :meth:`remove_override`."""
+        if field not in ("loss", "duplicate", "reorder", "latency", "bandwidth"):
+            raise ValueError(f"cannot override link field {field!r}")
+        self._next_token += 1
+        self._overrides.append(LinkOverride(self._next_token, src, dst, nodes, field, value))
+        self._cache.clear()
+        return self._next_token
+
+    def remove_override(self, token: int) -> bool:
+        """Undo one override; False if it was already gone."""
+        for i, o in enumerate(self._overrides):
+            if o.token == token:
+                del self._overrides[i]
+                self._cache.clear()
+                return True
+        return False
+
+    def clear_overrides(self) -> None:
+        """Undo every fault override (back to the scenario's network)."""
+        self._overrides.clear()
+        self._cache.clear()
+
+    # -- routing -------------------------------------------------------------------------
+
+    def blocked(self, src: str, dst: str) -> bool:
+        """Whether an active partition stops ``src`` -> ``dst``."""
+        cuts = self.partitions.cuts
+        return bool(cuts) and self.partitions.blocks(src, dst)
+
+    def clogged(self, src: str, dst: str) -> object | None:
+        """The clog key holding ``src`` -> ``dst`` datagrams, or None."""
+        if self.clogged_nodes:
+            if src in self.clogged_nodes:
+                return src
+            if dst in self.clogged_nodes:
+                return dst
+        if self.clogged_links and (src, dst) in self.clogged_links:
+            return (src, dst)
+        return None
+
+    def route(self, t: float, src: str, dst: str, size: int) -> tuple[str | None, float, float]:
+        """What happens to one datagram: ``(drop_reason, arrival, duplicate_arrival)``.
+
+        ``drop_reason`` is None when delivered; ``"clog"`` means the caller must
+        :meth:`hold` it. ``duplicate_arrival`` is ``-1.0`` when not duplicated.
+        """
+        counts = self.counts
+        counts["net.sent"] += 1
+        if self.partitions.cuts and self.partitions.blocks(src, dst):
+            counts["net.dropped_partition"] += 1
+            return "partition", 0.0, -1.0
+        if (self.clogged_nodes or self.clogged_links) and self.clogged(src, dst) is not None:
+            return "clog", 0.0, -1.0
+        key = (src, dst)
+        p = self._cache.get(key) or self.link(src, dst)
+        rng = self.rng
+        if p.loss and rng.random() < p.loss:
+            counts["net.dropped_loss"] += 1
+            return "loss", 0.0, -1.0
+        start = t
+        if p.bandwidth:
+            busy = self._busy_until.get(key, t)
+            if busy > t:
+                if busy - t > MAX_QUEUE_S:
+                    counts["net.dropped_queue"] += 1
+                    return "queue_full", 0.0, -1.0
+                start = busy
+            start += size / p.bandwidth
+            self._busy_until[key] = start
+        arrival = start + p.low_s + (rng.random() * p.span_s if p.span_s else 0.0)
+        if p.reorder and rng.random() < p.reorder:
+            counts["net.reordered"] += 1
+            arrival += rng.random() * 2.0 * (p.low_s + p.span_s)
+        else:
+            last = self._last_arrival.get(key, 0.0)
+            if arrival < last:
+                arrival = last
+            self._last_arrival[key] = arrival
+        dup = -1.0
+        if p.duplicate and rng.random() < p.duplicate:
+            counts["net.duplicated"] += 1
+            dup = arrival + rng.random() * (p.low_s + p.span_s)
+        return None, arrival, dup
+
+    # -- clogs ---------------------------------------------------------------------------
+
+    def hold(self, key: object, item: Any) -> Any | None:
+        """Keep ``item`` until ``key`` is unclogged; returns an item dropped for space."""
+        queue = self._held.get(key)
+        if queue is None:
+            queue = self._held[key] = deque()
+        dropped = None
+        if len(queue) >= MAX_HELD:
+            dropped = queue.popleft()
+            self.counts["net.dropped_clog_overflow"] += 1
+        queue.append(item)
+        self.counts["net.held_clog"] += 1
+        return dropped
+
+    def clog_node(self, node: str) -> None:
+        """Hold every datagram from or to ``node``."""
+        self.clogged_nodes[node] = self.clogged_nodes.get(node, 0) + 1
+
+    def clog_link(self, src: str, dst: str) -> None:
+        """Hold every datagram ``src`` -> ``dst``."""
+        self.clogged_links[(src, dst)] = self.clogged_links.get((src, dst), 0) + 1
+
+    def unclog_node(self, node: str) -> list[Any]:
+        """Lift one clog of ``node``; returns the held datagrams to route again, in order."""
+        n = self.clogged_nodes.get(node, 0)
+        if n <= 1:
+            self.clogged_nodes.pop(node, None)
+        else:
+            self.clogged_nodes[node] = n - 1
+        return self._release(node)
+
+    def unclog_link(self, src: str, dst: str) -> list[Any]:
+        """Lift one clog of ``src`` -> ``dst``; returns the held datagrams, in order."""
+        key = (src, dst)
+        n = self.clogged_links.get(key, 0)
+        if n <= 1:
+            self.clogged_links.pop(key, None)
+        else:
+            self.clogged_links[key] = n - 1
+        return self._release(key)
+
+    def unclog_all(self) -> list[Any]:
+        """Lift every clog; returns every held datagram, by clog in clog order."""
+        self.clogged_nodes.clear()
+        self.clogged_links.clear()
+        out: list[Any] = []
+        for key in list(self._held):
+            out.extend(self._release(key))
+        return out
+
+    def _release(self, key: object) -> list[Any]:
+        if key in self.clogged_nodes or key in self.clogged_links:
+            return []
+        queue = self._held.pop(key, None)
+        return list(queue) if queue else []

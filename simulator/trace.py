@@ -1,0 +1,163 @@
+"""The canonical trace of a run: JSON lines, their SHA-256 digest, and line-by-line replay.
+
+Every line is canonical JSON (sorted keys, no spaces, times as fixed-precision text such as
+``"12.000000000"``), so the same run gives the same bytes on any machine and under any
+``PYTHONHASHSEED``. The first line is the header: format version, scenario text, seed and
+every option that affects the run, so a trace file replays on its own. The SHA-256 of all
+the trace's bytes (each line ending in ``\\n``) is the run's ``trace_digest``; it is computed
+incrementally, and lines are kept in memory only in batches of ``BATCH_LINES`` on their way
+to the hash and the optional file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterator
+from typing import IO, Any
+
+TRACE_FORMAT = 1
+"""Version of the trace's line format; bump when lines change shape."""
+
+BATCH_LINES = 2048
+"""Lines buffered before they are hashed (and written); bounds the trace's memory."""
+
+
+def canonical(obj: dict[str, Any]) -> str:
+    """One canonical JSON line (without its newline): sorted keys, compact separators."""
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+
+
+def fmt_time(t: float) -> str:
+    """A virtual time as fixed-precision text (nanoseconds), identical on every platform."""
+    return f"{t:.9f}"
+
+
+class TraceDivergence(Exception):
+    """Raised internally by a comparing sink at the first line that differs."""
+
+
+class TraceSink:
+    """Hashes trace lines, and writes them to a file or compares them with an expected file.
+
+    ``line(text)`` takes one canonical line without its newline. ``expected`` is an
+    iterator of the lines of a trace being replayed; the first line that differs is
+    recorded in ``divergence`` (its 1-based number and both lines) and comparison stops.
+    """
+
+    def __init__(self, out: IO[str] | None = None, expected: Iterator[str] | None = None) -> None:
+        self._hash = hashlib.sha256()
+        self._out = out
+        self._expected = expected
+        self._batch: list[str] = []
+        self.lines = 0
+        self.divergence: str | None = None
+
+    def line(self, text: str) -> None:
+        """Add one line (no newline) to the trace."""
+        batch = self._batch
+        batch.append(text)
+        if len(batch) >= BATCH_LINES:
+            self.flush()
+
+    def flush(self) -> None:
+        """Hash (and write or compare) the buffered lines."""
+        batch = self._batch
+        if not batch:
+            return
+        chunk = "\n".join(batch) + "\n"
+        self._hash.update(chunk.encode())
+        if self._out is not None:
+            self._out.write(chunk)
+        if self._expected is not None and self.divergence is None:
+            for i, text in enumerate(batch):
+                want = next(self._expected, None)
+                if want is None or want.rstrip("\n") != text:
+                    number = self.lines + i + 1
+                    shown = "<end of file>" if want is None else want.rstrip("\n")
+                    self.divergence = (
+                        f"line {number} differs:\n  trace:  {shown}\n  replay: {text}"
+                    )
+                    break
+        self.lines += len(batch)
+        batch.clear()
+
+    def finish(self) -> str:
+        """Flush, check the expected trace has no extra lines, and return the hex digest."""
+        self.flush()
+        if self._expected is not None and self.divergence is None:
+            extra = next(self._expected, None)
+            if extra is not None:
+                self.divergence = (
+                    f"line {self.lines + 1} differs:\n  trace:  {extra.rstrip()}\n"
+                    "  replay: <end of run>"
+                )
+        if self._out is not None:
+            self._out.flush()
+        return self._hash.hexdigest()
+
+
+def header_line(
+    scenario_text: str, scenario_name: str, seed: int, options: dict[str, Any]
+) -> str:
+    """The trace's first line: everything needed to run the same thing again."""
+    return canonical(
+        {
+            "format": TRACE_FORMAT,
+            "scenario": scenario_name,
+            "scenario_text": scenario_text,
+            "seed": seed,
+            "options": options,
+        }
+    )
+
+
+def read_header(path: str) -> dict[str, Any]:
+    """Parse and check a trace file's first line; ``ValueError`` naming the problem."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            first = f.readline()
+    except OSError as exc:
+        raise ValueError(f"{path}: cannot read: {exc.strerror}") from None
+    if not first:
+        raise ValueError(f"{path}: empty file, not a trace")
+    try:
+        header = json.loads(first)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path}: line 1 is not JSON: {exc}") from None
+    if not isinstance(header, dict) or "format" not in header:
+        raise ValueError(f"{path}: line 1 is not a trace header (no \"format\")")
+    if header["format"] != TRACE_FORMAT:
+        raise ValueError(
+            f"{path}: trace format {header['format']!r} is not supported (want {TRACE_FORMAT})"
+        )
+    for key, kind in (("scenario_text", str), ("seed", int), ("options", dict)):
+        if not isinstance(header.get(key), kind):
+            raise ValueError(f"{path}: header key {key!r} missing or not a {kind.__name__}")
+    return header
+
+
+def jsonable(value: Any) -> Any:
+    """A value of a protocol event made canonical: bytes as hex, floats as fixed text,
+    addresses (host, port) as ``"host:port"``, dataclasses as sorted dicts."""
+    if isinstance(value, bool) or value is None or isinstance(value, (int, str)):
+        return value
+    if isinstance(value, float):
+        return f"{value:.9f}"
+    if isinstance(value, (bytes, bytearray)):
+        return bytes(value).hex()
+    if (
+        isinstance(value, tuple)
+        and len(value) == 2
+        and isinstance(value[0], str)
+        and isinstance(value[1], int)
+    ):
+        return f"{value[0]}:{value[1]}"
+    if isinstance(value, (list, tuple)):
+        return [jsonable(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    slots = getattr(type(value), "__dataclass_fields__", None)
+    if slots is not None:
+        return {name: jsonable(getattr(value, name)) for name in slots}
+    return repr(value)
