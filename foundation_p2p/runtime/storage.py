@@ -112,7 +112,7 @@ class DataDirStore:
     def _lock(self) -> None:
         lock_path = os.path.join(self.path, _LOCK_NAME)
         try:
-            f = open(lock_path, "ab")  # noqa: SIM115 - held open for the store's lifetime
+            f = os.fdopen(os.open(lock_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600), "ab")
         except OSError as exc:
             raise StorageError(
                 f"data dir {self.path}: cannot open the lock: {exc.strerror}"

@@ -1,0 +1,272 @@
+"""The ``foundation-p2p`` command: ``keygen``, ``node run`` and the simulator's ``sim``.
+
+Exit status: 0 success (``node run``: left gracefully on SIGINT/SIGTERM); 1 a runtime
+failure (the port is in use, the node crashed); 2 bad usage: unknown flags (argparse), an
+unreadable or malformed key file, an invalid configuration or data directory, an
+``--app`` that cannot be imported. Each failure prints one line naming the problem on
+stderr. ``--seed`` is reserved for random seeds (the simulator) and peers to contact are
+always given with ``--join``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import importlib.util
+import logging
+import os
+import signal
+import sys
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import trio
+
+from foundation_p2p import __version__
+from foundation_p2p.addresses import format_address, parse_address
+from foundation_p2p.config import NodeConfig
+from foundation_p2p.crypto.keyring import Keyring, key_id
+from foundation_p2p.errors import ConfigError, StorageError
+from foundation_p2p.logs import configure_logging, log_event
+from foundation_p2p.runtime import BindError, open_node
+
+log = logging.getLogger("foundation_p2p.cli")
+
+LEAVE_TIMEOUT_S = 2.0
+"""How long ``node run`` may spend leaving after SIGINT/SIGTERM."""
+
+
+class UsageError(Exception):
+    """A problem the user must fix (exit status 2); the message names it."""
+
+
+def _prog_error(message: str) -> None:
+    print(f"foundation-p2p: error: {message}", file=sys.stderr, flush=True)
+
+
+# -- keygen ----------------------------------------------------------------------------
+
+
+def cmd_keygen(args: argparse.Namespace) -> int:
+    """Write a new keyring (one fresh primary key) to ``--out`` with mode 0600."""
+    path: str = args.out
+    text = Keyring.generate(os.urandom).to_text()
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL
+    if args.force:
+        # Write beside it, then rename over it: the old file is never half-overwritten.
+        target = path
+        path = f"{path}.tmp-{os.getpid()}"
+        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
+    try:
+        fd = os.open(path, flags, 0o600)
+    except FileExistsError:
+        _prog_error(f"{path}: already exists; use --force to replace it")
+        return 2
+    except OSError as exc:
+        _prog_error(f"{path}: cannot create: {exc.strerror}")
+        return 2
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(path, 0o600)
+        if args.force:
+            os.replace(path, target)
+            path = target
+    except OSError as exc:
+        _prog_error(f"{path}: cannot write: {exc.strerror}")
+        return 2
+    ring = Keyring.from_text(text, source=path)
+    print(f"wrote keyring {path} (primary key id {key_id(ring.primary):#010x})", flush=True)
+    return 0
+
+
+# -- node run --------------------------------------------------------------------------
+
+
+def build_config(args: argparse.Namespace) -> NodeConfig:
+    """The node's configuration: ``--config`` file (if any) overridden by the flags."""
+    for flag in ("bind", "advertise"):
+        if getattr(args, flag) is not None:
+            parse_address(getattr(args, flag), what=f"--{flag}")
+    for text in args.join or ():
+        parse_address(text, what="--join")
+    base = NodeConfig.from_toml(args.config) if args.config else NodeConfig()
+    table: dict[str, Any] = {}
+    for flag in ("bind", "advertise", "cluster_key_file", "data_dir", "name", "app"):
+        value = getattr(args, flag)
+        if value is not None:
+            table[flag] = value
+    if args.join:
+        table["join"] = list(args.join)
+    if args.log_level is not None:
+        table["log_level"] = args.log_level.upper()
+    config = base.with_overrides(table, source="command line")
+    if args.bind is None and not args.config:
+        raise UsageError("node run: --bind HOST:PORT is required (or bind in the --config file)")
+    if config.cluster_key_file is None:
+        raise UsageError(
+            "node run: --cluster-key-file F is required (or cluster_key_file in --config); "
+            "create one with `foundation-p2p keygen --out F`"
+        )
+    return config
+
+
+def load_app(spec: str) -> Callable[..., Awaitable[Any]]:
+    """Import ``module:callable``; :class:`UsageError` names what is wrong."""
+    module_name, sep, attr = spec.partition(":")
+    if not sep or not module_name or not attr:
+        raise UsageError(f"--app {spec!r}: expected module:callable")
+    if os.getcwd() not in sys.path and "" not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    if importlib.util.find_spec(module_name) is None:
+        raise UsageError(f"--app {spec!r}: no module named {module_name!r}")
+    module = importlib.import_module(module_name)
+    target: Any = module
+    for part in attr.split("."):
+        try:
+            target = getattr(target, part)
+        except AttributeError:
+            raise UsageError(f"--app {spec!r}: {module_name} has no attribute {attr!r}") from None
+    if not callable(target):
+        raise UsageError(f"--app {spec!r}: {attr} is not callable")
+    return target  # type: ignore[no-any-return]
+
+
+async def run_node(
+    config: NodeConfig,
+    keyring: Keyring,
+    app: Callable[..., Awaitable[Any]] | None,
+) -> int:
+    """Run the node until SIGINT or SIGTERM; print the ready line; log every event."""
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async with (
+            open_node(config, keyring=keyring, leave_timeout_s=LEAVE_TIMEOUT_S) as node,
+            node.events() as events,
+            trio.open_nursery() as nursery,
+        ):
+
+            async def log_events() -> None:
+                async for event in events:
+                    log_event(event)
+
+            nursery.start_soon(log_events)
+            if app is not None:
+                node.start_service(app, node, name=config.app)
+            print(
+                f"ready node_id={node.node_id.hex()} name={node.name} "
+                f"address={format_address(node.address)} "
+                f"advertise={format_address(node.advertised)} epoch={node.boot_epoch}",
+                flush=True,
+            )
+            async for signum in signals:
+                log.info("%s: leaving", signal.Signals(signum).name)
+                break
+            nursery.cancel_scope.cancel()
+        counters = " ".join(f"{k}={v}" for k, v in node.counters.snapshot().items())
+        log.info("left; counters: %s", counters or "(none)")
+    return 0
+
+
+def cmd_node_run(args: argparse.Namespace) -> int:
+    """``node run``: one node over real UDP until SIGINT/SIGTERM."""
+    try:
+        config = build_config(args)
+        configure_logging(config.log_level)
+        assert config.cluster_key_file is not None
+        keyring = Keyring.from_file(config.cluster_key_file)
+        app = load_app(config.app) if config.app else None
+    except (ConfigError, UsageError) as exc:
+        _prog_error(str(exc))
+        return 2
+    try:
+        return trio.run(run_node, config, keyring, app)
+    except BindError as exc:
+        _prog_error(str(exc))
+        return 1
+    except (ConfigError, StorageError) as exc:
+        _prog_error(str(exc))
+        return 2
+
+
+# -- parser ----------------------------------------------------------------------------
+
+
+def _add_sim(subparsers: Any) -> None:
+    # The simulator's CLI is optional while it is being built: absent module, no `sim`.
+    # A module that exists but fails to import is a real error and propagates.
+    try:
+        found = importlib.util.find_spec("simulator.cli")
+    except ModuleNotFoundError:
+        found = None
+    if found is None:
+        return
+    module = importlib.import_module("simulator.cli")
+    module.register(subparsers)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of every subcommand; each leaf sets ``func(args) -> int``."""
+    parser = argparse.ArgumentParser(
+        prog="foundation-p2p",
+        description="A peer-to-peer node for Trio applications, and its simulator.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    keygen = sub.add_parser("keygen", help="write a new cluster keyring file")
+    keygen.add_argument("--out", required=True, metavar="FILE", help="where to write it")
+    keygen.add_argument("--force", action="store_true", help="replace an existing file")
+    keygen.set_defaults(func=cmd_keygen)
+
+    node = sub.add_parser("node", help="run a node")
+    node_sub = node.add_subparsers(dest="node_command", metavar="NODE_COMMAND", required=True)
+    run = node_sub.add_parser(
+        "run",
+        help="one node over real UDP; prints a ready line; SIGINT/SIGTERM leaves gracefully",
+        description=(
+            "Run one node over UDP. Flags override the --config TOML file. Prints one line "
+            "'ready node_id=... name=... address=... advertise=... epoch=...' on stdout when "
+            "serving, then one 'event ...' line per application event on stderr."
+        ),
+    )
+    run.add_argument("--bind", metavar="HOST:PORT", help="UDP address to bind (port 0: any)")
+    run.add_argument(
+        "--advertise", metavar="HOST:PORT", help="address peers should use (for 0.0.0.0 binds)"
+    )
+    run.add_argument(
+        "--join", metavar="HOST:PORT", action="append", help="a peer to contact (repeatable)"
+    )
+    run.add_argument(
+        "--cluster-key-file", metavar="F", help="keyring file (foundation-p2p keygen)"
+    )
+    run.add_argument("--data-dir", metavar="D", help="where the identity and boot epoch live")
+    run.add_argument("--name", metavar="N", help="a human-readable node name")
+    run.add_argument("--config", metavar="FILE", help="node TOML config (flags override it)")
+    run.add_argument(
+        "--app", metavar="module:callable", help="run `await callable(node)` inside the node"
+    )
+    run.add_argument(
+        "--log-level",
+        metavar="L",
+        type=str.upper,
+        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+        help="DEBUG, INFO (default), WARNING or ERROR",
+    )
+    run.set_defaults(func=cmd_node_run)
+
+    _add_sim(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``foundation-p2p`` and ``python -m foundation_p2p``."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    func: Callable[[argparse.Namespace], int] = args.func
+    return func(args)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
