@@ -319,7 +319,7 @@ class _Parser:
                 self.fail(path, f"{name!r}: @singleton needs a name, as in @singleton:web")
             self.fail(path, f"unknown role {name!r} (roles: {ROLE_HELP})")
         if name not in self.nodes:
-            extra = f" or a role ({ROLE_HELP})" if roles else ""
+            extra = f"; roles: {ROLE_HELP}" if roles else ""
             self.fail(
                 path,
                 f"unknown node name {name!r} (this cluster has {_node_range(self.nodes)}{extra})",
