@@ -90,6 +90,14 @@ def expect_shape(items: Any, what: str, low: int, high: int) -> list[Any]:
     return items
 
 
+def expect_frame(items: Any, frame_type: int, what: str, low: int, high: int) -> list[Any]:
+    """Return ``items`` if it is an array of ``low``..``high`` elements led by ``frame_type``."""
+    expect_shape(items, what, low, high)
+    if type(items[0]) is not int or items[0] != frame_type:
+        raise MalformedError(f"{what}: frame type must be {frame_type}, got {items[0]!r}")
+    return items
+
+
 @register_frame
 @dataclass(frozen=True, slots=True)
 class Ping:
@@ -107,7 +115,7 @@ class Ping:
 
     @classmethod
     def from_cbor(cls, items: list[Any], limits: WireLimits) -> Ping:
-        expect_shape(items, "ping", 2, 2)
+        expect_frame(items, 1, "ping", 2, 2)
         return cls(expect_uint(items[1], "ping.seq"))
 
     def encode(self) -> bytes:
@@ -135,7 +143,7 @@ class Ack:
 
     @classmethod
     def from_cbor(cls, items: list[Any], limits: WireLimits) -> Ack:
-        expect_shape(items, "ack", 2, 2)
+        expect_frame(items, 2, "ack", 2, 2)
         return cls(expect_uint(items[1], "ack.seq"))
 
     def encode(self) -> bytes:
@@ -177,7 +185,7 @@ def decode_frames(data: bytes, limits: WireLimits = DEFAULT_LIMITS) -> DecodedFr
         if type(items) is not list or not items:
             raise MalformedError("frame: expected a non-empty array")
         kind = items[0]
-        if type(kind) is not int:
+        if type(kind) is not int or kind < 0:
             raise MalformedError("frame: the frame type must be an unsigned integer")
         codec = types.get(kind)
         if codec is None:

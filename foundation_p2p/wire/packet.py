@@ -109,7 +109,9 @@ def parse_packet(
     if type(value) is not list or not value:
         raise MalformedError("packet: not a CBOR array")
     version = value[0]
-    if version != PROTOCOL_VERSION or type(version) is not int:
+    if type(version) is not int or version < 0:
+        raise MalformedError("packet: the version must be an unsigned integer")
+    if version != PROTOCOL_VERSION:
         raise UnsupportedVersionError(f"packet: unsupported protocol version {version!r}", version)
     if len(value) != 7:
         raise MalformedError(f"packet: expected 7 elements, got {len(value)}")
