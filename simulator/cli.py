@@ -230,6 +230,8 @@ def result_report(result: Any) -> Report:
 class ProgressLine:
     """Writes ``sim: 12.0/60.0 virtual s ...`` to a stream while a run is long.
 
+    The world calls it as ``progress(virtual_now_s, virtual_end_s)`` every so often.
+
     Silent for the first :data:`PROGRESS_AFTER_S` wall seconds, then at most one line every
     :data:`PROGRESS_EVERY_S`; a short run prints nothing.
     """
@@ -241,17 +243,19 @@ class ProgressLine:
         self.next_line = self.started + PROGRESS_AFTER_S
         self.lines = 0
 
-    def __call__(self, virtual_s: float, events: int) -> None:
+    def __call__(self, virtual_s: float, end_s: float) -> None:
         now = time.monotonic()
         if now < self.next_line:
             return
         self.next_line = now + PROGRESS_EVERY_S
         self.lines += 1
         wall = now - self.started
-        share = 100.0 * virtual_s / self.total_virtual_s if self.total_virtual_s else 100.0
+        total = end_s or self.total_virtual_s
+        share = 100.0 * virtual_s / total if total else 100.0
+        rate = virtual_s / wall if wall > 0 else 0.0
         print(
-            f"sim: {virtual_s:.1f}/{self.total_virtual_s:.1f} virtual s ({share:.0f}%), "
-            f"{events} events, {wall:.1f} s wall",
+            f"sim: {virtual_s:.1f}/{total:.1f} virtual s ({share:.0f}%), {wall:.1f} s wall, "
+            f"{rate:.1f} virtual s per wall s",
             file=self.stream,
             flush=True,
         )
@@ -268,7 +272,9 @@ def cmd_replay(args: argparse.Namespace) -> int:
         _usage_error("replay", f"{args.file}: no such trace file")
         return EXIT_USAGE
     try:
-        result, matches, divergence = replay_trace(args.file)
+        result, matches, divergence = replay_trace(
+            args.file, progress=ProgressLine(0.0, sys.stderr)
+        )
     except (FoundationError, OSError, ValueError) as exc:
         _usage_error("replay", f"{args.file}: cannot replay: {exc}")
         return EXIT_USAGE

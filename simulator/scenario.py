@@ -79,9 +79,9 @@ FAULT_KEYS: dict[str, tuple[str, ...]] = {
     "pause": ("node", "nodes"),
     "resume": ("node", "nodes"),
     "skew": ("node", "nodes", "kind", "value"),
-    "loss": ("value", "from", "to", "oneway"),
-    "latency": ("latency", "from", "to", "oneway"),
-    "clog": ("node", "nodes", "from", "to", "oneway"),
+    "loss": ("value", "node", "nodes", "from", "to"),
+    "latency": ("latency", "node", "nodes", "from", "to"),
+    "clog": ("node", "nodes", "from", "to"),
     "swizzle": ("nodes",),
     "join": ("node", "nodes"),
     "leave": ("node", "nodes"),
@@ -102,7 +102,7 @@ INVERSE_OPS: dict[str, str] = {
 }
 """Ops that may take ``for``: what undoes each occurrence when its ``for`` is over."""
 
-_NEEDS_TARGET = ("isolate", "crash", "restart", "pause", "resume", "skew", "join", "leave")
+_NEEDS_TARGET = ("isolate", "crash", "restart", "pause", "resume", "join", "leave")
 RANDOM_FAULT_OPS = (
     "partition", "isolate", "crash", "pause", "loss", "latency", "clog", "swizzle", "skew",
     "transfer-leader",
@@ -643,20 +643,30 @@ class _Parser:
             for key in ("from", "to"):
                 if key not in table:
                     self.fail(f"{path}.{key}", "from and to go together (they name one link)")
-            src = self.node_name(table["from"], f"{path}.from", roles=True)
-            dst = self.node_name(table["to"], f"{path}.to", roles=True)
-            if src == dst and not src.startswith("@"):
+            src = self.node_name(table["from"], f"{path}.from")
+            dst = self.node_name(table["to"], f"{path}.to")
+            if src == dst:
                 self.fail(f"{path}.to", f"from and to are both {src!r}")
             if node is not None or nodes:
                 self.fail(f"{path}.from", "give either node/nodes or from/to, not both")
         oneway = self.boolean(table.get("oneway", False), f"{path}.oneway")
-        if oneway and src is None:
-            self.fail(f"{path}.oneway", "oneway needs from and to (the direction cut)")
 
         groups: tuple[tuple[str, ...], ...] = ()
         shape = None
         if op == "partition":
             groups, shape = self._partition_shape(table, path, src is not None)
+            if src is not None and not oneway:
+                self.fail(
+                    f"{path}.oneway",
+                    "from/to cut one direction: set oneway = true (to cut both ways between "
+                    'two nodes, use groups = [["n1"], ["n2"]])',
+                )
+            if oneway and src is None and len(groups) != 2:
+                self.fail(
+                    f"{path}.oneway",
+                    "oneway needs from/to, or exactly two groups (the first cannot reach the "
+                    "second)",
+                )
 
         torn = self.boolean(table.get("torn", False), f"{path}.torn")
         kind = None

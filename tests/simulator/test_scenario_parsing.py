@@ -215,7 +215,13 @@ def test_items_of_later_capabilities_are_refused_naming_the_capability(
         ('[cluster]\nlate = ["n5"]\n', "cluster.late[0]", "no join fault names it"),
         ('[[fault]]\nat = "1s"\nop = "skew"\nnode = "n1"\nkind = "drift"\nvalue = "1s"\n',
          "fault[0].value", "must be a number"),
-        ('[[fault]]\nat = "1s"\nop = "clog"\noneway = true\n', "fault[0].oneway", "needs from"),
+        ('[[fault]]\nat = "1s"\nop = "clog"\noneway = true\n', "fault[0].oneway", "unknown key"),
+        ('[[fault]]\nat = "1s"\nop = "partition"\nfrom = "n1"\nto = "n2"\n', "fault[0].oneway",
+         "set oneway = true"),
+        ('[[fault]]\nat = "1s"\nop = "partition"\nshape = "majorities-ring"\noneway = true\n',
+         "fault[0].oneway", "exactly two groups"),
+        ('[[fault]]\nat = "1s"\nop = "loss"\nvalue = 0.5\nfrom = "@random"\nto = "n2"\n',
+         "fault[0].from", "unknown node name '@random'"),
         ('[[network.link]]\nfrom = "n1"\nto = "n2"\nloss = 0.1\n'
          '[[network.link]]\nfrom = "n2"\nto = "n1"\nloss = 0.2\n',
          "network.link[1]", "already set by network.link[0]"),
@@ -305,7 +311,7 @@ def test_fault_forms_parse_into_their_fields() -> None:
         op = "partition"
         oneway = true
         from = "n1"
-        to = "@random"
+        to = "n4"
         for = "2s"
         [[fault]]
         at = "2s"
@@ -341,7 +347,7 @@ def test_fault_forms_parse_into_their_fields() -> None:
         base='name = "t"\n',
     )
     oneway, ring, skew, latency, crash, join, swizzle = s.faults
-    assert (oneway.oneway, oneway.src, oneway.dst, oneway.for_s) == (True, "n1", "@random", 2)
+    assert (oneway.oneway, oneway.src, oneway.dst, oneway.for_s) == (True, "n1", "n4", 2)
     assert ring.shape == "majorities-ring"
     assert (skew.kind, skew.value) == ("offset", -1.5)
     assert latency.latency == LatencySpec(0.1, 0.2)
