@@ -16,12 +16,17 @@ EPOCH_S = 1_767_225_600.0
 class SkewedClock:
     """One node's wall clock; see the module docstring."""
 
-    __slots__ = ("drift_ppm", "drift_since", "offset_s")
+    __slots__ = ("drift_ppm", "drift_since", "offset_s", "skewed")
 
     def __init__(self) -> None:
         self.offset_s = 0.0
         self.drift_ppm = 0.0
         self.drift_since = 0.0
+        self.skewed = False
+        """False while the clock reads true time (a fast path for the world)."""
+
+    def _update(self) -> None:
+        self.skewed = bool(self.offset_s or self.drift_ppm)
 
     def wall(self, mono: float) -> float:
         """The wall-clock reading at virtual time ``mono``."""
@@ -38,19 +43,23 @@ class SkewedClock:
     def set_offset(self, offset_s: float) -> None:
         """Set the constant offset from true time (``skew`` kind ``offset``)."""
         self.offset_s = offset_s
+        self._update()
 
     def set_drift(self, mono: float, drift_ppm: float) -> None:
         """Drift from ``mono`` on at ``drift_ppm`` (what drifted so far is kept)."""
         self.offset_s += self.drift_ppm * 1e-6 * (mono - self.drift_since)
         self.drift_ppm = drift_ppm
         self.drift_since = mono
+        self._update()
 
     def step(self, delta_s: float) -> None:
         """Jump the wall clock by ``delta_s`` (negative steps go back in time)."""
         self.offset_s += delta_s
+        self._update()
 
     def reset(self, mono: float) -> None:
         """Back to true time (the skew fault's undo)."""
         self.offset_s = 0.0
         self.drift_ppm = 0.0
         self.drift_since = mono
+        self.skewed = False
