@@ -487,6 +487,9 @@ async def open_node(
                 core.boot_epoch,
                 "stored" if stored.get("identity") else "new",
             )
+            # An error raised by the body is re-raised as it is, after the nursery closed,
+            # rather than wrapped in the nursery's ExceptionGroup.
+            body_error: BaseException | None = None
             async with trio.open_nursery() as nursery:
                 node._services = ServiceRunner(nursery, core.counters)
                 if join:
@@ -495,10 +498,14 @@ async def open_node(
                 await nursery.start(node._run_pump)
                 try:
                     yield node
+                except BaseException as exc:
+                    body_error = exc
                 finally:
                     with trio.CancelScope(shield=True):
                         await node._shutdown()
                     nursery.cancel_scope.cancel()
+            if body_error is not None:
+                raise body_error
         finally:
             if node is not None:
                 node._closed = True
