@@ -148,6 +148,12 @@ class World:
         self._line = self.sink.line
         self.internal_error: str | None = None
         self.stats = Counters()
+        for name in (
+            "net.dropped_node_down", "net.dropped_no_route", "net.partition_violations",
+            "node.boot_failures", "node.crashes", "node.restarts", "node.leaves", "node.piled",
+            "probe.unanswered", "disk.violations",
+        ):
+            self.stats[name] = 0
         self.partition_violations: list[str] = []
         self.disk_violations: list[str] = []
         self.services = ServiceRegistry()
