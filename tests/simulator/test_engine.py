@@ -109,8 +109,8 @@ def test_skew_changes_the_wall_clock_only() -> None:
 def test_skewed_node_sees_skew_in_its_boot_epoch_but_not_in_its_timers(tmp_path: Path) -> None:
     crash = FaultSpec(at_s=6.0, op="restart", node="n2", index=1)
     skew = FaultSpec(at_s=1.0, op="skew", node="n2", kind="offset", value=100.0, index=0)
-    plain, plain_lines = _trace(tmp_path, _scenario(faults=(crash,)))
-    skewed, skewed_lines = _trace(tmp_path, _scenario(faults=(skew, crash)))
+    _, plain_lines = _trace(tmp_path, _scenario(faults=(crash,)))
+    _, skewed_lines = _trace(tmp_path, _scenario(faults=(skew, crash)))
     boots = [e for e in skewed_lines if e["ev"] == "boot" and e["node"] == "n2"]
     assert boots[-1]["epoch"] == int((EPOCH_S + 6.0 + 100.0) * 1000)
     plain_boots = [e for e in plain_lines if e["ev"] == "boot" and e["node"] == "n2"]
@@ -351,7 +351,7 @@ def test_partition_checker_fails_when_the_network_ignores_the_partition() -> Non
 class _StickyDisk(VirtualDisk):
     """A broken disk: a crash keeps writes that were never synced."""
 
-    def crash(self, rng: random.Random, *, torn: bool = False) -> None:  # type: ignore[override]
+    def crash(self, rng: random.Random, *, torn: bool = False) -> None:
         return None
 
 
