@@ -373,7 +373,7 @@ class Node:
         counters = core.counters
         try:
             with self._pump_scope:
-                await self._flush()  # the boot writes are durable before anything is sent
+                await self._flush()
                 task_status.started()
                 while True:
                     if self._dirty:
@@ -490,11 +490,14 @@ async def open_node(
             # An error raised by the body is re-raised as it is, after the nursery closed,
             # rather than wrapped in the nursery's ExceptionGroup.
             body_error: BaseException | None = None
+            if join:
+                log.debug("join %s: NodeCore.handle_command(Join)", join)
+                core.handle_command(machine_now(), Join(join))
+            # The boot writes (identity, epoch) become durable here, before any datagram
+            # can leave, and a storage failure is raised as it is.
+            await node._flush()
             async with trio.open_nursery() as nursery:
                 node._services = ServiceRunner(nursery, core.counters)
-                if join:
-                    log.debug("join %s: NodeCore.handle_command(Join)", join)
-                    core.handle_command(machine_now(), Join(join))
                 await nursery.start(node._run_pump)
                 try:
                     yield node
