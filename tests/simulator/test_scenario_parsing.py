@@ -417,3 +417,24 @@ def test_every_shipped_scenario_parses_and_documents_itself(path: str) -> None:
         first = f.readline()
     assert first.startswith(f"# {s.name}:"), "each scenario opens with a comment naming it"
     assert os.path.basename(path) == f"{s.name}.toml"
+
+
+def test_readme_documents_every_key_op_kind_and_invariant() -> None:
+    from simulator import scenario as scn
+    from simulator.checkers import CHECKERS
+    from simulator.model import FAULT_OPS, WORKLOAD_KINDS
+
+    with open(os.path.join(SCENARIO_DIR, "..", "README.md"), encoding="utf-8") as f:
+        readme = f.read()
+    keys = (
+        scn._TOP_KEYS + scn._CLUSTER_KEYS + scn._NETWORK_KEYS + scn._LINK_KEYS
+        + scn._CHECK_KEYS + scn._RANDOM_KEYS + scn._TIMING_KEYS
+        + tuple(k for keys in scn.FAULT_KEYS.values() for k in keys)
+    )
+    names = set(keys) | set(FAULT_OPS) | set(WORKLOAD_KINDS) | set(CHECKERS)
+    names |= set(scn.PROFILES) | set(scn.RESERVED_NODE_KEYS)
+    forms = ("`{}`", '"{}"', "[{}]", "[network.{}]")
+    missing = sorted(n for n in names if not any(f.format(n) in readme for f in forms))
+    assert not missing, f"simulator/README.md does not document: {missing}"
+    for item in capabilities.PENDING:
+        assert item.capability in readme and item.name.rstrip("*") in readme
