@@ -67,6 +67,7 @@ class Identity:
         if (
             type(value) is not list
             or len(value) != 2
+            or type(value[0]) is not int
             or value[0] != IDENTITY_FORMAT
             or type(value[1]) is not bytes
             or len(value[1]) != 32

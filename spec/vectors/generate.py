@@ -697,6 +697,7 @@ def key_vectors() -> dict[str, Any]:
     identity_invalid = [
         ("empty", b""),
         ("format 2", dumps([2, SEED_1])),
+        ("format is true (equal to 1 in Python, not a uint)", dumps([True, SEED_1])),
         ("seed of 31 bytes", dumps([1, SEED_1[:31]])),
         ("seed of 33 bytes", dumps([1, SEED_1 + b"\x00"])),
         ("three elements", dumps([1, SEED_1, 0])),

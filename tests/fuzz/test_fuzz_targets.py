@@ -1,0 +1,132 @@
+"""The fuzz targets of ``fuzz/targets.py``, driven by Hypothesis in the normal suite.
+
+Inputs are mutations of the ``spec/vectors/`` seeds (bit flips, truncation, insertion,
+byte replacement, splices of two seeds) and plain random bytes, a bounded number of
+examples per target. The targets themselves decide what is allowed: "decoded" with its
+round-trip property, or the project's own error. ``make fuzz`` runs the same targets
+under atheris for longer.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _load_targets() -> ModuleType:
+    spec = importlib.util.spec_from_file_location(
+        "foundation_fuzz_targets", ROOT / "fuzz" / "targets.py"
+    )
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+targets = _load_targets()
+NAMES = list(targets.TARGETS)
+SEEDS = {name: [s for s in targets.seeds(name) if len(s) <= 2048] for name in NAMES}
+
+
+@st.composite
+def mutated(draw: st.DrawFn, name: str) -> bytes:
+    """A seed of ``name``'s corpus changed by one to three random edits, or random bytes."""
+    if draw(st.integers(0, 9)) == 0:
+        return draw(st.binary(max_size=300))
+    data = bytearray(draw(st.sampled_from(SEEDS[name])))
+    for _ in range(draw(st.integers(1, 3))):
+        op = draw(st.sampled_from(["flip", "truncate", "insert", "replace", "splice", "delete"]))
+        if op == "flip" and data:
+            i = draw(st.integers(0, len(data) - 1))
+            data[i] ^= 1 << draw(st.integers(0, 7))
+        elif op == "truncate":
+            data = data[: draw(st.integers(0, len(data)))]
+        elif op == "insert":
+            i = draw(st.integers(0, len(data)))
+            data[i:i] = draw(st.binary(min_size=1, max_size=8))
+        elif op == "replace" and data:
+            i = draw(st.integers(0, len(data) - 1))
+            data[i] = draw(
+                st.sampled_from(
+                    [
+                        0x00,
+                        0x17,
+                        0x18,
+                        0x1B,
+                        0x40,
+                        0x5F,
+                        0x7F,
+                        0x80,
+                        0x9F,
+                        0xA0,
+                        0xBF,
+                        0xC2,
+                        0xF5,
+                        0xF7,
+                        0xFB,
+                        0xFF,
+                    ]
+                )
+            )
+        elif op == "splice":
+            other = draw(st.sampled_from(SEEDS[name]))
+            cut = draw(st.integers(0, len(data)))
+            data = data[:cut] + other[draw(st.integers(0, len(other))) :]
+        elif op == "delete" and data:
+            i = draw(st.integers(0, len(data) - 1))
+            del data[i : i + draw(st.integers(1, 4))]
+    return bytes(data)
+
+
+def test_every_decoder_has_a_target() -> None:
+    assert set(NAMES) == {"cbor", "frames", "ping", "ack", "packet", "open", "keyring", "identity"}
+    assert all(SEEDS[name] for name in NAMES)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_seeds_are_accepted_outcomes(name: str) -> None:
+    for seed in SEEDS[name]:
+        targets.TARGETS[name](seed)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_mutated_inputs_decode_or_raise_the_projects_error(name: str) -> None:
+    target = targets.TARGETS[name]
+
+    @settings(
+        max_examples=600,
+        deadline=None,
+        derandomize=True,
+        database=None,
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+    )
+    @given(mutated(name))
+    def run(data: bytes) -> None:
+        target(data)
+
+    run()
+
+
+def test_a_broken_round_trip_is_a_finding(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The harness must be able to fail: an encoder that disagrees with its decoder.
+    monkeypatch.setattr(targets.cbor, "encode", lambda value: b"different")
+    with pytest.raises(AssertionError, match="re-encode"):
+        targets.fuzz_cbor(b"\x01")
+
+
+def test_a_foreign_exception_escapes_the_target(monkeypatch: pytest.MonkeyPatch) -> None:
+    def leaky(data: bytes, limits: object = None) -> object:
+        raise IndexError("a decoder bug")
+
+    monkeypatch.setattr(targets, "parse_packet", leaky)
+    with pytest.raises(IndexError):
+        targets.fuzz_packet(b"\x80")
