@@ -470,7 +470,8 @@ def format_sweep(summary: Report) -> str:
     low, high = summary["seed_range"]
     lines = [
         f"sweep {summary['scenario']}: seeds {low}..{high}, mode {summary['mode']}"
-        f"{', random faults' if summary['random_faults'] else ''}, {summary['jobs']} processes",
+        f"{', random faults' if summary['random_faults'] else ''}, {summary['jobs']} "
+        f"process{'es' if summary['jobs'] != 1 else ''}",
         f"  {summary['passed']} passed, {len(summary['failed'])} failed "
         f"in {summary['wall_seconds']:.2f} wall s",
     ]
@@ -507,7 +508,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # argparse: --help (0) or a usage error (2)
         return exc.code if isinstance(exc.code, int) else EXIT_USAGE
-    status: int = args.func(args)
+    try:
+        status: int = args.func(args)
+    except BrokenPipeError:  # stdout closed early (``| head``): not worth a traceback
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return EXIT_USAGE
     return status
 
 
