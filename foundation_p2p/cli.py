@@ -173,13 +173,13 @@ def cmd_node_run(args: argparse.Namespace) -> int:
     """``node run``: one node over real UDP until SIGINT/SIGTERM."""
     try:
         config = build_config(args)
-        configure_logging(config.log_level)
         assert config.cluster_key_file is not None
         keyring = Keyring.from_file(config.cluster_key_file)
         app = load_app(config.app) if config.app else None
     except (ConfigError, UsageError) as exc:
         _prog_error(str(exc))
         return 2
+    configure_logging(config.log_level)
     try:
         return trio.run(run_node, config, keyring, app)
     except BindError as exc:

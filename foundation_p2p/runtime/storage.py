@@ -92,13 +92,13 @@ class DataDirStore:
         """Create (mode 0700) and lock ``path``; :class:`StorageError` names any problem."""
         self.path = os.path.abspath(path)
         self._lock_file: IO[bytes] | None = None
+        if os.path.exists(self.path) and not os.path.isdir(self.path):
+            raise StorageError(f"data dir {path}: exists and is not a directory")
         try:
             os.makedirs(self.path, mode=0o700, exist_ok=True)
             st = os.stat(self.path)
         except OSError as exc:
             raise StorageError(f"data dir {path}: cannot create it: {exc.strerror}") from None
-        if not stat.S_ISDIR(st.st_mode):
-            raise StorageError(f"data dir {path}: exists and is not a directory")
         if st.st_mode & 0o077:
             log.warning(
                 "data dir %s is readable by other users (mode %o); it holds the node's "
@@ -153,9 +153,9 @@ class DataDirStore:
                 continue
             full = os.path.join(self.path, name)
             try:
+                if not stat.S_ISREG(os.stat(full).st_mode):
+                    continue
                 with open(full, "rb") as f:
-                    if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
-                        continue
                     data = f.read(MAX_STORED_FILE_BYTES + 1)
             except OSError as exc:
                 raise StorageError(f"{full}: cannot read: {exc.strerror}") from None
