@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import IO, Any
 
 TRACE_FORMAT = 1
@@ -40,7 +40,9 @@ class TraceDivergence(Exception):
 class TraceSink:
     """Hashes trace lines, and writes them to a file or compares them with an expected file.
 
-    ``line(text)`` takes one canonical line without its newline. ``expected`` is an
+    ``line(text)`` takes one canonical line without its newline (it is the batch's
+    ``append``: the hot path of a run); the driver calls :meth:`maybe_flush` regularly
+    and :meth:`finish` at the end, which bounds the batch. ``expected`` is an
     iterator of the lines of a trace being replayed; the first line that differs is
     recorded in ``divergence`` (its 1-based number and both lines) and comparison stops.
     """
@@ -50,14 +52,14 @@ class TraceSink:
         self._out = out
         self._expected = expected
         self._batch: list[str] = []
+        self.line: Callable[[str], None] = self._batch.append
+        """Add one line (no newline) to the trace."""
         self.lines = 0
         self.divergence: str | None = None
 
-    def line(self, text: str) -> None:
-        """Add one line (no newline) to the trace."""
-        batch = self._batch
-        batch.append(text)
-        if len(batch) >= BATCH_LINES:
+    def maybe_flush(self) -> None:
+        """Flush when at least ``BATCH_LINES`` lines are buffered."""
+        if len(self._batch) >= BATCH_LINES:
             self.flush()
 
     def flush(self) -> None:

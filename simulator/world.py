@@ -291,6 +291,7 @@ class World:
         last_report = wall_start
         events = 0
         perf = time.perf_counter
+        maybe_flush = self.sink.maybe_flush
         try:
             while heap:
                 item = heap[0]
@@ -301,11 +302,13 @@ class World:
                 self.now = t
                 item[2](item[3])
                 events += 1
-                if progress is not None and not events & 4095:
-                    w = perf()
-                    if w - last_report >= 0.5:
-                        last_report = w
-                        progress(t, end)
+                if not events & 255:
+                    maybe_flush()
+                    if progress is not None and not events & 4095:
+                        w = perf()
+                        if w - last_report >= 0.5:
+                            last_report = w
+                            progress(t, end)
         finally:
             self.events = events
 
@@ -570,7 +573,7 @@ class World:
         self.pump(host)
 
     def _on_events(self, host: Host, events: list[Event]) -> None:
-        line = self.sink.line
+        line = self._line
         t = f"{self.now:.9f}"
         for ev in events:
             if type(ev) is PeerAcked:
