@@ -72,6 +72,21 @@ def decode(
     return value
 
 
+def utf8_longer_than(text: str, limit: int) -> bool:
+    """True if ``text`` takes more than ``limit`` bytes in UTF-8 (encoding only if needed).
+
+    A character takes 1 to 4 bytes, so ``len(text)`` bounds the size from both sides
+    before anything is encoded; lone surrogates (which CBOR text cannot carry) count
+    as 3 bytes rather than raising.
+    """
+    n = len(text)
+    if n > limit:
+        return True
+    if n * 4 <= limit:
+        return False
+    return len(text.encode("utf-8", "surrogatepass")) > limit
+
+
 def check_plain(value: Any, limits: WireLimits = DEFAULT_LIMITS, *, what: str = "value") -> None:
     """Check that ``value`` is plain CBOR data within ``limits``, or raise a ``WireError``.
 
@@ -88,7 +103,7 @@ def check_plain(value: Any, limits: WireLimits = DEFAULT_LIMITS, *, what: str = 
         if item is None or isinstance(item, (bool, int, float)):
             continue
         if isinstance(item, str):
-            if len(item) > limits.max_text_bytes and len(item.encode()) > limits.max_text_bytes:
+            if utf8_longer_than(item, limits.max_text_bytes):
                 raise LimitError(f"{what}: text longer than {limits.max_text_bytes} bytes")
         elif isinstance(item, bytes):
             if len(item) > limits.max_bytes_bytes:

@@ -76,7 +76,7 @@ def expect_text(value: Any, what: str, limit: int) -> str:
     """Return ``value`` if it is a text string of at most ``limit`` UTF-8 bytes."""
     if type(value) is not str:
         raise MalformedError(f"{what}: expected a text string, got {type(value).__name__}")
-    if len(value) > limit and len(value.encode()) > limit:
+    if cbor.utf8_longer_than(value, limit):
         raise LimitError(f"{what}: longer than {limit} bytes")
     return value
 
