@@ -92,10 +92,10 @@ def expect_shape(items: Any, what: str, low: int, high: int) -> list[Any]:
 
 def expect_frame(items: Any, frame_type: int, what: str, low: int, high: int) -> list[Any]:
     """Return ``items`` if it is an array of ``low``..``high`` elements led by ``frame_type``."""
-    expect_shape(items, what, low, high)
-    if type(items[0]) is not int or items[0] != frame_type:
-        raise MalformedError(f"{what}: frame type must be {frame_type}, got {items[0]!r}")
-    return items
+    checked = expect_shape(items, what, low, high)
+    if type(checked[0]) is not int or checked[0] != frame_type:
+        raise MalformedError(f"{what}: frame type must be {frame_type}, got {checked[0]!r}")
+    return checked
 
 
 @register_frame
