@@ -8,6 +8,7 @@ Later capabilities add ``kv``, ``broadcast``, ``singleton`` and ``auction`` to
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol
 
 from foundation_p2p.addresses import Address
@@ -56,15 +57,15 @@ class PingWorkload:
         world.command(host, Join(targets))
 
 
-WORKLOADS: dict[str, type[PingWorkload]] = {"ping": PingWorkload}
+WORKLOADS: dict[str, Callable[[WorkloadSpec], Workload]] = {"ping": PingWorkload}
 """Workload implementations by kind; later issues add theirs."""
 
 
 def build_workload(spec: WorkloadSpec) -> Workload:
     """The workload for ``spec``; ``ValueError`` naming the kind if none is registered."""
-    cls = WORKLOADS.get(spec.kind)
-    if cls is None:
+    factory = WORKLOADS.get(spec.kind)
+    if factory is None:
         raise ValueError(
             f"workload kind {spec.kind!r} is not available (available: {', '.join(WORKLOADS)})"
         )
-    return cls(spec)
+    return factory(spec)

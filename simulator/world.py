@@ -223,8 +223,9 @@ class World:
 
     def trace(self, obj: dict[str, Any]) -> None:
         """Add one event to the trace (``t`` is added)."""
-        obj["t"] = fmt_time(self.now)
-        self._line(canonical(obj))
+        out = {k: jsonable(v) for k, v in obj.items()}
+        out["t"] = fmt_time(self.now)
+        self._line(canonical(out))
 
     # -- running -------------------------------------------------------------------------
 
