@@ -168,6 +168,7 @@ class Network:
         self.spec = spec
         self.rng = rng
         self.partitions = partitions or PartitionState()
+        self._cuts = self.partitions.cuts  # the same list, for a cheap "any cut?" test
         self._base: dict[tuple[str, str], LinkParams] = {}
         self._default = self._params(spec.latency, spec.loss, spec.duplicate, spec.reorder,
                                      spec.bandwidth_bytes_per_s)
@@ -289,7 +290,7 @@ class Network:
         """
         counts = self.counts
         counts["net.sent"] += 1
-        if self.partitions.cuts and self.partitions.blocks(src, dst):
+        if self._cuts and self.partitions.blocks(src, dst):
             counts["net.dropped_partition"] += 1
             return "partition", 0.0, -1.0
         if (self.clogged_nodes or self.clogged_links) and self.clogged(src, dst) is not None:

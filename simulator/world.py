@@ -46,6 +46,7 @@ from simulator.trace import TraceSink, canonical, fmt_time, header_line, jsonabl
 from simulator.workloads import Workload, build_workload
 
 log = logging.getLogger("foundation_p2p.simulator")
+_heappush = heapq.heappush
 
 NODE_PORT = 7946
 """Every simulated node listens on ``(name, 7946)``."""
@@ -161,6 +162,7 @@ class World:
         self.fault_rng = child_rng(self.seed, "faults")
         self._metrics_rng = child_rng(self.seed, "metrics")
         self.partitions = PartitionState()
+        self._cuts = self.partitions.cuts  # the same list, for a cheap "any cut?" test
         if network_factory is None:
             self.network = Network(
                 scenario.network, child_rng(self.seed, "network"), self.partitions
@@ -219,7 +221,7 @@ class World:
     def schedule(self, t: float, fn: Callable[[Any], None], arg: Any = None) -> None:
         """Run ``fn(arg)`` at virtual time ``t`` (never before now)."""
         self._seq += 1
-        heapq.heappush(self._heap, (t if t > self.now else self.now, self._seq, fn, arg))
+        _heappush(self._heap, (t if t > self.now else self.now, self._seq, fn, arg))
 
     def trace(self, obj: dict[str, Any]) -> None:
         """Add one event to the trace (``t`` is added)."""
@@ -493,7 +495,7 @@ class World:
                 host.timer_at = deadline
                 self._seq += 1
                 now = self.now
-                heapq.heappush(
+                _heappush(
                     self._heap, (deadline if deadline > now else now, self._seq, self._timer, host)
                 )
 
@@ -617,10 +619,10 @@ class World:
         reason, arrival, dup = self.network.route(self.now, src.name, dst.name, size)
         if reason is None:
             self._seq += 1
-            heapq.heappush(self._heap, (arrival, self._seq, self._deliver, (src, dst, payload)))
+            _heappush(self._heap, (arrival, self._seq, self._deliver, (src, dst, payload)))
             if dup >= 0.0:
                 self._seq += 1
-                heapq.heappush(self._heap, (dup, self._seq, self._deliver, (src, dst, payload)))
+                _heappush(self._heap, (dup, self._seq, self._deliver, (src, dst, payload)))
             return
         if reason == "clog":
             key = self.network.clogged(src.name, dst.name)
@@ -648,7 +650,7 @@ class World:
         src, dst, payload = arg
         core = dst.core
         now = self.now
-        if core is None or dst.paused or self.partitions.cuts:
+        if core is None or dst.paused or self._cuts:
             if self._deliver_blocked(src, dst, arg):
                 return
             assert core is not None
