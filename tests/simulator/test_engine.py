@@ -12,7 +12,7 @@ import pytest
 
 from foundation_p2p.clock import Now
 from foundation_p2p.probe import StaticProber
-from simulator.checkers import CHECKERS
+from simulator.checkers import CHECKERS, probe_rounds
 from simulator.clock import EPOCH_S, SkewedClock
 from simulator.disk import VirtualDisk
 from simulator.host import Host
@@ -383,3 +383,13 @@ def test_reachability_checker_fails_when_a_live_node_stays_cut_off() -> None:
     assert not result.ok
     healed = _scenario(faults=(FaultSpec(at_s=3.0, op="isolate", node="n2", for_s=2.0),))
     assert run_scenario(healed).invariants["probe.reachable"].ok
+
+
+def test_reachability_allows_for_configured_loss_but_not_for_a_silent_target() -> None:
+    lossy = _scenario(nodes=5, duration=30.0, network=NetworkSpec(loss=0.1))
+    world = World(lossy)
+    assert probe_rounds(world) > 5
+    assert world.run().invariants["probe.reachable"].ok
+    cut = _scenario(nodes=5, duration=60.0, network=NetworkSpec(loss=0.1),
+                    faults=(FaultSpec(at_s=5.0, op="isolate", node="n1"),))
+    assert not run_scenario(cut).invariants["probe.reachable"].ok
