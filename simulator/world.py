@@ -265,7 +265,7 @@ class World:
             scenario=self.scenario.name,
             nodes=len(self.hosts),
             mode=self.mode,
-            virtual_seconds=self.now,
+            virtual_seconds=float(self.now),
             wall_seconds=wall,
             events=self.events,
             trace_digest=digest,
@@ -416,6 +416,11 @@ class World:
         self.command(host, Leave())
         if host.core is None:
             return False
+        # A graceful stop flushes the disk: nothing written is lost.
+        host.disk.sync()
+        for key, data in host.unsynced_model:
+            host.expected_durable[key] = data
+        host.unsynced_model.clear()
         host.retire_core()
         host.status = LEFT
         self.stats.inc("node.leaves")

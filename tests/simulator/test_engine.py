@@ -393,3 +393,16 @@ def test_reachability_allows_for_configured_loss_but_not_for_a_silent_target() -
     cut = _scenario(nodes=5, duration=60.0, network=NetworkSpec(loss=0.1),
                     faults=(FaultSpec(at_s=5.0, op="isolate", node="n1"),))
     assert not run_scenario(cut).invariants["probe.reachable"].ok
+
+
+def test_a_node_that_left_rejoins_with_its_identity_and_everything_it_wrote(
+    tmp_path: Path,
+) -> None:
+    sc = _scenario(faults=(FaultSpec(at_s=0.0, op="leave", node="n3"),
+                           FaultSpec(at_s=2.0, op="join", node="n3")))
+    result, lines = _trace(tmp_path, sc)
+    assert result.ok, result.invariants
+    started = [e for e in lines if e["ev"] == "event" and e["type"] == "Started"
+               and e["node"] == "n3"]
+    assert [s["data"]["new_identity"] for s in started] == [True, False]
+    assert result.metrics["node.leaves"] == 1
