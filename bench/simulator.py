@@ -4,8 +4,10 @@ Runs 10, 100 and 1000 nodes in ``messages`` and ``bytes`` mode, and the bare eve
 floor (the world's own heap loop popping no-op events) in the same process, and prints one
 JSON object as its last line. ``--quick`` uses smaller durations (under a minute in all).
 
-For each run: ``sim_s_per_wall_s`` (whole run, boots included), ``steady_sim_s_per_wall_s``
-(after a warm-up of ``warmup_s`` virtual seconds), ``events_per_s``, and
+For each run: ``sim_s_per_wall_s`` (whole run, boots included), ``sim_s_per_cpu_s`` (the
+same against this process's CPU time: steadier on a shared machine),
+``steady_sim_s_per_wall_s`` (after a warm-up of ``WARMUP_S`` virtual seconds),
+``events_per_s``, and
 ``floor_ratio`` = floor events per second / run events per second (how many times more a
 run's average event costs than a bare heap pop-and-call).
 
@@ -61,8 +63,10 @@ def run_one(nodes: int, duration: float, mode: str) -> dict[str, Any]:
     marks: dict[str, float] = {}
     world.schedule(WARMUP_S, lambda _: marks.setdefault("warm", time.perf_counter()))
     start = time.perf_counter()
+    cpu_start = time.process_time()
     result = world.run()
     wall = time.perf_counter() - start
+    cpu = time.process_time() - cpu_start
     out: dict[str, Any] = {
         "nodes": nodes,
         "mode": mode,
@@ -71,6 +75,8 @@ def run_one(nodes: int, duration: float, mode: str) -> dict[str, Any]:
         "events": result.events,
         "events_per_s": round(result.events / wall),
         "sim_s_per_wall_s": round(duration / wall, 2),
+        "cpu_s": round(cpu, 4),
+        "sim_s_per_cpu_s": round(duration / cpu, 2),
         "ok": result.ok,
         "deliveries": result.metrics["net.delivered"],
     }
@@ -136,7 +142,8 @@ def main(argv: list[str] | None = None) -> int:
             runs.append(r)
             print(
                 f"{mode:8} {nodes:5} nodes: {r['sim_s_per_wall_s']:8.2f} sim-s/wall-s "
-                f"(steady {r.get('steady_sim_s_per_wall_s', '-')}), "
+                f"(steady {r.get('steady_sim_s_per_wall_s', '-')}, "
+                f"per CPU-s {r['sim_s_per_cpu_s']}), "
                 f"{r['events_per_s']:,} events/s, floor ratio {r['floor_ratio']}",
                 file=sys.stderr,
             )
