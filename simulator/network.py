@@ -124,7 +124,8 @@ class PartitionState:
 
     def majorities_ring(self, ring: list[str]) -> int:
         """Jepsen's majorities-ring: in ring order, each node sees the nodes within
-        ``ceil((majority - 1) / 2)`` places, so each sees a majority and no two the same."""
+        ``ceil((majority - 1) / 2)`` places, so each sees a majority and, from 4 nodes on,
+        no two the same. Cuts are symmetric, so with 3 nodes nothing is cut."""
         n = len(ring)
         majority = n // 2 + 1
         reach = majority // 2  # ceil((majority - 1) / 2)

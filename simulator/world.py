@@ -485,15 +485,15 @@ class World:
                     send(host, addr, data, len(data))
             events = core.take_events()
             writes = core.take_writes()
-            if events:
-                self._on_events(host, events)
-            if writes:
-                self._on_writes(host, writes)
             deadline = core.next_deadline()
         except _Stop:
             raise
         except Exception:
             self._fail(host, "take_outgoing/take_events/take_writes/next_deadline")
+        if events:
+            self._on_events(host, events)
+        if writes:
+            self._on_writes(host, writes)
         if deadline is not None:
             timer_at = host.timer_at
             if timer_at is None or deadline < timer_at:
