@@ -18,6 +18,8 @@ two arrival times (two when duplicated). The world schedules the deliveries.
 - **Clogs** hold datagrams on a link or at a node (both directions) until the clog is
   lifted; then they are routed again. Held datagrams are bounded to ``MAX_HELD`` per clog
   key; when full the oldest is dropped (``clog_overflow``).
+- Per-link state (FIFO order, bandwidth queue) is bounded by ``MAX_LINK_STATE`` links;
+  entries already in the past are pruned when it fills.
 
 Link settings: the ``[network]`` defaults, then ``[[network.link]]`` overrides, then fault
 overrides (``loss`` and ``latency`` faults) in the order they were applied.
@@ -37,6 +39,10 @@ MAX_QUEUE_S = 1.0
 """Longest a datagram may wait in a bandwidth-limited link's send queue (seconds)."""
 MAX_HELD = 10_000
 """Most datagrams a clog holds per link or node; the oldest is dropped when full."""
+MAX_LINK_STATE = 200_000
+"""Most links with remembered send state (FIFO order, bandwidth queue, settings cache).
+When full, state that no longer matters (arrivals and queues already in the past) is
+forgotten; the settings cache is simply rebuilt (counted in ``net.link_state_pruned``)."""
 
 
 @dataclass(slots=True)
@@ -205,6 +211,7 @@ class Network:
             "net.dropped_partition": 0,
             "net.dropped_queue": 0,
             "net.dropped_clog_overflow": 0,
+            "net.link_state_pruned": 0,
         }
 
     @staticmethod
@@ -221,17 +228,27 @@ class Network:
         params = self._cache.get(key)
         if params is None:
             base = self._base.get(key, self._default)
-            params = LinkParams(base.low_s, base.span_s, base.loss, base.duplicate,
-                                base.reorder, base.bandwidth)
+            params = base  # shared (never mutated) unless an override changes it
             for o in self._overrides:
                 if o.selects(src, dst):
+                    if params is base:
+                        params = LinkParams(base.low_s, base.span_s, base.loss,
+                                            base.duplicate, base.reorder, base.bandwidth)
                     if o.field == "latency":
                         params.low_s = o.value.low_s
                         params.span_s = o.value.high_s - o.value.low_s
                     else:
                         setattr(params, o.field, o.value)
+            if len(self._cache) >= MAX_LINK_STATE:
+                self._cache.clear()  # a cache: recomputed on demand
             self._cache[key] = params
         return params
+
+    def _prune(self, t: float) -> None:
+        """Forget per-link send state that no longer matters at time ``t`` (bounds memory)."""
+        self._last_arrival = {k: v for k, v in self._last_arrival.items() if v > t}
+        self._busy_until = {k: v for k, v in self._busy_until.items() if v > t}
+        self.counts["net.link_state_pruned"] += 1
 
     def override(
         self,
@@ -310,6 +327,8 @@ class Network:
                     counts["net.dropped_queue"] += 1
                     return "queue_full", 0.0, -1.0
                 start = busy
+            elif len(self._busy_until) >= MAX_LINK_STATE:
+                self._prune(t)
             start += size / p.bandwidth
             self._busy_until[key] = start
         arrival = start + p.low_s + (rng.random() * p.span_s if p.span_s else 0.0)
@@ -317,10 +336,14 @@ class Network:
             counts["net.reordered"] += 1
             arrival += rng.random() * 2.0 * (p.low_s + p.span_s)
         else:
-            last = self._last_arrival.get(key, 0.0)
+            last_arrival = self._last_arrival
+            last = last_arrival.get(key, 0.0)
             if arrival < last:
                 arrival = last
-            self._last_arrival[key] = arrival
+            elif len(last_arrival) >= MAX_LINK_STATE and key not in last_arrival:
+                self._prune(t)
+                last_arrival = self._last_arrival
+            last_arrival[key] = arrival
         dup = -1.0
         if p.duplicate and rng.random() < p.duplicate:
             counts["net.duplicated"] += 1

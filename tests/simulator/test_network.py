@@ -234,3 +234,18 @@ def test_swizzle_clogs_nodes_one_by_one_then_releases_them(tmp_path: Path) -> No
     assert len({str(e["t"]) for e in clogs}) == len(clogs)  # one by one
     undos = [e for e in events if e["ev"] == "undo"]
     assert [str(u["what"]).split()[-1] for u in undos] == detail["unclog"]
+
+
+def test_per_link_state_is_pruned_when_full_and_fifo_still_holds(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import simulator.network as network_mod
+
+    monkeypatch.setattr(network_mod, "MAX_LINK_STATE", 10)
+    net = Network(NetworkSpec(latency=LatencySpec(0.001, 0.002)), random.Random(2))
+    for i in range(50):
+        net.route(float(i), f"a{i}", "b", 10)  # each link's arrival is soon in the past
+    assert net.counts["net.link_state_pruned"] > 0
+    assert len(net._last_arrival) <= 10
+    arrivals = [net.route(100.0 + i * 1e-4, "x", "y", 10)[1] for i in range(100)]
+    assert arrivals == sorted(arrivals)
