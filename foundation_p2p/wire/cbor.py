@@ -15,6 +15,7 @@ unsorted keys, tags, undefined, non-shortest floats) raise
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import cbor2
@@ -24,6 +25,16 @@ from foundation_p2p.wire.limits import DEFAULT_LIMITS, WireLimits
 
 _dumps = cbor2.dumps
 _loads = cbor2.loads
+
+_CANONICAL_MODE_MATTERS = re.compile(rb"[\xa0-\xbf\xc0-\xdb\xf9-\xfb]")
+"""Head bytes of maps, tags and floats.
+
+cbor2's canonical mode changes the encoding of exactly these items (map and set order,
+float width); everything else it encodes as plain mode does. Every such item in the
+input starts with one of these bytes, so input without them holds none, and its plain
+re-encoding is already the canonical one. A match inside a string only costs the slower
+canonical re-encoding, never a wrong answer.
+"""
 
 
 def encode(value: Any) -> bytes:
@@ -64,7 +75,10 @@ def decode(
         raise MalformedError(f"not decodable CBOR: {type(exc).__name__}: {exc}") from None
     if check_canonical:
         try:
-            again = _dumps(value, canonical=True)
+            if _CANONICAL_MODE_MATTERS.search(data) is None:
+                again = _dumps(value)  # same bytes as canonical=True here, 2-3x faster
+            else:
+                again = _dumps(value, canonical=True)
         except Exception as exc:  # a decoded value that cannot be re-encoded is not ours
             raise MalformedError(f"value of type {type(value).__name__} is not plain CBOR") from exc
         if again != data:

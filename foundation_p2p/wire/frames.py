@@ -76,7 +76,8 @@ def expect_text(value: Any, what: str, limit: int) -> str:
     """Return ``value`` if it is a text string of at most ``limit`` UTF-8 bytes."""
     if type(value) is not str:
         raise MalformedError(f"{what}: expected a text string, got {type(value).__name__}")
-    if cbor.utf8_longer_than(value, limit):
+    n = len(value)  # 1 to 4 UTF-8 bytes a character: encode only when that is unclear
+    if n > limit or (n * 4 > limit and cbor.utf8_longer_than(value, limit)):
         raise LimitError(f"{what}: longer than {limit} bytes")
     return value
 

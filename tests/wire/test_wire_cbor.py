@@ -136,3 +136,67 @@ def test_check_plain_accepts_values_at_the_limits() -> None:
     # A text of 10 characters but 20 UTF-8 bytes is over a 10-byte limit.
     with pytest.raises(LimitError):
         cbor.check_plain("\u00e9" * 10, limits)
+
+
+def _reference_accepts(data: bytes) -> bool:
+    """The definition: decoded, then re-encoded in canonical mode, gives the input back."""
+    try:
+        value = cbor2.loads(data, max_depth=16, allow_indefinite=False, allow_duplicate_keys=False)
+        return bool(cbor2.dumps(value, canonical=True) == data)
+    except Exception:
+        return False
+
+
+def _accepts(data: bytes) -> bool:
+    try:
+        cbor.decode(data)
+    except WireError:
+        return False
+    return True
+
+
+_tricky = st.sampled_from(
+    [
+        bytes.fromhex(h)
+        for h in (
+            "a2616201616102",
+            "a2616101616202",
+            "d90102820201",
+            "d90102820102",
+            "f93c00",
+            "fb3ff0000000000000",
+            "fa3f800000",
+            "c249010000000000000000",
+            "8201a1616101",
+            "82 01 a2 0201 0102".replace(" ", ""),
+            "4401a0fb02",
+            "62c3a9",
+        )
+    ]
+)
+
+
+@settings(max_examples=1500, deadline=None, derandomize=True, database=None)
+@given(
+    st.one_of(
+        _tricky,
+        st.binary(max_size=24),
+        st.builds(lambda a, b: a + b, _tricky, st.binary(max_size=4)),
+    )
+)
+def test_the_fast_canonical_check_agrees_with_the_definition(data: bytes) -> None:
+    # cbor.decode re-encodes in plain mode when the input has no map, tag or float head
+    # byte; this checks that shortcut never accepts or refuses differently.
+    assert _accepts(data) == _reference_accepts(data)
+
+
+@settings(max_examples=500, deadline=None, derandomize=True, database=None)
+@given(plain)
+def test_the_fast_canonical_check_agrees_on_encoded_values(value: Any) -> None:
+    data = cbor.encode(value)
+    assert _accepts(data) and _reference_accepts(data)
+    # A needless 1-byte argument on the first head byte, where one is possible.
+    if data[0] & 0x1F < 24:
+        widened = bytes([(data[0] & 0xE0) | 24, data[0] & 0x1F]) + data[1:]
+        assert not _accepts(widened)
+        assert not _reference_accepts(widened)

@@ -130,11 +130,14 @@ def test_wire_limits_validate_each_field(field: str, value: Any) -> None:
 
 
 def test_default_limits_are_the_specs() -> None:
-    assert WireLimits(
-        max_packet_bytes=65_507,
-        max_depth=16,
-        max_frames=64,
-        max_collection_items=4096,
-        max_text_bytes=4096,
-        max_bytes_bytes=65_507,
-    ) == DEFAULT_LIMITS
+    assert (
+        WireLimits(
+            max_packet_bytes=65_507,
+            max_depth=16,
+            max_frames=64,
+            max_collection_items=4096,
+            max_text_bytes=4096,
+            max_bytes_bytes=65_507,
+        )
+        == DEFAULT_LIMITS
+    )
