@@ -7,6 +7,20 @@ every option that affects the run, so a trace file replays on its own. The SHA-2
 the trace's bytes (each line ending in ``\\n``) is the run's ``trace_digest``; it is computed
 incrementally, and lines are kept in memory only in batches of ``BATCH_LINES`` on their way
 to the hash and the optional file.
+
+Line kinds (``ev``), each with ``t`` (virtual time) and, where it applies, ``node`` or
+``src``/``dst`` (node names):
+
+- ``boot`` (``boot`` count, ``epoch``), ``boot_failed`` (``error``: the core refused the
+  disk), ``service`` (``what`` start/stop, ``name``, ``reason``);
+- ``deliver`` (``n``: bytes in ``bytes`` mode, frames in ``messages`` mode), ``drop``
+  (``reason``: partition, loss, queue_full, node_down, no_route, clog_overflow), ``hold``
+  (a clog took it);
+- ``timer`` (``handle_timer`` ran), ``event`` (a protocol event from ``take_events``:
+  ``type`` and ``data``);
+- ``fault`` (``op``, ``index``: position in the file, negative for drawn random faults,
+  ``nodes``, ``detail``), ``undo`` (a fault's inverse), ``fault_skipped``, ``swizzle``,
+  ``settle``, ``invariant_failed`` (a safety checker's first failure), ``internal_error``.
 """
 
 from __future__ import annotations
