@@ -39,6 +39,7 @@ from simulator import checkers as checkers_mod
 from simulator.clock import EPOCH_S
 from simulator.host import DOWN, LEFT, UP, Host
 from simulator.model import Scenario
+from simulator.nemesis import Nemesis
 from simulator.network import Network, PartitionState
 from simulator.rand import byte_source, child_rng
 from simulator.services import NODE_SERVICE, ServiceRegistry
@@ -159,6 +160,7 @@ class World:
         self.disk_violations: list[str] = []
         self.services = ServiceRegistry()
         self.rng = child_rng(self.seed, "world")
+        """For workloads' own draws (each draw order is part of the run)."""
         self.fault_rng = child_rng(self.seed, "faults")
         self._metrics_rng = child_rng(self.seed, "metrics")
         self.partitions = PartitionState()
@@ -193,9 +195,6 @@ class World:
         self._checkers = self._select_checkers()
         self.settle_at = max(0.0, self.duration - scenario.check.settle_s)
         self.settled = False
-        # Imported here: the nemesis needs the World type and the world needs it.
-        from simulator.nemesis import Nemesis
-
         self.nemesis = Nemesis(self)
         self.progress: Callable[[float, float], None] | None = None
 
@@ -252,9 +251,8 @@ class World:
             self.schedule(self.settle_at, self._settle)
         with contextlib.suppress(_Stop):
             self._loop(wall_start)
-        self.now = self.duration if self.internal_error is None else self.now
-        if not self.settled and self.internal_error is None:
-            self.settled = True
+        if self.internal_error is None:
+            self.now = self.duration
         results = self._final_checks()
         digest = self.sink.finish()
         wall = time.perf_counter() - wall_start
