@@ -88,13 +88,13 @@ def _check_internal_error(world: World) -> tuple[bool, str]:
 def _check_auth_failures(world: World) -> tuple[bool, str]:
     bad: list[str] = []
     replays = 0
+    names = [f"packets.dropped.{code}" for code in AUTH_FAILURE_CODES]
     for host in world.hosts:
-        counters = host.total_counters()
-        for code in AUTH_FAILURE_CODES:
-            n = counters.get(f"packets.dropped.{code}", 0)
+        for name in names:
+            n = host.counter(name)
             if n:
-                bad.append(f"{host.name}: packets.dropped.{code}={n}")
-        replays += counters.get("packets.dropped.replay", 0)
+                bad.append(f"{host.name}: {name}={n}")
+        replays += host.counter("packets.dropped.replay")
     duplicated = world.network.counts.get("net.duplicated", 0)
     if bad:
         return False, "packets failed to open or decode: " + ", ".join(bad[:10])

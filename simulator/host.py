@@ -78,6 +78,13 @@ class Host:
                 total[k] = total.get(k, 0) + v
         return total
 
+    def counter(self, name: str) -> int:
+        """One counter of this node, summed over all its boots (no copy)."""
+        n = self.old_counters.get(name, 0)
+        if self.core is not None:
+            n += self.core.counters.get(name, 0)
+        return n
+
     def retire_core(self) -> None:
         """Forget the running core (crash, leave), keeping its counters."""
         if self.core is not None:
