@@ -60,6 +60,8 @@ MAX_VIOLATIONS_KEPT = 100
 RTT_SAMPLES = 100_000
 """Reservoir size for round-trip-time percentiles."""
 MODES = ("bytes", "messages")
+MAX_CACHED_HEADS = 100_000
+"""Most cached PeerAcked trace-line heads (address, node id); the cache is emptied when full."""
 
 
 @dataclass
@@ -191,6 +193,7 @@ class World:
         self.delivered = 0
         self.rtt_sum = 0.0
         self.rtt_samples: list[float] = []
+        self._acked_heads: dict[tuple[Address, bytes], str] = {}
         self.safety_failures: dict[str, CheckResult] = {}
         self._checkers = self._select_checkers()
         self.settle_at = max(0.0, self.duration - scenario.check.settle_s)
@@ -594,10 +597,18 @@ class World:
                     j = self._metrics_rng.randrange(self.rtt_count)
                     if j < RTT_SAMPLES:
                         samples[j] = rtt
+                key = (ev.address, ev.node_id)
+                head = self._acked_heads.get(key)
+                if head is None:
+                    if len(self._acked_heads) >= MAX_CACHED_HEADS:
+                        self._acked_heads.clear()
+                    head = self._acked_heads[key] = (
+                        f'{{"data":{{"address":"{ev.address[0]}:{ev.address[1]}",'
+                        f'"node_id":"{ev.node_id.hex()}","rtt_s":"'
+                    )
                 line(
-                    f'{{"data":{{"address":"{ev.address[0]}:{ev.address[1]}",'
-                    f'"node_id":"{ev.node_id.hex()}","rtt_s":"{rtt:.9f}"}},'
-                    f'"ev":"event","node":"{host.name}","t":"{t}","type":"PeerAcked"}}'
+                    f'{head}{rtt:.9f}"}},"ev":"event","node":"{host.name}","t":"{t}",'
+                    '"type":"PeerAcked"}'
                 )
                 continue
             if type(ev) is PeerUnanswered:
