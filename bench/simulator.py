@@ -40,7 +40,7 @@ from simulator.model import ClusterSpec, Scenario, WorkloadSpec  # noqa: E402
 from simulator.world import World  # noqa: E402
 
 FULL = {10: 300.0, 100: 60.0, 1000: 20.0}
-QUICK = {10: 60.0, 100: 15.0, 1000: 4.0}
+QUICK = {10: 60.0, 100: 30.0, 1000: 8.0}
 WARMUP_S = 2.0
 GOALS = {("messages", 100): 100.0, ("messages", 1000): 10.0, ("bytes", 100): 20.0}
 
@@ -113,8 +113,9 @@ def event_loop_floor(n_events: int) -> float:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smaller durations (< 1 min)")
-    parser.add_argument("--profile", nargs=2, metavar=("NODES", "MODE"),
-                        help="print a cProfile of one run")
+    parser.add_argument(
+        "--profile", nargs=2, metavar=("NODES", "MODE"), help="print a cProfile of one run"
+    )
     args = parser.parse_args(argv)
     sizes = QUICK if args.quick else FULL
     if args.profile:
