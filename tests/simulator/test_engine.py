@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import random
+import time
 from pathlib import Path
 from typing import Any
 
@@ -20,12 +21,13 @@ from simulator.model import (
     CheckSpec,
     ClusterSpec,
     FaultSpec,
+    LatencySpec,
     NetworkSpec,
     RandomFaultLimits,
     Scenario,
     WorkloadSpec,
 )
-from simulator.nemesis import draw_random_faults
+from simulator.nemesis import ROLE_RESOLVERS, FaultError, draw_random_faults
 from simulator.network import Network, PartitionState
 from simulator.services import ServiceRegistry
 from simulator.trace import TraceSink
@@ -406,3 +408,64 @@ def test_a_node_that_left_rejoins_with_its_identity_and_everything_it_wrote(
                and e["node"] == "n3"]
     assert [s["data"]["new_identity"] for s in started] == [True, False]
     assert result.metrics["node.leaves"] == 1
+
+
+def test_loss_and_latency_faults_change_links_only_while_they_last(tmp_path: Path) -> None:
+    sc = _scenario(
+        nodes=3, duration=20.0,
+        faults=(FaultSpec(at_s=4.0, op="loss", value=1.0, src="n1", dst="n2", for_s=4.0),
+                FaultSpec(at_s=10.0, op="latency", node="n3", for_s=4.0,
+                          latency=LatencySpec(0.2, 0.2))),
+    )
+    result, lines = _trace(tmp_path, sc)
+    drops = [e for e in lines if e["ev"] == "drop" and e["reason"] == "loss"]
+    assert drops and all(e["src"] == "n1" and e["dst"] == "n2" for e in drops)
+    assert all(4.0 <= _t(e) < 8.0 for e in drops)
+    rtts = [(e["node"], float(e["data"]["rtt_s"]), _t(e)) for e in lines
+            if e["ev"] == "event" and e["type"] == "PeerAcked"]
+    slow = [r for r in rtts if r[1] >= 0.4]
+    assert slow and all(10.0 <= t < 14.5 for _, _, t in slow)
+    assert all(rtt < 0.05 for _, rtt, t in rtts if t >= 15.0)
+
+
+def test_restart_of_a_running_node_reboots_it_with_a_new_epoch(tmp_path: Path) -> None:
+    sc = _scenario(faults=(FaultSpec(at_s=5.0, op="restart", node="n1"),))
+    result, lines = _trace(tmp_path, sc)
+    assert result.ok, result.invariants
+    epochs = [e["epoch"] for e in lines if e["ev"] == "boot" and e["node"] == "n1"]
+    assert len(epochs) == 2 and epochs[1] > epochs[0]
+    assert result.metrics["node.crashes"] == 1 and result.metrics["node.restarts"] == 1
+
+
+def test_roles_resolve_through_the_resolver_registry(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(ROLE_RESOLVERS, "@singleton", lambda world, arg: {"web": "n2"}.get(arg))
+    sc = _scenario(faults=(FaultSpec(at_s=2.0, op="pause", node="@singleton:web", for_s=1.0),
+                           FaultSpec(at_s=4.0, op="pause", node="@singleton:db", for_s=1.0)))
+    _, lines = _trace(tmp_path, sc)
+    fault = next(e for e in lines if e["ev"] == "fault")
+    assert fault["nodes"] == ["n2"]
+    skipped = next(e for e in lines if e["ev"] == "fault_skipped")
+    assert _t(skipped) == 4.0
+    monkeypatch.delitem(ROLE_RESOLVERS, "@singleton")
+    with pytest.raises(FaultError, match="@singleton:web"):
+        run_scenario(sc)
+
+
+def test_progress_is_reported_and_history_file_is_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ticks = iter(range(1_000_000))
+    # A wall clock that moves 0.3 s per reading: progress is due every second reading.
+    monkeypatch.setattr(time, "perf_counter", lambda: next(ticks) * 0.3)
+    seen: list[tuple[float, float]] = []
+    history = tmp_path / "history.jsonl"
+    result = run_scenario(_scenario(nodes=20, duration=60.0), mode="messages",
+                          progress=lambda now, total: seen.append((now, total)),
+                          history_path=str(history))
+    assert history.read_text() == ""
+    readings = result.events // 4096
+    assert readings // 2 - 1 <= len(seen) <= readings
+    assert all(0 < now <= total == 60.0 for now, total in seen)
+    assert seen == sorted(seen)
