@@ -417,7 +417,7 @@ def test_loss_and_latency_faults_change_links_only_while_they_last(tmp_path: Pat
                 FaultSpec(at_s=10.0, op="latency", node="n3", for_s=4.0,
                           latency=LatencySpec(0.2, 0.2))),
     )
-    result, lines = _trace(tmp_path, sc)
+    _, lines = _trace(tmp_path, sc)
     drops = [e for e in lines if e["ev"] == "drop" and e["reason"] == "loss"]
     assert drops and all(e["src"] == "n1" and e["dst"] == "n2" for e in drops)
     assert all(4.0 <= _t(e) < 8.0 for e in drops)
@@ -461,11 +461,12 @@ def test_progress_is_reported_and_history_file_is_written(
     monkeypatch.setattr(time, "perf_counter", lambda: next(ticks) * 0.3)
     seen: list[tuple[float, float]] = []
     history = tmp_path / "history.jsonl"
-    result = run_scenario(_scenario(nodes=20, duration=60.0), mode="messages",
+    result = run_scenario(_scenario(nodes=20, duration=300.0), mode="messages",
                           progress=lambda now, total: seen.append((now, total)),
                           history_path=str(history))
     assert history.read_text() == ""
     readings = result.events // 4096
+    assert readings >= 10
     assert readings // 2 - 1 <= len(seen) <= readings
-    assert all(0 < now <= total == 60.0 for now, total in seen)
+    assert all(0 < now <= total == 300.0 for now, total in seen)
     assert seen == sorted(seen)
