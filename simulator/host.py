@@ -36,6 +36,12 @@ LEFT = "left"
 class Host:
     """One machine of the simulated cluster; see the module docstring."""
 
+    __slots__ = (
+        "addr", "addr_text", "boots", "clock", "config", "core", "disk", "expected_durable",
+        "index", "last_ack", "name", "old_counters", "paused", "pile", "pile_dropped",
+        "secret_bytes", "status", "timer_at", "timer_missed", "torn", "unsynced_model",
+    )
+
     def __init__(
         self,
         name: str,

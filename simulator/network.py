@@ -55,6 +55,13 @@ class LinkParams:
     duplicate: float
     reorder: float
     bandwidth: float | None
+    plain: bool = False
+    """No loss, duplication, reordering or bandwidth limit: the fast path of ``route``."""
+
+    def settle(self) -> LinkParams:
+        """Recompute :attr:`plain` after a change; returns self."""
+        self.plain = not (self.loss or self.duplicate or self.reorder or self.bandwidth)
+        return self
 
 
 @dataclass(frozen=True)
@@ -175,6 +182,7 @@ class Network:
         self.spec = spec
         self.rng = rng
         self.partitions = partitions or PartitionState()
+        self._random = rng.random
         self._cuts = self.partitions.cuts  # the same list, for a cheap "any cut?" test
         self._base: dict[tuple[str, str], LinkParams] = {}
         self._default = self._params(spec.latency, spec.loss, spec.duplicate, spec.reorder,
@@ -193,7 +201,7 @@ class Network:
                     base.reorder if link.reorder is None else link.reorder,
                     base.bandwidth if link.bandwidth_bytes_per_s is None
                     else link.bandwidth_bytes_per_s,
-                )
+                ).settle()
         self._overrides: list[LinkOverride] = []
         self._next_token = 0
         self._cache: dict[tuple[str, str], LinkParams] = {}
@@ -218,7 +226,9 @@ class Network:
     def _params(
         latency: LatencySpec, loss: float, dup: float, reorder: float, bw: float | None
     ) -> LinkParams:
-        return LinkParams(latency.low_s, latency.high_s - latency.low_s, loss, dup, reorder, bw)
+        return LinkParams(
+            latency.low_s, latency.high_s - latency.low_s, loss, dup, reorder, bw
+        ).settle()
 
     # -- link settings -------------------------------------------------------------------
 
@@ -239,6 +249,8 @@ class Network:
                         params.span_s = o.value.high_s - o.value.low_s
                     else:
                         setattr(params, o.field, o.value)
+            if params is not base:
+                params.settle()
             if len(self._cache) >= MAX_LINK_STATE:
                 self._cache.clear()  # a cache: recomputed on demand
             self._cache[key] = params
@@ -315,6 +327,17 @@ class Network:
             return "clog", 0.0, -1.0
         key = (src, dst)
         p = self._cache.get(key) or self.link(src, dst)
+        if p.plain:
+            arrival = t + p.low_s + (self._random() * p.span_s if p.span_s else 0.0)
+            last_arrival = self._last_arrival
+            last = last_arrival.get(key, 0.0)
+            if arrival < last:
+                arrival = last
+            elif len(last_arrival) >= MAX_LINK_STATE and key not in last_arrival:
+                self._prune(t)
+                last_arrival = self._last_arrival
+            last_arrival[key] = arrival
+            return None, arrival, -1.0
         rng = self.rng
         if p.loss and rng.random() < p.loss:
             counts["net.dropped_loss"] += 1
