@@ -21,6 +21,12 @@ gives the core a ``Leave`` command, sends the last datagrams (bounded by
 ``leave_timeout_s``), cancels the services and closes the socket: nothing outlives the
 block.
 
+Failures: a bad datagram is the core's business (dropped and counted, see
+``NodeCore.handle_datagram``); an exception escaping a ``NodeCore`` call is a bug and
+ends the node with that exception, as does a storage failure (a node that cannot make
+its state durable must not go on). Send and receive errors of the socket are counted
+(``udp.send_errors``, ``udp.receive_errors``) and the pump goes on.
+
 Clocks: ``NodeCore`` deadlines are ``time.monotonic()`` seconds; Trio's own clock
 (``trio.current_time()``) has another origin, so the pump converts a deadline into a Trio
 deadline as ``trio.current_time() + (deadline - time.monotonic())``.
@@ -312,7 +318,7 @@ class Node:
                 await sock.sendto(data, addr)
             except OSError as exc:
                 counters.inc("udp.send_errors")
-                log.debug("sendto %s failed: %s", format_address(addr), exc)
+                log.debug("sendto %s failed: %s", addr, exc)
                 continue
             counters.inc("udp.datagrams_sent")
             counters.inc("udp.bytes_sent", len(data))
@@ -392,7 +398,7 @@ class Node:
                     data, src = got
                     counters.inc("udp.datagrams_received")
                     counters.inc("udp.bytes_received", len(data))
-                    log.debug("handle_datagram from %s (%d bytes)", format_address(src), len(data))
+                    log.debug("handle_datagram from %s (%d bytes)", src, len(data))
                     core.handle_datagram(machine_now(), src, data)
                     await self._flush()
         finally:
