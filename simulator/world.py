@@ -509,7 +509,7 @@ class World:
         core = host.core
         if core is None:
             return
-        deadline = core.next_deadline()
+        deadline = self._deadline(host, core)
         if deadline is None:
             host.timer_at = None
             return
@@ -526,7 +526,7 @@ class World:
                 host.timer_missed = True
                 host.pile_up(self._timer_late, host)
             return
-        deadline = core.next_deadline()
+        deadline = self._deadline(host, core)
         if deadline is None:
             host.timer_at = None
             return
@@ -542,6 +542,12 @@ class World:
         except Exception:
             self._fail(host, "handle_timer")
         self.pump(host)
+
+    def _deadline(self, host: Host, core: NodeCore) -> float | None:
+        try:
+            return core.next_deadline()
+        except Exception:
+            self._fail(host, "next_deadline")
 
     def _timer_late(self, host: Host) -> None:
         host.timer_at = None
