@@ -792,9 +792,11 @@ class World:
         for host in self.hosts:
             for k, v in host.total_counters().items():
                 counters[k] = counters.get(k, 0) + v
-        for k, v in counters.items():
+        for k in sorted(counters):
             if k.startswith("packets.dropped."):
-                dropped += v
+                dropped += counters[k]
+                # Per reason, e.g. wire.dropped_replay (duplicates hitting the replay window).
+                m["wire.dropped_" + k[len("packets.dropped."):]] = counters[k]
         m["node.packets_dropped"] = dropped
         m["node.packets_received"] = counters.get("packets.received", 0)
         m["node.pile_dropped"] = sum(h.pile_dropped for h in self.hosts)

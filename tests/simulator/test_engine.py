@@ -335,7 +335,8 @@ def test_duplicated_datagrams_are_counted_as_replays_not_failures() -> None:
     result = run_scenario(_scenario(network=NetworkSpec(duplicate=0.2)), mode="bytes")
     assert result.invariants["wire.no_auth_failures"].ok
     assert result.metrics["net.duplicated"] > 0
-    assert result.metrics["node.packets_dropped"] > 0
+    assert 0 < result.metrics["wire.dropped_replay"] <= result.metrics["net.duplicated"]
+    assert result.metrics["node.packets_dropped"] == result.metrics["wire.dropped_replay"]
 
 
 def test_partition_checker_fails_when_the_network_ignores_the_partition() -> None:
