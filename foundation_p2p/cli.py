@@ -194,13 +194,11 @@ def cmd_node_run(args: argparse.Namespace) -> int:
 
 
 def _add_sim(subparsers: Any) -> None:
-    # The simulator's CLI is optional while it is being built: absent module, no `sim`.
+    # The simulator's CLI is optional while it is being built: no module, no `sim`.
     # A module that exists but fails to import is a real error and propagates.
-    try:
-        found = importlib.util.find_spec("simulator.cli")
-    except ModuleNotFoundError:
-        found = None
-    if found is None:
+    if importlib.util.find_spec("simulator") is None:
+        return
+    if importlib.util.find_spec("simulator.cli") is None:
         return
     module = importlib.import_module("simulator.cli")
     module.register(subparsers)

@@ -336,3 +336,35 @@ def test_python_dash_m_shows_help(tmp_path: Path) -> None:
     r = run_cli(["--help"], tmp_path)
     assert r.returncode == 0
     assert "keygen" in r.stdout and "node" in r.stdout
+
+
+def test_the_cli_works_without_the_simulator_module(monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib.util
+
+    real_find_spec = importlib.util.find_spec
+
+    def find_spec(name: str, package: str | None = None) -> object:
+        return None if name.startswith("simulator") else real_find_spec(name, package)
+
+    monkeypatch.setattr(importlib.util, "find_spec", find_spec)
+    parser = build_parser()
+    with pytest.raises(SystemExit):
+        parser.parse_args(["sim", "run", "x.toml"])
+    assert callable(parser.parse_args(["keygen", "--out", "k"]).func)
+
+
+def test_a_simulator_cli_that_fails_to_import_is_not_hidden(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import importlib
+
+    real_import = importlib.import_module
+
+    def import_module(name: str, package: str | None = None) -> object:
+        if name == "simulator.cli":
+            raise ImportError("simulator.cli is broken")
+        return real_import(name, package)
+
+    monkeypatch.setattr(importlib, "import_module", import_module)
+    with pytest.raises(ImportError, match="broken"):
+        build_parser()
