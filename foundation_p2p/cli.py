@@ -134,6 +134,10 @@ def load_app(spec: str) -> Callable[..., Awaitable[Any]]:
     return target  # type: ignore[no-any-return]
 
 
+def _is_wildcard(host: str) -> bool:
+    return host in ("0.0.0.0", "::")
+
+
 async def run_node(
     config: NodeConfig,
     keyring: Keyring,
@@ -152,6 +156,12 @@ async def run_node(
                     log_event(event)
 
             nursery.start_soon(log_events)
+            if config.advertise is None and _is_wildcard(node.address[0]):
+                log.warning(
+                    "bound to the wildcard %s without --advertise: peers cannot use that "
+                    "address; pass --advertise HOST:PORT",
+                    node.address[0],
+                )
             if app is not None:
                 node.start_service(app, node, name=config.app)
             print(

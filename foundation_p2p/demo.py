@@ -33,6 +33,7 @@ from foundation_p2p.events import PeerAcked
 from foundation_p2p.runtime import Node, open_node
 from foundation_p2p.runtime.rawpeer import RawPeer
 from foundation_p2p.wire import cbor
+from foundation_p2p.wire.packet import parse_packet
 
 PROBE_INTERVAL_S = 0.2
 """How often the demo nodes ping each other (faster than the default, to keep it short)."""
@@ -178,6 +179,17 @@ async def section_bad_packets(cluster: DemoCluster) -> None:
             f"   a raw socket holding the cluster key pings n1 by hand: ack in {rtt * 1e3:.3f} ms"
         )
         valid = peer.seal([peer.next_ping()])
+        header, aad, sealed = parse_packet(valid)
+        out.line(f"   one sealed ping is {len(valid)} bytes:")
+        out.line(
+            f"     {len(aad)}-byte clear header: version 1, gossip, sender "
+            f"{header.sender.hex()[:8]}…, epoch {header.boot_epoch},"
+        )
+        out.line(f"       key id {header.key_id:#010x}, packet number {header.packet_number}")
+        out.line(
+            f"     then {len(valid) - len(aad)} bytes: the sealed frames ({len(sealed)} bytes "
+            "with the 16-byte AEAD tag)"
+        )
         await peer.send(n1.address, valid)
         # A fresh packet, damaged: the replay window has not seen its number, so only
         # the AEAD tag can catch it.
@@ -231,16 +243,15 @@ async def section_restart(cluster: DemoCluster) -> None:
     same = "the same" if n3.node_id == old_id else "a DIFFERENT"
     out.line(f"   n3 has {same} node id {n3.node_id.hex()[:16]}…, epoch {n3.boot_epoch}")
     out.line(
-        f"   the epoch grew by {n3.boot_epoch - old_epoch}: new per-sender subkey, packet "
-        "numbers restart at 0, no nonce is reused"
+        f"   the epoch grew by {n3.boot_epoch - old_epoch}: a new sealing subkey, so packet "
+        "numbers restart"
     )
+    out.line("   at 0 and no (key, nonce) pair is ever used twice")
     refused = (
         sum(cluster.nodes[n].counters[k] for n in ("n1", "n2") for k in watched) - refused_before
     )
-    out.line(
-        f"   n1 and n2 accepted the new epoch at once: both answered n3's pings "
-        f"(n3 packets refused as stale or replayed: {refused})"
-    )
+    out.line("   n1 and n2 accepted the new epoch at once: both answered n3's pings")
+    out.line(f"   (n3 packets refused as stale or replayed: {refused})")
 
 
 async def section_counters(cluster: DemoCluster) -> None:
