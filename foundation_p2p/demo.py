@@ -186,9 +186,10 @@ async def section_bad_packets(cluster: DemoCluster) -> None:
             f"{header.sender.hex()[:8]}…, epoch {header.boot_epoch},"
         )
         out.line(f"       key id {header.key_id:#010x}, packet number {header.packet_number}")
+        head = len(valid) - len(aad) - len(sealed)
         out.line(
-            f"     then {len(valid) - len(aad)} bytes: the sealed frames ({len(sealed)} bytes "
-            "with the 16-byte AEAD tag)"
+            f"     then a {head}-byte length and {len(sealed)} sealed bytes: the encrypted "
+            "frames and a 16-byte AEAD tag"
         )
         await peer.send(n1.address, valid)
         # A fresh packet, damaged: the replay window has not seen its number, so only
