@@ -14,8 +14,8 @@ import trio.testing
 from foundation_p2p.config import NodeConfig
 from foundation_p2p.crypto.keyring import Keyring
 from foundation_p2p.errors import ConfigError
-from foundation_p2p.events import Event, PeerAcked, PeerUnanswered
-from foundation_p2p.runtime import BindError, Node, open_node
+from foundation_p2p.events import Event, Join, PeerAcked, PeerUnanswered
+from foundation_p2p.runtime import BindError, Node, machine_now, open_node
 from foundation_p2p.runtime.rawpeer import RawPeer, is_ipv6_loopback_available
 
 WAIT_S = 5.0
@@ -334,3 +334,18 @@ async def test_ipv6_loopback_nodes_ping_each_other(
             with trio.fail_after(WAIT_S):
                 ack = await first_ack(b, from_node=a)
             assert ack.address == a.address
+
+
+async def test_core_commands_given_directly_take_effect_after_wake(
+    keyring: Keyring, make_config: Callable[..., NodeConfig]
+) -> None:
+    # The leaky facade: node.join() is core.handle_command(Join) plus wake().
+    async with (
+        open_node(make_config(), keyring=keyring) as a,
+        open_node(make_config(), keyring=keyring) as b,
+    ):
+        b.core.handle_command(machine_now(), Join((a.address,)))
+        b.wake()
+        with trio.fail_after(WAIT_S):
+            ack = await first_ack(b, from_node=a)
+        assert ack.address == a.address
