@@ -52,6 +52,7 @@ from foundation_p2p.clock import Now
 from foundation_p2p.config import NodeConfig
 from foundation_p2p.counters import Counters
 from foundation_p2p.crypto.keyring import Keyring
+from foundation_p2p.durability import IDENTITY_KEY
 from foundation_p2p.errors import ConfigError
 from foundation_p2p.events import Event, Join, Leave
 from foundation_p2p.node import NodeCore
@@ -406,6 +407,9 @@ class Node:
 
     async def _shutdown(self) -> None:
         """Stop the pump, leave, send the last datagrams; called shielded by open_node."""
+        # Refuse joins, services and subscriptions from here on: a service still running
+        # must not undo the Leave below.
+        self._closed = True
         if self._services is not None:
             self._services.close()
         self._pump_scope.cancel()
@@ -414,7 +418,6 @@ class Node:
             log.debug("closing: NodeCore.handle_command(Leave), last flush")
             self.core.handle_command(machine_now(), Leave())
             await self._flush()
-        self._closed = True
         for sub in list(self._subscribers):
             sub._end()
         self._subscribers.clear()
@@ -491,7 +494,7 @@ async def open_node(
                 node.name,
                 format_address(node.address),
                 core.boot_epoch,
-                "stored" if stored.get("identity") else "new",
+                "stored" if IDENTITY_KEY in stored else "new",
             )
             # An error raised by the body is re-raised as it is, after the nursery closed,
             # rather than wrapped in the nursery's ExceptionGroup.

@@ -349,3 +349,25 @@ async def test_core_commands_given_directly_take_effect_after_wake(
         with trio.fail_after(WAIT_S):
             ack = await first_ack(b, from_node=a)
         assert ack.address == a.address
+
+
+async def test_a_service_cannot_rejoin_while_the_node_is_closing(
+    keyring: Keyring, make_config: Callable[..., NodeConfig]
+) -> None:
+    outcome: list[str] = []
+
+    async def stubborn(node: Node) -> None:
+        try:
+            await trio.sleep_forever()
+        finally:
+            try:
+                await node.join([("127.0.0.1", 9)])
+                outcome.append("joined")
+            except trio.ClosedResourceError:
+                outcome.append("refused")
+
+    async with open_node(make_config(), keyring=keyring) as node:
+        node.start_service(stubborn, node)
+        await trio.testing.wait_all_tasks_blocked()
+    assert outcome == ["refused"]
+    assert node.core.prober.active is False
