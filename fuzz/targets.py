@@ -43,14 +43,25 @@ def fuzz_cbor(data: bytes) -> None:
 
 
 def fuzz_frames(data: bytes) -> None:
-    """``decode_frames``: known frames re-encode to exactly the input when none was skipped."""
+    """``decode_frames``, liberal and strict: the strict decoder accepts only what the
+    liberal one accepts, with the same frames, and such input re-encodes exactly (when
+    no frame was skipped)."""
     try:
         decoded = decode_frames(data)
     except WireError:
+        decoded = None
+    try:
+        strict = decode_frames(data, check_canonical=True)
+    except WireError:
+        strict = None
+    if decoded is None:
+        assert strict is None, "the strict decoder accepted what the liberal one refused"
         return
     assert len(decoded.frames) + decoded.unknown <= 64
-    if decoded.unknown == 0:
-        assert encode_frames(decoded.frames) == data, "frame list does not re-encode"
+    if strict is not None:
+        assert strict.frames == decoded.frames and strict.unknown == decoded.unknown
+        if strict.unknown == 0:
+            assert encode_frames(strict.frames) == data, "frame list does not re-encode"
 
 
 def fuzz_ping(data: bytes) -> None:

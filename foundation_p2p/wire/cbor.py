@@ -15,7 +15,6 @@ unsorted keys, tags, undefined, non-shortest floats) raise
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 import cbor2
@@ -26,15 +25,61 @@ from foundation_p2p.wire.limits import DEFAULT_LIMITS, WireLimits
 _dumps = cbor2.dumps
 _loads = cbor2.loads
 
-_CANONICAL_MODE_MATTERS = re.compile(rb"[\xa0-\xbf\xc0-\xdb\xf9-\xfb]")
-"""Head bytes of maps, tags and floats.
 
-cbor2's canonical mode changes the encoding of exactly these items (map and set order,
-float width); everything else it encodes as plain mode does. Every such item in the
-input starts with one of these bytes, so input without them holds none, and its plain
-re-encoding is already the canonical one. A match inside a string only costs the slower
-canonical re-encoding, never a wrong answer.
-"""
+
+def _length_first(key: Any) -> tuple[int, bytes]:
+    encoded = _dumps(key)
+    return (len(encoded), encoded)
+
+
+def _check_map_order(first: Any, second: Any) -> dict[Any, Any]:
+    """cbor2 ``object_hook``: refuse a map whose keys are not in length-first order.
+
+    cbor2 5 calls the hook as ``(decoder, dict)``, cbor2 6 as ``(dict, immutable)``; the
+    hook takes whichever argument is the map and returns it unchanged.
+
+    A decoded ``dict`` keeps the order of the wire, so the keys as listed are the keys
+    as sent. Unsigned integer keys sort numerically and short ASCII text keys by
+    (length, text), which is length-first order; anything else is compared by its
+    encoding.
+    """
+    mapping: dict[Any, Any] = first if type(first) is dict else second
+    if len(mapping) > 1:
+        keys = list(mapping)
+        first_key = keys[0]
+        ordered: bool | None = None
+        try:
+            if type(first_key) is str and "".join(keys).isascii():
+                # ASCII text: length-first order is (length, text); two C-level sorts.
+                ordered = keys == sorted(sorted(keys), key=len)
+            elif type(first_key) is int and min(keys) >= 0 and bool not in map(type, keys):
+                ordered = keys == sorted(keys)
+        except TypeError:  # mixed key types: compare encodings below
+            ordered = None
+        if ordered is None:
+            ordered = keys == sorted(keys, key=_length_first)
+        if not ordered:
+            raise MalformedError(
+                "not deterministic CBOR: map keys not in length-first order (RFC 8949 4.2.3)"
+            )
+    return mapping
+
+
+def _has_wide_float(value: Any) -> bool:
+    """True if ``value`` holds a float whose preferred encoding is shorter than 8 bytes."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        t = type(item)
+        if t is float:
+            if len(_dumps(item, canonical=True)) != 9:
+                return True
+        elif t is list:
+            stack.extend(item)
+        elif t is dict:
+            stack.extend(item.keys())
+            stack.extend(item.values())
+    return False
 
 
 def encode(value: Any) -> bytes:
@@ -63,8 +108,12 @@ def decode(
             max_depth=limits.max_depth,
             allow_indefinite=False,
             allow_duplicate_keys=False,
+            object_hook=_check_map_order if check_canonical else None,
         )
     except cbor2.CBORDecodeError as exc:
+        inner = exc.__cause__ or exc.__context__
+        if isinstance(inner, WireError):  # raised by our object hook, wrapped by cbor2
+            raise inner from None
         text = str(exc)
         if "depth" in text:
             raise LimitError(f"nesting deeper than {limits.max_depth}") from None
@@ -74,11 +123,20 @@ def decode(
     except (ValueError, TypeError, OverflowError, RecursionError, MemoryError, KeyError) as exc:
         raise MalformedError(f"not decodable CBOR: {type(exc).__name__}: {exc}") from None
     if check_canonical:
+        # Plain re-encoding reproduces every item as cbor2's canonical mode would, except
+        # map order (checked by the object hook, since plain mode keeps the wire order)
+        # and float width (plain mode always writes 8 bytes). So: equal bytes prove the
+        # input deterministic unless it holds an 8-byte float that has a shorter preferred
+        # form; unequal bytes get the full canonical comparison (a narrow float is legal).
         try:
-            if _CANONICAL_MODE_MATTERS.search(data) is None:
-                again = _dumps(value)  # same bytes as canonical=True here, 2-3x faster
-            else:
-                again = _dumps(value, canonical=True)
+            again = _dumps(value)
+            if again == data:
+                if b"\xfb" in data and _has_wide_float(value):
+                    raise MalformedError("a float not in its shortest form (RFC 8949 4.2.2)")
+                return value
+            again = _dumps(value, canonical=True)
+        except WireError:
+            raise
         except Exception as exc:  # a decoded value that cannot be re-encoded is not ours
             raise MalformedError(f"value of type {type(value).__name__} is not plain CBOR") from exc
         if again != data:

@@ -305,6 +305,17 @@ def frame_vectors() -> dict[str, Any]:
         }
         for n, v, f, u in lists
     ]
+    # Inside an authenticated plaintext, a receiver accepts encodings that are valid CBOR
+    # but not deterministic (spec/wire.md section 9, "Where determinism is checked"); the
+    # strict decoder (check_canonical=True) refuses the same bytes.
+    liberal_lists = [
+        ("ack seq non-shortest", "81 82 02 1805", [{"type": "ack", "seq": 5}]),
+        ("ping seq as a 4-byte argument", "81 82 01 1a00000007", [{"type": "ping", "seq": 7}]),
+    ]
+    non_deterministic_lists = [
+        {"name": n, "hex": h.replace(" ", ""), "frames": f, "strict_error": "malformed"}
+        for n, h, f in liberal_lists
+    ]
     invalid_lists = [
         ("not an array", "01", "malformed"),
         ("a map instead of an array", "a0", "malformed"),
@@ -324,7 +335,6 @@ def frame_vectors() -> dict[str, Any]:
         ),
         ("ping seq is a float", "81 82 01 f93c00", "malformed"),
         ("ping seq is null", "81 82 01 f6", "malformed"),
-        ("ack seq non-shortest", "81 82 02 1805", "malformed"),
         ("a bad ping after a good one rejects the whole list", "82 82 01 01 82 01 20", "malformed"),
         ("65 frames: one more than the limit", "98 41" + "8201 00" * 65, "limit"),
         ("depth 17 inside an unknown frame", "81 82 18 63" + "81" * 15 + "00", "limit"),
@@ -362,9 +372,12 @@ def frame_vectors() -> dict[str, Any]:
         "about": "Frames (spec/wire.md, 'Frames'). 'frame': one frame, decoded by its own "
         "class (Ping.decode/Ack.decode) and re-encoded byte-exact. 'frame_list': a gossip "
         "packet's plaintext, decode_frames(hex) gives 'frames' and the count of skipped "
-        "unknown frames. 'invalid_frame_list' and 'invalid_frame': the error code raised.",
+        "unknown frames. 'non_deterministic_frame_list': valid CBOR that is not deterministic: "
+        "decode_frames accepts it (authenticated plaintext), decode_frames(check_canonical=True) "
+        "raises 'strict_error'. 'invalid_frame_list' and 'invalid_frame': the error code raised.",
         "frame": valid_frames,
         "frame_list": valid_lists,
+        "non_deterministic_frame_list": non_deterministic_lists,
         "invalid_frame_list": [
             {"name": n, "hex": h(x), "error": c}
             | ({"cddl_rejects": "frames"} if n in frame_list_cddl_rejects else {})

@@ -264,6 +264,20 @@ def test_frame_list_decodes(entry: dict[str, Any]) -> None:
 
 
 @pytest.mark.parametrize(
+    "entry",
+    FRAMES["non_deterministic_frame_list"],
+    ids=ids(FRAMES["non_deterministic_frame_list"]),
+)
+def test_authenticated_frames_accept_non_deterministic_encodings(entry: dict[str, Any]) -> None:
+    data = bytes.fromhex(entry["hex"])
+    decoded = decode_frames(data)
+    assert decoded.frames == [frame_from_json(f) for f in entry["frames"]]
+    assert encode_frames(decoded.frames) != data  # we would never send these bytes
+    with raises_code(entry["strict_error"]):
+        decode_frames(data, check_canonical=True)
+
+
+@pytest.mark.parametrize(
     "entry", FRAMES["invalid_frame_list"], ids=ids(FRAMES["invalid_frame_list"])
 )
 def test_frame_list_invalid_raises_its_code(entry: dict[str, Any]) -> None:
