@@ -13,9 +13,9 @@ and prints one JSON object as its last line: packets per second (median of sever
 repetitions) and the ratios ``bare / ours`` (how many times slower we are than the floor).
 
 The typical packet is a ping plus a few piggybacked membership-style frames (node id,
-incarnation, address, metadata as an opaque CBOR byte string), about 300-600 bytes. Membership frames do
-not exist yet, so this script registers a stand-in frame type (200) decoded with the same
-validation helpers the real frames use.
+incarnation, address, metadata as an opaque CBOR byte string), about 300-600 bytes.
+Membership frames do not exist yet, so this script registers a stand-in frame type (200),
+decoded the way hot-path frames should be (one combined type and bound test).
 
 Usage: ``python bench/wire.py [--quick] [--repeat N] [--seconds S] [--stages]``;
 ``--stages`` adds the time of each stage of open+decode (``open_stages_us``).
