@@ -177,7 +177,7 @@ class NodeCore:
     def handle_datagram(self, now: Now, addr: Address, data: bytes) -> None:
         """A datagram arrived from ``addr``: open, decode, dispatch; drop and count on error."""
         counters = self.counters
-        counters.inc("packets.received")
+        counters["packets.received"] += 1
         try:
             header, plaintext = self.protection.open(data)
             decoded = decode_frames(plaintext, self.limits)
@@ -191,7 +191,7 @@ class NodeCore:
 
     def handle_packet(self, now: Now, addr: Address, packet: GossipPacket) -> None:
         """A decoded packet arrived (the simulator's ``messages`` mode; no crypto)."""
-        self.counters.inc("packets.received")
+        self.counters["packets.received"] += 1
         self._dispatch(now, packet.sender, addr, packet.frames)  # type: ignore[arg-type]
 
     def _dispatch(self, now: Now, sender: NodeId, addr: Address, frames: list[Frame]) -> None:
@@ -241,6 +241,8 @@ class NodeCore:
 
     def take_outgoing(self) -> list[tuple[Address, bytes]]:
         """Sealed datagrams to send now (packets held for durable writes stay held)."""
+        if not self._outbox:
+            return []
         out: list[tuple[Address, bytes]] = []
         seal = self.protection.seal
         budget = self.config.max_packet_bytes - PACKET_OVERHEAD_BYTES
@@ -255,6 +257,8 @@ class NodeCore:
         Frames for one destination are grouped as ``take_outgoing`` would, at most
         ``limits.max_frames`` per packet; sizes are not computed in this mode.
         """
+        if not self._outbox:
+            return []
         out: list[tuple[Address, GossipPacket]] = []
         step = self.limits.max_frames
         for addr, frames in self._drain_outbox():
@@ -266,12 +270,16 @@ class NodeCore:
 
     def take_events(self) -> list[Event]:
         """Events for the application, oldest first."""
+        if not self._events:
+            return []
         events = list(self._events)
         self._events.clear()
         return events
 
     def take_writes(self) -> list[DurableWrite]:
         """Writes the driver must make durable, then confirm with ``writes_done``."""
+        if not self._writes:
+            return []
         writes, self._writes = self._writes, []
         return writes
 
