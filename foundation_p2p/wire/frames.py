@@ -11,7 +11,7 @@ frame types can be added within one protocol version.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, ClassVar, Protocol, TypeVar
+from typing import Any, ClassVar, Protocol, Self, TypeVar
 
 from foundation_p2p.errors import LimitError, MalformedError
 from foundation_p2p.wire import cbor
@@ -99,60 +99,55 @@ def expect_frame(items: Any, frame_type: int, what: str, low: int, high: int) ->
     return checked
 
 
-@register_frame
 @dataclass(slots=True)  # not frozen: frozen __init__ costs ~4x, per packet
-class Ping:
-    """Asks the receiver to answer with an :class:`Ack` carrying the same ``seq``.
+class _SeqFrame:
+    """A frame holding one sequence number: ``[TYPE, seq: uint]`` (Ping and Ack)."""
+
+    TYPE: ClassVar[int]
+    NAME: ClassVar[str]
+    seq: int
+
+    def to_cbor(self) -> list[Any]:
+        return [self.TYPE, self.seq]
+
+    @classmethod
+    def from_cbor(cls, items: list[Any], limits: WireLimits) -> Self:
+        expect_frame(items, cls.TYPE, cls.NAME, 2, 2)
+        return cls(expect_uint(items[1], f"{cls.NAME}.seq"))
+
+    def encode(self) -> bytes:
+        """This frame alone, as deterministic CBOR."""
+        return cbor.encode(self.to_cbor())
+
+    @classmethod
+    def decode(cls, data: bytes, limits: WireLimits = DEFAULT_LIMITS) -> Self:
+        """One frame of this type, strictly decoded (deterministic CBOR only)."""
+        return cls.from_cbor(cbor.decode(data, limits), limits)
+
+
+@register_frame
+@dataclass(slots=True)
+class Ping(_SeqFrame):
+    """Asks the receiver to answer with an :class:`Ack` carrying the same ``seq``
+    (sender-chosen, echoed in the ack).
 
     CDDL: ``ping = [1, seq: uint]``.
     """
 
     TYPE: ClassVar[int] = 1
-    seq: int
-    """Sender-chosen sequence number, echoed in the ack."""
-
-    def to_cbor(self) -> list[Any]:
-        return [1, self.seq]
-
-    @classmethod
-    def from_cbor(cls, items: list[Any], limits: WireLimits) -> Ping:
-        expect_frame(items, 1, "ping", 2, 2)
-        return cls(expect_uint(items[1], "ping.seq"))
-
-    def encode(self) -> bytes:
-        return cbor.encode(self.to_cbor())
-
-    @classmethod
-    def decode(cls, data: bytes, limits: WireLimits = DEFAULT_LIMITS) -> Ping:
-        return cls.from_cbor(cbor.decode(data, limits), limits)
+    NAME: ClassVar[str] = "ping"
 
 
 @register_frame
-@dataclass(slots=True)  # not frozen: frozen __init__ costs ~4x, per packet
-class Ack:
-    """Answers a :class:`Ping`.
+@dataclass(slots=True)
+class Ack(_SeqFrame):
+    """Answers a :class:`Ping`; ``seq`` is the ping's.
 
     CDDL: ``ack = [2, seq: uint]``.
     """
 
     TYPE: ClassVar[int] = 2
-    seq: int
-    """The ``seq`` of the ping being answered."""
-
-    def to_cbor(self) -> list[Any]:
-        return [2, self.seq]
-
-    @classmethod
-    def from_cbor(cls, items: list[Any], limits: WireLimits) -> Ack:
-        expect_frame(items, 2, "ack", 2, 2)
-        return cls(expect_uint(items[1], "ack.seq"))
-
-    def encode(self) -> bytes:
-        return cbor.encode(self.to_cbor())
-
-    @classmethod
-    def decode(cls, data: bytes, limits: WireLimits = DEFAULT_LIMITS) -> Ack:
-        return cls.from_cbor(cbor.decode(data, limits), limits)
+    NAME: ClassVar[str] = "ack"
 
 
 @dataclass(slots=True)  # not frozen: frozen __init__ costs ~4x, per packet
