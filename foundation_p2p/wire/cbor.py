@@ -74,11 +74,13 @@ def _has_wide_float(value: Any) -> bool:
         if t is float:
             if len(_dumps(item, canonical=True)) != 9:
                 return True
-        elif t is list:
+        elif t is list or t is tuple or t is frozenset:  # cbor2 makes map keys immutable
             stack.extend(item)
         elif t is dict:
             stack.extend(item.keys())
             stack.extend(item.values())
+        elif t is cbor2.CBORTag:
+            stack.append(item.value)
     return False
 
 

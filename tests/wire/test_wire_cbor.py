@@ -200,3 +200,23 @@ def test_the_fast_canonical_check_agrees_on_encoded_values(value: Any) -> None:
         widened = bytes([(data[0] & 0xE0) | 24, data[0] & 0x1F]) + data[1:]
         assert not _accepts(widened)
         assert not _reference_accepts(widened)
+
+
+@pytest.mark.parametrize(
+    "hexdata",
+    [
+        "fb3ff8000000000000",  # 1.5 as a double: the preferred form is a half
+        "81fb3ff8000000000000",  # the same inside an array
+        "a181fb3ff800000000000001",  # inside an array used as a map key (a tuple once decoded)
+        "a1fb3ff800000000000001",  # as a map key itself
+        "c7fb3ff8000000000000",  # inside an unassigned tag (7)
+    ],
+)
+def test_a_float_wider_than_its_preferred_form_is_refused_anywhere(hexdata: str) -> None:
+    with pytest.raises(MalformedError, match="shortest|deterministic"):
+        cbor.decode(bytes.fromhex(hexdata))
+
+
+def test_a_float_in_its_preferred_form_is_accepted() -> None:
+    assert cbor.decode(bytes.fromhex("f93e00")) == 1.5
+    assert cbor.decode(bytes.fromhex("fb3fb999999999999a")) == 0.1  # needs all 8 bytes
