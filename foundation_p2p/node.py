@@ -41,6 +41,8 @@ from foundation_p2p.crypto.protection import GossipProtection
 from foundation_p2p.durability import BOOT_EPOCH_KEY, IDENTITY_KEY, DurableWrite
 from foundation_p2p.errors import StorageError, WireError
 from foundation_p2p.events import Command, Event, Started
+from foundation_p2p.membership.config import MembershipConfig
+from foundation_p2p.membership.swim import SwimMembership
 from foundation_p2p.probe import StaticProber
 from foundation_p2p.wire import cbor
 from foundation_p2p.wire.frames import Frame, decode_frames
@@ -51,6 +53,8 @@ log = logging.getLogger("foundation_p2p.node")
 
 PACKET_OVERHEAD_BYTES = 64
 """Upper bound of a gossip packet's header, ``sealed`` head and AEAD tag (spec/wire.md)."""
+ESTIMATED_FRAME_BYTES = 48
+"""Size assumed per frame when piggybacking in ``messages`` mode (frames are not encoded)."""
 
 
 class Subsystem(Protocol):
@@ -149,6 +153,26 @@ class NodeCore:
         self.prober = StaticProber(config, rng, self.counters)
         """The static prober (pings ``join`` addresses)."""
         self.add_subsystem("probe", self.prober)
+        self.membership = SwimMembership(
+            MembershipConfig.from_node_config(config),
+            identity=self.identity,
+            address=config.advertised,
+            name=config.name,
+            now=now,
+            rng=rng,
+            counters=self.counters,
+            limits=self.limits,
+            incarnation=self.boot_epoch,
+            max_packet_bytes=config.max_packet_bytes,
+        )
+        """The SWIM + Lifeguard membership core (``foundation_p2p.membership``)."""
+        self.add_subsystem("membership", self.membership)
+        self.piggyback: Callable[[int, int], list[tuple[Frame, bytes]]] | None = (
+            self.membership.piggyback
+        )
+        """Tops up every packet with queued membership updates: called with the bytes
+        already used and the frame slots left, returns ``(frame, encoded)`` pairs that fit
+        (the membership share of the packet; ``user_payload_share`` stays free)."""
 
         self._emit(Started(self.node_id, self.boot_epoch, new_identity))
         log.debug(
@@ -261,11 +285,15 @@ class NodeCore:
             return []
         out: list[tuple[Address, GossipPacket]] = []
         step = self.limits.max_frames
+        fill = self.piggyback
         for addr, frames in self._drain_outbox():
             for i in range(0, len(frames), step):
-                out.append(
-                    (addr, GossipPacket(self.node_id, self.boot_epoch, tuple(frames[i : i + step])))
-                )
+                group = frames[i : i + step]
+                if fill is not None:
+                    extra = fill(ESTIMATED_FRAME_BYTES * len(group), step - len(group))
+                    if extra:
+                        group = group + [f for f, _ in extra]
+                out.append((addr, GossipPacket(self.node_id, self.boot_epoch, tuple(group))))
         return out
 
     def take_events(self) -> list[Event]:
@@ -369,10 +397,18 @@ class NodeCore:
                 log.warning("dropping a %d-byte frame larger than a packet", len(encoded))
                 continue
             if chunk and (size + len(encoded) > budget or len(chunk) >= max_frames):
-                packets.append(_array_head(len(chunk)) + b"".join(chunk))
+                packets.append(self._finish(chunk, size))
                 chunk, size = [], 3
             chunk.append(encoded)
             size += len(encoded)
         if chunk:
-            packets.append(_array_head(len(chunk)) + b"".join(chunk))
+            packets.append(self._finish(chunk, size))
         return packets
+
+    def _finish(self, chunk: list[bytes], size: int) -> bytes:
+        """One packet's plaintext: its frames, topped up by :attr:`piggyback`."""
+        fill = self.piggyback
+        if fill is not None:
+            for _, encoded in fill(size - 3, self.limits.max_frames - len(chunk)):
+                chunk.append(encoded)
+        return _array_head(len(chunk)) + b"".join(chunk)

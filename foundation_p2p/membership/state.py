@@ -1,0 +1,49 @@
+"""Member records as the application sees them: :class:`MemberState` and :class:`Member`."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+from foundation_p2p.addresses import Address, NodeId
+
+
+class MemberState(enum.Enum):
+    """Where a member stands; the wire code is the value (spec/membership.md)."""
+
+    ALIVE = 0
+    """Answering probes (or not yet suspected)."""
+    SUSPECT = 1
+    """Missed a probe; declared failed unless it refutes within the suspicion timeout."""
+    FAILED = 2
+    """Declared failed (suspicion timed out); retried for a while, then reaped."""
+    LEFT = 3
+    """Left gracefully (its own signed announcement); reaped later."""
+
+
+STATE_BY_CODE: dict[int, MemberState] = {s.value: s for s in MemberState}
+"""Wire code -> state."""
+
+
+@dataclass(frozen=True, slots=True)
+class Member:
+    """One member as this node sees it (an immutable snapshot)."""
+
+    node_id: NodeId
+    """The member's identity: 16 bytes derived from its Ed25519 public key."""
+    name: str
+    """Its human-readable name (not an identity)."""
+    address: Address
+    """Where it is reached (from its latest signed announcement)."""
+    incarnation: int
+    """The highest incarnation known for it (its own, or one it was suspected at)."""
+    state: MemberState
+    """Alive, suspect, failed or left, as this node sees it."""
+    metadata: bytes
+    """Opaque application metadata (CBOR by convention), at most ``max_metadata_bytes``."""
+    observer: bool
+    """True for an observer: never probed, never counted in N, never a relay."""
+    public_key: bytes
+    """Its Ed25519 public key (verifies its announcements)."""
+    since_mono: float
+    """Monotonic time (this node's clock) of the last state change."""

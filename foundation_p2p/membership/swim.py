@@ -1,0 +1,1198 @@
+"""``SwimMembership``: the SWIM + Lifeguard membership state machine (sans-I/O).
+
+Read top to bottom, this module is the protocol of ``spec/membership.md``:
+
+**Members.** Every member (this node included) is known by its latest *announcement*: its
+own record ``[node_id, public_key, incarnation, ALIVE|LEFT, host, port, name, metadata,
+observer]`` signed with its Ed25519 identity and relayed verbatim. A member enters the
+table only through a verified announcement. *Opinions* about others (``Suspect``,
+``Dead``) are unsigned and carry an incarnation and the accuser. Incarnation rules:
+
+- an ALIVE announcement overrides only with an incarnation higher than the known one;
+- a suspect or dead opinion overrides ALIVE at an equal (or higher) incarnation; dead
+  overrides SUSPECT likewise; anything older is stale (counted, ignored);
+- a LEFT announcement overrides every state at an equal or higher incarnation;
+- a node that hears itself suspected or declared dead refutes: it signs a new ALIVE
+  announcement with ``max(own, heard) + 1`` and gossips it (Lifeguard: awareness + 1).
+
+The first incarnation of a start is the node's boot epoch (strictly larger at every start,
+see ``NodeCore``), so a node restarting, on the same or a new address, is the same member
+with a newer record at once: its new address is adopted (``MemberUpdated`` or, if it had
+been declared failed, ``MemberJoined``).
+
+**Probing** (SWIM 4.3, Lifeguard). Once per ``probe_interval * (awareness + 1)`` the next
+member of a shuffled round-robin list is pinged (the list is reshuffled at the end of
+each pass; new members are inserted at a random position). No ack within
+``probe_timeout * (awareness + 1)``: ``indirect_checks`` random members are asked to ping
+it (ping-req); each relay forwards the target's ack, or (Lifeguard) answers a nack when
+the target stays silent for 0.8 probe timeouts. No ack by the end of the probe interval:
+the target is suspected. A ping to a suspect carries the suspicion (buddy system) so it
+can refute at once. Awareness (Lifeguard's local health, 0..awareness_max) goes down by
+one per successful probe, up by one per refutation, and up by the number of missing nacks
+(or by one when no relay could be asked) per failed probe.
+
+**Suspicion** (Lifeguard). A suspect is declared failed after
+``max(min, max - (max - min) * ln(n + 1) / ln(k + 1))`` seconds, where min =
+suspicion_mult * max(1, log10 N) * probe_interval, max = suspicion_max_mult * min, n the
+independent confirmations heard so far (suspect opinions from accusers other than the
+first), and k = suspicion_mult - 2 (0 when N - 2 < k). Without Lifeguard the timeout is
+min, awareness stays 0 and relays send no nacks.
+
+**Dissemination.** Every update (an announcement or an opinion) goes into a broadcast
+queue keyed by the member it is about (a newer update about a member replaces the queued
+one). The queue is bounded (``max_broadcasts``; when full the most-sent entry is
+dropped, counted ``membership.broadcast.dropped_full``). Each outgoing packet of the node
+is topped up with the least-sent updates that fit (:meth:`piggyback`: never past the
+packet size, and leaving ``user_payload_share`` of it free); and every
+``gossip_interval`` a round sends the least-sent updates to ``gossip_nodes`` random
+members in packets of their own. An update is sent at most
+``retransmit_mult * ceil(log10(N + 1))`` times.
+
+**Push-pull.** Every ``push_pull_interval`` (scaled up above 32 members like memberlist's
+pushPullScale) a node sends its whole table to one random member, which answers with its
+own; entries are chunked into ``push-pull`` frames of at most ``push_pull_chunk_bytes``,
+and one exchange sends at most ``push_pull_max_bytes`` (above it, this node's record and a
+random subset; counted ``membership.push_pull.truncated``). A received entry applies as
+its announcement, except that a SUSPECT or FAILED entry applies as a suspect opinion by
+the sender (memberlist's rule: a full-state merge never declares a member dead, it lets
+the member refute), and a FAILED or LEFT entry for an unknown member is skipped.
+``Join(addresses)`` is a push-pull with each seed, retried with a doubling backoff
+(``join_retry_s`` .. ``join_retry_max_s``) until one answers.
+
+**Healing and reaping.** Every ``dead_retry_interval_s`` a node push-pulls with one random
+member it declared failed less than ``dead_retry_for_s`` ago, so the two halves of a
+healed partition find each other and refute. Failed and left members are forgotten
+``reap_after_s`` after the transition (``MemberReaped``); a reaped member's incarnation is
+remembered (bounded by ``max_members``, oldest forgotten first) so a late copy of its old
+announcement does not bring it back.
+
+**Observers.** A member whose record says ``observer`` is never probed, never a ping-req
+relay, never a gossip or push-pull target, and never counted in N. An observer itself
+does not probe and does not gossip: it joins by push-pull and refreshes by push-pull
+every ``min(push_pull interval, observer_expiry_s / 3)``; members forget an observer not
+heard from (push-pull) for ``observer_expiry_s`` (``MemberReaped``).
+
+**Leave.** ``Leave()`` signs a LEFT announcement at incarnation + 1 and gossips it; the
+node stops probing, push-pull and retries, keeps answering pings and push-pulls, and
+answers any suspicion of itself with its LEFT announcement instead of refuting.
+
+**Bounds.** Members ``max_members`` (new ones refused, ``membership.members.refused_full``);
+broadcast queue as above; relayed ping-reqs ``max_relayed_probes`` (the oldest forgotten,
+``membership.relay.forgotten``); one own probe at a time; push-pull bytes per exchange as
+above; join exchanges ``max_join_addresses``; suspicion timers one per suspect.
+
+All randomness comes from the ``rng`` handed in, and time only from ``now``.
+"""
+
+from __future__ import annotations
+
+import heapq
+import logging
+import random
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from foundation_p2p.addresses import Address, NodeId, short_id
+from foundation_p2p.clock import Now
+from foundation_p2p.counters import Counters
+from foundation_p2p.crypto.identity import Identity
+from foundation_p2p.errors import LimitError
+from foundation_p2p.events import Command, Event, Join, Leave
+from foundation_p2p.membership.config import MembershipConfig, suspicion_timeout
+from foundation_p2p.membership.events import (
+    MemberAlive,
+    MemberFailed,
+    MemberJoined,
+    MemberLeft,
+    MemberReaped,
+    MemberSuspect,
+    MemberUpdated,
+)
+from foundation_p2p.membership.frames import (
+    ACK,
+    ANNOUNCEMENT,
+    DEAD,
+    MEMBERSHIP_FRAME_TYPES,
+    NACK,
+    PING,
+    PING_REQ,
+    PUSH_PULL,
+    SUSPECT,
+    Announcement,
+    Dead,
+    Nack,
+    PingReq,
+    PushPull,
+    PushPullEntry,
+    Suspect,
+    SwimAck,
+    SwimPing,
+)
+from foundation_p2p.membership.state import Member, MemberState
+from foundation_p2p.wire import cbor
+from foundation_p2p.wire.frames import Frame
+from foundation_p2p.wire.limits import WireLimits
+
+log = logging.getLogger("foundation_p2p.membership")
+
+PACKET_OVERHEAD_BYTES = 64
+"""Same bound as ``foundation_p2p.node.PACKET_OVERHEAD_BYTES`` (header, sealed head, tag)."""
+FRAMES_ARRAY_HEAD = 3
+"""Bytes of the packet's frame-array head (at most 3 for 64 frames)."""
+CHUNK_OVERHEAD = 32
+"""Upper bound of a push-pull frame's bytes around its entries."""
+ENTRY_OVERHEAD = 8
+"""Upper bound of a push-pull entry's bytes around its record and signature."""
+MIN_PIGGYBACK_ROOM = 40
+"""Below this many free bytes a packet is not topped up (no update fits)."""
+NACK_FRACTION = 0.8
+"""A relay nacks after this share of the probe timeout (so the nack arrives in time)."""
+
+ALIVE = MemberState.ALIVE
+SUSPECT_STATE = MemberState.SUSPECT
+FAILED = MemberState.FAILED
+LEFT = MemberState.LEFT
+
+_EMPTY: list[tuple[Frame, bytes]] = []
+
+
+@dataclass(slots=True)
+class _Suspicion:
+    accuser: NodeId
+    start: float
+    low: float
+    high: float
+    expected: int
+    confirmers: set[NodeId]
+    deadline: float
+
+
+class _Node:
+    """One member's state (slots: the hot path reads these per frame)."""
+
+    __slots__ = (
+        "ann",
+        "incarnation",
+        "last_heard",
+        "member",
+        "node_id",
+        "since",
+        "state",
+        "suspicion",
+    )
+
+    def __init__(self, ann: Announcement, state: MemberState, since: float) -> None:
+        self.node_id: NodeId = ann.node_id
+        self.ann = ann
+        self.incarnation = ann.incarnation
+        self.state = state
+        self.since = since
+        self.last_heard = since
+        self.suspicion: _Suspicion | None = None
+        self.member = self._snapshot()
+
+    def _snapshot(self) -> Member:
+        a = self.ann
+        return Member(
+            a.node_id,
+            a.name,
+            (a.host, a.port),
+            self.incarnation,
+            self.state,
+            a.metadata,
+            a.observer,
+            a.public_key,
+            self.since,
+        )
+
+    def refresh(self) -> None:
+        self.member = self._snapshot()
+
+
+class _Broadcast:
+    __slots__ = ("encoded", "frame", "key", "sent", "serial")
+
+    def __init__(self, key: NodeId, frame: Frame, encoded: bytes, serial: int) -> None:
+        self.key = key
+        self.frame = frame
+        self.encoded = encoded
+        self.sent = 0
+        self.serial = serial
+
+
+def _order(b: _Broadcast) -> tuple[int, int]:
+    return (b.sent, -b.serial)
+
+
+@dataclass(slots=True)
+class _Probe:
+    seq: int
+    target: NodeId
+    start: float
+    direct_deadline: float | None
+    acked: bool = False
+    nacks_expected: int = 0
+    nacks: int = 0
+
+
+@dataclass(slots=True)
+class _Relay:
+    requester: Address
+    requester_seq: int
+    deadline: float
+
+
+class _IndexedSet:
+    """A list with O(1) add, remove and random choice (swap-remove)."""
+
+    __slots__ = ("index", "items")
+
+    def __init__(self) -> None:
+        self.items: list[NodeId] = []
+        self.index: dict[NodeId, int] = {}
+
+    def add(self, key: NodeId) -> bool:
+        if key in self.index:
+            return False
+        self.index[key] = len(self.items)
+        self.items.append(key)
+        return True
+
+    def discard(self, key: NodeId) -> bool:
+        i = self.index.pop(key, None)
+        if i is None:
+            return False
+        last = self.items.pop()
+        if i < len(self.items):
+            self.items[i] = last
+            self.index[last] = i
+        return True
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self.index
+
+
+class SwimMembership:
+    """The membership subsystem; see the module docstring for the protocol."""
+
+    frame_types: tuple[int, ...] = MEMBERSHIP_FRAME_TYPES
+
+    def __init__(
+        self,
+        config: MembershipConfig,
+        *,
+        identity: Identity,
+        address: Address,
+        name: str,
+        now: Now,
+        rng: random.Random,
+        counters: Counters,
+        limits: WireLimits,
+        incarnation: int = 0,
+        max_packet_bytes: int = 1400,
+    ) -> None:
+        """Start as an alive member at ``incarnation`` (``NodeCore`` passes its boot epoch)."""
+        self.config = config
+        self.identity = identity
+        self.node_id: NodeId = identity.node_id
+        self.rng = rng
+        self.counters = counters
+        self.limits = limits
+        self.budget = max_packet_bytes - PACKET_OVERHEAD_BYTES - FRAMES_ARRAY_HEAD
+        """Bytes of frames one packet holds."""
+        self.chunk_bytes = max(64, min(config.push_pull_chunk_bytes, self.budget - CHUNK_OVERHEAD))
+        self.piggyback_cap = int(self.budget * (1.0 - config.user_payload_share))
+        """Most bytes of a packet that membership frames may fill by piggybacking."""
+        self.awareness = 0
+        """Lifeguard local health score, 0 (healthy) .. ``awareness_max``."""
+        self.leaving = False
+        """True once ``Leave()`` was given."""
+        self._observer = config.observer
+        self._name = name
+        self._address = address
+        self._metadata = b""
+
+        self._nodes: dict[NodeId, _Node] = {}
+        self._peers = _IndexedSet()  # alive/suspect non-observer members other than self
+        self._failed = _IndexedSet()  # FAILED members (dead-retry candidates)
+        self._n_active = 0  # alive/suspect non-observers, self included
+        self._tombstones: OrderedDict[NodeId, tuple[int, float]] = OrderedDict()
+
+        self._seq = rng.getrandbits(32)
+        self._probe: _Probe | None = None
+        self._probe_list: list[NodeId] = []
+        self._probe_pos = 0
+        self._relays: OrderedDict[int, _Relay] = OrderedDict()
+        self._suspicion_heap: list[tuple[float, int, NodeId]] = []
+        self._heap_serial = 0
+
+        self._bq: dict[NodeId, _Broadcast] = {}
+        self._bq_list: list[_Broadcast] = []
+        self._bq_dirty = False
+        self._bq_serial = 0
+        self._limit_n = -1
+        self._limit = 1
+
+        self._seeds: tuple[Address, ...] = ()
+        self._join_exchanges: set[int] = set()
+        self._join_backoff = config.join_retry_s
+        self.joined = False
+        """True once a seed answered a join push-pull (or none was needed)."""
+
+        self._next_probe: float | None = None
+        self._next_gossip: float | None = None
+        self._next_push_pull: float | None = None
+        self._next_dead_retry: float | None = None
+        self._next_join: float | None = None
+        self._next_maint: float | None = None
+        self._maint_interval = max(
+            0.1, min(10.0, min(config.reap_after_s, config.observer_expiry_s) / 10)
+        )
+
+        self._out: list[tuple[Address | NodeId, Frame]] = []
+        self._events: list[Event] = []
+        self._handlers: dict[int, Callable[[Now, NodeId, Address, Frame], None]] = {
+            PING: self._on_ping,  # type: ignore[dict-item]
+            ACK: self._on_ack,  # type: ignore[dict-item]
+            PING_REQ: self._on_ping_req,  # type: ignore[dict-item]
+            NACK: self._on_nack,  # type: ignore[dict-item]
+            ANNOUNCEMENT: self._on_announcement_frame,  # type: ignore[dict-item]
+            SUSPECT: self._on_suspect_frame,  # type: ignore[dict-item]
+            DEAD: self._on_dead_frame,  # type: ignore[dict-item]
+            PUSH_PULL: self._on_push_pull,  # type: ignore[dict-item]
+        }
+
+        own = self._sign(incarnation, ALIVE)
+        self._self = _Node(own, ALIVE, now.mono)
+        self._nodes[self.node_id] = self._self
+        if not self._observer:
+            self._n_active = 1
+
+    # -- public API ----------------------------------------------------------------------
+
+    @property
+    def local(self) -> Member:
+        """This node's own record."""
+        return self._self.member
+
+    def members(self) -> list[Member]:
+        """Every known member, this node included, sorted by node id."""
+        return [self._nodes[k].member for k in sorted(self._nodes)]
+
+    def member(self, node_id: NodeId) -> Member | None:
+        """The member with this id, or None."""
+        node = self._nodes.get(node_id)
+        return None if node is None else node.member
+
+    def alive_count(self) -> int:
+        """N for the formulas: alive and suspect members that are not observers (self too)."""
+        return self._n_active
+
+    def update_metadata(self, now: Now, metadata: bytes) -> None:
+        """Replace this node's metadata: a new signed announcement at incarnation + 1.
+
+        Raises ``LimitError`` if ``metadata`` exceeds ``max_metadata_bytes`` or the
+        announcement would not fit one packet; ``ValueError`` after ``Leave()``.
+        """
+        if type(metadata) is not bytes:
+            raise TypeError("metadata: expected bytes")
+        if len(metadata) > self.config.max_metadata_bytes:
+            raise LimitError(
+                f"metadata: {len(metadata)} bytes exceeds max_metadata_bytes "
+                f"{self.config.max_metadata_bytes}"
+            )
+        if self.leaving:
+            raise ValueError("metadata: this node has left")
+        old = self._metadata
+        self._metadata = metadata
+        ann = self._sign(self._self.incarnation + 1, ALIVE)
+        if len(ann.record) + len(ann.signature) + ENTRY_OVERHEAD > self.chunk_bytes:
+            self._metadata = old
+            raise LimitError("metadata: the signed announcement would not fit one packet")
+        self._adopt_own(now, ann)
+        log.debug("metadata updated: %d bytes, incarnation %d", len(metadata), ann.incarnation)
+
+    # -- Subsystem protocol ----------------------------------------------------------------
+
+    def handle_command(self, now: Now, cmd: Command) -> bool:
+        """``Join`` (push-pull with the seeds until one answers) and ``Leave``."""
+        if isinstance(cmd, Join):
+            self._join(now, cmd.addresses)
+            self._arm(now.mono)
+            return True
+        if isinstance(cmd, Leave):
+            self._leave(now)
+            self._arm(now.mono)
+            return True
+        return False
+
+    def handle_message(self, now: Now, sender: NodeId, addr: Address, frame: Frame) -> None:
+        """One membership frame from ``sender`` (authenticated) at ``addr``."""
+        self._handlers[frame.TYPE](now, sender, addr, frame)
+        self._arm(now.mono)
+
+    def handle_timer(self, now: Now) -> None:
+        """Run every timer that is due."""
+        t = now.mono
+        probe = self._probe
+        if probe is not None and probe.direct_deadline is not None and t >= probe.direct_deadline:
+            probe.direct_deadline = None
+            if not probe.acked:
+                self._indirect(now, probe)
+        if self._next_probe is not None and t >= self._next_probe:
+            self._probe_tick(now)
+        if self._relays:
+            self._expire_relays(t)
+        heap = self._suspicion_heap
+        while heap and heap[0][0] <= t:
+            _, _, node_id = heapq.heappop(heap)
+            self._suspicion_due(now, node_id)
+        if self._next_gossip is not None and t >= self._next_gossip:
+            self._next_gossip = None
+            self._gossip_round()
+        if self._next_push_pull is not None and t >= self._next_push_pull:
+            self._next_push_pull = None
+            self._periodic_push_pull(now)
+        if self._next_dead_retry is not None and t >= self._next_dead_retry:
+            self._next_dead_retry = None
+            self._dead_retry(now)
+        if self._next_join is not None and t >= self._next_join:
+            self._join_attempt(now)
+        if self._next_maint is not None and t >= self._next_maint:
+            self._next_maint = None
+            self._maintenance(now)
+        self._arm(t)
+
+    def next_deadline(self) -> float | None:
+        """The earliest time a timer is due (None when nothing is pending)."""
+        best: float | None = None
+        probe = self._probe
+        candidates = (
+            self._next_probe,
+            probe.direct_deadline if probe is not None else None,
+            self._next_gossip,
+            self._next_push_pull,
+            self._next_dead_retry,
+            self._next_join,
+            self._next_maint,
+            self._suspicion_heap[0][0] if self._suspicion_heap else None,
+            next(iter(self._relays.values())).deadline if self._relays else None,
+        )
+        for d in candidates:
+            if d is not None and (best is None or d < best):
+                best = d
+        return best
+
+    def take_outgoing(self) -> list[tuple[Address | NodeId, Frame]]:
+        """Frames to send, with their destination addresses."""
+        out, self._out = self._out, []
+        return out
+
+    def take_events(self) -> list[Event]:
+        """Membership events since the last call, oldest first."""
+        events, self._events = self._events, []
+        return events
+
+    # -- piggybacking (called by NodeCore for every packet it assembles) -----------------
+
+    def piggyback(self, used: int, free_frames: int) -> list[tuple[Frame, bytes]]:
+        """Least-sent queued updates that fit a packet already holding ``used`` bytes.
+
+        The packet's membership share is ``piggyback_cap`` bytes (the budget minus
+        ``user_payload_share``); updates are added while they fit in ``piggyback_cap -
+        used`` and ``free_frames``. Returns ``(frame, encoded)`` pairs, counted as sent.
+        """
+        if not self._bq:
+            return _EMPTY
+        room = self.piggyback_cap - used
+        if room < MIN_PIGGYBACK_ROOM or free_frames <= 0:
+            return _EMPTY
+        taken = self._take_broadcasts(room, free_frames)
+        if taken:
+            self.counters.inc("membership.broadcast.piggybacked", len(taken))
+        return taken
+
+    # -- timers and arming -------------------------------------------------------------
+
+    def _scale(self) -> int:
+        return self.awareness + 1 if self.config.lifeguard else 1
+
+    def _arm(self, t: float) -> None:
+        """Start the timers that have become needed (each is idle when there is no work)."""
+        cfg = self.config
+        if self._peers:
+            if self._next_probe is None and not self._observer and not self.leaving:
+                self._next_probe = t + self.rng.uniform(0.0, cfg.probe_interval_s)
+            if self._next_push_pull is None and not self.leaving:
+                self._next_push_pull = t + self._push_pull_interval() * self.rng.uniform(0.5, 1.0)
+        if self._bq and self._next_gossip is None and not self._observer:
+            self._next_gossip = t + cfg.gossip_interval_s
+        if self._failed and self._next_dead_retry is None and not self.leaving:
+            self._next_dead_retry = t + cfg.dead_retry_interval_s
+        if self._next_maint is None and (len(self._nodes) > 1 or self._tombstones):
+            self._next_maint = t + self._maint_interval
+
+    def _push_pull_interval(self) -> float:
+        interval = self.config.push_pull_interval(self._n_active)
+        if self._observer:
+            interval = min(interval, self.config.observer_expiry_s / 3)
+        return interval
+
+    # -- probing ------------------------------------------------------------------------
+
+    def _next_seq(self) -> int:
+        self._seq = (self._seq + 1) & 0xFFFFFFFFFFFF
+        return self._seq
+
+    def _probe_tick(self, now: Now) -> None:
+        """End the current probe (suspect its target if unanswered) and start the next."""
+        if self._probe is not None:
+            self._conclude(now, self._probe)
+            self._probe = None
+        if self._observer or self.leaving:
+            self._next_probe = None
+            return
+        target = self._next_target()
+        if target is None:
+            self._next_probe = None
+            return
+        scale = self._scale()
+        t = now.mono
+        self._next_probe = t + self.config.probe_interval_s * scale
+        seq = self._next_seq()
+        self._probe = _Probe(seq, target.node_id, t, t + self.config.probe_timeout_s * scale)
+        addr = (target.ann.host, target.ann.port)
+        self._out.append((addr, SwimPing(seq, target.node_id)))
+        self.counters.inc("membership.probes.sent")
+        s = target.suspicion
+        if s is not None:
+            # Buddy system: tell the suspect it is suspected, so it can refute at once.
+            self._out.append((addr, Suspect(target.node_id, target.incarnation, s.accuser)))
+
+    def _next_target(self) -> _Node | None:
+        nodes = self._nodes
+        for _ in range(2):
+            lst = self._probe_list
+            while self._probe_pos < len(lst):
+                node_id = lst[self._probe_pos]
+                self._probe_pos += 1
+                if node_id in self._peers:
+                    return nodes[node_id]
+            # End of a pass: reshuffle the current members (SWIM 4.3).
+            self._probe_list = list(self._peers.items)
+            self.rng.shuffle(self._probe_list)
+            self._probe_pos = 0
+            if not self._probe_list:
+                return None
+        return None
+
+    def _indirect(self, now: Now, probe: _Probe) -> None:
+        """No direct ack in time: ask ``indirect_checks`` relays to ping the target."""
+        target = self._nodes.get(probe.target)
+        if target is None or target.state not in (ALIVE, SUSPECT_STATE):
+            return
+        k = self.config.indirect_checks
+        relays = self._sample_peers(k, exclude=probe.target)
+        frame = PingReq(probe.seq, probe.target, target.ann.host, target.ann.port)
+        for relay_id in relays:
+            relay = self._nodes[relay_id]
+            self._out.append(((relay.ann.host, relay.ann.port), frame))
+        probe.nacks_expected = len(relays) if self.config.lifeguard else 0
+        self.counters.inc("membership.probes.indirect")
+        self.counters.inc("membership.ping_req.sent", len(relays))
+
+    def _sample_peers(self, k: int, exclude: NodeId | None = None) -> list[NodeId]:
+        items = self._peers.items
+        if k <= 0 or not items:
+            return []
+        n = min(len(items), k + (1 if exclude is not None else 0))
+        picked = self.rng.sample(items, n)
+        return [p for p in picked if p != exclude][:k]
+
+    def _conclude(self, now: Now, probe: _Probe) -> None:
+        """The probe interval ended: success lowers awareness, failure suspects the target."""
+        if probe.acked:
+            return
+        self.counters.inc("membership.probes.failed")
+        if probe.nacks_expected > 0:
+            self._adjust_awareness(probe.nacks_expected - probe.nacks)
+        else:
+            self._adjust_awareness(1)
+        target = self._nodes.get(probe.target)
+        if target is None or target.state not in (ALIVE, SUSPECT_STATE):
+            return
+        log.debug(
+            "probe of %s failed (%d/%d nacks): suspect",
+            short_id(probe.target),
+            probe.nacks,
+            probe.nacks_expected,
+        )
+        self._suspect(now, target.node_id, target.incarnation, self.node_id)
+
+    def _adjust_awareness(self, delta: int) -> None:
+        if not self.config.lifeguard or delta == 0:
+            return
+        value = max(0, min(self.config.awareness_max, self.awareness + delta))
+        if value != self.awareness:
+            self.awareness = value
+            direction = "up" if delta > 0 else "down"
+            self.counters.inc(f"membership.awareness.{direction}")
+
+    def _on_ping(self, now: Now, sender: NodeId, addr: Address, frame: SwimPing) -> None:
+        if frame.target != self.node_id:
+            self.counters.inc("membership.ping.wrong_target")
+            return
+        self._out.append((addr, SwimAck(frame.seq)))
+
+    def _on_ack(self, now: Now, sender: NodeId, addr: Address, frame: SwimAck) -> None:
+        probe = self._probe
+        if probe is not None and probe.seq == frame.seq:
+            if not probe.acked:
+                probe.acked = True
+                self.counters.inc("membership.probes.acked")
+                self._adjust_awareness(-1)
+            return
+        relay = self._relays.pop(frame.seq, None)
+        if relay is not None:
+            self._out.append((relay.requester, SwimAck(relay.requester_seq)))
+            self.counters.inc("membership.relay.acks_forwarded")
+            return
+        self.counters.inc("membership.ack.unexpected")
+
+    def _on_ping_req(self, now: Now, sender: NodeId, addr: Address, frame: PingReq) -> None:
+        relays = self._relays
+        if len(relays) >= self.config.max_relayed_probes:
+            relays.popitem(last=False)
+            self.counters.inc("membership.relay.forgotten")
+        seq = self._next_seq()
+        deadline = now.mono + self.config.probe_timeout_s * NACK_FRACTION
+        relays[seq] = _Relay(addr, frame.seq, deadline)
+        self._out.append((frame.address, SwimPing(seq, frame.target)))
+        self.counters.inc("membership.relay.pings")
+
+    def _expire_relays(self, t: float) -> None:
+        relays = self._relays
+        while relays:
+            seq, relay = next(iter(relays.items()))
+            if relay.deadline > t:
+                break
+            del relays[seq]
+            if self.config.lifeguard:
+                self._out.append((relay.requester, Nack(relay.requester_seq)))
+                self.counters.inc("membership.nacks.sent")
+
+    def _on_nack(self, now: Now, sender: NodeId, addr: Address, frame: Nack) -> None:
+        probe = self._probe
+        if probe is not None and probe.seq == frame.seq:
+            probe.nacks += 1
+            self.counters.inc("membership.nacks.received")
+        else:
+            self.counters.inc("membership.nacks.unexpected")
+
+    # -- suspicion ------------------------------------------------------------------------
+
+    def _suspect(self, now: Now, node_id: NodeId, incarnation: int, accuser: NodeId) -> None:
+        """Apply a suspect opinion (ours or heard); see the incarnation rules."""
+        if node_id == self.node_id:
+            self._refute(now, incarnation)
+            return
+        node = self._nodes.get(node_id)
+        if node is None:
+            self.counters.inc("membership.opinion.unknown")
+            return
+        if incarnation < node.incarnation or node.ann.observer:
+            self.counters.inc("membership.opinion.stale")
+            return
+        state = node.state
+        if state is SUSPECT_STATE:
+            s = node.suspicion
+            if (
+                s is not None
+                and accuser != s.accuser
+                and accuser not in s.confirmers
+                and len(s.confirmers) < s.expected
+            ):
+                s.confirmers.add(accuser)
+                self._reschedule(node_id, s)
+                self.counters.inc("membership.suspicion.confirmations")
+                self._broadcast(node_id, Suspect(node_id, incarnation, accuser))
+            return
+        if state is not ALIVE:
+            return
+        t = now.mono
+        n = self._n_active
+        cfg = self.config
+        low = cfg.suspicion_min_s(n)
+        high = cfg.suspicion_max_s(n)
+        expected = cfg.suspicion_mult - 2
+        if n - 2 < expected or not cfg.lifeguard:
+            expected = 0
+        s = _Suspicion(accuser, t, low, high, max(expected, 0), set(), 0.0)
+        node.incarnation = incarnation
+        node.suspicion = s
+        self._set_state(node, SUSPECT_STATE, t)
+        self._reschedule(node_id, s)
+        self.counters.inc("membership.suspicion.started")
+        self._events.append(MemberSuspect(node.member, accuser))
+        self._broadcast(node_id, Suspect(node_id, incarnation, accuser))
+        log.debug(
+            "suspect %s incarnation %d by %s, timeout %.3fs",
+            short_id(node_id),
+            incarnation,
+            short_id(accuser),
+            s.deadline - t,
+        )
+
+    def _reschedule(self, node_id: NodeId, s: _Suspicion) -> None:
+        deadline = s.start + suspicion_timeout(s.low, s.high, len(s.confirmers), s.expected)
+        s.deadline = deadline
+        self._heap_serial += 1
+        heapq.heappush(self._suspicion_heap, (deadline, self._heap_serial, node_id))
+
+    def suspicion_deadline(self, node_id: NodeId) -> float | None:
+        """When the suspicion of ``node_id`` times out (None if it is not suspect)."""
+        node = self._nodes.get(node_id)
+        s = node.suspicion if node is not None else None
+        return None if s is None else s.deadline
+
+    def _suspicion_due(self, now: Now, node_id: NodeId) -> None:
+        node = self._nodes.get(node_id)
+        if node is None or node.state is not SUSPECT_STATE:
+            return
+        s = node.suspicion
+        if s is None or s.deadline > now.mono:
+            return
+        log.debug("suspicion of %s timed out: failed", short_id(node_id))
+        self._declare_failed(now, node, node.incarnation, self.node_id)
+
+    def _declare_failed(self, now: Now, node: _Node, incarnation: int, accuser: NodeId) -> None:
+        node.incarnation = incarnation
+        self._set_state(node, FAILED, now.mono)
+        self.counters.inc("membership.failed")
+        self._events.append(MemberFailed(node.member))
+        self._broadcast(node.node_id, Dead(node.node_id, incarnation, accuser))
+
+    def _dead(self, now: Now, node_id: NodeId, incarnation: int, accuser: NodeId) -> None:
+        """Apply a dead opinion (see the incarnation rules)."""
+        if node_id == self.node_id:
+            self._refute(now, incarnation)
+            return
+        node = self._nodes.get(node_id)
+        if node is None:
+            self.counters.inc("membership.opinion.unknown")
+            return
+        if incarnation < node.incarnation or node.ann.observer:
+            self.counters.inc("membership.opinion.stale")
+            return
+        if node.state is FAILED or node.state is LEFT:
+            return
+        self._declare_failed(now, node, incarnation, accuser)
+
+    def _on_suspect_frame(self, now: Now, sender: NodeId, addr: Address, frame: Suspect) -> None:
+        self._suspect(now, frame.node_id, frame.incarnation, frame.accuser)
+
+    def _on_dead_frame(self, now: Now, sender: NodeId, addr: Address, frame: Dead) -> None:
+        self._dead(now, frame.node_id, frame.incarnation, frame.accuser)
+
+    def _refute(self, now: Now, incarnation: int) -> None:
+        """We heard ourselves suspected or declared dead: a newer signed record (or LEFT)."""
+        own = self._self
+        if self.leaving:
+            self._broadcast(self.node_id, own.ann)
+            return
+        if incarnation < own.incarnation:
+            return  # an opinion about an older life: our newer record already answers it
+        self.counters.inc("membership.refutations")
+        self._adjust_awareness(1)
+        self._adopt_own(now, self._sign(max(own.incarnation, incarnation) + 1, ALIVE))
+        log.debug("refuted a suspicion at incarnation %d", incarnation)
+
+    # -- announcements ---------------------------------------------------------------------
+
+    def _sign(self, incarnation: int, state: MemberState) -> Announcement:
+        return Announcement.sign(
+            self.identity,
+            incarnation=incarnation,
+            state=state,
+            address=self._address,
+            name=self._name,
+            metadata=self._metadata,
+            observer=self._observer,
+        )
+
+    def _adopt_own(self, now: Now, ann: Announcement) -> None:
+        own = self._self
+        own.ann = ann
+        own.incarnation = ann.incarnation
+        own.since = now.mono
+        own.refresh()
+        self._broadcast(self.node_id, ann)
+
+    def _on_announcement_frame(
+        self, now: Now, sender: NodeId, addr: Address, frame: Announcement
+    ) -> None:
+        self._announcement(now, frame)
+
+    def _announcement(self, now: Now, ann: Announcement) -> _Node | None:
+        """Apply a member's own record; returns the member if it is (now) known."""
+        node_id = ann.node_id
+        node = self._nodes.get(node_id)
+        if node is not None and node.ann.record == ann.record:
+            return node  # the record we hold (already verified): a relayed copy
+        counters = self.counters
+        if node_id == self.node_id:
+            if ann.incarnation >= self._self.incarnation and ann.verify():
+                # A record of ours we did not make in this life: outbid it.
+                self._refute(now, ann.incarnation)
+            return node
+        if node is None:
+            if ann.state is LEFT:
+                return None
+            tomb = self._tombstones.get(node_id)
+            if tomb is not None and ann.incarnation <= tomb[0]:
+                counters.inc("membership.announcement.reaped")
+                return None
+            if len(self._nodes) >= self.config.max_members:
+                counters.inc("membership.members.refused_full")
+                return None
+            if not self._acceptable(ann):
+                return None
+            node = _Node(ann, ALIVE, now.mono)
+            self._nodes[node_id] = node
+            self._tombstones.pop(node_id, None)
+            self._set_state(node, ALIVE, now.mono, new=True)
+            self._events.append(MemberJoined(node.member))
+            self._broadcast(node_id, ann)
+            log.debug("member %s joined at %s:%d", short_id(node_id), ann.host, ann.port)
+            return node
+        inc = node.incarnation
+        if ann.state is LEFT:
+            if ann.incarnation < inc or node.state is LEFT:
+                counters.inc("membership.announcement.stale")
+                return node
+        elif ann.incarnation <= inc:
+            counters.inc("membership.announcement.stale")
+            return node
+        if ann.public_key != node.ann.public_key or not self._acceptable(ann):
+            return node
+        old = node.ann
+        old_state = node.state
+        node.ann = ann
+        node.incarnation = ann.incarnation
+        if ann.state is LEFT:
+            self._set_state(node, LEFT, now.mono)
+            self._events.append(MemberLeft(node.member))
+        elif old_state is ALIVE:
+            node.refresh()
+            if (old.host, old.port, old.name, old.metadata) != (
+                ann.host,
+                ann.port,
+                ann.name,
+                ann.metadata,
+            ):
+                self._events.append(MemberUpdated(node.member))
+        elif old_state is SUSPECT_STATE:
+            self._set_state(node, ALIVE, now.mono)
+            self._events.append(MemberAlive(node.member))
+        else:
+            self._set_state(node, ALIVE, now.mono)
+            self._events.append(MemberJoined(node.member))
+        if old.observer != ann.observer:
+            self._reclassify(node)
+        self._broadcast(node_id, ann)
+        return node
+
+    def _acceptable(self, ann: Announcement) -> bool:
+        if len(ann.metadata) > self.config.max_metadata_bytes:
+            self.counters.inc("membership.announcement.metadata_too_large")
+            return False
+        if not ann.verify():
+            self.counters.inc("membership.announcement.bad_signature")
+            log.debug("announcement for %s: bad signature, dropped", short_id(ann.node_id))
+            return False
+        return True
+
+    def _reclassify(self, node: _Node) -> None:
+        self._set_state(node, node.state, node.since)
+
+    def _set_state(self, node: _Node, state: MemberState, t: float, *, new: bool = False) -> None:
+        """Move ``node`` (never self) to ``state``; keeps N, the peer and failed sets in step."""
+        node_id = node.node_id
+        if node.state is not state or new:
+            node.since = t
+        node.state = state
+        if state is not SUSPECT_STATE:
+            node.suspicion = None
+        if (state is ALIVE or state is SUSPECT_STATE) and not node.ann.observer:
+            if self._peers.add(node_id):
+                self._n_active += 1
+                # SWIM 4.3: a new member goes to a random place in the probe order.
+                lst = self._probe_list
+                lst.insert(self.rng.randint(self._probe_pos, len(lst)), node_id)
+        elif self._peers.discard(node_id):
+            self._n_active -= 1
+        if state is FAILED:
+            self._failed.add(node_id)
+        else:
+            self._failed.discard(node_id)
+        node.refresh()
+
+    # -- dissemination --------------------------------------------------------------------
+
+    def _broadcast(self, key: NodeId, frame: Frame) -> None:
+        """Queue an update about member ``key`` (replacing any queued one about it)."""
+        encoded = cbor.encode(frame.to_cbor())
+        self._bq_serial += 1
+        b = self._bq.get(key)
+        if b is not None:
+            b.frame, b.encoded, b.sent, b.serial = frame, encoded, 0, self._bq_serial
+        else:
+            if len(self._bq) >= self.config.max_broadcasts:
+                victim = max(self._bq_list, key=_order)
+                self._drop_broadcast(victim)
+                self.counters.inc("membership.broadcast.dropped_full")
+            b = _Broadcast(key, frame, encoded, self._bq_serial)
+            self._bq[key] = b
+            self._bq_list.append(b)
+        self._bq_dirty = True
+
+    def _drop_broadcast(self, b: _Broadcast) -> None:
+        del self._bq[b.key]
+        self._bq_list.remove(b)
+
+    def _take_broadcasts(self, room: int, free_frames: int) -> list[tuple[Frame, bytes]]:
+        n = self._n_active
+        if n != self._limit_n:
+            self._limit_n = n
+            self._limit = self.config.retransmit_limit(n)
+        limit = self._limit
+        lst = self._bq_list
+        if self._bq_dirty:
+            lst.sort(key=_order)
+            self._bq_dirty = False
+        out: list[tuple[Frame, bytes]] = []
+        done = False
+        for b in lst:
+            size = len(b.encoded)
+            if size > room:
+                continue
+            out.append((b.frame, b.encoded))
+            room -= size
+            b.sent += 1
+            if b.sent >= limit:
+                done = True
+            if len(out) >= free_frames or room < MIN_PIGGYBACK_ROOM:
+                break
+        if out:
+            self._bq_dirty = True
+            if done:
+                for b in [b for b in lst if b.sent >= limit]:
+                    self._drop_broadcast(b)
+        return out
+
+    def pending_broadcasts(self) -> int:
+        """How many updates are queued for dissemination."""
+        return len(self._bq)
+
+    def _gossip_round(self) -> None:
+        """Send the least-sent updates to ``gossip_nodes`` random members."""
+        if not self._bq:
+            return
+        targets = self._sample_peers(self.config.gossip_nodes)
+        max_frames = self.limits.max_frames
+        for target_id in targets:
+            taken = self._take_broadcasts(self.budget, max_frames)
+            if not taken:
+                break
+            node = self._nodes[target_id]
+            addr = (node.ann.host, node.ann.port)
+            for frame, _ in taken:
+                self._out.append((addr, frame))
+            self.counters.inc("membership.broadcast.gossiped", len(taken))
+
+    # -- push-pull, join, dead retry ------------------------------------------------------
+
+    def _state_chunks(self, exchange: int, reply: bool) -> list[PushPull]:
+        """This node's table as push-pull chunks (self first; bounded per exchange)."""
+        entries = [self._self] + [n for n in self._nodes.values() if n is not self._self]
+        total = sum(len(n.ann.record) + 64 + ENTRY_OVERHEAD for n in entries)
+        cap = self.config.push_pull_max_bytes
+        if total > cap:
+            rest = entries[1:]
+            self.rng.shuffle(rest)
+            entries = [self._self, *rest]
+            self.counters.inc("membership.push_pull.truncated")
+        chunks: list[PushPull] = []
+        current: list[PushPullEntry] = []
+        size = 0
+        sent = 0
+        for node in entries:
+            ann = node.ann
+            entry_size = len(ann.record) + len(ann.signature) + ENTRY_OVERHEAD
+            if sent + entry_size > cap:
+                break
+            if current and size + entry_size > self.chunk_bytes:
+                chunks.append(PushPull(exchange, len(chunks), reply, False, current))
+                current, size = [], 0
+            current.append(PushPullEntry(ann, node.state))
+            size += entry_size
+            sent += entry_size
+        chunks.append(PushPull(exchange, len(chunks), reply, True, current))
+        return chunks
+
+    def _push_pull(self, now: Now, addr: Address, reply: bool, exchange: int) -> None:
+        chunks = self._state_chunks(exchange, reply)
+        for chunk in chunks:
+            self._out.append((addr, chunk))
+        self.counters.inc("membership.push_pull.sent")
+        self.counters.inc("membership.push_pull.chunks_sent", len(chunks))
+
+    def _on_push_pull(self, now: Now, sender: NodeId, addr: Address, frame: PushPull) -> None:
+        self.counters.inc("membership.push_pull.chunks_received")
+        origin = self._nodes.get(sender)
+        if origin is not None:
+            origin.last_heard = now.mono
+        for entry in frame.entries:
+            ann = entry.announcement
+            state = entry.state
+            if state is ALIVE or state is LEFT:
+                self._announcement(now, ann)
+                continue
+            if ann.node_id not in self._nodes and state is FAILED:
+                continue
+            node = self._announcement(now, ann)
+            if node is not None or ann.node_id == self.node_id:
+                self._suspect(now, ann.node_id, ann.incarnation, sender)
+        if frame.reply and frame.index == 0:
+            self.counters.inc("membership.push_pull.answered")
+            self._push_pull(now, addr, False, frame.exchange)
+        elif not frame.reply and frame.exchange in self._join_exchanges:
+            self._join_exchanges.clear()
+            self._next_join = None
+            self._seeds = ()
+            self.joined = True
+            self.counters.inc("membership.join.answered")
+            log.debug("join answered by %s", short_id(sender))
+
+    def _join(self, now: Now, addresses: tuple[Address, ...]) -> None:
+        seeds = tuple(a for a in addresses if a != self._address)
+        seeds = seeds[: self.config.max_join_addresses]
+        if len(addresses) > self.config.max_join_addresses:
+            self.counters.inc("membership.join.addresses_dropped")
+        if self.leaving:
+            return
+        if not seeds:
+            self.joined = True
+            return
+        self._seeds = seeds
+        self._join_backoff = self.config.join_retry_s
+        self._join_attempt(now)
+
+    def _join_attempt(self, now: Now) -> None:
+        """Push-pull with every seed; retry at a doubling, jittered backoff until answered."""
+        if not self._seeds or self.leaving:
+            self._next_join = None
+            return
+        self._join_exchanges.clear()
+        for addr in self._seeds:
+            exchange = self.rng.getrandbits(48)
+            self._join_exchanges.add(exchange)
+            self._push_pull(now, addr, True, exchange)
+        self.counters.inc("membership.join.attempts")
+        backoff = self._join_backoff
+        self._next_join = now.mono + backoff * self.rng.uniform(1.0, 1.25)
+        self._join_backoff = min(backoff * 2, self.config.join_retry_max_s)
+
+    def _periodic_push_pull(self, now: Now) -> None:
+        picked = self._sample_peers(1)
+        if picked:
+            node = self._nodes[picked[0]]
+            self._push_pull(now, (node.ann.host, node.ann.port), True, self.rng.getrandbits(48))
+        self._next_push_pull = None
+
+    def _dead_retry(self, now: Now) -> None:
+        """Push-pull with one random member declared failed less than dead_retry_for_s ago."""
+        items = self._failed.items
+        horizon = now.mono - self.config.dead_retry_for_s
+        for _ in range(3):
+            if not items:
+                return
+            node = self._nodes[self.rng.choice(items)]
+            if node.since >= horizon:
+                self.counters.inc("membership.dead_retries")
+                addr = (node.ann.host, node.ann.port)
+                self._push_pull(now, addr, True, self.rng.getrandbits(48))
+                return
+
+    # -- leave, reaping --------------------------------------------------------------------
+
+    def _leave(self, now: Now) -> None:
+        if self.leaving:
+            return
+        self.leaving = True
+        self._seeds = ()
+        self._next_join = None
+        self._next_probe = None
+        self._next_push_pull = None
+        self._next_dead_retry = None
+        self._probe = None
+        own = self._self
+        ann = self._sign(own.incarnation + 1, LEFT)
+        own.ann = ann
+        own.incarnation = ann.incarnation
+        if not self._observer:
+            self._n_active -= 1
+        own.state = LEFT
+        own.since = now.mono
+        own.refresh()
+        if self._peers:
+            self._broadcast(self.node_id, ann)
+            self._gossip_round()
+        log.debug("leaving: LEFT announcement at incarnation %d", ann.incarnation)
+
+    def _maintenance(self, now: Now) -> None:
+        """Reap failed and left members, and observers gone silent."""
+        t = now.mono
+        reap_before = t - self.config.reap_after_s
+        silent_before = t - self.config.observer_expiry_s
+        gone = [
+            n
+            for n in self._nodes.values()
+            if n is not self._self
+            and (
+                ((n.state is FAILED or n.state is LEFT) and n.since <= reap_before)
+                or (n.ann.observer and n.state is ALIVE and n.last_heard <= silent_before)
+            )
+        ]
+        for node in gone:
+            self._forget(node, t)
+        tombs = self._tombstones
+        while tombs:
+            key, (_, until) = next(iter(tombs.items()))
+            if until > t:
+                break
+            del tombs[key]
+
+    def _forget(self, node: _Node, t: float) -> None:
+        if self._peers.discard(node.node_id):
+            self._n_active -= 1
+        self._failed.discard(node.node_id)
+        del self._nodes[node.node_id]
+        b = self._bq.get(node.node_id)
+        if b is not None:
+            self._drop_broadcast(b)
+        tombs = self._tombstones
+        if len(tombs) >= self.config.max_members:
+            tombs.popitem(last=False)
+            self.counters.inc("membership.tombstones.dropped")
+        tombs[node.node_id] = (node.incarnation, t + self.config.reap_after_s)
+        self.counters.inc("membership.reaped")
+        self._events.append(MemberReaped(node.node_id))
+        log.debug("reaped %s", short_id(node.node_id))
+
+
+__all__ = ["SwimMembership"]
