@@ -1,11 +1,11 @@
-"""The ``foundation-p2p`` command: ``keygen``, ``node run`` and the simulator's ``sim``.
+"""The ``foundation-p2p`` command: ``keygen``, ``node run``, ``members`` and ``sim``.
 
 Exit status: 0 success (``node run``: left gracefully on SIGINT/SIGTERM); 1 a runtime
-failure (the port is in use, the node crashed); 2 bad usage: unknown flags (argparse), an
-unreadable or malformed key file, an invalid configuration or data directory, an
-``--app`` that cannot be imported. Each failure prints one line naming the problem on
-stderr. ``--seed`` is reserved for random seeds (the simulator) and peers to contact are
-always given with ``--join``.
+failure (the port is in use, the node crashed; ``members``: no peer answered); 2 bad
+usage: unknown flags (argparse), an unreadable or malformed key file, an invalid
+configuration or data directory, an ``--app`` that cannot be imported. Each failure
+prints one line naming the problem on stderr. ``--seed`` is reserved for random seeds
+(the simulator) and peers to contact are always given with ``--join``.
 """
 
 from __future__ import annotations
@@ -13,9 +13,11 @@ from __future__ import annotations
 import argparse
 import importlib
 import importlib.util
+import json
 import logging
 import os
 import signal
+import socket
 import sys
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -23,12 +25,14 @@ from typing import Any
 import trio
 
 from foundation_p2p import __version__
-from foundation_p2p.addresses import format_address, parse_address
+from foundation_p2p.addresses import Address, format_address, parse_address
 from foundation_p2p.config import NodeConfig
 from foundation_p2p.crypto.keyring import Keyring, key_id
 from foundation_p2p.errors import ConfigError, StorageError
 from foundation_p2p.logs import configure_logging, log_event
-from foundation_p2p.runtime import BindError, open_node
+from foundation_p2p.membership.config import MembershipConfig
+from foundation_p2p.membership.state import Member
+from foundation_p2p.runtime import BindError, MemoryStore, open_node
 
 log = logging.getLogger("foundation_p2p.cli")
 
@@ -200,6 +204,152 @@ def cmd_node_run(args: argparse.Namespace) -> int:
         return 2
 
 
+# -- members ---------------------------------------------------------------------------
+
+MEMBERS_TIMEOUT_S = 5.0
+"""Default longest wait of ``members`` for the cluster's state."""
+MEMBERS_LEAVE_TIMEOUT_S = 0.5
+"""How long ``members`` may spend announcing its leave."""
+
+
+def source_address_for(target: Address) -> str:
+    """The local IP this machine would send from to reach ``target`` (no packet is sent).
+
+    Raises :class:`UsageError` if ``target``'s host cannot be resolved or reached.
+    """
+    host, port = target
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM)
+    except socket.gaierror as exc:
+        raise UsageError(
+            f"--join {format_address(target)}: cannot resolve: {exc.strerror}"
+        ) from None
+    family, _, _, _, sockaddr = infos[0]
+    with socket.socket(family, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.connect(sockaddr)
+        except OSError as exc:
+            raise UsageError(
+                f"--join {format_address(target)}: no route: {exc.strerror}"
+            ) from None
+        return str(probe.getsockname()[0])
+
+
+def build_observer_config(args: argparse.Namespace) -> NodeConfig:
+    """The observer's configuration: ``--config`` (if any), ``[membership] observer = true``,
+    a free port on the address that reaches the first ``--join`` peer (or ``--bind``)."""
+    if not args.join:
+        raise UsageError("members: --join HOST:PORT is required")
+    joins = [parse_address(text, what="--join") for text in args.join]
+    if args.bind is not None:
+        parse_address(args.bind, what="--bind")
+    if args.timeout <= 0:
+        raise UsageError(f"members: --timeout must be positive, got {args.timeout}")
+    base = NodeConfig.from_toml(args.config) if args.config else NodeConfig()
+    membership = dict(base.extra.get("membership", {}))
+    membership["observer"] = True
+    MembershipConfig.from_mapping(membership)  # a bad table is reported here, by name
+    table: dict[str, Any] = {
+        "join": [format_address(a) for a in joins],
+        "membership": membership,
+        "name": args.name,
+    }
+    if args.cluster_key_file is not None:
+        table["cluster_key_file"] = args.cluster_key_file
+    if args.bind is not None:
+        table["bind"] = args.bind
+    elif args.config is None or base.bind == NodeConfig().bind:
+        table["bind"] = format_address((source_address_for(joins[0]), 0))
+    config = base.with_overrides(table, source="command line")
+    if config.cluster_key_file is None:
+        raise UsageError(
+            "members: --cluster-key-file F is required (or cluster_key_file in --config)"
+        )
+    return config
+
+
+def member_record(member: Member) -> dict[str, Any]:
+    """One member as the JSON object ``members --json`` prints."""
+    return {
+        "node_id": member.node_id.hex(),
+        "name": member.name,
+        "address": format_address(member.address),
+        "state": member.state.name.lower(),
+        "incarnation": member.incarnation,
+        "metadata_hex": member.metadata.hex(),
+        "observer": member.observer,
+    }
+
+
+def format_members_table(records: list[dict[str, Any]]) -> str:
+    """The members as an aligned text table (one header line, one line per member)."""
+    header = ["NODE_ID", "NAME", "ADDRESS", "STATE", "INCARNATION", "METADATA"]
+    rows = [header]
+    for r in records:
+        meta = r["metadata_hex"]
+        meta_text = "-" if not meta else (meta if len(meta) <= 32 else f"{len(meta) // 2} bytes")
+        state = r["state"] + (" (observer)" if r["observer"] else "")
+        rows.append(
+            [r["node_id"], r["name"] or "-", r["address"], state, str(r["incarnation"]), meta_text]
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    return "\n".join(
+        "  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row)).rstrip() for row in rows
+    )
+
+
+async def observe_members(
+    config: NodeConfig, keyring: Keyring, timeout_s: float
+) -> list[Member] | None:
+    """Join as an observer, wait for the cluster's state (or ``timeout_s``), leave.
+
+    Returns the other members as this observer sees them, or None if no peer answered.
+    Equivalent lower-level calls: ``open_node(config)`` with ``[membership] observer =
+    true`` (which gives ``Join(config.join)``: a push-pull with each seed, retried at a
+    backoff), ``node.wait_until(lambda: core.membership.joined)`` (a seed answered with
+    its state), ``core.membership.members()``, then closing the node (a ``Leave``).
+    """
+    async with open_node(
+        config, keyring=keyring, store=MemoryStore(), leave_timeout_s=MEMBERS_LEAVE_TIMEOUT_S
+    ) as node:
+        membership = node.membership
+        with trio.move_on_after(timeout_s):
+            await node.wait_until(lambda: membership.joined)
+        if not membership.joined:
+            return None
+        return [m for m in node.members() if m.node_id != node.node_id]
+
+
+def cmd_members(args: argparse.Namespace) -> int:
+    """``members``: print the cluster's membership as an observer sees it."""
+    try:
+        config = build_observer_config(args)
+        assert config.cluster_key_file is not None
+        keyring = Keyring.from_file(config.cluster_key_file)
+    except (ConfigError, UsageError) as exc:
+        _prog_error(str(exc))
+        return 2
+    configure_logging(args.log_level or "WARNING")
+    try:
+        members = trio.run(observe_members, config, keyring, args.timeout)
+    except BindError as exc:
+        _prog_error(str(exc))
+        return 1
+    except (ConfigError, StorageError) as exc:
+        _prog_error(str(exc))
+        return 2
+    if members is None:
+        joined = ", ".join(format_address(a) for a in config.join)
+        _prog_error(f"members: no peer answered within {args.timeout:g} s ({joined})")
+        return 1
+    records = [member_record(m) for m in members]
+    if args.json:
+        print(json.dumps(records, indent=None), flush=True)
+    else:
+        print(format_members_table(records), flush=True)
+    return 0
+
+
 # -- parser ----------------------------------------------------------------------------
 
 
@@ -263,6 +413,45 @@ def build_parser() -> argparse.ArgumentParser:
         help="DEBUG, INFO (default), WARNING or ERROR",
     )
     run.set_defaults(func=cmd_node_run)
+
+    members = sub.add_parser(
+        "members",
+        help="print the cluster's membership (joins as an observer, then leaves)",
+        description=(
+            "Join the cluster as an observer (never probed, never counted), wait until a "
+            "peer has sent the cluster's state, print every member (a table, or with "
+            "--json a JSON list of {node_id, name, address, state, incarnation, "
+            "metadata_hex, observer}), leave. Exit status 1 if no peer answered."
+        ),
+    )
+    members.add_argument(
+        "--join", metavar="HOST:PORT", action="append", help="a member to ask (repeatable)"
+    )
+    members.add_argument(
+        "--cluster-key-file", metavar="F", help="keyring file (foundation-p2p keygen)"
+    )
+    members.add_argument("--json", action="store_true", help="print a JSON list")
+    members.add_argument(
+        "--timeout",
+        metavar="S",
+        type=float,
+        default=MEMBERS_TIMEOUT_S,
+        help=f"longest wait for an answer, in seconds (default {MEMBERS_TIMEOUT_S:g})",
+    )
+    members.add_argument(
+        "--bind", metavar="HOST:PORT", help="UDP address to bind (default: a free port on "
+        "the address that reaches the first --join peer)"
+    )
+    members.add_argument("--name", metavar="N", default="members", help="the observer's name")
+    members.add_argument("--config", metavar="FILE", help="node TOML config (flags override it)")
+    members.add_argument(
+        "--log-level",
+        metavar="L",
+        type=str.upper,
+        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+        help="diagnostics on stderr (default WARNING)",
+    )
+    members.set_defaults(func=cmd_members)
 
     _add_sim(sub)
     return parser

@@ -12,6 +12,7 @@ Two streams, both on stderr:
 from __future__ import annotations
 
 import dataclasses
+import enum
 import logging
 import sys
 import time
@@ -23,6 +24,10 @@ from foundation_p2p.events import Event
 EVENT_LOGGER = "foundation_p2p.events"
 
 _LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+
+HIDDEN_RECORD_FIELDS = frozenset({"public_key", "since_mono"})
+"""Fields of a nested record left out of event lines: long (a public key) or meaningful
+only inside the process that wrote them (a monotonic time)."""
 
 
 class _UtcFormatter(logging.Formatter):
@@ -70,6 +75,8 @@ def _format_value(name: str, value: Any) -> tuple[str, str]:
         return name[:-2] + "_ms", f"{value * 1000:.3f}"
     if isinstance(value, bool):
         return name, "true" if value else "false"
+    if isinstance(value, enum.Enum):
+        return name, str(value.name).lower()
     if isinstance(value, (tuple, list)):
         return name, ",".join(_format_value(name, v)[1] for v in value)
     text = str(value)
@@ -82,12 +89,23 @@ def format_event(event: Event) -> str:
     """One line for an event: ``event PeerAcked node_id=<hex> address=H:P rtt_ms=0.312``.
 
     Bytes are hex, ``(host, port)`` pairs are ``HOST:PORT``, float fields named ``*_s``
-    are written in milliseconds as ``*_ms``, texts with spaces are double-quoted.
+    are written in milliseconds as ``*_ms``, enums by their lower-case name, texts with
+    spaces are double-quoted. A field holding a record (a dataclass, such as a membership
+    event's ``member``) is written as that record's own fields, in place, without those of
+    :data:`HIDDEN_RECORD_FIELDS`: ``event MemberFailed node_id=<hex> name=n3
+    address=127.0.0.1:7946 incarnation=2 state=failed ...``.
     """
     parts = [f"event {type(event).__name__}"]
     if dataclasses.is_dataclass(event):
         for field in dataclasses.fields(event):
-            name, text = _format_value(field.name, getattr(event, field.name))
+            value = getattr(event, field.name)
+            if dataclasses.is_dataclass(value) and not isinstance(value, type):
+                for inner in dataclasses.fields(value):
+                    if inner.name not in HIDDEN_RECORD_FIELDS:
+                        name, text = _format_value(inner.name, getattr(value, inner.name))
+                        parts.append(f"{name}={text}")
+                continue
+            name, text = _format_value(field.name, value)
             parts.append(f"{name}={text}")
     return " ".join(parts)
 

@@ -16,9 +16,14 @@
   ``take_events()`` to the subscribers;
 - application services run in the node's nursery (``Node.start_service``).
 
-Leaving the ``async with`` (normally, by an exception or by cancellation) stops the pump,
-gives the core a ``Leave`` command, sends the last datagrams (bounded by
-``leave_timeout_s``), cancels the services and closes the socket: nothing outlives the
+Membership: ``node.membership`` is the SWIM core (``core.membership``, a
+:class:`~foundation_p2p.membership.swim.SwimMembership`); ``members()``, ``member(id)``,
+``membership_events()``, ``update_metadata(...)`` and ``leave()`` are thin layers over it.
+
+Leaving the ``async with`` (normally, by an exception or by cancellation) cancels the
+services, stops the pump, gives the core a ``Leave`` command (unless ``leave()`` already
+did: the membership core signs a LEFT announcement and gossips it at once), sends the last
+datagrams (bounded by ``leave_timeout_s``) and closes the socket: nothing outlives the
 block.
 
 Failures: a bad datagram is the core's business (dropped and counted, see
@@ -47,7 +52,14 @@ from typing import Any
 
 import trio
 
-from foundation_p2p.addresses import Address, NodeId, format_address, parse_address, short_id
+from foundation_p2p.addresses import (
+    NODE_ID_BYTES,
+    Address,
+    NodeId,
+    format_address,
+    parse_address,
+    short_id,
+)
 from foundation_p2p.clock import Now
 from foundation_p2p.config import NodeConfig
 from foundation_p2p.counters import Counters
@@ -55,17 +67,39 @@ from foundation_p2p.crypto.keyring import Keyring
 from foundation_p2p.durability import IDENTITY_KEY
 from foundation_p2p.errors import ConfigError
 from foundation_p2p.events import Event, Join, Leave
+from foundation_p2p.membership.events import (
+    MemberAlive,
+    MemberFailed,
+    MemberJoined,
+    MemberLeft,
+    MemberReaped,
+    MemberSuspect,
+    MemberUpdated,
+)
+from foundation_p2p.membership.state import Member
+from foundation_p2p.membership.swim import SwimMembership
 from foundation_p2p.node import NodeCore
 from foundation_p2p.runtime.services import ServiceRunner
 from foundation_p2p.runtime.storage import DataDirStore, MemoryStore, Store
 from foundation_p2p.runtime.udp import MAX_DATAGRAM_BYTES, bind_udp, bound_address, resolve
+from foundation_p2p.wire import cbor
 
 log = logging.getLogger("foundation_p2p.runtime")
 
 DEFAULT_EVENT_BUFFER = 1024
 """Events buffered per subscriber before new ones are dropped for it."""
 DEFAULT_LEAVE_TIMEOUT_S = 1.0
-"""Longest time spent sending the last datagrams when the node closes."""
+"""Longest time spent sending the leave announcement and last datagrams when closing."""
+MEMBERSHIP_EVENTS: tuple[type[Event], ...] = (
+    MemberJoined,
+    MemberUpdated,
+    MemberSuspect,
+    MemberAlive,
+    MemberFailed,
+    MemberLeft,
+    MemberReaped,
+)
+"""The membership event classes (what :meth:`Node.membership_events` delivers)."""
 
 
 def machine_now() -> Now:
@@ -181,6 +215,8 @@ class Node:
         self._pump_done = trio.Event()
         self._dirty = False
         self._closed = False
+        self._left = False
+        self._stepped = trio.Event()
 
     # -- identity ----------------------------------------------------------------------
 
@@ -240,14 +276,89 @@ class Node:
         self.wake()
 
     def leave(self) -> None:
-        """Stop probing peers (the node still answers them until it closes).
+        """Leave the cluster gracefully: peers will report this node ``MemberLeft``, not failed.
 
-        Equivalent lower-level calls: ``core.handle_command(now, Leave())`` then
-        :meth:`wake`. Closing the node does this too.
+        The membership core broadcasts a signed LEFT announcement and stops probing; the
+        node keeps answering peers until it closes (closing the node does this too, and
+        waits up to ``leave_timeout_s`` for the announcement to go out). Equivalent
+        lower-level calls: ``core.handle_command(now, Leave())`` (which reaches
+        ``core.membership`` and the static prober) then :meth:`wake`.
         """
         self._check_open()
+        self._leave()
+
+    def _leave(self) -> None:
+        if self._left:
+            return
+        self._left = True
         log.debug("leave: NodeCore.handle_command(Leave)")
         self.core.handle_command(machine_now(), Leave())
+        self.wake()
+
+    # -- membership --------------------------------------------------------------------
+
+    @property
+    def membership(self) -> SwimMembership:
+        """The SWIM membership core (``core.membership``), public on purpose.
+
+        Read it freely (``members()``, ``local``, ``alive_count()``, ``awareness``,
+        ``config``); after calling one of its input methods directly, call :meth:`wake`.
+        """
+        return self.core.membership
+
+    def members(self) -> list[Member]:
+        """Every member this node knows, itself included, sorted by node id.
+
+        Each :class:`~foundation_p2p.membership.state.Member` is an immutable snapshot
+        (state, incarnation, address, metadata...). Equivalent lower-level call:
+        ``core.membership.members()``.
+        """
+        return self.core.membership.members()
+
+    def member(self, node_id: NodeId | str) -> Member | None:
+        """The member with this node id (16 bytes or 32 hex digits), or None if unknown.
+
+        Equivalent lower-level call: ``core.membership.member(node_id)``.
+        """
+        if isinstance(node_id, str):
+            try:
+                raw = bytes.fromhex(node_id)
+            except ValueError:
+                raise ValueError(f"member: {node_id!r} is not a hex node id") from None
+            node_id = raw
+        if len(node_id) != NODE_ID_BYTES:
+            raise ValueError(
+                f"member: a node id is {NODE_ID_BYTES} bytes, got {len(node_id)}"
+            )
+        return self.core.membership.member(node_id)
+
+    def membership_events(self, max_buffered: int = DEFAULT_EVENT_BUFFER) -> Subscription:
+        """A subscription to the membership events only (joined, updated, suspect, alive,
+        failed, left, reaped).
+
+        Use as ``async with node.membership_events() as events: async for ev in events``.
+        Equivalent lower-level call: ``node.events(*MEMBERSHIP_EVENTS)``.
+        """
+        return self.events(*MEMBERSHIP_EVENTS, max_buffered=max_buffered)
+
+    def update_metadata(self, value: bytes | Any) -> None:
+        """Set this node's metadata and spread it (a new incarnation, signed, gossiped).
+
+        ``value`` is either the bytes to publish as they are, or any value deterministic
+        CBOR can encode (it is encoded with :func:`foundation_p2p.wire.cbor.encode`; read
+        it back with ``cbor.decode(member.metadata)``). Raises
+        :class:`~foundation_p2p.errors.LimitError` if the bytes exceed the membership's
+        ``max_metadata_bytes`` and :class:`~foundation_p2p.errors.MalformedError` if the
+        value cannot be encoded. Equivalent lower-level calls:
+        ``core.membership.update_metadata(now, data)`` then :meth:`wake`.
+        """
+        self._check_open()
+        if isinstance(value, (bytes, bytearray, memoryview)):
+            data = bytes(value)
+        else:
+            data = cbor.encode(value)
+        log.debug("update_metadata: SwimMembership.update_metadata(%d bytes)", len(data))
+        self.core.membership.update_metadata(machine_now(), data)
         self.wake()
 
     def start_service(
@@ -263,6 +374,18 @@ class Node:
         self._check_open()
         assert self._services is not None
         return self._services.start(async_fn, *args, name=name)
+
+    async def wait_until(self, predicate: Callable[[], bool]) -> None:
+        """Return once ``predicate()`` is true; it is checked now and after each pump step.
+
+        Bound it with ``trio.fail_after``/``move_on_after``. Raises
+        ``trio.ClosedResourceError`` if the node closes first. Equivalent lower-level
+        calls: none (the pump signals each step it completes; a step is one datagram,
+        timer or wake-up handled and its outputs sent).
+        """
+        while not predicate():
+            self._check_open()
+            await self._stepped.wait()
 
     def wake(self) -> None:
         """Make the pump send, persist and deliver what the core now holds, and recompute
@@ -354,6 +477,8 @@ class Node:
                 self._deliver(events)
                 progressed = True
             if not progressed:
+                self._stepped.set()
+                self._stepped = trio.Event()
                 return
 
     async def _receive(self, deadline: float | None) -> tuple[bytes, Address] | None:
@@ -410,13 +535,17 @@ class Node:
         # Refuse joins, services and subscriptions from here on: a service still running
         # must not undo the Leave below.
         self._closed = True
+        self._stepped.set()
         if self._services is not None:
             self._services.close()
         self._pump_scope.cancel()
         await self._pump_done.wait()
         with trio.move_on_after(self.leave_timeout_s):
-            log.debug("closing: NodeCore.handle_command(Leave), last flush")
-            self.core.handle_command(machine_now(), Leave())
+            if not self._left:
+                # The membership core signs a LEFT announcement and gossips it at once.
+                log.debug("closing: NodeCore.handle_command(Leave), last flush")
+                self._left = True
+                self.core.handle_command(machine_now(), Leave())
             await self._flush()
         for sub in list(self._subscribers):
             sub._end()
@@ -479,8 +608,12 @@ async def open_node(
             family = sock.family
             join = tuple([(await resolve(a, family))[1] for a in config.join])
             rng = random.Random(int.from_bytes(os.urandom(16), "big"))
+            # The core announces config.advertised to the membership: give it the port
+            # the socket really got (bind port 0) and the numeric host.
+            bound = bound_address(sock)
+            core_config = config if config.bind == bound else config.replace(bind=bound)
             core = NodeCore(
-                config,
+                core_config,
                 now=machine_now(),
                 keyring=keyring,
                 stored=stored,
