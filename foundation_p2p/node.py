@@ -167,11 +167,12 @@ class NodeCore:
         )
         """The SWIM + Lifeguard membership core (``foundation_p2p.membership``)."""
         self.add_subsystem("membership", self.membership)
-        self.piggyback: Callable[[int, int], list[tuple[Frame, bytes]]] | None = (
+        self.piggyback: Callable[[Address, int, int], list[tuple[Frame, bytes]]] | None = (
             self.membership.piggyback
         )
-        """Tops up every packet with queued membership updates: called with the bytes
-        already used and the frame slots left, returns ``(frame, encoded)`` pairs that fit
+        """Tops up every packet with queued membership updates: called with the packet's
+        destination, the bytes already used and the frame slots left, returns ``(frame,
+        encoded)`` pairs that fit
         (the membership share of the packet; ``user_payload_share`` stays free)."""
 
         self._emit(Started(self.node_id, self.boot_epoch, new_identity))
@@ -271,7 +272,7 @@ class NodeCore:
         seal = self.protection.seal
         budget = self.config.max_packet_bytes - PACKET_OVERHEAD_BYTES
         for addr, frames in self._drain_outbox():
-            for plaintext in self._pack(frames, budget):
+            for plaintext in self._pack(addr, frames, budget):
                 out.append((addr, seal(plaintext)))
         return out
 
@@ -290,7 +291,7 @@ class NodeCore:
             for i in range(0, len(frames), step):
                 group = frames[i : i + step]
                 if fill is not None:
-                    extra = fill(ESTIMATED_FRAME_BYTES * len(group), step - len(group))
+                    extra = fill(addr, ESTIMATED_FRAME_BYTES * len(group), step - len(group))
                     if extra:
                         group = group + [f for f, _ in extra]
                 out.append((addr, GossipPacket(self.node_id, self.boot_epoch, tuple(group))))
@@ -384,7 +385,7 @@ class NodeCore:
         self._outbox_frames = 0
         return outbox
 
-    def _pack(self, frames: list[Frame], budget: int) -> list[bytes]:
+    def _pack(self, addr: Address, frames: list[Frame], budget: int) -> list[bytes]:
         """Pack frames into plaintexts of at most ``budget`` bytes, in order."""
         packets: list[bytes] = []
         chunk: list[bytes] = []
@@ -397,18 +398,18 @@ class NodeCore:
                 log.warning("dropping a %d-byte frame larger than a packet", len(encoded))
                 continue
             if chunk and (size + len(encoded) > budget or len(chunk) >= max_frames):
-                packets.append(self._finish(chunk, size))
+                packets.append(self._finish(addr, chunk, size))
                 chunk, size = [], 3
             chunk.append(encoded)
             size += len(encoded)
         if chunk:
-            packets.append(self._finish(chunk, size))
+            packets.append(self._finish(addr, chunk, size))
         return packets
 
-    def _finish(self, chunk: list[bytes], size: int) -> bytes:
+    def _finish(self, addr: Address, chunk: list[bytes], size: int) -> bytes:
         """One packet's plaintext: its frames, topped up by :attr:`piggyback`."""
         fill = self.piggyback
         if fill is not None:
-            for _, encoded in fill(size - 3, self.limits.max_frames - len(chunk)):
+            for _, encoded in fill(addr, size - 3, self.limits.max_frames - len(chunk)):
                 chunk.append(encoded)
         return _array_head(len(chunk)) + b"".join(chunk)

@@ -88,6 +88,7 @@ from __future__ import annotations
 
 import heapq
 import logging
+import math
 import random
 from collections import OrderedDict
 from collections.abc import Callable
@@ -211,7 +212,7 @@ class _Node:
 
 
 class _Broadcast:
-    __slots__ = ("encoded", "frame", "key", "sent", "serial")
+    __slots__ = ("encoded", "frame", "key", "last_dest", "sent", "serial")
 
     def __init__(self, key: NodeId, frame: Frame, encoded: bytes, serial: int) -> None:
         self.key = key
@@ -219,6 +220,9 @@ class _Broadcast:
         self.encoded = encoded
         self.sent = 0
         self.serial = serial
+        self.last_dest: Address | None = None
+        """Where it was last sent (not sent there again right after: a gossip round's
+        packet would otherwise carry it twice, once as gossip and once piggybacked)."""
 
 
 def _order(b: _Broadcast) -> tuple[int, int]:
@@ -341,10 +345,15 @@ class SwimMembership:
         self._join_exchanges: set[int] = set()
         self._join_backoff = config.join_retry_s
         self.joined = False
-        """True once a seed answered a join push-pull (or none was needed)."""
+        """True once a seed answered a join push-pull, its last chunk included (or none was
+        needed)."""
 
         self._next_probe: float | None = None
         self._next_gossip: float | None = None
+        self._gossip_phase = now.mono + rng.uniform(0.0, config.gossip_interval_s)
+        self._gossip_list: list[NodeId] = []
+        self._gossip_dests: set[Address] = set()  # at most gossip_nodes
+        self._gossip_pos = 0
         self._next_push_pull: float | None = None
         self._next_dead_retry: float | None = None
         self._next_join: float | None = None
@@ -414,6 +423,7 @@ class SwimMembership:
             self._metadata = old
             raise LimitError("metadata: the signed announcement would not fit one packet")
         self._adopt_own(now, ann)
+        self._arm(now.mono)
         log.debug("metadata updated: %d bytes, incarnation %d", len(metadata), ann.incarnation)
 
     # -- Subsystem protocol ----------------------------------------------------------------
@@ -499,8 +509,9 @@ class SwimMembership:
 
     # -- piggybacking (called by NodeCore for every packet it assembles) -----------------
 
-    def piggyback(self, used: int, free_frames: int) -> list[tuple[Frame, bytes]]:
-        """Least-sent queued updates that fit a packet already holding ``used`` bytes.
+    def piggyback(self, dest: Address, used: int, free_frames: int) -> list[tuple[Frame, bytes]]:
+        """Least-sent queued updates that fit a packet to ``dest`` already holding ``used``
+        bytes.
 
         The packet's membership share is ``piggyback_cap`` bytes (the budget minus
         ``user_payload_share``); updates are added while they fit in ``piggyback_cap -
@@ -508,10 +519,14 @@ class SwimMembership:
         """
         if not self._bq:
             return _EMPTY
+        if self._gossip_dests and dest in self._gossip_dests:
+            # This packet carries a gossip round: it already holds the least-sent updates.
+            self._gossip_dests.discard(dest)
+            return _EMPTY
         room = self.piggyback_cap - used
         if room < MIN_PIGGYBACK_ROOM or free_frames <= 0:
             return _EMPTY
-        taken = self._take_broadcasts(room, free_frames)
+        taken = self._take_broadcasts(room, free_frames, dest)
         if taken:
             self.counters.inc("membership.broadcast.piggybacked", len(taken))
         return taken
@@ -530,7 +545,11 @@ class SwimMembership:
             if self._next_push_pull is None and not self.leaving:
                 self._next_push_pull = t + self._push_pull_interval() * self.rng.uniform(0.5, 1.0)
         if self._bq and self._next_gossip is None and not self._observer:
-            self._next_gossip = t + cfg.gossip_interval_s
+            # The next tick of this node's gossip clock (a fixed random phase), so an update
+            # waits half a round on average before it goes out, as with a free-running ticker.
+            interval = cfg.gossip_interval_s
+            ticks = math.floor((t - self._gossip_phase) / interval) + 1
+            self._next_gossip = self._gossip_phase + ticks * interval
         if self._failed and self._next_dead_retry is None and not self.leaving:
             self._next_dead_retry = t + cfg.dead_retry_interval_s
         if self._next_maint is None and (len(self._nodes) > 1 or self._tombstones):
@@ -950,6 +969,7 @@ class SwimMembership:
         b = self._bq.get(key)
         if b is not None:
             b.frame, b.encoded, b.sent, b.serial = frame, encoded, 0, self._bq_serial
+            b.last_dest = None
         else:
             if len(self._bq) >= self.config.max_broadcasts:
                 victim = max(self._bq_list, key=_order)
@@ -964,7 +984,9 @@ class SwimMembership:
         del self._bq[b.key]
         self._bq_list.remove(b)
 
-    def _take_broadcasts(self, room: int, free_frames: int) -> list[tuple[Frame, bytes]]:
+    def _take_broadcasts(
+        self, room: int, free_frames: int, dest: Address
+    ) -> list[tuple[Frame, bytes]]:
         n = self._n_active
         if n != self._limit_n:
             self._limit_n = n
@@ -978,11 +1000,12 @@ class SwimMembership:
         done = False
         for b in lst:
             size = len(b.encoded)
-            if size > room:
+            if size > room or b.last_dest == dest:
                 continue
             out.append((b.frame, b.encoded))
             room -= size
             b.sent += 1
+            b.last_dest = dest
             if b.sent >= limit:
                 done = True
             if len(out) >= free_frames or room < MIN_PIGGYBACK_ROOM:
@@ -1002,17 +1025,39 @@ class SwimMembership:
         """Send the least-sent updates to ``gossip_nodes`` random members."""
         if not self._bq:
             return
-        targets = self._sample_peers(self.config.gossip_nodes)
+        targets = self._gossip_targets(self.config.gossip_nodes)
         max_frames = self.limits.max_frames
+        self._gossip_dests.clear()
         for target_id in targets:
-            taken = self._take_broadcasts(self.budget, max_frames)
-            if not taken:
-                break
             node = self._nodes[target_id]
             addr = (node.ann.host, node.ann.port)
+            taken = self._take_broadcasts(self.budget, max_frames, addr)
+            if not taken:
+                break
+            self._gossip_dests.add(addr)
             for frame, _ in taken:
                 self._out.append((addr, frame))
             self.counters.inc("membership.broadcast.gossiped", len(taken))
+
+    def _gossip_targets(self, k: int) -> list[NodeId]:
+        """``k`` distinct members, taken in turn from a list reshuffled at each pass.
+
+        Consecutive rounds reach different members (uniform random choice would send
+        some updates twice to one member while missing another).
+        """
+        out: list[NodeId] = []
+        peers = self._peers
+        k = min(k, len(peers))
+        while len(out) < k:
+            if self._gossip_pos >= len(self._gossip_list):
+                self._gossip_list = list(peers.items)
+                self.rng.shuffle(self._gossip_list)
+                self._gossip_pos = 0
+            node_id = self._gossip_list[self._gossip_pos]
+            self._gossip_pos += 1
+            if node_id in peers and node_id not in out:
+                out.append(node_id)
+        return out
 
     # -- push-pull, join, dead retry ------------------------------------------------------
 
@@ -1070,7 +1115,7 @@ class SwimMembership:
         if frame.reply and frame.index == 0:
             self.counters.inc("membership.push_pull.answered")
             self._push_pull(now, addr, False, frame.exchange)
-        elif not frame.reply and frame.exchange in self._join_exchanges:
+        elif not frame.reply and frame.last and frame.exchange in self._join_exchanges:
             self._join_exchanges.clear()
             self._next_join = None
             self._seeds = ()
