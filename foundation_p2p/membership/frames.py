@@ -25,8 +25,11 @@ error message is built only on failure.
 
 from __future__ import annotations
 
+import io
 from dataclasses import dataclass
 from typing import Any, ClassVar, Self
+
+import cbor2
 
 from foundation_p2p.addresses import NODE_ID_BYTES, Address, NodeId
 from foundation_p2p.crypto.identity import Identity, node_id_from_public_key, verify_signature
@@ -73,9 +76,24 @@ class _Codec:
     def decode(cls, data: bytes, limits: WireLimits = DEFAULT_LIMITS) -> Self:
         """One frame of this type, strictly decoded (deterministic CBOR only)."""
         items = cbor.decode(data, limits)
-        if type(items) is not list or not items or items[0] != getattr(cls, "TYPE", None):
+        if (
+            type(items) is not list
+            or not items
+            or type(items[0]) is not int
+            or items[0] != getattr(cls, "TYPE", None)
+        ):
             raise MalformedError(f"{cls.__name__}: not a frame of this type")
         return cls.from_cbor(items, limits)
+
+
+def _trailing_bytes(data: bytes) -> bool:
+    """True if ``data`` holds more than one CBOR item (``cbor2.loads`` ignores the rest)."""
+    stream = io.BytesIO(data)
+    try:
+        cbor2.CBORDecoder(stream).decode()
+    except Exception:  # already decoded once: cannot fail here, but never let it escape
+        return True
+    return stream.tell() != len(data)
 
 
 def _is_uint(v: Any) -> bool:
@@ -232,7 +250,11 @@ class Announcement(_Codec):
             and len(signature) == SIGNATURE_BYTES
         ):
             raise MalformedError("announcement: record or signature has the wrong type or size")
+        # The signature covers the bytes as sent, so a record need not be deterministic
+        # CBOR (spec/membership.md); but it must be exactly one item, nothing after it.
         fields = cbor.decode(record, limits, check_canonical=False)
+        if len(cbor.encode(fields)) != len(record) and _trailing_bytes(record):
+            raise MalformedError("announcement.record: bytes after the record")
         if type(fields) is not list or len(fields) != 9:
             raise MalformedError("announcement.record: expected an array of 9 elements")
         node_id, public_key, inc, state, host, port, name, metadata, observer = fields
