@@ -147,13 +147,22 @@ async def run_node(
     keyring: Keyring,
     app: Callable[..., Awaitable[Any]] | None,
 ) -> int:
-    """Run the node until SIGINT or SIGTERM; print the ready line; log every event."""
+    """Run the node until SIGINT or SIGTERM; print the ready line; log every event.
+
+    The ``join`` peers are contacted only once the event subscription exists, so the
+    event lines of the join itself (``MemberJoined`` ...) are not missed.
+    """
+    join = config.join
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with (
-            open_node(config, keyring=keyring, leave_timeout_s=LEAVE_TIMEOUT_S) as node,
+            open_node(
+                config.replace(join=()), keyring=keyring, leave_timeout_s=LEAVE_TIMEOUT_S
+            ) as node,
             node.events() as events,
             trio.open_nursery() as nursery,
         ):
+            if join:
+                await node.join(join)
 
             async def log_events() -> None:
                 async for event in events:

@@ -254,6 +254,9 @@ class Node:
         """A fresh bounded subscription to the node's events (only ``types``, if given).
 
         Use as ``async with node.events(PeerAcked) as events: async for ev in events``.
+        A subscription receives the events emitted while it exists, none from before:
+        to see every event of a join, subscribe first, then call :meth:`join` (rather
+        than passing ``join`` in the configuration).
         Equivalent lower-level calls: the pump calls ``core.take_events()`` after each
         step and offers each event to every subscription without waiting (see
         :class:`Subscription` for the overflow policy).
