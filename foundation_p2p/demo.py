@@ -14,15 +14,17 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import logging
 import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import TextIO
+from typing import Any, TextIO
 
 import trio
 
@@ -30,6 +32,7 @@ from foundation_p2p.addresses import Address, NodeId, format_address
 from foundation_p2p.config import NodeConfig
 from foundation_p2p.crypto.keyring import Keyring
 from foundation_p2p.events import PeerAcked
+from foundation_p2p.membership.events import MemberFailed, MemberLeft
 from foundation_p2p.runtime import Node, open_node
 from foundation_p2p.runtime.rawpeer import RawPeer
 from foundation_p2p.wire import cbor
@@ -37,6 +40,16 @@ from foundation_p2p.wire.packet import parse_packet
 
 PROBE_INTERVAL_S = 0.2
 """How often the demo nodes ping each other (faster than the default, to keep it short)."""
+MEMBERSHIP: dict[str, Any] = {
+    "profile": "local",
+    "probe_interval_s": 0.2,
+    "probe_timeout_s": 0.1,
+    "retransmit_mult": 4,
+    "push_pull_interval_s": 2.0,
+}
+"""The demo nodes' ``[membership]`` table: the ``local`` profile with faster probes, and
+memberlist's LAN retransmit multiplier and a short push-pull so that a join reaches every
+node within the demo's step timeout."""
 STEP_TIMEOUT_S = 5.0
 """Longest wait for any one thing the demo expects to happen."""
 
@@ -90,6 +103,7 @@ class DemoCluster:
             data_dir=os.path.join(self.root, name),
             probe_interval_s=PROBE_INTERVAL_S,
             probe_timeout_s=PROBE_INTERVAL_S,
+            extra={"membership": dict(MEMBERSHIP)},
         )
 
     async def start(self, name: str, join: tuple[Address, ...] = ()) -> Node:
@@ -255,6 +269,145 @@ async def section_restart(cluster: DemoCluster) -> None:
     out.line(f"   (n3 packets refused as stale or replayed: {refused})")
 
 
+class NodeRunProcess:
+    """``python -m foundation_p2p node run`` in its own process (so it can be SIGKILLed)."""
+
+    def __init__(self, process: trio.Process, node_id: NodeId, address: Address) -> None:
+        self.process = process
+        self.node_id = node_id
+        self.address = address
+
+    @classmethod
+    async def start(cls, cluster: DemoCluster, name: str, join: Address) -> NodeRunProcess:
+        """Start it with the cluster's keyring and membership table; wait for its ready line."""
+        key_file = os.path.join(cluster.root, "cluster.key")
+        if not os.path.exists(key_file):
+            with open(key_file, "w", encoding="utf-8") as f:
+                f.write(cluster.keyring.to_text())
+        config_file = os.path.join(cluster.root, "membership.toml")
+        with open(config_file, "w", encoding="utf-8") as f:
+            f.write("[membership]\n")
+            for key, value in MEMBERSHIP.items():
+                f.write(f"{key} = {json.dumps(value)}\n")
+        args = [
+            sys.executable, "-m", "foundation_p2p", "node", "run", "--bind", "127.0.0.1:0",
+            "--join", format_address(join), "--name", name, "--cluster-key-file", key_file,
+            "--data-dir", os.path.join(cluster.root, name), "--config", config_file,
+            "--log-level", "ERROR",
+        ]  # fmt: skip
+        process = await trio.lowlevel.open_process(
+            args, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL
+        )
+        assert process.stdout is not None
+        buffer = b""
+        with trio.fail_after(STEP_TIMEOUT_S * 2):
+            while b"\n" not in buffer:
+                chunk = await process.stdout.receive_some()
+                if not chunk:
+                    raise RuntimeError(f"{name} exited before its ready line")
+                buffer += chunk
+        fields = dict(part.split("=", 1) for part in buffer.decode().split()[1:])
+        host, _, port = fields["address"].rpartition(":")
+        return cls(process, bytes.fromhex(fields["node_id"]), (host, int(port)))
+
+    async def kill(self) -> None:
+        """SIGKILL: no leave announcement, the socket just goes silent."""
+        self.process.kill()
+        await self.process.wait()
+
+
+def _member_rows(node: Node, names: dict[NodeId, str]) -> list[list[str]]:
+    return [
+        [
+            names.get(m.node_id, m.name),
+            format_address(m.address),
+            m.state.name.lower(),
+            str(m.incarnation),
+            m.metadata.hex() or "-",
+        ]
+        for m in node.members()
+    ]
+
+
+async def section_membership(cluster: DemoCluster) -> None:
+    """SWIM membership: a fourth node joins, n2 publishes metadata, n4 is SIGKILLed and
+    detected, n3 leaves gracefully."""
+    out = cluster.out
+    n1, n2, n3 = (cluster.nodes[n] for n in ("n1", "n2", "n3"))
+    settings = n1.membership.config
+    out.line(
+        f"   profile {settings.profile}: probe every {settings.probe_interval_s:g} s, "
+        f"timeout {settings.probe_timeout_s:g} s, {settings.indirect_checks} indirect "
+        f"probe(s), Lifeguard {'on' if settings.lifeguard else 'off'}"
+    )
+    n4 = await NodeRunProcess.start(cluster, "n4", n1.address)
+    out.line(f"   n4 runs in its own process (pid {n4.process.pid}) and joins through n1")
+    everyone = {n1.node_id, n2.node_id, n3.node_id, n4.node_id}
+    try:
+        with trio.fail_after(STEP_TIMEOUT_S):
+            for node in (n1, n2, n3):
+                await node.wait_until(
+                    lambda node=node: {  # type: ignore[misc]
+                        m.node_id for m in node.members() if m.state.name == "ALIVE"
+                    } == everyone
+                )
+        n2.update_metadata({"role": "cache"})
+        with trio.fail_after(STEP_TIMEOUT_S):
+            await n1.wait_until(lambda: n1.member(n2.node_id).metadata != b"")  # type: ignore[union-attr]
+        names = {node.node_id: name for name, node in cluster.nodes.items()}
+        names[n4.node_id] = "n4"
+        out.line("   every node sees all four alive; n2 published metadata {'role': 'cache'};")
+        out.line("   n1's view:")
+        out.table(
+            ["member", "address", "state", "incarnation", "metadata"],
+            _member_rows(n1, names),
+            align="llllr",
+        )
+        window = settings.suspicion_max_s(4) + 5 * settings.probe_interval_s
+        reports: list[list[str]] = []
+        async with (
+            n1.membership_events() as e1,
+            n2.membership_events() as e2,
+            n3.membership_events() as e3,
+        ):
+            await n4.kill()
+            killed = time.monotonic()
+            out.line(f"   n4 killed with SIGKILL; the others detect it (bound {window:.1f} s):")
+
+            async def watch(name: str, events: Any) -> None:
+                async for ev in events:
+                    if getattr(getattr(ev, "member", None), "node_id", None) != n4.node_id:
+                        continue
+                    kind = type(ev).__name__
+                    reports.append([name, kind, f"{time.monotonic() - killed:.2f} s"])
+                    if kind == "MemberFailed":
+                        return
+
+            with trio.fail_after(window + STEP_TIMEOUT_S):
+                async with trio.open_nursery() as nursery:
+                    for name, events in (("n1", e1), ("n2", e2), ("n3", e3)):
+                        nursery.start_soon(watch, name, events)
+        reports.sort(key=lambda r: float(r[2].split()[0]))
+        out.table(["seen by", "event", "after the kill"], reports, align="llr")
+    finally:
+        if n4.process.returncode is None:
+            await n4.kill()
+    async with n1.membership_events() as e1:
+        await cluster.stop("n3")
+        with trio.fail_after(STEP_TIMEOUT_S):
+            async for ev in e1:
+                if isinstance(ev, MemberLeft) and ev.member.node_id == n3.node_id:
+                    break
+                if isinstance(ev, MemberFailed) and ev.member.node_id == n3.node_id:
+                    raise AssertionError("n3 left but was declared failed")
+    out.line("   n3 closes: it signs a LEFT announcement; n1 reports MemberLeft, not failed")
+    out.table(
+        ["member", "address", "state", "incarnation", "metadata"],
+        _member_rows(n1, {**names, n3.node_id: "n3"}),
+        align="llllr",
+    )
+
+
 async def section_counters(cluster: DemoCluster) -> None:
     """Every node's traffic and drop counters."""
     keys = [
@@ -274,6 +427,7 @@ SECTIONS: list[tuple[str, Section]] = [
     ("Authenticated probes over UDP", section_authenticated_probes),
     ("Bad packets are dropped and counted", section_bad_packets),
     ("Restart: same identity, new boot epoch", section_restart),
+    ("Membership: join, metadata, a killed node detected, a graceful leave", section_membership),
     ("Counters", section_counters),
 ]
 """The demo's sections, in order; later capabilities append theirs."""

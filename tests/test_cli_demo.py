@@ -30,6 +30,10 @@ def test_demo_runs_every_section_and_exits_by_itself(tmp_path: Path) -> None:
         "protocol version 2                  packets.dropped.unsupported_version +1",
         "n3 has the same node id",
         "(n3 packets refused as stale or replayed: 0)",
+        "== 4. Membership",
+        "n4 killed with SIGKILL",
+        "MemberFailed",
+        "n1 reports MemberLeft, not failed",
         "done: every node left and closed its socket.",
     ):
         assert expected in out, out

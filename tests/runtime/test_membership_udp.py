@@ -30,16 +30,21 @@ from foundation_p2p.crypto.keyring import Keyring
 from foundation_p2p.membership.config import MembershipConfig
 
 N = 5
-MEMBERSHIP_TOML = """\
-[membership]
-profile = "local"
-probe_interval_s = 0.2
-probe_timeout_s = 0.1
-"""
-SETTINGS = MembershipConfig.from_node_config(
-    NodeConfig(extra={"membership": {"profile": "local", "probe_interval_s": 0.2,
-                                     "probe_timeout_s": 0.1}})
-)  # fmt: skip
+MEMBERSHIP = {
+    "profile": "local",
+    "probe_interval_s": 0.2,
+    "probe_timeout_s": 0.1,
+    # The local profile's retransmit_mult (2) often lets a join's announcement die out
+    # before it reaches every node of a 5-node cluster, leaving the rest to the periodic
+    # push-pull (7.5-15 s in that profile): memberlist's LAN value and a 2 s push-pull
+    # keep the cluster's formation short. Detection does not depend on either.
+    "retransmit_mult": 4,
+    "push_pull_interval_s": 2.0,
+}
+MEMBERSHIP_TOML = "[membership]\n" + "".join(
+    f"{k} = {json.dumps(v)}\n" for k, v in MEMBERSHIP.items()
+)
+SETTINGS = MembershipConfig.from_node_config(NodeConfig(extra={"membership": MEMBERSHIP}))
 START_S = 15.0
 """Bound on starting a process and on the cluster finding itself (imports dominate)."""
 DETECTION_WINDOW_S = (
