@@ -8,21 +8,43 @@ keyring file, ``StorageError`` for an identity file. Anything else escaping a ta
 a finding.
 
 Seeds come from ``spec/vectors/*.json``: every ``hex`` field, and every keyring ``text``.
+
+The membership targets (``spec/membership.md``): one per membership frame decoder, the
+announcement verifier (a decoded announcement either verifies, and then its node id is
+the hash of its key, or does not; it never raises), and ``membership-receive``, which
+feeds every frame of a decoded frame list to a fresh ``SwimMembership`` (the state
+machine must take any well-formed frame without raising).
 """
 
 from __future__ import annotations
 
 import json
+import random
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from foundation_p2p.crypto.identity import Identity
+from foundation_p2p.clock import Now
+from foundation_p2p.counters import Counters
+from foundation_p2p.crypto.identity import Identity, node_id_from_public_key
 from foundation_p2p.crypto.keyring import Keyring
 from foundation_p2p.crypto.protection import GossipProtection
 from foundation_p2p.errors import KeyringError, StorageError, WireError
+from foundation_p2p.membership.config import MembershipConfig
+from foundation_p2p.membership.frames import (
+    Announcement,
+    Dead,
+    Nack,
+    PingReq,
+    PushPull,
+    Suspect,
+    SwimAck,
+    SwimPing,
+)
+from foundation_p2p.membership.swim import SwimMembership
 from foundation_p2p.wire import cbor
 from foundation_p2p.wire.frames import Ack, Ping, decode_frames, encode_frames
+from foundation_p2p.wire.limits import DEFAULT_LIMITS
 from foundation_p2p.wire.packet import parse_packet
 
 VECTORS = Path(__file__).resolve().parent.parent / "spec" / "vectors"
@@ -135,6 +157,112 @@ def fuzz_identity(data: bytes) -> None:
     assert identity.to_bytes() == data
 
 
+def _frame_target(cls: Any) -> Callable[[bytes], None]:
+    """A target for ``cls.decode``: a decoded frame re-encodes to exactly the input."""
+
+    def target(data: bytes) -> None:
+        try:
+            frame = cls.decode(data)
+        except WireError:
+            return
+        assert frame.encode() == data, f"{cls.__name__} does not re-encode byte-exact"
+        # The same frame in a frame list decodes to the same frame.
+        assert decode_frames(encode_frames([frame])).frames == [frame]
+
+    target.__name__ = f"fuzz_{cls.__name__}"
+    target.__doc__ = f"``{cls.__name__}.decode``: a decoded frame re-encodes to the input."
+    return target
+
+
+fuzz_swim_ping = _frame_target(SwimPing)
+fuzz_swim_ack = _frame_target(SwimAck)
+fuzz_ping_req = _frame_target(PingReq)
+fuzz_nack = _frame_target(Nack)
+fuzz_announcement = _frame_target(Announcement)
+fuzz_suspect = _frame_target(Suspect)
+fuzz_dead = _frame_target(Dead)
+fuzz_push_pull = _frame_target(PushPull)
+
+
+def fuzz_announcement_verify(data: bytes) -> None:
+    """``Announcement.decode`` then ``verify``: a bool, never an exception; a record that
+    verifies has the node id of its key, and every push-pull entry is checked the same."""
+    try:
+        frame = Announcement.decode(data)
+    except WireError:
+        try:
+            chunk = PushPull.decode(data)
+        except WireError:
+            return
+        announcements = [e.announcement for e in chunk.entries]
+    else:
+        announcements = [frame]
+    for ann in announcements:
+        ok = ann.verify()
+        assert type(ok) is bool
+        if ok:
+            assert node_id_from_public_key(ann.public_key) == ann.node_id
+
+
+_RECEIVER = Identity(bytes(range(0xA0, 0xC0)))
+
+
+def _known_announcements() -> list[Announcement]:
+    """The valid signed announcements of ``spec/vectors/membership.json`` (alive ones)."""
+    path = VECTORS / "membership.json"
+    if not path.exists():
+        return []
+    data = json.loads(path.read_text(encoding="utf-8"))
+    out = []
+    for entry in data.get("signing", []):
+        ann = Announcement.decode(bytes.fromhex(entry["hex"]))
+        if ann.verify() and ann.state.name == "ALIVE":
+            out.append(ann)
+    return out
+
+
+_KNOWN = _known_announcements()
+
+
+def fuzz_membership_receive(data: bytes) -> None:
+    """``decode_frames`` (of the input, or of the input as a one-frame list) then
+    ``SwimMembership.handle_message`` for each membership frame, on a fresh node that
+    already knows the members of the signing vectors, then its due timers: only
+    ``WireError`` from decoding, nothing from the state machine."""
+    try:
+        decoded = decode_frames(data)
+    except WireError:
+        try:
+            decoded = decode_frames(b"\x81" + data)
+        except WireError:
+            return
+    counters = Counters()
+    now = Now(100.0, 1_790_000_000.0)
+    node = SwimMembership(
+        MembershipConfig(),
+        identity=_RECEIVER,
+        address=("127.0.0.1", 7946),
+        name="fuzz",
+        now=now,
+        rng=random.Random(0),
+        counters=counters,
+        limits=DEFAULT_LIMITS,
+    )
+    for ann in _KNOWN:
+        node.handle_message(now, ann.node_id, ann.address, ann)
+    sender = bytes(range(16))
+    for frame in decoded.frames:
+        if frame.TYPE in node.frame_types:
+            node.handle_message(now, sender, ("127.0.0.2", 7946), frame)
+    deadline = node.next_deadline()
+    if deadline is not None:
+        node.handle_timer(Now(max(deadline, now.mono), now.wall))
+    node.take_outgoing()
+    node.take_events()
+    assert node.local.node_id == _RECEIVER.node_id
+    assert len(node.members()) >= 1
+
+
 TARGETS: dict[str, Callable[[bytes], None]] = {
     "cbor": fuzz_cbor,
     "frames": fuzz_frames,
@@ -144,6 +272,16 @@ TARGETS: dict[str, Callable[[bytes], None]] = {
     "open": fuzz_open,
     "keyring": fuzz_keyring,
     "identity": fuzz_identity,
+    "swim-ping": fuzz_swim_ping,
+    "swim-ack": fuzz_swim_ack,
+    "ping-req": fuzz_ping_req,
+    "nack": fuzz_nack,
+    "announcement": fuzz_announcement,
+    "suspect": fuzz_suspect,
+    "dead": fuzz_dead,
+    "push-pull": fuzz_push_pull,
+    "announcement-verify": fuzz_announcement_verify,
+    "membership-receive": fuzz_membership_receive,
 }
 """Target name -> function (``--target NAME``)."""
 

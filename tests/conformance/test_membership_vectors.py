@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import random
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,8 @@ import cbor2
 import pycddl
 import pytest
 
+from foundation_p2p.clock import Now
+from foundation_p2p.counters import Counters
 from foundation_p2p.crypto.identity import Identity
 from foundation_p2p.crypto.keyring import Keyring
 from foundation_p2p.crypto.protection import GossipProtection
@@ -36,8 +39,10 @@ from foundation_p2p.membership.frames import (
     SwimPing,
 )
 from foundation_p2p.membership.state import MemberState
+from foundation_p2p.membership.swim import SwimMembership
 from foundation_p2p.wire import cbor
 from foundation_p2p.wire.frames import Ack, Frame, Ping, decode_frames, encode_frames
+from foundation_p2p.wire.limits import DEFAULT_LIMITS
 
 SPEC = Path(__file__).resolve().parents[2] / "spec"
 VECTORS: dict[str, Any] = json.loads(
@@ -376,13 +381,7 @@ def test_frame_list_decodes(entry: dict[str, Any]) -> None:
     assert strict.frames == expected
 
 
-KNOWN_DECODER_BUGS = {
-    # _Codec.decode compares the frame type with == (16.0 == 16) without checking its type.
-    "swim-ping:frame type as the float 16.0",
-    # cbor.decode(check_canonical=False) ignores bytes after the first item (cbor2.loads
-    # does), and the record is decoded that way.
-    "announcement:record with trailing bytes",
-}
+KNOWN_DECODER_BUGS: set[str] = set()
 """Invalid vectors the code accepts today (a bug in the code, not the spec): strict
 xfail, so the fix turns them into passes and the entry here must go."""
 
@@ -480,3 +479,76 @@ def test_suspicion_timeout_shrinks_with_confirmations(entry: dict[str, Any]) -> 
     assert entry["min_s"] <= got <= entry["max_s"]
     if entry["confirmations"] >= entry["expected"]:
         assert math.isclose(got, entry["min_s"])
+
+
+# -- what a receiver does with announcements (spec/membership.md, 4.2 and 16) -------------
+
+
+def receiver() -> SwimMembership:
+    return SwimMembership(
+        MembershipConfig(),
+        identity=Identity(bytes(range(0xA0, 0xC0))),
+        address=("127.0.0.1", 7946),
+        name="receiver",
+        now=Now(10.0, 1_790_000_000.0),
+        rng=random.Random(1),
+        counters=Counters(),
+        limits=DEFAULT_LIMITS,
+    )
+
+
+NOW = Now(11.0, 1_790_000_001.0)
+PEER = bytes(range(16))
+PEER_ADDR = ("127.0.0.2", 7946)
+
+
+@pytest.mark.parametrize("entry", VECTORS["signing"], ids=ids(VECTORS["signing"]))
+def test_signed_announcement_is_accepted_by_a_receiver(entry: dict[str, Any]) -> None:
+    node = receiver()
+    ann = Announcement.decode(bytes.fromhex(entry["hex"]))
+    node.handle_message(NOW, PEER, PEER_ADDR, ann)
+    member = node.member(ann.node_id)
+    events = node.take_events()
+    if ann.state is MemberState.LEFT:  # a stranger's leave: nothing to leave
+        assert member is None and events == []
+        return
+    assert member is not None
+    assert (member.state, member.incarnation) == (MemberState.ALIVE, ann.incarnation)
+    assert member.address == (ann.host, ann.port)
+    assert (member.name, member.metadata, member.observer) == (
+        ann.name,
+        ann.metadata,
+        ann.observer,
+    )
+    assert [type(e).__name__ for e in events] == ["MemberJoined"]
+    assert node.counters["membership.announcement.bad_signature"] == 0
+
+
+@pytest.mark.parametrize(
+    "entry", VECTORS["forged_announcement"], ids=ids(VECTORS["forged_announcement"])
+)
+def test_forged_announcement_is_dropped_and_counted(entry: dict[str, Any]) -> None:
+    node = receiver()
+    ann = Announcement.decode(bytes.fromhex(entry["hex"]))
+    node.handle_message(NOW, PEER, PEER_ADDR, ann)
+    assert node.member(ann.node_id) is None
+    assert node.take_events() == []
+    assert node.counters["membership.announcement.bad_signature"] == 1
+    assert node.pending_broadcasts() == 0  # nothing of it is relayed
+
+
+def test_forged_higher_incarnation_of_a_known_member_is_dropped() -> None:
+    node = receiver()
+    genuine = Announcement.decode(bytes.fromhex(VECTORS["signing"][0]["hex"]))
+    node.handle_message(NOW, PEER, PEER_ADDR, genuine)
+    node.take_events()
+    forged_entry = next(
+        e for e in VECTORS["forged_announcement"] if "replayed signature" in e["name"]
+    )
+    forged = Announcement.decode(bytes.fromhex(forged_entry["hex"]))
+    assert forged.node_id == genuine.node_id and forged.incarnation > genuine.incarnation
+    node.handle_message(NOW, PEER, PEER_ADDR, forged)
+    member = node.member(genuine.node_id)
+    assert member is not None and member.incarnation == genuine.incarnation
+    assert node.take_events() == []
+    assert node.counters["membership.announcement.bad_signature"] == 1

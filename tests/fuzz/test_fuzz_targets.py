@@ -10,6 +10,7 @@ under atheris for longer.
 from __future__ import annotations
 
 import importlib.util
+import json
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -35,6 +36,7 @@ def _load_targets() -> ModuleType:
 targets = _load_targets()
 NAMES = list(targets.TARGETS)
 SEEDS = {name: [s for s in targets.seeds(name) if len(s) <= 2048] for name in NAMES}
+MEMBERSHIP = json.loads((ROOT / "spec" / "vectors" / "membership.json").read_text("utf-8"))
 
 
 @st.composite
@@ -88,7 +90,26 @@ def mutated(draw: st.DrawFn, name: str) -> bytes:
 
 
 def test_every_decoder_has_a_target() -> None:
-    assert set(NAMES) == {"cbor", "frames", "ping", "ack", "packet", "open", "keyring", "identity"}
+    assert set(NAMES) == {
+        "cbor",
+        "frames",
+        "ping",
+        "ack",
+        "packet",
+        "open",
+        "keyring",
+        "identity",
+        "swim-ping",
+        "swim-ack",
+        "ping-req",
+        "nack",
+        "announcement",
+        "suspect",
+        "dead",
+        "push-pull",
+        "announcement-verify",
+        "membership-receive",
+    }
     assert all(SEEDS[name] for name in NAMES)
 
 
@@ -98,12 +119,20 @@ def test_seeds_are_accepted_outcomes(name: str) -> None:
         targets.TARGETS[name](seed)
 
 
+EXAMPLES = dict.fromkeys(NAMES, 600) | dict.fromkeys(
+    ("swim-ping", "swim-ack", "ping-req", "nack", "announcement", "suspect", "dead", "push-pull"),
+    250,
+)
+"""Examples per target: fewer for the small membership frame decoders (each is one
+shape check), so the whole module stays within seconds; ``make fuzz`` runs them longer."""
+
+
 @pytest.mark.parametrize("name", NAMES)
 def test_mutated_inputs_decode_or_raise_the_projects_error(name: str) -> None:
     target = targets.TARGETS[name]
 
     @settings(
-        max_examples=600,
+        max_examples=EXAMPLES[name],
         deadline=None,
         derandomize=True,
         database=None,
@@ -130,3 +159,29 @@ def test_a_foreign_exception_escapes_the_target(monkeypatch: pytest.MonkeyPatch)
     monkeypatch.setattr(targets, "parse_packet", leaky)
     with pytest.raises(IndexError):
         targets.fuzz_packet(b"\x80")
+
+
+def test_a_state_machine_error_escapes_membership_receive(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # membership-receive is only an oracle if an exception in SwimMembership reaches it.
+    def broken(self: object, now: object, sender: object, addr: object, frame: object) -> None:
+        raise KeyError("a state machine bug")
+
+    monkeypatch.setattr(targets.SwimMembership, "handle_message", broken)
+    with pytest.raises(KeyError):
+        targets.fuzz_membership_receive(bytes.fromhex(MEMBERSHIP["frame_list"][0]["hex"]))
+
+
+def test_a_forged_announcement_that_verifies_is_a_finding(monkeypatch: pytest.MonkeyPatch) -> None:
+    # announcement-verify must flag a verifier that accepts a key/node-id mismatch.
+    monkeypatch.setattr(targets.Announcement, "verify", lambda self: True)
+    forged = bytes.fromhex(
+        next(
+            e["hex"]
+            for e in MEMBERSHIP["forged_announcement"]
+            if e["name"].startswith("node id not derived")
+        )
+    )
+    with pytest.raises(AssertionError):
+        targets.fuzz_announcement_verify(forged)
