@@ -17,9 +17,14 @@ fixed ``suspect_timeout``. Lifeguard's timeout starts higher and shrinks toward 
 minimum with independent confirmations, so the setting favours ``swim-protocol``.
 
 Reported per implementation (seconds from the SIGKILL, as the parent process sees the
-lines arrive): ``first_detect_s`` (the first survivor to report the death),
+lines arrive): ``first_suspect_s`` (the first survivor to suspect the killed node: SWIM's
+expected e/(e-1) probe periods until it is probed, plus the probe timeout and the
+indirect probe), ``first_detect_s`` (the first survivor to report the death),
 ``full_detect_s`` (the last of the four), each the median over the trials, with every
-trial's figures in ``trials``. Every wait is bounded (``--trial-timeout``).
+trial's figures in ``per_trial``. Every wait is bounded (``--trial-timeout``). Our nodes
+are started one by one, each joining every node started before it (one push-pull each),
+so the cluster is whole before the kill without depending on gossip; formation is not
+measured.
 
 Usage: ``python bench/membership_udp.py [--quick] [--trials N] [--profile P]``; prints
 one JSON object as its last line. ``run(quick)`` returns the same dict (``bench/membership.py``
@@ -31,10 +36,8 @@ from __future__ import annotations
 import argparse
 import importlib.metadata
 import json
-import math
 import os
 import platform
-import queue
 import re
 import signal
 import socket
@@ -55,13 +58,15 @@ DEFAULT_PROFILE = "local"
 TRIAL_TIMEOUT_S = 30.0
 """Longest a trial may take (start, settle, detect) before it counts as failed."""
 HOST = "127.0.0.1"
+READY_RE = re.compile(r"^ready node_id=([0-9a-f]{32}) name=\S+ address=(\S+) ")
+"""The ``node run`` ready line: node id and bound address."""
 
 
 # -- child processes, read line by line ------------------------------------------------
 
 
 class Child:
-    """A child process whose stdout and stderr lines are queued with their arrival time."""
+    """A child process whose stdout and stderr lines are kept with their arrival times."""
 
     def __init__(self, args: list[str], cwd: str | None = None) -> None:
         env = dict(os.environ, PYTHONUNBUFFERED="1")
@@ -74,43 +79,45 @@ class Child:
             stdin=subprocess.DEVNULL,
             text=True,
         )
-        self.lines: queue.Queue[tuple[float, str] | None] = queue.Queue()
-        self.seen: list[str] = []
+        self.lines: list[tuple[float, str]] = []
+        self._cond = threading.Condition()
         self._open = 2
         for stream in (self.proc.stdout, self.proc.stderr):
             threading.Thread(target=self._pump, args=(stream,), daemon=True).start()
 
     def _pump(self, stream: Any) -> None:
         for line in stream:
-            self.lines.put((time.monotonic(), line.rstrip("\n")))
-        self.lines.put(None)
+            with self._cond:
+                self.lines.append((time.monotonic(), line.rstrip("\n")))
+                self._cond.notify_all()
+        with self._cond:
+            self._open -= 1
+            self._cond.notify_all()
 
     def wait_for(
-        self, pattern: str | re.Pattern[str], deadline: float
+        self, pattern: str | re.Pattern[str], deadline: float, since: float = 0.0
     ) -> tuple[float, re.Match[str]]:
-        """The arrival time and match of the next line matching ``pattern`` (by ``deadline``)."""
+        """The arrival time and match of the first line arrived at ``since`` or later that
+        matches ``pattern``; TimeoutError at ``deadline``."""
         rx = re.compile(pattern) if isinstance(pattern, str) else pattern
-        while True:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise TimeoutError(f"no line matching {rx.pattern!r}; last lines {self.seen[-5:]}")
-            try:
-                item = self.lines.get(timeout=left)
-            except queue.Empty:
-                continue
-            if item is None:
-                self._open -= 1
+        scanned = 0
+        with self._cond:
+            while True:
+                for at, line in self.lines[scanned:]:
+                    m = rx.search(line) if at >= since else None
+                    if m:
+                        return at, m
+                scanned = len(self.lines)
+                last = [line for _, line in self.lines[-5:]]
                 if self._open == 0:
                     raise RuntimeError(
                         f"process exited ({self.proc.poll()}) before {rx.pattern!r}; "
-                        f"last lines {self.seen[-5:]}"
+                        f"last lines {last}"
                     )
-                continue
-            at, line = item
-            self.seen.append(line)
-            m = rx.search(line)
-            if m:
-                return at, m
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError(f"no line matching {rx.pattern!r}; last lines {last}")
+                self._cond.wait(left)
 
     def kill(self) -> None:
         """SIGKILL (if still running) and reap."""
@@ -177,16 +184,13 @@ def our_settings(profile: str) -> dict[str, Any]:
     from foundation_p2p.membership.config import MembershipConfig
 
     cfg = MembershipConfig.from_node_config(NodeConfig(extra={"membership": {"profile": profile}}))
-    min_suspicion_s = (
-        cfg.suspicion_mult * max(1.0, math.log10(CLUSTER_SIZE)) * cfg.probe_interval_s
-    )
     return {
         "profile": profile,
         "probe_interval_s": cfg.probe_interval_s,
         "probe_timeout_s": cfg.probe_timeout_s,
         "indirect_checks": cfg.indirect_checks,
-        "suspicion_min_s": min_suspicion_s,
-        "suspicion_max_s": min_suspicion_s * cfg.suspicion_max_mult,
+        "suspicion_min_s": round(cfg.suspicion_min_s(CLUSTER_SIZE), 3),
+        "suspicion_max_s": round(cfg.suspicion_max_s(CLUSTER_SIZE), 3),
         "gossip_interval_s": cfg.gossip_interval_s,
         "lifeguard": cfg.lifeguard,
     }
@@ -199,27 +203,28 @@ def our_trial(profile: str, root: Path, key_file: Path, timeout_s: float) -> dic
     config.write_text(f'[membership]\nprofile = "{profile}"\n')
     children: list[Child] = []
     try:
-        seed_port = free_ports(1)[0]
         ids: list[str] = []
+        addresses: list[str] = []
         for i in range(CLUSTER_SIZE):
-            bind = f"{HOST}:{seed_port}" if i == 0 else f"{HOST}:0"
             args = [
                 sys.executable, "-m", "foundation_p2p", "node", "run",
-                "--bind", bind, "--name", f"n{i}", "--config", str(config),
+                "--bind", f"{HOST}:0", "--name", f"n{i}", "--config", str(config),
                 "--cluster-key-file", str(key_file), "--log-level", "WARNING",
             ]  # fmt: skip
-            if i:
-                args += ["--join", f"{HOST}:{seed_port}"]
+            # Each node joins every node started before it: a push-pull with each, so the
+            # cluster is whole without waiting for gossip (formation is not measured).
+            for address in addresses:
+                args += ["--join", address]
             child = Child(args)
             children.append(child)
-            _, m = child.wait_for(r"^ready node_id=([0-9a-f]{32}) ", deadline)
+            _, m = child.wait_for(READY_RE, deadline)
             ids.append(m.group(1))
+            addresses.append(m.group(2))
 
         def sees_all(i: int, c: Child, dl: float) -> float:
-            others = {x for j, x in enumerate(ids) if j != i}
-            while others:
-                _, m = c.wait_for(r"^event MemberJoined node_id=([0-9a-f]{32}) ", dl)
-                others.discard(m.group(1))
+            for j, other in enumerate(ids):
+                if j != i:
+                    c.wait_for(rf"^event MemberJoined node_id={other} ", dl)
             return 0.0
 
         wait_all(children, sees_all, deadline)
@@ -230,9 +235,19 @@ def our_trial(profile: str, root: Path, key_file: Path, timeout_s: float) -> dic
         survivors = children[:-1]
         pattern = re.compile(rf"^event MemberFailed node_id={victim_id} ")
         seen = wait_all(
-            survivors, lambda i, c, dl: c.wait_for(pattern, dl)[0] - killed_at, deadline
+            survivors,
+            lambda i, c, dl: c.wait_for(pattern, dl, since=killed_at)[0] - killed_at,
+            deadline,
         )
-        return {"first_detect_s": min(seen), "full_detect_s": max(seen), "per_node_s": seen}
+        suspect = re.compile(rf"^event MemberSuspect node_id={victim_id} ")
+        suspected = [c.wait_for(suspect, deadline, since=killed_at)[0] - killed_at
+                     for c in survivors]  # fmt: skip
+        return {
+            "first_suspect_s": min(suspected),
+            "first_detect_s": min(seen),
+            "full_detect_s": max(seen),
+            "per_node_s": seen,
+        }
     finally:
         for c in children:
             c.kill()
@@ -274,7 +289,8 @@ def swim_node_main(name: str, peers: list[str], settings: dict[str, Any]) -> int
     import asyncio
 
     from swimprotocol.members import Member, Members
-    from swimprotocol.udp import UdpConfig, UdpTransport
+    from swimprotocol.udp import UdpTransport
+    from swimprotocol.udp.config import UdpConfig
     from swimprotocol.worker import Worker
 
     async def main() -> int:
@@ -317,10 +333,9 @@ def swim_trial(settings: dict[str, Any], timeout_s: float) -> dict[str, Any]:
             child.wait_for(r"^ready ", deadline)
 
         def sees_all(i: int, c: Child, dl: float) -> float:
-            others = {n for j, n in enumerate(names) if j != i}
-            while others:
-                _, m = c.wait_for(r"^status (\S+) ONLINE$", dl)
-                others.discard(m.group(1))
+            for j, other in enumerate(names):
+                if j != i:
+                    c.wait_for(rf"^status {re.escape(other)} ONLINE$", dl)
             return 0.0
 
         wait_all(children, sees_all, deadline)
@@ -329,9 +344,19 @@ def swim_trial(settings: dict[str, Any], timeout_s: float) -> dict[str, Any]:
         victim.kill()
         pattern = re.compile(rf"^status {re.escape(names[-1])} OFFLINE$")
         seen = wait_all(
-            children[:-1], lambda i, c, dl: c.wait_for(pattern, dl)[0] - killed_at, deadline
+            children[:-1],
+            lambda i, c, dl: c.wait_for(pattern, dl, since=killed_at)[0] - killed_at,
+            deadline,
         )
-        return {"first_detect_s": min(seen), "full_detect_s": max(seen), "per_node_s": seen}
+        suspect = re.compile(rf"^status {re.escape(names[-1])} SUSPECT$")
+        suspected = [c.wait_for(suspect, deadline, since=killed_at)[0] - killed_at
+                     for c in children[:-1]]  # fmt: skip
+        return {
+            "first_suspect_s": min(suspected),
+            "first_detect_s": min(seen),
+            "full_detect_s": max(seen),
+            "per_node_s": seen,
+        }
     finally:
         for c in children:
             c.kill()
@@ -357,6 +382,7 @@ def run_swim(trials: int, ours: dict[str, Any], timeout_s: float) -> dict[str, A
 def _summary(results: list[dict[str, Any]]) -> dict[str, Any]:
     return {
         "trials": len(results),
+        "first_suspect_s": round(statistics.median(r["first_suspect_s"] for r in results), 3),
         "first_detect_s": round(statistics.median(r["first_detect_s"] for r in results), 3),
         "full_detect_s": round(statistics.median(r["full_detect_s"] for r in results), 3),
         "per_trial": [
