@@ -681,10 +681,20 @@ def invalid_frame_list_vectors() -> list[dict[str, Any]]:
             "malformed",
         ),
     ]
-    return [
+    out = [
         {"name": n, "hex": d.hex(), "error": c, "cddl_rejects": "membership-frames"}
         for n, d, c in cases
     ]
+    # Not one CBOR item (spec/wire.md section 9, rule 5): refused by every decoder, the
+    # liberal one included. (pycddl ignores trailing bytes, so no "cddl_rejects".)
+    out.append(
+        {
+            "name": "a membership frame list followed by a stray byte",
+            "hex": (dumps([[PING, 1, id2], [NACK, 1]]) + b"\x00").hex(),
+            "error": "malformed",
+        }
+    )
+    return out
 
 
 def non_deterministic_record_vectors() -> list[dict[str, Any]]:
@@ -720,6 +730,335 @@ def packet_vectors() -> list[dict[str, Any]]:
     entry["frames"] = to_json(frames)
     entry["cddl"] = "gossip-packet"
     return [entry]
+
+
+# -- transitions: scripted sequences with hand-written expectations ---------------------
+
+SEED_4 = bytes(range(0xC0, 0xE0))
+SEED_RECEIVER = bytes(range(0xA0, 0xC0))
+
+
+def _ann(
+    seed: bytes, incarnation: int, *, state: int = 0, metadata: bytes = b"", observer: bool = False
+) -> list[Any]:
+    value = record_value(
+        seed,
+        incarnation=incarnation,
+        state=state,
+        host="10.0.0." + str(seed[0] // 32),
+        port=7946,
+        name="n" + str(seed[0] // 32),
+        metadata=metadata,
+        observer=observer,
+    )
+    record, signature = signed(seed, value)
+    return [ANNOUNCEMENT, record, signature]
+
+
+def transition_vectors() -> dict[str, Any]:
+    """Scripted inputs to one receiver and what the spec says must follow.
+
+    The expectations are written by hand from spec/membership.md (sections 2, 5, 7, 10
+    and 12), not computed: they are a second opinion on the state machine.
+    """
+    n1, n2, n3, n4 = (node_id(public_key(s)) for s in (SEED_1, SEED_2, SEED_3, SEED_4))
+    me = node_id(public_key(SEED_RECEIVER))
+    names = {n1: "n1", n2: "n2", n3: "n3", n4: "n4", me: "receiver"}
+    setup = [_ann(SEED_2, 0), _ann(SEED_3, 0), _ann(SEED_4, 0)]  # N = 4 with n1
+
+    def step(
+        t: float,
+        frames: list[list[Any]] | None,
+        expect: dict[bytes, Any],
+        events: list[tuple[str, bytes]],
+        sender: bytes = n2,
+    ) -> dict[str, Any]:
+        out: dict[str, Any] = {"t": t}
+        if frames is not None:
+            out["from"] = sender.hex()
+            out["frames"] = dumps(frames).hex()
+        out["expect"] = [
+            {"node": k.hex(), "who": names[k]}
+            | ({"state": None} if v is None else {"state": v[0], "incarnation": v[1]})
+            for k, v in expect.items()
+        ]
+        out["events"] = [[name, k.hex()] for name, k in events]
+        return out
+
+    def sus(node: bytes, inc: int, accuser: bytes) -> list[Any]:
+        return [SUSPECT, node, inc, accuser]
+
+    def dead(node: bytes, inc: int, accuser: bytes) -> list[Any]:
+        return [DEAD, node, inc, accuser]
+
+    def start(t: float = 0.0) -> dict[str, Any]:
+        return step(
+            t,
+            [*setup, _ann(SEED_1, 0)],
+            {n1: ("alive", 0)},
+            [
+                ("MemberJoined", n2),
+                ("MemberJoined", n3),
+                ("MemberJoined", n4),
+                ("MemberJoined", n1),
+            ],
+        )
+
+    A, S, F, L = "alive", "suspect", "failed", "left"
+    seqs: list[dict[str, Any]] = [
+        {
+            "name": "an alive announcement adds a member",
+            "steps": [step(0, [_ann(SEED_1, 5)], {n1: (A, 5)}, [("MemberJoined", n1)])],
+        },
+        {
+            "name": "an alive announcement at an equal or lower incarnation is stale",
+            "steps": [
+                step(0, [_ann(SEED_1, 5)], {n1: (A, 5)}, [("MemberJoined", n1)]),
+                step(1, [_ann(SEED_1, 4)], {n1: (A, 5)}, []),
+                step(2, [_ann(SEED_1, 5, metadata=b"\x01")], {n1: (A, 5)}, []),
+            ],
+        },
+        {
+            "name": "a higher incarnation with new metadata is an update",
+            "steps": [
+                step(0, [_ann(SEED_1, 0)], {n1: (A, 0)}, [("MemberJoined", n1)]),
+                step(1, [_ann(SEED_1, 1, metadata=b"\xa0")], {n1: (A, 1)}, [("MemberUpdated", n1)]),
+            ],
+        },
+        {
+            "name": "suspect at the known incarnation, then a refutation",
+            "steps": [
+                start(),
+                step(1, [sus(n1, 0, n2)], {n1: (S, 0)}, [("MemberSuspect", n1)]),
+                step(2, [_ann(SEED_1, 1)], {n1: (A, 1)}, [("MemberAlive", n1)]),
+            ],
+        },
+        {
+            "name": "suspect at a lower incarnation is stale",
+            "steps": [
+                step(0, [_ann(SEED_1, 1)], {n1: (A, 1)}, [("MemberJoined", n1)]),
+                step(1, [sus(n1, 0, n2)], {n1: (A, 1)}, []),
+            ],
+        },
+        {
+            "name": "suspect at a higher incarnation: the refutation must exceed it",
+            "steps": [
+                start(),
+                step(1, [sus(n1, 3, n2)], {n1: (S, 3)}, [("MemberSuspect", n1)]),
+                step(2, [_ann(SEED_1, 3)], {n1: (S, 3)}, []),
+                step(3, [_ann(SEED_1, 4)], {n1: (A, 4)}, [("MemberAlive", n1)]),
+            ],
+        },
+        {
+            "name": "dead overrides alive at the same incarnation; only a higher one rejoins",
+            "steps": [
+                start(),
+                step(1, [dead(n1, 0, n2)], {n1: (F, 0)}, [("MemberFailed", n1)]),
+                step(2, [_ann(SEED_1, 0)], {n1: (F, 0)}, []),
+                step(3, [sus(n1, 0, n3)], {n1: (F, 0)}, []),
+                step(4, [_ann(SEED_1, 1)], {n1: (A, 1)}, [("MemberJoined", n1)]),
+            ],
+        },
+        {
+            "name": "a left announcement: no suspicion or failure after it, rejoin above it",
+            "steps": [
+                start(),
+                step(1, [_ann(SEED_1, 1, state=3)], {n1: (L, 1)}, [("MemberLeft", n1)]),
+                step(2, [sus(n1, 1, n2), dead(n1, 1, n3)], {n1: (L, 1)}, []),
+                step(3, [_ann(SEED_1, 1)], {n1: (L, 1)}, []),
+                step(4, [_ann(SEED_1, 2)], {n1: (A, 2)}, [("MemberJoined", n1)]),
+            ],
+        },
+        {
+            "name": "a left announcement at the same incarnation overrides failed",
+            "steps": [
+                start(),
+                step(1, [dead(n1, 0, n2)], {n1: (F, 0)}, [("MemberFailed", n1)]),
+                step(2, [_ann(SEED_1, 0, state=3)], {n1: (L, 0)}, [("MemberLeft", n1)]),
+            ],
+        },
+        {
+            "name": "opinions and left announcements about unknown members change nothing",
+            "steps": [
+                step(
+                    0, [sus(n1, 0, n2), dead(n1, 0, n2), _ann(SEED_1, 0, state=3)], {n1: None}, []
+                ),
+            ],
+        },
+        {
+            "name": "suspicion timeout without confirmations is max (N = 4: 24 s)",
+            "steps": [
+                start(),
+                step(10, [sus(n1, 0, n2)], {n1: (S, 0)}, [("MemberSuspect", n1)]),
+                step(33.9, None, {n1: (S, 0)}, []),
+                step(34, None, {n1: (F, 0)}, [("MemberFailed", n1)]),
+            ],
+        },
+        {
+            "name": "one confirmation: timeout 24 - 20 ln 2 / ln 3 = 11.381 s",
+            "steps": [
+                start(),
+                step(10, [sus(n1, 0, n2)], {n1: (S, 0)}, [("MemberSuspect", n1)]),
+                step(11, [sus(n1, 0, n3)], {n1: (S, 0)}, [], sender=n3),
+                step(21.3, None, {n1: (S, 0)}, []),
+                step(21.4, None, {n1: (F, 0)}, [("MemberFailed", n1)]),
+            ],
+        },
+        {
+            "name": "k = 2 confirmations bring the timeout down to min (4 s)",
+            "steps": [
+                start(),
+                step(10, [sus(n1, 0, n2)], {n1: (S, 0)}, [("MemberSuspect", n1)]),
+                step(11, [sus(n1, 0, n3)], {n1: (S, 0)}, [], sender=n3),
+                step(12, [sus(n1, 0, n4)], {n1: (S, 0)}, [], sender=n4),
+                step(13.9, None, {n1: (S, 0)}, []),
+                step(14, None, {n1: (F, 0)}, [("MemberFailed", n1)]),
+            ],
+        },
+        {
+            "name": "the first accuser again, or one accuser twice, is not a confirmation",
+            "steps": [
+                start(),
+                step(10, [sus(n1, 0, n2)], {n1: (S, 0)}, [("MemberSuspect", n1)]),
+                step(11, [sus(n1, 0, n2), sus(n1, 0, n3)], {n1: (S, 0)}, []),
+                step(12, [sus(n1, 0, n3)], {n1: (S, 0)}, [], sender=n3),
+                step(21.3, None, {n1: (S, 0)}, []),
+                step(21.4, None, {n1: (F, 0)}, [("MemberFailed", n1)]),
+            ],
+        },
+        {
+            "name": "a confirmation after the shortened timeout has passed fails the member",
+            "steps": [
+                start(),
+                step(10, [sus(n1, 0, n2)], {n1: (S, 0)}, [("MemberSuspect", n1)]),
+                step(22, None, {n1: (S, 0)}, []),
+                step(23, [sus(n1, 0, n3)], {n1: (F, 0)}, [("MemberFailed", n1)], sender=n3),
+            ],
+        },
+        {
+            "name": "a dead ends a suspicion at once",
+            "steps": [
+                start(),
+                step(10, [sus(n1, 0, n2)], {n1: (S, 0)}, [("MemberSuspect", n1)]),
+                step(11, [dead(n1, 0, n3)], {n1: (F, 0)}, [("MemberFailed", n1)], sender=n3),
+                step(40, None, {n1: (F, 0)}, []),
+            ],
+        },
+        {
+            "name": "lifeguard off: the timeout is min (4 s) and confirmations change nothing",
+            "config": {"lifeguard": False},
+            "steps": [
+                start(),
+                step(10, [sus(n1, 0, n2)], {n1: (S, 0)}, [("MemberSuspect", n1)]),
+                step(13.9, [sus(n1, 0, n3)], {n1: (S, 0)}, [], sender=n3),
+                step(14, None, {n1: (F, 0)}, [("MemberFailed", n1)]),
+            ],
+        },
+        {
+            "name": "N = 3: k is 0 (N - 2 < suspicion_mult - 2), the timeout is min",
+            "steps": [
+                step(
+                    0,
+                    [_ann(SEED_2, 0), _ann(SEED_3, 0), _ann(SEED_1, 0)],
+                    {n1: (A, 0)},
+                    [("MemberJoined", n2), ("MemberJoined", n3), ("MemberJoined", n1)],
+                ),
+                step(10, [sus(n1, 0, n2)], {n1: (S, 0)}, [("MemberSuspect", n1)]),
+                step(13.9, None, {n1: (S, 0)}, []),
+                step(14, None, {n1: (F, 0)}, [("MemberFailed", n1)]),
+            ],
+        },
+        {
+            "name": "a failed member is forgotten after reap_after_s; its old record stays out",
+            "steps": [
+                start(),
+                step(1, [dead(n1, 0, n2)], {n1: (F, 0)}, [("MemberFailed", n1)]),
+                step(3600, None, {n1: (F, 0)}, []),
+                step(3612, None, {n1: None}, [("MemberReaped", n1)]),
+                step(3613, [_ann(SEED_1, 0)], {n1: None}, []),
+                step(3614, [_ann(SEED_1, 1)], {n1: (A, 1)}, [("MemberJoined", n1)]),
+            ],
+        },
+        {
+            "name": "opinions about an observer are ignored",
+            "steps": [
+                step(0, [_ann(SEED_3, 2, observer=True)], {n3: (A, 2)}, [("MemberJoined", n3)]),
+                step(1, [sus(n3, 2, n2), dead(n3, 2, n2)], {n3: (A, 2)}, []),
+            ],
+        },
+        {
+            "name": "push-pull: entries merge as announcements; suspect/failed only suspect",
+            "steps": [
+                step(
+                    0,
+                    [
+                        [
+                            PUSH_PULL,
+                            9,
+                            0,
+                            False,
+                            True,
+                            [
+                                [*_ann(SEED_1, 0)[1:], 2],
+                                [*_ann(SEED_2, 0)[1:], 0],
+                            ],
+                        ]
+                    ],
+                    {n1: None, n2: (A, 0)},
+                    [("MemberJoined", n2)],
+                ),
+                step(
+                    1,
+                    [
+                        [
+                            PUSH_PULL,
+                            9,
+                            1,
+                            False,
+                            True,
+                            [
+                                [*_ann(SEED_3, 0)[1:], 0],
+                                [*_ann(SEED_4, 0)[1:], 0],
+                                [*_ann(SEED_1, 0)[1:], 1],
+                            ],
+                        ]
+                    ],
+                    {n1: (S, 0)},
+                    [
+                        ("MemberJoined", n3),
+                        ("MemberJoined", n4),
+                        ("MemberJoined", n1),
+                        ("MemberSuspect", n1),
+                    ],
+                ),
+                step(
+                    2,
+                    [[PUSH_PULL, 10, 0, False, True, [[*_ann(SEED_3, 0)[1:], 2]]]],
+                    {n3: (S, 0)},
+                    [("MemberSuspect", n3)],
+                ),
+            ],
+        },
+        {
+            "name": "the receiver refutes a suspicion of itself with a higher incarnation",
+            "steps": [
+                start(),
+                step(1, [sus(me, 0, n2)], {me: (A, 1)}, []),
+                step(2, [dead(me, 7, n2)], {me: (A, 8)}, []),
+                step(3, [sus(me, 2, n3)], {me: (A, 8)}, []),
+            ],
+        },
+    ]
+    return {
+        "receiver": {
+            "seed": SEED_RECEIVER.hex(),
+            "node_id": me.hex(),
+            "address": ["127.0.0.1", 7946],
+            "incarnation": 0,
+            "config": {"profile": "lan", "observer": True},
+        },
+        "sequences": seqs,
+    }
 
 
 # -- formulas --------------------------------------------------------------------------
@@ -809,7 +1148,12 @@ def membership_vectors() -> dict[str, Any]:
         "'non_deterministic_record': accepted and verified over the bytes as sent. "
         "'packet': a sealed gossip packet (keyring and replay as in packets.json) whose "
         "plaintext holds membership frames. 'formulas': timeouts, retransmit limits and "
-        "push-pull intervals of spec/membership.md sections 7, 9 and 10 (seconds).",
+        "push-pull intervals of spec/membership.md sections 7, 9 and 10 (seconds). "
+        "'transitions': one receiver (an observer, so that its own probes do not interfere; "
+        "'config' overrides per sequence) is given, step by step, the frames of 'frames' "
+        "from 'from' at time 't' (seconds), with every timer due by 't' run before and "
+        "after; 'expect' is the state and incarnation of each listed member afterwards "
+        "(state null: not in the table), 'events' the membership events of the step.",
         "signing_context": SIGNING_CONTEXT.hex(),
         "signing": signing_vectors(),
         "forged_announcement": forged_vectors(),
@@ -820,6 +1164,7 @@ def membership_vectors() -> dict[str, Any]:
         "non_deterministic_record": non_deterministic_record_vectors(),
         "packet": packet_vectors(),
         "formulas": formula_vectors(),
+        "transitions": transition_vectors(),
     }
 
 

@@ -414,12 +414,36 @@ def test_frame_invalid_raises_its_code(entry: dict[str, Any]) -> None:
             decode_frames(b"\x81" + data, check_canonical=True)
 
 
+KNOWN_WIRE_BUGS = {
+    # decode_frames decodes an authenticated plaintext with cbor.decode(check_canonical=
+    # False), which returns the first item and ignores what follows (cbor2.loads does):
+    # spec/wire.md section 9, rule 5 ("one item, no trailing bytes") is not enforced on
+    # the liberal path. The strict path refuses it (its re-encoding differs).
+    "a membership frame list followed by a stray byte",
+}
+"""Invalid frame lists the wire layer (foundation_p2p/wire/cbor.py) accepts today: strict
+xfail, so the fix turns them into passes and the entry here must go."""
+
+
 @pytest.mark.parametrize(
-    "entry", VECTORS["invalid_frame_list"], ids=ids(VECTORS["invalid_frame_list"])
+    "entry",
+    [
+        pytest.param(
+            e,
+            id=e["name"],
+            marks=[pytest.mark.xfail(strict=True, reason="wire bug, see KNOWN_WIRE_BUGS")]
+            if e["name"] in KNOWN_WIRE_BUGS
+            else [],
+        )
+        for e in VECTORS["invalid_frame_list"]
+    ],
 )
 def test_frame_list_invalid_raises_its_code(entry: dict[str, Any]) -> None:
+    data = bytes.fromhex(entry["hex"])
     with pytest.raises(ERROR_CLASSES[entry["error"]]):
-        decode_frames(bytes.fromhex(entry["hex"]))
+        decode_frames(data, check_canonical=True)
+    with pytest.raises(ERROR_CLASSES[entry["error"]]):
+        decode_frames(data)
 
 
 # -- a sealed packet ---------------------------------------------------------------------
@@ -552,3 +576,86 @@ def test_forged_higher_incarnation_of_a_known_member_is_dropped() -> None:
     assert member is not None and member.incarnation == genuine.incarnation
     assert node.take_events() == []
     assert node.counters["membership.announcement.bad_signature"] == 1
+
+
+# -- transitions: scripted sequences (spec/membership.md sections 2, 5, 7, 10, 12) --------
+
+
+TRANSITIONS = VECTORS["transitions"]
+STATE_NAMES = {s: s.name.lower() for s in MemberState}
+
+
+def _event_pairs(events: list[Any]) -> list[list[str]]:
+    out = []
+    for event in events:
+        member = getattr(event, "member", None)
+        node_id = member.node_id if member is not None else event.node_id
+        out.append([type(event).__name__, node_id.hex()])
+    return out
+
+
+def _run_timers(node: SwimMembership, until: float, wall: float) -> None:
+    """Run every timer due at or before ``until``, in deadline order."""
+    for _ in range(100_000):
+        deadline = node.next_deadline()
+        if deadline is None or deadline > until:
+            return
+        node.handle_timer(Now(deadline, wall))
+    raise AssertionError("timers never settle")
+
+
+@pytest.mark.parametrize("sequence", TRANSITIONS["sequences"], ids=ids(TRANSITIONS["sequences"]))
+def test_transition_sequence(sequence: dict[str, Any]) -> None:
+    spec = TRANSITIONS["receiver"]
+    config = MembershipConfig.from_mapping({**spec["config"], **sequence.get("config", {})})
+    identity = Identity(bytes.fromhex(spec["seed"]))
+    assert identity.node_id.hex() == spec["node_id"]
+    wall = 1_790_000_000.0
+    node = SwimMembership(
+        config,
+        identity=identity,
+        address=(spec["address"][0], spec["address"][1]),
+        name="receiver",
+        now=Now(0.0, wall),
+        rng=random.Random(7),
+        counters=Counters(),
+        limits=DEFAULT_LIMITS,
+        incarnation=spec["incarnation"],
+    )
+    for i, step in enumerate(sequence["steps"]):
+        t = float(step["t"])
+        _run_timers(node, t, wall)
+        if "frames" in step:
+            sender = bytes.fromhex(step["from"])
+            for frame in decode_frames(bytes.fromhex(step["frames"])).frames:
+                node.handle_message(Now(t, wall), sender, ("10.0.0.9", 7946), frame)
+        _run_timers(node, t, wall)
+        node.take_outgoing()
+        where = f"step {i} (t={t})"
+        assert _event_pairs(node.take_events()) == step["events"], where
+        for expect in step["expect"]:
+            member = node.member(bytes.fromhex(expect["node"]))
+            if expect["state"] is None:
+                assert member is None, f"{where}: {expect['who']} should not be known"
+                continue
+            assert member is not None, f"{where}: {expect['who']} should be known"
+            got = (STATE_NAMES[member.state], member.incarnation)
+            assert got == (expect["state"], expect["incarnation"]), f"{where}: {expect['who']}"
+
+
+def test_transition_sequences_cover_every_event() -> None:
+    names = {
+        event[0]
+        for sequence in TRANSITIONS["sequences"]
+        for step in sequence["steps"]
+        for event in step["events"]
+    }
+    assert names == {
+        "MemberJoined",
+        "MemberUpdated",
+        "MemberSuspect",
+        "MemberAlive",
+        "MemberFailed",
+        "MemberLeft",
+        "MemberReaped",
+    }
