@@ -1127,7 +1127,25 @@ def formula_vectors() -> dict[str, Any]:
                     "timeout_s": value,
                 }
             )
-    return {"per_n": per_n, "suspicion_timeout": timeouts}
+    packet_room = []
+    for max_packet_bytes, share, chunk in (
+        (1400, 0.25, 1100),
+        (512, 0.25, 1100),
+        (65_507, 0.5, 60_000),
+        (1400, 0.0, 200),
+    ):
+        budget = max_packet_bytes - 64 - 3
+        packet_room.append(
+            {
+                "max_packet_bytes": max_packet_bytes,
+                "user_payload_share": share,
+                "push_pull_chunk_bytes": chunk,
+                "budget": budget,
+                "piggyback_cap": math.floor(budget * (1 - share)),
+                "chunk_bytes": max(64, min(chunk, budget - 32)),
+            }
+        )
+    return {"per_n": per_n, "suspicion_timeout": timeouts, "packet_room": packet_room}
 
 
 # -- driver ----------------------------------------------------------------------------

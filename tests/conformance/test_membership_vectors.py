@@ -659,3 +659,32 @@ def test_transition_sequences_cover_every_event() -> None:
         "MemberLeft",
         "MemberReaped",
     }
+
+
+@pytest.mark.parametrize(
+    "entry",
+    VECTORS["formulas"]["packet_room"],
+    ids=[
+        f"{e['max_packet_bytes']}-{e['user_payload_share']}"
+        for e in VECTORS["formulas"]["packet_room"]
+    ],
+)
+def test_packet_room_for_piggyback_and_push_pull(entry: dict[str, Any]) -> None:
+    config = MembershipConfig(
+        user_payload_share=entry["user_payload_share"],
+        push_pull_chunk_bytes=entry["push_pull_chunk_bytes"],
+    )
+    node = SwimMembership(
+        config,
+        identity=Identity(bytes(range(0xA0, 0xC0))),
+        address=("127.0.0.1", 7946),
+        name="room",
+        now=Now(0.0, 0.0),
+        rng=random.Random(1),
+        counters=Counters(),
+        limits=DEFAULT_LIMITS,
+        max_packet_bytes=entry["max_packet_bytes"],
+    )
+    assert node.budget == entry["budget"]
+    assert node.piggyback_cap == entry["piggyback_cap"]
+    assert node.chunk_bytes == entry["chunk_bytes"]
