@@ -549,7 +549,10 @@ class SwimMembership:
             # waits half a round on average before it goes out, as with a free-running ticker.
             interval = cfg.gossip_interval_s
             ticks = math.floor((t - self._gossip_phase) / interval) + 1
-            self._next_gossip = self._gossip_phase + ticks * interval
+            nxt = self._gossip_phase + ticks * interval
+            while nxt <= t:  # float rounding on an exact tick
+                nxt += interval
+            self._next_gossip = nxt
         if self._failed and self._next_dead_retry is None and not self.leaving:
             self._next_dead_retry = t + cfg.dead_retry_interval_s
         if self._next_maint is None and (len(self._nodes) > 1 or self._tombstones):
