@@ -227,8 +227,9 @@ _KNOWN = _known_announcements()
 def fuzz_membership_receive(data: bytes) -> None:
     """``decode_frames`` (of the input, or of the input as a one-frame list) then
     ``SwimMembership.handle_message`` for each membership frame, on a fresh node that
-    already knows the members of the signing vectors, then its due timers: only
-    ``WireError`` from decoding, nothing from the state machine."""
+    already knows the members of the signing vectors, then 30 s of its timers: only
+    ``WireError`` from decoding, nothing from the state machine, and every
+    ``handle_timer`` leaves no timer due at the time it handled."""
     try:
         decoded = decode_frames(data)
     except WireError:
@@ -254,9 +255,19 @@ def fuzz_membership_receive(data: bytes) -> None:
     for frame in decoded.frames:
         if frame.TYPE in node.frame_types:
             node.handle_message(now, sender, ("127.0.0.2", 7946), frame)
-    deadline = node.next_deadline()
-    if deadline is not None:
-        node.handle_timer(Now(max(deadline, now.mono), now.wall))
+    # Then 30 s of its timers: each handle_timer runs every timer due, so the next
+    # deadline is always later than the time just handled (else a driver spins).
+    t = now.mono
+    for _ in range(5_000):
+        deadline = node.next_deadline()
+        if deadline is None or deadline > now.mono + 30.0:
+            break
+        t = max(t, deadline)
+        node.handle_timer(Now(t, now.wall))
+        after = node.next_deadline()
+        assert after is None or after > t, f"a timer due at {after} is still due after {t}"
+    else:
+        raise AssertionError("more than 5000 timer firings in 30 s")
     node.take_outgoing()
     node.take_events()
     assert node.local.node_id == _RECEIVER.node_id
