@@ -688,3 +688,13 @@ def test_packet_room_for_piggyback_and_push_pull(entry: dict[str, Any]) -> None:
     assert node.budget == entry["budget"]
     assert node.piggyback_cap == entry["piggyback_cap"]
     assert node.chunk_bytes == entry["chunk_bytes"]
+
+
+def test_transition_frames_match_the_cddl() -> None:
+    checked = 0
+    for sequence in TRANSITIONS["sequences"]:
+        for step in sequence["steps"]:
+            if "frames" in step:
+                cddl_validate("membership-frames", bytes.fromhex(step["frames"]))
+                checked += 1
+    assert checked >= 50
