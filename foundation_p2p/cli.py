@@ -114,6 +114,7 @@ def build_config(args: argparse.Namespace) -> NodeConfig:
             "node run: --cluster-key-file F is required (or cluster_key_file in --config); "
             "create one with `foundation-p2p keygen --out F`"
         )
+    MembershipConfig.from_node_config(config)  # a bad [membership] table, named, before start
     return config
 
 

@@ -192,3 +192,21 @@ async def test_an_observer_is_marked_as_such_never_counted_and_never_probes(key_
         assert seen is not None and seen.observer
         assert a.membership.alive_count() == 2
         assert watcher.counters["membership.probes.sent"] == 0
+
+
+def test_node_run_refuses_a_bad_membership_table_by_name(key_file: Path, tmp_path: Path) -> None:
+    config = tmp_path / "node.toml"
+    config.write_text("[membership]\nprobe_timeout_s = 5.0\nprobe_interval_s = 1.0\n")
+    args = [
+        sys.executable, "-m", "foundation_p2p", "node", "run", "--bind", "127.0.0.1:0",
+        "--cluster-key-file", str(key_file), "--config", str(config),
+    ]  # fmt: skip
+    done = subprocess.run(
+        args,
+        capture_output=True,
+        text=True,
+        timeout=WAIT_S,
+    )
+    assert done.returncode == 2
+    assert "membership.probe_timeout_s" in done.stderr
+    assert "ready" not in done.stdout
