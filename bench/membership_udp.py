@@ -402,11 +402,11 @@ def run(
 ) -> dict[str, Any]:
     """Time-to-detect a SIGKILLed node, ours and ``swim-protocol``'s, on 127.0.0.1.
 
-    ``quick``: 3 trials each (else 7). Returns ``{"ours": {...}, "swim_protocol": {...}}``
+    ``quick``: 2 trials each (else 7). Returns ``{"ours": {...}, "swim_protocol": {...}}``
     with medians (see the module docstring); ``swim_protocol`` holds ``skipped`` with the
     reason if the package is missing or failed to run.
     """
-    n = trials if trials is not None else (3 if quick else 7)
+    n = trials if trials is not None else (2 if quick else 7)
     started = time.monotonic()
     ours = run_ours(n, profile, timeout_s)
     try:
@@ -427,7 +427,7 @@ def run(
 def main(argv: list[str] | None = None) -> int:
     """Command line: the benchmark, or (``--swim-node``) one ``swim-protocol`` node."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="3 trials instead of 7")
+    parser.add_argument("--quick", action="store_true", help="2 trials instead of 7")
     parser.add_argument("--trials", type=int, help="trials per implementation")
     parser.add_argument("--profile", default=DEFAULT_PROFILE, help="our membership profile")
     parser.add_argument("--trial-timeout", type=float, default=TRIAL_TIMEOUT_S)

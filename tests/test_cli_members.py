@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -210,3 +211,23 @@ def test_node_run_refuses_a_bad_membership_table_by_name(key_file: Path, tmp_pat
     assert done.returncode == 2
     assert "membership.probe_timeout_s" in done.stderr
     assert "ready" not in done.stdout
+
+
+async def test_members_waits_for_every_chunk_of_a_large_state(key_file: Path) -> None:
+    keyring = Keyring.from_file(str(key_file))
+    async with contextlib.AsyncExitStack() as stack:
+        seed = await stack.enter_async_context(open_node(node_config("seed"), keyring=keyring))
+        nodes = [seed]
+        for i in range(11):
+            config = node_config(f"member-with-a-longer-name-{i:02d}", join=(seed.address,))
+            nodes.append(await stack.enter_async_context(open_node(config, keyring=keyring)))
+        with trio.fail_after(WAIT_S):
+            await seed.wait_until(lambda: len(seed.members()) == len(nodes))
+        chunks_before = seed.counters["membership.push_pull.chunks_sent"]
+        sent_before = seed.counters["membership.push_pull.sent"]
+        code, out, err = await run_members(key_file, seed, "--json")
+        assert code == 0, err
+        assert {r["node_id"] for r in json.loads(out)} == {n.node_id.hex() for n in nodes}
+        # The answer really was split: more chunks than exchanges went out.
+        chunks = seed.counters["membership.push_pull.chunks_sent"] - chunks_before
+        assert chunks > seed.counters["membership.push_pull.sent"] - sent_before

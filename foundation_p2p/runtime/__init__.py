@@ -4,11 +4,18 @@
 :mod:`foundation_p2p.runtime.node` for what it does and in which order.
 """
 
-from foundation_p2p.runtime.node import Node, Subscription, machine_now, open_node
+from foundation_p2p.runtime.node import (
+    MEMBERSHIP_EVENTS,
+    Node,
+    Subscription,
+    machine_now,
+    open_node,
+)
 from foundation_p2p.runtime.storage import DataDirStore, MemoryStore, Store
 from foundation_p2p.runtime.udp import BindError
 
 __all__ = [
+    "MEMBERSHIP_EVENTS",
     "BindError",
     "DataDirStore",
     "MemoryStore",

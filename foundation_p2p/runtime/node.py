@@ -186,6 +186,10 @@ class Node:
     leaky facade): every method here is a thin layer whose docstring names the
     equivalent lower-level calls. Call ``core`` methods from the node's own Trio thread;
     after an input call, :meth:`wake` lets the pump send what it produced.
+
+    Membership: :attr:`membership` (the SWIM core, ``core.membership``), :meth:`members`,
+    :meth:`member`, :meth:`membership_events`, :meth:`update_metadata` and :meth:`leave`;
+    :meth:`wait_until` waits for any condition on the node's state.
     """
 
     def __init__(
