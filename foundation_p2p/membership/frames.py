@@ -26,7 +26,7 @@ error message is built only on failure.
 from __future__ import annotations
 
 import io
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar, Self
 
 import cbor2
@@ -230,6 +230,8 @@ class Announcement(_Codec):
     name: str
     metadata: bytes
     observer: bool
+    verified: bool | None = field(default=None, compare=False, repr=False)
+    """The result of :meth:`verify` once computed (None before)."""
 
     def to_cbor(self) -> list[Any]:
         return [ANNOUNCEMENT, self.record, self.signature]
@@ -242,7 +244,26 @@ class Announcement(_Codec):
 
     @classmethod
     def parse(cls, record: Any, signature: Any, limits: WireLimits = DEFAULT_LIMITS) -> Self:
-        """Decode and shape-check a record and its signature (not the signature itself)."""
+        """Decode and shape-check a record and its signature (not the signature itself).
+
+        Parsed announcements are kept in a bounded process-wide cache keyed by the exact
+        bytes (:data:`PARSE_CACHE_SIZE`, oldest evicted first), so a record relayed many
+        times is decoded, and its signature verified, once: every peer relays the same
+        bytes, and a simulator runs many nodes in one process. The cached object is never
+        mutated except for its ``verified`` memo, a pure function of the same bytes.
+        """
+        key = (record, signature)
+        cached = _PARSED.get(key) if type(record) is bytes and type(signature) is bytes else None
+        if cached is not None:
+            return cached  # type: ignore[return-value]
+        ann = cls._parse(record, signature, limits)
+        if len(_PARSED) >= PARSE_CACHE_SIZE:
+            del _PARSED[next(iter(_PARSED))]
+        _PARSED[key] = ann
+        return ann
+
+    @classmethod
+    def _parse(cls, record: Any, signature: Any, limits: WireLimits) -> Self:
         if not (
             type(record) is bytes
             and len(record) <= MAX_RECORD_BYTES
@@ -324,9 +345,13 @@ class Announcement(_Codec):
 
     def verify(self) -> bool:
         """True if the node id derives from the public key and the signature is valid."""
-        return node_id_from_public_key(self.public_key) == self.node_id and verify_signature(
-            self.public_key, self.signature, SIGNING_CONTEXT + self.record
-        )
+        if self.verified is None:
+            self.verified = node_id_from_public_key(
+                self.public_key
+            ) == self.node_id and verify_signature(
+                self.public_key, self.signature, SIGNING_CONTEXT + self.record
+            )
+        return self.verified
 
     @property
     def address(self) -> Address:
@@ -447,6 +472,10 @@ class PushPull(_Codec):
             entries.append(PushPullEntry(announcement, _STATES[code]))
         return cls(exchange, index, reply, last, entries)
 
+
+PARSE_CACHE_SIZE = 8192
+"""Most parsed announcements kept (see :meth:`Announcement.parse`)."""
+_PARSED: dict[tuple[bytes, bytes], Announcement] = {}
 
 _STATES = (MemberState.ALIVE, MemberState.SUSPECT, MemberState.FAILED, MemberState.LEFT)
 

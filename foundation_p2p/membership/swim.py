@@ -59,12 +59,12 @@ the member refute), and a FAILED or LEFT entry for an unknown member is skipped.
 ``Join(addresses)`` is a push-pull with each seed, retried with a doubling backoff
 (``join_retry_s`` .. ``join_retry_max_s``) until one answers.
 
-**Healing and reaping.** Every ``dead_retry_interval_s`` a node push-pulls with one random
-member it declared failed less than ``dead_retry_for_s`` ago, so the two halves of a
-healed partition find each other and refute. Failed and left members are forgotten
-``reap_after_s`` after the transition (``MemberReaped``); a reaped member's incarnation is
-remembered (bounded by ``max_members``, oldest forgotten first) so a late copy of its old
-announcement does not bring it back.
+**Healing and reaping.** Every ``dead_retry_interval_s`` a node pings one random member
+it declared failed less than ``dead_retry_for_s`` ago; if that member acks, the two
+push-pull, so the two halves of a healed partition find each other and refute. Failed
+and left members are forgotten ``reap_after_s`` after the transition (``MemberReaped``);
+a reaped member's incarnation is remembered (bounded by ``max_members``, oldest forgotten
+first) so a late copy of its old announcement does not bring it back.
 
 **Observers.** A member whose record says ``observer`` is never probed, never a ping-req
 relay, never a gossip or push-pull target, and never counted in N. An observer itself
@@ -89,6 +89,7 @@ from __future__ import annotations
 import heapq
 import logging
 import math
+import operator
 import random
 from collections import OrderedDict
 from collections.abc import Callable
@@ -147,6 +148,8 @@ ENTRY_OVERHEAD = 8
 """Upper bound of a push-pull entry's bytes around its record and signature."""
 MIN_PIGGYBACK_ROOM = 40
 """Below this many free bytes a packet is not topped up (no update fits)."""
+MAX_RETRY_PINGS = 64
+"""Most unanswered dead-retry pings remembered (the oldest is forgotten first)."""
 NACK_FRACTION = 0.8
 """A relay nacks after this share of the probe timeout (so the nack arrives in time)."""
 
@@ -212,7 +215,7 @@ class _Node:
 
 
 class _Broadcast:
-    __slots__ = ("encoded", "frame", "key", "last_dest", "sent", "serial")
+    __slots__ = ("encoded", "frame", "key", "last_dest", "rank", "sent", "serial")
 
     def __init__(self, key: NodeId, frame: Frame, encoded: bytes, serial: int) -> None:
         self.key = key
@@ -220,13 +223,14 @@ class _Broadcast:
         self.encoded = encoded
         self.sent = 0
         self.serial = serial
+        self.rank = -serial
         self.last_dest: Address | None = None
         """Where it was last sent (not sent there again right after: a gossip round's
         packet would otherwise carry it twice, once as gossip and once piggybacked)."""
 
 
-def _order(b: _Broadcast) -> tuple[int, int]:
-    return (b.sent, -b.serial)
+_order = operator.attrgetter("sent", "rank")
+"""Sort key of the broadcast queue: least sent first, then newest first."""
 
 
 @dataclass(slots=True)
@@ -331,6 +335,7 @@ class SwimMembership:
         self._probe_list: list[NodeId] = []
         self._probe_pos = 0
         self._relays: OrderedDict[int, _Relay] = OrderedDict()
+        self._retry_pings: OrderedDict[int, NodeId] = OrderedDict()  # MAX_RETRY_PINGS
         self._suspicion_heap: list[tuple[float, int, NodeId]] = []
         self._heap_serial = 0
 
@@ -678,6 +683,14 @@ class SwimMembership:
                 self.counters.inc("membership.probes.acked")
                 self._adjust_awareness(-1)
             return
+        retried = self._retry_pings.pop(frame.seq, None) if self._retry_pings else None
+        if retried is not None:
+            node = self._nodes.get(retried)
+            if node is not None and node.state is FAILED and sender == retried:
+                # A member we declared failed answers: exchange state, so it can refute.
+                self.counters.inc("membership.dead_retry.answered")
+                self._push_pull(now, addr, True, self.rng.getrandbits(48))
+            return
         relay = self._relays.pop(frame.seq, None)
         if relay is not None:
             self._out.append((relay.requester, SwimAck(relay.requester_seq)))
@@ -863,7 +876,7 @@ class SwimMembership:
         """Apply a member's own record; returns the member if it is (now) known."""
         node_id = ann.node_id
         node = self._nodes.get(node_id)
-        if node is not None and node.ann.record == ann.record:
+        if node is not None and (node.ann is ann or node.ann.record == ann.record):
             return node  # the record we hold (already verified): a relayed copy
         counters = self.counters
         if node_id == self.node_id:
@@ -972,6 +985,7 @@ class SwimMembership:
         b = self._bq.get(key)
         if b is not None:
             b.frame, b.encoded, b.sent, b.serial = frame, encoded, 0, self._bq_serial
+            b.rank = -b.serial
             b.last_dest = None
         else:
             if len(self._bq) >= self.config.max_broadcasts:
@@ -1163,7 +1177,11 @@ class SwimMembership:
         self._next_push_pull = None
 
     def _dead_retry(self, now: Now) -> None:
-        """Push-pull with one random member declared failed less than dead_retry_for_s ago."""
+        """Ping one random member declared failed less than ``dead_retry_for_s`` ago.
+
+        Only a ping (a few bytes to a node that is most likely gone); if it answers, the
+        ack triggers a push-pull with it (:meth:`_on_ack`), which merges the two views.
+        """
         items = self._failed.items
         horizon = now.mono - self.config.dead_retry_for_s
         for _ in range(3):
@@ -1172,8 +1190,12 @@ class SwimMembership:
             node = self._nodes[self.rng.choice(items)]
             if node.since >= horizon:
                 self.counters.inc("membership.dead_retries")
-                addr = (node.ann.host, node.ann.port)
-                self._push_pull(now, addr, True, self.rng.getrandbits(48))
+                seq = self._next_seq()
+                retries = self._retry_pings
+                if len(retries) >= MAX_RETRY_PINGS:
+                    retries.popitem(last=False)
+                retries[seq] = node.node_id
+                self._out.append(((node.ann.host, node.ann.port), SwimPing(seq, node.node_id)))
                 return
 
     # -- leave, reaping --------------------------------------------------------------------
