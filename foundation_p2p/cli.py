@@ -350,7 +350,10 @@ def cmd_members(args: argparse.Namespace) -> int:
         return 2
     if members is None:
         joined = ", ".join(format_address(a) for a in config.join)
-        _prog_error(f"members: no peer answered within {args.timeout:g} s ({joined})")
+        _prog_error(
+            f"members: no peer answered within {args.timeout:g} s ({joined}); is a node "
+            "running there, with this cluster key?"
+        )
         return 1
     records = [member_record(m) for m in members]
     if args.json:

@@ -355,8 +355,9 @@ class Node:
         CBOR can encode (it is encoded with :func:`foundation_p2p.wire.cbor.encode`; read
         it back with ``cbor.decode(member.metadata)``). Raises
         :class:`~foundation_p2p.errors.LimitError` if the bytes exceed the membership's
-        ``max_metadata_bytes`` and :class:`~foundation_p2p.errors.MalformedError` if the
-        value cannot be encoded. Equivalent lower-level calls:
+        ``max_metadata_bytes``, :class:`~foundation_p2p.errors.MalformedError` if the
+        value cannot be encoded and ``ValueError`` after :meth:`leave`. Equivalent
+        lower-level calls:
         ``core.membership.update_metadata(now, data)`` then :meth:`wake`.
         """
         self._check_open()

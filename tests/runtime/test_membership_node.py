@@ -176,6 +176,8 @@ async def test_leave_is_reported_as_left_not_failed(keyring: Keyring) -> None:
                         break
         assert a.member(b.node_id).state is MemberState.LEFT  # type: ignore[union-attr]
         b.leave()  # leaving twice is harmless
+        with pytest.raises(ValueError, match="left"):
+            b.update_metadata(b"too late")
 
 
 async def test_closing_a_node_leaves_gracefully(keyring: Keyring) -> None:
