@@ -56,8 +56,9 @@ random subset; counted ``membership.push_pull.truncated``). A received entry app
 its announcement, except that a SUSPECT or FAILED entry applies as a suspect opinion by
 the sender (memberlist's rule: a full-state merge never declares a member dead, it lets
 the member refute), and a FAILED or LEFT entry for an unknown member is skipped.
-``Join(addresses)`` is a push-pull with each seed, retried with a doubling backoff
-(``join_retry_s`` .. ``join_retry_max_s``) until one answers.
+``Join(addresses)`` pushes this node's record to every seed and pulls the whole table
+from one of them (in turn), retried with a doubling backoff (``join_retry_s`` ..
+``join_retry_max_s``) until a seed answers.
 
 **Healing and reaping.** Every ``dead_retry_interval_s`` a node pings one random member
 it declared failed less than ``dead_retry_for_s`` ago; if that member acks, the two
@@ -349,6 +350,7 @@ class SwimMembership:
         self._seeds: tuple[Address, ...] = ()
         self._join_exchanges: set[int] = set()
         self._join_backoff = config.join_retry_s
+        self._join_turn = 0
         self.joined = False
         """True once a seed answered a join push-pull, its last chunk included (or none was
         needed)."""
@@ -1151,19 +1153,28 @@ class SwimMembership:
             self.joined = True
             return
         self._seeds = seeds
+        self._join_turn = self.rng.randrange(len(seeds))
         self._join_backoff = self.config.join_retry_s
         self._join_attempt(now)
 
     def _join_attempt(self, now: Now) -> None:
-        """Push-pull with every seed; retry at a doubling, jittered backoff until answered."""
+        """Push our state to every seed and pull from one; retry until answered.
+
+        Every seed learns us at once (our state is one record), but only one seed per
+        attempt, in turn, is asked for its whole table: a join costs one full state, not
+        one per seed. Retries come at a doubling, jittered backoff and ask the next seed.
+        """
         if not self._seeds or self.leaving:
             self._next_join = None
             return
         self._join_exchanges.clear()
-        for addr in self._seeds:
+        turn = self._join_turn % len(self._seeds)
+        self._join_turn += 1
+        for i, addr in enumerate(self._seeds):
             exchange = self.rng.getrandbits(48)
-            self._join_exchanges.add(exchange)
-            self._push_pull(now, addr, True, exchange)
+            if i == turn:
+                self._join_exchanges.add(exchange)
+            self._push_pull(now, addr, i == turn, exchange)
         self.counters.inc("membership.join.attempts")
         backoff = self._join_backoff
         self._next_join = now.mono + backoff * self.rng.uniform(1.0, 1.25)
@@ -1225,7 +1236,7 @@ class SwimMembership:
         log.debug("leaving: LEFT announcement at incarnation %d", ann.incarnation)
 
     def _maintenance(self, now: Now) -> None:
-        """Reap failed and left members, and observers gone silent."""
+        """Reap failed and left members, observers that left, and observers gone silent."""
         t = now.mono
         reap_before = t - self.config.reap_after_s
         silent_before = t - self.config.observer_expiry_s
@@ -1236,6 +1247,7 @@ class SwimMembership:
             and (
                 ((n.state is FAILED or n.state is LEFT) and n.since <= reap_before)
                 or (n.ann.observer and n.state is ALIVE and n.last_heard <= silent_before)
+                or (n.ann.observer and n.state is LEFT)  # nothing to retry: forget at once
             )
         ]
         for node in gone:

@@ -92,8 +92,10 @@ class Net:
         return core
 
     def node(self, name: str) -> SwimMembership:
-        return self.nodes[(name, 7946)] if (name, 7946) in self.nodes else next(
-            c for a, c in self.nodes.items() if self.names[a] == name
+        return (
+            self.nodes[(name, 7946)]
+            if (name, 7946) in self.nodes
+            else next(c for a, c in self.nodes.items() if self.names[a] == name)
         )
 
     def addr(self, core: SwimMembership) -> Address:
