@@ -7,7 +7,8 @@ keyring file, ``StorageError`` for an identity file. Anything else escaping a ta
 ``IndexError``, a ``cbor2`` exception, an ``AssertionError`` from a broken round trip) is
 a finding.
 
-Seeds come from ``spec/vectors/*.json``: every ``hex`` field, and every keyring ``text``.
+Seeds come from ``spec/vectors/*.json``: every ``hex``, ``plaintext`` and (hex) ``frames``
+field, and every keyring ``text``.
 
 The membership targets (``spec/membership.md``): one per membership frame decoder, the
 announcement verifier (a decoded announcement either verifies, and then its node id is
@@ -319,8 +320,9 @@ def seeds(target: str, *, max_bytes: int = 70_000) -> list[bytes]:
             for h in _walk(data, "hex"):
                 if isinstance(h, str):
                     out.append(bytes.fromhex(h))
-            for h in _walk(data, "plaintext"):
-                if isinstance(h, str):
-                    out.append(bytes.fromhex(h))
+            for key in ("plaintext", "frames"):  # "frames": membership transition steps
+                for h in _walk(data, key):
+                    if isinstance(h, str):
+                        out.append(bytes.fromhex(h))
     unique = list(dict.fromkeys(b for b in out if len(b) <= max_bytes))
     return unique or [b""]

@@ -1040,6 +1040,14 @@ def transition_vectors() -> dict[str, Any]:
             ],
         },
         {
+            "name": "an opinion about the receiver at incarnation 2^64-1 does not break it",
+            "steps": [
+                start(),
+                step(1, [dead(me, MAX_U64, n2)], {me: (A, None)}, []),
+                step(2, [sus(n1, 0, n2)], {n1: (S, 0)}, [("MemberSuspect", n1)]),
+            ],
+        },
+        {
             "name": "the receiver refutes a suspicion of itself with a higher incarnation",
             "steps": [
                 start(),

