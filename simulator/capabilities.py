@@ -14,7 +14,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 CONSENSUS = "consensus (issue 7)"
-MEMBERSHIP = "membership (issue 4)"
 TRANSPORT = "transport (issue 5)"
 REGISTRY = "registry (issue 6)"
 COORDINATION = "coordination (issue 8)"
@@ -45,7 +44,6 @@ PENDING: tuple[Pending, ...] = (
     Pending(WORKLOAD, "kv", CONSENSUS),
     Pending(INVARIANT, "raft.*", CONSENSUS),
     Pending(INVARIANT, "kv.*", CONSENSUS),
-    Pending(INVARIANT, "membership.*", MEMBERSHIP),
     Pending(WORKLOAD, "broadcast", TRANSPORT),
     Pending(INVARIANT, "transport.*", TRANSPORT),
     Pending(INVARIANT, "channels.*", TRANSPORT),

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from simulator.membership import MembershipTracker
     from simulator.world import World
 
 SAFETY = "safety"
@@ -244,5 +245,52 @@ register(
         "probe interval (more intervals on a lossy network, see probe_rounds)",
         _applies_probe,
         _check_probe,
+    )
+)
+
+
+# -- membership.converged / membership.no_false_failures --------------------------------
+
+
+def _applies_membership(world: World) -> bool:
+    return world.has_workload("membership")
+
+
+def _applies_no_false_failures(world: World) -> bool:
+    # Classic SWIM (lifeguard = false, the ablation) makes no such promise about a slow
+    # node; its false positives are reported in membership.false_positives instead.
+    tracker: MembershipTracker = world.membership
+    return world.has_workload("membership") and tracker.lifeguard_everywhere
+
+
+def _check_converged(world: World) -> tuple[bool, str]:
+    tracker: MembershipTracker = world.membership
+    return tracker.check_converged()
+
+
+def _check_no_false_failures(world: World) -> tuple[bool, str]:
+    tracker: MembershipTracker = world.membership
+    return tracker.check_no_false_failures()
+
+
+register(
+    Checker(
+        "membership.converged",
+        LIVENESS,
+        "after settle, every running non-observer member lists exactly the running "
+        "non-observer nodes as alive (suspect counts as alive), in members() and in its events",
+        _applies_membership,
+        _check_converged,
+    )
+)
+register(
+    Checker(
+        "membership.no_false_failures",
+        SAFETY,
+        "no member that was never crashed, left, cut off (partition, isolation, clog) or "
+        "paused longer than the minimum suspicion timeout is declared failed by anyone "
+        "(with Lifeguard on everywhere)",
+        _applies_no_false_failures,
+        _check_no_false_failures,
     )
 )

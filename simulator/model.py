@@ -18,7 +18,7 @@ FAULT_OPS = (
 ROLES = ("@leader", "@random", "@singleton")
 """Node roles resolved when a fault fires (``@singleton:NAME`` carries a name)."""
 
-WORKLOAD_KINDS = ("ping", "kv", "broadcast", "singleton", "auction")
+WORKLOAD_KINDS = ("ping", "membership", "kv", "broadcast", "singleton", "auction")
 """Workload kinds the parser knows; each arrives with its capability."""
 
 

@@ -794,8 +794,31 @@ class _Parser:
             # the capability check, and its issue adds its keys to WORKLOAD_PARAMS.
             if kind in WORKLOAD_PARAMS:
                 self.check_keys(params, WORKLOAD_PARAMS[kind], path)
+            if kind == "membership":
+                params = self._membership_params(params, path)
             out.append(WorkloadSpec(kind=kind, params=params))
         return tuple(out)
+
+    def _membership_params(self, params: dict[str, Any], path: str) -> dict[str, Any]:
+        """The ``membership`` workload's keys, durations in seconds (``update_every_s``...)."""
+        out: dict[str, Any] = {}
+        if "update_every" in params:
+            every = self.duration(params["update_every"], f"{path}.update_every")
+            if every <= 0:
+                self.fail(f"{path}.update_every", "must be longer than zero")
+            out["update_every_s"] = every
+        for key in ("update_from", "update_until"):
+            if key in params:
+                if "update_every" not in params:
+                    self.fail(f"{path}.{key}", "only with update_every")
+                out[f"{key}_s"] = self.duration(params[key], f"{path}.{key}")
+        if "metadata_bytes" in params:
+            out["metadata_bytes"] = self.integer(
+                params["metadata_bytes"], f"{path}.metadata_bytes", 0, 65536
+            )
+        if "static_prober" in params:
+            out["static_prober"] = self.boolean(params["static_prober"], f"{path}.static_prober")
+        return out
 
     def _check(self, value: Any, duration_s: float) -> CheckSpec:
         table = self.table(value, "check")
@@ -881,6 +904,9 @@ class _Parser:
 
 WORKLOAD_PARAMS: dict[str, tuple[str, ...]] = {
     "ping": (),
+    "membership": (
+        "update_every", "update_from", "update_until", "metadata_bytes", "static_prober",
+    ),
 }
 """Keys each available workload kind takes besides ``kind``."""
 

@@ -12,7 +12,8 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol
 
 from foundation_p2p.addresses import Address
-from foundation_p2p.events import Join
+from foundation_p2p.events import Join, Leave
+from foundation_p2p.wire import cbor
 from simulator.model import WorkloadSpec
 
 if TYPE_CHECKING:
@@ -57,7 +58,80 @@ class PingWorkload:
         world.command(host, Join(targets))
 
 
-WORKLOADS: dict[str, Callable[[WorkloadSpec], Workload]] = {"ping": PingWorkload}
+class MembershipWorkload:
+    """Every node joins the cluster through the seeds at boot; optionally, metadata updates.
+
+    At each boot a node sends ``Join(seed addresses other than itself)``, which both SWIM
+    (``core.membership``) and the static prober take; unless ``static_prober = true`` the
+    prober is then stopped on that node (``core.prober.handle_command(now, Leave())``), so
+    every byte on the wire is membership's and ``membership.bytes_per_member_per_s`` measures
+    SWIM alone. With ``update_every``, from ``update_from`` (default: one ``update_every``
+    in) until ``update_until`` (default: the start of settle), one running non-observer node
+    drawn from the world's generator sets new metadata of ``metadata_bytes`` bytes (default
+    32) every ``update_every``; the tracker follows each update until 99.99 % of the other
+    running nodes have seen it (``membership.rounds_to_99_99``).
+    Equivalent lower-level calls: ``core.handle_command(now, Join(addresses))``,
+    ``core.membership.update_metadata(now, metadata)``.
+    """
+
+    kind = "membership"
+
+    def __init__(self, spec: WorkloadSpec) -> None:
+        p = spec.params
+        self.update_every_s: float | None = p.get("update_every_s")
+        self.update_from_s: float | None = p.get("update_from_s")
+        self.update_until_s: float | None = p.get("update_until_s")
+        self.metadata_bytes: int = p.get("metadata_bytes", 32)
+        self.static_prober: bool = p.get("static_prober", False)
+        self.seeds: tuple[Address, ...] = ()
+        self.updates = 0
+
+    def on_start(self, world: World) -> None:
+        cluster = world.scenario.cluster
+        names = cluster.seeds or cluster.names[: min(3, cluster.nodes)]
+        self.seeds = tuple(world.host(name).addr for name in names)
+        every = self.update_every_s
+        if every is not None:
+            start = self.update_from_s if self.update_from_s is not None else every
+            world.schedule(start, self._update, world)
+
+    def on_boot(self, world: World, host: Host) -> None:
+        targets = tuple(a for a in self.seeds if a != host.addr)
+        world.command(host, Join(targets))
+        if not self.static_prober and host.core is not None:
+            host.core.prober.handle_command(host.clock.now(world.now), Leave())
+
+    def _update(self, world: World) -> None:
+        every = self.update_every_s
+        assert every is not None
+        until = self.update_until_s if self.update_until_s is not None else world.settle_at
+        if world.now >= until:
+            return
+        world.schedule(world.now + every, self._update, world)
+        tracker = world.membership
+        candidates = [
+            h for h in world.hosts if h.is_live and not tracker.observer[h.name]
+        ]
+        if not candidates:
+            return
+        host = candidates[world.rng.randrange(len(candidates))]
+        core = host.core
+        assert core is not None
+        self.updates += 1
+        pad = max(0, self.metadata_bytes - 16)
+        metadata = cbor.encode([self.updates, b"\x00" * pad])
+        try:
+            core.membership.update_metadata(host.clock.now(world.now), metadata)
+        except Exception:
+            world._fail(host, "update_metadata")
+        tracker.on_update(host, core.membership.local.incarnation)
+        world.pump(host)
+
+
+WORKLOADS: dict[str, Callable[[WorkloadSpec], Workload]] = {
+    "ping": PingWorkload,
+    "membership": MembershipWorkload,
+}
 """Workload implementations by kind; later issues add theirs."""
 
 

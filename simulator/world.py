@@ -38,6 +38,7 @@ from foundation_p2p.wire.packet import GossipPacket
 from simulator import checkers as checkers_mod
 from simulator.clock import EPOCH_S
 from simulator.host import DOWN, LEFT, UP, Host
+from simulator.membership import MEMBER_EVENTS, MembershipTracker, memoized_signature_checks
 from simulator.model import Scenario
 from simulator.nemesis import Nemesis
 from simulator.network import Network, PartitionState
@@ -195,6 +196,10 @@ class World:
         self.rtt_samples: list[float] = []
         self._acked_heads: dict[tuple[Address, bytes], str] = {}
         self.safety_failures: dict[str, CheckResult] = {}
+        self.bytes_sent = 0
+        """Bytes of every datagram handed to the network (exact in ``bytes`` mode)."""
+        self.membership = MembershipTracker(self)
+        """Membership bookkeeping: views, detections, excuses, update spread."""
         self._checkers = self._select_checkers()
         self.settle_at = max(0.0, self.duration - scenario.check.settle_s)
         self.settled = False
@@ -252,8 +257,11 @@ class World:
         self.schedule(CHECK_INTERVAL_S, self._periodic_check)
         if self.scenario.check.settle_s > 0:
             self.schedule(self.settle_at, self._settle)
-        with contextlib.suppress(_Stop):
-            self._loop(wall_start)
+        with contextlib.ExitStack() as stack:
+            if self.messages_mode:
+                stack.enter_context(memoized_signature_checks())
+            with contextlib.suppress(_Stop):
+                self._loop(wall_start)
         if self.internal_error is None:
             self.now = self.duration
         results = self._final_checks()
@@ -360,6 +368,7 @@ class World:
         host.core = core
         host.status = UP
         host.torn = None
+        self.membership.on_boot(host)
         self.trace(
             {"ev": "boot", "node": host.name, "boot": host.boots, "epoch": core.boot_epoch}
         )
@@ -407,6 +416,7 @@ class World:
         host.torn = host.disk.crash(self.fault_rng, torn=torn)
         host.unsynced_model.clear()
         self.stats.inc("node.crashes")
+        self.membership.on_down(host, "crash")
         self._stop_services(host, "crash")
         return True
 
@@ -425,6 +435,7 @@ class World:
         host.retire_core()
         host.status = LEFT
         self.stats.inc("node.leaves")
+        self.membership.on_down(host, "leave")
         self._stop_services(host, "leave")
         return True
 
@@ -440,6 +451,7 @@ class World:
         if host.core is None or host.paused:
             return False
         host.paused = True
+        self.membership.on_pause(host)
         return True
 
     def resume(self, host: Host) -> bool:
@@ -447,6 +459,7 @@ class World:
         if host.core is None or not host.paused:
             return False
         host.paused = False
+        self.membership.on_resume(host)
         pile = list(host.pile)
         host.pile.clear()
         self.stats.inc("node.piled", len(pile))
@@ -619,6 +632,8 @@ class World:
                 continue
             if type(ev) is PeerUnanswered:
                 self.stats.inc("probe.unanswered")
+            elif type(ev) in MEMBER_EVENTS:
+                self.membership.on_event(host, ev)
             line(
                 canonical(
                     {"data": jsonable(ev), "ev": "event", "node": host.name, "t": t,
@@ -628,6 +643,7 @@ class World:
 
     def send(self, src: Host, addr: Address, payload: bytes | GossipPacket, size: int) -> None:
         """One datagram from ``src`` to ``addr`` enters the network."""
+        self.bytes_sent += size
         dst = self._by_addr.get(addr)
         if dst is None:
             self.stats.inc("net.dropped_no_route")
@@ -733,6 +749,8 @@ class World:
         self.settled = True
         self.trace({"ev": "settle"})
         self.nemesis.settle()
+        self.membership.on_network_change()
+        self.membership.watch_convergence(heal=False)
 
     def _select_checkers(self) -> list[checkers_mod.Checker]:
         chosen: list[checkers_mod.Checker] = []
@@ -750,6 +768,7 @@ class World:
 
     def run_safety_checks(self) -> None:
         """Run every safety checker now; keep each one's first failure."""
+        self.membership.on_network_change()
         for checker in self._checkers:
             if checker.kind != checkers_mod.SAFETY or checker.name in self.safety_failures:
                 continue
@@ -813,6 +832,7 @@ class World:
         m["disk.syncs"] = sum(h.disk.syncs for h in self.hosts)
         m["disk.lost_writes"] = sum(h.disk.lost_writes for h in self.hosts)
         m["faults.applied"] = self.nemesis.applied
+        m.update(self.membership.metrics(None if self.messages_mode else self.bytes_sent))
         m["sim.events"] = self.events
         m["sim.trace_lines"] = self.sink.lines
         m["sim.wall_s"] = wall

@@ -270,6 +270,8 @@ def test_every_registered_checker_is_exercised_here() -> None:
     assert set(CHECKERS) == {
         "sim.no_internal_error", "wire.no_auth_failures", "net.partition_respected",
         "disk.no_unsynced_after_crash", "services.stopped_on_crash", "probe.reachable",
+        # Failing cases of these two: tests/simulator/test_membership_checkers.py.
+        "membership.converged", "membership.no_false_failures",
     }
 
 
