@@ -5,8 +5,8 @@ time) or a variant of it, asserts every invariant held, and compares the measure
 ``membership.*`` metrics with what SWIM and Lifeguard predict:
 
 - first suspicion: someone probes the crashed node after about e/(e-1) ~ 1.58 probe
-  periods (SWIM, random targets; round-robin does a little better), then the direct and
-  indirect probes take one probe interval;
+  periods (SWIM, random targets; round-robin does a little better), plus the probe
+  timeout;
 - full detection: within the first suspicion plus Lifeguard's longest suspicion timeout,
   ``suspicion_max_mult x suspicion_mult x max(1, log10 N) x probe_interval_s``, plus a
   little dissemination;
@@ -91,8 +91,9 @@ settle = "5s"
 
 def test_first_suspicion_comes_after_about_e_over_e_minus_1_probe_periods() -> None:
     """Eight crashes (two seeds of four): the mean time to the first suspicion is SWIM's
-    expected e/(e-1) periods to the first probe plus the probe interval, give or take a
-    period; every crash is fully detected within the Lifeguard window."""
+    expected e/(e-1) periods to the first probe plus the probe timeout, give or take a
+    period (round-robin probing and suspicion at the end of the probe interval move it
+    either way); every crash is fully detected within the Lifeguard window."""
     firsts: list[float] = []
     for seed in (1, 2):
         result = run_scenario(parse_scenario_text(CRASHES, source="crashes"), seed=seed)
@@ -104,8 +105,8 @@ def test_first_suspicion_comes_after_about_e_over_e_minus_1_probe_periods() -> N
         )
         firsts.append(m["membership.first_suspect_s_mean"])
     mean = sum(firsts) / len(firsts)
-    theory = E_FACTOR * LAN.probe_interval_s + LAN.probe_interval_s
-    assert theory - 1.5 * LAN.probe_interval_s <= mean <= theory + 1.0 * LAN.probe_interval_s
+    theory = E_FACTOR * LAN.probe_interval_s + LAN.probe_timeout_s
+    assert theory - LAN.probe_interval_s <= mean <= theory + 1.5 * LAN.probe_interval_s
 
 
 def test_slow_node_with_lifeguard_makes_no_false_failure() -> None:
