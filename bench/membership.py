@@ -4,8 +4,9 @@ Prints one JSON object as its last line:
 
 - ``crash``: for N = 10, 100, 1000, a cluster on a LAN with 1 % loss where one node
   crashes: ``first_suspect_s`` (crash to the first suspicion anywhere) next to SWIM's
-  theory (e/(e-1) probe periods to the first probe, plus the probe timeout), ``full_detection_s`` (crash to every running member marking
-  it failed) next to the Lifeguard suspicion window, ``false_positives``,
+  theory (e/(e-1) probe periods to the first probe, plus the probe timeout),
+  ``full_detection_s`` (crash to every running member marking it failed) next to the
+  Lifeguard suspicion window, ``false_positives``,
   ``bytes_per_member_per_s`` (every byte on the wire, sealed, per running member; bytes
   mode only, so N = 1000 gets a shorter bytes-mode run of its own), simulated seconds per
   wall second;
