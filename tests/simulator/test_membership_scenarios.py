@@ -151,3 +151,18 @@ def test_a_node_isolated_to_the_end_breaks_converged() -> None:
     assert not result.invariants["membership.converged"].ok
     assert "n7" in result.invariants["membership.converged"].detail
     assert result.invariants["membership.no_false_failures"].ok  # n7 was cut off
+
+
+def test_messages_mode_runs_are_deterministic_and_the_signature_memo_is_scoped() -> None:
+    from foundation_p2p.crypto.identity import verify_signature
+    from foundation_p2p.membership import frames
+
+    scenario = load_scenario(os.path.join(SCENARIOS, "membership-join-wave.toml"))
+    first = run_scenario(scenario, mode="messages")
+    again = run_scenario(scenario, mode="messages")
+    other = run_scenario(scenario, mode="messages", seed=2)
+    assert first.ok and first.trace_digest == again.trace_digest
+    assert other.trace_digest != first.trace_digest
+    assert first.metrics["membership.events"] == again.metrics["membership.events"]
+    assert "membership.bytes_per_member_per_s" not in first.metrics  # no sizes in this mode
+    assert frames.verify_signature is verify_signature  # restored after the run
