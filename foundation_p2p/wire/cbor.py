@@ -15,6 +15,7 @@ unsorted keys, tags, undefined, non-shortest floats) raise
 
 from __future__ import annotations
 
+import io
 from typing import Any
 
 import cbor2
@@ -24,6 +25,7 @@ from foundation_p2p.wire.limits import DEFAULT_LIMITS, WireLimits
 
 _dumps = cbor2.dumps
 _loads = cbor2.loads
+_Decoder = cbor2.CBORDecoder
 
 
 
@@ -105,13 +107,28 @@ def decode(
     if len(data) > limits.max_packet_bytes:
         raise LimitError(f"{len(data)} bytes exceeds the limit of {limits.max_packet_bytes}")
     try:
-        value = _loads(
-            data,
-            max_depth=limits.max_depth,
-            allow_indefinite=False,
-            allow_duplicate_keys=False,
-            object_hook=_check_map_order if check_canonical else None,
-        )
+        if check_canonical:
+            value = _loads(
+                data,
+                max_depth=limits.max_depth,
+                allow_indefinite=False,
+                allow_duplicate_keys=False,
+                object_hook=_check_map_order,
+            )
+        else:
+            # cbor2.loads ignores bytes after the first item; the strict path catches them
+            # in its re-encoding comparison, this one by asking where the decoder stopped.
+            stream = io.BytesIO(data)
+            value = _Decoder(
+                stream,
+                max_depth=limits.max_depth,
+                allow_indefinite=False,
+                allow_duplicate_keys=False,
+            ).decode()
+            if stream.tell() != len(data):
+                raise MalformedError(
+                    f"{len(data) - stream.tell()} bytes after the end of the CBOR item"
+                )
     except cbor2.CBORDecodeError as exc:
         inner = exc.__cause__ or exc.__context__
         if isinstance(inner, WireError):  # raised by our object hook, wrapped by cbor2

@@ -340,6 +340,7 @@ def frame_vectors() -> dict[str, Any]:
         ("depth 17 inside an unknown frame", "81 82 18 63" + "81" * 15 + "00", "limit"),
         ("indefinite-length frame list", "9f 82 01 01 ff", "malformed"),
         ("truncated frame list", "82 82 01 01", "malformed"),
+        ("a stray byte after the frame list", "81 82 01 01 00", "malformed"),
     ]
     frame_list_cddl_rejects = {
         "not an array",

@@ -414,13 +414,7 @@ def test_frame_invalid_raises_its_code(entry: dict[str, Any]) -> None:
             decode_frames(b"\x81" + data, check_canonical=True)
 
 
-KNOWN_WIRE_BUGS = {
-    # decode_frames decodes an authenticated plaintext with cbor.decode(check_canonical=
-    # False), which returns the first item and ignores what follows (cbor2.loads does):
-    # spec/wire.md section 9, rule 5 ("one item, no trailing bytes") is not enforced on
-    # the liberal path. The strict path refuses it (its re-encoding differs).
-    "a membership frame list followed by a stray byte",
-}
+KNOWN_WIRE_BUGS: set[str] = set()
 """Invalid frame lists the wire layer (foundation_p2p/wire/cbor.py) accepts today: strict
 xfail, so the fix turns them into passes and the entry here must go."""
 
