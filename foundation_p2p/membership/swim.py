@@ -90,7 +90,6 @@ from __future__ import annotations
 import heapq
 import logging
 import math
-import operator
 import random
 from collections import OrderedDict
 from collections.abc import Callable
@@ -151,6 +150,8 @@ MIN_PIGGYBACK_ROOM = 40
 """Below this many free bytes a packet is not topped up (no update fits)."""
 MAX_RETRY_PINGS = 64
 """Most unanswered dead-retry pings remembered (the oldest is forgotten first)."""
+SCAN_LIMIT = 64
+"""Most queued updates examined to fill one packet (bounds the cost per packet)."""
 NACK_FRACTION = 0.8
 """A relay nacks after this share of the probe timeout (so the nack arrives in time)."""
 
@@ -216,7 +217,7 @@ class _Node:
 
 
 class _Broadcast:
-    __slots__ = ("encoded", "frame", "key", "last_dest", "rank", "sent", "serial")
+    __slots__ = ("encoded", "frame", "key", "last_dest", "sent", "serial")
 
     def __init__(self, key: NodeId, frame: Frame, encoded: bytes, serial: int) -> None:
         self.key = key
@@ -224,14 +225,9 @@ class _Broadcast:
         self.encoded = encoded
         self.sent = 0
         self.serial = serial
-        self.rank = -serial
         self.last_dest: Address | None = None
         """Where it was last sent (not sent there again right after: a gossip round's
         packet would otherwise carry it twice, once as gossip and once piggybacked)."""
-
-
-_order = operator.attrgetter("sent", "rank")
-"""Sort key of the broadcast queue: least sent first, then newest first."""
 
 
 @dataclass(slots=True)
@@ -341,8 +337,8 @@ class SwimMembership:
         self._heap_serial = 0
 
         self._bq: dict[NodeId, _Broadcast] = {}
-        self._bq_list: list[_Broadcast] = []
-        self._bq_dirty = False
+        self._levels: list[dict[NodeId, _Broadcast]] = [{}]
+        self._changed = False  # set when a timer may need arming (see handle_message)
         self._bq_serial = 0
         self._limit_n = -1
         self._limit = 1
@@ -450,7 +446,9 @@ class SwimMembership:
     def handle_message(self, now: Now, sender: NodeId, addr: Address, frame: Frame) -> None:
         """One membership frame from ``sender`` (authenticated) at ``addr``."""
         self._handlers[frame.TYPE](now, sender, addr, frame)
-        self._arm(now.mono)
+        if self._changed:  # a member or an update appeared: a timer may be needed
+            self._changed = False
+            self._arm(now.mono)
 
     def handle_timer(self, now: Now) -> None:
         """Run every timer that is due."""
@@ -545,6 +543,7 @@ class SwimMembership:
 
     def _arm(self, t: float) -> None:
         """Start the timers that have become needed (each is idle when there is no work)."""
+        self._changed = False
         cfg = self.config
         if self._peers:
             if self._next_probe is None and not self._observer and not self.leaving:
@@ -959,6 +958,7 @@ class SwimMembership:
     def _set_state(self, node: _Node, state: MemberState, t: float, *, new: bool = False) -> None:
         """Move ``node`` (never self) to ``state``; keeps N, the peer and failed sets in step."""
         node_id = node.node_id
+        self._changed = True
         if node.state is not state or new:
             node.since = t
         node.state = state
@@ -981,59 +981,75 @@ class SwimMembership:
     # -- dissemination --------------------------------------------------------------------
 
     def _broadcast(self, key: NodeId, frame: Frame) -> None:
-        """Queue an update about member ``key`` (replacing any queued one about it)."""
+        """Queue an update about member ``key`` (replacing any queued one about it).
+
+        The queue is kept in levels by times sent (``_levels[n]``: updates sent ``n``
+        times, in the order they reached that level), so taking the least-sent updates
+        never sorts. When full, the oldest entry of the highest level is dropped.
+        """
         encoded = cbor.encode(frame.to_cbor())
         self._bq_serial += 1
+        levels = self._levels
         b = self._bq.get(key)
         if b is not None:
+            del levels[b.sent][key]
             b.frame, b.encoded, b.sent, b.serial = frame, encoded, 0, self._bq_serial
-            b.rank = -b.serial
             b.last_dest = None
         else:
             if len(self._bq) >= self.config.max_broadcasts:
-                victim = max(self._bq_list, key=_order)
-                self._drop_broadcast(victim)
+                top = next(level for level in reversed(levels) if level)
+                self._drop_broadcast(next(iter(top.values())))
                 self.counters.inc("membership.broadcast.dropped_full")
             b = _Broadcast(key, frame, encoded, self._bq_serial)
             self._bq[key] = b
-            self._bq_list.append(b)
-        self._bq_dirty = True
+        levels[0][key] = b
+        self._changed = True
 
     def _drop_broadcast(self, b: _Broadcast) -> None:
         del self._bq[b.key]
-        self._bq_list.remove(b)
+        del self._levels[b.sent][b.key]
 
     def _take_broadcasts(
         self, room: int, free_frames: int, dest: Address
     ) -> list[tuple[Frame, bytes]]:
+        """The least-sent updates (newest first among equals) that fit ``room`` bytes and
+        ``free_frames`` frames, not just sent to ``dest``; each counts as sent once."""
         n = self._n_active
         if n != self._limit_n:
             self._limit_n = n
             self._limit = self.config.retransmit_limit(n)
         limit = self._limit
-        lst = self._bq_list
-        if self._bq_dirty:
-            lst.sort(key=_order)
-            self._bq_dirty = False
-        out: list[tuple[Frame, bytes]] = []
-        done = False
-        for b in lst:
-            size = len(b.encoded)
-            if size > room or b.last_dest == dest:
+        levels = self._levels
+        taken: list[_Broadcast] = []
+        budget = SCAN_LIMIT
+        for level in levels:
+            if not level:
                 continue
+            for b in reversed(level.values()):
+                budget -= 1
+                size = len(b.encoded)
+                if size <= room and b.last_dest != dest:
+                    taken.append(b)
+                    room -= size
+                    if len(taken) >= free_frames or room < MIN_PIGGYBACK_ROOM:
+                        budget = 0
+                if budget <= 0:
+                    break
+            if budget <= 0:
+                break
+        out: list[tuple[Frame, bytes]] = []
+        for b in taken:
             out.append((b.frame, b.encoded))
-            room -= size
+            key = b.key
+            del levels[b.sent][key]
             b.sent += 1
             b.last_dest = dest
             if b.sent >= limit:
-                done = True
-            if len(out) >= free_frames or room < MIN_PIGGYBACK_ROOM:
-                break
-        if out:
-            self._bq_dirty = True
-            if done:
-                for b in [b for b in lst if b.sent >= limit]:
-                    self._drop_broadcast(b)
+                del self._bq[key]
+            else:
+                if b.sent >= len(levels):
+                    levels.append({})
+                levels[b.sent][key] = b
         return out
 
     def pending_broadcasts(self) -> int:
