@@ -150,6 +150,8 @@ MIN_PIGGYBACK_ROOM = 40
 """Below this many free bytes a packet is not topped up (no update fits)."""
 MAX_RETRY_PINGS = 64
 """Most unanswered dead-retry pings remembered (the oldest is forgotten first)."""
+MAX_INCARNATION = (1 << 64) - 1
+"""Incarnations are unsigned 64-bit integers."""
 SCAN_LIMIT = 64
 """Most queued updates examined to fill one packet (bounds the cost per packet)."""
 NACK_FRACTION = 0.8
@@ -834,17 +836,30 @@ class SwimMembership:
     def _on_dead_frame(self, now: Now, sender: NodeId, addr: Address, frame: Dead) -> None:
         self._dead(now, frame.node_id, frame.incarnation, frame.accuser)
 
-    def _refute(self, now: Now, incarnation: int) -> None:
-        """We heard ourselves suspected or declared dead: a newer signed record (or LEFT)."""
+    def _refute(self, now: Now, incarnation: int, *, signed: bool = False) -> None:
+        """We heard ourselves suspected or declared dead: a newer signed record (or LEFT).
+
+        An *opinion* about this node at an incarnation above its own is ignored and
+        counted (``membership.opinion.future_incarnation``): no node can have seen that
+        incarnation, and following it would let a holder of the cluster key push this
+        node's incarnation to the top of its range, where it could no longer refute.
+        Only a record signed by this node's own key (an earlier life) is outbid.
+        """
         own = self._self
         if self.leaving:
             self._broadcast(self.node_id, own.ann)
             return
         if incarnation < own.incarnation:
             return  # an opinion about an older life: our newer record already answers it
+        if incarnation > own.incarnation and not signed:
+            self.counters.inc("membership.opinion.future_incarnation")
+            return
+        if incarnation >= MAX_INCARNATION:
+            self.counters.inc("membership.refutations.exhausted")
+            return
         self.counters.inc("membership.refutations")
         self._adjust_awareness(1)
-        self._adopt_own(now, self._sign(max(own.incarnation, incarnation) + 1, ALIVE))
+        self._adopt_own(now, self._sign(incarnation + 1, ALIVE))
         log.debug("refuted a suspicion at incarnation %d", incarnation)
 
     # -- announcements ---------------------------------------------------------------------
@@ -883,7 +898,7 @@ class SwimMembership:
         if node_id == self.node_id:
             if ann.incarnation >= self._self.incarnation and ann.verify():
                 # A record of ours we did not make in this life: outbid it.
-                self._refute(now, ann.incarnation)
+                self._refute(now, ann.incarnation, signed=True)
             return node
         if node is None:
             if ann.state is LEFT:

@@ -1043,17 +1043,27 @@ def transition_vectors() -> dict[str, Any]:
             "name": "an opinion about the receiver at incarnation 2^64-1 does not break it",
             "steps": [
                 start(),
-                step(1, [dead(me, MAX_U64, n2)], {me: (A, None)}, []),
+                step(1, [dead(me, MAX_U64, n2)], {me: (A, 0)}, []),
                 step(2, [sus(n1, 0, n2)], {n1: (S, 0)}, [("MemberSuspect", n1)]),
             ],
         },
         {
-            "name": "the receiver refutes a suspicion of itself with a higher incarnation",
+            "name": "the receiver refutes an opinion at its own incarnation, ignores higher ones",
             "steps": [
                 start(),
                 step(1, [sus(me, 0, n2)], {me: (A, 1)}, []),
-                step(2, [dead(me, 7, n2)], {me: (A, 8)}, []),
-                step(3, [sus(me, 2, n3)], {me: (A, 8)}, []),
+                step(2, [dead(me, 7, n2)], {me: (A, 1)}, []),
+                step(3, [sus(me, 2, n3)], {me: (A, 1)}, []),
+                step(4, [sus(me, 0, n3)], {me: (A, 1)}, []),
+                step(5, [dead(me, 1, n3)], {me: (A, 2)}, []),
+            ],
+        },
+        {
+            "name": "a signed record of the receiver above its incarnation is outbid",
+            "steps": [
+                start(),
+                step(1, [_ann(SEED_RECEIVER, 5)], {me: (A, 6)}, []),
+                step(2, [_ann(SEED_RECEIVER, 3)], {me: (A, 6)}, []),
             ],
         },
     ]

@@ -598,12 +598,7 @@ def _run_timers(node: SwimMembership, until: float, wall: float) -> None:
     raise AssertionError("timers never settle")
 
 
-KNOWN_CORE_BUGS = {
-    # A refutation of dead(self, 2^64-1) signs incarnation 2^64, which is not a uint64:
-    # Announcement.sign raises MalformedError out of handle_message (so out of
-    # NodeCore.handle_datagram). Any cluster-key holder can send that opinion.
-    "an opinion about the receiver at incarnation 2^64-1 does not break it",
-}
+KNOWN_CORE_BUGS: set[str] = set()
 """Sequences the membership core fails today (a bug in the code, not the spec): strict
 xfail, so the fix turns them into passes and the entry here must go."""
 

@@ -43,17 +43,7 @@ def _transition_frames(name: str, step: int) -> bytes:
     return bytes.fromhex(sequence["steps"][step]["frames"])
 
 
-KNOWN_FINDINGS: dict[str, list[bytes]] = {
-    # dead(receiver, 2^64-1): the refutation would sign incarnation 2^64 and
-    # Announcement.sign raises MalformedError out of SwimMembership.handle_message
-    # (foundation_p2p/membership/swim.py, _refute). Pinned by the conformance sequence of
-    # the same name.
-    "membership-receive": [
-        _transition_frames(
-            "an opinion about the receiver at incarnation 2^64-1 does not break it", 1
-        ),
-    ],
-}
+KNOWN_FINDINGS: dict[str, list[bytes]] = {}
 """Inputs the targets flag today, kept out of the seed corpus so that the other seeds
 still run, and checked below as strict xfails: once the code is fixed they pass, and the
 entry here must go."""

@@ -447,15 +447,32 @@ def test_a_node_hearing_itself_suspected_refutes_with_a_higher_incarnation() -> 
     core = lone(members=3)
     core.handle_message(at(1), nid(2), addr(2), Suspect(nid(1), 1, nid(2)))
     assert core.local.incarnation == 2 and core.local.state is ALIVE
-    core.handle_message(at(1), nid(2), addr(2), Dead(nid(1), 7, nid(2)))
-    assert core.local.incarnation == 8
+    core.handle_message(at(1), nid(2), addr(2), Dead(nid(1), 2, nid(2)))
+    assert core.local.incarnation == 3
     assert core.counters["membership.refutations"] == 2
     assert core.awareness == 2  # Lifeguard: each refutation raises it
     t = core.next_deadline()
     assert t is not None
     core.handle_timer(at(t))
     anns = [f for _, f in core.take_outgoing() if isinstance(f, Announcement)]
-    assert anns and anns[0].node_id == nid(1) and anns[0].incarnation == 8 and anns[0].verify()
+    assert anns and anns[0].node_id == nid(1) and anns[0].incarnation == 3 and anns[0].verify()
+
+
+def test_an_opinion_about_an_incarnation_this_node_never_had_is_ignored() -> None:
+    core = lone(members=3)
+    core.handle_message(at(1), nid(2), addr(2), Dead(nid(1), (1 << 64) - 1, nid(2)))
+    core.handle_message(at(1), nid(2), addr(2), Suspect(nid(1), 7, nid(2)))
+    assert core.local.incarnation == 1 and core.local.state is ALIVE
+    assert core.counters["membership.opinion.future_incarnation"] == 2
+    assert core.counters["membership.refutations"] == 0
+
+
+def test_an_own_record_from_an_earlier_life_is_outbid() -> None:
+    core = lone(members=3)
+    old_life = announce(1, inc=40)
+    core.handle_message(at(1), nid(2), addr(2), old_life)
+    assert core.local.incarnation == 41
+    assert core.counters["membership.refutations"] == 1
 
 
 def test_an_opinion_about_an_older_life_needs_no_refutation() -> None:
