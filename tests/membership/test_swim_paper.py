@@ -694,3 +694,19 @@ def test_piggybacking_leaves_the_user_share_and_least_sent_go_first() -> None:
     first_keys = {f.node_id for f, _ in taken}  # type: ignore[attr-defined]
     assert not first_keys & {f.node_id for f, _ in again}  # type: ignore[attr-defined]
     assert core.piggyback(addr(4), cap, 64) == []
+
+
+def test_a_join_pushes_to_every_seed_and_pulls_from_the_next_one_when_one_is_silent() -> None:
+    net = Net(join_retry_s=1.0)
+    net.add("n1")
+    net.add("n2")
+    c = net.add("n3")
+    net.crash(net.node("n1"))
+    net.record = True
+    net.command(c, Join((addr(1), addr(2))))
+    net.run_until(4.0)
+    first = [(d, f.reply) for t, s, d, f in net.sent if isinstance(f, PushPull) and t == 0.0]
+    assert sorted(d for d, _ in first) == [addr(1), addr(2)]
+    assert sum(1 for _, reply in first if reply) == 1  # one seed is asked for its table
+    assert c.joined and c.member(nid(2)) is not None
+    assert net.node("n2").member(c.node_id) is not None
