@@ -7,7 +7,8 @@ Prints one JSON object as its last line:
   theory (e/(e-1) probe periods to the first probe, plus the probe timeout),
   ``full_detection_s`` (crash to every running member marking it failed) next to the
   Lifeguard suspicion window, ``false_positives``,
-  ``bytes_per_member_per_s`` (every byte on the wire, sealed, per running member; bytes
+  ``bytes_per_member_per_s`` (every byte on the wire, sealed, per running member, and
+  ``quiet_bytes_per_member_per_s``, the same once the views agree after the crash; bytes
   mode only, so N = 1000 gets a shorter bytes-mode run of its own), simulated seconds per
   wall second;
 - ``slow_node``: one node paused 4 s of every 10 s at 1 % loss, with Lifeguard and without
@@ -176,9 +177,12 @@ def bench_crash(nodes: int, quick: bool) -> dict[str, Any]:
         bres, bwall = run_world(crash_text(nodes, mode="bytes", crash_at_s=short - 6.0,
                                            duration_s=short))
         bandwidth = bres.metrics.get("membership.bytes_per_member_per_s")
+        m = dict(m, **{k: v for k, v in bres.metrics.items() if "bytes_per_member" in k})
         out["bandwidth_run"] = {"mode": "bytes", "virtual_s": short, "wall_s": round(bwall, 2),
                                 "ok": bres.ok}
     out["bytes_per_member_per_s"] = None if bandwidth is None else round(bandwidth, 1)
+    quiet = m.get("membership.quiet_bytes_per_member_per_s")
+    out["quiet_bytes_per_member_per_s"] = None if quiet is None else round(quiet, 1)
     return out
 
 

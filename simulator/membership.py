@@ -61,6 +61,8 @@ MAX_SAMPLES = 100_000
 """Samples kept per distribution (reservoir sampling beyond that)."""
 MAX_VIOLATIONS = 100
 """Violation texts kept (every violation is counted)."""
+QUIET_MIN_S = 5.0
+"""Shortest final stretch of agreeing views that ``quiet_bytes_per_member_per_s`` reports."""
 SPREAD_QUANTILE = 0.9999
 """An update has spread when this share of the other running nodes has seen it."""
 
@@ -200,6 +202,8 @@ class MembershipTracker:
         self.mismatch_total = 0
         self.convergence = Distribution(draw)
         self._watch_since: float | None = None
+        self._quiet_since: tuple[float, int, float] | None = None
+        """(time, bytes sent, member-seconds) when the views last came to agree."""
         # Excuses for no_false_failures.
         self.excused: set[str] = set()
         self.long_paused: set[str] = set()
@@ -364,7 +368,15 @@ class MembershipTracker:
         self._watch_since = self.world.now
 
     def _converged_maybe(self) -> None:
-        if self._watch_since is not None and self.mismatch_total == 0:
+        """After any change of the views or the truth: end a convergence watch when they
+        agree, and mark where the latest quiet stretch (views in agreement) began."""
+        if self.mismatch_total != 0:
+            self._quiet_since = None
+            return
+        if self._quiet_since is None:
+            self._account()
+            self._quiet_since = (self.world.now, self.world.bytes_sent, self.member_seconds)
+        if self._watch_since is not None:
             self.convergence.add(self.world.now - self._watch_since)
             self._watch_since = None
 
@@ -423,8 +435,7 @@ class MembershipTracker:
         step = -1 if (node_id in self.expected) == alive else 1
         view.mismatch += step
         self.mismatch_total += step
-        if step < 0:
-            self._converged_maybe()
+        self._converged_maybe()
 
     def _is_excused(self, subject: str) -> bool:
         if subject in self.excused or subject in self.long_paused:
@@ -567,6 +578,13 @@ class MembershipTracker:
             out["membership.detections_dropped"] = self.detections_dropped
         if bytes_sent is not None and self.member_seconds > 0:
             out["membership.bytes_per_member_per_s"] = bytes_sent / self.member_seconds
+            quiet = self._quiet_since
+            if quiet is not None and self.world.now - quiet[0] >= QUIET_MIN_S:
+                spent = self.member_seconds - quiet[2]
+                if spent > 0:
+                    out["membership.quiet_bytes_per_member_per_s"] = (
+                        bytes_sent - quiet[1]
+                    ) / spent
         return out
 
 
