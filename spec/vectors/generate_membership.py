@@ -841,12 +841,14 @@ def transition_vectors() -> dict[str, Any]:
             ],
         },
         {
-            "name": "suspect at a higher incarnation: the refutation must exceed it",
+            "name": "an opinion above the member's announced incarnation is ignored",
             "steps": [
                 start(),
-                step(1, [sus(n1, 3, n2)], {n1: (S, 3)}, [("MemberSuspect", n1)]),
-                step(2, [_ann(SEED_1, 3)], {n1: (S, 3)}, []),
-                step(3, [_ann(SEED_1, 4)], {n1: (A, 4)}, [("MemberAlive", n1)]),
+                step(1, [sus(n1, 3, n2)], {n1: (A, 0)}, []),
+                step(2, [dead(n1, MAX_U64, n2)], {n1: (A, 0)}, []),
+                step(3, [sus(n1, 0, n2)], {n1: (S, 0)}, [("MemberSuspect", n1)]),
+                step(4, [_ann(SEED_1, 1)], {n1: (A, 1)}, [("MemberAlive", n1)]),
+                step(5, [dead(n1, 2, n3)], {n1: (A, 1)}, []),
             ],
         },
         {
