@@ -58,6 +58,15 @@ class PingWorkload:
         world.command(host, Join(targets))
 
 
+def update_metadata_bytes(seq: int, size: int) -> bytes:
+    """CBOR ``[seq, zero padding]`` of exactly ``size`` bytes (or the shortest such array,
+    when ``size`` is smaller than that)."""
+    pad = max(0, size - len(cbor.encode([seq, b""])))
+    while pad > 0 and len(cbor.encode([seq, b"\x00" * pad])) > size:
+        pad -= 1
+    return cbor.encode([seq, b"\x00" * pad])
+
+
 class MembershipWorkload:
     """Every node joins the cluster through the seeds at boot; optionally, metadata updates.
 
@@ -118,8 +127,7 @@ class MembershipWorkload:
         core = host.core
         assert core is not None
         self.updates += 1
-        pad = max(0, self.metadata_bytes - 16)
-        metadata = cbor.encode([self.updates, b"\x00" * pad])
+        metadata = update_metadata_bytes(self.updates, self.metadata_bytes)
         try:
             core.membership.update_metadata(host.clock.now(world.now), metadata)
         except Exception:

@@ -204,3 +204,13 @@ def test_classic_swim_reports_false_positives_without_claiming_the_invariant() -
     everyone_knows_everyone(w)
     at(w, 5.0, "n1", MemberFailed(member(w, "n3", MemberState.FAILED)))
     assert w.metrics(1.0)["membership.false_positives"] == 1
+
+
+def test_update_metadata_has_the_requested_size() -> None:
+    from simulator.workloads import update_metadata_bytes
+
+    shortest = len(update_metadata_bytes(70_000, 0))  # [70000, b""]: 7 bytes
+    assert shortest == 7
+    for size in (7, 8, 23, 24, 25, 64, 255, 256, 257, 300, 1024):
+        assert len(update_metadata_bytes(70_000, size)) == size
+    assert len(update_metadata_bytes(70_000, 3)) == shortest
