@@ -14,6 +14,9 @@ Prints one JSON object as its last line:
 - ``slow_node``: one node paused 4 s of every 10 s at 1 % loss, with Lifeguard and without
   (classic SWIM): false failure declarations of each and their ratio (the Lifeguard paper
   reports more than 50x fewer with it);
+- ``slow_links``: our own variant of the ablation, since a paused node (which runs what
+  piled up in arrival order when it resumes) accuses nobody: one node whose links take
+  1..3 s each way, with Lifeguard and without: false failures and false suspicions;
 - ``partition_heal``: halves cut for 60 s (quick: 30 s), then healed: time until every
   view agrees again;
 - ``join_wave``: staggered joins through 3 seeds, then metadata updates: gossip rounds
@@ -232,6 +235,54 @@ def bench_slow_node(quick: bool) -> dict[str, Any]:
     return runs
 
 
+def slow_links_text(nodes: int, *, lifeguard: bool, duration_s: float) -> str:
+    """A node whose links take 1..3 s each way (slow to hear and to answer) from 10 s on."""
+    return f"""
+name = "bench-membership-slow-links-{'lifeguard' if lifeguard else 'classic'}-{nodes}"
+duration = "{duration_s}s"
+mode = "messages"
+[cluster]
+nodes = {nodes}
+[network]
+latency = "1ms..5ms"
+loss = 0.01
+[node.membership]
+lifeguard = {str(lifeguard).lower()}
+[[fault]]
+at = "10s"
+op = "latency"
+node = "n5"
+latency = "1s..3s"
+[[workload]]
+kind = "membership"
+[check]
+settle = "5s"
+"""
+
+
+def bench_slow_links(quick: bool) -> dict[str, Any]:
+    """Lifeguard vs classic SWIM around a node with 1..3 s latency on its links (our own
+    variant of the ablation: the node is slow to hear acks, so it accuses others)."""
+    nodes, duration = (50, 100.0) if quick else (100, 300.0)
+    runs: dict[str, Any] = {}
+    for lifeguard in (True, False):
+        result, wall = run_world(slow_links_text(nodes, lifeguard=lifeguard,
+                                                 duration_s=duration))
+        m = result.metrics
+        runs["lifeguard" if lifeguard else "classic"] = {
+            "nodes": nodes,
+            "virtual_s": duration,
+            "failed_invariants": _failed(result),
+            "false_positives": m.get("membership.false_positives", 0),
+            "false_suspicions": m.get("membership.false_suspicions", 0),
+            "sim_s_per_wall_s": round(duration / wall, 2),
+        }
+    for key in ("false_positives", "false_suspicions"):
+        on, off = runs["lifeguard"][key], runs["classic"][key]
+        runs[f"{key}_ratio_classic_to_lifeguard"] = round(off / on, 2) if on else None
+    return runs
+
+
 def bench_partition(quick: bool) -> dict[str, Any]:
     """Halves cut, then healed: convergence after the heal."""
     name = "membership-partition-heal.toml" if quick else "membership-partition-heal-soak.toml"
@@ -315,6 +366,9 @@ def main(argv: list[str] | None = None) -> int:
     slow = bench_slow_node(args.quick)
     print(f"slow node: lifeguard {slow['lifeguard']['false_positives']} false positives, "
           f"classic {slow['classic']['false_positives']}", file=sys.stderr)
+    slow_links = bench_slow_links(args.quick)
+    print(f"slow links: false suspicions lifeguard {slow_links['lifeguard']['false_suspicions']}"
+          f", classic {slow_links['classic']['false_suspicions']}", file=sys.stderr)
     partition = bench_partition(args.quick)
     print(f"partition heal: convergence {partition['convergence_s']}", file=sys.stderr)
     wave = bench_join_wave(args.quick)
@@ -326,6 +380,7 @@ def main(argv: list[str] | None = None) -> int:
         "python": platform.python_version(),
         "crash": crash,
         "slow_node": slow,
+        "slow_links": slow_links,
         "partition_heal": partition,
         "join_wave": wave,
         "udp": udp,
