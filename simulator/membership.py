@@ -136,12 +136,13 @@ class Distribution:
             self.samples[j] = value
 
     def report(self, name: str, out: dict[str, float]) -> None:
-        """Add ``name_mean``, ``name_p99``, ``name_max`` (and ``name_count``) if sampled."""
+        """Add ``name_mean``, ``_p50``, ``_p99``, ``_max`` (and ``_count``) if sampled."""
         if not self.count:
             return
         ordered = sorted(self.samples)
         out[f"{name}_count"] = self.count
         out[f"{name}_mean"] = self.total / self.count
+        out[f"{name}_p50"] = ordered[len(ordered) // 2]
         out[f"{name}_p99"] = ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
         out[f"{name}_max"] = ordered[-1]
 
