@@ -982,9 +982,12 @@ class SwimMembership:
         if (state is ALIVE or state is SUSPECT_STATE) and not node.ann.observer:
             if self._peers.add(node_id):
                 self._n_active += 1
-                # SWIM 4.3: a new member goes to a random place in the probe order.
+                # SWIM 4.3: a new member goes to a random place in the probe order (and
+                # in the gossip order, so the current pass of either reaches it).
                 lst = self._probe_list
                 lst.insert(self.rng.randint(self._probe_pos, len(lst)), node_id)
+                lst = self._gossip_list
+                lst.insert(self.rng.randint(self._gossip_pos, len(lst)), node_id)
         elif self._peers.discard(node_id):
             self._n_active -= 1
         if state is FAILED:
