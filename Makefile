@@ -6,6 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 FUZZ_STAMP := $(VENV)/.installed-fuzz
+BENCH_STAMP := $(VENV)/.installed-bench
 BENCH_FLAGS ?=
 
 .PHONY: test demo bench bench-quick fuzz soak lint types clean
@@ -16,6 +17,10 @@ $(BIN)/python:
 $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -e '.[test]'
+	touch $@
+
+$(BENCH_STAMP): $(STAMP)
+	$(BIN)/python -m pip install -q -e '.[test,bench]'
 	touch $@
 
 $(FUZZ_STAMP): $(STAMP)
@@ -37,10 +42,10 @@ demo: $(STAMP)
 	$(BIN)/python -m foundation_p2p.demo
 
 ## make bench: every benchmark at full size; each prints one JSON object as its last line
-bench: $(STAMP)
+bench: $(BENCH_STAMP)
 	@set -e; for b in bench/*.py; do echo "== $$b"; $(BIN)/python $$b $(BENCH_FLAGS); done
 
-bench-quick: $(STAMP)
+bench-quick: $(BENCH_STAMP)
 	@set -e; for b in bench/*.py; do echo "== $$b"; $(BIN)/python $$b --quick; done
 
 ## make fuzz: atheris on every decoder, bounded in time, seeded from spec/vectors
