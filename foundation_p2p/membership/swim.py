@@ -9,8 +9,9 @@ table only through a verified announcement. *Opinions* about others (``Suspect``
 ``Dead``) are unsigned and carry an incarnation and the accuser. Incarnation rules:
 
 - an ALIVE announcement overrides only with an incarnation higher than the known one;
-- a suspect or dead opinion overrides ALIVE at an equal (or higher) incarnation; dead
-  overrides SUSPECT likewise; anything older is stale (counted, ignored);
+- a suspect or dead opinion overrides ALIVE at an equal incarnation; dead overrides
+  SUSPECT likewise; anything older is stale, and anything above the incarnation of the
+  member's latest announcement is ignored (both counted);
 - a LEFT announcement overrides every state at an equal or higher incarnation;
 - a node that hears itself suspected or declared dead refutes: it signs a new ALIVE
   announcement with ``max(own, heard) + 1`` and gossips it (Lifeguard: awareness + 1).
@@ -745,6 +746,11 @@ class SwimMembership:
         if incarnation < node.incarnation or node.ann.observer:
             self.counters.inc("membership.opinion.stale")
             return
+        if incarnation > node.ann.incarnation:
+            # No one can have seen an incarnation the member never announced to us: a
+            # forgery (or news we lack; the member's record, or our own probe, follows).
+            self.counters.inc("membership.opinion.future_incarnation")
+            return
         state = node.state
         if state is SUSPECT_STATE:
             s = node.suspicion
@@ -825,6 +831,11 @@ class SwimMembership:
             return
         if incarnation < node.incarnation or node.ann.observer:
             self.counters.inc("membership.opinion.stale")
+            return
+        if incarnation > node.ann.incarnation:
+            # No one can have seen an incarnation the member never announced to us: a
+            # forgery (or news we lack; the member's record, or our own probe, follows).
+            self.counters.inc("membership.opinion.future_incarnation")
             return
         if node.state is FAILED or node.state is LEFT:
             return

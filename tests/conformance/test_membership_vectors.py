@@ -598,14 +598,7 @@ def _run_timers(node: SwimMembership, until: float, wall: float) -> None:
     raise AssertionError("timers never settle")
 
 
-KNOWN_CORE_BUGS = {
-    # SwimMembership._suspect/_dead apply an opinion about another member at any
-    # incarnation >= the one on record, and raise the record to it. A cluster-key holder
-    # sends suspect(m, 2^64-1): m, which ignores opinions about itself above its own
-    # incarnation, never refutes, and every node that took the opinion declares m failed
-    # at 2^64-1, where no announcement of m can ever override it (spec/membership.md 5.1).
-    "an opinion above the member's announced incarnation is ignored",
-}
+KNOWN_CORE_BUGS: set[str] = set()
 """Sequences the membership core fails today (a bug in the code, not the spec): strict
 xfail, so the fix turns them into passes and the entry here must go."""
 
