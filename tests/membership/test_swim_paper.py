@@ -710,3 +710,24 @@ def test_a_join_pushes_to_every_seed_and_pulls_from_the_next_one_when_one_is_sil
     assert sum(1 for _, reply in first if reply) == 1  # one seed is asked for its table
     assert c.joined and c.member(nid(2)) is not None
     assert net.node("n2").member(c.node_id) is not None
+
+
+def test_an_opinion_above_the_members_announced_incarnation_is_ignored() -> None:
+    core = lone(members=4)
+    core.handle_message(at(1), nid(3), addr(3), Suspect(nid(2), 5, nid(3)))
+    core.handle_message(at(1), nid(3), addr(3), Dead(nid(2), (1 << 64) - 1, nid(3)))
+    assert state_of(core, 2) is ALIVE and core.member(nid(2)).incarnation == 1  # type: ignore[union-attr]
+    assert core.counters["membership.opinion.future_incarnation"] == 2
+    core.handle_message(at(1), nid(3), addr(3), Suspect(nid(2), 1, nid(3)))
+    assert state_of(core, 2) is SUSPECT
+
+
+def test_a_new_member_is_reached_by_the_current_gossip_pass() -> None:
+    core = lone(members=30)
+    for _ in range(3):  # part of the way through a pass of 29 members
+        core._gossip_targets(3)
+    core.handle_message(at(1), nid(40), addr(40), announce(40))
+    chosen: list[bytes] = []
+    for _ in range(10):  # the rest of this pass: 20 members left, 7 rounds
+        chosen += core._gossip_targets(3)
+    assert nid(40) in chosen
