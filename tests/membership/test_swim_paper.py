@@ -723,11 +723,10 @@ def test_an_opinion_above_the_members_announced_incarnation_is_ignored() -> None
 
 
 def test_a_new_member_is_reached_by_the_current_gossip_pass() -> None:
-    core = lone(members=30)
-    for _ in range(3):  # part of the way through a pass of 29 members
+    core = lone(members=29)  # 28 peers
+    for _ in range(3):  # 9 of them taken: 19 left in this pass
         core._gossip_targets(3)
     core.handle_message(at(1), nid(40), addr(40), announce(40))
-    chosen: list[bytes] = []
-    for _ in range(10):  # the rest of this pass: 20 members left, 7 rounds
-        chosen += core._gossip_targets(3)
+    # Without insertion the next 19 picks would be exactly the old pass, without n40.
+    chosen = [core._gossip_targets(1)[0] for _ in range(19)]
     assert nid(40) in chosen
