@@ -53,6 +53,9 @@ def _scenario(nodes: int, duration: float, mode: str) -> Scenario:
         duration_s=duration,
         mode=mode,
         cluster=ClusterSpec(nodes=nodes),
+        # The engine's own speed, on the minimal ping workload: membership is switched off
+        # here (bench/membership.py measures the simulator on the membership workload).
+        node_defaults={"membership": {"enabled": False}},
         workloads=(WorkloadSpec("ping"),),
     )
 

@@ -153,8 +153,9 @@ class NodeCore:
         self.prober = StaticProber(config, rng, self.counters)
         """The static prober (pings ``join`` addresses)."""
         self.add_subsystem("probe", self.prober)
+        membership_config = MembershipConfig.from_node_config(config)
         self.membership = SwimMembership(
-            MembershipConfig.from_node_config(config),
+            membership_config,
             identity=self.identity,
             address=config.advertised,
             name=config.name,
@@ -166,14 +167,14 @@ class NodeCore:
             max_packet_bytes=config.max_packet_bytes,
         )
         """The SWIM + Lifeguard membership core (``foundation_p2p.membership``)."""
-        self.add_subsystem("membership", self.membership)
-        self.piggyback: Callable[[Address, int, int], list[tuple[Frame, bytes]]] | None = (
-            self.membership.piggyback
-        )
+        self.piggyback: Callable[[Address, int, int], list[tuple[Frame, bytes]]] | None = None
         """Tops up every packet with queued membership updates: called with the packet's
         destination, the bytes already used and the frame slots left, returns ``(frame,
         encoded)`` pairs that fit
         (the membership share of the packet; ``user_payload_share`` stays free)."""
+        if membership_config.enabled:
+            self.add_subsystem("membership", self.membership)
+            self.piggyback = self.membership.piggyback
 
         self._emit(Started(self.node_id, self.boot_epoch, new_identity))
         log.debug(

@@ -184,3 +184,25 @@ def test_unknown_command_is_refused() -> None:
     a = make()
     with pytest.raises(ValueError, match="no subsystem"):
         a.handle_command(Now(0, 0), object())  # type: ignore[arg-type]
+
+
+def test_membership_switched_off_is_built_but_not_driven() -> None:
+    on = make()
+    off = make(extra={"membership": {"enabled": False}})
+    assert "membership" in on.subsystems and on.piggyback is not None
+    assert "membership" not in off.subsystems and off.piggyback is None
+    assert off.membership.members() == [off.membership.local]
+    confirm(off, Now(0, 0))
+    off.handle_command(Now(0, 0), Join((B,)))
+    off.handle_timer(Now(0.2, 0))
+    kinds = {type(f).__name__ for _, data in off.take_outgoing() for f in _frames_of(data)}
+    assert kinds == {"Ping"}
+
+
+def _frames_of(data: bytes) -> list[object]:
+    from foundation_p2p.crypto.protection import GossipProtection
+    from foundation_p2p.wire.frames import decode_frames
+
+    receiver = GossipProtection(KEYRING, bytes(16), 1)
+    _, plaintext = receiver.open(data)
+    return list(decode_frames(plaintext).frames)

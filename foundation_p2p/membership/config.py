@@ -102,6 +102,10 @@ class MembershipConfig:
     """Full-state sync with one random member every interval (scaled up above 32 members)."""
     awareness_max: int = 8
     """Upper bound of the Lifeguard local health score (0 = healthy)."""
+    enabled: bool = True
+    """Run SWIM at all. Off, ``core.membership`` is built (its record is this node alone)
+    but not driven: no frames routed to it, no timers, no gossip. For measurements of the
+    rest of the node (the simulator engine benchmark) and static-prober-only setups."""
     lifeguard: bool = True
     """Lifeguard on; off = classic SWIM (fixed suspicion timeout = minimum, no awareness,
     no nacks), for the ablation."""
@@ -171,7 +175,7 @@ class MembershipConfig:
             ("max_join_addresses", 1, 1024),
         ):
             _check_int(name, getattr(self, name), low, high)
-        for name in ("lifeguard", "observer"):
+        for name in ("enabled", "lifeguard", "observer"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"membership.{name}: must be true or false")
         if self.probe_timeout_s > self.probe_interval_s:
