@@ -236,7 +236,13 @@ class NodeCore:
             if core is None:
                 self.counters.inc("frames.unrouted")
                 continue
-            core.handle_message(now, sender, addr, frame)
+            try:
+                core.handle_message(now, sender, addr, frame)
+            except WireError as exc:
+                # A frame that decoded but that its subsystem refuses on its meaning (a bad
+                # signature, an impossible value): dropped and counted like a bad packet.
+                self.counters.inc(f"frames.dropped.{exc.code}")
+                log.debug("drop frame %s from %s: %s: %s", frame.TYPE, addr, exc.code, exc)
         self._collect()
 
     def handle_timer(self, now: Now) -> None:

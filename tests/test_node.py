@@ -206,3 +206,20 @@ def _frames_of(data: bytes) -> list[object]:
     receiver = GossipProtection(KEYRING, bytes(16), 1)
     _, plaintext = receiver.open(data)
     return list(decode_frames(plaintext).frames)
+
+
+def test_a_frame_its_subsystem_refuses_is_dropped_and_counted() -> None:
+    from foundation_p2p.errors import SignatureError
+
+    a, b = _pair()
+
+    class Refusing:
+        frame_types = ()
+
+        def handle_message(self, now: Now, sender: bytes, addr: object, frame: object) -> None:
+            raise SignatureError("forged")
+
+    b._routes[Ping.TYPE] = Refusing()  # type: ignore[assignment]
+    a._send_frame(B, Ping(7))
+    _exchange(a, b, 0.1)
+    assert b.counters["frames.dropped.bad_signature"] == 1
