@@ -60,11 +60,17 @@ QUICK_SKIP_1000 = (
 )
 
 
-def crash_text(nodes: int, *, mode: str, crash_at_s: float, duration_s: float) -> str:
-    """A crash scenario like ``membership-crash*.toml`` for ``nodes`` nodes."""
+def crash_text(
+    nodes: int, *, mode: str, crash_at_s: float | None, duration_s: float
+) -> str:
+    """A crash scenario like ``membership-crash*.toml`` for ``nodes`` nodes (no crash when
+    ``crash_at_s`` is None)."""
     start = ""
     if nodes > 100:
         start = 'start = "staggered"\nstart_interval = "20ms"\n'
+    fault = ""
+    if crash_at_s is not None:
+        fault = f'[[fault]]\nat = "{crash_at_s}s"\nop = "crash"\nnode = "n{nodes // 2}"\n'
     return f"""
 name = "bench-membership-crash-{nodes}"
 duration = "{duration_s}s"
@@ -74,11 +80,7 @@ nodes = {nodes}
 {start}[network]
 latency = "1ms..5ms"
 loss = 0.01
-[[fault]]
-at = "{crash_at_s}s"
-op = "crash"
-node = "n{nodes // 2}"
-[[workload]]
+{fault}[[workload]]
 kind = "membership"
 [check]
 settle = "5s"
@@ -175,14 +177,19 @@ def bench_crash(nodes: int, quick: bool) -> dict[str, Any]:
     }
     bandwidth = m.get("membership.bytes_per_member_per_s")
     if bandwidth is None:
-        # messages mode carries no byte sizes: measure bandwidth in a short bytes-mode run.
+        # messages mode carries no byte sizes: measure bandwidth in a short bytes-mode run
+        # of the same cluster without the crash.
         short = 20.0 if quick else 40.0
-        bres, bwall = run_world(crash_text(nodes, mode="bytes", crash_at_s=short - 6.0,
+        bres, bwall = run_world(crash_text(nodes, mode="bytes", crash_at_s=None,
                                            duration_s=short))
         bandwidth = bres.metrics.get("membership.bytes_per_member_per_s")
         m = dict(m, **{k: v for k, v in bres.metrics.items() if "bytes_per_member" in k})
         out["bandwidth_run"] = {"mode": "bytes", "virtual_s": short, "wall_s": round(bwall, 2),
-                                "ok": bres.ok}
+                                "ok": bres.ok, "failed_invariants": _failed(bres),
+                                "crash": False,
+                                "note": "join-dominated: every node pulls the full state; at "
+                                        "1000 nodes a few views still miss a member at 40 s "
+                                        "(push-pull repairs them, every 180 s at this size)"}
     out["bytes_per_member_per_s"] = None if bandwidth is None else round(bandwidth, 1)
     quiet = m.get("membership.quiet_bytes_per_member_per_s")
     out["quiet_bytes_per_member_per_s"] = None if quiet is None else round(quiet, 1)
