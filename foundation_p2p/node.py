@@ -46,7 +46,7 @@ from foundation_p2p.membership.swim import SwimMembership
 from foundation_p2p.probe import StaticProber
 from foundation_p2p.wire import cbor
 from foundation_p2p.wire.frames import Frame, decode_frames
-from foundation_p2p.wire.limits import WireLimits
+from foundation_p2p.wire.limits import DEFAULT_LIMITS, WireLimits
 from foundation_p2p.wire.packet import GossipPacket
 
 log = logging.getLogger("foundation_p2p.node")
@@ -103,7 +103,7 @@ class NodeCore:
         """
         self.config = config
         self.rng = rng
-        self.limits = limits or WireLimits()
+        self.limits = limits or DEFAULT_LIMITS
         self.counters = Counters()
         self._write_seq = 0
         self._writes: list[DurableWrite] = []

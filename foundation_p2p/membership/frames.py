@@ -247,19 +247,29 @@ class Announcement(_Codec):
         """Decode and shape-check a record and its signature (not the signature itself).
 
         Parsed announcements are kept in a bounded process-wide cache keyed by the exact
-        bytes (:data:`PARSE_CACHE_SIZE`, oldest evicted first), so a record relayed many
+        bytes (:data:`PARSE_CACHE_SIZE` entries and :data:`PARSE_CACHE_BYTES` bytes, oldest
+        evicted first; only for the default limits), so a record relayed many
         times is decoded, and its signature verified, once: every peer relays the same
         bytes, and a simulator runs many nodes in one process. The cached object is never
         mutated except for its ``verified`` memo, a pure function of the same bytes.
         """
+        global _parsed_bytes
+        if limits is not DEFAULT_LIMITS or type(record) is not bytes:
+            return cls._parse(record, signature, limits)  # cached only under the defaults
         key = (record, signature)
-        cached = _PARSED.get(key) if type(record) is bytes and type(signature) is bytes else None
+        cached = _PARSED.get(key)
         if cached is not None:
             return cached  # type: ignore[return-value]
         ann = cls._parse(record, signature, limits)
-        if len(_PARSED) >= PARSE_CACHE_SIZE:
+        size = len(record) + 64
+        while _PARSED and (
+            len(_PARSED) >= PARSE_CACHE_SIZE or _parsed_bytes + size > PARSE_CACHE_BYTES
+        ):
+            old_record, _ = next(iter(_PARSED))
             del _PARSED[next(iter(_PARSED))]
+            _parsed_bytes -= len(old_record) + 64
         _PARSED[key] = ann
+        _parsed_bytes += size
         return ann
 
     @classmethod
@@ -475,7 +485,11 @@ class PushPull(_Codec):
 
 PARSE_CACHE_SIZE = 8192
 """Most parsed announcements kept (see :meth:`Announcement.parse`)."""
+PARSE_CACHE_BYTES = 8 * 1024 * 1024
+"""Most record bytes the cache holds (a peer's record sizes never decide our memory);
+the oldest entries are evicted first when either bound is reached."""
 _PARSED: dict[tuple[bytes, bytes], Announcement] = {}
+_parsed_bytes = 0
 
 _STATES = (MemberState.ALIVE, MemberState.SUSPECT, MemberState.FAILED, MemberState.LEFT)
 

@@ -55,3 +55,32 @@ def test_the_formulas() -> None:
     assert cfg.push_pull_interval(32) == 30.0
     assert cfg.push_pull_interval(100) == 90.0  # ceil(log2 100 - 5) + 1 = 3
     assert cfg.push_pull_interval(1000) == 180.0
+
+
+
+def test_the_announcement_parse_cache_is_bounded_in_bytes(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from foundation_p2p.crypto.identity import Identity
+    from foundation_p2p.membership import frames
+    from foundation_p2p.membership.state import MemberState
+
+    monkeypatch.setattr(frames, "_PARSED", {})
+    monkeypatch.setattr(frames, "_parsed_bytes", 0)
+    monkeypatch.setattr(frames, "PARSE_CACHE_BYTES", 3000)
+    records = []
+    for i in range(8):
+        ann = frames.Announcement.sign(
+            Identity(bytes([i + 1]) * 32),
+            incarnation=1,
+            state=MemberState.ALIVE,
+            address=("127.0.0.1", 7000 + i),
+            name=f"n{i}",
+            metadata=bytes(900),
+            observer=False,
+        )
+        frames.Announcement.parse(ann.record, ann.signature)
+        records.append(ann.record)
+        assert 0 < frames._parsed_bytes <= 3000
+    assert len(frames._PARSED) < 8
+    assert (records[-1], ann.signature) in frames._PARSED
