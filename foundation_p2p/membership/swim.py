@@ -734,22 +734,33 @@ class SwimMembership:
 
     # -- suspicion ------------------------------------------------------------------------
 
-    def _suspect(self, now: Now, node_id: NodeId, incarnation: int, accuser: NodeId) -> None:
-        """Apply a suspect opinion (ours or heard); see the incarnation rules."""
+    def _opinion_target(self, now: Now, node_id: NodeId, incarnation: int) -> _Node | None:
+        """The member a suspect/dead opinion may act on, or None (refuted or counted).
+
+        About ourselves: refute. Unknown member, stale incarnation, an observer, or an
+        incarnation above the member's latest announcement: ignored and counted.
+        """
         if node_id == self.node_id:
             self._refute(now, incarnation)
-            return
+            return None
         node = self._nodes.get(node_id)
         if node is None:
             self.counters.inc("membership.opinion.unknown")
-            return
+            return None
         if incarnation < node.incarnation or node.ann.observer:
             self.counters.inc("membership.opinion.stale")
-            return
+            return None
         if incarnation > node.ann.incarnation:
             # No one can have seen an incarnation the member never announced to us: a
             # forgery (or news we lack; the member's record, or our own probe, follows).
             self.counters.inc("membership.opinion.future_incarnation")
+            return None
+        return node
+
+    def _suspect(self, now: Now, node_id: NodeId, incarnation: int, accuser: NodeId) -> None:
+        """Apply a suspect opinion (ours or heard); see the incarnation rules."""
+        node = self._opinion_target(now, node_id, incarnation)
+        if node is None:
             return
         state = node.state
         if state is SUSPECT_STATE:
@@ -822,20 +833,8 @@ class SwimMembership:
 
     def _dead(self, now: Now, node_id: NodeId, incarnation: int, accuser: NodeId) -> None:
         """Apply a dead opinion (see the incarnation rules)."""
-        if node_id == self.node_id:
-            self._refute(now, incarnation)
-            return
-        node = self._nodes.get(node_id)
+        node = self._opinion_target(now, node_id, incarnation)
         if node is None:
-            self.counters.inc("membership.opinion.unknown")
-            return
-        if incarnation < node.incarnation or node.ann.observer:
-            self.counters.inc("membership.opinion.stale")
-            return
-        if incarnation > node.ann.incarnation:
-            # No one can have seen an incarnation the member never announced to us: a
-            # forgery (or news we lack; the member's record, or our own probe, follows).
-            self.counters.inc("membership.opinion.future_incarnation")
             return
         if node.state is FAILED or node.state is LEFT:
             return
