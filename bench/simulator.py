@@ -14,7 +14,8 @@ run's average event costs than a bare heap pop-and-call).
 Goals (issue 3): messages >= 100 sim-s/wall-s at 100 nodes and >= 10 at 1000; bytes >= 20
 at 100 nodes. These measure the engine on the minimal ping workload, with SWIM membership
 switched off (``[membership] enabled = false``); the simulator's speed on the membership
-workload is reported by ``bench/membership.py`` (``sim_s_per_wall_s`` per N). ``--profile NODES MODE`` prints a cProfile of one run instead.
+workload is reported by ``bench/membership.py`` (``sim_s_per_wall_s`` per N).
+``--profile NODES MODE`` prints a cProfile of one run instead.
 
 Run: ``.venv/bin/python bench/simulator.py [--quick]``
 """
