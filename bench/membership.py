@@ -87,10 +87,10 @@ settle = "5s"
 """
 
 
-def slow_text(nodes: int, *, lifeguard: bool, duration_s: float) -> str:
-    """The slow-node scenario (``membership-slow-node*.toml``) at a chosen size."""
+def _ablation_text(kind: str, nodes: int, lifeguard: bool, duration_s: float, fault: str) -> str:
+    """A Lifeguard-vs-classic scenario: node n5 gets ``fault`` (a [[fault]] table body)."""
     return f"""
-name = "bench-membership-slow-{'lifeguard' if lifeguard else 'classic'}-{nodes}"
+name = "bench-membership-{kind}-{'lifeguard' if lifeguard else 'classic'}-{nodes}"
 duration = "{duration_s}s"
 mode = "messages"
 [cluster]
@@ -102,15 +102,19 @@ loss = 0.01
 lifeguard = {str(lifeguard).lower()}
 [[fault]]
 at = "10s"
-op = "pause"
 node = "n5"
-every = "10s"
-for = "4s"
+{fault}
 [[workload]]
 kind = "membership"
 [check]
 settle = "5s"
 """
+
+
+def slow_text(nodes: int, *, lifeguard: bool, duration_s: float) -> str:
+    """The slow-node scenario (``membership-slow-node*.toml``) at a chosen size."""
+    fault = 'op = "pause"\nevery = "10s"\nfor = "4s"'
+    return _ablation_text("slow", nodes, lifeguard, duration_s, fault)
 
 
 def run_world(text_or_path: str, *, seed: int = 1) -> tuple[RunResult, float]:
@@ -244,27 +248,8 @@ def bench_slow_node(quick: bool) -> dict[str, Any]:
 
 def slow_links_text(nodes: int, *, lifeguard: bool, duration_s: float) -> str:
     """A node whose links take 1..3 s each way (slow to hear and to answer) from 10 s on."""
-    return f"""
-name = "bench-membership-slow-links-{'lifeguard' if lifeguard else 'classic'}-{nodes}"
-duration = "{duration_s}s"
-mode = "messages"
-[cluster]
-nodes = {nodes}
-[network]
-latency = "1ms..5ms"
-loss = 0.01
-[node.membership]
-lifeguard = {str(lifeguard).lower()}
-[[fault]]
-at = "10s"
-op = "latency"
-node = "n5"
-latency = "1s..3s"
-[[workload]]
-kind = "membership"
-[check]
-settle = "5s"
-"""
+    fault = 'op = "latency"\nlatency = "1s..3s"'
+    return _ablation_text("slow-links", nodes, lifeguard, duration_s, fault)
 
 
 def bench_slow_links(quick: bool) -> dict[str, Any]:
