@@ -18,6 +18,7 @@ from typing import Any
 import cbor2
 import pycddl
 import pytest
+from vector_json import from_json, ids
 
 from foundation_p2p.clock import Now
 from foundation_p2p.counters import Counters
@@ -66,23 +67,6 @@ DECODERS: dict[str, Any] = {
     "dead": Dead,
     "push-pull": PushPull,
 }
-
-
-def ids(entries: list[dict[str, Any]]) -> list[str]:
-    return [e["name"] for e in entries]
-
-
-def from_json(value: Any) -> Any:
-    """The Python value of the JSON form of ``spec/README.md``, "Test vectors"."""
-    if isinstance(value, list):
-        return [from_json(v) for v in value]
-    if isinstance(value, dict):
-        if set(value) == {"bytes"}:
-            return bytes.fromhex(value["bytes"])
-        if set(value) == {"map"}:
-            return {from_json(k): from_json(v) for k, v in value["map"]}
-        raise AssertionError(f"unknown JSON form {value!r}")
-    return value
 
 
 def announcement_from_json(entry: dict[str, Any]) -> Announcement:
