@@ -266,8 +266,7 @@ class ChannelsCore:
             self.topics_version += 1
         elif len(subs) >= self.max_subscriptions_per_topic:
             raise ConfigError(
-                f"topic {topic!r}: already {len(subs)} subscriptions "
-                f"(max_subscriptions_per_topic)"
+                f"topic {topic!r}: already {len(subs)} subscriptions (max_subscriptions_per_topic)"
             )
         sub = Subscription(self._next_sub_id, topic, bound, overflow)
         self._next_sub_id += 1

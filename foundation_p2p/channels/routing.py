@@ -20,6 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from foundation_p2p.channels.codec import DEFAULT_CHANNEL_LIMITS
 from foundation_p2p.channels.names import CONTROL, DATA, EVENTS, TELEMETRY, Channel
 from foundation_p2p.errors import ConfigError
 from foundation_p2p.wire import cbor
@@ -47,7 +48,11 @@ def _head_bytes(n: int) -> int:
 
 
 def encoded_size(message: Any) -> int:
-    """Length of ``message``'s deterministic CBOR encoding (strings: computed, not encoded)."""
+    """Length of ``message``'s deterministic CBOR encoding (strings: computed, not encoded).
+
+    Raises the error of :func:`cbor.check_plain` for a value that is not plain CBOR data
+    within the default channel limits.
+    """
     t = type(message)
     if t is bytes:
         n = len(message)
@@ -55,6 +60,7 @@ def encoded_size(message: Any) -> int:
     if t is str and message.isascii():
         n = len(message)
         return _head_bytes(n) + n
+    cbor.check_plain(message, DEFAULT_CHANNEL_LIMITS.value_limits, what="message")
     return len(cbor.encode(message))
 
 
@@ -127,7 +133,8 @@ def explain(message: Any, priority: str = "normal") -> RoutingDecision:
     """Route ``message`` and say why: which rule fired, the sizes, the channel.
 
     Raises ``ConfigError`` for an unknown priority, and the error of
-    :func:`foundation_p2p.wire.cbor.encode` for a message that is not plain CBOR data.
+    :func:`foundation_p2p.wire.cbor.check_plain` for a message that is not plain CBOR
+    data (a ``WireError``: ``MalformedError`` or ``LimitError``).
     """
     prio = _check_priority(priority)
     size = encoded_size(message)
