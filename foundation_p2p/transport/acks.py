@@ -155,14 +155,24 @@ class AckTracker:
         return self._eliciting_since_ack > 0
 
     def build_ack(self, now: float) -> AckFrame | None:
-        """The ACK frame to send now (newest ranges), and the schedule reset; None if empty."""
-        if not self._highs:
+        """The ACK frame to send now (newest ranges), or None if nothing was received.
+
+        Changes nothing: call :meth:`on_ack_sent` once the frame is actually sent.
+        """
+        highs = self._highs
+        if not highs:
             return None
-        n = min(len(self._highs), self.max_ranges_sent)
-        lows, highs = self._lows, self._highs
-        ranges = [(lows[-1 - k], highs[-1 - k]) for k in range(n)]
+        lows = self._lows
+        if len(highs) == 1:
+            ranges = [(lows[0], highs[0])]
+        else:
+            n = min(len(highs), self.max_ranges_sent)
+            ranges = [(lows[-1 - k], highs[-1 - k]) for k in range(n)]
         delay_us = max(0, round((now - self._largest_time) * 1_000_000))
+        return AckFrame(ranges, delay_us)
+
+    def on_ack_sent(self) -> None:
+        """An ACK frame left in a packet: nothing is owed until the next ack-eliciting packet."""
         self._immediate = False
         self._deadline = None
         self._eliciting_since_ack = 0
-        return AckFrame(ranges, delay_us)

@@ -67,9 +67,6 @@ class TransportConfig:
     max_received_datagrams: int = 256
     """DATAGRAM frames received and not yet taken with ``take_events``; beyond, the
     newest is dropped and counted."""
-    max_events: int = 65536
-    """Events not yet taken; beyond, the connection stops reading stream data into events
-    (the data stays in the stream buffers, bounded by flow control)."""
     handshake_timeout_s: float = 0.3
     """First handshake retransmission after this long; it doubles on each try."""
     handshake_max_tries: int = 8

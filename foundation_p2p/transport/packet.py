@@ -4,9 +4,14 @@ They share the gossip packet's first two elements (version 1, then the packet ty
 look at a datagram's first three bytes demultiplexes gossip from connections
 (:func:`packet_type`). Layouts (``spec/transport.md`` section 2)::
 
-    initial   = [1, 2, key-id: uint, scid: bstr .size 8, noise: bstr]     Noise message 1
+    initial   = [1, 2, key-id: uint, scid: bstr .size 8, noise: bstr, padding: bstr]
     handshake = [1, 3, dcid: bstr .size 8, scid: bstr .size 8, noise: bstr] messages 2 and 3
     one-rtt   = [1, 4, dcid: bstr .size 8, pn: uint, sealed: bstr]
+
+The initial packet carries Noise message 1 and is padded to at least ``MIN_INITIAL_BYTES``
+(1200) with zero bytes, as QUIC pads its client Initial: a responder answers only datagrams
+that large, so it never sends more than it received before the client proves its address
+(RFC 9000 section 8.1). Handshake packets carry messages 2 and 3.
 
 Handshake packets are not sealed: the Noise messages protect themselves (and message 1
 carries nothing secret). A 1-RTT packet's ``sealed`` is ChaCha20-Poly1305 under the
@@ -38,6 +43,8 @@ AEAD_TAG_BYTES = 16
 MAX_PACKET_NUMBER = (1 << 62) - 1
 MAX_KEY_ID = (1 << 32) - 1
 MAX_DATAGRAM_BYTES = 65_507
+MIN_INITIAL_BYTES = 1200
+"""An initial packet is at least this long (anti-amplification padding)."""
 
 
 class ConnPacketType(IntEnum):
@@ -89,18 +96,21 @@ class HandshakePacket:
     """The Noise handshake message."""
 
 
-def encode_initial(key_id: int, scid: bytes, noise: bytes) -> bytes:
-    """``[1, 2, key-id, scid, noise]``: the client's first packet."""
+def encode_initial(
+    key_id: int, scid: bytes, noise: bytes, min_bytes: int = MIN_INITIAL_BYTES
+) -> bytes:
+    """``[1, 2, key-id, scid, noise, padding]``: the client's first packet, padded with
+    zero bytes to at least ``min_bytes``."""
     if len(scid) != CID_BYTES or not 0 <= key_id <= MAX_KEY_ID:
         raise MalformedError("initial packet: bad connection id or key id")
-    return (
-        b"\x85\x01\x02"
-        + uint_bytes(key_id)
-        + b"\x48"
-        + scid
-        + bstr_head(len(noise))
-        + noise
-    )
+    body = b"\x86\x01\x02" + uint_bytes(key_id) + b"\x48" + scid + bstr_head(len(noise)) + noise
+    need = min_bytes - len(body)
+    # the smallest padding whose bytes plus its own head reach ``need`` (the head grows with
+    # the length, so at a head-size boundary the packet ends up one byte longer)
+    pad = max(0, need - 5)
+    while pad + len(bstr_head(pad)) < need:
+        pad += 1
+    return body + bstr_head(pad) + bytes(pad)
 
 
 def encode_handshake(dcid: bytes, scid: bytes, noise: bytes) -> bytes:
@@ -118,12 +128,21 @@ def _cid(data: bytes, pos: int) -> tuple[bytes, int]:
 
 
 def parse_handshake(data: bytes, max_noise_bytes: int = 4096) -> HandshakePacket:
-    """Parse an INITIAL or HANDSHAKE packet; raises only ``WireError`` subclasses."""
+    """Parse an INITIAL or HANDSHAKE packet; raises only ``WireError`` subclasses.
+
+    The size rule for initial packets (``MIN_INITIAL_BYTES``) is the receiver's to apply.
+    """
     if len(data) > MAX_DATAGRAM_BYTES:
         raise LimitError(f"packet: {len(data)} bytes exceeds {MAX_DATAGRAM_BYTES}")
     ptype = packet_type(data)
-    if data[0] != 0x85 or ptype not in (ConnPacketType.INITIAL, ConnPacketType.HANDSHAKE):
-        raise MalformedError("handshake packet: expected a 5-element array of type 2 or 3")
+    if ptype == ConnPacketType.INITIAL:
+        if data[0] != 0x86:
+            raise MalformedError("initial packet: expected a 6-element array")
+    elif ptype == ConnPacketType.HANDSHAKE:
+        if data[0] != 0x85:
+            raise MalformedError("handshake packet: expected a 5-element array")
+    else:
+        raise MalformedError(f"packet type {ptype} is not a handshake packet")
     try:
         pos = 3
         key_id: int | None = None
@@ -135,15 +154,13 @@ def parse_handshake(data: bytes, max_noise_bytes: int = 4096) -> HandshakePacket
         else:
             dcid, pos = _cid(data, pos)
         scid, pos = _cid(data, pos)
-        length_head = data[pos]
-        if length_head & 0xE0 == 0x40 and (length_head & 0x1F) < 28:
-            noise, pos = _bstr(data, pos)
-        else:
-            raise MalformedError("handshake packet: noise message must be a byte string")
+        noise, pos = _bstr(data, pos)
+        if ptype == ConnPacketType.INITIAL:
+            _padding, pos = _bstr(data, pos)
     except IndexError:
         raise MalformedError("handshake packet: truncated") from None
     if pos != len(data):
-        raise MalformedError("handshake packet: trailing bytes after the noise message")
+        raise MalformedError("handshake packet: trailing bytes after the last element")
     if len(noise) > max_noise_bytes:
         raise LimitError(f"handshake packet: noise message longer than {max_noise_bytes}")
     return HandshakePacket(ptype, key_id, dcid, scid, noise)

@@ -85,7 +85,9 @@ def test_every_second_ack_eliciting_packet_is_acked_at_once() -> None:
     assert not t.ack_wanted(1.01)
     _receive(t, [1], now=1.01)
     assert t.ack_wanted(1.01)
-    t.build_ack(1.01)
+    assert t.build_ack(1.01) is not None
+    assert t.ack_wanted(1.01)  # building changes nothing
+    t.on_ack_sent()
     assert t.ack_deadline() is None
 
 
@@ -102,10 +104,10 @@ def test_an_unacked_packet_is_acked_within_max_ack_delay_with_the_delay_reported
 def test_out_of_order_ack_eliciting_packet_is_acked_at_once() -> None:
     t = AckTracker()
     _receive(t, [0], now=0.0)
-    t.build_ack(0.0)
+    t.on_ack_sent()
     _receive(t, [2], now=0.1)  # gap at 1
     assert t.ack_wanted(0.1)
-    t.build_ack(0.1)
+    t.on_ack_sent()
     _receive(t, [1], now=0.2)  # fills the gap
     assert t.ack_wanted(0.2)
 

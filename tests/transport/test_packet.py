@@ -41,7 +41,14 @@ def _canonical(value: object) -> bytes:
 
 def test_initial_and_handshake_layouts_are_canonical_cbor() -> None:
     noise = bytes(range(32))
-    assert encode_initial(0xE648E1D1, CID_A, noise) == _canonical([1, 2, 0xE648E1D1, CID_A, noise])
+    initial = encode_initial(0xE648E1D1, CID_A, noise)
+    assert len(initial) == 1200
+    assert initial == _canonical([1, 2, 0xE648E1D1, CID_A, noise, bytes(1146)])  # 51 + 3 + 1146
+    for min_bytes in range(0, 1400):
+        packet = encode_initial(5, CID_A, noise, min_bytes)
+        assert len(packet) >= min_bytes
+        assert len(packet) <= max(min_bytes + 1, 48)
+        assert parse_handshake(packet).noise == noise
     assert encode_handshake(CID_A, CID_B, noise) == _canonical([1, 3, CID_A, CID_B, noise])
     parsed = parse_handshake(encode_initial(7, CID_A, noise))
     assert (parsed.ptype, parsed.key_id, parsed.dcid, parsed.scid, parsed.noise) == (
@@ -101,9 +108,10 @@ def test_a_tampered_one_rtt_packet_fails_authentication() -> None:
 @pytest.mark.parametrize(
     "data",
     [
-        _canonical([1, 2, 1, CID_A[:7], b"n"]),  # short cid
-        _canonical([1, 2, 1, CID_A, b"n", 0]),  # 6 elements
-        _canonical([1, 2, 1 << 33, CID_A, b"n"]),  # key id too large
+        _canonical([1, 2, 1, CID_A[:7], b"n", b""]),  # short cid
+        _canonical([1, 2, 1, CID_A, b"n"]),  # 5 elements
+        _canonical([1, 2, 1, CID_A, b"n", 0]),  # padding not bytes
+        _canonical([1, 2, 1 << 33, CID_A, b"n", b""]),  # key id too large
         _canonical([1, 3, CID_A, CID_B, "text"]),  # noise not bytes
         _canonical([1, 3, CID_A, CID_B, b"n"]) + b"\x00",  # trailing byte
         _canonical([1, 3, CID_A, CID_B, b"nnnn"])[:-1],  # truncated
