@@ -5,7 +5,8 @@
 changes of its topic set since that boot, and the topics are sorted (ASCII order) and
 distinct. ``(epoch, version)`` orders two sets of one node: a receiver keeps the set with
 the larger pair and ignores an older one that arrives late. At most ``max_topics`` topics
-of at most 64 bytes each: with the default 64 topics a set is at most 4,184 bytes.
+of at most 64 bytes each: a set takes at most :func:`max_encoded_bytes` bytes (4,245 with
+the default 64 topics).
 """
 
 from __future__ import annotations
@@ -39,6 +40,15 @@ class TopicSet:
         return other is None or (self.epoch, self.version) > (other.epoch, other.version)
 
 
+def max_encoded_bytes(max_topics: int = DEFAULT_MAX_TOPICS) -> int:
+    """The longest encoding of a set of ``max_topics`` topics (< 65536 topics).
+
+    Array heads (1 + at most 3 bytes), two u64 (9 bytes each), and per topic a 2-byte
+    text head and 64 bytes.
+    """
+    return 22 + 66 * max_topics
+
+
 def encode_topics(
     epoch: int, version: int, topics: Iterable[str], *, max_topics: int = DEFAULT_MAX_TOPICS
 ) -> bytes:
@@ -54,7 +64,7 @@ def encode_topics(
 
 def decode_topics(data: bytes, *, max_topics: int = DEFAULT_MAX_TOPICS) -> TopicSet:
     """Decode a topic set; ``WireError`` naming the problem for anything not as specified."""
-    if len(data) > 16 + max_topics * 66:
+    if len(data) > max_encoded_bytes(max_topics):
         raise LimitError(f"topic set: {len(data)} bytes is too long for {max_topics} topics")
     value = cbor.decode(data)
     if type(value) is not list or len(value) != 3:
