@@ -32,6 +32,7 @@ PROFILES: dict[str, dict[str, Any]] = {
         "push_pull_interval_s": 30.0,
         "awareness_max": 8,
         "dead_retry_interval_s": 5.0,
+        "dead_retry_max_interval_s": 60.0,
         "dead_retry_for_s": 1800.0,
         "reap_after_s": 3600.0,
         "join_retry_s": 1.0,
@@ -49,6 +50,7 @@ PROFILES: dict[str, dict[str, Any]] = {
         "push_pull_interval_s": 60.0,
         "awareness_max": 8,
         "dead_retry_interval_s": 15.0,
+        "dead_retry_max_interval_s": 300.0,
         "dead_retry_for_s": 3600.0,
         "reap_after_s": 7200.0,
         "join_retry_s": 2.0,
@@ -66,6 +68,7 @@ PROFILES: dict[str, dict[str, Any]] = {
         "push_pull_interval_s": 15.0,
         "awareness_max": 8,
         "dead_retry_interval_s": 2.0,
+        "dead_retry_max_interval_s": 30.0,
         "dead_retry_for_s": 600.0,
         "reap_after_s": 1200.0,
         "join_retry_s": 0.5,
@@ -112,7 +115,10 @@ class MembershipConfig:
     observer: bool = False
     """Join as an observer: receive state, never probed, never counted, never a relay."""
     dead_retry_interval_s: float = 5.0
-    """How often a node retries (push-pull) one failed member, to heal partitions."""
+    """First gap before a failed member is pinged again (dead retry, to heal partitions);
+    the gap doubles after each retry up to ``dead_retry_max_interval_s``."""
+    dead_retry_max_interval_s: float = 60.0
+    """Largest gap between two dead-retry pings of one failed member."""
     dead_retry_for_s: float = 1800.0
     """How long after its failure a member keeps being retried."""
     reap_after_s: float = 3600.0
@@ -151,6 +157,7 @@ class MembershipConfig:
             ("gossip_interval_s", 0.001, 3600.0),
             ("push_pull_interval_s", 0.01, 86_400.0),
             ("dead_retry_interval_s", 0.01, 86_400.0),
+            ("dead_retry_max_interval_s", 0.01, 86_400.0),
             ("dead_retry_for_s", 0.0, 30 * 86_400.0),
             ("reap_after_s", 0.0, 365 * 86_400.0),
             ("join_retry_s", 0.001, 3600.0),
@@ -182,6 +189,10 @@ class MembershipConfig:
             raise ConfigError(
                 f"membership.probe_timeout_s: {self.probe_timeout_s} is longer than "
                 f"probe_interval_s {self.probe_interval_s}"
+            )
+        if self.dead_retry_max_interval_s < self.dead_retry_interval_s:
+            raise ConfigError(
+                "membership.dead_retry_max_interval_s: shorter than dead_retry_interval_s"
             )
         if self.join_retry_max_s < self.join_retry_s:
             raise ConfigError("membership.join_retry_max_s: shorter than join_retry_s")

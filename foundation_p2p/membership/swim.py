@@ -22,15 +22,16 @@ with a newer record at once: its new address is adopted (``MemberUpdated`` or, i
 been declared failed, ``MemberJoined``).
 
 **Probing** (SWIM 4.3, Lifeguard). Once per ``probe_interval * (awareness + 1)`` the next
-member of a shuffled round-robin list is pinged (the list is reshuffled at the end of
-each pass; new members are inserted at a random position). No ack within
-``probe_timeout * (awareness + 1)``: ``indirect_checks`` random members are asked to ping
-it (ping-req); each relay forwards the target's ack, or (Lifeguard) answers a nack when
-the target stays silent for 0.8 probe timeouts. No ack by the end of the probe interval:
-the target is suspected. A ping to a suspect carries the suspicion (buddy system) so it
-can refute at once. Awareness (Lifeguard's local health, 0..awareness_max) goes down by
-one per successful probe, up by one per refutation, and up by the number of missing nacks
-(or by one when no relay could be asked) per failed probe.
+member of a shuffled round-robin list is pinged (the list is reshuffled at the end of each
+pass; new members are inserted at a random position). No ack within ``probe_timeout *
+(awareness + 1)``: ``indirect_checks`` random members are asked to ping it (ping-req); a
+relay pings only a member it knows, at that member's signed address (never an address the
+requester names), and forwards the target's ack, or (Lifeguard) answers a nack when the
+target stays silent for 0.8 probe timeouts. No ack by the end of the probe interval: the
+target is suspected. A ping to a suspect carries the suspicion (buddy system) so it can
+refute at once. Awareness (Lifeguard's local health, 0..awareness_max) goes down by one
+per successful probe, up by one per refutation, and up by the number of missing nacks (or
+by one when no relay could be asked) per failed probe.
 
 **Suspicion** (Lifeguard). A suspect is declared failed after
 ``max(min, max - (max - min) * ln(n + 1) / ln(k + 1))`` seconds, where min =
@@ -51,7 +52,10 @@ members in packets of their own. An update is sent at most
 
 **Push-pull.** Every ``push_pull_interval`` (scaled up above 32 members like memberlist's
 pushPullScale) a node sends its whole table to one random member, which answers with its
-own; entries are chunked into ``push-pull`` frames of at most ``push_pull_chunk_bytes``,
+own (the first chunk of an exchange to arrive, whichever it is, triggers the answer,
+once; an initiator with no answer within ``4 * probe_timeout_s`` sends again under a fresh
+exchange, at most twice); entries are chunked into ``push-pull`` frames of at most
+``push_pull_chunk_bytes``,
 and one exchange sends at most ``push_pull_max_bytes`` (above it, this node's record and a
 random subset; counted ``membership.push_pull.truncated``). A received entry applies as
 its announcement, except that a SUSPECT or FAILED entry applies as a suspect opinion by
@@ -61,12 +65,14 @@ the member refute), and a FAILED or LEFT entry for an unknown member is skipped.
 from one of them (in turn), retried with a doubling backoff (``join_retry_s`` ..
 ``join_retry_max_s``) until a seed answers.
 
-**Healing and reaping.** Every ``dead_retry_interval_s`` a node pings one random member
-it declared failed less than ``dead_retry_for_s`` ago; if that member acks, the two
-push-pull, so the two halves of a healed partition find each other and refute. Failed
-and left members are forgotten ``reap_after_s`` after the transition (``MemberReaped``);
-a reaped member's incarnation is remembered (bounded by ``max_members``, oldest forgotten
-first) so a late copy of its old announcement does not bring it back.
+**Healing and reaping.** Each member this node declared failed is pinged again at an
+exponential backoff (first ``dead_retry_interval_s`` after the failure, the gap doubling
+up to ``dead_retry_max_interval_s``, jittered) until ``dead_retry_for_s`` after it; if it
+acks, the two push-pull, so the two halves of a healed partition find each other and
+refute. Failed and left members are forgotten ``reap_after_s`` after the transition
+(``MemberReaped``); a reaped member's incarnation is remembered (bounded by
+``max_members``, oldest forgotten first) so a late copy of its old announcement does not
+bring it back.
 
 **Observers.** A member whose record says ``observer`` is never probed, never a ping-req
 relay, never a gossip or push-pull target, and never counted in N. An observer itself
@@ -149,8 +155,18 @@ ENTRY_OVERHEAD = 8
 """Upper bound of a push-pull entry's bytes around its record and signature."""
 MIN_PIGGYBACK_ROOM = 40
 """Below this many free bytes a packet is not topped up (no update fits)."""
-MAX_RETRY_PINGS = 64
+MAX_RETRY_PINGS = 256
 """Most unanswered dead-retry pings remembered (the oldest is forgotten first)."""
+RETRY_JITTER = (1.0, 1.5)
+"""Each dead-retry gap is multiplied by a factor drawn uniformly from this range."""
+PUSH_PULL_TIMEOUT_MULT = 4.0
+"""An initiated push-pull not answered within this many probe timeouts is sent again."""
+PUSH_PULL_RETRIES = 2
+"""Most times an unanswered push-pull is sent again (each under a fresh exchange)."""
+MAX_PENDING_PUSH_PULLS = 16
+"""Most push-pulls this node awaits an answer to (the oldest is given up first)."""
+MAX_ANSWERED_EXCHANGES = 256
+"""Most exchanges remembered as answered (the oldest is forgotten first)."""
 MAX_INCARNATION = (1 << 64) - 1
 """Incarnations are unsigned 64-bit integers."""
 SCAN_LIMIT = 64
@@ -186,6 +202,8 @@ class _Node:
         "last_heard",
         "member",
         "node_id",
+        "retry_at",
+        "retry_gap",
         "since",
         "state",
         "suspicion",
@@ -199,6 +217,10 @@ class _Node:
         self.since = since
         self.last_heard = since
         self.suspicion: _Suspicion | None = None
+        self.retry_at = 0.0
+        """When the next dead-retry ping is due (while FAILED)."""
+        self.retry_gap = 0.0
+        """The current dead-retry backoff (doubles after each retry up to the cap)."""
         self.member = self._snapshot()
 
     def _snapshot(self) -> Member:
@@ -248,6 +270,13 @@ class _Probe:
 class _Relay:
     requester: Address
     requester_seq: int
+    deadline: float
+
+
+@dataclass(slots=True)
+class _PendingPushPull:
+    addr: Address
+    attempts: int
     deadline: float
 
 
@@ -336,6 +365,9 @@ class SwimMembership:
         self._probe_pos = 0
         self._relays: OrderedDict[int, _Relay] = OrderedDict()
         self._retry_pings: OrderedDict[int, NodeId] = OrderedDict()  # MAX_RETRY_PINGS
+        self._retry_heap: list[tuple[float, int, NodeId]] = []  # lazily pruned
+        self._pp_pending: OrderedDict[int, _PendingPushPull] = OrderedDict()
+        self._pp_answered: OrderedDict[tuple[NodeId, int], None] = OrderedDict()
         self._suspicion_heap: list[tuple[float, int, NodeId]] = []
         self._heap_serial = 0
 
@@ -361,7 +393,6 @@ class SwimMembership:
         self._gossip_dests: set[Address] = set()  # at most gossip_nodes
         self._gossip_pos = 0
         self._next_push_pull: float | None = None
-        self._next_dead_retry: float | None = None
         self._next_join: float | None = None
         self._next_maint: float | None = None
         self._maint_interval = max(
@@ -475,9 +506,10 @@ class SwimMembership:
         if self._next_push_pull is not None and t >= self._next_push_pull:
             self._next_push_pull = None
             self._periodic_push_pull(now)
-        if self._next_dead_retry is not None and t >= self._next_dead_retry:
-            self._next_dead_retry = None
+        if self._retry_heap and self._retry_heap[0][0] <= t:
             self._dead_retry(now)
+        if self._pp_pending:
+            self._expire_push_pulls(now)
         if self._next_join is not None and t >= self._next_join:
             self._join_attempt(now)
         if self._next_maint is not None and t >= self._next_maint:
@@ -494,7 +526,8 @@ class SwimMembership:
             probe.direct_deadline if probe is not None else None,
             self._next_gossip,
             self._next_push_pull,
-            self._next_dead_retry,
+            self._retry_heap[0][0] if self._retry_heap and not self.leaving else None,
+            next(iter(self._pp_pending.values())).deadline if self._pp_pending else None,
             self._next_join,
             self._next_maint,
             self._suspicion_heap[0][0] if self._suspicion_heap else None,
@@ -562,8 +595,6 @@ class SwimMembership:
             while nxt <= t:  # float rounding on an exact tick
                 nxt += interval
             self._next_gossip = nxt
-        if self._failed and self._next_dead_retry is None and not self.leaving:
-            self._next_dead_retry = t + cfg.dead_retry_interval_s
         if self._next_maint is None and (len(self._nodes) > 1 or self._tombstones):
             self._next_maint = t + self._maint_interval
 
@@ -693,7 +724,7 @@ class SwimMembership:
             if node is not None and node.state is FAILED and sender == retried:
                 # A member we declared failed answers: exchange state, so it can refute.
                 self.counters.inc("membership.dead_retry.answered")
-                self._push_pull(now, addr, True, self.rng.getrandbits(48))
+                self._initiate_push_pull(now, addr, 0)
             return
         relay = self._relays.pop(frame.seq, None)
         if relay is not None:
@@ -703,6 +734,25 @@ class SwimMembership:
         self.counters.inc("membership.ack.unexpected")
 
     def _on_ping_req(self, now: Now, sender: NodeId, addr: Address, frame: PingReq) -> None:
+        """Relay a probe: ping ``frame.target`` at the address of its own latest record.
+
+        A relay pings only a member in its table (other than itself and observers), and
+        only at that member's signed address; the requested host and port are ignored
+        (counted when they differ). So a holder of the cluster key cannot aim this node's
+        pings at an arbitrary host:port. A refused ping-req is counted
+        (``membership.relay.refused``) and, with Lifeguard, answered by a nack at once: the
+        path to the requester works, the relay just has no one to ping.
+        """
+        target = self._nodes.get(frame.target)
+        if target is None or target is self._self or target.ann.observer:
+            self.counters.inc("membership.relay.refused")
+            if self.config.lifeguard:
+                self._out.append((addr, Nack(frame.seq)))
+                self.counters.inc("membership.nacks.sent")
+            return
+        ann = target.ann
+        if ann.host != frame.host or ann.port != frame.port:
+            self.counters.inc("membership.relay.address_replaced")
         relays = self._relays
         if len(relays) >= self.config.max_relayed_probes:
             relays.popitem(last=False)
@@ -710,7 +760,7 @@ class SwimMembership:
         seq = self._next_seq()
         deadline = now.mono + self.config.probe_timeout_s * NACK_FRACTION
         relays[seq] = _Relay(addr, frame.seq, deadline)
-        self._out.append((frame.address, SwimPing(seq, frame.target)))
+        self._out.append(((ann.host, ann.port), SwimPing(seq, frame.target)))
         self.counters.inc("membership.relay.pings")
 
     def _expire_relays(self, t: float) -> None:
@@ -1001,7 +1051,8 @@ class SwimMembership:
         elif self._peers.discard(node_id):
             self._n_active -= 1
         if state is FAILED:
-            self._failed.add(node_id)
+            if self._failed.add(node_id):
+                self._schedule_retry(node, t, self.config.dead_retry_interval_s)
         else:
             self._failed.discard(node_id)
         node.refresh()
@@ -1175,10 +1226,21 @@ class SwimMembership:
             node = self._announcement(now, ann)
             if node is not None or ann.node_id == self.node_id:
                 self._suspect(now, ann.node_id, ann.incarnation, sender)
-        if frame.reply and frame.index == 0:
-            self.counters.inc("membership.push_pull.answered")
-            self._push_pull(now, addr, False, frame.exchange)
-        elif not frame.reply and frame.last and frame.exchange in self._join_exchanges:
+        if frame.reply:
+            # The first chunk of an exchange to arrive (any index) triggers the answer,
+            # once: a lost chunk 0 does not leave the initiator without an answer.
+            answered = self._pp_answered
+            key = (sender, frame.exchange)
+            if key not in answered:
+                if len(answered) >= MAX_ANSWERED_EXCHANGES:
+                    answered.popitem(last=False)
+                answered[key] = None
+                self.counters.inc("membership.push_pull.answered")
+                self._push_pull(now, addr, False, frame.exchange)
+            return
+        if self._pp_pending.pop(frame.exchange, None) is not None:
+            self.counters.inc("membership.push_pull.completed")
+        if frame.last and frame.exchange in self._join_exchanges:
             self._join_exchanges.clear()
             self._next_join = None
             self._seeds = ()
@@ -1228,30 +1290,88 @@ class SwimMembership:
         picked = self._sample_peers(1)
         if picked:
             node = self._nodes[picked[0]]
-            self._push_pull(now, (node.ann.host, node.ann.port), True, self.rng.getrandbits(48))
+            self._initiate_push_pull(now, (node.ann.host, node.ann.port), 0)
         self._next_push_pull = None
 
-    def _dead_retry(self, now: Now) -> None:
-        """Ping one random member declared failed less than ``dead_retry_for_s`` ago.
+    def _initiate_push_pull(self, now: Now, addr: Address, attempts: int) -> None:
+        """Start a push-pull with ``addr`` and await its answer (sent again if none comes).
 
-        Only a ping (a few bytes to a node that is most likely gone); if it answers, the
-        ack triggers a push-pull with it (:meth:`_on_ack`), which merges the two views.
+        Bounded: at most ``MAX_PENDING_PUSH_PULLS`` are awaited; beyond, the oldest is
+        given up (counted ``membership.push_pull.given_up``).
         """
-        items = self._failed.items
-        horizon = now.mono - self.config.dead_retry_for_s
-        for _ in range(3):
-            if not items:
-                return
-            node = self._nodes[self.rng.choice(items)]
-            if node.since >= horizon:
-                self.counters.inc("membership.dead_retries")
-                seq = self._next_seq()
-                retries = self._retry_pings
-                if len(retries) >= MAX_RETRY_PINGS:
-                    retries.popitem(last=False)
-                retries[seq] = node.node_id
-                self._out.append(((node.ann.host, node.ann.port), SwimPing(seq, node.node_id)))
-                return
+        exchange = self.rng.getrandbits(48)
+        pending = self._pp_pending
+        if len(pending) >= MAX_PENDING_PUSH_PULLS:
+            pending.popitem(last=False)
+            self.counters.inc("membership.push_pull.given_up")
+        deadline = now.mono + PUSH_PULL_TIMEOUT_MULT * self.config.probe_timeout_s
+        pending[exchange] = _PendingPushPull(addr, attempts, deadline)
+        self._push_pull(now, addr, True, exchange)
+
+    def _expire_push_pulls(self, now: Now) -> None:
+        """Send again (fresh exchange) each push-pull whose answer did not come in time."""
+        pending = self._pp_pending
+        t = now.mono
+        while pending:
+            exchange, p = next(iter(pending.items()))
+            if p.deadline > t:
+                break
+            del pending[exchange]
+            if p.attempts >= PUSH_PULL_RETRIES or self.leaving:
+                self.counters.inc("membership.push_pull.unanswered")
+                continue
+            self.counters.inc("membership.push_pull.retried")
+            self._initiate_push_pull(now, p.addr, p.attempts + 1)
+
+    def _schedule_retry(self, node: _Node, t: float, gap: float) -> None:
+        """Plan the next dead-retry ping of ``node`` ``gap`` (jittered) from ``t``."""
+        node.retry_gap = gap
+        node.retry_at = t + gap * self.rng.uniform(*RETRY_JITTER)
+        heap = self._retry_heap
+        if len(heap) > 2 * len(self._failed) + 64:
+            # Drop entries of members no longer failed or rescheduled (lazy deletion).
+            nodes = self._nodes
+            heap[:] = [
+                e
+                for e in heap
+                if (n := nodes.get(e[2])) is not None and n.state is FAILED and n.retry_at == e[0]
+            ]
+            heapq.heapify(heap)
+        self._heap_serial += 1
+        heapq.heappush(heap, (node.retry_at, self._heap_serial, node.node_id))
+
+    def _dead_retry(self, now: Now) -> None:
+        """Ping each failed member whose retry is due, then back off (spec 12.2).
+
+        Each failed member is retried on its own schedule: first ``dead_retry_interval_s``
+        after its failure, then at a gap that doubles up to ``dead_retry_max_interval_s``,
+        each gap multiplied by a random factor in ``RETRY_JITTER``, until
+        ``dead_retry_for_s`` after its failure. Only a ping (a few bytes to a node that is
+        most likely gone); if it answers, the ack triggers a push-pull with it
+        (:meth:`_on_ack`), which merges the two views.
+        """
+        heap = self._retry_heap
+        t = now.mono
+        cfg = self.config
+        if self.leaving:
+            heap.clear()
+            return
+        while heap and heap[0][0] <= t:
+            due, _, node_id = heapq.heappop(heap)
+            node = self._nodes.get(node_id)
+            if node is None or node.state is not FAILED or node.retry_at != due:
+                continue  # recovered, reaped, or rescheduled since
+            if t - node.since >= cfg.dead_retry_for_s:
+                self.counters.inc("membership.dead_retry.expired")
+                continue
+            self.counters.inc("membership.dead_retries")
+            seq = self._next_seq()
+            retries = self._retry_pings
+            if len(retries) >= MAX_RETRY_PINGS:
+                retries.popitem(last=False)
+            retries[seq] = node_id
+            self._out.append(((node.ann.host, node.ann.port), SwimPing(seq, node_id)))
+            self._schedule_retry(node, t, min(node.retry_gap * 2, cfg.dead_retry_max_interval_s))
 
     # -- leave, reaping --------------------------------------------------------------------
 
@@ -1263,7 +1383,8 @@ class SwimMembership:
         self._next_join = None
         self._next_probe = None
         self._next_push_pull = None
-        self._next_dead_retry = None
+        self._retry_heap.clear()
+        self._pp_pending.clear()
         self._probe = None
         own = self._self
         ann = self._sign(own.incarnation + 1, LEFT)

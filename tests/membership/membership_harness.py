@@ -2,8 +2,9 @@
 
 Each :class:`Net` holds ``SwimMembership`` cores keyed by address. Frames go through
 their CBOR encoding and the frame decoder on the way (so the codecs are exercised),
-with a fixed latency; a node can be crashed (it neither sends nor receives), and links
-can be cut by a predicate. Time only moves in :meth:`Net.run_until`.
+with a fixed latency; a node can be crashed (it neither sends nor receives), links
+can be cut by a predicate, and single frames dropped by another. Time only moves in
+:meth:`Net.run_until`.
 """
 
 from __future__ import annotations
@@ -52,6 +53,8 @@ class Net:
         self.events: dict[str, list[Event]] = {}
         self.down: set[Address] = set()
         self.cut: Callable[[Address, Address], bool] = lambda src, dst: False
+        self.drop: Callable[[Address, Address, Frame], bool] = lambda src, dst, frame: False
+        """Drops single frames (after ``record``): return True to lose this one."""
         self.sent: list[tuple[float, Address, Address, Frame]] = []
         self.record = False
         self._queue: list[tuple[float, int, Address, Address, Frame]] = []
@@ -115,6 +118,8 @@ class Net:
             if self.record:
                 self.sent.append((self.t, addr, dest, frame))
             if addr in self.down or dest in self.down or self.cut(addr, dest):
+                continue
+            if self.drop(addr, dest, frame):
                 continue
             self._serial += 1
             heapq.heappush(self._queue, (self.t + self.latency, self._serial, addr, dest, frame))
