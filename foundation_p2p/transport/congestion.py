@@ -119,6 +119,11 @@ class NewReno:
         self.persistent_congestion_events = 0
 
     @property
+    def bytes_in_flight(self) -> int:
+        """Bytes sent and not yet acknowledged, lost or discarded, as this controller counts."""
+        return self._bytes_in_flight
+
+    @property
     def in_slow_start(self) -> bool:
         """True while the window is below the slow start threshold."""
         return self.congestion_window < self.ssthresh

@@ -29,8 +29,9 @@ Rules implemented (RFC 9002 numbering):
 
 Cost: the tracked packets live in a dict keyed by packet number plus a deque of their
 numbers in send order. Acknowledged ranges are walked only from the oldest tracked packet
-up, and loss detection stops at the first packet that is not lost, so a packet costs O(1)
-amortised from send to acknowledgement or loss.
+up (a range wider than the tracked set walks the tracked set instead), and loss detection
+stops at the first packet that is not lost, so a packet costs O(1) amortised from send to
+acknowledgement or loss, whatever the peer's ACK frames repeat.
 
 Bound: at most ``max_tracked`` packets are tracked. :meth:`LossRecovery.can_track` turns
 False at that bound and the connection stops sending new ack-eliciting data (acks, probes
@@ -396,10 +397,18 @@ class LossRecovery:
                     continue
                 if lo < floor:
                     lo = floor
-                for pn in range(lo, hi + 1):
-                    p = pop(pn, None)
-                    if p is not None:
-                        append(p)
+                if hi - lo < len(sent):
+                    for pn in range(lo, hi + 1):
+                        p = pop(pn, None)
+                        if p is not None:
+                            append(p)
+                else:
+                    # A range wider than what is tracked (packet numbers were skipped):
+                    # walk the tracked packets instead, so the cost stays O(tracked).
+                    for pn in [pn for pn in order if lo <= pn <= hi]:
+                        p = pop(pn, None)
+                        if p is not None:
+                            append(p)
         if not acked:
             return AckOutcome(acked, [], None)
 
