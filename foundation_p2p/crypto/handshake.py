@@ -103,8 +103,7 @@ def decode_identity_payload(payload: bytes) -> tuple[bytes, bytes]:
     :class:`MalformedError` naming the problem."""
     if len(payload) != IDENTITY_PAYLOAD_BYTES:
         raise MalformedError(
-            f"handshake: the identity payload is {IDENTITY_PAYLOAD_BYTES} bytes, "
-            f"got {len(payload)}"
+            f"handshake: the identity payload is {IDENTITY_PAYLOAD_BYTES} bytes, got {len(payload)}"
         )
     try:
         value = cbor.decode(payload)

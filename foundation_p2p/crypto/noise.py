@@ -128,6 +128,28 @@ def hkdf(chaining_key: bytes, ikm: bytes, outputs: int) -> tuple[bytes, ...]:
     return out1, out2, _hmac_sha256(temp, out2 + b"\x03")
 
 
+_P25519 = (1 << 255) - 19
+_LOW_ORDER_U = frozenset(
+    (
+        0,
+        1,
+        _P25519 - 1,
+        325606250916557431795983626356110631294008115727848805560023387167927233504,
+        39382357235489614581723060781553021112529911719440698176882885853963445705823,
+    )
+)
+"""The u-coordinates (mod p) of the points of order 1, 2, 4 or 8 on Curve25519 and its
+twist: X25519 with any of them gives the all-zero shared secret."""
+
+
+def check_public_key(public: bytes, what: str) -> None:
+    """Refuse a peer's X25519 public key of small order (section 12.1 allows either
+    behaviour; we refuse at once, on reading, rather than at the DH that follows)."""
+    u = (int.from_bytes(public, "little") & ((1 << 255) - 1)) % _P25519
+    if u in _LOW_ORDER_U:
+        raise MalformedError(f"noise: the peer's {what} is a low-order X25519 point")
+
+
 def x25519_public(private: bytes) -> bytes:
     """The X25519 public key of a 32-byte private key."""
     if len(private) != DHLEN:
@@ -170,9 +192,9 @@ class CipherState:
     def __init__(self, k: bytes | None = None, n: int = 0) -> None:
         self.k: bytes | None = None
         self._aead: ChaCha20Poly1305 | None = None
-        self.n = n
         if k is not None:
             self.initialize_key(k)
+        self.n = n
 
     def initialize_key(self, k: bytes | None) -> None:
         """``InitializeKey(key)``: set the key (or none) and reset ``n`` to 0."""
@@ -344,6 +366,11 @@ class HandshakeState:
         self._e = _KeyPair(e) if e is not None else None
         if rs is not None and len(rs) != DHLEN:
             raise ConfigError(f"noise: a remote static key is {DHLEN} bytes")
+        if rs is not None:
+            try:
+                check_public_key(rs, "static key")
+            except MalformedError as exc:
+                raise ConfigError(str(exc)) from None
         self.rs: bytes | None = rs
         self.re: bytes | None = None
         self._ss = SymmetricState(protocol_name.encode("ascii"))
@@ -490,7 +517,9 @@ class HandshakeState:
                     raise MalformedError(
                         f"noise: message {self._index + 1} is too short for an ephemeral key"
                     )
-                self.re = message[pos : pos + DHLEN]
+                re_ = message[pos : pos + DHLEN]
+                check_public_key(re_, "ephemeral key")
+                self.re = re_
                 pos += DHLEN
                 ss.mix_hash(self.re)
                 if self._psk is not None:
@@ -501,7 +530,9 @@ class HandshakeState:
                     raise MalformedError(
                         f"noise: message {self._index + 1} is too short for a static key"
                     )
-                self.rs = ss.decrypt_and_hash(message[pos : pos + size])
+                rs = ss.decrypt_and_hash(message[pos : pos + size])
+                check_public_key(rs, "static key")
+                self.rs = rs
                 pos += size
             elif token == "psk":
                 assert self._psk is not None
@@ -548,6 +579,7 @@ __all__ = [
     "CipherState",
     "HandshakeState",
     "SymmetricState",
+    "check_public_key",
     "hkdf",
     "x25519_public",
 ]
