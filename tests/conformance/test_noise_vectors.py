@@ -252,3 +252,41 @@ def test_cipher_state_nonce_format_is_little_endian_after_zero_bits() -> None:
     second = cs.encrypt_with_ad(b"ad", b"hello")
     nonce = bytes(4) + (1).to_bytes(8, "little")
     assert second == ChaCha20Poly1305(key).encrypt(nonce, b"hello", b"ad")
+
+
+# -- spec/handshake.cddl ---------------------------------------------------------------
+
+
+def _payload_schema() -> Any:
+    import pycddl
+
+    text = (ROOT / "spec" / "handshake.cddl").read_text("utf-8")
+    return pycddl.Schema(f"cddl-vector-root = identity-payload\n{text}")
+
+
+def test_vector_payloads_match_the_cddl() -> None:
+    schema = _payload_schema()
+    for entry in _handshake_vector()["messages"][1:]:
+        schema.validate_cbor(bytes.fromhex(entry["payload"]["cbor"]))
+
+
+@pytest.mark.parametrize(
+    "value",
+    [[bytes(32)], [bytes(32), bytes(64), b""], [bytes(31), bytes(64)], [bytes(32), bytes(65)]],
+    ids=["one element", "three elements", "short key", "long signature"],
+)
+def test_the_cddl_refuses_misshapen_payloads(value: list[bytes]) -> None:
+    import cbor2
+    import pycddl
+
+    with pytest.raises(pycddl.ValidationError):
+        _payload_schema().validate_cbor(cbor2.dumps(value))
+
+
+def test_spec_sizes() -> None:
+    # spec/handshake.md 2 and 3: a 31-byte prologue; messages of 48, 197 and 165 bytes.
+    from foundation_p2p.crypto.handshake import MESSAGE_SIZES, prologue_for
+
+    v = _handshake_vector()
+    assert len(prologue_for(0)) == 31
+    assert [m["length"] for m in v["messages"]] == list(MESSAGE_SIZES) == [48, 197, 165]
