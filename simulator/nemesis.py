@@ -11,7 +11,8 @@ generator among the nodes the op can act on; other roles (``@leader``,
 ``@singleton:NAME``) go through :data:`ROLE_RESOLVERS`, which later capabilities fill.
 
 At the start of ``[check] settle`` every pending inverse runs at once, every partition and
-clog is lifted, network overrides are undone and paused nodes resume. After that only the
+clog is lifted, network overrides are undone, paused nodes resume and slow nodes handle
+their whole backlog at once and run at full speed again. After that only the
 restoring ops (``heal``, ``restart``, ``resume``, ``join``) still fire.
 
 Random faults (``--random-faults``, TigerBeetle style) are drawn from the seed within
@@ -22,10 +23,10 @@ Random faults (``--random-faults``, TigerBeetle style) are drawn from the seed w
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
-from simulator.host import DOWN, LEFT, NEW, UP, Host
+from simulator.host import DOWN, LEFT, NEW, UP, Host, SlowParams
 from simulator.model import FaultSpec, LatencySpec
 from simulator.rand import child_rng
 
@@ -42,6 +43,13 @@ RESTORING_OPS = ("heal", "restart", "resume", "join")
 RANDOM_OPS = ("partition", "isolate", "crash", "pause", "loss", "latency", "clog", "swizzle",
               "skew")
 """Ops the random-fault mode knows how to draw."""
+
+
+@dataclass(frozen=True)
+class SlowFaultSpec(FaultSpec):
+    """A ``slow`` fault: a :class:`FaultSpec` with the slow handler's parameters."""
+
+    slow: SlowParams = field(default_factory=SlowParams)
 
 
 class FaultError(ValueError):
@@ -116,6 +124,8 @@ class Nemesis:
         for host in world.hosts:
             if host.paused:
                 world.resume(host)
+            if host.slow is not None:
+                world.unslow(host, flush=True)
 
     # -- node selection ------------------------------------------------------------------
 
@@ -127,6 +137,8 @@ class Nemesis:
             return [h for h in hosts if h.paused]
         if op == "join":
             return [h for h in hosts if h.status in (NEW, LEFT)]
+        if op == "slow":
+            return [h for h in hosts if h.status == UP and not h.paused and h.slow is None]
         return [h for h in hosts if h.status == UP and not h.paused]
 
     def _resolve(self, spec: FaultSpec, who: str) -> Host | None:
@@ -248,6 +260,20 @@ class Nemesis:
                     self.world.resume(h)
             self._later(spec.for_s, "pause", undo)
         return None
+
+    def _op_slow(self, spec: FaultSpec, targets: list[Host]) -> Any:
+        params = spec.slow if isinstance(spec, SlowFaultSpec) else SlowParams()
+        slowed = [h for h in targets if self.world.slow(h, params)]
+        if spec.for_s and slowed:
+            def undo() -> None:
+                for h in slowed:
+                    self.world.unslow(h)
+            self._later(spec.for_s, "slow", undo)
+        return {
+            "rate": params.rate, "drain_rate": params.drain_rate, "lag_s": params.lag_s,
+            "queue": params.queue_packets, "queue_bytes": params.queue_bytes,
+            "timers": params.timers,
+        }
 
     def _op_resume(self, spec: FaultSpec, targets: list[Host]) -> Any:
         for h in targets:
@@ -385,6 +411,7 @@ _OPS: dict[str, Callable[[Nemesis, FaultSpec, list[Host]], Any]] = {
     "crash": Nemesis._op_crash,
     "restart": Nemesis._op_restart,
     "pause": Nemesis._op_pause,
+    "slow": Nemesis._op_slow,
     "resume": Nemesis._op_resume,
     "skew": Nemesis._op_skew,
     "loss": Nemesis._op_loss,

@@ -24,8 +24,9 @@ from simulator.durations import (
     parse_duration,
     parse_latency_range,
 )
+from simulator.host import TIMER_MODES, SlowParams
+from simulator.model import FAULT_OPS as MODEL_FAULT_OPS
 from simulator.model import (
-    FAULT_OPS,
     WORKLOAD_KINDS,
     CheckSpec,
     ClusterSpec,
@@ -37,6 +38,18 @@ from simulator.model import (
     Scenario,
     WorkloadSpec,
 )
+from simulator.nemesis import SlowFaultSpec
+
+FAULT_OPS = (*MODEL_FAULT_OPS, "slow")
+"""Every fault op the parser knows: the model's and ``slow`` (the slow-node model)."""
+MAX_SLOW_RATE = 1_000_000.0
+"""Largest ``rate``/``drain_rate`` of a ``slow`` fault (datagrams per second)."""
+MAX_SLOW_QUEUE = 1_000_000
+"""Largest ``queue`` (datagrams) of a ``slow`` fault."""
+MAX_SLOW_QUEUE_BYTES = 1 << 30
+"""Largest ``queue_bytes`` of a ``slow`` fault."""
+MAX_SLOW_LAG_S = 3600.0
+"""Longest ``lag`` of a ``slow`` fault."""
 
 MAX_NODES = 100_000
 """Largest cluster a scenario may ask for."""
@@ -77,6 +90,7 @@ FAULT_KEYS: dict[str, tuple[str, ...]] = {
     "crash": ("node", "nodes", "torn"),
     "restart": ("node", "nodes"),
     "pause": ("node", "nodes"),
+    "slow": ("node", "nodes", "rate", "drain_rate", "lag", "queue", "queue_bytes", "timers"),
     "resume": ("node", "nodes"),
     "skew": ("node", "nodes", "kind", "value"),
     "loss": ("value", "node", "nodes", "from", "to"),
@@ -96,13 +110,14 @@ INVERSE_OPS: dict[str, str] = {
     "swizzle": "heal",
     "crash": "restart",
     "pause": "resume",
+    "slow": "full speed (the backlog then drains at drain_rate)",
     "loss": "loss back to the [network] setting",
     "latency": "latency back to the [network] setting",
     "skew": "skew back to zero",
 }
 """Ops that may take ``for``: what undoes each occurrence when its ``for`` is over."""
 
-_NEEDS_TARGET = ("isolate", "crash", "restart", "pause", "resume", "join", "leave")
+_NEEDS_TARGET = ("isolate", "crash", "restart", "pause", "slow", "resume", "join", "leave")
 RANDOM_FAULT_OPS = (
     "partition", "isolate", "crash", "pause", "loss", "latency", "clog", "swizzle", "skew",
     "transfer-leader",
@@ -699,7 +714,13 @@ class _Parser:
         elif op == "swizzle" and nodes and len(nodes) < 2:
             self.fail(f"{path}.nodes", "swizzle clogs nodes one after another: list two or more")
 
-        return FaultSpec(
+        fault_cls = FaultSpec
+        extra: dict[str, Any] = {}
+        if op == "slow":
+            fault_cls = SlowFaultSpec
+            extra["slow"] = self._slow_params(table, path)
+
+        return fault_cls(
             at_s=at_s,
             op=op,
             node=node,
@@ -717,6 +738,50 @@ class _Parser:
             kind=kind,
             torn=torn,
             index=index,
+            **extra,
+        )
+
+    def _slow_params(self, table: dict[str, Any], path: str) -> SlowParams:
+        """The ``slow`` fault's handler parameters (defaults: :class:`SlowParams`)."""
+        d = SlowParams()
+        rate = d.rate
+        if "rate" in table:
+            rate = self.number(table["rate"], f"{path}.rate")
+            if not 0.0 <= rate <= MAX_SLOW_RATE:
+                self.fail(
+                    f"{path}.rate",
+                    f"{rate} is out of range 0..{MAX_SLOW_RATE:g} datagrams per second "
+                    "handled while starved (0: none)",
+                )
+        drain = d.drain_rate
+        if "drain_rate" in table:
+            drain = self.number(table["drain_rate"], f"{path}.drain_rate")
+            if not 0.0 < drain <= MAX_SLOW_RATE:
+                self.fail(
+                    f"{path}.drain_rate",
+                    f"{drain} is out of range: datagrams per second handled after the starved "
+                    f"phase, above 0 (or the backlog never drains) and at most "
+                    f"{MAX_SLOW_RATE:g}",
+                )
+        lag = d.lag_s
+        if "lag" in table:
+            lag = self.duration(table["lag"], f"{path}.lag")
+            if lag > MAX_SLOW_LAG_S:
+                self.fail(f"{path}.lag", f"{table['lag']!r} is longer than an hour")
+        queue = d.queue_packets
+        if "queue" in table:
+            queue = self.integer(table["queue"], f"{path}.queue", 1, MAX_SLOW_QUEUE)
+        queue_bytes = d.queue_bytes
+        if "queue_bytes" in table:
+            queue_bytes = self.integer(
+                table["queue_bytes"], f"{path}.queue_bytes", 1, MAX_SLOW_QUEUE_BYTES
+            )
+        timers = d.timers
+        if "timers" in table:
+            timers = self.choice(table["timers"], f"{path}.timers", TIMER_MODES)
+        return SlowParams(
+            rate=rate, drain_rate=drain, lag_s=lag, queue_packets=queue,
+            queue_bytes=queue_bytes, timers=timers,
         )
 
     def _partition_shape(

@@ -37,7 +37,7 @@ from foundation_p2p.node import PACKET_OVERHEAD_BYTES, NodeCore
 from foundation_p2p.wire.packet import GossipPacket
 from simulator import checkers as checkers_mod
 from simulator.clock import EPOCH_S
-from simulator.host import DOWN, LEFT, UP, Host
+from simulator.host import DOWN, LEFT, TIMERS_LATE, UP, Host, SlowParams, SlowState
 from simulator.membership import MEMBER_EVENTS, MembershipTracker, memoized_signature_checks
 from simulator.model import Scenario
 from simulator.nemesis import Nemesis
@@ -470,6 +470,7 @@ class World:
         if host.core is not None and not host.paused:
             host.timer_missed = False
             self._reschedule(host, force=True)
+            self._slow_kick(host)
         return True
 
     def command(self, host: Host, cmd: Command) -> None:
@@ -539,6 +540,15 @@ class World:
                 host.timer_missed = True
                 host.pile_up(self._timer_late, host)
             return
+        st = host.slow
+        if st is not None and st.params.timers == TIMERS_LATE:
+            # A single-threaded starved process: the timer runs when the handler gets to it.
+            st.add_timer(self.now, self._timer_late, host)
+            self._slow_kick(host)
+            return
+        self._timer_now(host, core)
+
+    def _timer_now(self, host: Host, core: NodeCore) -> None:
         deadline = self._deadline(host, core)
         if deadline is None:
             host.timer_at = None
@@ -563,8 +573,15 @@ class World:
             self._fail(host, "next_deadline")
 
     def _timer_late(self, host: Host) -> None:
+        """A timer firing that waited (a pause's pile or a slow handler's queue) runs now."""
         host.timer_at = None
-        self._timer(host)
+        core = host.core
+        if core is None:
+            return
+        if host.paused:
+            self._timer(host)
+            return
+        self._timer_now(host, core)
 
     def _on_writes(self, host: Host, writes: list[DurableWrite]) -> None:
         disk = host.disk
@@ -685,11 +702,15 @@ class World:
     def _deliver(self, arg: tuple[Host, Host, Any]) -> None:
         src, dst, payload = arg
         core = dst.core
-        now = self.now
-        if core is None or dst.paused or self._cuts:
+        if core is None or dst.paused or self._cuts or dst.slow is not None:
             if self._deliver_blocked(src, dst, arg):
                 return
             assert core is not None
+        self._handle(src, dst, core, payload)
+
+    def _handle(self, src: Host, dst: Host, core: NodeCore, payload: Any) -> None:
+        """``dst``'s core handles one datagram now (then send what it produced)."""
+        now = self.now
         self.delivered += 1
         clock = dst.clock
         stamp = Now(now, clock.wall(now)) if clock.skewed else Now(now, EPOCH_S + now)
@@ -740,7 +761,104 @@ class World:
         if dst.paused:
             dst.pile_up(self._deliver, arg)
             return True
+        st = dst.slow
+        if st is not None:
+            payload = arg[2]
+            size = (
+                PACKET_OVERHEAD_BYTES + 16 * len(payload.frames) if self.messages_mode
+                else len(payload)
+            )
+            if st.admit(now, self._deliver_queued, arg, size):
+                self._slow_kick(dst)
+            else:
+                self._line(
+                    f'{{"dst":"{dst.name}","ev":"drop","reason":"recv_queue_full",'
+                    f'"src":"{src.name}","t":"{now:.9f}"}}'
+                )
+            return True
         return False
+
+    def _deliver_queued(self, arg: tuple[Host, Host, Any]) -> None:
+        """A slow host's handler takes one datagram from its receive queue."""
+        src, dst, payload = arg
+        core = dst.core
+        if core is None:
+            return
+        self._handle(src, dst, core, payload)
+
+    # -- the slow-node model (simulator.host.SlowParams) ---------------------------------
+
+    def slow(self, host: Host, params: SlowParams) -> bool:
+        """Starve ``host``'s message handler (timers go on); see :class:`SlowParams`.
+
+        A host still draining the backlog of an earlier starved phase starts a new one with
+        the same queue.
+        """
+        if host.core is None or host.paused:
+            return False
+        st = host.slow
+        if st is None:
+            host.slow = SlowState(params, self.now)
+            self.membership.on_pause(host)
+        else:
+            st.params = params
+            st.starved = True
+        return True
+
+    def unslow(self, host: Host, *, flush: bool = False) -> bool:
+        """End ``host``'s starved phase: its backlog now drains at ``drain_rate``.
+
+        ``flush`` (settle: every fault undone) handles the whole backlog now, in order, and
+        ends the slow period at once, as :meth:`resume` does with a pause's pile.
+        """
+        st = host.slow
+        if st is None or (not st.starved and not flush):
+            return False
+        st.starved = False
+        if flush:
+            while host.slow is st and st.queue and not host.paused:
+                fn, item = st.take(self.now)
+                fn(item)
+            if host.slow is st and not host.paused:
+                st.scheduled = False  # a pending take finds the period over
+                self._slow_kick(host)
+            return True
+        self._slow_kick(host)
+        return True
+
+    def _slow_kick(self, host: Host) -> None:
+        """Schedule the handler's next take, or end the slow period when it has caught up."""
+        st = host.slow
+        if st is None or st.scheduled or host.paused:
+            return
+        if not st.queue:
+            if not st.starved:
+                host.end_slow()
+                self.membership.on_resume(host)
+                self.trace({"ev": "slow_end", "node": host.name,
+                            "handled": st.processed, "dropped": st.dropped})
+            return
+        rate = st.rate()
+        if rate <= 0.0:
+            return  # the handler does not run until the starved phase ends
+        arrival, _, _, size = st.queue[0]
+        ready = arrival + st.params.lag_s if size >= 0 else arrival
+        st.scheduled = True
+        self.schedule(max(self.now, st.free_at, ready), self._slow_serve, (host, st))
+
+    def _slow_serve(self, arg: tuple[Host, SlowState]) -> None:
+        host, st = arg
+        if host.slow is not st:
+            return  # crashed or left since
+        st.scheduled = False
+        rate = st.rate()
+        if host.paused or rate <= 0.0 or not st.queue:
+            self._slow_kick(host)
+            return
+        fn, item = st.take(self.now)
+        st.free_at = self.now + 1.0 / rate
+        fn(item)
+        self._slow_kick(host)
 
     # -- settle and checks ---------------------------------------------------------------
 
@@ -819,6 +937,19 @@ class World:
         m["node.packets_dropped"] = dropped
         m["node.packets_received"] = counters.get("packets.received", 0)
         m["node.pile_dropped"] = sum(h.pile_dropped for h in self.hosts)
+        q_dropped = q_handled = 0
+        q_lag_sum = q_lag_max = 0.0
+        for h in self.hosts:
+            d, n, lag_sum, lag_max = h.slow_totals()
+            q_dropped += d
+            q_handled += n
+            q_lag_sum += lag_sum
+            q_lag_max = max(q_lag_max, lag_max)
+        m["node.recv_queue_dropped"] = q_dropped
+        m["node.recv_queue_handled"] = q_handled
+        if q_handled:
+            m["node.recv_queue_lag_s_mean"] = q_lag_sum / q_handled
+            m["node.recv_queue_lag_s_max"] = q_lag_max
         m["probe.acks"] = self.rtt_count
         if self.rtt_count:
             m["probe.rtt_s_mean"] = self.rtt_sum / self.rtt_count

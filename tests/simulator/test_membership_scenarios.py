@@ -115,15 +115,23 @@ def test_first_suspicion_comes_after_about_e_over_e_minus_1_probe_periods() -> N
 
 def test_slow_node_with_lifeguard_makes_no_false_failure() -> None:
     result = run_file("membership-slow-node.toml")
+    m = result.metrics
     assert result.invariants["membership.no_false_failures"].ok
-    assert result.metrics["membership.false_positives"] == 0
-    assert result.metrics["faults.applied"] >= 5  # the pauses did happen
+    assert m["membership.false_positives"] == 0
+    assert m["faults.applied"] >= 5  # the starved phases did happen
+    # ... and the slow node did read its datagrams late (the model was in force).
+    assert m["node.recv_queue_handled"] > 0 and m["node.recv_queue_lag_s_max"] > 1.0
 
 
 def test_slow_node_without_lifeguard_is_reported_not_claimed() -> None:
+    """Classic SWIM around the same slow node: the false failures are counted (the
+    ablation's other half), no invariant claims them away, and the view converges once
+    settle ends the slowness."""
     result = run_file("membership-slow-node-classic.toml")
+    m = result.metrics
     assert "membership.no_false_failures" not in result.invariants
-    assert "membership.false_positives" in result.metrics
+    assert m["membership.false_positives"] > 0
+    assert m["membership.false_suspicions"] > 0
     assert result.invariants["membership.converged"].ok
 
 

@@ -241,6 +241,30 @@ def test_items_of_later_capabilities_are_refused_naming_the_capability(
         ('[node]\nbind = "127.0.0.1:1"\n', "node.bind", "set by the simulator"),
         ('[node.n1]\ndata_dir = "/tmp/x"\n', "node.n1.data_dir", "set by the simulator"),
         ("[node]\nmembership = 3\n", "node.membership", "must be a table"),
+        # the slow-node model's keys
+        ('[[fault]]\nat = "1s"\nop = "slow"\n', "fault[0].node", "needs node"),
+        ('[[fault]]\nat = "1s"\nop = "slow"\nnode = "n1"\nrate = -1\n', "fault[0].rate",
+         "out of range"),
+        ('[[fault]]\nat = "1s"\nop = "slow"\nnode = "n1"\nrate = "fast"\n', "fault[0].rate",
+         "must be a number"),
+        ('[[fault]]\nat = "1s"\nop = "slow"\nnode = "n1"\ndrain_rate = 0\n',
+         "fault[0].drain_rate", "never drains"),
+        ('[[fault]]\nat = "1s"\nop = "slow"\nnode = "n1"\nlag = 5\n', "fault[0].lag",
+         "must be a duration"),
+        ('[[fault]]\nat = "1s"\nop = "slow"\nnode = "n1"\nlag = "2h"\n', "fault[0].lag",
+         "longer than an hour"),
+        ('[[fault]]\nat = "1s"\nop = "slow"\nnode = "n1"\nqueue = 0\n', "fault[0].queue",
+         "out of range"),
+        ('[[fault]]\nat = "1s"\nop = "slow"\nnode = "n1"\nqueue = 1.5\n', "fault[0].queue",
+         "must be an integer"),
+        ('[[fault]]\nat = "1s"\nop = "slow"\nnode = "n1"\nqueue_bytes = 0\n',
+         "fault[0].queue_bytes", "out of range"),
+        ('[[fault]]\nat = "1s"\nop = "slow"\nnode = "n1"\ntimers = "never"\n',
+         "fault[0].timers", "not one of on_time, late"),
+        ('[[fault]]\nat = "1s"\nop = "slow"\nnode = "n1"\nquota = 3\n', "fault[0].quota",
+         "unknown key"),
+        ('[[fault]]\nat = "1s"\nop = "pause"\nnode = "n1"\nrate = 3\n', "fault[0].rate",
+         "unknown key"),
     ],
 )
 def test_invalid_scenarios_are_refused_naming_file_key_and_problem(
@@ -358,6 +382,41 @@ def test_fault_forms_parse_into_their_fields() -> None:
     assert s.cluster.seeds == ("n1", "n2", "n3")
 
 
+def test_slow_fault_parses_its_parameters_and_defaults() -> None:
+    from simulator.host import SlowParams
+    from simulator.nemesis import SlowFaultSpec
+
+    s = parse(
+        """
+        [[fault]]
+        at = "1s"
+        op = "slow"
+        node = "n2"
+        every = "10s"
+        for = "4s"
+        rate = 2.5
+        drain_rate = 40
+        lag = "30ms"
+        queue = 64
+        queue_bytes = 65536
+        timers = "late"
+        [[fault]]
+        at = "2s"
+        op = "slow"
+        nodes = ["n1", "n3"]
+        """
+    )
+    first, second = s.faults
+    assert isinstance(first, SlowFaultSpec) and isinstance(second, SlowFaultSpec)
+    assert first.op == "slow" and first.node == "n2" and first.for_s == 4.0
+    assert first.slow == SlowParams(
+        rate=2.5, drain_rate=40.0, lag_s=0.03, queue_packets=64, queue_bytes=65536,
+        timers="late",
+    )
+    assert second.slow == SlowParams() and second.for_s is None
+    assert SlowParams().queue_bytes == 212_992 and SlowParams().timers == "on_time"
+
+
 def test_a_node_that_left_may_join_again() -> None:
     s = parse(
         '[[fault]]\nat = "1s"\nop = "leave"\nnode = "n2"\n'
@@ -423,7 +482,8 @@ def test_every_shipped_scenario_parses_and_documents_itself(path: str) -> None:
 def test_readme_documents_every_key_op_kind_and_invariant() -> None:
     from simulator import scenario as scn
     from simulator.checkers import CHECKERS
-    from simulator.model import FAULT_OPS, WORKLOAD_KINDS
+    from simulator.model import WORKLOAD_KINDS
+    from simulator.scenario import FAULT_OPS
 
     with open(os.path.join(SCENARIO_DIR, "..", "README.md"), encoding="utf-8") as f:
         readme = f.read()
