@@ -150,17 +150,19 @@ class NewReno:
             self._hwm = b
 
     def on_packets_acked(self, acked: list[SentPacket], now: float, rtt: RttEstimator) -> None:
-        """Grow the window for newly acknowledged in-flight packets (appendix B.5)."""
+        """Grow the window for newly acknowledged in-flight packets (appendix B.5).
+
+        ``acked`` is in send order (ascending packet numbers, so ascending send times).
+        """
+        if not acked:
+            return
         total = 0
-        new_round = False
-        round_start = self._round_start
         for p in acked:
             total += p.size
-            if p.time_sent >= round_start:
-                new_round = True
         used = self._hwm_prev_round if self._hwm_prev_round > self._hwm else self._hwm
         self._bytes_in_flight = max(0, self._bytes_in_flight - total)
-        if new_round:
+        newest_sent = acked[-1].time_sent
+        if newest_sent >= self._round_start:
             # A packet sent after the round began is acknowledged: one round trip is over.
             self._hwm_prev_round = self._hwm
             self._hwm = self._bytes_in_flight
@@ -181,13 +183,14 @@ class NewReno:
             self.underused_acks += 1
             return
         start = self._recovery_start_time
-        grow = 0
-        for p in acked:
-            if start is not None and p.time_sent <= start:
-                continue  # sent before the recovery period began: no growth
-            grow += p.size
-        if grow == 0:
-            return
+        grow = total
+        if start is not None and acked[0].time_sent <= start:
+            if newest_sent <= start:
+                return  # all sent before the recovery period began: no growth
+            grow = 0
+            for p in acked:
+                if p.time_sent > start:
+                    grow += p.size
         if ss:
             cwnd += grow
         else:

@@ -369,8 +369,19 @@ class LossRecovery:
         if not ranges:
             raise TransportError(ErrorCode.FRAME_ENCODING_ERROR, "ACK frame without ranges")
         largest = ranges[0][1]
+        if largest > self._largest_sent:
+            raise TransportError(
+                ErrorCode.PROTOCOL_VIOLATION, f"ACK of packet {largest}, which was never sent"
+            )
+        sent = self._sent
+        order = self._order
+        # The oldest tracked packet: ranges wholly below it acknowledge nothing new and are
+        # neither walked nor checked (peers repeat old ranges in every ACK frame).
+        floor = order[0] if order else largest + 1
+        todo: list[tuple[int, int]] = []
         prev_low = largest + 1
-        for lo, hi in ranges:
+        for r in ranges:
+            lo, hi = r
             if lo > hi or lo < 0:
                 raise TransportError(ErrorCode.FRAME_ENCODING_ERROR, f"bad ACK range {lo}..{hi}")
             if hi >= prev_low:
@@ -378,47 +389,37 @@ class LossRecovery:
                     ErrorCode.FRAME_ENCODING_ERROR, "ACK ranges overlap or are not descending"
                 )
             prev_low = lo
-        if largest > self._largest_sent:
-            raise TransportError(
-                ErrorCode.PROTOCOL_VIOLATION, f"ACK of packet {largest}, which was never sent"
-            )
+            if hi < floor:
+                break
+            todo.append(r)
         if self.largest_acked is None or largest > self.largest_acked:
             self.largest_acked = largest
 
-        sent = self._sent
-        order = self._order
         acked: list[SentPacket] = []
-        if order:
-            floor = order[0]  # the oldest tracked packet: nothing below it to acknowledge
-            pop = sent.pop
-            append = acked.append
-            for lo, hi in reversed(ranges):
-                if hi < floor:
-                    continue
-                if lo < floor:
-                    lo = floor
-                if hi - lo < len(sent):
-                    for pn in range(lo, hi + 1):
-                        p = pop(pn, None)
-                        if p is not None:
-                            append(p)
-                else:
-                    # A range wider than what is tracked (packet numbers were skipped):
-                    # walk the tracked packets instead, so the cost stays O(tracked).
-                    for pn in [pn for pn in order if lo <= pn <= hi]:
-                        p = pop(pn, None)
-                        if p is not None:
-                            append(p)
+        pop = sent.pop
+        append = acked.append
+        for lo, hi in reversed(todo):
+            if lo < floor:
+                lo = floor
+            if hi - lo < len(sent):
+                for pn in range(lo, hi + 1):
+                    p = pop(pn, None)
+                    if p is not None:
+                        append(p)
+            else:
+                # A range wider than what is tracked (packet numbers were skipped): walk
+                # the tracked packets instead, so the cost stays O(tracked).
+                for pn in [pn for pn in order if lo <= pn <= hi]:
+                    p = pop(pn, None)
+                    if p is not None:
+                        append(p)
         if not acked:
             return AckOutcome(acked, [], None)
 
         bif = self.bytes_in_flight
         ae_in_flight = 0
-        any_ack_eliciting = False
         n_in_flight = 0
         for p in acked:
-            if p.ack_eliciting:
-                any_ack_eliciting = True
             if p.in_flight:
                 n_in_flight += 1
                 bif -= p.size
@@ -430,7 +431,7 @@ class LossRecovery:
 
         rtt_sample: float | None = None
         newest = acked[-1]
-        if newest.pn == largest and any_ack_eliciting:
+        if newest.pn == largest and (ae_in_flight or any(p.ack_eliciting for p in acked)):
             rtt_sample = now - newest.time_sent
             self.rtt.update(rtt_sample, ack_delay, self.max_ack_delay)
             if self._first_rtt_sample_time is None:

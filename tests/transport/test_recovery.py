@@ -627,9 +627,9 @@ def test_every_packet_ends_acked_lost_or_outstanding_exactly_once(
         if kind == "send":
             _, size, ae, skip = o
             assert isinstance(size, int) and isinstance(ae, bool) and isinstance(skip, int)
-            next_pn += skip
             if ae and not r.can_track():
                 continue
+            next_pn += skip
             p = SentPacket(next_pn, now, size, ack_eliciting=ae, in_flight=ae)
             r.on_packet_sent(p)
             if r.tracked and r.outstanding()[-1] is p:
