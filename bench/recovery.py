@@ -138,8 +138,7 @@ def run_aioquic(
         p.delivery_handlers.append((delivered, ()))
         packets.append(p)
     rangesets: list[Any] = [
-        None if r is None else RangeSet([range(lo, hi + 1) for lo, hi in reversed(r)])
-        for r in acks
+        None if r is None else RangeSet([range(lo, hi + 1) for lo, hi in reversed(r)]) for r in acks
     ]
     on_sent = rec.on_packet_sent
     on_ack = rec.on_ack_received
