@@ -258,6 +258,7 @@ class Handshake:
         expected_peer: NodeId | None = None,
         *,
         static: NoiseStatic | None = None,
+        max_failures: int = 8,
     ) -> Handshake:
         """The initiator's side, with the keyring's primary key (``key_id`` goes in clear).
 
@@ -272,6 +273,7 @@ class Handshake:
             secret_bytes=secret_bytes,
             expected_peer=expected_peer,
             static=static,
+            max_failures=max_failures,
         )
 
     @classmethod
@@ -283,6 +285,7 @@ class Handshake:
         key_id: int,
         *,
         static: NoiseStatic | None = None,
+        max_failures: int = 8,
     ) -> Handshake:
         """The responder's side, for the cluster key ``key_id`` the initiator announced;
         raises :class:`UnknownKeyError` when the keyring does not hold it."""
@@ -299,6 +302,7 @@ class Handshake:
             secret_bytes=secret_bytes,
             expected_peer=None,
             static=static,
+            max_failures=max_failures,
         )
 
     @property
