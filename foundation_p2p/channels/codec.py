@@ -51,6 +51,16 @@ MAX_SEQ = 2**64 - 1
 """Largest sequence number (u64)."""
 
 _SMALL_CBOR_BYTES = 65_507  # cbor.decode's own size cap (WireLimits.max_packet_bytes)
+
+# Initial bytes of the CBOR items that are not plain data: tags (major type 6) and simple
+# values other than false/true/null/floats (0xe0..0xf3, undefined 0xf7, 0xf8); and of
+# arrays and maps (0x80..0xbf).
+_NOT_PLAIN_HEADS = bytes([*range(0xC0, 0xDC), *range(0xE0, 0xF4), 0xF7, 0xF8])
+_CONTAINER_HEADS = bytes(range(0x80, 0xC0))
+_UNREMARKABLE = bytes(b for b in range(256) if b not in _NOT_PLAIN_HEADS + _CONTAINER_HEADS)
+
+_TOPIC_CACHE: dict[bytes, str] = {}
+_TOPIC_CACHE_MAX = 1024  # entries; cleared when full (a bound, not an LRU)
 _pack_header = HEADER.pack
 _unpack_header = HEADER.unpack_from
 
@@ -66,7 +76,7 @@ class ChannelLimits:
     max_collection_items: int = 65_536
     """Most elements in any array or map of a CBOR message."""
     value_limits: WireLimits = field(init=False, repr=False, compare=False)
-    """The same bounds as a ``WireLimits`` (for ``cbor.decode`` and ``cbor.check_plain``)."""
+    """The same bounds as a ``WireLimits`` (for ``cbor.check_plain``)."""
 
     def __post_init__(self) -> None:
         for name in ("max_message_bytes", "max_depth", "max_collection_items"):
@@ -232,12 +242,28 @@ def decode_body(flags: int, body: memoryview | bytes, limits: ChannelLimits) -> 
     if flags & BINARY:
         return data
     if len(data) <= _SMALL_CBOR_BYTES:
-        value = cbor.decode(data, limits.value_limits)
+        try:
+            value = cbor.decode(data, limits.value_limits)
+        except LimitError as exc:
+            if "nesting" in str(exc):  # name the bound the caller set, not the decoder's
+                raise LimitError(f"message: nesting deeper than {limits.max_depth}") from None
+            raise
     else:
         value = _decode_large_cbor(data, limits)
     if type(value) is bytes:
         raise MalformedError("message: a byte string must travel with the BINARY flag")
-    cbor.check_plain(value, limits.value_limits, what="message")
+    # The decoder bounds nesting only to max_depth + 1 empty containers, and lets tags
+    # and simple values through, so check_plain walks the value, unless the bytes prove
+    # the walk would pass: a body of n bytes holds no collection of more than n elements,
+    # nests at most as deep as it has array/map heads, and holds no tag or simple value
+    # if none of their initial bytes appears anywhere (string contents can only make
+    # this test more cautious, never less).
+    if len(data) > limits.max_collection_items:
+        cbor.check_plain(value, limits.value_limits, what="message")
+    else:
+        remarkable = data.translate(None, _UNREMARKABLE)
+        if len(remarkable) > limits.max_depth or remarkable.translate(None, _CONTAINER_HEADS):
+            cbor.check_plain(value, limits.value_limits, what="message")
     return value
 
 
@@ -366,13 +392,18 @@ class RecordDecoder:
     def _finish(self, whole: memoryview) -> ChannelMessage:
         tl = self._topic_len
         raw_topic = bytes(whole[:tl])
-        try:
-            topic = raw_topic.decode("ascii")
-        except UnicodeDecodeError:
-            raise MalformedError("record topic: non-ASCII byte") from None
-        problem = topic_problem(topic)
-        if problem is not None:
-            raise MalformedError(f"record topic {topic!r}: {problem}")
+        topic = _TOPIC_CACHE.get(raw_topic)
+        if topic is None:
+            try:
+                topic = raw_topic.decode("ascii")
+            except UnicodeDecodeError:
+                raise MalformedError("record topic: non-ASCII byte") from None
+            problem = topic_problem(topic)
+            if problem is not None:
+                raise MalformedError(f"record topic {topic!r}: {problem}")
+            if len(_TOPIC_CACHE) >= _TOPIC_CACHE_MAX:
+                _TOPIC_CACHE.clear()
+            _TOPIC_CACHE[raw_topic] = topic
         body = whole[tl:]
         try:
             value = decode_body(self._flags, body, self.limits)

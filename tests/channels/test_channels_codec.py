@@ -236,3 +236,30 @@ def test_any_plain_value_round_trips(value: Any, compress: bool, seq: int) -> No
     m = decode_record(record)
     assert m.seq == seq
     assert cbor2.dumps(m.value, canonical=True) == cbor2.dumps(value, canonical=True)
+
+
+def _nested(levels: int, leaf: Any) -> Any:
+    value = leaf
+    for _ in range(levels):
+        value = [value]
+    return value
+
+
+@pytest.mark.parametrize("leaf", [1, "x" * 70_000], ids=["small-path", "large-path"])
+def test_depth_bound_is_exact_on_both_decoding_paths(leaf: Any) -> None:
+    ok = _nested(16, leaf)
+    assert decode_record(encode_record("t", 0, ok)).value == ok
+    for too_deep in (_nested(17, leaf), _nested(16, [])):
+        record = raw_record(b"t", 0, 0, cbor2.dumps(too_deep))
+        with pytest.raises(LimitError, match="nesting deeper than 16"):
+            decode_record(record)
+    with pytest.raises(LimitError, match="nesting deeper than 16"):
+        encode_record("t", 0, _nested(17, leaf))
+
+
+@pytest.mark.parametrize(
+    "body", [b"\xd8\x64\x01", b"\x81\xf7", b"\xf0", b"\xa1\x61k\xd8\x64\x01"], ids=repr
+)
+def test_items_that_are_not_plain_data_are_refused(body: bytes) -> None:
+    with pytest.raises(MalformedError):
+        decode_record(raw_record(b"t", 0, 0, body))
