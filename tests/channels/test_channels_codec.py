@@ -22,6 +22,7 @@ from foundation_p2p.channels.codec import (
     encode_record,
 )
 from foundation_p2p.errors import ConfigError, LimitError, MalformedError, WireError
+from foundation_p2p.wire.cbor import check_plain
 
 VALUES: list[Any] = [
     None,
@@ -263,3 +264,30 @@ def test_depth_bound_is_exact_on_both_decoding_paths(leaf: Any) -> None:
 def test_items_that_are_not_plain_data_are_refused(body: bytes) -> None:
     with pytest.raises(MalformedError):
         decode_record(raw_record(b"t", 0, 0, body))
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.recursive(
+        st.integers(-1000, 1000) | st.text(max_size=3) | st.none() | st.just([]) | st.just({}),
+        lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=2), inner),
+        max_leaves=40,
+    ),
+    st.integers(min_value=1, max_value=5),
+    st.integers(min_value=1, max_value=8),
+)
+def test_fast_plain_check_agrees_with_the_full_walk(value: Any, depth: int, items: int) -> None:
+    """Decoding refuses a body exactly when ``cbor.check_plain`` refuses its value."""
+    limits = ChannelLimits(max_depth=depth, max_collection_items=items)
+    body = cbor2.dumps(value, canonical=True)
+    try:
+        check_plain(value, limits.value_limits)
+        expected: type[Exception] | None = None
+    except WireError as exc:
+        expected = type(exc)
+    try:
+        decode_record(raw_record(b"t", 0, 0, body), limits)
+        got: type[Exception] | None = None
+    except WireError as exc:
+        got = type(exc)
+    assert got is expected
