@@ -143,3 +143,20 @@ class TopicMap:
     def defined(self) -> dict[str, str]:
         """The custom topics defined so far, name -> channel name, sorted by name."""
         return {t: self._custom[t].name for t in sorted(self._custom)}
+
+
+def channel_stream_id(channel: Channel, *, initiator: bool) -> int:
+    """The stream id carrying ``channel`` from a publisher (spec/channels.md section 1).
+
+    The publisher's first four unidirectional streams, one per channel in number order:
+    ``4n + 2`` if it initiated the connection, ``4n + 3`` if it responded.
+    """
+    return 4 * channel.number + (2 if initiator else 3)
+
+
+def channel_of_stream(stream_id: int) -> Channel | None:
+    """The channel a received unidirectional stream carries, or ``None`` if it is not a
+    channel stream (bidirectional, or id 16 and up)."""
+    if type(stream_id) is not int or not 0 <= stream_id < 16 or not stream_id & 0x2:
+        return None
+    return STANDARD_CHANNELS[stream_id >> 2]

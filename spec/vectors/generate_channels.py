@@ -31,10 +31,20 @@ BINARY = 0x02
 LARGE_MESSAGE_BYTES = 10 * 1024
 
 CHANNELS = [
-    {"name": "control", "number": 0, "urgency": 0, "incremental": False},
-    {"name": "events", "number": 1, "urgency": 2, "incremental": True},
-    {"name": "data", "number": 2, "urgency": 6, "incremental": True},
-    {"name": "telemetry", "number": 3, "urgency": 4, "incremental": True},
+    {
+        "name": name,
+        "number": n,
+        "urgency": u,
+        "incremental": inc,
+        "stream_id_initiator": 4 * n + 2,
+        "stream_id_responder": 4 * n + 3,
+    }
+    for name, n, u, inc in [
+        ("control", 0, 0, False),
+        ("events", 1, 2, True),
+        ("data", 2, 6, True),
+        ("telemetry", 3, 4, True),
+    ]
 ]
 
 

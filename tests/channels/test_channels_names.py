@@ -13,6 +13,8 @@ from foundation_p2p.channels.names import (
     TELEMETRY,
     TopicMap,
     channel_named,
+    channel_of_stream,
+    channel_stream_id,
     check_topic,
 )
 from foundation_p2p.errors import ConfigError
@@ -78,3 +80,13 @@ def test_channel_named() -> None:
     assert channel_named(TELEMETRY) is TELEMETRY
     with pytest.raises(ConfigError):
         channel_named(3)
+
+
+def test_channel_streams_are_the_first_four_unidirectional_streams() -> None:
+    assert [channel_stream_id(c, initiator=True) for c in STANDARD_CHANNELS] == [2, 6, 10, 14]
+    assert [channel_stream_id(c, initiator=False) for c in STANDARD_CHANNELS] == [3, 7, 11, 15]
+    for c in STANDARD_CHANNELS:
+        for initiator in (True, False):
+            assert channel_of_stream(channel_stream_id(c, initiator=initiator)) is c
+    for not_channel in (0, 1, 4, 5, 16, 18, 19, -1):
+        assert channel_of_stream(not_channel) is None

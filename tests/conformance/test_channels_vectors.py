@@ -25,7 +25,13 @@ from foundation_p2p.channels.codec import (
     encode_record,
 )
 from foundation_p2p.channels.gossip import decode_topics, encode_topics
-from foundation_p2p.channels.names import STANDARD_CHANNELS, check_topic, topic_problem
+from foundation_p2p.channels.names import (
+    STANDARD_CHANNELS,
+    channel_of_stream,
+    channel_stream_id,
+    check_topic,
+    topic_problem,
+)
 from foundation_p2p.channels.routing import explain
 from foundation_p2p.errors import ConfigError, LimitError, MalformedError, WireError
 
@@ -43,10 +49,21 @@ def schema(rule: str) -> pycddl.Schema:
 
 def test_standard_channels() -> None:
     got = [
-        {"name": c.name, "number": c.number, "urgency": c.urgency, "incremental": c.incremental}
+        {
+            "name": c.name,
+            "number": c.number,
+            "urgency": c.urgency,
+            "incremental": c.incremental,
+            "stream_id_initiator": channel_stream_id(c, initiator=True),
+            "stream_id_responder": channel_stream_id(c, initiator=False),
+        }
         for c in STANDARD_CHANNELS
     ]
     assert got == VECTORS["channels"]
+    for entry in VECTORS["channels"]:
+        for key in ("stream_id_initiator", "stream_id_responder"):
+            channel = channel_of_stream(entry[key])
+            assert channel is not None and channel.name == entry["name"]
 
 
 @pytest.mark.parametrize("name", VECTORS["topic_names"]["valid"])
