@@ -11,12 +11,18 @@ Prints one JSON object as its last line:
   ``quiet_bytes_per_member_per_s``, the same once the views agree after the crash; bytes
   mode only, so N = 1000 gets a shorter bytes-mode run of its own), simulated seconds per
   wall second;
-- ``slow_node``: one node paused 4 s of every 10 s at 1 % loss, with Lifeguard and without
-  (classic SWIM): false failure declarations of each and their ratio (the Lifeguard paper
-  reports more than 50x fewer with it);
-- ``slow_links``: our own variant of the ablation, since a paused node (which runs what
-  piled up in arrival order when it resumes) accuses nobody: one node whose links take
-  1..3 s each way, with Lifeguard and without: false failures and false suspicions;
+- ``slow_node``: the Lifeguard ablation. One node of 100 is slow (the simulator's ``slow``
+  fault: its message handler starved 4 s of every 10 s while its timers fire on time, a
+  bounded tail-drop receive queue, the backlog drained at 20 datagrams/s) at 1 % loss, with
+  Lifeguard and without (classic SWIM): false failure declarations of each
+  (``membership.false_positives``: MemberFailed events about members that were not
+  excused, summed over the members reporting them), split by subject (the slow node, the
+  healthy others) and counted as distinct declarations (subject, incarnation), false
+  suspicions, their ratios next to the paper's "more than 50x", the slow node's receive
+  queue (drops, lag), and Lifeguard's cost in detection latency (the same crash with and
+  without it); full size only, a sweep of the drain rate (how slow the recovery is);
+- ``slow_links``: another variant of the ablation: one node whose links take 1..3 s each
+  way, with Lifeguard and without: false failures and false suspicions;
 - ``partition_heal``: halves cut for 60 s (quick: 30 s), then healed: time until every
   view agrees again;
 - ``join_wave``: staggered joins through 3 seeds, then metadata updates: gossip rounds
@@ -49,6 +55,7 @@ sys.path.insert(0, _ROOT)
 
 from foundation_p2p.membership.config import MembershipConfig  # noqa: E402
 from simulator.scenario import load_scenario, parse_scenario_text  # noqa: E402
+from simulator.trace import TraceSink  # noqa: E402
 from simulator.world import RunResult, World  # noqa: E402
 
 SCENARIOS = os.path.join(_ROOT, "simulator", "scenarios")
@@ -61,10 +68,11 @@ QUICK_SKIP_1000 = (
 
 
 def crash_text(
-    nodes: int, *, mode: str, crash_at_s: float | None, duration_s: float
+    nodes: int, *, mode: str, crash_at_s: float | None, duration_s: float,
+    lifeguard: bool = True,
 ) -> str:
     """A crash scenario like ``membership-crash*.toml`` for ``nodes`` nodes (no crash when
-    ``crash_at_s`` is None)."""
+    ``crash_at_s`` is None; classic SWIM without ``lifeguard``)."""
     start = ""
     if nodes > 100:
         start = 'start = "staggered"\nstart_interval = "20ms"\n'
@@ -80,6 +88,8 @@ nodes = {nodes}
 {start}[network]
 latency = "1ms..5ms"
 loss = 0.01
+[node.membership]
+lifeguard = {str(lifeguard).lower()}
 {fault}[[workload]]
 kind = "membership"
 [check]
@@ -111,20 +121,82 @@ settle = "5s"
 """
 
 
-def slow_text(nodes: int, *, lifeguard: bool, duration_s: float) -> str:
-    """The slow-node scenario (``membership-slow-node*.toml``) at a chosen size."""
-    fault = 'op = "pause"\nevery = "10s"\nfor = "4s"'
-    return _ablation_text("slow", nodes, lifeguard, duration_s, fault)
+SLOW_NODE = "n5"
+"""The slow node of the ``membership-slow-node*.toml`` scenarios."""
 
 
-def run_world(text_or_path: str, *, seed: int = 1) -> tuple[RunResult, float]:
-    """Run a scenario (TOML text or a file path); the result and its wall seconds."""
+def slow_text(
+    *, lifeguard: bool, duration_s: float | None = None, drain_rate: float | None = None
+) -> str:
+    """The shipped full-size slow-node scenario (``membership-slow-node[-classic]-soak.toml``),
+    optionally shortened or with another drain rate: the bench runs what the files say."""
+    name = "membership-slow-node-soak.toml" if lifeguard else (
+        "membership-slow-node-classic-soak.toml")
+    with open(os.path.join(SCENARIOS, name), encoding="utf-8") as f:
+        text = f.read()
+    if duration_s is not None:
+        text = _replace_once(text, 'duration = "3610s"', f'duration = "{duration_s:g}s"')
+    if drain_rate is not None:
+        text = _replace_once(text, "drain_rate = 20\n", f"drain_rate = {drain_rate:g}\n")
+    return text
+
+
+def _replace_once(text: str, old: str, new: str) -> str:
+    if text.count(old) != 1:
+        raise ValueError(f"the slow-node scenario no longer holds {old!r} once")
+    return text.replace(old, new)
+
+
+class FailureLog:
+    """Counts the MemberFailed events of a run from its trace lines, by subject, and the
+    distinct declarations (subject, incarnation) among them."""
+
+    def __init__(self) -> None:
+        self.about: dict[str, int] = {}
+        self.declarations: set[tuple[str, int]] = set()
+
+    def see(self, line: str) -> None:
+        if '"type":"MemberFailed"' not in line:
+            return
+        member = json.loads(line)["data"]["member"]
+        name = member["name"]
+        self.about[name] = self.about.get(name, 0) + 1
+        self.declarations.add((name, int(member["inc"])))
+
+    def split(self, slow: str) -> dict[str, int]:
+        """Events about the slow node, about the others, and distinct declarations of each."""
+        on_slow = self.about.get(slow, 0)
+        return {
+            "failed_events_about_slow_node": on_slow,
+            "failed_events_about_healthy_nodes": sum(self.about.values()) - on_slow,
+            "declarations_about_slow_node": sum(1 for n, _ in self.declarations if n == slow),
+            "declarations_about_healthy_nodes": sum(
+                1 for n, _ in self.declarations if n != slow
+            ),
+        }
+
+
+def run_world(
+    text_or_path: str, *, seed: int = 1, failures: FailureLog | None = None
+) -> tuple[RunResult, float]:
+    """Run a scenario (TOML text or a file path); the result and its wall seconds.
+    ``failures`` sees every trace line (to count MemberFailed events)."""
     if text_or_path.endswith(".toml"):
         scenario = load_scenario(text_or_path)
     else:
         scenario = parse_scenario_text(text_or_path, source="<bench>")
+    sink = TraceSink()
+    if failures is not None:
+        append = sink.line
+        see = failures.see
+
+        def line(text: str) -> None:
+            see(text)
+            append(text)
+
+        sink.line = line
     start = time.perf_counter()
-    result = World(scenario, seed=seed).run()
+    result = World(scenario, seed=seed, sink=sink).run()
     return result, time.perf_counter() - start
 
 
@@ -200,50 +272,109 @@ def bench_crash(nodes: int, quick: bool) -> dict[str, Any]:
     return out
 
 
+def _slow_run(text: str) -> dict[str, Any]:
+    failures = FailureLog()
+    result, wall = run_world(text, failures=failures)
+    m = result.metrics
+    out: dict[str, Any] = {
+        "nodes": result.nodes,
+        "virtual_s": result.virtual_seconds,
+        "ok": result.ok,
+        "failed_invariants": _failed(result),
+        "false_positives": m.get("membership.false_positives", 0),
+        "false_suspicions": m.get("membership.false_suspicions", 0),
+        "recv_queue_dropped": m.get("node.recv_queue_dropped", 0),
+        "recv_queue_handled": m.get("node.recv_queue_handled", 0),
+        "recv_queue_lag_s_mean": round(m.get("node.recv_queue_lag_s_mean", 0.0), 3),
+        "recv_queue_lag_s_max": round(m.get("node.recv_queue_lag_s_max", 0.0), 3),
+        "starved_phases": m.get("faults.applied", 0),
+        "sim_s_per_wall_s": round(result.virtual_seconds / wall, 2),
+        "wall_s": round(wall, 1),
+    }
+    out.update(failures.split(SLOW_NODE))
+    return out
+
+
+def _ratio(off: float, on: float) -> float | str | None:
+    if on:
+        return round(off / on, 2)
+    return f">= {off:g} (Lifeguard: 0)" if off else None
+
+
 def bench_slow_node(quick: bool) -> dict[str, Any]:
-    """Lifeguard vs classic SWIM around a slow node: false failure declarations."""
+    """Lifeguard vs classic SWIM around a slow node: false failures, their ratio, the
+    detection latency Lifeguard costs, and (full size) a sweep of the drain rate."""
+    duration = 120.0 if quick else None  # full: the shipped hour
     runs: dict[str, Any] = {}
     for lifeguard in (True, False):
         label = "lifeguard" if lifeguard else "classic"
-        if quick:
-            nodes, duration = 100, 120.0
-            text_or_path = slow_text(nodes, lifeguard=lifeguard, duration_s=duration)
-        else:
-            name = "membership-slow-node-soak.toml" if lifeguard else (
-                "membership-slow-node-classic-soak.toml")
-            text_or_path = os.path.join(SCENARIOS, name)
-            nodes, duration = 100, 3610.0
-        result, wall = run_world(text_or_path)
-        m = result.metrics
-        runs[label] = {
-            "nodes": nodes,
-            "virtual_s": duration,
-            "ok": result.ok,
-            "failed_invariants": _failed(result),
-            "false_positives": m.get("membership.false_positives", 0),
-            "false_suspicions": m.get("membership.false_suspicions", 0),
-            "sim_s_per_wall_s": round(duration / wall, 2),
-        }
-    on = runs["lifeguard"]["false_positives"]
-    off = runs["classic"]["false_positives"]
-    runs["paper_claim"] = "Lifeguard: more than 50x fewer false positives than SWIM"
-    if on and off:
-        runs["ratio_classic_to_lifeguard"] = round(off / on, 2)
-    else:
-        runs["ratio_classic_to_lifeguard"] = None
-        if off:
-            note = f"Lifeguard made no false positive, classic SWIM {off}: at least {off}x"
-        elif on:
-            note = f"Lifeguard made {on} false positives, classic SWIM none"
-        else:
-            note = "neither made a false positive here: no ratio to report"
-        runs["ratio_note"] = note
-    sus_on = runs["lifeguard"]["false_suspicions"]
-    sus_off = runs["classic"]["false_suspicions"]
-    runs["false_suspicions_ratio_classic_to_lifeguard"] = (
-        round(sus_off / sus_on, 2) if sus_on else None
+        runs[label] = _slow_run(slow_text(lifeguard=lifeguard, duration_s=duration))
+        print(f"slow node, {label}: {runs[label]}", file=sys.stderr)
+    on, off = runs["lifeguard"], runs["classic"]
+    runs["paper_claim"] = "Lifeguard: false positives reduced by more than 50x (arXiv 1707.00788)"
+    runs["ratio_classic_to_lifeguard"] = _ratio(off["false_positives"], on["false_positives"])
+    runs["declarations_ratio_classic_to_lifeguard"] = _ratio(
+        off["declarations_about_healthy_nodes"] + off["declarations_about_slow_node"],
+        on["declarations_about_healthy_nodes"] + on["declarations_about_slow_node"],
+    )
+    runs["false_suspicions_ratio_classic_to_lifeguard"] = _ratio(
+        off["false_suspicions"], on["false_suspicions"]
+    )
+    runs["model"] = (
+        "simulator 'slow' fault on n5 (simulator/README.md, the slow-node model): handler "
+        "starved 4 s of every 10 s (rate 0), timers on time, receive queue 256 datagrams / "
+        "212992 bytes tail-drop, backlog drained at 20 datagrams/s"
+    )
+    runs["detection_cost"] = bench_detection_cost(quick)
+    runs["drain_rate_sweep"] = (
+        {"skipped": "--quick: the sweep runs at full size only"} if quick
+        else bench_drain_sweep()
     )
     return runs
+
+
+def bench_detection_cost(quick: bool) -> dict[str, Any]:
+    """One crash among 100 with and without Lifeguard: what its longer suspicions cost."""
+    duration = 45.0 if quick else 120.0
+    crash_at = 15.0 if quick else 40.0
+    out: dict[str, Any] = {"nodes": 100, "virtual_s": duration}
+    for lifeguard in (True, False):
+        result, _ = run_world(crash_text(100, mode="bytes", crash_at_s=crash_at,
+                                         duration_s=duration, lifeguard=lifeguard))
+        m = result.metrics
+        out["lifeguard" if lifeguard else "classic"] = {
+            "ok": result.ok,
+            "failed_invariants": _failed(result),
+            "first_suspect_s": m.get("membership.first_suspect_s_mean"),
+            "full_detection_s": m.get("membership.full_detection_s_mean"),
+            "full_detection_s_max": m.get("membership.full_detection_s_max"),
+        }
+    a = out["lifeguard"]["full_detection_s"]
+    b = out["classic"]["full_detection_s"]
+    out["extra_detection_s"] = None if a is None or b is None else round(a - b, 3)
+    return out
+
+
+def bench_drain_sweep() -> dict[str, Any]:
+    """False positives with and without Lifeguard as the slow node recovers faster or
+    slower (drain rate, datagrams/s), 100 nodes, 600 virtual seconds each."""
+    points: list[dict[str, Any]] = []
+    for drain in (10.0, 20.0, 50.0, 200.0):
+        point: dict[str, Any] = {"drain_rate": drain}
+        for lifeguard in (True, False):
+            r = _slow_run(slow_text(lifeguard=lifeguard, duration_s=600.0, drain_rate=drain))
+            point["lifeguard" if lifeguard else "classic"] = {
+                k: r[k] for k in ("false_positives", "false_suspicions",
+                                  "declarations_about_healthy_nodes",
+                                  "declarations_about_slow_node", "recv_queue_dropped",
+                                  "recv_queue_lag_s_max")
+            }
+        point["ratio_classic_to_lifeguard"] = _ratio(
+            point["classic"]["false_positives"], point["lifeguard"]["false_positives"]
+        )
+        print(f"drain sweep: {point}", file=sys.stderr)
+        points.append(point)
+    return {"nodes": 100, "virtual_s": 600.0, "points": points}
 
 
 def slow_links_text(nodes: int, *, lifeguard: bool, duration_s: float) -> str:
@@ -253,7 +384,7 @@ def slow_links_text(nodes: int, *, lifeguard: bool, duration_s: float) -> str:
 
 
 def bench_slow_links(quick: bool) -> dict[str, Any]:
-    """Lifeguard vs classic SWIM around a node with 1..3 s latency on its links (our own
+    """Lifeguard vs classic SWIM around a node with 1..3 s latency on its links (another
     variant of the ablation: the node is slow to hear acks, so it accuses others)."""
     nodes, duration = (50, 100.0) if quick else (100, 300.0)
     runs: dict[str, Any] = {}
@@ -364,7 +495,8 @@ def main(argv: list[str] | None = None) -> int:
         )
     slow = bench_slow_node(args.quick)
     print(f"slow node: lifeguard {slow['lifeguard']['false_positives']} false positives, "
-          f"classic {slow['classic']['false_positives']}", file=sys.stderr)
+          f"classic {slow['classic']['false_positives']} (ratio "
+          f"{slow['ratio_classic_to_lifeguard']}; the paper: > 50x)", file=sys.stderr)
     slow_links = bench_slow_links(args.quick)
     print(f"slow links: false suspicions lifeguard {slow_links['lifeguard']['false_suspicions']}"
           f", classic {slow_links['classic']['false_suspicions']}", file=sys.stderr)
