@@ -383,7 +383,7 @@ class ChannelsCore:
 
         One record per reachable remote node subscribed to ``topic`` (node-id order).
         """
-        return self._publish(topic, message, compression, None, None, True)
+        return self._publish(topic, message, compression, local=True, fan_out=True)[0]
 
     def broadcast_from(
         self,
@@ -394,40 +394,44 @@ class ChannelsCore:
         compression: bool = False,
     ) -> list[OutgoingRecord]:
         """Like :meth:`broadcast`, but the local subscription ``sender`` does not get it."""
-        return self._publish(topic, message, compression, sender.id, None, True)
+        return self._publish(
+            topic, message, compression, local=True, exclude=sender.id, fan_out=True
+        )[0]
 
     def local_broadcast(self, topic: Channel | str, message: Any) -> int:
         """Deliver ``message`` to this node's subscribers only; returns how many got it."""
-        before = self.counters["channels.delivered.local"]
-        self._publish(topic, message, False, None, None, False)
-        return self.counters["channels.delivered.local"] - before
+        return self._publish(topic, message, False, local=True)[1]
 
     def direct_broadcast(
         self, node_id: NodeId, topic: Channel | str, message: Any, *, compression: bool = False
     ) -> list[OutgoingRecord]:
         """Deliver ``message`` to the subscribers on ``node_id`` only.
 
-        For this node's own id: local delivery, no sends. Otherwise one record to
-        ``node_id`` whatever its gossiped topics say (the receiver counts
+        For this node's own id: local delivery, no sends. Otherwise no local delivery and
+        one record to ``node_id`` whatever its gossiped topics say (the receiver counts
         ``channels.receive.no_subscriber`` if nobody there listens), unless it is marked
         unreachable. ``ConfigError`` if the peer table is full.
         """
         if node_id == self.node_id:
-            self._publish(topic, message, compression, None, None, False)
+            self._publish(topic, message, compression, local=True)
             return []
         if node_id not in self._peers and len(self._peers) >= self.max_remote_nodes:
             raise ConfigError(f"direct_broadcast: peer table full ({self.max_remote_nodes})")
-        return self._publish(topic, message, compression, None, node_id, False)
+        return self._publish(topic, message, compression, local=False, direct=node_id)[0]
 
     def _publish(
         self,
         topic_arg: Channel | str,
         message: Any,
         compression: bool,
-        exclude: int | None,
-        direct: NodeId | None,
-        fan_out: bool,
-    ) -> list[OutgoingRecord]:
+        *,
+        local: bool,
+        exclude: int | None = None,
+        direct: NodeId | None = None,
+        fan_out: bool = False,
+    ) -> tuple[list[OutgoingRecord], int]:
+        """Validate, deliver locally if ``local``, and build the records: to ``direct``,
+        or to every subscribed node if ``fan_out``. Returns (records, local deliveries)."""
         topic = topic_arg.name if isinstance(topic_arg, Channel) else check_topic(topic_arg)
         channel = self.topic_map.channel_of(topic)
         counters = self.counters
@@ -447,10 +451,14 @@ class ChannelsCore:
             # behaviour does not depend on who else subscribes.
             encode_body(message, compress=False, limits=self.limits)
         counters["channels.published"] += 1
-        self._deliver_local(topic, channel.name, self.node_id, None, message, exclude)
+        delivered = 0
+        if local:
+            delivered = self._deliver_local(
+                topic, channel.name, self.node_id, None, message, exclude
+            )
         out: list[OutgoingRecord] = []
         if body is None:
-            return out
+            return out, delivered
         number = channel.number
         for node_id in targets:
             peer = self._peer(node_id, "send")
@@ -466,13 +474,13 @@ class ChannelsCore:
             counters["channels.sent.records"] += 1
             counters["channels.sent.bytes"] += len(header) + len(body.body)
         log.debug(
-            "publish %s on %s: %d local subscriptions, %d sends (encode_body, record_header)",
+            "publish %s on %s: %d local deliveries, %d sends (encode_body, record_header)",
             topic,
             channel.name,
-            len(self._subs.get(topic, ())),
+            delivered,
             len(out),
         )
-        return out
+        return out, delivered
 
     def _deliver_local(
         self,

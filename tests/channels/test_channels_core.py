@@ -77,18 +77,19 @@ def test_local_broadcast_sends_nothing() -> None:
 def test_direct_broadcast_targets_one_node_whatever_its_topics() -> None:
     cores = cluster(A, B, C)
     sb = cores[B].subscribe("t")
+    sa = cores[A].subscribe("t")
     cores[C].subscribe("t")
     gossip_all(cores)
     sends = cores[A].direct_broadcast(B, "t", "only b")
     assert [s.node_id for s in sends] == [B]
     deliver(cores, A, sends)
     assert [d.value for d in sb.take()] == ["only b"]
+    assert sa.take() == []  # not delivered on the publishing node
     # Nobody on C listens to "u", but a direct broadcast still goes; C counts it.
     sends = cores[A].direct_broadcast(C, "u", 1)
     deliver(cores, A, sends)
     assert cores[C].counters["channels.receive.no_subscriber"] == 1
     # To ourselves: local delivery only.
-    sa = cores[A].subscribe("t")
     assert cores[A].direct_broadcast(A, "t", 2) == []
     assert [d.value for d in sa.take()] == [2]
 
