@@ -20,7 +20,9 @@ Prints one JSON object as its last line:
   healthy others) and counted as distinct declarations (subject, incarnation), false
   suspicions, their ratios next to the paper's "more than 50x", the slow node's receive
   queue (drops, lag), and Lifeguard's cost in detection latency (the same crash with and
-  without it); full size only, a sweep of the drain rate (how slow the recovery is);
+  without it); a control where the slow node's timers wait behind its datagrams (a starved
+  single-threaded loop) instead of firing on time; full size only, a sweep of the drain
+  rate (how slow the recovery is);
 - ``slow_links``: another variant of the ablation: one node whose links take 1..3 s each
   way, with Lifeguard and without: false failures and false suspicions;
 - ``partition_heal``: halves cut for 60 s (quick: 30 s), then healed: time until every
@@ -126,7 +128,8 @@ SLOW_NODE = "n5"
 
 
 def slow_text(
-    *, lifeguard: bool, duration_s: float | None = None, drain_rate: float | None = None
+    *, lifeguard: bool, duration_s: float | None = None, drain_rate: float | None = None,
+    timers: str | None = None,
 ) -> str:
     """The shipped full-size slow-node scenario (``membership-slow-node[-classic]-soak.toml``),
     optionally shortened or with another drain rate: the bench runs what the files say."""
@@ -138,6 +141,8 @@ def slow_text(
         text = _replace_once(text, 'duration = "3610s"', f'duration = "{duration_s:g}s"')
     if drain_rate is not None:
         text = _replace_once(text, "drain_rate = 20\n", f"drain_rate = {drain_rate:g}\n")
+    if timers is not None:
+        text = _replace_once(text, 'timers = "on_time"', f'timers = "{timers}"')
     return text
 
 
@@ -325,12 +330,27 @@ def bench_slow_node(quick: bool) -> dict[str, Any]:
         "starved 4 s of every 10 s (rate 0), timers on time, receive queue 256 datagrams / "
         "212992 bytes tail-drop, backlog drained at 20 datagrams/s"
     )
+    runs["timers_late_control"] = bench_timers_late(120.0 if quick else 600.0)
     runs["detection_cost"] = bench_detection_cost(quick)
     runs["drain_rate_sweep"] = (
         {"skipped": "--quick: the sweep runs at full size only"} if quick
         else bench_drain_sweep()
     )
     return runs
+
+
+def bench_timers_late(duration: float) -> dict[str, Any]:
+    """The control: the same slow node whose timers wait behind its datagrams (a starved
+    single-threaded loop, like a pause) instead of firing on time."""
+    out: dict[str, Any] = {"nodes": 100, "virtual_s": duration, "timers": "late"}
+    for lifeguard in (True, False):
+        r = _slow_run(slow_text(lifeguard=lifeguard, duration_s=duration, timers="late"))
+        out["lifeguard" if lifeguard else "classic"] = {
+            k: r[k] for k in ("false_positives", "false_suspicions", "recv_queue_dropped",
+                              "recv_queue_lag_s_max")
+        }
+    print(f"slow node, timers late: {out}", file=sys.stderr)
+    return out
 
 
 def bench_detection_cost(quick: bool) -> dict[str, Any]:
