@@ -14,11 +14,19 @@ every metadata update the ``membership`` workload makes. From that it keeps:
   ever on one side of a cut or clog, or ever paused longer than the minimum suspicion
   timeout; every ``MemberFailed`` about any other node is a false positive, recorded when
   it happens;
-- **detections** of crashes: the first suspicion anywhere (``membership.first_suspect_s``)
-  and the moment every running member has marked the node failed
-  (``membership.full_detection_s``);
+- **detections** of crashes: the first suspicion anywhere (``membership.first_suspect_s``,
+  reported next to SWIM's theory ``membership.first_suspect_theory_s``), the moment every
+  running member that held the node alive (or suspect) when it crashed has marked it failed
+  (``membership.full_detection_s``), the time from the first suspicion to that moment
+  (``membership.detection_after_suspect_s``) next to the Lifeguard suspicion window
+  (``membership.suspicion_timeout_min_s`` / ``_max_s``);
 - the **spread** of metadata updates: when 99.99 % of the other running nodes have seen
-  the new incarnation, in seconds and in gossip rounds (``membership.rounds_to_99_99``).
+  the new incarnation, in seconds and in gossip rounds (``membership.rounds_to_99_99``:
+  seconds divided by the updater's gossip interval, so the wait for its first gossip round
+  counts too).
+
+Per event the work is O(1) plus the open updates *about that event's subject* (updates
+are indexed by node); only lifecycle changes (boot, crash, leave) touch every view.
 
 Everything is bounded: at most ``MAX_OPEN`` crash detections and metadata updates are
 followed at once (the oldest is given up, counted in ``membership.detections_dropped`` /
@@ -65,6 +73,9 @@ QUIET_MIN_S = 5.0
 """Shortest final stretch of agreeing views that ``quiet_bytes_per_member_per_s`` reports."""
 SPREAD_QUANTILE = 0.9999
 """An update has spread when this share of the other running nodes has seen it."""
+E_FACTOR = math.e / (math.e - 1.0)
+"""SWIM (Das et al. 2002, section 3.1): expected protocol periods until some member first
+probes a failed one, e/(e-1) ~ 1.58."""
 
 MAX_MEMO_SIGNATURES = 1_000_000
 """Most signature checks :func:`memoized_signature_checks` remembers (then it starts over)."""
@@ -82,6 +93,20 @@ def min_suspicion_timeout_s(config: MembershipConfig, members: int) -> float:
     ``suspicion_mult * max(1, log10 N) * probe_interval_s`` (issue 4, spec/membership.md)."""
     scale = max(1.0, math.log10(max(1, members)))
     return config.suspicion_mult * scale * config.probe_interval_s
+
+
+def max_suspicion_timeout_s(config: MembershipConfig, members: int) -> float:
+    """The longest suspicion timeout a member can apply in a cluster of ``members``:
+    ``suspicion_max_mult`` times the minimum with Lifeguard (a suspicion nobody confirms),
+    the minimum itself without (classic SWIM's fixed timeout)."""
+    low = min_suspicion_timeout_s(config, members)
+    return config.suspicion_max_mult * low if config.lifeguard else low
+
+
+def first_suspect_theory_s(config: MembershipConfig) -> float:
+    """SWIM's expected time from a crash to the first suspicion of the crashed member, as
+    issue 4 states it: e/(e-1) probe periods until the first probe, plus the probe timeout."""
+    return E_FACTOR * config.probe_interval_s + config.probe_timeout_s
 
 
 @contextlib.contextmanager
@@ -135,6 +160,10 @@ class Distribution:
         if j < MAX_SAMPLES:
             self.samples[j] = value
 
+    def mean(self) -> float:
+        """The mean of every sample (0.0 before the first)."""
+        return self.total / self.count if self.count else 0.0
+
     def report(self, name: str, out: dict[str, float]) -> None:
         """Add ``name_mean``, ``_p50``, ``_p99``, ``_max`` (and ``_count``) if sampled."""
         if not self.count:
@@ -154,7 +183,8 @@ class _Detection:
     node: str
     crashed_at: float
     pending: set[str]
-    """Running non-observer nodes that have not yet marked it failed."""
+    """Running non-observer nodes that held it alive (or suspect) at the crash and have not
+    yet marked it failed."""
     first_suspect_at: float | None = None
 
 
@@ -222,6 +252,12 @@ class MembershipTracker:
         self.detections_incomplete = 0
         self.detections_dropped = 0
         self.updates: OrderedDict[tuple[str, int], _Update] = OrderedDict()
+        self._updates_about: dict[str, list[_Update]] = {}
+        """Open updates by updating node (the index ``on_event`` reads)."""
+        self.first_suspect_theory = Distribution(draw)
+        self.after_suspect = Distribution(draw)
+        self.suspicion_min = Distribution(draw)
+        self.suspicion_max = Distribution(draw)
         self.update_spread_s = Distribution(draw)
         self.update_rounds = Distribution(draw)
         self.updates_started = 0
@@ -275,8 +311,9 @@ class MembershipTracker:
             det.pending.discard(name)
             self._detection_done_maybe(det)
         for upd in list(self.updates.values()):
-            upd.unreached.discard(name)
-            self._update_done_maybe(upd)
+            if name in upd.unreached:
+                upd.unreached.discard(name)
+                self._update_done_maybe(upd)
         if node_id is None or self.observer[name]:
             self._converged_maybe()
             return
@@ -285,9 +322,16 @@ class MembershipTracker:
             if len(self.detections) >= MAX_OPEN:
                 self.detections.popitem(last=False)
                 self.detections_dropped += 1
-            pending = {n for n in self.views if n != name}
+            # Only members that hold it alive can mark it failed: one that never heard of
+            # it, or already holds it failed, has nothing left to detect.
+            pending = {n for n, v in self.views.items() if node_id in v.alive}
             det = _Detection(name, self.world.now, pending)
             self.detections[name] = det
+            cfg = self.configs[name]
+            members = max(1, len(self.expected))
+            self.first_suspect_theory.add(first_suspect_theory_s(cfg))
+            self.suspicion_min.add(min_suspicion_timeout_s(cfg, members))
+            self.suspicion_max.add(max_suspicion_timeout_s(cfg, members))
             self._detection_done_maybe(det)
         self._converged_maybe()
 
@@ -414,13 +458,10 @@ class MembershipTracker:
             if kind is MemberFailed and det is not None:
                 det.pending.discard(name)
                 self._detection_done_maybe(det)
-        if self.updates:
-            for upd in list(self.updates.values()):
-                if (
-                    upd.node == subject
-                    and member.incarnation >= upd.incarnation
-                    and name in upd.unreached
-                ):
+        about = self._updates_about.get(subject)
+        if about:
+            for upd in list(about):
+                if member.incarnation >= upd.incarnation and name in upd.unreached:
                     upd.unreached.discard(name)
                     upd.reached += 1
                     self._update_done_maybe(upd)
@@ -461,6 +502,8 @@ class MembershipTracker:
             return
         del self.detections[det.node]
         self.full_detection.add(self.world.now - det.crashed_at)
+        if det.first_suspect_at is not None:
+            self.after_suspect.add(self.world.now - det.first_suspect_at)
 
     def _close_detection(self, name: str, *, completed: bool) -> None:
         det = self.detections.pop(name, None)
@@ -471,15 +514,29 @@ class MembershipTracker:
         """``host`` just updated its metadata, now at ``incarnation``."""
         self.updates_started += 1
         if len(self.updates) >= MAX_OPEN:
-            self.updates.popitem(last=False)
+            _, oldest = self.updates.popitem(last=False)
+            self._unindex(oldest)
             self.updates_dropped += 1
         others = {n for n in self.running if n != host.name}
         upd = _Update(
             host.name, incarnation, self.world.now,
             self.configs[host.name].gossip_interval_s, others,
         )
+        old = self.updates.pop((host.name, incarnation), None)
+        if old is not None:
+            self._unindex(old)
         self.updates[(host.name, incarnation)] = upd
+        self._updates_about.setdefault(host.name, []).append(upd)
         self._update_done_maybe(upd)
+
+    def _unindex(self, upd: _Update) -> None:
+        about = self._updates_about.get(upd.node)
+        if about is None:
+            return
+        with contextlib.suppress(ValueError):
+            about.remove(upd)
+        if not about:
+            del self._updates_about[upd.node]
 
     def _update_done_maybe(self, upd: _Update) -> None:
         total = upd.reached + len(upd.unreached)
@@ -490,6 +547,7 @@ class MembershipTracker:
         if self.updates.get(key) is not upd:
             return
         del self.updates[key]
+        self._unindex(upd)
         spread = self.world.now - upd.at
         self.update_spread_s.add(spread)
         self.update_rounds.add(spread / upd.gossip_interval_s)
@@ -565,7 +623,13 @@ class MembershipTracker:
             "membership.false_suspicions": self.false_suspicions,
         }
         self.first_suspect.report("membership.first_suspect_s", out)
+        if self.first_suspect_theory.count:
+            # Constants of the crashed members' configs (their mean if configs differ).
+            out["membership.first_suspect_theory_s"] = self.first_suspect_theory.mean()
+            out["membership.suspicion_timeout_min_s"] = self.suspicion_min.mean()
+            out["membership.suspicion_timeout_max_s"] = self.suspicion_max.mean()
         self.full_detection.report("membership.full_detection_s", out)
+        self.after_suspect.report("membership.detection_after_suspect_s", out)
         self.convergence.report("membership.convergence_s", out)
         self.update_spread_s.report("membership.update_spread_s", out)
         self.update_rounds.report("membership.rounds_to_99_99", out)
@@ -593,6 +657,8 @@ __all__ = [
     "MEMBER_EVENTS",
     "Distribution",
     "MembershipTracker",
+    "first_suspect_theory_s",
+    "max_suspicion_timeout_s",
     "memoized_signature_checks",
     "min_suspicion_timeout_s",
 ]

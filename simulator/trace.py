@@ -17,7 +17,8 @@ Line kinds (``ev``), each with ``t`` (virtual time) and, where it applies, ``nod
   (``reason``: partition, loss, queue_full, node_down, no_route, clog_overflow), ``hold``
   (a clog took it);
 - ``timer`` (``handle_timer`` ran), ``event`` (a protocol event from ``take_events``:
-  ``type`` and ``data``);
+  ``type`` and ``data``; a member record inside it is written as its compact facts, see
+  :func:`member_facts`, not field by field);
 - ``fault`` (``op``, ``index``: position in the file, negative for drawn random faults,
   ``nodes``, ``detail``), ``undo`` (a fault's inverse), ``fault_skipped``, ``swizzle``,
   ``settle``, ``invariant_failed`` (a safety checker's first failure), ``internal_error``.
@@ -30,8 +31,19 @@ import json
 from collections.abc import Callable, Iterator
 from typing import IO, Any
 
-TRACE_FORMAT = 1
-"""Version of the trace's line format; bump when lines change shape."""
+from foundation_p2p.membership.events import (
+    MemberAlive,
+    MemberFailed,
+    MemberJoined,
+    MemberLeft,
+    MemberSuspect,
+    MemberUpdated,
+)
+from foundation_p2p.membership.state import Member
+
+TRACE_FORMAT = 2
+"""Version of the trace's line format; bump when lines change shape (2: member records as
+compact facts)."""
 
 BATCH_LINES = 2048
 """Lines buffered before they are hashed (and written); bounds the trace's memory."""
@@ -153,9 +165,73 @@ def read_header(path: str) -> dict[str, Any]:
     return header
 
 
+def member_facts(member: Member) -> dict[str, Any]:
+    """A member record as the trace writes it: the facts that say what happened.
+
+    ``id`` (node id, hex), ``name``, ``addr`` (``"host:port"``), ``inc`` (incarnation),
+    ``state`` (``alive``, ``suspect``, ``failed``, ``left``), ``meta`` (metadata length in
+    bytes) and ``obs`` (observer). Left out: the public key (the id is derived from it), the
+    metadata bytes and the viewer's ``since_mono`` (the line's ``t`` says when).
+    """
+    return {
+        "addr": f"{member.address[0]}:{member.address[1]}",
+        "id": member.node_id.hex(),
+        "inc": member.incarnation,
+        "meta": len(member.metadata),
+        "name": member.name,
+        "obs": member.observer,
+        "state": _STATE_NAMES[member.state.value],
+    }
+
+
+_STATE_NAMES = ("alive", "suspect", "failed", "left")
+_MEMBER_EVENT_TYPES: tuple[type[Any], ...] = (
+    MemberJoined, MemberUpdated, MemberSuspect, MemberAlive, MemberFailed, MemberLeft,
+)
+_SAFE_NAME = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.@")
+
+
+def _plain(text: str) -> bool:
+    """Whether ``text`` needs no escaping in JSON (so it can be written between quotes)."""
+    return _SAFE_NAME.issuperset(text)
+
+
+def member_event_line(node: str, t: str, ev: Any) -> str:
+    """The canonical trace line of membership event ``ev`` that ``node`` reported at time
+    text ``t`` — the same text as ``canonical({"data": jsonable(ev), "ev": "event",
+    "node": node, "t": t, "type": type(ev).__name__})``, built without ``json``.
+
+    Equivalent lower-level calls: :func:`jsonable` then :func:`canonical`.
+    """
+    kind = type(ev)
+    member: Member | None = getattr(ev, "member", None)
+    if (
+        kind not in _MEMBER_EVENT_TYPES
+        or member is None
+        or not _plain(node)
+        or not _plain(member.name)
+        or not _plain(member.address[0])
+    ):
+        return canonical(
+            {"data": jsonable(ev), "ev": "event", "node": node, "t": t, "type": kind.__name__}
+        )
+    accuser = f'"accuser":"{ev.accuser.hex()}",' if kind is MemberSuspect else ""
+    host, port = member.address
+    return (
+        f'{{"data":{{{accuser}"member":{{"addr":"{host}:{port}","id":"{member.node_id.hex()}",'
+        f'"inc":{member.incarnation},"meta":{len(member.metadata)},"name":"{member.name}",'
+        f'"obs":{"true" if member.observer else "false"},'
+        f'"state":"{_STATE_NAMES[member.state.value]}"}}}},"ev":"event","node":"{node}",'
+        f'"t":"{t}","type":"{kind.__name__}"}}'
+    )
+
+
 def jsonable(value: Any) -> Any:
     """A value of a protocol event made canonical: bytes as hex, floats as fixed text,
-    addresses (host, port) as ``"host:port"``, dataclasses as sorted dicts."""
+    addresses (host, port) as ``"host:port"``, member records as :func:`member_facts`,
+    dataclasses as sorted dicts."""
+    if type(value) is Member:
+        return member_facts(value)
     if isinstance(value, bool) or value is None or isinstance(value, (int, str)):
         return value
     if isinstance(value, float):

@@ -8,9 +8,28 @@ from pathlib import Path
 
 import pytest
 
+from foundation_p2p.membership.events import (
+    MemberAlive,
+    MemberFailed,
+    MemberJoined,
+    MemberLeft,
+    MemberReaped,
+    MemberSuspect,
+    MemberUpdated,
+)
+from foundation_p2p.membership.state import Member, MemberState
 from simulator.model import ClusterSpec, FaultSpec, Scenario, WorkloadSpec
 from simulator.scenario import parse_scenario_text
-from simulator.trace import TraceSink, canonical, fmt_time, jsonable, read_header
+from simulator.trace import (
+    TRACE_FORMAT,
+    TraceSink,
+    canonical,
+    fmt_time,
+    jsonable,
+    member_event_line,
+    member_facts,
+    read_header,
+)
 from simulator.world import replay_trace, run_scenario
 
 TEXT = """
@@ -52,7 +71,7 @@ def test_digest_is_the_sha256_of_the_trace_bytes_with_or_without_a_file(tmp_path
     data = path.read_bytes()
     assert with_file.trace_digest == hashlib.sha256(data).hexdigest() == without.trace_digest
     header = json.loads(data.split(b"\n", 1)[0])
-    assert header["format"] == 1
+    assert header["format"] == TRACE_FORMAT == 2
     assert header["scenario_text"] == TEXT
     assert header["seed"] == 5
     assert header["options"] == {"mode": "bytes", "random_faults": False, "overrides": {}}
@@ -114,7 +133,7 @@ def test_replay_of_a_directly_built_scenario(tmp_path: Path) -> None:
         ("not json\n", "line 1 is not JSON"),
         ('{"a": 1}\n', "not a trace header"),
         ('{"format": 99}\n', "trace format 99 is not supported"),
-        ('{"format": 1, "seed": 1, "options": {}}\n', "scenario_text"),
+        ('{"format": 2, "seed": 1, "options": {}}\n', "scenario_text"),
     ],
 )
 def test_read_header_refuses_what_is_not_a_trace(
@@ -132,3 +151,48 @@ def test_sink_compares_against_expected_lines() -> None:
         sink.line(text)
     sink.finish()
     assert sink.divergence == "line 2 differs:\n  trace:  b\n  replay: x"
+
+
+def _member(name: str = "n3", state: MemberState = MemberState.ALIVE, *,
+            host: str = "n3", observer: bool = False) -> Member:
+    return Member(
+        node_id=bytes(range(16)), name=name, address=(host, 7946), incarnation=4, state=state,
+        metadata=b"\xa1\x01\x02", observer=observer, public_key=b"\x07" * 32, since_mono=12.5,
+    )
+
+
+def test_a_member_record_is_traced_as_compact_facts() -> None:
+    facts = member_facts(_member(state=MemberState.SUSPECT))
+    assert facts == {
+        "addr": "n3:7946", "id": bytes(range(16)).hex(), "inc": 4, "meta": 3, "name": "n3",
+        "obs": False, "state": "suspect",
+    }
+    # The event's data holds the facts, not the key, the metadata bytes or since_mono.
+    data = jsonable(MemberFailed(_member(state=MemberState.FAILED)))
+    assert data == {"member": dict(facts, state="failed")}
+    assert "07" * 32 not in canonical(data)
+
+
+@pytest.mark.parametrize(
+    "ev",
+    [
+        MemberJoined(_member()),
+        MemberUpdated(_member(observer=True)),
+        MemberSuspect(_member(state=MemberState.SUSPECT), accuser=b"\xee" * 16),
+        MemberAlive(_member()),
+        MemberFailed(_member(state=MemberState.FAILED)),
+        MemberLeft(_member(state=MemberState.LEFT)),
+        MemberReaped(bytes(range(16))),
+        MemberJoined(_member(name='we"ird\\name \u00e9')),
+        MemberJoined(_member(host="::1")),
+    ],
+)
+@pytest.mark.parametrize("node", ["n1", "odd \"node\""])
+def test_member_event_line_is_the_canonical_line(ev: object, node: str) -> None:
+    want = canonical(
+        {"data": jsonable(ev), "ev": "event", "node": node, "t": "1.000000000",
+         "type": type(ev).__name__}
+    )
+    got = member_event_line(node, "1.000000000", ev)
+    assert got == want
+    assert json.loads(got)["type"] == type(ev).__name__
