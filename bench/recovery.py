@@ -200,7 +200,6 @@ def main(argv: list[str] | None = None) -> int:
                 row["aioquic"]["us_per_packet"] / row["ours"]["us_per_packet"], 2
             )
         report["scenarios"][name] = row
-        print(f"{name}: {json.dumps(row)}", file=sys.stderr)
     print(json.dumps(report, sort_keys=True))
     return 0
 
