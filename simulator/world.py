@@ -835,8 +835,8 @@ class World:
             if not st.starved:
                 host.end_slow()
                 self.membership.on_resume(host)
-                self.trace({"ev": "slow_end", "node": host.name,
-                            "handled": st.processed, "dropped": st.dropped})
+                self.trace({"ev": "slow_end", "node": host.name, "handled": st.processed,
+                            "dropped": st.dropped, "slow_s": round(self.now - st.since, 9)})
             return
         rate = st.rate()
         if rate <= 0.0:
