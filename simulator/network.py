@@ -205,6 +205,10 @@ class Network:
         self._overrides: list[LinkOverride] = []
         self._next_token = 0
         self._cache: dict[tuple[str, str], LinkParams] = {}
+        self._uniform: LinkParams | None = None
+        """The settings of every link when they are all the same (no per-link settings, no
+        fault override): ``route`` then skips the per-link cache."""
+        self._update_uniform()
         self._last_arrival: dict[tuple[str, str], float] = {}
         self._busy_until: dict[tuple[str, str], float] = {}
         self.clogged_nodes: dict[str, int] = {}
@@ -231,6 +235,9 @@ class Network:
         ).settle()
 
     # -- link settings -------------------------------------------------------------------
+
+    def _update_uniform(self) -> None:
+        self._uniform = None if self._base or self._overrides else self._default
 
     def link(self, src: str, dst: str) -> LinkParams:
         """The effective settings of ``src`` -> ``dst`` now."""
@@ -278,6 +285,7 @@ class Network:
         self._next_token += 1
         self._overrides.append(LinkOverride(self._next_token, src, dst, nodes, field, value))
         self._cache.clear()
+        self._update_uniform()
         return self._next_token
 
     def remove_override(self, token: int) -> bool:
@@ -286,6 +294,7 @@ class Network:
             if o.token == token:
                 del self._overrides[i]
                 self._cache.clear()
+                self._update_uniform()
                 return True
         return False
 
@@ -293,6 +302,7 @@ class Network:
         """Undo every fault override (back to the scenario's network)."""
         self._overrides.clear()
         self._cache.clear()
+        self._update_uniform()
 
     # -- routing -------------------------------------------------------------------------
 
@@ -326,7 +336,7 @@ class Network:
         if (self.clogged_nodes or self.clogged_links) and self.clogged(src, dst) is not None:
             return "clog", 0.0, -1.0
         key = (src, dst)
-        p = self._cache.get(key) or self.link(src, dst)
+        p = self._uniform or self._cache.get(key) or self.link(src, dst)
         if p.plain:
             arrival = t + p.low_s + (self._random() * p.span_s if p.span_s else 0.0)
             last_arrival = self._last_arrival

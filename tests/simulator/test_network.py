@@ -70,6 +70,26 @@ def test_link_override_applies_only_to_its_link_and_symmetric_reverse() -> None:
     assert reason is None and arrival == pytest.approx(0.001)
 
 
+def test_fault_overrides_take_effect_and_lift_on_a_uniform_network() -> None:
+    """With every link alike, route skips the per-link cache: a loss fault on one node's
+    links must still apply at once, and only there, and lifting it must restore them."""
+    net = Network(NetworkSpec(latency=LatencySpec(0.001, 0.001)), random.Random(1))
+    assert net.route(0.0, "n1", "n2", 10)[0] is None
+    token = net.override("loss", 1.0, nodes=("n2",))
+    assert net.route(1.0, "n1", "n2", 10)[0] == "loss"
+    assert net.route(1.0, "n2", "n3", 10)[0] == "loss"
+    assert net.route(1.0, "n1", "n3", 10)[0] is None
+    all_links = net.override("latency", LatencySpec(0.2, 0.2))
+    assert net.route(2.0, "n1", "n3", 10)[1] == pytest.approx(2.2)
+    assert net.remove_override(token) and net.remove_override(all_links)
+    assert net.route(3.0, "n1", "n2", 10)[0] is None
+    assert net.route(4.0, "n3", "n1", 10)[1] == pytest.approx(4.001)
+    net.override("loss", 1.0)
+    assert net.route(5.0, "n3", "n1", 10)[0] == "loss"
+    net.clear_overrides()
+    assert net.route(6.0, "n3", "n1", 10)[0] is None
+
+
 def test_without_reorder_a_link_is_fifo_and_with_reorder_packets_overtake() -> None:
     def out_of_order(reorder: float) -> int:
         net = Network(NetworkSpec(latency=LatencySpec(0.001, 0.050), reorder=reorder),
