@@ -255,3 +255,45 @@ def test_every_live_node_marks_the_crashed_one_failed_within_the_window(
     after = m["membership.detection_after_suspect_s_max"]
     assert after <= high + 10 * LAN.gossip_interval_s
     assert m["membership.full_detection_s_max"] == pytest.approx(first + after)
+
+
+CRASHES = """\
+name = "membership-first-suspect"
+duration = "215s"
+mode = "messages"
+[cluster]
+nodes = 30
+[network]
+latency = "1ms..5ms"
+loss = 0.01
+{faults}[[workload]]
+kind = "membership"
+[check]
+settle = "5s"
+"""
+
+
+def test_the_mean_first_suspicion_is_close_to_swims_theory() -> None:
+    """Sixteen crashes among 30 nodes (two seeds of eight, 25 s apart): each is one draw of
+    an about exponential wait (mean ~one probe period with N-1 probers) plus the probe
+    interval; their mean is within half a probe period of the reported theory, and every
+    crash is fully detected within the suspicion window."""
+    faults = "".join(
+        f'[[fault]]\nat = "{15 + 25 * i}s"\nop = "crash"\nnodes = ["n{3 + 2 * i}"]\n'
+        for i in range(8)
+    )
+    text = CRASHES.format(faults=faults)
+    firsts: list[float] = []
+    for seed in (1, 2):
+        result = run_scenario(parse_scenario_text(text, source="crashes"), seed=seed)
+        assert result.ok, {k: v.detail for k, v in result.invariants.items() if not v.ok}
+        m = result.metrics
+        assert m["membership.first_suspect_s_count"] == 8
+        assert m["membership.full_detection_s_count"] == 8
+        assert m["membership.detection_after_suspect_s_max"] <= (
+            m["membership.suspicion_timeout_max_s"] + 10 * LAN.gossip_interval_s
+        )
+        firsts.append(m["membership.first_suspect_s_mean"])
+        theory = m["membership.first_suspect_theory_s"]
+    mean = sum(firsts) / len(firsts)
+    assert abs(mean - theory) <= 0.5 * LAN.probe_interval_s, (mean, theory)
