@@ -96,7 +96,9 @@ def run_ours(total: int, delay: float, seed: int = 1) -> dict[str, Any]:
             packets += 1
             if to_server:
                 if server is None:
-                    server = Connection.accept(now, data, b_id, keyring, secret_bytes, config=config)
+                    server = Connection.accept(
+                        now, data, b_id, keyring, secret_bytes, config=config
+                    )
                 else:
                     server.receive_datagram(now, data)
             else:
