@@ -459,7 +459,9 @@ class SendStream:
 class RecvStream:
     """The receiving half of a stream: reassembly of STREAM frames into in-order bytes.
 
-    The buffer is one ``bytearray`` from the first unread offset; frames beyond a hole are
+    The buffer is one ``bytearray`` from the first unread offset (or, while nothing else is
+    buffered, the one in-order frame's bytes object, handed to :meth:`read` uncopied);
+    frames beyond a hole are
     written in place (the hole zero-filled until its bytes come) and their ranges kept in a
     range list, bounded by ``max_ranges`` (a peer making us track more separate ranges is
     closed with PROTOCOL_VIOLATION; an honest sender has about one range per lost packet).
@@ -479,6 +481,7 @@ class RecvStream:
         "_buf",
         "_contig_end",
         "_discarding",
+        "_head",
         "_ranges",
         "_read_off",
         "conn_flow",
@@ -507,7 +510,10 @@ class RecvStream:
         self.conn_flow = conn_flow
         self.max_ranges = max_ranges
         self._buf = bytearray()
-        self._read_off = 0  # offset of _buf[0]: everything below was read
+        # Unread in-order bytes kept as the frame's own object while _buf is empty (no
+        # copy on the common path); when set, _buf and _ranges are empty.
+        self._head = b""
+        self._read_off = 0  # offset of _head[0] or _buf[0]: everything below was read
         self._contig_end = 0  # every byte below is received
         self._ranges: list[int] = []  # received ranges above _contig_end
         self._discarding = False
@@ -559,15 +565,28 @@ class RecvStream:
             return
         ranges = self._ranges
         if offset <= contig and not ranges:
-            # In order (the common case): append what is new.
-            if offset < contig:
-                self.duplicate_bytes += contig - offset
-                self._buf += memoryview(data)[contig - offset :]
+            # In order (the common case): keep the frame's bytes object itself when nothing
+            # else is buffered (read() hands it out without a copy), else append what is new.
+            if offset == contig and not self._buf and not self._head and type(data) is bytes:
+                self._head = data
             else:
-                self._buf += data
+                if self._head:
+                    self._flush_head()
+                if offset < contig:
+                    self.duplicate_bytes += contig - offset
+                    self._buf += memoryview(data)[contig - offset :]
+                else:
+                    self._buf += data
             self._contig_end = end
             return
+        if self._head:
+            self._flush_head()
         self._store(offset, data, end, contig, ranges)
+
+    def _flush_head(self) -> None:
+        """Move the unread bytes held as one frame's object into the buffer (it is empty)."""
+        self._buf += self._head
+        self._head = b""
 
     def _store(self, offset: int, data: bytes, end: int, contig: int, ranges: list[int]) -> None:
         """Write a frame at its place in the buffer and merge its range (the general path)."""
@@ -611,10 +630,19 @@ class RecvStream:
             n = max_bytes
         if n <= 0:
             return b""
-        buf = self._buf
-        with memoryview(buf) as view:
-            out = view[:n].tobytes()
-        del buf[:n]
+        head = self._head
+        if head:
+            if n == len(head):
+                out = head
+                self._head = b""
+            else:
+                out = head[:n]
+                self._head = head[n:]
+        else:
+            buf = self._buf
+            with memoryview(buf) as view:
+                out = view[:n].tobytes()
+            del buf[:n]
         self._read_off += n
         self.flow.consumed += n
         conn = self.conn_flow
@@ -640,7 +668,7 @@ class RecvStream:
     @property
     def buffered(self) -> int:
         """Bytes the buffer holds (in-order, out-of-order and zero-filled holes)."""
-        return len(self._buf)
+        return len(self._head) + len(self._buf)
 
     @property
     def bytes_read(self) -> int:
@@ -701,6 +729,7 @@ class RecvStream:
         self._read_off = offset
         self._contig_end = offset
         self._buf = bytearray()
+        self._head = b""
         self._ranges.clear()
 
     def __repr__(self) -> str:
