@@ -256,19 +256,21 @@ class Announcement(_Codec):
         global _parsed_bytes
         if limits is not DEFAULT_LIMITS or type(record) is not bytes:
             return cls._parse(record, signature, limits)  # cached only under the defaults
-        key = (record, signature)
-        cached = _PARSED.get(key)
-        if cached is not None:
+        # Keyed by the signature (64 bytes, cheap to hash), checked against the record
+        # bytes on a hit: a replayed signature over other bytes is parsed on its own.
+        cached = _PARSED.get(signature) if type(signature) is bytes else None
+        if cached is not None and cached.record == record:
             return cached  # type: ignore[return-value]
         ann = cls._parse(record, signature, limits)
+        if cached is not None:
+            return ann  # keep the first record under this signature
         size = len(record) + 64
         while _PARSED and (
             len(_PARSED) >= PARSE_CACHE_SIZE or _parsed_bytes + size > PARSE_CACHE_BYTES
         ):
-            old_record, _ = next(iter(_PARSED))
-            del _PARSED[next(iter(_PARSED))]
-            _parsed_bytes -= len(old_record) + 64
-        _PARSED[key] = ann
+            oldest = next(iter(_PARSED))
+            _parsed_bytes -= len(_PARSED.pop(oldest).record) + 64
+        _PARSED[signature] = ann
         _parsed_bytes += size
         return ann
 
@@ -488,7 +490,7 @@ PARSE_CACHE_SIZE = 8192
 PARSE_CACHE_BYTES = 8 * 1024 * 1024
 """Most record bytes the cache holds (a peer's record sizes never decide our memory);
 the oldest entries are evicted first when either bound is reached."""
-_PARSED: dict[tuple[bytes, bytes], Announcement] = {}
+_PARSED: dict[bytes, Announcement] = {}
 _parsed_bytes = 0
 
 _STATES = (MemberState.ALIVE, MemberState.SUSPECT, MemberState.FAILED, MemberState.LEFT)

@@ -171,6 +171,10 @@ MAX_INCARNATION = (1 << 64) - 1
 """Incarnations are unsigned 64-bit integers."""
 SCAN_LIMIT = 64
 """Most queued updates examined to fill one packet (bounds the cost per packet)."""
+MISS_LIMIT = 16
+"""Filling a packet stops after this many examined updates too large for the room left."""
+PULLED_SENDS = 2
+"""A record learned from a push-pull (not the sender's own) is passed on this many times."""
 NACK_FRACTION = 0.8
 """A relay nacks after this share of the probe timeout (so the nack arrives in time)."""
 
@@ -242,7 +246,7 @@ class _Node:
 
 
 class _Broadcast:
-    __slots__ = ("encoded", "frame", "key", "last_dest", "sent", "serial")
+    __slots__ = ("encoded", "frame", "key", "last_dest", "sent", "serial", "subject")
 
     def __init__(self, key: NodeId, frame: Frame, encoded: bytes, serial: int) -> None:
         self.key = key
@@ -251,8 +255,12 @@ class _Broadcast:
         self.sent = 0
         self.serial = serial
         self.last_dest: Address | None = None
-        """Where it was last sent (not sent there again right after: a gossip round's
-        packet would otherwise carry it twice, once as gossip and once piggybacked)."""
+        """Where it was last sent, or where it came from (not sent there next: a gossip
+        round's packet would otherwise carry it twice, once as gossip and once
+        piggybacked, and the node it came from has it)."""
+        self.subject: Address | None = None
+        """For an announcement, the address of the member it is about (never sent there:
+        a member has its own record)."""
 
 
 @dataclass(slots=True)
@@ -399,6 +407,12 @@ class SwimMembership:
             0.1, min(10.0, min(config.reap_after_s, config.observer_expiry_s) / 10)
         )
 
+        self._deadline: float | None = None
+        self._deadline_stale = True
+        self._table_version = 0  # bumped on every change of what push-pull would send
+        self._chunk_cache: tuple[int, list[list[PushPullEntry]]] | None = None
+        self._bq_min = 1 << 30  # a lower bound of the queued updates' encoded sizes
+
         self._out: list[tuple[Address | NodeId, Frame]] = []
         self._events: list[Event] = []
         self._handlers: dict[int, Callable[[Now, NodeId, Address, Frame], None]] = {
@@ -453,6 +467,7 @@ class SwimMembership:
             )
         if self.leaving:
             raise ValueError("metadata: this node has left")
+        self._deadline_stale = True
         old = self._metadata
         self._metadata = metadata
         ann = self._sign(self._self.incarnation + 1, ALIVE)
@@ -467,6 +482,7 @@ class SwimMembership:
 
     def handle_command(self, now: Now, cmd: Command) -> bool:
         """``Join`` (push-pull with the seeds until one answers) and ``Leave``."""
+        self._deadline_stale = True
         if isinstance(cmd, Join):
             self._join(now, cmd.addresses)
             self._arm(now.mono)
@@ -479,6 +495,7 @@ class SwimMembership:
 
     def handle_message(self, now: Now, sender: NodeId, addr: Address, frame: Frame) -> None:
         """One membership frame from ``sender`` (authenticated) at ``addr``."""
+        self._deadline_stale = True
         self._handlers[frame.TYPE](now, sender, addr, frame)
         if self._changed:  # a member or an update appeared: a timer may be needed
             self._changed = False
@@ -486,6 +503,7 @@ class SwimMembership:
 
     def handle_timer(self, now: Now) -> None:
         """Run every timer that is due."""
+        self._deadline_stale = True
         t = now.mono
         probe = self._probe
         if probe is not None and probe.direct_deadline is not None and t >= probe.direct_deadline:
@@ -518,7 +536,14 @@ class SwimMembership:
         self._arm(t)
 
     def next_deadline(self) -> float | None:
-        """The earliest time a timer is due (None when nothing is pending)."""
+        """The earliest time a timer is due (None when nothing is pending).
+
+        Cached: timers change only inside ``handle_message``, ``handle_timer``,
+        ``handle_command`` and ``update_metadata``, which mark the cache stale.
+        """
+        if not self._deadline_stale:
+            return self._deadline
+        self._deadline_stale = False
         best: float | None = None
         probe = self._probe
         candidates = (
@@ -536,6 +561,7 @@ class SwimMembership:
         for d in candidates:
             if d is not None and (best is None or d < best):
                 best = d
+        self._deadline = best
         return best
 
     def take_outgoing(self) -> list[tuple[Address | NodeId, Frame]]:
@@ -940,16 +966,29 @@ class SwimMembership:
         own.ann = ann
         own.incarnation = ann.incarnation
         own.since = now.mono
+        self._table_version += 1
         own.refresh()
         self._broadcast(self.node_id, ann)
 
     def _on_announcement_frame(
         self, now: Now, sender: NodeId, addr: Address, frame: Announcement
     ) -> None:
-        self._announcement(now, frame)
+        self._announcement(now, frame, origin=addr)
 
-    def _announcement(self, now: Now, ann: Announcement) -> _Node | None:
-        """Apply a member's own record; returns the member if it is (now) known."""
+    def _announcement(
+        self,
+        now: Now,
+        ann: Announcement,
+        *,
+        origin: Address | None = None,
+        pulled: bool = False,
+    ) -> _Node | None:
+        """Apply a member's own record; returns the member if it is (now) known.
+
+        A record that changes the table is queued for dissemination (not back to
+        ``origin`` next); ``pulled``: it came from a push-pull table, not as its sender's
+        own record (spec 10.3; queued as :meth:`_broadcast` says).
+        """
         node_id = ann.node_id
         node = self._nodes.get(node_id)
         if node is not None and (node.ann is ann or node.ann.record == ann.record):
@@ -977,7 +1016,7 @@ class SwimMembership:
             self._tombstones.pop(node_id, None)
             self._set_state(node, ALIVE, now.mono, new=True)
             self._events.append(MemberJoined(node.member))
-            self._broadcast(node_id, ann)
+            self._broadcast(node_id, ann, origin=origin, pulled=pulled)
             log.debug("member %s joined at %s:%d", short_id(node_id), ann.host, ann.port)
             return node
         inc = node.incarnation
@@ -998,6 +1037,7 @@ class SwimMembership:
             self._set_state(node, LEFT, now.mono)
             self._events.append(MemberLeft(node.member))
         elif old_state is ALIVE:
+            self._table_version += 1
             node.refresh()
             if (old.host, old.port, old.name, old.metadata) != (
                 ann.host,
@@ -1014,7 +1054,7 @@ class SwimMembership:
             self._events.append(MemberJoined(node.member))
         if old.observer != ann.observer:
             self._reclassify(node)
-        self._broadcast(node_id, ann)
+        self._broadcast(node_id, ann, origin=origin, pulled=pulled)
         return node
 
     def _acceptable(self, ann: Announcement) -> bool:
@@ -1055,34 +1095,58 @@ class SwimMembership:
                 self._schedule_retry(node, t, self.config.dead_retry_interval_s)
         else:
             self._failed.discard(node_id)
+        self._table_version += 1
         node.refresh()
 
     # -- dissemination --------------------------------------------------------------------
 
-    def _broadcast(self, key: NodeId, frame: Frame) -> None:
+    def _broadcast(
+        self, key: NodeId, frame: Frame, *, origin: Address | None = None, pulled: bool = False
+    ) -> None:
         """Queue an update about member ``key`` (replacing any queued one about it).
 
         The queue is kept in levels by times sent (``_levels[n]``: updates sent ``n``
         times, in the order they reached that level), so taking the least-sent updates
         never sorts. When full, the oldest entry of the highest level is dropped.
+        ``origin``: where the update came from (not sent back there next). ``pulled``: a
+        record learned from a push-pull, not its sender's own: it starts at
+        ``PULLED_SENDS`` sends below the retransmit limit, so it is passed on that many
+        times for redundancy but ranks behind every fresher update and is dropped first
+        from a full queue (spec 9.1).
         """
         encoded = cbor.encode(frame.to_cbor())
         self._bq_serial += 1
         levels = self._levels
+        start = 0
+        if pulled:
+            start = max(0, self._retransmit_limit() - PULLED_SENDS)
+            while len(levels) <= start:
+                levels.append({})
         b = self._bq.get(key)
         if b is not None:
             del levels[b.sent][key]
-            b.frame, b.encoded, b.sent, b.serial = frame, encoded, 0, self._bq_serial
-            b.last_dest = None
+            b.frame, b.encoded, b.sent, b.serial = frame, encoded, start, self._bq_serial
         else:
             if len(self._bq) >= self.config.max_broadcasts:
                 top = next(level for level in reversed(levels) if level)
                 self._drop_broadcast(next(iter(top.values())))
                 self.counters.inc("membership.broadcast.dropped_full")
             b = _Broadcast(key, frame, encoded, self._bq_serial)
+            b.sent = start
             self._bq[key] = b
-        levels[0][key] = b
+        b.last_dest = origin
+        b.subject = (frame.host, frame.port) if isinstance(frame, Announcement) else None
+        if len(encoded) < self._bq_min:
+            self._bq_min = len(encoded)
+        levels[start][key] = b
         self._changed = True
+
+    def _retransmit_limit(self) -> int:
+        n = self._n_active
+        if n != self._limit_n:
+            self._limit_n = n
+            self._limit = self.config.retransmit_limit(n)
+        return self._limit
 
     def _drop_broadcast(self, b: _Broadcast) -> None:
         del self._bq[b.key]
@@ -1092,30 +1156,50 @@ class SwimMembership:
         self, room: int, free_frames: int, dest: Address
     ) -> list[tuple[Frame, bytes]]:
         """The least-sent updates (newest first among equals) that fit ``room`` bytes and
-        ``free_frames`` frames, not just sent to ``dest``; each counts as sent once."""
-        n = self._n_active
-        if n != self._limit_n:
-            self._limit_n = n
-            self._limit = self.config.retransmit_limit(n)
-        limit = self._limit
+        ``free_frames`` frames, not just sent to ``dest``; each counts as sent once.
+
+        Examines at most ``SCAN_LIMIT`` updates, and stops after ``MISS_LIMIT`` that do not
+        fit; returns at once when ``room`` is below every queued update's size.
+        """
+        if room < self._bq_min:
+            return _EMPTY
+        limit = self._retransmit_limit()
         levels = self._levels
         taken: list[_Broadcast] = []
         budget = SCAN_LIMIT
+        misses = MISS_LIMIT
+        smallest = 1 << 30  # of the updates examined and not taken
+        complete = False
         for level in levels:
             if not level:
                 continue
             for b in reversed(level.values()):
-                budget -= 1
                 size = len(b.encoded)
-                if size <= room and b.last_dest != dest:
+                if size <= room and b.last_dest != dest and b.subject != dest:
                     taken.append(b)
                     room -= size
                     if len(taken) >= free_frames or room < MIN_PIGGYBACK_ROOM:
                         budget = 0
+                        break
+                else:
+                    if size < smallest:
+                        smallest = size
+                    if size > room:
+                        misses -= 1
+                        if misses <= 0:
+                            budget = 0
+                            break
+                budget -= 1
                 if budget <= 0:
                     break
             if budget <= 0:
                 break
+        else:
+            complete = True  # every queued update was examined
+        if not taken:
+            if complete:
+                self._bq_min = smallest
+            return _EMPTY
         out: list[tuple[Frame, bytes]] = []
         for b in taken:
             out.append((b.frame, b.encoded))
@@ -1129,6 +1213,11 @@ class SwimMembership:
                 if b.sent >= len(levels):
                     levels.append({})
                 levels[b.sent][key] = b
+        if complete:  # the bound is exact again
+            for b in taken:
+                if b.sent < limit and len(b.encoded) < smallest:
+                    smallest = len(b.encoded)
+            self._bq_min = smallest
         return out
 
     def pending_broadcasts(self) -> int:
@@ -1176,32 +1265,50 @@ class SwimMembership:
     # -- push-pull, join, dead retry ------------------------------------------------------
 
     def _state_chunks(self, exchange: int, reply: bool) -> list[PushPull]:
-        """This node's table as push-pull chunks (self first; bounded per exchange)."""
-        entries = [self._self] + [n for n in self._nodes.values() if n is not self._self]
+        """This node's table as push-pull chunks (self first; bounded per exchange).
+
+        The split into chunks is cached until the table changes (``_table_version``), so
+        push-pulls in a quiet cluster cost O(chunks), not O(N); a truncated table (a
+        random subset each time) is never cached.
+        """
+        cache = self._chunk_cache
+        if cache is not None and cache[0] == self._table_version:
+            parts = cache[1]
+        else:
+            parts = self._split_table()
+        last = len(parts) - 1
+        return [PushPull(exchange, i, reply, i == last, part) for i, part in enumerate(parts)]
+
+    def _split_table(self) -> list[list[PushPullEntry]]:
+        own = self._self
+        entries = [own] + [n for n in self._nodes.values() if n is not own]
         total = sum(len(n.ann.record) + 64 + ENTRY_OVERHEAD for n in entries)
         cap = self.config.push_pull_max_bytes
-        if total > cap:
+        truncated = total > cap
+        if truncated:
             rest = entries[1:]
             self.rng.shuffle(rest)
-            entries = [self._self, *rest]
+            entries = [own, *rest]
             self.counters.inc("membership.push_pull.truncated")
-        chunks: list[PushPull] = []
+        parts: list[list[PushPullEntry]] = []
         current: list[PushPullEntry] = []
         size = 0
         sent = 0
+        chunk_bytes = self.chunk_bytes
         for node in entries:
             ann = node.ann
             entry_size = len(ann.record) + len(ann.signature) + ENTRY_OVERHEAD
             if sent + entry_size > cap:
                 break
-            if current and size + entry_size > self.chunk_bytes:
-                chunks.append(PushPull(exchange, len(chunks), reply, False, current))
+            if current and size + entry_size > chunk_bytes:
+                parts.append(current)
                 current, size = [], 0
             current.append(PushPullEntry(ann, node.state))
             size += entry_size
             sent += entry_size
-        chunks.append(PushPull(exchange, len(chunks), reply, True, current))
-        return chunks
+        parts.append(current)
+        self._chunk_cache = None if truncated else (self._table_version, parts)
+        return parts
 
     def _push_pull(self, now: Now, addr: Address, reply: bool, exchange: int) -> None:
         chunks = self._state_chunks(exchange, reply)
@@ -1218,12 +1325,16 @@ class SwimMembership:
         for entry in frame.entries:
             ann = entry.announcement
             state = entry.state
+            # Only the sender's own record is fresh news: the rest of its table is what
+            # the cluster has mostly gossiped already (a joiner re-gossiping the whole
+            # table it pulled would bury real news under N old records, spec 9.1).
+            pulled = ann.node_id != sender
             if state is ALIVE or state is LEFT:
-                self._announcement(now, ann)
+                self._announcement(now, ann, origin=addr, pulled=pulled)
                 continue
             if ann.node_id not in self._nodes and state is FAILED:
                 continue
-            node = self._announcement(now, ann)
+            node = self._announcement(now, ann, origin=addr, pulled=pulled)
             if node is not None or ann.node_id == self.node_id:
                 self._suspect(now, ann.node_id, ann.incarnation, sender)
         if frame.reply:
@@ -1394,6 +1505,7 @@ class SwimMembership:
             self._n_active -= 1
         own.state = LEFT
         own.since = now.mono
+        self._table_version += 1
         own.refresh()
         if self._peers:
             self._broadcast(self.node_id, ann)
@@ -1429,6 +1541,7 @@ class SwimMembership:
             self._n_active -= 1
         self._failed.discard(node.node_id)
         del self._nodes[node.node_id]
+        self._table_version += 1
         b = self._bq.get(node.node_id)
         if b is not None:
             self._drop_broadcast(b)

@@ -207,7 +207,7 @@ def _core(seed: int, members: int) -> NodeCore:
             metadata=b"\xa1drole\x66worker",
             observer=False,
         )
-        core.membership.handle_message(Now(0, EPOCH), ann.node_id, B, ann)
+        core.membership.handle_message(Now(0, EPOCH), ann.node_id, ("10.0.0.3", 7946), ann)
     core.take_outgoing()
     core.take_events()
     return core

@@ -83,4 +83,24 @@ def test_the_announcement_parse_cache_is_bounded_in_bytes(
         records.append(ann.record)
         assert 0 < frames._parsed_bytes <= 3000
     assert len(frames._PARSED) < 8
-    assert (records[-1], ann.signature) in frames._PARSED
+    assert frames._PARSED[ann.signature].record == records[-1]
+
+
+def test_the_parse_cache_never_answers_other_bytes_under_a_known_signature() -> None:
+    from foundation_p2p.crypto.identity import Identity
+    from foundation_p2p.membership import frames
+    from foundation_p2p.membership.state import MemberState
+
+    kw = {"state": MemberState.ALIVE, "name": "n", "metadata": b"", "observer": False}
+    real = frames.Announcement.sign(
+        Identity(bytes([7]) * 32), incarnation=1, address=("127.0.0.1", 7000), **kw
+    )
+    other = frames.Announcement.sign(
+        Identity(bytes([7]) * 32), incarnation=2, address=("127.0.0.1", 7000), **kw
+    )
+    first = frames.Announcement.parse(real.record, real.signature)
+    assert first.verify()
+    replayed = frames.Announcement.parse(other.record, real.signature)  # signature replayed
+    assert replayed.record == other.record and replayed.incarnation == 2
+    assert not replayed.verify()
+    assert frames.Announcement.parse(real.record, real.signature) is first

@@ -24,6 +24,7 @@ from simulator.world import run_scenario
 KEYRING = Keyring(bytes(range(32)))
 A = ("10.0.0.1", 7946)
 B = ("10.0.0.2", 7946)
+C = ("10.0.0.3", 7946)
 
 
 def secret(seed: int) -> Callable[[int], bytes]:
@@ -94,7 +95,7 @@ def _fill_queue(core: NodeCore, count: int) -> None:
             metadata=b"\xa1drole\x66worker",
             observer=False,
         )
-        core.membership.handle_message(Now(0, 0), ann.node_id, B, ann)
+        core.membership.handle_message(Now(0, 0), ann.node_id, C, ann)  # not from B
 
 
 def test_packets_never_exceed_max_packet_bytes_and_piggybacking_keeps_the_user_share() -> None:
