@@ -290,7 +290,8 @@ class MembershipTracker:
         if not self.observer[name]:
             self._expect(node_id, True)
             view = _View(alive={node_id})
-            view.mismatch = len(view.alive ^ self.expected)
+            # ``expected`` holds node_id now: the view misses everyone else, adds nobody.
+            view.mismatch = len(self.expected) - 1
             self.views[name] = view
             self.mismatch_total += view.mismatch
         self._converged_maybe()

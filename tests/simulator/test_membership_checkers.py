@@ -214,3 +214,19 @@ def test_update_metadata_has_the_requested_size() -> None:
     for size in (7, 8, 23, 24, 25, 64, 255, 256, 257, 300, 1024):
         assert len(update_metadata_bytes(70_000, size)) == size
     assert len(update_metadata_bytes(70_000, 3)) == shortest
+
+
+def test_auth_failures_of_an_earlier_boot_still_fail_the_auth_checker() -> None:
+    """The checker reads both the running core's counters and those kept from crashed
+    boots; a counter present with 0 is no failure."""
+    w = world(3)
+    check = CHECKERS["wire.no_auth_failures"].check
+    assert check(w)[0]
+    n2 = w.host("n2")
+    assert n2.core is not None
+    n2.core.counters["packets.dropped.malformed"] = 0
+    assert check(w)[0]
+    w.crash(n2)
+    n2.old_counters["packets.dropped.auth_failed"] = 2
+    ok, detail = check(w)
+    assert not ok and "n2: packets.dropped.auth_failed=2" in detail
