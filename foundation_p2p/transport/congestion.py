@@ -279,26 +279,28 @@ class Pacer:
             srtt = rtt.granularity
         return self.n * self._cc.congestion_window / srtt
 
-    def _tokens_at(self, now: float, rate: float) -> float:
-        last = self._last
+    def _tokens_at(self, now: float) -> float:
+        """The bucket's content at ``now`` (not stored)."""
         tokens = self._tokens
-        if last is not None and now > last:
-            tokens += (now - last) * rate
-            if tokens > self._capacity:
-                tokens = self._capacity
+        last = self._last
+        capacity = self._capacity
+        if tokens < capacity and last is not None and now > last:
+            tokens += (now - last) * self.rate()
+            if tokens > capacity:
+                tokens = capacity
         return tokens
 
     def next_send_time(self, now: float, size: int) -> float:
         """When a packet of ``size`` bytes may be sent: ``<= now`` means at once."""
-        rate = self.rate()
-        tokens = self._tokens_at(now, rate)
+        if self._tokens >= size:
+            return now  # the bucket only fills with time
+        tokens = self._tokens_at(now)
         if tokens >= size:
             return now
-        return now + (size - tokens) / rate
+        return now + (size - tokens) / self.rate()
 
     def on_sent(self, now: float, size: int) -> None:
         """Take a sent packet's bytes out of the bucket."""
-        rate = self.rate()
-        self._tokens = self._tokens_at(now, rate) - size
+        self._tokens = self._tokens_at(now) - size
         if self._last is None or now > self._last:
             self._last = now
