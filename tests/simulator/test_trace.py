@@ -196,3 +196,27 @@ def test_member_event_line_is_the_canonical_line(ev: object, node: str) -> None:
     got = member_event_line(node, "1.000000000", ev)
     assert got == want
     assert json.loads(got)["type"] == type(ev).__name__
+
+
+def test_a_membership_trace_says_what_happened_and_replays(tmp_path: Path) -> None:
+    """Member records are traced as facts (who, where, incarnation, state), and a trace
+    full of them still replays line for line to the same digest."""
+    text = TEXT.replace('kind = "ping"', 'kind = "membership"')
+    sc = parse_scenario_text(text, source="<test>")
+    path = tmp_path / "m.jsonl"
+    original = run_scenario(sc, trace_path=str(path))
+    failed = []
+    for raw in path.read_text().splitlines()[1:]:
+        line = json.loads(raw)
+        if line.get("type") == "MemberFailed":
+            failed.append(line)
+    # n2 crashed at 3 s for 2 s: someone marked it failed, or it was back in time.
+    for line in failed:
+        member = line["data"]["member"]
+        assert member["state"] == "failed"
+        assert set(member) == {"addr", "id", "inc", "meta", "name", "obs", "state"}
+    joined = [r for r in path.read_text().splitlines() if '"type":"MemberJoined"' in r]
+    assert len(joined) >= 4 * 3  # every node learned the three others
+    result, matches, divergence = replay_trace(str(path))
+    assert matches, divergence
+    assert result.trace_digest == original.trace_digest
