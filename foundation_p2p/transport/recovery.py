@@ -25,7 +25,12 @@ Rules implemented (RFC 9002 numbering):
   first RTT sample are declared lost, nothing sent between them is acknowledged, and their
   send times are more than ``3 * (smoothed_rtt + max(4 * rttvar, granularity) +
   max_ack_delay)`` apart; the controller then collapses its window and ``min_rtt`` is reset
-  to the latest sample (section 5.2).
+  to the latest sample (section 5.2). The two packets are looked for among those declared
+  lost together (one ACK frame or one loss timer), as appendix B.8 does; losses declared
+  on different occasions are not paired.
+
+Not done: spurious-loss detection (a packet declared lost and acknowledged later is only
+ignored), ECN, and the handshake's packet-number spaces.
 
 Cost: the tracked packets live in a dict keyed by packet number plus a deque of their
 numbers in send order. Acknowledged ranges are walked only from the oldest tracked packet
@@ -102,6 +107,9 @@ class SentPacket:
 
 class RttEstimator:
     """Round-trip time estimate of one path (RFC 9002 section 5).
+
+    ``rttvar`` is updated from the previous ``smoothed_rtt``, as appendix A.7 and RFC 6298
+    do (section 5.3's prose updates ``smoothed_rtt`` first; the difference is second order).
 
     Before the first sample ``smoothed_rtt = initial_rtt``, ``rttvar = initial_rtt / 2``,
     ``latest_rtt = min_rtt = 0`` and ``has_sample`` is False.
