@@ -562,6 +562,35 @@ def test_skipped_packet_numbers_and_huge_ranges_cost_only_the_tracked_packets() 
     assert pns(out.acked) == [0, 10**15]
 
 
+class CountingDict(dict[int, SentPacket]):
+    """A dict that counts ``pop`` calls and fails past a budget."""
+
+    def __init__(self, budget: int) -> None:
+        super().__init__()
+        self.budget = budget
+        self.pops = 0
+
+    def pop(self, key: int, default: object = None) -> SentPacket:  # type: ignore[override]
+        self.pops += 1
+        assert self.pops <= self.budget, "ACK processing walks more than the new packets"
+        return super().pop(key, default)  # type: ignore[arg-type]
+
+
+def test_repeated_cumulative_ranges_cost_o1_per_packet() -> None:
+    """Peers repeat their oldest ranges in every ACK frame (the first range often runs down
+    to packet 0): each packet must cost O(1) amortised, not a walk from 0 per ACK."""
+    r, _ = make(max_tracked=1 << 16)
+    counting = CountingDict(budget=3 * 20_000)
+    r._sent = counting
+    lag = 50
+    for pn in range(20_000):
+        send(r, pn, pn * 1e-4)
+        if pn % 2 == 1 and pn >= lag:
+            r.on_ack_received([(0, pn - lag)], 0.0, pn * 1e-4)
+    assert r.packets_acked == 20_000 - lag
+    assert counting.pops <= 2 * 20_000
+
+
 def test_on_close_forgets_everything() -> None:
     r, _ = make()
     for pn in range(3):
@@ -667,6 +696,7 @@ def test_every_packet_ends_acked_lost_or_outstanding_exactly_once(
         assert r.bytes_in_flight == in_flight >= 0
         assert cc.bytes_in_flight == in_flight
         assert r.ack_eliciting_in_flight == sum(1 for p in outstanding if p.ack_eliciting)
+        assert cc.minimum_window <= cc.congestion_window <= cc.max_window
         assert len(outstanding) <= max_tracked + 2
         open_pns = {p.pn for p in outstanding}
         assert not (open_pns & acked) and not (open_pns & lost) and not (acked & lost)
