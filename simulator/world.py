@@ -44,7 +44,14 @@ from simulator.nemesis import Nemesis
 from simulator.network import Network, PartitionState
 from simulator.rand import byte_source, child_rng
 from simulator.services import NODE_SERVICE, ServiceRegistry
-from simulator.trace import TraceSink, canonical, fmt_time, header_line, jsonable
+from simulator.trace import (
+    TraceSink,
+    canonical,
+    fmt_time,
+    header_line,
+    jsonable,
+    member_event_line,
+)
 from simulator.workloads import Workload, build_workload
 
 log = logging.getLogger("foundation_p2p.simulator")
@@ -647,14 +654,17 @@ class World:
                     '"type":"PeerAcked"}'
                 )
                 continue
-            if type(ev) is PeerUnanswered:
-                self.stats.inc("probe.unanswered")
-            elif type(ev) in MEMBER_EVENTS:
+            kind = type(ev)
+            if kind in MEMBER_EVENTS:
                 self.membership.on_event(host, ev)
+                line(member_event_line(host.name, t, ev))  # the canonical line, without json
+                continue
+            if kind is PeerUnanswered:
+                self.stats.inc("probe.unanswered")
             line(
                 canonical(
                     {"data": jsonable(ev), "ev": "event", "node": host.name, "t": t,
-                     "type": type(ev).__name__}
+                     "type": kind.__name__}
                 )
             )
 
