@@ -34,6 +34,7 @@ import statistics
 import sys
 import time
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 from foundation_p2p.transport.congestion import NewReno, Pacer
@@ -147,7 +148,7 @@ def run_aioquic(
         on_sent(packet=p, space=space)
         rs = rangesets[i]
         if rs is not None:
-            on_ack(ack_rangeset=rs, ack_delay=0.0, now=p.sent_time, space=space)
+            on_ack(ack_rangeset=rs, ack_delay=0.0, now=times[i], space=space)
     elapsed = time.perf_counter() - start
     return elapsed, counts["acked"], counts["lost"]
 
@@ -191,11 +192,11 @@ def main(argv: list[str] | None = None) -> int:
     for name, drop in (("no_loss", None), ("loss_1pct", 100)):
         times, acks = build_sequence(n, args.inflight, drop)
         row: dict[str, Any] = {
-            "ours": measure(lambda t=times, a=acks: run_ours(t, a, False), repeat, n),
-            "ours_paced": measure(lambda t=times, a=acks: run_ours(t, a, True), repeat, n),
+            "ours": measure(partial(run_ours, times, acks, False), repeat, n),
+            "ours_paced": measure(partial(run_ours, times, acks, True), repeat, n),
         }
         if baseline is not None:
-            row["aioquic"] = measure(lambda t=times, a=acks: run_aioquic(t, a), repeat, n)
+            row["aioquic"] = measure(partial(run_aioquic, times, acks), repeat, n)
             row["ratio_aioquic_over_ours"] = round(
                 row["aioquic"]["us_per_packet"] / row["ours"]["us_per_packet"], 2
             )

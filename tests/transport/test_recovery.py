@@ -570,7 +570,7 @@ class CountingDict(dict[int, SentPacket]):
         self.budget = budget
         self.pops = 0
 
-    def pop(self, key: int, default: object = None) -> SentPacket:  # type: ignore[override]
+    def pop(self, key: int, default: object = None) -> SentPacket:
         self.pops += 1
         assert self.pops <= self.budget, "ACK processing walks more than the new packets"
         return super().pop(key, default)  # type: ignore[arg-type]
