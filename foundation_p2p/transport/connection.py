@@ -61,7 +61,7 @@ from typing import Any, cast
 
 from foundation_p2p.addresses import NodeId
 from foundation_p2p.counters import Counters
-from foundation_p2p.crypto.handshake import Handshake, NoiseStatic
+from foundation_p2p.crypto.handshake import Handshake, NoiseStatic, UnexpectedPeerError
 from foundation_p2p.crypto.identity import Identity
 from foundation_p2p.crypto.keyring import Keyring
 from foundation_p2p.errors import ConfigError, MalformedError, WireError
@@ -442,7 +442,8 @@ class Connection:
             hs.receive(packet.noise)
         except WireError as exc:
             self._drop("handshake_" + exc.code)
-            if hs.failed and self.state == HANDSHAKE:
+            if self.state == HANDSHAKE and (hs.failed or isinstance(exc, UnexpectedPeerError)):
+                # an authenticated peer that is not the node dialled is a final answer
                 self._fail(ErrorCode.CONNECTION_REFUSED, f"handshake failed: {exc}")
             return False
         if hs.duplicates != duplicates:
@@ -1024,7 +1025,8 @@ class Connection:
         if self.state >= CLOSING:
             return
         log.info("closing connection with error %#x: %s", code, reason)
-        self.counters.inc(f"errors.{code}")
+        name = ErrorCode(code).name if code in ErrorCode._value2member_map_ else str(code)
+        self.counters.inc(f"errors.{name}")
         self._start_closing(code, reason, frame_type)
 
     def _start_closing(self, code: int, reason: str, frame_type: int | None) -> None:
@@ -1101,7 +1103,7 @@ class Connection:
         if self._pace_at is not None and self._pace_at < deadline:
             deadline = self._pace_at
         keep = self.config.keep_alive_s
-        if keep is not None:
+        if keep is not None and not self._ping:  # a pending PING waits for the window
             ka = max(self._last_eliciting_sent, self._last_received) + keep
             if ka < deadline:
                 deadline = ka

@@ -102,6 +102,20 @@ class Pair:
         """False: the server application takes no events (and so reads nothing)."""
         self._flush()
 
+    def new_client(self, **kwargs: object) -> Connection:
+        """Replace the client with a new connection (same identity unless the caller says),
+        as after a restart: the pipe and the server start empty."""
+        self._queue.clear()
+        self.server = None
+        self.s = Side()
+        self.c = Side()
+        self.client = Connection.connect(
+            self.now, self.client_identity, self.keyring, self.secret_bytes,
+            config=self.config, **kwargs,  # type: ignore[arg-type]
+        )
+        self._flush()
+        return self.client
+
     def secret_bytes(self, n: int) -> bytes:
         return self.rng.randbytes(n)
 

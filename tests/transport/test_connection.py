@@ -398,3 +398,75 @@ def _shared_pair() -> Pair:
         _established(pair)
         _PAIR.append(pair)
     return _PAIR[0]
+
+
+def test_a_client_dialling_the_wrong_node_id_fails_at_once() -> None:
+    pair = Pair(17)
+    expected = bytes(16)  # not the server's node id
+    pair.new_client(expected_peer=expected)
+    pair.run(lambda: pair.client.is_closed, max_time_s=5)
+    assert pair.client.is_closed
+    assert pair.c.closed is not None
+    assert pair.c.closed.error_code == ErrorCode.CONNECTION_REFUSED
+    assert pair.now < 1.0  # not after the handshake retransmissions ran out
+    assert pair.client.stats()["dropped.handshake_unexpected_peer"] == 1
+
+
+def test_a_replayed_authentic_packet_is_refused_so_it_cannot_move_the_peer() -> None:
+    pair = Pair(18)
+    server = _established(pair)
+    captured: list[bytes] = []
+
+    def capture(to_server: bool, data: bytes) -> bytes | None:
+        if to_server and packet_type(data) == ConnPacketType.ONE_RTT:
+            captured.append(data)
+        return data
+
+    pair.tamper = capture
+    sid = pair.client.open_stream()
+    pair.client.send(sid, b"x" * 5000, end=True)
+    assert pair.run(lambda: sid in pair.s.ended, max_time_s=5)
+    assert captured
+    # as if an attacker replayed it from another address: not authenticated as new
+    assert server.receive_datagram(pair.now, captured[0]) is False
+    assert server.stats()["dropped.replay"] >= 1
+
+
+def test_a_restarted_peer_gets_a_fresh_connection_with_the_same_node_id() -> None:
+    pair = Pair(19)
+    old_server = _established(pair)
+    # the client restarts: same identity, a new Connection (new keys, new connection id)
+    restarted = pair
+    restarted.new_client()
+    assert restarted.run(restarted.established, max_time_s=5)
+    assert restarted.server is not None
+    assert restarted.server.peer_node_id == old_server.peer_node_id
+    assert restarted.server.local_cid != old_server.local_cid
+    # the owner replaces the old connection: it closes it
+    old_server.close(ErrorCode.NO_ERROR, "replaced")
+    assert old_server.close_reason is not None and old_server.close_reason.reason == "replaced"
+
+
+def test_stop_sending_makes_the_peer_reset_its_side() -> None:
+    pair = Pair(20)
+    server = _established(pair)
+    sid = pair.client.open_stream()
+    pair.client.send(sid, b"a" * 1000)
+    assert pair.run(lambda: sid in pair.s.streams, max_time_s=5)
+    server.stop_sending(sid, 9)
+    pair.run(lambda: pair.client._streams.get(sid) is None
+             or pair.client._streams[sid].send.reset_code is not None,  # type: ignore[union-attr]
+             max_time_s=5)
+    stopped = [e for _, e in pair.c.events if type(e).__name__ == "StopSendingReceived"]
+    assert len(stopped) == 1 and stopped[0].error_code == 9  # type: ignore[attr-defined]
+    with pytest.raises(ConfigError):
+        pair.client.send(sid, b"more")
+
+
+def test_a_stream_frame_on_our_own_unidirectional_stream_is_a_stream_state_error() -> None:
+    pair = Pair(21)
+    server = _established(pair)
+    uni = server.open_stream(uni=True)  # server-initiated unidirectional: server sends only
+    _inject(pair.client, server, pair.now, [StreamFrame(uni, 0, False, b"x")])
+    assert server.close_reason is not None
+    assert server.close_reason.error_code == ErrorCode.STREAM_STATE_ERROR
