@@ -29,6 +29,7 @@ from foundation_p2p.transport.flow import FlowCredit, FlowWindow
 __all__ = [
     "MAX_STREAM_ID",
     "MAX_STREAM_OFFSET",
+    "ByteRing",
     "RecvStream",
     "SendStream",
     "StreamClosedError",
@@ -142,6 +143,113 @@ def _coalesce_smallest_gap(ranges: list[int]) -> None:
     del ranges[best : best + 2]
 
 
+class ByteRing:
+    """A ring buffer of bytes, grown on demand up to ``max_size``: the streams' storage.
+
+    Positions are relative to the front. :meth:`write` puts bytes at a position (past the
+    end leaves a gap whose contents are undefined until written), :meth:`read` copies bytes
+    out, :meth:`drop` releases the front. Nothing moves on :meth:`drop` and memory is
+    allocated only when the ring grows (doubling, at most ``max_size``); an emptied ring
+    larger than ``SHRINK_BYTES`` is released. This avoids what ``bytearray`` does when
+    bytes are deleted from its front and appended at its end: a fresh allocation and a
+    copy of everything held each time it outgrows its allocation.
+    """
+
+    SHRINK_BYTES = 64 * 1024
+    MIN_BYTES = 4096
+
+    __slots__ = ("_cap", "_ring", "_start", "_view", "length", "max_size")
+
+    def __init__(self, max_size: int) -> None:
+        self.max_size = max_size
+        self.length = 0
+        self._start = 0
+        self._cap = 0
+        self._ring = bytearray()
+        self._view = memoryview(self._ring)
+
+    def __len__(self) -> int:
+        return self.length
+
+    def _grow(self, need: int) -> None:
+        if need > self.max_size:
+            raise ConfigError(f"ring of {self.max_size} bytes cannot hold {need}")
+        cap = self._cap
+        new_cap = min(self.max_size, max(cap * 2, self.MIN_BYTES))
+        if new_cap < need:
+            new_cap = need
+        new = bytearray(new_cap)
+        n = self.length
+        start = self._start
+        view = self._view
+        if start + n <= cap:
+            new[:n] = view[start : start + n]
+        else:
+            first = cap - start
+            new[:first] = view[start:]
+            new[first:n] = view[: n - first]
+        view.release()
+        self._ring = new
+        self._view = memoryview(new)
+        self._start = 0
+        self._cap = new_cap
+
+    def write(self, pos: int, data: bytes | memoryview) -> None:
+        """Write ``data`` at position ``pos``; the length grows to cover it."""
+        n = len(data)
+        end = pos + n
+        if end > self._cap:
+            self._grow(end)
+        cap = self._cap
+        i = self._start + pos
+        if i >= cap:
+            i -= cap
+        if i + n <= cap:
+            self._view[i : i + n] = data
+        else:
+            first = cap - i
+            src = memoryview(data)
+            self._view[i:] = src[:first]
+            self._view[: n - first] = src[first:]
+        if end > self.length:
+            self.length = end
+
+    def read(self, pos: int, n: int) -> bytes:
+        """Return a copy of ``n`` bytes from position ``pos``."""
+        cap = self._cap
+        i = self._start + pos
+        if i >= cap:
+            i -= cap
+        if i + n <= cap:
+            return self._view[i : i + n].tobytes()
+        first = cap - i
+        return self._view[i:].tobytes() + self._view[: n - first].tobytes()
+
+    def drop(self, n: int) -> None:
+        """Release ``n`` bytes from the front."""
+        length = self.length - n
+        if length <= 0:
+            self.length = 0
+            self._start = 0
+            if self._cap > self.SHRINK_BYTES:
+                self.clear()
+            return
+        self.length = length
+        start = self._start + n
+        if start >= self._cap:
+            start -= self._cap
+        self._start = start
+
+    def clear(self) -> None:
+        """Release everything, memory included."""
+        self._view.release()
+        self._ring = bytearray()
+        self._view = memoryview(self._ring)
+        self._cap = 0
+        self._start = 0
+        self.length = 0
+
+
 class StreamClosedError(ConfigError):
     """The application wrote to a stream it already finished or reset."""
 
@@ -149,8 +257,8 @@ class StreamClosedError(ConfigError):
 class SendStream:
     """The sending half of a stream: buffered bytes until acknowledged, lost ranges resent.
 
-    The buffer is one ``bytearray`` holding offsets ``[base, written)``: everything written
-    and not yet acknowledged from the front (an acknowledgement above a hole is remembered
+    The buffer is a :class:`ByteRing` holding offsets ``[base, written)``: everything
+    written and not yet acknowledged from the front (an acknowledgement above a hole is remembered
     in a range list until the hole is filled). It never holds more than ``max_buffer``
     bytes: :meth:`write` accepts what fits and returns the count (backpressure: the caller
     keeps the rest). :meth:`next_chunk` hands out lost ranges first (no new credit needed),
@@ -203,8 +311,8 @@ class SendStream:
         self.max_buffer = max_buffer
         self.max_lost_ranges = max_lost_ranges
         self.credit = credit
-        self._buf = bytearray()
-        self._base = 0  # offset of _buf[0]: everything below is acknowledged
+        self._buf = ByteRing(max_buffer)
+        self._base = 0  # offset of _buf's front: everything below is acknowledged
         self._sent_end = 0  # first offset never sent
         self._lost: list[int] = []  # ranges to resend, all within [_base, _sent_end)
         self._acked: list[int] = []  # acknowledged ranges above _base
@@ -231,28 +339,31 @@ class SendStream:
         if self._fin_written:
             raise StreamClosedError(f"stream {self.stream_id} was already finished")
         buf = self._buf
-        room = self.max_buffer - len(buf)
+        held = buf.length
+        room = self.max_buffer - held
         n = len(data)
-        if self._base + len(buf) + n > MAX_STREAM_OFFSET:
+        if self._base + held + n > MAX_STREAM_OFFSET:
             raise ConfigError(f"stream {self.stream_id} would exceed the maximum offset 2**62-1")
         if n > room:
             n = room
-            buf += memoryview(data)[:n]
+            if n:
+                buf.write(held, memoryview(data)[:n])
         else:
-            buf += data
+            if n:
+                buf.write(held, data)
             if end:
                 self._fin_written = True
-                self.final_size = self._base + len(buf)
+                self.final_size = self._base + held + n
         return n
 
     def writable(self) -> int:
         """Return how many bytes :meth:`write` would accept now."""
-        return self.max_buffer - len(self._buf)
+        return self.max_buffer - self._buf.length
 
     @property
     def buffered(self) -> int:
         """Bytes held: written and not yet acknowledged from the front."""
-        return len(self._buf)
+        return self._buf.length
 
     @property
     def bytes_sent(self) -> int:
@@ -274,7 +385,7 @@ class SendStream:
             return
         self.reset_code = error_code
         self.final_size = self._sent_end
-        self._buf = bytearray()
+        self._buf.clear()
         self._base = self._sent_end
         self._lost.clear()
         self._acked.clear()
@@ -291,7 +402,7 @@ class SendStream:
             return False
         if self._lost or (self._fin_lost and not self._fin_acked):
             return True
-        write_end = self._base + len(self._buf)
+        write_end = self._base + self._buf.length
         if self._sent_end < write_end:
             return self.credit.used < self.credit.limit
         return self._fin_written and not self._fin_sent
@@ -320,7 +431,7 @@ class SendStream:
                     del lost[:2]
                 else:
                     lost[0] = stop
-                data = bytes(self._buf[start - base : stop - base])
+                data = self._buf.read(start - base, n)
                 fin = stop == self.final_size and self._fin_sent and not self._fin_acked
                 if fin:
                     self._fin_lost = False
@@ -334,7 +445,7 @@ class SendStream:
         sent = self._sent_end
         buf = self._buf
         base = self._base
-        write_end = base + len(buf)
+        write_end = base + buf.length
         if sent < write_end:
             credit = self.credit
             avail = credit.limit - credit.used
@@ -358,7 +469,7 @@ class SendStream:
             conn_credit.used += n
             stop = sent + n
             self._sent_end = stop
-            data = bytes(buf[sent - base : stop - base])
+            data = buf.read(sent - base, n)
             fin = stop == write_end and self._fin_written
             if fin:
                 self._fin_sent = True
@@ -397,7 +508,7 @@ class SendStream:
         if self._lost:
             range_remove(self._lost, offset, end)
         if new_base > base:
-            del self._buf[: new_base - base]
+            self._buf.drop(new_base - base)
             self._base = new_base
 
     def on_lost(self, offset: int, length: int, fin: bool) -> None:
@@ -451,7 +562,7 @@ class SendStream:
     def __repr__(self) -> str:
         return (
             f"SendStream(id={self.stream_id}, acked={self._base}, sent={self._sent_end}, "
-            f"written={self._base + len(self._buf)}, lost_ranges={len(self._lost) // 2}, "
+            f"written={self._base + self._buf.length}, lost_ranges={len(self._lost) // 2}, "
             f"fin_written={self._fin_written}, reset={self.reset_code})"
         )
 
@@ -459,12 +570,12 @@ class SendStream:
 class RecvStream:
     """The receiving half of a stream: reassembly of STREAM frames into in-order bytes.
 
-    The buffer is one ``bytearray`` from the first unread offset (or, while nothing else is
-    buffered, the one in-order frame's bytes object, handed to :meth:`read` uncopied);
-    frames beyond a hole are
-    written in place (the hole zero-filled until its bytes come) and their ranges kept in a
-    range list, bounded by ``max_ranges`` (a peer making us track more separate ranges is
-    closed with PROTOCOL_VIOLATION; an honest sender has about one range per lost packet).
+    The buffer is a :class:`ByteRing` from the first unread offset (or, while nothing else
+    is buffered, the one in-order frame's bytes object, handed to :meth:`read` uncopied);
+    frames beyond a hole are written in place (the hole filled when its bytes come) and
+    their ranges kept in a range list, bounded by ``max_ranges`` (a peer making us track
+    more separate ranges is closed with PROTOCOL_VIOLATION; an honest sender has about one
+    range per lost packet).
     The buffer never exceeds the advertised window: every frame is checked against
     :class:`FlowWindow` ``flow`` (and, given one, the connection's window ``conn_flow``)
     before anything is stored. Duplicates and overlaps are trimmed; ``duplicate_bytes``
@@ -509,7 +620,7 @@ class RecvStream:
         self.flow = FlowWindow(window, max_window=max_window)
         self.conn_flow = conn_flow
         self.max_ranges = max_ranges
-        self._buf = bytearray()
+        self._buf = ByteRing(self.flow.max_window)
         # Unread in-order bytes kept as the frame's own object while _buf is empty (no
         # copy on the common path); when set, _buf and _ranges are empty.
         self._head = b""
@@ -567,16 +678,18 @@ class RecvStream:
         if offset <= contig and not ranges:
             # In order (the common case): keep the frame's bytes object itself when nothing
             # else is buffered (read() hands it out without a copy), else append what is new.
-            if offset == contig and not self._buf and not self._head and type(data) is bytes:
+            buf = self._buf
+            if offset == contig and not buf.length and not self._head and type(data) is bytes:
                 self._head = data
             else:
                 if self._head:
                     self._flush_head()
+                pos = contig - self._read_off
                 if offset < contig:
                     self.duplicate_bytes += contig - offset
-                    self._buf += memoryview(data)[contig - offset :]
+                    buf.write(pos, memoryview(data)[contig - offset :])
                 else:
-                    self._buf += data
+                    buf.write(pos, data)
             self._contig_end = end
             return
         if self._head:
@@ -585,7 +698,7 @@ class RecvStream:
 
     def _flush_head(self) -> None:
         """Move the unread bytes held as one frame's object into the buffer (it is empty)."""
-        self._buf += self._head
+        self._buf.write(0, self._head)
         self._head = b""
 
     def _store(self, offset: int, data: bytes, end: int, contig: int, ranges: list[int]) -> None:
@@ -596,17 +709,7 @@ class RecvStream:
             self.duplicate_bytes += contig - offset
             start = contig
             chunk = memoryview(data)[contig - offset :]
-        buf = self._buf
-        pos = start - self._read_off
-        stop = end - self._read_off
-        blen = len(buf)
-        if pos > blen:
-            buf += bytes(pos - blen)
-            buf += chunk
-        elif stop <= blen:
-            buf[pos:stop] = chunk
-        else:
-            buf[pos:] = chunk
+        self._buf.write(start - self._read_off, chunk)
         if start > contig:
             range_add(ranges, start, end)
             if len(ranges) > 2 * self.max_ranges:
@@ -640,9 +743,8 @@ class RecvStream:
                 self._head = head[n:]
         else:
             buf = self._buf
-            with memoryview(buf) as view:
-                out = view[:n].tobytes()
-            del buf[:n]
+            out = buf.read(0, n)
+            buf.drop(n)
         self._read_off += n
         self.flow.consumed += n
         conn = self.conn_flow
@@ -668,7 +770,7 @@ class RecvStream:
     @property
     def buffered(self) -> int:
         """Bytes the buffer holds (in-order, out-of-order and zero-filled holes)."""
-        return len(self._head) + len(self._buf)
+        return len(self._head) + self._buf.length
 
     @property
     def bytes_read(self) -> int:
@@ -728,7 +830,7 @@ class RecvStream:
                 self.conn_flow.consumed += dropped
         self._read_off = offset
         self._contig_end = offset
-        self._buf = bytearray()
+        self._buf.clear()
         self._head = b""
         self._ranges.clear()
 

@@ -16,6 +16,7 @@ from foundation_p2p.errors import ConfigError
 from foundation_p2p.transport.errors import ErrorCode, TransportError
 from foundation_p2p.transport.flow import FlowCredit, FlowWindow
 from foundation_p2p.transport.streams import (
+    ByteRing,
     RecvStream,
     SendStream,
     StreamClosedError,
@@ -86,6 +87,46 @@ def test_range_list_matches_a_set_of_integers(ops: list[tuple[bool, int, int]]) 
         assert covered == model
         # disjoint, sorted, non-empty, non-adjacent
         assert all(ranges[k] < ranges[k + 1] for k in range(len(ranges) - 1))
+
+
+# -- the byte ring under both streams -------------------------------------------------------
+
+
+@given(
+    max_size=st.integers(1, 20_000),
+    ops=st.lists(
+        st.tuples(st.sampled_from(["append", "write", "drop"]), st.integers(0, 9000)),
+        max_size=80,
+    ),
+)
+def test_byte_ring_behaves_like_a_bytearray(max_size: int, ops: list[tuple[str, int]]) -> None:
+    ring = ByteRing(max_size)
+    model = bytearray()
+    counter = 0
+    for op, n in ops:
+        if op == "drop":
+            k = min(n, len(model))
+            ring.drop(k)
+            del model[:k]
+        else:
+            pos = len(model) if op == "append" else min(n // 3, len(model))
+            size = min(n, max_size - pos)
+            data = bytes((counter + i) % 251 for i in range(size))
+            counter += 1
+            ring.write(pos, data)
+            model[pos : pos + size] = data
+        assert len(ring) == len(model)
+        if model:
+            assert ring.read(0, len(model)) == bytes(model)
+            mid = len(model) // 2
+            assert ring.read(mid, len(model) - mid) == bytes(model[mid:])
+
+
+def test_byte_ring_refuses_to_grow_past_its_bound() -> None:
+    ring = ByteRing(10)
+    ring.write(0, b"x" * 10)
+    with pytest.raises(ConfigError):
+        ring.write(10, b"y")
 
 
 # -- SendStream ----------------------------------------------------------------------------
