@@ -203,14 +203,20 @@ class Pair:
     ) -> bool:
         """Step until ``until()`` holds (True) or virtual time passes ``max_time_s`` or
         nothing is left to do (False)."""
+        stuck = 0
         while self.now <= max_time_s:
             if until is not None and until():
                 return True
             if on_step is not None:
                 on_step()
                 self._flush()
+            before = self.now
             if not self.step():
                 return until() if until is not None else True
+            # a deadline that stays due after its timer ran is a busy loop
+            stuck = stuck + 1 if self.now == before else 0
+            if stuck > 1000:
+                raise AssertionError(f"busy loop at t={self.now}: a deadline stays due")
         return until() if until is not None else False
 
     def established(self) -> bool:

@@ -470,3 +470,38 @@ def test_a_stream_frame_on_our_own_unidirectional_stream_is_a_stream_state_error
     _inject(pair.client, server, pair.now, [StreamFrame(uni, 0, False, b"x")])
     assert server.close_reason is not None
     assert server.close_reason.error_code == ErrorCode.STREAM_STATE_ERROR
+
+
+def test_a_vanished_peer_ends_in_idle_timeout_without_busy_looping() -> None:
+    config = TransportConfig(idle_timeout_s=5.0, keep_alive_s=1.0)
+    pair = Pair(22, config=config)
+    _established(pair)
+    sid = pair.client.open_stream()
+    pair.client.send(sid, bytes(1_000_000))
+    pair.run(lambda: pair.now > 0.1, max_time_s=1)
+    pair.loss = 1.0  # the server is gone while the congestion window is full
+    steps = 0
+
+    def count() -> None:
+        nonlocal steps
+        steps += 1
+
+    assert pair.run(lambda: pair.client.is_closed, max_time_s=30, on_step=count)
+    assert pair.c.closed is not None and pair.c.closed.reason == "idle timeout"
+    assert steps < 500  # probes back off; nothing re-arms itself at the same instant
+    assert pair.client.stats()["probes"] >= 3
+
+
+def test_a_low_urgency_stream_is_not_starved_by_an_urgent_bulk_stream() -> None:
+    feeders.clear()
+    pair = Pair(23, delay_s=0.005)
+    _established(pair)
+    urgent = _message_stream(pair, bytes(3_000_000), urgency=0)
+    background = _message_stream(pair, bytes(3_000_000), urgency=7)
+    pair.run(lambda: len(pair.s.streams.get(urgent, b"")) >= 1_500_000, max_time_s=60,
+             on_step=_feed_all)
+    got_urgent = len(pair.s.streams.get(urgent, b""))
+    got_background = len(pair.s.streams.get(background, b""))
+    # the anti-starvation rule gives the background stream about 1 pick in 16
+    assert got_background >= got_urgent / 40
+    assert got_background <= got_urgent / 4  # and urgency still decides most picks
