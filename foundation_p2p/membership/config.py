@@ -248,6 +248,23 @@ class MembershipConfig:
         """How many times one update is sent: retransmit_mult * ceil(log10(n + 1))."""
         return self.retransmit_mult * max(1, math.ceil(math.log10(n + 1)))
 
+    def hot_window_s(self, n: int) -> float:
+        """How long a new update stays hot (taken first): the gossip rounds it needs to be
+        sent ``retransmit_limit(n)`` times to ``gossip_nodes`` members a round, plus one."""
+        rounds = -(-self.retransmit_limit(n) // self.gossip_nodes) + 1
+        return rounds * self.gossip_interval_s
+
+    def dead_retry_gaps_s(self, count: int) -> list[float]:
+        """The first ``count`` dead-retry gaps before jitter: ``dead_retry_interval_s``
+        doubling up to ``dead_retry_max_interval_s`` (each is then multiplied by a random
+        factor in [1, 1.5))."""
+        gaps: list[float] = []
+        gap = self.dead_retry_interval_s
+        for _ in range(count):
+            gaps.append(gap)
+            gap = min(gap * 2, self.dead_retry_max_interval_s)
+        return gaps
+
     def push_pull_interval(self, n: int) -> float:
         """memberlist's pushPullScale: the interval grows with log2 above 32 members."""
         if n <= 32:

@@ -42,13 +42,16 @@ min, awareness stays 0 and relays send no nacks.
 
 **Dissemination.** Every update (an announcement or an opinion) goes into a broadcast
 queue keyed by the member it is about (a newer update about a member replaces the queued
-one). The queue is bounded (``max_broadcasts``; when full the most-sent entry is
-dropped, counted ``membership.broadcast.dropped_full``). Each outgoing packet of the node
-is topped up with the least-sent updates that fit (:meth:`piggyback`: never past the
-packet size, and leaving ``user_payload_share`` of it free); and every
-``gossip_interval`` a round sends the least-sent updates to ``gossip_nodes`` random
-members in packets of their own. An update is sent at most
-``retransmit_mult * ceil(log10(N + 1))`` times.
+one). The queue is bounded (``max_broadcasts``; when full the most-sent entry is dropped,
+counted ``membership.broadcast.dropped_full``). Each outgoing packet of the node is topped
+up with queued updates that fit (:meth:`piggyback`: never past the packet size, and
+leaving ``user_payload_share`` of it free); and every ``gossip_interval`` a round sends
+them to ``gossip_nodes`` members in packets of their own. Updates are taken hot first (a
+new update is hot for the rounds it needs to be sent out, so fresh news never waits behind
+a backlog), then least-sent first. An update is sent at most ``retransmit_mult *
+ceil(log10(N + 1))`` times, never to the member an announcement is about, and not straight
+back to where it came from. A record pulled from a push-pull table (not its sender's own)
+is passed on only twice, behind all fresher news.
 
 **Push-pull.** Every ``push_pull_interval`` (scaled up above 32 members like memberlist's
 pushPullScale) a node sends its whole table to one random member, which answers with its
@@ -98,7 +101,7 @@ import heapq
 import logging
 import math
 import random
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -246,7 +249,7 @@ class _Node:
 
 
 class _Broadcast:
-    __slots__ = ("encoded", "frame", "key", "last_dest", "sent", "serial", "subject")
+    __slots__ = ("encoded", "frame", "key", "last_dest", "sent", "serial", "subject", "tier")
 
     def __init__(self, key: NodeId, frame: Frame, encoded: bytes, serial: int) -> None:
         self.key = key
@@ -261,6 +264,8 @@ class _Broadcast:
         self.subject: Address | None = None
         """For an announcement, the address of the member it is about (never sent there:
         a member has its own record)."""
+        self.tier: list[dict[NodeId, _Broadcast]] = []
+        """The levels it is in: the hot ones (fresh news) or the others."""
 
 
 @dataclass(slots=True)
@@ -380,7 +385,12 @@ class SwimMembership:
         self._heap_serial = 0
 
         self._bq: dict[NodeId, _Broadcast] = {}
-        self._levels: list[dict[NodeId, _Broadcast]] = [{}]
+        self._levels: list[dict[NodeId, _Broadcast]] = [{}]  # updates no longer hot
+        self._hot: list[dict[NodeId, _Broadcast]] = [{}]  # fresh news, taken first
+        self._hot_fifo: deque[tuple[float, int, NodeId]] = deque()  # (until, serial, key)
+        self._t = now.mono  # the time of the latest input (for the hot window)
+        self._hot_n = -1
+        self._hot_s = 0.0
         self._changed = False  # set when a timer may need arming (see handle_message)
         self._bq_serial = 0
         self._limit_n = -1
@@ -468,6 +478,7 @@ class SwimMembership:
         if self.leaving:
             raise ValueError("metadata: this node has left")
         self._deadline_stale = True
+        self._t = now.mono
         old = self._metadata
         self._metadata = metadata
         ann = self._sign(self._self.incarnation + 1, ALIVE)
@@ -483,6 +494,7 @@ class SwimMembership:
     def handle_command(self, now: Now, cmd: Command) -> bool:
         """``Join`` (push-pull with the seeds until one answers) and ``Leave``."""
         self._deadline_stale = True
+        self._t = now.mono
         if isinstance(cmd, Join):
             self._join(now, cmd.addresses)
             self._arm(now.mono)
@@ -496,6 +508,7 @@ class SwimMembership:
     def handle_message(self, now: Now, sender: NodeId, addr: Address, frame: Frame) -> None:
         """One membership frame from ``sender`` (authenticated) at ``addr``."""
         self._deadline_stale = True
+        self._t = now.mono
         self._handlers[frame.TYPE](now, sender, addr, frame)
         if self._changed:  # a member or an update appeared: a timer may be needed
             self._changed = False
@@ -504,6 +517,7 @@ class SwimMembership:
     def handle_timer(self, now: Now) -> None:
         """Run every timer that is due."""
         self._deadline_stale = True
+        self._t = now.mono
         t = now.mono
         probe = self._probe
         if probe is not None and probe.direct_deadline is not None and t >= probe.direct_deadline:
@@ -1105,41 +1119,87 @@ class SwimMembership:
     ) -> None:
         """Queue an update about member ``key`` (replacing any queued one about it).
 
-        The queue is kept in levels by times sent (``_levels[n]``: updates sent ``n``
-        times, in the order they reached that level), so taking the least-sent updates
-        never sorts. When full, the oldest entry of the highest level is dropped.
-        ``origin``: where the update came from (not sent back there next). ``pulled``: a
-        record learned from a push-pull, not its sender's own: it starts at
-        ``PULLED_SENDS`` sends below the retransmit limit, so it is passed on that many
-        times for redundancy but ranks behind every fresher update and is dropped first
-        from a full queue (spec 9.1).
+        The queue is kept in levels by times sent (``levels[n]``: updates sent ``n`` times,
+        in the order they reached that level), so taking the least-sent updates never
+        sorts. A new update is **hot** for :meth:`_hot_window` seconds: hot updates are
+        taken before all others (least-sent first among them too), so fresh news does not
+        wait behind a backlog (spec 9.1). When full, the oldest entry of the highest level
+        is dropped (not hot ones first). ``origin``: where the update came from (not sent
+        back there next). ``pulled``: a record learned from a push-pull, not its sender's
+        own: never hot, it starts ``PULLED_SENDS`` sends below the retransmit limit, so it
+        is passed on that many times for redundancy but ranks behind every fresher update
+        and is dropped first from a full queue.
         """
         encoded = cbor.encode(frame.to_cbor())
         self._bq_serial += 1
-        levels = self._levels
-        start = 0
+        serial = self._bq_serial
         if pulled:
+            tier = self._levels
             start = max(0, self._retransmit_limit() - PULLED_SENDS)
-            while len(levels) <= start:
-                levels.append({})
+            while len(tier) <= start:
+                tier.append({})
+        else:
+            tier = self._hot
+            start = 0
+            self._hot_fifo.append((self._t + self._hot_window(), serial, key))
+            if len(self._hot_fifo) > 2 * self.config.max_broadcasts:
+                self._cool()
         b = self._bq.get(key)
         if b is not None:
-            del levels[b.sent][key]
-            b.frame, b.encoded, b.sent, b.serial = frame, encoded, start, self._bq_serial
+            del b.tier[b.sent][key]
+            b.frame, b.encoded, b.sent, b.serial = frame, encoded, start, serial
         else:
             if len(self._bq) >= self.config.max_broadcasts:
-                top = next(level for level in reversed(levels) if level)
-                self._drop_broadcast(next(iter(top.values())))
+                self._drop_broadcast(self._most_sent())
                 self.counters.inc("membership.broadcast.dropped_full")
-            b = _Broadcast(key, frame, encoded, self._bq_serial)
+            b = _Broadcast(key, frame, encoded, serial)
             b.sent = start
             self._bq[key] = b
+        b.tier = tier
         b.last_dest = origin
         b.subject = (frame.host, frame.port) if isinstance(frame, Announcement) else None
         if len(encoded) < self._bq_min:
             self._bq_min = len(encoded)
-        levels[start][key] = b
+        tier[start][key] = b
         self._changed = True
+
+    def _most_sent(self) -> _Broadcast:
+        """The update a full queue drops: the first to reach the highest level (not hot
+        ones while others are queued)."""
+        for tier in (self._levels, self._hot):
+            for level in reversed(tier):
+                if level:
+                    return next(iter(level.values()))
+        raise AssertionError("the broadcast queue is empty")
+
+    def _hot_window(self) -> float:
+        """How long a new update stays hot (``MembershipConfig.hot_window_s``)."""
+        n = self._n_active
+        if n != self._hot_n:
+            self._hot_n = n
+            self._hot_s = self.config.hot_window_s(n)
+        return self._hot_s
+
+    def _cool(self) -> None:
+        """Move the updates whose hot window ended to the other levels (same send count).
+
+        The window list is bounded (2 x ``max_broadcasts``; beyond, the oldest entries
+        cool early)."""
+        fifo = self._hot_fifo
+        t = self._t
+        bq = self._bq
+        levels = self._levels
+        most = 2 * self.config.max_broadcasts
+        while fifo and (fifo[0][0] <= t or len(fifo) > most):
+            _, serial, key = fifo.popleft()
+            b = bq.get(key)
+            if b is None or b.serial != serial or b.tier is levels:
+                continue
+            del b.tier[b.sent][key]
+            while len(levels) <= b.sent:
+                levels.append({})
+            levels[b.sent][key] = b
+            b.tier = levels
 
     def _retransmit_limit(self) -> int:
         n = self._n_active
@@ -1150,7 +1210,7 @@ class SwimMembership:
 
     def _drop_broadcast(self, b: _Broadcast) -> None:
         del self._bq[b.key]
-        del self._levels[b.sent][b.key]
+        del b.tier[b.sent][b.key]
 
     def _take_broadcasts(
         self, room: int, free_frames: int, dest: Address
@@ -1163,14 +1223,15 @@ class SwimMembership:
         """
         if room < self._bq_min:
             return _EMPTY
+        if self._hot_fifo and self._hot_fifo[0][0] <= self._t:
+            self._cool()
         limit = self._retransmit_limit()
-        levels = self._levels
         taken: list[_Broadcast] = []
         budget = SCAN_LIMIT
         misses = MISS_LIMIT
         smallest = 1 << 30  # of the updates examined and not taken
         complete = False
-        for level in levels:
+        for level in self._hot + self._levels:
             if not level:
                 continue
             for b in reversed(level.values()):
@@ -1204,6 +1265,7 @@ class SwimMembership:
         for b in taken:
             out.append((b.frame, b.encoded))
             key = b.key
+            levels = b.tier
             del levels[b.sent][key]
             b.sent += 1
             b.last_dest = dest

@@ -1091,6 +1091,10 @@ PROFILES = {
         "suspicion_max_mult": 6,
         "retransmit_mult": 4,
         "push_pull_interval_s": 30.0,
+        "gossip_interval_s": 0.2,
+        "gossip_nodes": 3,
+        "dead_retry_interval_s": 5.0,
+        "dead_retry_max_interval_s": 60.0,
     },
     "wan": {
         "probe_interval_s": 5.0,
@@ -1098,6 +1102,10 @@ PROFILES = {
         "suspicion_max_mult": 6,
         "retransmit_mult": 4,
         "push_pull_interval_s": 60.0,
+        "gossip_interval_s": 0.5,
+        "gossip_nodes": 4,
+        "dead_retry_interval_s": 15.0,
+        "dead_retry_max_interval_s": 300.0,
     },
     "local": {
         "probe_interval_s": 1.0,
@@ -1105,8 +1113,20 @@ PROFILES = {
         "suspicion_max_mult": 6,
         "retransmit_mult": 2,
         "push_pull_interval_s": 15.0,
+        "gossip_interval_s": 0.1,
+        "gossip_nodes": 3,
+        "dead_retry_interval_s": 2.0,
+        "dead_retry_max_interval_s": 30.0,
     },
 }
+
+
+def dead_retry_gaps(p: dict[str, Any], count: int) -> list[float]:
+    gaps, gap = [], p["dead_retry_interval_s"]
+    for _ in range(count):
+        gaps.append(gap)
+        gap = min(gap * 2, p["dead_retry_max_interval_s"])
+    return gaps
 
 
 def suspicion_min(p: dict[str, Any], n: int) -> float:
@@ -1119,6 +1139,7 @@ def formula_vectors() -> dict[str, Any]:
         for n in (1, 2, 5, 10, 32, 33, 64, 100, 1000, 10_000):
             low = suspicion_min(p, n)
             scale = 1 if n <= 32 else math.ceil(math.log2(n) - math.log2(32)) + 1
+            limit = p["retransmit_mult"] * max(1, math.ceil(math.log10(n + 1)))
             per_n.append(
                 {
                     "profile": profile,
@@ -1126,8 +1147,11 @@ def formula_vectors() -> dict[str, Any]:
                     "suspicion_min_s": low,
                     "suspicion_max_s": p["suspicion_max_mult"] * low,
                     "suspicion_max_s_without_lifeguard": low,
-                    "retransmit_limit": p["retransmit_mult"] * max(1, math.ceil(math.log10(n + 1))),
+                    "retransmit_limit": limit,
                     "push_pull_interval_s": p["push_pull_interval_s"] * scale,
+                    "hot_window_s": (math.ceil(limit / p["gossip_nodes"]) + 1)
+                    * p["gossip_interval_s"],
+                    "dead_retry_gaps_s": dead_retry_gaps(p, 8),
                 }
             )
     timeouts = []

@@ -463,6 +463,9 @@ def test_formulas_per_profile_and_n(entry: dict[str, Any]) -> None:
     )
     assert config.retransmit_limit(n) == entry["retransmit_limit"]
     assert config.push_pull_interval(n) == pytest.approx(entry["push_pull_interval_s"], rel=1e-12)
+    assert config.hot_window_s(n) == pytest.approx(entry["hot_window_s"], rel=1e-12)
+    gaps = entry["dead_retry_gaps_s"]
+    assert config.dead_retry_gaps_s(len(gaps)) == pytest.approx(gaps, rel=1e-12)
 
 
 @pytest.mark.parametrize(

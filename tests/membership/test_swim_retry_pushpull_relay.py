@@ -339,3 +339,67 @@ def test_a_relay_does_not_ping_an_observer() -> None:
     core.handle_message(at(1), nid(2), addr(2), PingReq(5, nid(7), *addr(7)))
     assert not [f for _, f in core.take_outgoing() if isinstance(f, SwimPing)]
     assert core.counters["membership.relay.refused"] == 1
+
+
+# -- 9.1 fresh news first; pulled records behind it -----------------------------------------
+
+
+def _sent_counts(
+    core: SwimMembership, dests: list[tuple[str, int]], rounds: int
+) -> list[list[bytes]]:
+    """Piggyback onto empty packets to ``dests`` in turn; the node ids of what each took."""
+    out = []
+    for r in range(rounds):
+        dest = dests[r % len(dests)]
+        out.append(
+            [f.node_id for f, _ in core.piggyback(dest, 0, 64) if isinstance(f, Announcement)]
+        )
+    return out
+
+
+def test_a_fresh_update_goes_before_a_backlog_sent_fewer_times() -> None:
+    core = lone(members=300, retransmit_mult=4)  # limit 4 x 3 = 12
+    limit = core.config.retransmit_limit(core.alive_count())
+    dests = [addr(i) for i in range(400, 420)]
+    _sent_counts(core, dests, 3)  # the backlog: 299 records, the first few sent once
+    later = 5.0  # past the hot window of the backlog
+    core.handle_message(at(later), nid(2), addr(2), announce(7, inc=9))  # fresh news about n7
+    taken = _sent_counts(core, dests, limit)
+    # n7's record rides in every packet until it reached the limit, although most of the
+    # backlog was sent fewer times (least-sent first would have sent those first).
+    assert all(nid(7) in t for t in taken)
+    assert all(nid(7) not in t for t in _sent_counts(core, dests, 5))
+
+
+def test_an_update_stops_being_hot_after_its_window() -> None:
+    core = lone(members=300)
+    dests = [addr(i) for i in range(400, 420)]
+    core.handle_message(at(1.0), nid(2), addr(2), announce(7, inc=9))
+    assert nid(7) in _sent_counts(core, dests, 1)[0]
+    core.handle_message(at(60.0), nid(3), addr(3), SwimAck(12345))  # time passes
+    # Now sent once, it ranks with the backlog of records never sent: behind them.
+    assert nid(7) not in _sent_counts(core, dests, 1)[0]
+
+
+def test_pulled_records_are_passed_on_twice_behind_the_senders_own_record() -> None:
+    core = lone(members=2)
+    entries = [PushPullEntry(announce(i), ALIVE) for i in (5, 6, 7, 8, 9)]
+    chunk = PushPull(3, 0, False, True, [PushPullEntry(announce(4), ALIVE), *entries])
+    core.handle_message(at(1), nid(4), addr(4), chunk)
+    dests = [addr(i) for i in range(400, 420)]
+    taken = _sent_counts(core, dests, 30)
+    flat = [n for t in taken for n in t]
+    limit = core.config.retransmit_limit(core.alive_count())
+    assert flat.count(nid(4)) == limit  # the sender's own record: fresh news
+    for i in (5, 6, 7, 8, 9):
+        assert flat.count(nid(i)) == 2  # pulled: passed on twice
+    assert taken[0][0] == nid(4)
+
+
+def test_an_announcement_is_not_sent_to_its_member_nor_straight_back_to_its_origin() -> None:
+    core = lone(members=4)
+    core.handle_message(at(1), nid(2), addr(3), announce(2, inc=5))  # n2's record via n3
+    assert not [f for f, _ in core.piggyback(addr(2), 0, 64) if f.node_id == nid(2)]  # type: ignore[attr-defined]
+    assert not [f for f, _ in core.piggyback(addr(3), 0, 64) if f.node_id == nid(2)]  # type: ignore[attr-defined]
+    assert [f for f, _ in core.piggyback(addr(4), 0, 64) if f.node_id == nid(2)]  # type: ignore[attr-defined]
+    assert [f for f, _ in core.piggyback(addr(3), 0, 64) if f.node_id == nid(2)]  # type: ignore[attr-defined]
