@@ -258,11 +258,12 @@ class SendStream:
     """The sending half of a stream: buffered bytes until acknowledged, lost ranges resent.
 
     The buffer is a :class:`ByteRing` holding offsets ``[base, written)``: everything
-    written and not yet acknowledged from the front (an acknowledgement above a hole is remembered
-    in a range list until the hole is filled). It never holds more than ``max_buffer``
-    bytes: :meth:`write` accepts what fits and returns the count (backpressure: the caller
-    keeps the rest). :meth:`next_chunk` hands out lost ranges first (no new credit needed),
-    then new bytes bounded by the stream's :class:`FlowCredit` and the connection's.
+    written and not yet acknowledged from the front (an acknowledgement above a hole is
+    remembered in a range list until the hole is filled). It never holds more than
+    ``max_buffer`` bytes: :meth:`write` accepts what fits and returns the count
+    (backpressure: the caller keeps the rest; counted in ``short_writes``).
+    :meth:`next_chunk` hands out lost ranges first (no new credit needed), then new bytes
+    bounded by the stream's :class:`FlowCredit` and the connection's.
 
     Bounds: the lost ranges are at most ``max_lost_ranges``; beyond that the two closest are
     merged, resending the few bytes between them (harmless: a receiver drops duplicates),
@@ -291,6 +292,7 @@ class SendStream:
         "max_lost_ranges",
         "reset_code",
         "retransmitted_bytes",
+        "short_writes",
         "stream_id",
     )
 
@@ -324,6 +326,7 @@ class SendStream:
         self.reset_code: int | None = None
         self.retransmitted_bytes = 0
         self.lost_ranges_coalesced = 0
+        self.short_writes = 0
 
     # -- the application side ------------------------------------------------------------
 
@@ -346,6 +349,7 @@ class SendStream:
             raise ConfigError(f"stream {self.stream_id} would exceed the maximum offset 2**62-1")
         if n > room:
             n = room
+            self.short_writes += 1
             if n:
                 buf.write(held, memoryview(data)[:n])
         else:
