@@ -631,7 +631,8 @@ class Connection:
         elif isinstance(frame, MaxStreamData):
             stream = self._streams.get(frame.stream_id)
             if stream is not None and stream.recv is not None and not stream.recv.at_end:
-                self._stream_updates[frame.stream_id] = None
+                # the limit already advertised (it may have grown since): resend it as is
+                self._control.append(MaxStreamData(frame.stream_id, stream.recv.flow.limit))
         elif isinstance(frame, MaxStreams):
             self._control.append(MaxStreams(frame.uni, self._remote_limit[int(frame.uni)]))
         elif isinstance(frame, (ResetStream, StopSending, HandshakeDone, Parameters)):
