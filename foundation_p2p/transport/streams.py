@@ -30,7 +30,9 @@ __all__ = [
     "MAX_STREAM_ID",
     "MAX_STREAM_OFFSET",
     "ByteRing",
+    "RecvState",
     "RecvStream",
+    "SendState",
     "SendStream",
     "StreamClosedError",
     "StreamKind",
@@ -62,6 +64,28 @@ class StreamKind(IntEnum):
     RESPONDER_BIDI = 1
     INITIATOR_UNI = 2
     RESPONDER_UNI = 3
+
+
+class SendState(IntEnum):
+    """The sending part's state (RFC 9000 section 3.1), derived from what happened to it."""
+
+    READY = 0  # created; nothing sent yet
+    SEND = 1  # sending (or retransmitting) data
+    DATA_SENT = 2  # every byte and the FIN sent; only retransmissions remain
+    DATA_RECVD = 3  # every byte and the FIN acknowledged (terminal)
+    RESET_SENT = 4  # abandoned; RESET_STREAM sent
+    RESET_RECVD = 5  # the RESET_STREAM was acknowledged (terminal)
+
+
+class RecvState(IntEnum):
+    """The receiving part's state (RFC 9000 section 3.2), derived from what happened to it."""
+
+    RECV = 0  # receiving; final size unknown
+    SIZE_KNOWN = 1  # FIN received; bytes below it still missing
+    DATA_RECVD = 2  # every byte up to the final size received
+    DATA_READ = 3  # the application read them all (terminal)
+    RESET_RECVD = 4  # RESET_STREAM received
+    RESET_READ = 5  # the application saw the reset (a read after it; terminal)
 
 
 def _check_id(stream_id: int) -> None:
@@ -284,6 +308,7 @@ class SendStream:
         "_fin_sent",
         "_fin_written",
         "_lost",
+        "_reset_acked",
         "_sent_end",
         "credit",
         "final_size",
@@ -324,6 +349,7 @@ class SendStream:
         self._fin_lost = False
         self.final_size: int | None = None
         self.reset_code: int | None = None
+        self._reset_acked = False
         self.retransmitted_bytes = 0
         self.lost_ranges_coalesced = 0
         self.short_writes = 0
@@ -563,6 +589,24 @@ class SendStream:
         """True once every byte and the FIN are acknowledged."""
         return self._fin_acked and self.reset_code is None and self._base == self.final_size
 
+    def on_reset_acked(self) -> None:
+        """The peer acknowledged our RESET_STREAM: the sending part is done (Reset Recvd)."""
+        if self.reset_code is not None:
+            self._reset_acked = True
+
+    @property
+    def state(self) -> SendState:
+        """The RFC 9000 section 3.1 state this sending part is in."""
+        if self.reset_code is not None:
+            return SendState.RESET_RECVD if self._reset_acked else SendState.RESET_SENT
+        if self.finished:
+            return SendState.DATA_RECVD
+        if self._fin_sent:
+            return SendState.DATA_SENT
+        if self._sent_end > 0:
+            return SendState.SEND
+        return SendState.READY
+
     def __repr__(self) -> str:
         return (
             f"SendStream(id={self.stream_id}, acked={self._base}, sent={self._sent_end}, "
@@ -599,6 +643,7 @@ class RecvStream:
         "_head",
         "_ranges",
         "_read_off",
+        "_reset_seen",
         "conn_flow",
         "duplicate_bytes",
         "final_size",
@@ -632,6 +677,7 @@ class RecvStream:
         self._contig_end = 0  # every byte below is received
         self._ranges: list[int] = []  # received ranges above _contig_end
         self._discarding = False
+        self._reset_seen = False
         self.final_size: int | None = None
         self.reset_code: int | None = None
         self.duplicate_bytes = 0
@@ -736,6 +782,8 @@ class RecvStream:
         if 0 <= max_bytes < n:
             n = max_bytes
         if n <= 0:
+            if self.reset_code is not None:
+                self._reset_seen = True
             return b""
         head = self._head
         if head:
@@ -765,6 +813,20 @@ class RecvStream:
     def at_end(self) -> bool:
         """True when every byte up to the final size was read, or the stream was reset."""
         return self.reset_code is not None or self._read_off == self.final_size
+
+    @property
+    def state(self) -> RecvState:
+        """The RFC 9000 section 3.2 state this receiving part is in."""
+        if self.reset_code is not None:
+            return RecvState.RESET_READ if self._reset_seen else RecvState.RESET_RECVD
+        final = self.final_size
+        if final is None:
+            return RecvState.RECV
+        if self._read_off == final:
+            return RecvState.DATA_READ
+        if self._contig_end == final:
+            return RecvState.DATA_RECVD
+        return RecvState.SIZE_KNOWN
 
     @property
     def available(self) -> int:
@@ -807,6 +869,8 @@ class RecvStream:
             )
         if self.reset_code is not None:
             return
+        if self._read_off == known:
+            return  # Data Read is terminal: everything was delivered; nothing to interrupt
         if final_size > highest:
             flow.check_received(final_size)
             conn = self.conn_flow

@@ -18,7 +18,9 @@ from foundation_p2p.transport.flow import FlowCredit, FlowWindow
 from foundation_p2p.transport.scheduler import StreamScheduler
 from foundation_p2p.transport.streams import (
     ByteRing,
+    RecvState,
     RecvStream,
+    SendState,
     SendStream,
     StreamClosedError,
     StreamKind,
@@ -482,6 +484,91 @@ def test_no_window_update_once_the_final_size_is_known() -> None:
     r.on_frame(0, b"x" * 100, True)
     r.read()
     assert r.max_data_update() is None
+
+
+# -- stream states (RFC 9000 section 3) ------------------------------------------------------
+
+
+def test_sending_part_walks_ready_send_data_sent_data_recvd() -> None:
+    # RFC 9000 3.1: a new stream is Ready; the first STREAM frame sent moves it to Send;
+    # with the FIN sent it is in Data Sent, where only retransmissions happen; once all
+    # data is acknowledged it is in Data Recvd, a terminal state.
+    s = sender()
+    assert s.state is SendState.READY
+    s.write(b"abcdef", end=True)
+    assert s.state is SendState.READY
+    conn = unlimited()
+    first = s.next_chunk(3, conn)
+    assert first is not None and s.state is SendState.SEND
+    second = s.next_chunk(3, conn)
+    assert second is not None and second[2] and s.state is SendState.DATA_SENT
+    s.on_lost(0, 3, False)
+    assert s.next_chunk(10, conn) == (0, b"abc", False)  # retransmission in Data Sent
+    assert s.state is SendState.DATA_SENT
+    s.on_acked(0, 3, False)
+    s.on_acked(3, 3, True)
+    assert s.state is SendState.DATA_RECVD
+
+
+def test_sending_part_can_be_reset_from_ready_send_or_data_sent() -> None:
+    # RFC 9000 3.1: from Ready, Send or Data Sent the application can abandon the stream
+    # (Reset Sent); once the RESET_STREAM is acknowledged it is in Reset Recvd (terminal).
+    for sends in (0, 1, 2):
+        s = sender()
+        s.write(b"abcdef", end=True)
+        for _ in range(sends):
+            s.next_chunk(3, unlimited())
+        s.reset(9)
+        assert s.state is SendState.RESET_SENT
+        assert s.final_size == 3 * sends
+        s.on_reset_acked()
+        assert s.state is SendState.RESET_RECVD
+
+
+def test_a_fully_acknowledged_stream_cannot_be_reset() -> None:
+    # RFC 9000 3.1: Data Recvd is terminal.
+    s = sender()
+    s.write(b"ab", end=True)
+    off, data, fin = s.next_chunk(10, unlimited()) or (0, b"", False)
+    s.on_acked(off, len(data), fin)
+    s.reset(1)
+    assert s.state is SendState.DATA_RECVD and s.reset_code is None
+
+
+def test_receiving_part_walks_recv_size_known_data_recvd_data_read() -> None:
+    # RFC 9000 3.2: a FIN makes the final size known (Size Known); with every byte up to
+    # it received the part is in Data Recvd; once the application read it all, Data Read.
+    r = RecvStream(1, window=100)
+    assert r.state is RecvState.RECV
+    r.on_frame(3, b"def", True)
+    assert r.state is RecvState.SIZE_KNOWN
+    r.on_frame(0, b"abc", False)
+    assert r.state is RecvState.DATA_RECVD
+    assert r.read(4) == b"abcd" and r.state is RecvState.DATA_RECVD
+    assert r.read() == b"ef" and r.state is RecvState.DATA_READ
+
+
+def test_a_reset_in_recv_or_size_known_leads_to_reset_recvd_then_reset_read() -> None:
+    # RFC 9000 3.2: a RESET_STREAM in Recv or Size Known moves the part to Reset Recvd;
+    # once the application learns of it, Reset Read.
+    for fin in (False, True):
+        r = RecvStream(1, window=100)
+        r.on_frame(5, b"xyz", fin)
+        r.on_reset(4, 8)
+        assert r.state is RecvState.RESET_RECVD
+        assert r.read() == b""
+        assert r.state is RecvState.RESET_READ
+
+
+def test_a_reset_after_everything_was_read_changes_nothing() -> None:
+    # RFC 9000 3.2: Data Read is terminal.
+    r = RecvStream(1, window=100)
+    r.on_frame(0, b"abc", True)
+    r.read()
+    r.on_reset(4, 3)
+    assert r.state is RecvState.DATA_READ and r.reset_code is None
+    with pytest.raises(TransportError):
+        r.on_reset(4, 5)  # still a final size error
 
 
 # -- the pipe: SendStream -> lossy, duplicating, reordering network -> RecvStream -----------
