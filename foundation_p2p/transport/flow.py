@@ -156,6 +156,10 @@ class FlowWindow:
             )
         self.consumed += n
 
+    def update_due(self) -> bool:
+        """Return True when :meth:`update` would advertise a new limit now."""
+        return (self.limit - self.consumed) * 2 <= self.window
+
     def update(self, now: float | None = None, rtt: float | None = None) -> int | None:
         """Return the new limit to advertise (MAX_DATA / MAX_STREAM_DATA), or None.
 

@@ -94,9 +94,12 @@ def test_no_update_until_half_the_window_is_consumed() -> None:
     window = FlowWindow(1000)
     window.on_received(1000)
     window.on_consumed(499)
+    assert not window.update_due()
     assert window.update() is None
     window.on_consumed(1)
+    assert window.update_due()
     assert window.update() == 1500  # consumed + window
+    assert not window.update_due()
     assert window.update() is None  # already advertised
     assert window.updates == 1
 
