@@ -178,6 +178,9 @@ def test_wrong_cluster_key_fails_cleanly_at_the_responder() -> None:
     init.receive(m2)
     m3 = init.next_message()
     assert m3 is not None
+    # spec 3.2: the initiator completes on writing message 3 without knowing that the
+    # responder holds the cluster key; its connection stays unconfirmed.
+    assert init.complete
     with pytest.raises(AuthenticationError) as info:
         resp.receive(m3)
     assert type(info.value) is AuthenticationError and info.value.code == "auth_failed"
@@ -324,6 +327,12 @@ def test_a_message_out_of_turn_is_malformed() -> None:
     init, _ = pair()
     with pytest.raises(MalformedError, match="none was expected"):
         init.receive(bytes(MESSAGE_SIZES[1]))
+    done_i, done_r = pair()
+    messages = run(done_i, done_r)
+    with pytest.raises(MalformedError, match="none was expected"):
+        done_r.receive(messages[2][:-1] + bytes([messages[2][-1] ^ 1]))
+    done_r.receive(messages[2])  # a copy of the last message: ignored
+    assert done_r.duplicates == 1 and done_r.complete
 
 
 def test_message_1_must_carry_an_empty_payload() -> None:
