@@ -146,16 +146,32 @@ def build() -> dict[str, Any]:
             "responder_node_id": node_id(resp_id_pub).hex(),
         },
         "messages": [
-            {"name": "message 1: initiator -> responder (e)", "length": len(m1),
-             "hex": m1.hex(), "payload": None},
-            {"name": "message 2: responder -> initiator (e, ee, s, es)", "length": len(m2),
-             "hex": m2.hex(),
-             "payload": {"cbor": resp_payload.hex(), "identity_public_key": resp_id_pub.hex(),
-                         "signature": resp_sig.hex()}},
-            {"name": "message 3: initiator -> responder (s, se, psk)", "length": len(m3),
-             "hex": m3.hex(),
-             "payload": {"cbor": init_payload.hex(), "identity_public_key": init_id_pub.hex(),
-                         "signature": init_sig.hex()}},
+            {
+                "name": "message 1: initiator -> responder (e)",
+                "length": len(m1),
+                "hex": m1.hex(),
+                "payload": None,
+            },
+            {
+                "name": "message 2: responder -> initiator (e, ee, s, es)",
+                "length": len(m2),
+                "hex": m2.hex(),
+                "payload": {
+                    "cbor": resp_payload.hex(),
+                    "identity_public_key": resp_id_pub.hex(),
+                    "signature": resp_sig.hex(),
+                },
+            },
+            {
+                "name": "message 3: initiator -> responder (s, se, psk)",
+                "length": len(m3),
+                "hex": m3.hex(),
+                "payload": {
+                    "cbor": init_payload.hex(),
+                    "identity_public_key": init_id_pub.hex(),
+                    "signature": init_sig.hex(),
+                },
+            },
         ],
         "traffic_keys": {
             "handshake_hash": handshake_hash.hex(),
