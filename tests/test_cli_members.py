@@ -231,3 +231,37 @@ async def test_members_waits_for_every_chunk_of_a_large_state(key_file: Path) ->
         # The answer really was split: more chunks than exchanges went out.
         chunks = seed.counters["membership.push_pull.chunks_sent"] - chunks_before
         assert chunks > seed.counters["membership.push_pull.sent"] - sent_before
+
+
+async def test_members_shows_failed_and_left_members_with_their_state(key_file: Path) -> None:
+    """An observer reads the whole state: a member that left and one that crashed are
+    listed, with their state, while the seed's table holds them."""
+    keyring = Keyring.from_file(str(key_file))
+    async with (
+        open_node(node_config("a"), keyring=keyring) as a,
+        open_node(node_config("b", join=(a.address,)), keyring=keyring) as b,
+    ):
+        # leave_timeout_s = 0: closing cancels before its LEFT announcement goes out, so
+        # for the cluster it simply stops answering (a crash).
+        crasher_cm = open_node(
+            node_config("crasher", join=(a.address,)), keyring=keyring, leave_timeout_s=0.0
+        )
+        crasher = await crasher_cm.__aenter__()
+        leaver_cm = open_node(node_config("leaver", join=(a.address,)), keyring=keyring)
+        leaver = await leaver_cm.__aenter__()  # closed first (nurseries nest)
+        with trio.fail_after(WAIT_S):
+            await a.wait_until(lambda: len(a.members()) == 4)
+        await leaver_cm.__aexit__(None, None, None)
+        await crasher_cm.__aexit__(None, None, None)
+        with trio.fail_after(WAIT_S):
+            await a.wait_until(
+                lambda: (m := a.member(leaver.node_id)) is not None
+                and m.state is MemberState.LEFT
+                and (c := a.member(crasher.node_id)) is not None
+                and c.state is MemberState.FAILED
+            )
+        code, out, err = await run_members(key_file, a, "--json")
+        assert code == 0, err
+        states = {r["name"]: r["state"] for r in json.loads(out)}
+        assert states == {"a": "alive", "b": "alive", "leaver": "left", "crasher": "failed"}
+        assert b.member(crasher.node_id) is not None

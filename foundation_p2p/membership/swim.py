@@ -1105,7 +1105,7 @@ class SwimMembership:
         elif self._peers.discard(node_id):
             self._n_active -= 1
         if state is FAILED:
-            if self._failed.add(node_id):
+            if self._failed.add(node_id) and not self._observer:
                 self._schedule_retry(node, t, self.config.dead_retry_interval_s)
         else:
             self._failed.discard(node_id)
@@ -1391,10 +1391,12 @@ class SwimMembership:
             # the cluster has mostly gossiped already (a joiner re-gossiping the whole
             # table it pulled would bury real news under N old records, spec 9.1).
             pulled = ann.node_id != sender
+            if (state is FAILED or state is LEFT) and ann.node_id not in self._nodes:
+                if self._observer and ann.node_id != self.node_id and not ann.observer:
+                    self._learn_gone(now, ann, state)  # an observer reads the whole state
+                continue
             if state is ALIVE or state is LEFT:
                 self._announcement(now, ann, origin=addr, pulled=pulled)
-                continue
-            if ann.node_id not in self._nodes and state is FAILED:
                 continue
             node = self._announcement(now, ann, origin=addr, pulled=pulled)
             if node is not None or ann.node_id == self.node_id:
@@ -1420,6 +1422,24 @@ class SwimMembership:
             self.joined = True
             self.counters.inc("membership.join.answered")
             log.debug("join answered by %s", short_id(sender))
+
+    def _learn_gone(self, now: Now, ann: Announcement, state: MemberState) -> None:
+        """An observer adds a member it did not know in the failed or left state a peer's
+        table holds it in (spec 13); not queued for dissemination, never retried."""
+        node_id = ann.node_id
+        tomb = self._tombstones.get(node_id)
+        if tomb is not None and ann.incarnation <= tomb[0]:
+            self.counters.inc("membership.announcement.reaped")
+            return
+        if len(self._nodes) >= self.config.max_members:
+            self.counters.inc("membership.members.refused_full")
+            return
+        if not self._acceptable(ann):
+            return
+        node = _Node(ann, state, now.mono)
+        self._nodes[node_id] = node
+        self._set_state(node, state, now.mono, new=True)
+        self._events.append(MemberLeft(node.member) if state is LEFT else MemberFailed(node.member))
 
     def _join(self, now: Now, addresses: tuple[Address, ...]) -> None:
         seeds = tuple(a for a in addresses if a != self._address)
@@ -1526,8 +1546,8 @@ class SwimMembership:
         heap = self._retry_heap
         t = now.mono
         cfg = self.config
-        if self.leaving:
-            heap.clear()
+        if self.leaving or self._observer:
+            heap.clear()  # an observer never probes, failed members included
             return
         while heap and heap[0][0] <= t:
             due, _, node_id = heapq.heappop(heap)

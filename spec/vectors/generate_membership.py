@@ -989,7 +989,8 @@ def transition_vectors() -> dict[str, Any]:
             ],
         },
         {
-            "name": "push-pull: entries merge as announcements; suspect/failed only suspect",
+            "name": "push-pull: entries merge as announcements; suspect/failed only suspect; "
+            "the observer receiver keeps a stranger that failed or left",
             "steps": [
                 step(
                     0,
@@ -1006,8 +1007,8 @@ def transition_vectors() -> dict[str, Any]:
                             ],
                         ]
                     ],
-                    {n1: None, n2: (A, 0)},
-                    [("MemberJoined", n2)],
+                    {n1: (F, 0), n2: (A, 0)},
+                    [("MemberFailed", n1), ("MemberJoined", n2)],
                 ),
                 step(
                     1,
@@ -1021,11 +1022,11 @@ def transition_vectors() -> dict[str, Any]:
                             [
                                 [*_ann(SEED_3, 0)[1:], 0],
                                 [*_ann(SEED_4, 0)[1:], 0],
-                                [*_ann(SEED_1, 0)[1:], 1],
+                                [*_ann(SEED_1, 1)[1:], 1],
                             ],
                         ]
                     ],
-                    {n1: (S, 0)},
+                    {n1: (S, 1)},
                     [
                         ("MemberJoined", n3),
                         ("MemberJoined", n4),
@@ -1038,6 +1039,17 @@ def transition_vectors() -> dict[str, Any]:
                     [[PUSH_PULL, 10, 0, False, True, [[*_ann(SEED_3, 0)[1:], 2]]]],
                     {n3: (S, 0)},
                     [("MemberSuspect", n3)],
+                ),
+            ],
+        },
+        {
+            "name": "push-pull: the observer receiver keeps a stranger that left, as left",
+            "steps": [
+                step(
+                    0,
+                    [[PUSH_PULL, 11, 0, False, True, [[*_ann(SEED_4, 2, state=3)[1:], 3]]]],
+                    {n4: (L, 2)},
+                    [("MemberLeft", n4)],
                 ),
             ],
         },
