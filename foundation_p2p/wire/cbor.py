@@ -74,7 +74,9 @@ def _has_wide_float(value: Any) -> bool:
         item = stack.pop()
         t = type(item)
         if t is float:
-            if len(_dumps(item, canonical=True)) != 9:
+            # cbor2 writes NaN and the infinities in 2 bytes in every mode, so the plain
+            # re-encoding already proved their width; only finite floats can be too wide.
+            if item - item == 0.0 and len(_dumps(item, canonical=True)) != 9:
                 return True
         elif t is list or t is tuple or t is frozenset:  # cbor2 makes map keys immutable
             stack.extend(item)

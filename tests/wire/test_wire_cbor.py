@@ -220,3 +220,12 @@ def test_a_float_wider_than_its_preferred_form_is_refused_anywhere(hexdata: str)
 def test_a_float_in_its_preferred_form_is_accepted() -> None:
     assert cbor.decode(bytes.fromhex("f93e00")) == 1.5
     assert cbor.decode(bytes.fromhex("fb3fb999999999999a")) == 0.1  # needs all 8 bytes
+
+
+def test_infinities_beside_a_wide_float_are_accepted() -> None:
+    """An 8-byte float that needs 8 bytes beside NaN/inf (always 2 bytes) is deterministic."""
+    for value in ([float("inf"), 16777217.0], [-float("inf"), 1.1], [1.1, float("inf")]):
+        assert cbor.decode(cbor.encode(value)) == value
+    # ... while 1.0 written in 8 bytes next to an infinity is still refused.
+    with pytest.raises(MalformedError):
+        cbor.decode(bytes.fromhex("82f97c00fb3ff0000000000000"))
