@@ -257,7 +257,7 @@ class MembershipConfig:
     def dead_retry_gaps_s(self, count: int) -> list[float]:
         """The first ``count`` dead-retry gaps before jitter: ``dead_retry_interval_s``
         doubling up to ``dead_retry_max_interval_s`` (each is then multiplied by a random
-        factor in [1, 1.5))."""
+        factor in [0.5, 1.5))."""
         gaps: list[float] = []
         gap = self.dead_retry_interval_s
         for _ in range(count):

@@ -160,8 +160,10 @@ MIN_PIGGYBACK_ROOM = 40
 """Below this many free bytes a packet is not topped up (no update fits)."""
 MAX_RETRY_PINGS = 256
 """Most unanswered dead-retry pings remembered (the oldest is forgotten first)."""
-RETRY_JITTER = (1.0, 1.5)
-"""Each dead-retry gap is multiplied by a factor drawn uniformly from this range."""
+RETRY_JITTER = (0.5, 1.5)
+"""Each dead-retry gap is multiplied by a factor drawn uniformly from this range (mean 1:
+wide, so the retries of the many (node, failed member) pairs of a partition spread out
+instead of arriving in waves after the same number of doublings)."""
 PUSH_PULL_TIMEOUT_MULT = 4.0
 """An initiated push-pull not answered within this many probe timeouts is sent again."""
 PUSH_PULL_RETRIES = 2
