@@ -11,6 +11,9 @@ per chunk of:
   out-of-order path and the reassembly run);
 - ``send_lossy``: ``send`` with every 50th chunk declared lost (``on_lost``) and resent.
 
+and ``scheduler_next_us``: one ``StreamScheduler.next`` with four streams of urgencies 0,
+2, 3 and 7 ready (no baseline: aioquic has no stream scheduler of its own).
+
 Baselines in the same run on the same chunks:
 
 - ``aioquic``: ``aioquic.quic.stream.QuicStreamSender`` (``write`` / ``get_frame`` /
@@ -47,6 +50,7 @@ from collections.abc import Callable
 from typing import Any
 
 from foundation_p2p.transport.flow import FlowCredit
+from foundation_p2p.transport.scheduler import StreamScheduler
 from foundation_p2p.transport.streams import RecvStream, SendStream
 
 CHUNK = 1150
@@ -245,6 +249,18 @@ def floor_recv(chunks: list[tuple[int, bytes, bool]], total: int) -> tuple[float
     return elapsed, len(chunks), hashlib.sha256(b"".join(out)).digest()
 
 
+def scheduler_next_us(picks: int) -> float:
+    """Return the CPU microseconds of one ``StreamScheduler.next`` with 4 streams ready."""
+    scheduler = StreamScheduler()
+    for sid, urgency in ((0, 0), (4, 2), (8, 3), (12, 7)):
+        scheduler.add(sid, urgency=urgency)
+        scheduler.set_ready(sid, True)
+    t0 = time.process_time()
+    for _ in range(picks):
+        scheduler.next()
+    return round((time.process_time() - t0) / picks * 1e6, 3)
+
+
 def measure(
     fn: Callable[[], tuple[float, int, bytes]], repeat: int, expected: bytes, name: str
 ) -> float:
@@ -312,6 +328,7 @@ def main(argv: list[str] | None = None) -> int:
         "repeat": repeat,
         "python": platform.python_version(),
         "us_per_chunk": us_per_chunk,
+        "scheduler_next_us": scheduler_next_us(20_000 if args.quick else 200_000),
         "aioquic": None,
     }
     if HAVE_AIOQUIC:
