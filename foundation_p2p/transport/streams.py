@@ -18,7 +18,6 @@ range (:func:`range_add`, :func:`range_remove`).
 
 from __future__ import annotations
 
-import logging
 from bisect import bisect_left, bisect_right
 from enum import IntEnum
 
@@ -44,8 +43,6 @@ __all__ = [
     "stream_index",
     "stream_kind",
 ]
-
-log = logging.getLogger("foundation_p2p.transport")
 
 #: Stream ids and offsets are QUIC variable-length integers: at most 2**62 - 1.
 MAX_STREAM_ID = (1 << 62) - 1
