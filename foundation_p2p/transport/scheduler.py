@@ -96,7 +96,9 @@ class StreamScheduler:
     def add(self, stream_id: int, urgency: int = DEFAULT_URGENCY, incremental: bool = True) -> None:
         """Register a stream (not ready yet); on a known stream, change its priority.
 
-        A priority change (RFC 9218 PRIORITY_UPDATE) keeps the stream's readiness.
+        A priority change (RFC 9218 PRIORITY_UPDATE) keeps the stream's readiness. The
+        default here is incremental (RFC 9218's default is not): our streams carry channels
+        of independent messages, which round-robin suits.
         """
         if not 0 <= urgency <= MAX_URGENCY:
             raise ConfigError(f"urgency must be 0..7, got {urgency}")
