@@ -711,9 +711,6 @@ class Connection:
         self._maybe_retire(stream)
 
     def _on_parameters(self, p: Parameters) -> None:
-        if self._parameters_received:
-            return
-        self._parameters_received = True
         if (
             p.max_data < FLOOR_MAX_DATA
             or p.max_stream_data < FLOOR_MAX_STREAM_DATA
@@ -725,6 +722,9 @@ class Connection:
                 "PARAMETERS below the protocol floor",
                 FrameType.PARAMETERS,
             )
+        if self._parameters_received:  # a retransmission: only the first one counts
+            return
+        self._parameters_received = True
         if self.conn_credit.raise_limit(p.max_data):
             self._unblock_connection()
         self._peer_stream_window = p.max_stream_data

@@ -21,7 +21,16 @@ from foundation_p2p.transport.connection import (
     StreamReset,
 )
 from foundation_p2p.transport.errors import ErrorCode
-from foundation_p2p.transport.frames import Frame, MaxStreamData, StreamFrame, encode_frames
+from foundation_p2p.transport.frames import (
+    AckFrame,
+    Frame,
+    HandshakeDone,
+    MaxStreamData,
+    Parameters,
+    Ping,
+    StreamFrame,
+    encode_frames,
+)
 from foundation_p2p.transport.packet import ConnPacketType, packet_type
 
 
@@ -543,3 +552,73 @@ def test_random_scenarios_deliver_every_stream_byte_exact(seed: int) -> None:
                     on_step=_feed_all)
     for sid, data in expected.items():
         assert bytes(pair.s.streams.get(sid, b"")) == data
+
+
+def _raw_inject(sender: Connection, receiver: Connection, now: float, plaintext: bytes) -> None:
+    protection = sender._protection
+    assert protection is not None and sender.remote_cid is not None
+    pn = sender._next_pn
+    sender._next_pn += 1
+    receiver.receive_datagram(now, protection.seal(sender.remote_cid, pn, plaintext))
+
+
+def test_spec_3_a_server_answers_no_initial_packet_shorter_than_1200_bytes() -> None:
+    pair = Pair(30)
+    from foundation_p2p.transport.packet import encode_initial, parse_handshake
+
+    full = pair.client.handshake.last_sent()
+    assert full is not None
+    short = encode_initial(pair.keyring.primary_id, pair.client.local_cid, full, 1100)
+    with pytest.raises(WireError):
+        Connection.accept(pair.now, short, pair.server_identity, pair.keyring, pair.secret_bytes)
+    assert parse_handshake(short).noise == full  # well-formed, only too short
+
+
+@pytest.mark.parametrize(
+    ("frames", "code"),
+    [
+        ([Parameters(1000, 1000, 1, 1)], ErrorCode.TRANSPORT_PARAMETER_ERROR),
+        ([HandshakeDone()], ErrorCode.PROTOCOL_VIOLATION),
+        ([AckFrame([(0, 10_000)], 0)], ErrorCode.PROTOCOL_VIOLATION),
+        ([StreamFrame(0, 10, True, b"x"), StreamFrame(0, 5, True, b"x")],
+         ErrorCode.FINAL_SIZE_ERROR),
+    ],
+    ids=["parameters below the floor", "handshake-done from the client",
+         "ack of a packet never sent", "final size changed"],
+)
+def test_spec_12_rule_breaking_frames_close_with_their_code(
+    frames: list[Frame], code: ErrorCode
+) -> None:
+    pair = Pair(31)
+    server = _established(pair)
+    pair.client.open_stream()
+    _inject(pair.client, server, pair.now, frames)
+    assert server.close_reason is not None
+    assert server.close_reason.error_code == code
+    pair.run(lambda: pair.c.closed is not None, max_time_s=pair.now + 2)
+    assert pair.c.closed is not None and pair.c.closed.by_peer
+    assert pair.c.closed.error_code == code
+
+
+def test_spec_3_undecodable_frames_in_an_authentic_packet_close_with_frame_encoding_error() -> None:
+    pair = Pair(32)
+    server = _established(pair)
+    _raw_inject(pair.client, server, pair.now, b"\x81\x07")  # frame type 7 does not exist
+    assert server.close_reason is not None
+    assert server.close_reason.error_code == ErrorCode.FRAME_ENCODING_ERROR
+
+
+def test_spec_10_a_closing_side_answers_later_packets_with_close_at_most_8_times() -> None:
+    pair = Pair(33)
+    server = _established(pair)
+    server.close(0x5, "stop")
+    first = server.take_datagrams(pair.now)
+    assert len(first) == 1
+    answers = 0
+    for _ in range(20):
+        _inject(pair.client, server, pair.now, [Ping()])
+        answers += len(server.take_datagrams(pair.now))
+    assert answers == 8
+    assert server.state_name == "closing"
+    server.handle_timer(pair.now + 10)
+    assert server.is_closed and server.next_deadline() is None
