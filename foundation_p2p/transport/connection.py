@@ -365,7 +365,7 @@ class Connection:
         hs.receive(packet.noise)
         conn = cls(is_client=False, handshake=hs, now=now, secret_bytes=secret_bytes, config=cfg)
         conn.remote_cid = packet.scid
-        conn.counters.inc("packets_received")
+        conn.counters.inc("packets.received")
         message = hs.next_message()
         assert message is not None
         conn._send_handshake(now, encode_handshake(packet.scid, conn.local_cid, message))
@@ -496,10 +496,10 @@ class Connection:
         """Process one received datagram; True if it authenticated as the peer's.
 
         Never raises for the datagram's content: a refused datagram is dropped and counted
-        under ``dropped.<reason>``; a peer breaking the protocol closes the connection.
+        under ``packets.dropped.<reason>``; a peer breaking the protocol closes the connection.
         """
         self._now = now
-        self.counters.inc("packets_received")
+        self.counters.inc("packets.received")
         if self.state == CLOSED:
             self._drop("closed")
             return False
@@ -579,7 +579,7 @@ class Connection:
         return True
 
     def _drop(self, reason: str) -> None:
-        self.counters.inc("dropped." + reason)
+        self.counters.inc("packets.dropped." + reason)
 
     def _on_stream_frame(self, frame: StreamFrame) -> None:
         stream = self._stream_for_peer_data(frame.stream_id, FrameType.STREAM)
@@ -1182,7 +1182,7 @@ class Connection:
             assert self._close_frame is not None
             out.append(self._seal([self._close_frame.encode()], None, now, False))
         if out:
-            self.counters.inc("packets_sent", len(out))
+            self.counters.inc("packets.sent", len(out))
         return out
 
     def _seal(

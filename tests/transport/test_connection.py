@@ -140,7 +140,7 @@ def test_megabytes_arrive_byte_exact_in_order_at_5pct_loss_duplication_and_reord
     stats = pair.client.stats()
     assert stats["retransmits"] > 0 and stats["lost"] > 0
     assert pair.server is not None
-    assert pair.server.stats()["dropped.replay"] > 0  # the duplicates were refused
+    assert pair.server.stats()["packets.dropped.replay"] > 0  # the duplicates were refused
 
 
 def _control_latencies(single_stream: bool, seed: int = 21) -> tuple[list[float], float]:
@@ -305,7 +305,7 @@ def test_a_tampered_packet_is_dropped_and_counted_not_fatal() -> None:
     assert pair.run(lambda: sid in pair.s.ended, max_time_s=30, on_step=_feed_all)
     assert bytes(pair.s.streams[sid]) == data
     assert pair.server is not None
-    assert pair.server.stats()["dropped.auth_failed"] == 3
+    assert pair.server.stats()["packets.dropped.auth_failed"] == 3
     assert pair.server.is_established
 
 
@@ -378,7 +378,7 @@ def test_window_updates_are_sent_as_the_application_reads() -> None:
 
     assert pair.run(lambda: len(pair.s.streams.get(sid, b"")) == len(data), max_time_s=20,
                     on_step=feed)
-    assert server.stats()["packets_sent"] > 0
+    assert server.stats()["packets.sent"] > 0
     _inject(pair.client, server, pair.now, [MaxStreamData(sid, 10)])  # lower: ignored
     assert server.close_reason is None
 
@@ -422,7 +422,7 @@ def test_a_client_dialling_the_wrong_node_id_fails_at_once() -> None:
     assert pair.c.closed is not None
     assert pair.c.closed.error_code == ErrorCode.CONNECTION_REFUSED
     assert pair.now < 1.0  # not after the handshake retransmissions ran out
-    assert pair.client.stats()["dropped.handshake_unexpected_peer"] == 1
+    assert pair.client.stats()["packets.dropped.handshake_unexpected_peer"] == 1
 
 
 def test_a_replayed_authentic_packet_is_refused_so_it_cannot_move_the_peer() -> None:
@@ -442,7 +442,7 @@ def test_a_replayed_authentic_packet_is_refused_so_it_cannot_move_the_peer() -> 
     assert captured
     # as if an attacker replayed it from another address: not authenticated as new
     assert server.receive_datagram(pair.now, captured[0]) is False
-    assert server.stats()["dropped.replay"] >= 1
+    assert server.stats()["packets.dropped.replay"] >= 1
 
 
 def test_a_restarted_peer_gets_a_fresh_connection_with_the_same_node_id() -> None:
