@@ -293,6 +293,10 @@ class Connection:
         self._ping = False
         self._pace_at: float | None = None
         self._recovery_ran_at = float("-inf")
+        self._idle_timeout = cfg.idle_timeout_s
+        self._keep_alive = cfg.keep_alive_s
+        self._mds = cfg.max_datagram_bytes
+        self._pacing = cfg.pacing
 
         # timers and closing
         self._last_received = now
@@ -1073,26 +1077,28 @@ class Connection:
     def next_deadline(self) -> float | None:
         """When :meth:`handle_timer` (then :meth:`take_datagrams`) must run next, or None."""
         state = self.state
-        if state == CLOSED:
-            return None
-        if state >= CLOSING:
-            if self._close_pending:
+        if state != ESTABLISHED:
+            if state == CLOSED:
+                return None
+            if state >= CLOSING:
+                return self._now if self._close_pending else self._close_deadline
+            if self._hs_out:
                 return self._now
-            return self._close_deadline
-        deadline = self._idle_deadline()
-        if self._hs_out:
-            return self._now
+            deadline = self._idle_start + self._idle_timeout
+            hs = self._hs_deadline
+            return hs if hs is not None and hs < deadline else deadline
+        now = self._now
+        if self._probes or self._hs_out:
+            return now
+        ack = self.acks.ack_deadline()
+        if ack is not None and ack <= now:
+            return now
+        deadline = self._idle_start + self._idle_timeout
         hs = self._hs_deadline
         if hs is not None and hs < deadline:
             deadline = hs
-        if state != ESTABLISHED:
-            return deadline
-        ack = self.acks.ack_deadline()
-        if ack is not None:
-            if ack < self._now:
-                ack = self._now
-            if ack < deadline:
-                deadline = ack
+        if ack is not None and ack < deadline:
+            deadline = ack
         rec = self.recovery.deadline()
         if rec is not None:
             if rec <= self._recovery_ran_at:
@@ -1101,15 +1107,16 @@ class Connection:
                 rec = self._recovery_ran_at + 1e-6
             if rec < deadline:
                 deadline = rec
-        if self._pace_at is not None and self._pace_at < deadline:
-            deadline = self._pace_at
-        keep = self.config.keep_alive_s
+        pace = self._pace_at
+        if pace is not None and pace < deadline:
+            deadline = pace
+        keep = self._keep_alive
         if keep is not None and not self._ping:  # a pending PING waits for the window
-            ka = max(self._last_eliciting_sent, self._last_received) + keep
-            if ka < deadline:
-                deadline = ka
-        if self._probes:
-            return self._now
+            last = self._last_eliciting_sent
+            if self._last_received > last:
+                last = self._last_received
+            if last + keep < deadline:
+                deadline = last + keep
         return deadline
 
     def handle_timer(self, now: float) -> None:
@@ -1206,30 +1213,26 @@ class Connection:
                 self._idle_start = now
         return packet
 
-    def _want_to_send(self) -> bool:
-        return bool(
-            self._control
-            or self._stream_updates
-            or self._datagrams
-            or self._n_ready
-            or self._probes
-            or self._ping
-        )
-
     def _build_packet(self, now: float) -> bytes | None:
         """One 1-RTT packet: ACK, control frames, datagrams, stream chunks; or None."""
         acks = self.acks
         want_ack = acks.ack_wanted(now)
         probe = self._probes > 0
         can_send = False
-        if self._want_to_send():
+        if (
+            self._n_ready
+            or self._control
+            or self._stream_updates
+            or self._datagrams
+            or probe
+            or self._ping
+        ):
+            recovery = self.recovery
             if probe:
                 can_send = True
-            elif self.recovery.can_track() and self.cc.can_send(
-                self.recovery.bytes_in_flight, self.config.max_datagram_bytes
-            ):
-                if self.config.pacing:
-                    at = self.pacer.next_send_time(now, self.config.max_datagram_bytes)
+            elif recovery.can_track() and self.cc.can_send(recovery.bytes_in_flight, self._mds):
+                if self._pacing:
+                    at = self.pacer.next_send_time(now, self._mds)
                     if at <= now:
                         can_send = True
                     else:
