@@ -199,13 +199,14 @@ class ConnectionClosed(Event):
 
 
 class _Stream:
-    __slots__ = ("end_reported", "recv", "send", "stream_id")
+    __slots__ = ("end_reported", "recv", "send", "stop_sent", "stream_id")
 
     def __init__(self, stream_id: int, send: SendStream | None, recv: RecvStream | None):
         self.stream_id = stream_id
         self.send = send
         self.recv = recv
         self.end_reported = False
+        self.stop_sent = False  # STOP_SENDING queued once per stream (the queue stays bounded)
 
 
 def _initiator_bit(is_client: bool) -> int:
@@ -1000,6 +1001,9 @@ class Connection:
         stream = self._streams.get(stream_id)
         if stream is None or stream.recv is None:
             raise ConfigError(f"stream {stream_id}: no open receiving side")
+        if stream.stop_sent:
+            return
+        stream.stop_sent = True
         stream.recv.discard()
         self._readable.pop(stream_id, None)
         self._control.append(StopSending(stream_id, error_code))
