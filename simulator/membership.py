@@ -13,7 +13,10 @@ every metadata update the ``membership`` workload makes. From that it keeps:
 - which nodes are **excused** from ``membership.no_false_failures``: ever crashed or left,
   ever on one side of a cut or clog, or ever paused longer than the minimum suspicion
   timeout; every ``MemberFailed`` about any other node is a false positive, recorded when
-  it happens;
+  it happens (``membership.false_positives``); every ``MemberSuspect`` about one is a false
+  suspicion (``membership.false_suspicions``, counted at each member that heard it, so one
+  failed probe spread to N members counts N), and ``membership.false_accusations`` counts
+  only those raised first-hand (the reporting member is the accuser);
 - **detections** of crashes: the first suspicion anywhere (``membership.first_suspect_s``,
   reported next to SWIM's theory ``membership.first_suspect_theory_s``), the moment every
   running member that held the node alive (or suspect) when it crashed has marked it failed
@@ -244,6 +247,10 @@ class MembershipTracker:
         self._clogs: tuple[int, int] = (0, 0)
         self.false_positives = 0
         self.false_suspicions = 0
+        """MemberSuspect events about healthy members, at every member that heard them."""
+        self.false_accusations = 0
+        """Of those, the ones raised first-hand (the reporter is the accuser: its own probe
+        failed): how often a healthy member was really suspected."""
         self.violations: list[str] = []
         # Detections and updates.
         self.detections: OrderedDict[str, _Detection] = OrderedDict()
@@ -454,6 +461,8 @@ class MembershipTracker:
             if not self._is_excused(subject):
                 if kind is MemberSuspect:
                     self.false_suspicions += 1
+                    if ev.accuser == self.id_of.get(name):  # type: ignore[attr-defined]
+                        self.false_accusations += 1
                 else:
                     self._false_failure(name, subject)
             if kind is MemberFailed and det is not None:
@@ -622,6 +631,7 @@ class MembershipTracker:
             "membership.events": self.events,
             "membership.false_positives": self.false_positives,
             "membership.false_suspicions": self.false_suspicions,
+            "membership.false_accusations": self.false_accusations,
         }
         self.first_suspect.report("membership.first_suspect_s", out)
         if self.first_suspect_theory.count:

@@ -297,3 +297,15 @@ def test_the_mean_first_suspicion_is_close_to_swims_theory() -> None:
         theory = m["membership.first_suspect_theory_s"]
     mean = sum(firsts) / len(firsts)
     assert abs(mean - theory) <= 0.5 * LAN.probe_interval_s, (mean, theory)
+
+
+def test_a_false_suspicion_heard_everywhere_is_one_accusation() -> None:
+    w = world(4)
+    everyone_knows_everyone(w)
+    accuser = w.membership.id_of["n1"]
+    for t, name in ((5.0, "n1"), (5.1, "n2"), (5.2, "n3")):
+        at(w, t, name, MemberSuspect(member(w, "n4", MemberState.SUSPECT), accuser))
+    m = w.metrics(1.0)
+    assert m["membership.false_suspicions"] == 3
+    assert m["membership.false_accusations"] == 1
+    assert m["membership.false_positives"] == 0
