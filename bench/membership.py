@@ -138,7 +138,7 @@ def slow_text(
     with open(os.path.join(SCENARIOS, name), encoding="utf-8") as f:
         text = f.read()
     if duration_s is not None:
-        text = _replace_once(text, 'duration = "3610s"', f'duration = "{duration_s:g}s"')
+        text = _replace_once(text, 'duration = "3630s"', f'duration = "{duration_s:g}s"')
     if drain_rate is not None:
         text = _replace_once(text, "drain_rate = 20\n", f"drain_rate = {drain_rate:g}\n")
     if timers is not None:
