@@ -40,8 +40,8 @@ name, or None when no node holds the role now. Filled by later capabilities."""
 RESTORING_OPS = ("heal", "restart", "resume", "join")
 """Ops that still fire after settle begins."""
 
-RANDOM_OPS = ("partition", "isolate", "crash", "pause", "loss", "latency", "clog", "swizzle",
-              "skew")
+RANDOM_OPS = ("partition", "isolate", "crash", "pause", "slow", "loss", "latency", "clog",
+              "swizzle", "skew")
 """Ops the random-fault mode knows how to draw."""
 
 
@@ -471,6 +471,11 @@ def draw_random_faults(world: World) -> list[FaultSpec]:
                 spec = replace(spec, node=None)
             elif op == "skew":
                 spec = replace(spec, kind="offset", value=round(rng.uniform(-30.0, 30.0), 3))
+            elif op == "slow":
+                # A starved handler (timers on time), then a drain rate drawn per fault.
+                params = SlowParams(drain_rate=float(rng.choice((10, 20, 50, 100, 1000))))
+                spec = SlowFaultSpec(at_s=t, op=op, node="@random", for_s=dur,
+                                     index=spec.index, slow=params)
             specs.append(spec)
             active.append(t + dur)
         t += rng.expovariate(1.0 / limits.mean_interval_s)

@@ -119,7 +119,7 @@ INVERSE_OPS: dict[str, str] = {
 
 _NEEDS_TARGET = ("isolate", "crash", "restart", "pause", "slow", "resume", "join", "leave")
 RANDOM_FAULT_OPS = (
-    "partition", "isolate", "crash", "pause", "loss", "latency", "clog", "swizzle", "skew",
+    "partition", "isolate", "crash", "pause", "slow", "loss", "latency", "clog", "swizzle", "skew",
     "transfer-leader",
 )
 """Ops ``--random-faults`` can draw (the ones that need no hand-written arguments)."""

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from simulator.host import SlowParams, SlowState
+from simulator.nemesis import SlowFaultSpec
 from simulator.scenario import load_scenario, parse_scenario_text
 from simulator.trace import TraceSink
 from simulator.world import RunResult, World
@@ -207,3 +208,19 @@ def test_ablation_lifeguard_makes_no_false_failure_where_classic_swim_makes_some
     assert off.metrics["membership.false_positives"] > 0
     # The same slow node in both runs: the model was in force in each.
     assert on.metrics["node.recv_queue_handled"] > 0 and off.metrics["node.recv_queue_handled"] > 0
+
+
+def test_random_faults_can_draw_slow_nodes(tmp_path: Path) -> None:
+    text = BASE.format(seed=3, duration=60.0, settle=10.0).replace(
+        '[[fault]]\nat = "5s"\nop = "slow"\nnode = "n2"\nfor = "4s"\n', ""
+    ) + '[random_faults]\nops = ["slow"]\nmean_interval = "5s"\nmax_duration = "6s"\n'
+    scenario = parse_scenario_text(text, source="t.toml")
+    world = World(scenario, random_faults=True)
+    result = world.run()
+    assert result.internal_error is None, result.internal_error
+    drawn = world.nemesis.drawn
+    assert drawn and all(isinstance(f, SlowFaultSpec) and f.op == "slow" for f in drawn)
+    assert result.metrics["faults.applied"] >= 1
+    assert result.metrics["node.recv_queue_handled"] > 0
+    again = World(parse_scenario_text(text, source="t.toml"), random_faults=True).run()
+    assert again.trace_digest == result.trace_digest
