@@ -278,8 +278,9 @@ class NodeCore:
         out: list[tuple[Address, bytes]] = []
         seal = self.protection.seal
         budget = self.config.max_packet_bytes - PACKET_OVERHEAD_BYTES
+        memo: dict[int, bytes] = {}  # id(frame) -> encoding; the outbox keeps frames alive
         for addr, frames in self._drain_outbox():
-            for plaintext in self._pack(addr, frames, budget):
+            for plaintext in self._pack(addr, frames, budget, memo):
                 out.append((addr, seal(plaintext)))
         return out
 
@@ -347,18 +348,49 @@ class NodeCore:
         self._events.append(event)
 
     def _collect(self) -> None:
+        peers = self.peer_addresses
         for core in self.subsystems.values():
-            for dest, frame in core.take_outgoing():
-                if isinstance(dest, bytes):
-                    addr = self.peer_addresses.get(dest)
-                    if addr is None:
-                        self.counters.inc("outgoing.dropped_no_address")
-                        continue
+            outgoing = core.take_outgoing()
+            if outgoing:
+                if self._undone:
+                    for dest, frame in outgoing:
+                        addr = dest if not isinstance(dest, bytes) else peers.get(dest)
+                        if addr is None:
+                            self.counters.inc("outgoing.dropped_no_address")
+                            continue
+                        self._send_frame(addr, frame)
                 else:
-                    addr = dest
-                self._send_frame(addr, frame)
+                    self._queue_outgoing(outgoing)
             for event in core.take_events():
                 self._emit(event)
+
+    def _queue_outgoing(self, outgoing: list[tuple[Address | NodeId, Frame]]) -> None:
+        """:meth:`_queue_frames` for a subsystem's whole output, one frame at a time."""
+        peers = self.peer_addresses
+        index = self._outbox_index
+        outbox = self._outbox
+        limit = self.config.max_outgoing_datagrams
+        queued = 0
+        for dest, frame in outgoing:
+            if isinstance(dest, bytes):
+                found = peers.get(dest)
+                if found is None:
+                    self.counters.inc("outgoing.dropped_no_address")
+                    continue
+                addr: Address = found
+            else:
+                addr = dest
+            i = index.get(addr)
+            if i is None:
+                if len(outbox) >= limit:
+                    self.counters.inc("outgoing.dropped_full")
+                    continue
+                index[addr] = len(outbox)
+                outbox.append((addr, [frame]))
+            else:
+                outbox[i][1].append(frame)
+            queued += 1
+        self._outbox_frames += queued
 
     def _send_frame(self, addr: Address, frame: Frame) -> None:
         if self._undone:
@@ -392,14 +424,23 @@ class NodeCore:
         self._outbox_frames = 0
         return outbox
 
-    def _pack(self, addr: Address, frames: list[Frame], budget: int) -> list[bytes]:
-        """Pack frames into plaintexts of at most ``budget`` bytes, in order."""
+    def _pack(
+        self, addr: Address, frames: list[Frame], budget: int, memo: dict[int, bytes]
+    ) -> list[bytes]:
+        """Pack frames into plaintexts of at most ``budget`` bytes, in order.
+
+        ``memo`` holds the encodings of frames already encoded in this ``take_outgoing``
+        call, keyed by object identity: a gossip round hands the same frame object to
+        several destinations, and it is encoded once.
+        """
         packets: list[bytes] = []
         chunk: list[bytes] = []
         size = 3
         max_frames = self.limits.max_frames
         for frame in frames:
-            encoded = cbor.encode(frame.to_cbor())
+            encoded = memo.get(id(frame))
+            if encoded is None:
+                encoded = memo[id(frame)] = cbor.encode(frame.to_cbor())
             if len(encoded) + 3 > budget:
                 self.counters.inc("outgoing.dropped_oversize_frame")
                 log.warning("dropping a %d-byte frame larger than a packet", len(encoded))
