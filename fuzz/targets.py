@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import random
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -47,6 +48,12 @@ from foundation_p2p.wire import cbor
 from foundation_p2p.wire.frames import Ack, Ping, decode_frames, encode_frames
 from foundation_p2p.wire.limits import DEFAULT_LIMITS
 from foundation_p2p.wire.packet import parse_packet
+
+# The sibling modules hold the targets of later capabilities (handshake, transport, channels).
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import targets_channels
+import targets_handshake
+import targets_transport
 
 VECTORS = Path(__file__).resolve().parent.parent / "spec" / "vectors"
 
@@ -294,6 +301,16 @@ TARGETS: dict[str, Callable[[bytes], None]] = {
     "push-pull": fuzz_push_pull,
     "announcement-verify": fuzz_announcement_verify,
     "membership-receive": fuzz_membership_receive,
+    "handshake-receive": targets_handshake.fuzz_handshake_receive,
+    "noise-read": targets_handshake.fuzz_noise_read,
+    "identity-payload": targets_handshake.fuzz_identity_payload,
+    "transport-frames": targets_transport.fuzz_transport_frames,
+    "transport-handshake-packet": targets_transport.fuzz_transport_handshake_packet,
+    "transport-one-rtt": targets_transport.fuzz_transport_one_rtt,
+    "transport-open": targets_transport.fuzz_transport_open,
+    "transport-connection": targets_transport.fuzz_transport_connection,
+    "channel-records": targets_channels.fuzz_channel_records,
+    "channel-topic-set": targets_channels.fuzz_channel_topic_set,
 }
 """Target name -> function (``--target NAME``)."""
 
@@ -310,8 +327,16 @@ def _walk(value: Any, key: str) -> Iterator[Any]:
 
 
 def seeds(target: str, *, max_bytes: int = 70_000) -> list[bytes]:
-    """Seed inputs for ``target`` from ``spec/vectors/*.json``, in a stable order."""
+    """Seed inputs for ``target`` from ``spec/vectors/*.json``, in a stable order.
+
+    The handshake and channel targets start from their own modules' seeds (whole handshake
+    messages and payloads, whole record streams), then every vector as for the others.
+    """
     out: list[bytes] = []
+    if target in targets_handshake.TARGETS:
+        out.extend(targets_handshake.seeds(target))
+    elif target in targets_channels.CHANNEL_TARGETS:
+        out.extend(targets_channels.channel_seeds(target))
     for path in sorted(VECTORS.glob("*.json")):
         data = json.loads(path.read_text(encoding="utf-8"))
         if target == "keyring":

@@ -7,8 +7,8 @@
   every record decoded without compression must re-encode to exactly its bytes.
 - ``channel-topic-set``: ``decode_topics``; a decoded set re-encodes byte-exact.
 
-Registration in ``fuzz/targets.py`` (``TARGETS.update(CHANNEL_TARGETS)`` and the seeds of
-:func:`channel_seeds`) is left to that file's owner.
+``fuzz/targets.py`` lists these targets in its ``TARGETS`` and seeds them with
+:func:`channel_seeds` first.
 """
 
 from __future__ import annotations

@@ -18,9 +18,8 @@ Readers are reused across inputs (a refused message changes nothing, which is on
 properties checked) and rebuilt after a genuine message is accepted.
 
 Seeds: the ``hex`` messages and ``cbor`` payloads of ``spec/vectors/handshake.json``.
-Registration: these targets are not yet in ``targets.TARGETS`` (see the report of the
-session that added this file); ``tests/crypto/test_handshake.py`` runs them under
-Hypothesis meanwhile.
+Registration: ``fuzz/targets.py`` lists these targets in its ``TARGETS`` (``make fuzz``
+runs them under atheris, ``tests/fuzz`` under Hypothesis).
 """
 
 from __future__ import annotations

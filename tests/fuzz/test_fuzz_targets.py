@@ -121,6 +121,16 @@ def test_every_decoder_has_a_target() -> None:
         "push-pull",
         "announcement-verify",
         "membership-receive",
+        "handshake-receive",
+        "noise-read",
+        "identity-payload",
+        "transport-frames",
+        "transport-handshake-packet",
+        "transport-one-rtt",
+        "transport-open",
+        "transport-connection",
+        "channel-records",
+        "channel-topic-set",
     }
     assert all(SEEDS[name] for name in NAMES)
 
