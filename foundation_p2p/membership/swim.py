@@ -1300,7 +1300,7 @@ class SwimMembership:
             addr = (node.ann.host, node.ann.port)
             taken = self._take_broadcasts(self.budget, max_frames, addr)
             if not taken:
-                break
+                continue  # all it has is this target's own record or just from it
             self._gossip_dests.add(addr)
             for frame, _ in taken:
                 self._out.append((addr, frame))
@@ -1424,6 +1424,11 @@ class SwimMembership:
             self.joined = True
             self.counters.inc("membership.join.answered")
             log.debug("join answered by %s", short_id(sender))
+            if not self._observer and not self.leaving:
+                # Now that it knows the cluster, it gossips its own record too (as
+                # memberlist does), not only through the seeds: a member that missed the
+                # seeds' gossip during a join wave would otherwise wait for a push-pull.
+                self._broadcast(self.node_id, self._self.ann)
 
     def _learn_gone(self, now: Now, ann: Announcement, state: MemberState) -> None:
         """An observer adds a member it did not know in the failed or left state a peer's

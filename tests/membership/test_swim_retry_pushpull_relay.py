@@ -403,3 +403,19 @@ def test_an_announcement_is_not_sent_to_its_member_nor_straight_back_to_its_orig
     assert not [f for f, _ in core.piggyback(addr(3), 0, 64) if f.node_id == nid(2)]  # type: ignore[attr-defined]
     assert [f for f, _ in core.piggyback(addr(4), 0, 64) if f.node_id == nid(2)]  # type: ignore[attr-defined]
     assert [f for f, _ in core.piggyback(addr(3), 0, 64) if f.node_id == nid(2)]  # type: ignore[attr-defined]
+
+
+def test_a_joiner_gossips_its_own_record_once_its_join_is_answered() -> None:
+    net = Net()
+    net.add("seed")
+    joiner = net.add("joiner")
+    net.record = True
+    net.command(joiner, Join((("seed", 7946),)))
+    net.run_until(1.0)
+    assert joiner.joined
+    own = [
+        f
+        for _, src, _, f in net.sent
+        if src == ("joiner", 7946) and isinstance(f, Announcement) and f.node_id == joiner.node_id
+    ]
+    assert own  # not only through the seed's push-pull: the joiner spreads it itself
