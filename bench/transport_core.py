@@ -1,8 +1,9 @@
 """Benchmark the connection core: one bulk transfer between two in-memory connections.
 
 Both connections run in this process and every datagram goes through the same virtual-time
-pipe (a fixed one-way delay, no loss), so the CPU time measured is the whole cost of the
-transfer on both sides: packet building, sealing, opening, frame coding, acks, recovery,
+pipe (a fixed one-way delay; ``--loss`` drops that share of datagrams, the same seeded draw
+for both, once the first datagram got through), so the CPU time measured is the whole cost
+of the transfer on both sides: packet building, sealing, opening, frame coding, acks, recovery,
 congestion control, pacing, flow control, stream buffers. Time is virtual: the loop jumps
 to the next datagram arrival or connection deadline (no sleeping), and the figure is
 bytes moved per second of process CPU time.
@@ -17,7 +18,9 @@ Runs, in the same process and on the same pipe:
 
 Prints one JSON object as its last line: MB/s of CPU for each, the ratio ``ours /
 aioquic``, microseconds of CPU per packet (all datagrams both sides sent), and the packet
-counts. Usage: ``python bench/transport_core.py [--quick] [--mb N] [--delay-ms D]``
+counts, and ``time_skips``: how often the loop let 1 ms of virtual time pass because a
+connection's timer stayed due without effect (aioquic does this under loss; ours never
+should). Usage: ``python bench/transport_core.py [--quick] [--mb N] [--delay-ms D] [--loss P]``
 (50 MB by default, 5 MB with ``--quick``).
 """
 
@@ -44,9 +47,10 @@ STREAM_WINDOW = 1024 * 1024
 WRITE_CHUNK = 256 * 1024
 
 
-def run_ours(total: int, delay: float, seed: int = 1) -> dict[str, Any]:
+def run_ours(total: int, delay: float, seed: int = 1, loss: float = 0.0) -> dict[str, Any]:
     """Move ``total`` bytes over one stream between two of our connections."""
     rng = random.Random(seed)
+    drop = random.Random(seed + 1000)
 
     def secret_bytes(n: int) -> bytes:
         return rng.randbytes(n)
@@ -72,12 +76,17 @@ def run_ours(total: int, delay: float, seed: int = 1) -> dict[str, Any]:
     packets = 0
     sid: int | None = None
     end_sent = False
+    stuck = time_skips = 0
     while received < total:
         for data in client.take_datagrams(now):
+            if loss and server is not None and drop.random() < loss:
+                continue
             seq += 1
             heapq.heappush(queue, (now + delay, seq, True, data))
         if server is not None:
             for data in server.take_datagrams(now):
+                if loss and drop.random() < loss:
+                    continue
                 seq += 1
                 heapq.heappush(queue, (now + delay, seq, False, data))
         times = [queue[0][0]] if queue else []
@@ -91,6 +100,13 @@ def run_ours(total: int, delay: float, seed: int = 1) -> dict[str, Any]:
         t = min(times)
         if t > now:
             now = t
+            stuck = 0
+        else:
+            stuck += 1
+            if stuck > 100:  # a timer that stays due without effect: let real time pass
+                now += 0.001
+                stuck = 0
+                time_skips += 1
         while queue and queue[0][0] <= now:
             _, _, to_server, data = heapq.heappop(queue)
             packets += 1
@@ -137,6 +153,7 @@ def run_ours(total: int, delay: float, seed: int = 1) -> dict[str, Any]:
         "packets": packets,
         "us_per_packet": round(cpu / packets * 1e6, 1),
         "retransmits": stats.get("retransmits", 0),
+        "time_skips": time_skips,
     }
 
 
@@ -163,8 +180,9 @@ def _self_signed() -> tuple[Any, Any]:
     return cert, key
 
 
-def run_aioquic(total: int, delay: float) -> dict[str, Any]:
+def run_aioquic(total: int, delay: float, seed: int = 1, loss: float = 0.0) -> dict[str, Any]:
     """The same transfer between two aioquic ``QuicConnection`` objects."""
+    drop = random.Random(seed + 1000)
     import ssl
 
     from aioquic.quic import events
@@ -198,12 +216,17 @@ def run_aioquic(total: int, delay: float) -> dict[str, Any]:
     sid: int | None = None
     established = False
     end_sent = False
+    stuck = time_skips = 0
     while received < total:
         for data, _ in client.datagrams_to_send(now):
+            if loss and server is not None and drop.random() < loss:
+                continue
             seq += 1
             heapq.heappush(queue, (now + delay, seq, True, data))
         if server is not None:
             for data, _ in server.datagrams_to_send(now):
+                if loss and drop.random() < loss:
+                    continue
                 seq += 1
                 heapq.heappush(queue, (now + delay, seq, False, data))
         times = [queue[0][0]] if queue else []
@@ -217,6 +240,13 @@ def run_aioquic(total: int, delay: float) -> dict[str, Any]:
         t = min(times)
         if t > now:
             now = t
+            stuck = 0
+        else:
+            stuck += 1
+            if stuck > 100:  # a timer that stays due without effect: let real time pass
+                now += 0.001
+                stuck = 0
+                time_skips += 1
         while queue and queue[0][0] <= now:
             _, _, to_server, data = heapq.heappop(queue)
             packets += 1
@@ -267,6 +297,7 @@ def run_aioquic(total: int, delay: float) -> dict[str, Any]:
         "mb_per_s": round(total / cpu / 1e6, 2),
         "packets": packets,
         "us_per_packet": round(cpu / packets * 1e6, 1),
+        "time_skips": time_skips,
     }
 
 
@@ -275,16 +306,19 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--quick", action="store_true", help="5 MB instead of 50 MB")
     parser.add_argument("--mb", type=float, default=None, help="megabytes to move")
     parser.add_argument("--delay-ms", type=float, default=1.0, help="one-way pipe delay")
+    parser.add_argument(
+        "--loss", type=float, default=0.0, help="share of datagrams dropped after the first"
+    )
     args = parser.parse_args(argv)
     mb = args.mb if args.mb is not None else (5.0 if args.quick else 50.0)
     total = int(mb * 1_000_000)
     delay = args.delay_ms / 1000
-    ours = run_ours(total, delay)
+    ours = run_ours(total, delay, loss=args.loss)
     print(f"ours:    {ours}", file=sys.stderr)
     try:
         import aioquic
 
-        baseline: dict[str, Any] | None = run_aioquic(total, delay)
+        baseline: dict[str, Any] | None = run_aioquic(total, delay, loss=args.loss)
         baseline_name = f"aioquic {aioquic.__version__}"
         print(f"aioquic: {baseline}", file=sys.stderr)
     except ImportError:
@@ -295,6 +329,7 @@ def main(argv: list[str] | None = None) -> None:
         "bytes": total,
         "datagram_bytes": DATAGRAM,
         "one_way_delay_ms": args.delay_ms,
+        "loss": args.loss,
         "python": platform.python_version(),
         "ours": ours,
         "baseline": baseline_name,
