@@ -123,6 +123,9 @@ DRAINING = 3  # the peer sent CONNECTION_CLOSE; send nothing, then forget
 CLOSED = 4
 
 _STATE_NAMES = ("handshake", "established", "closing", "draining", "closed")
+_MAX_EARLY_PACKETS = 8
+"""1-RTT packets kept while the keys are not there yet (they overtook handshake message 3);
+beyond, they are dropped (``packets.dropped.no_keys``) and recovered by loss recovery."""
 _MAX_CLOSE_REPEATS = 8
 """In the closing state, a received packet is answered with CONNECTION_CLOSE at most this
 many times (the peer may not have received ours)."""
@@ -247,6 +250,7 @@ class Connection:
         self._hs_tries = 0
         self._hs_confirmed = False  # client: the server has the keys (a 1-RTT packet came)
         self._hs_out: list[bytes] = []
+        self._early: list[bytes] = []  # 1-RTT packets that came before the keys (bounded)
 
         # 1-RTT
         self._protection: PacketProtection | None = None
@@ -464,6 +468,9 @@ class Connection:
             self._send_handshake(now, encode_handshake(packet.scid, self.local_cid, message))
         if hs.complete and self.state == HANDSHAKE:
             self._establish(now)
+            early, self._early = self._early, []
+            for datagram in early:
+                self.receive_datagram(now, datagram)
         return True
 
     def _establish(self, now: float) -> None:
@@ -528,7 +535,12 @@ class Connection:
             self._drop("unknown_cid")
             return False
         if protection is None:
-            self._drop("no_keys")  # a 1-RTT packet overtook handshake message 3
+            # a 1-RTT packet overtook handshake message 3: keep a few for when it arrives
+            if len(self._early) < _MAX_EARLY_PACKETS:
+                self._early.append(data)
+                self.counters.inc("packets.early")
+            else:
+                self._drop("no_keys")
             return False
         acks = self.acks
         try:
@@ -1068,6 +1080,7 @@ class Connection:
 
     def _to_closed(self) -> None:
         self.state = CLOSED
+        self._early.clear()
         self._discard_sending()
         self._close_deadline = None
         self._streams.clear()

@@ -622,3 +622,32 @@ def test_spec_10_a_closing_side_answers_later_packets_with_close_at_most_8_times
     assert server.state_name == "closing"
     server.handle_timer(pair.now + 10)
     assert server.is_closed and server.next_deadline() is None
+
+
+def test_spec_9_one_rtt_packets_that_overtake_message_3_are_kept_and_processed() -> None:
+    pair = Pair(34)
+    held: list[bytes] = []
+
+    def hold_message_3(to_server: bool, data: bytes) -> bytes | None:
+        # deliver the client's handshake message 3 only after its first 1-RTT packets
+        if to_server and packet_type(data) == ConnPacketType.HANDSHAKE and not held:
+            held.append(data)
+            return None
+        if to_server and packet_type(data) == ConnPacketType.ONE_RTT and held:
+            assert pair.server is not None
+            pair.server.receive_datagram(pair.now, data)  # before the keys: kept
+            pair.server.receive_datagram(pair.now, held.pop())  # message 3: then processed
+            assert pair.server._parameters_received  # the kept packet's PARAMETERS
+            held.append(b"done")
+            return None
+        return data
+
+    pair.tamper = hold_message_3
+    pair.run(lambda: pair.client.is_established, max_time_s=5)
+    sid = pair.client.open_stream()
+    pair.client.send(sid, b"early data", end=True)
+    assert pair.run(lambda: sid in pair.s.ended, max_time_s=5)
+    assert bytes(pair.s.streams[sid]) == b"early data"
+    assert pair.server is not None
+    assert pair.server.stats()["packets.early"] >= 1
+    assert pair.server.stats().get("packets.dropped.no_keys", 0) == 0
