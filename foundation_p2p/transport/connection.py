@@ -470,7 +470,7 @@ class Connection:
             self._establish(now)
             early, self._early = self._early, []
             for datagram in early:
-                self.receive_datagram(now, datagram)
+                self._receive(now, datagram)
         return True
 
     def _establish(self, now: float) -> None:
@@ -512,6 +512,9 @@ class Connection:
         """
         self._now = now
         self.counters.inc("packets.received")
+        return self._receive(now, data)
+
+    def _receive(self, now: float, data: bytes) -> bool:
         if self.state == CLOSED:
             self._drop("closed")
             return False
