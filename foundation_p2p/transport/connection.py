@@ -491,10 +491,9 @@ class Connection:
                 cfg.max_streams_uni,
             )
         )
-        if self.is_client:
-            # keep resending message 3 until the server shows it has the keys
-            pass
-        else:
+        # the client keeps resending message 3 (its timer runs on) until a 1-RTT packet
+        # from the server shows the server has the keys
+        if not self.is_client:
             self._hs_confirmed = True
             self._hs_deadline = None
             self._control.append(HandshakeDone())
