@@ -255,10 +255,12 @@ async def test_members_shows_failed_and_left_members_with_their_state(key_file: 
         await crasher_cm.__aexit__(None, None, None)
         with trio.fail_after(WAIT_S):
             await a.wait_until(
-                lambda: (m := a.member(leaver.node_id)) is not None
-                and m.state is MemberState.LEFT
-                and (c := a.member(crasher.node_id)) is not None
-                and c.state is MemberState.FAILED
+                lambda: (
+                    (m := a.member(leaver.node_id)) is not None
+                    and m.state is MemberState.LEFT
+                    and (c := a.member(crasher.node_id)) is not None
+                    and c.state is MemberState.FAILED
+                )
             )
         code, out, err = await run_members(key_file, a, "--json")
         assert code == 0, err

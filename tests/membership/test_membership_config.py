@@ -57,7 +57,6 @@ def test_the_formulas() -> None:
     assert cfg.push_pull_interval(1000) == 180.0
 
 
-
 def test_the_announcement_parse_cache_is_bounded_in_bytes(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
