@@ -90,7 +90,12 @@ answers any suspicion of itself with its LEFT announcement instead of refuting.
 **Bounds.** Members ``max_members`` (new ones refused, ``membership.members.refused_full``);
 broadcast queue as above; relayed ping-reqs ``max_relayed_probes`` (the oldest forgotten,
 ``membership.relay.forgotten``); one own probe at a time; push-pull bytes per exchange as
-above; join exchanges ``max_join_addresses``; suspicion timers one per suspect.
+above; join exchanges ``max_join_addresses``; suspicion timers one per suspect; dead-retry
+schedule one time per failed member (superseded timer entries pruned past twice the failed
+members + 64), unanswered retry pings ``MAX_RETRY_PINGS``; awaited push-pulls
+``MAX_PENDING_PUSH_PULLS`` (the oldest given up, ``membership.push_pull.given_up``),
+answered exchanges ``MAX_ANSWERED_EXCHANGES`` (the oldest forgotten); hot windows 2 x
+``max_broadcasts`` (the oldest ends early).
 
 All randomness comes from the ``rng`` handed in, and time only from ``now``.
 """
