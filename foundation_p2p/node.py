@@ -12,12 +12,28 @@ the subsystems want sent, packs their frames into packets no larger than
 ``now`` is passed in, ``rng`` (protocol choices) and ``secret_bytes`` (key material) are
 handed in at construction.
 
+Two kinds of datagram share the socket; ``handle_datagram`` tells them apart by their
+first three bytes (``transport.packet.packet_type``): gossip packets (type 1, sealed with
+the cluster key) are opened here; connection packets (types 2..4) go to
+:attr:`NodeCore.transport`, the node's
+:class:`~foundation_p2p.transport.endpoint.TransportEndpoint` (its settings: the
+``[transport]`` table of ``config.extra``). ``take_outgoing`` returns both kinds;
+``next_deadline`` and ``handle_timer`` cover both. In the simulator's ``messages`` mode,
+``take_outgoing_packets`` returns the gossip packets and ``take_outgoing_datagrams`` the
+connection datagrams (bytes: connections always run the real path). The endpoint's
+events (peers connected, stream data...) are taken with ``core.transport.take_events()``,
+not mixed into ``take_events``: stream data must not be dropped by the event queue's
+overflow policy, and the endpoint keeps it in the connections until it is read.
+
 Bounded queues, with their overflow policy (each overflow is counted):
 
 - outgoing datagrams: at most ``max_outgoing_datagrams`` between two ``take_outgoing``
   calls; newer frames are dropped (``outgoing.dropped_full``);
 - datagrams held until durable writes complete: at most ``max_pending_release``; newer
-  ones are dropped (``outgoing.dropped_pending_full``);
+  ones are dropped (``outgoing.dropped_pending_full``). Connection datagrams are not
+  taken from the endpoint at all while a write is pending (they wait inside their
+  connections, bounded there), and the endpoint's deadlines are left out of
+  ``next_deadline`` meanwhile, so nothing of a connection leaves before the boot writes;
 - events: at most ``max_events``; the oldest is dropped (``events.dropped_full``);
 - peer addresses learned from packets: at most ``max_tracked_senders``, least recently
   heard forgotten.
@@ -39,11 +55,13 @@ from foundation_p2p.crypto.identity import Identity
 from foundation_p2p.crypto.keyring import Keyring
 from foundation_p2p.crypto.protection import GossipProtection
 from foundation_p2p.durability import BOOT_EPOCH_KEY, IDENTITY_KEY, DurableWrite
-from foundation_p2p.errors import StorageError, WireError
+from foundation_p2p.errors import ConfigError, StorageError, WireError
 from foundation_p2p.events import Command, Event, Started
 from foundation_p2p.membership.config import MembershipConfig
 from foundation_p2p.membership.swim import SwimMembership
 from foundation_p2p.probe import StaticProber
+from foundation_p2p.transport.connection import Connection
+from foundation_p2p.transport.endpoint import EndpointConfig, TransportEndpoint
 from foundation_p2p.wire import cbor
 from foundation_p2p.wire.frames import Frame, decode_frames
 from foundation_p2p.wire.limits import DEFAULT_LIMITS, WireLimits
@@ -176,6 +194,15 @@ class NodeCore:
             self.add_subsystem("membership", self.membership)
             self.piggyback = self.membership.piggyback
 
+        self.transport = TransportEndpoint(
+            self.identity,
+            keyring,
+            secret_bytes,
+            config=EndpointConfig.from_mapping(config.extra.get("transport", {})),
+            counters=self.counters,
+        )
+        """The node's transport connections (:mod:`foundation_p2p.transport.endpoint`)."""
+
         self._emit(Started(self.node_id, self.boot_epoch, new_identity))
         log.debug(
             "boot node=%s epoch=%d new_identity=%s (Identity.%s, writes %s)",
@@ -201,9 +228,17 @@ class NodeCore:
     # -- inputs ------------------------------------------------------------------------
 
     def handle_datagram(self, now: Now, addr: Address, data: bytes) -> None:
-        """A datagram arrived from ``addr``: open, decode, dispatch; drop and count on error."""
+        """A datagram arrived from ``addr``: open, decode, dispatch; drop and count on error.
+
+        Connection packets (an array of 5 or 6 elements, version 1, type 2..4) go to
+        ``transport.handle_datagram``; everything else is treated as gossip.
+        """
         counters = self.counters
         counters["packets.received"] += 1
+        if len(data) > 2 and (data[0] == 0x85 or data[0] == 0x86) and data[1] == 1 \
+                and 2 <= data[2] <= 4:
+            self.transport.handle_datagram(now.mono, addr, data)
+            return
         try:
             header, plaintext = self.protection.open(data)
             decoded = decode_frames(plaintext, self.limits)
@@ -249,6 +284,7 @@ class NodeCore:
         """Time has reached (or passed) ``next_deadline()``: let every subsystem act."""
         for core in self.subsystems.values():
             core.handle_timer(now)
+        self.transport.handle_timer(now.mono)
         self._collect()
 
     def handle_command(self, now: Now, cmd: Command) -> None:
@@ -267,14 +303,32 @@ class NodeCore:
             d = core.next_deadline()
             if d is not None and (best is None or d < best):
                 best = d
+        if not self._undone:  # connection datagrams wait for the durable writes anyway
+            d = self.transport.next_deadline()
+            if d is not None and (best is None or d < best):
+                best = d
         return best
+
+    def connect(self, now: Now, node_id: NodeId, addr: Address | None = None) -> Connection:
+        """Dial a peer (or return its connection): ``transport.connect(now.mono, node_id,
+        addr)``, where ``addr`` defaults to the membership's address of the member, else
+        the address the node last heard it from. ``ConfigError`` if none is known.
+        """
+        if addr is None:
+            member = self.membership.member(node_id)
+            found = member.address if member is not None else self.peer_addresses.get(node_id)
+            if found is None:
+                raise ConfigError(f"connect: no known address for node {node_id.hex()}")
+            addr = found
+        return self.transport.connect(now.mono, node_id, addr)
 
     # -- outputs -----------------------------------------------------------------------
 
     def take_outgoing(self) -> list[tuple[Address, bytes]]:
-        """Sealed datagrams to send now (packets held for durable writes stay held)."""
+        """Sealed datagrams to send now: gossip, then the connections' (packets held for
+        durable writes stay held)."""
         if not self._outbox:
-            return []
+            return self.take_outgoing_datagrams()
         out: list[tuple[Address, bytes]] = []
         seal = self.protection.seal
         budget = self.config.max_packet_bytes - PACKET_OVERHEAD_BYTES
@@ -282,7 +336,16 @@ class NodeCore:
         for addr, frames in self._drain_outbox():
             for plaintext in self._pack(addr, frames, budget, memo):
                 out.append((addr, seal(plaintext)))
+        out.extend(self.take_outgoing_datagrams())
         return out
+
+    def take_outgoing_datagrams(self) -> list[tuple[Address, bytes]]:
+        """The connections' datagrams to send now (``transport.take_datagrams()``), or
+        none while a durable write is pending. ``take_outgoing`` includes them; the
+        simulator's ``messages`` mode sends them as bytes beside the decoded packets."""
+        if self._undone:
+            return []
+        return self.transport.take_datagrams()
 
     def take_outgoing_packets(self) -> list[tuple[Address, GossipPacket]]:
         """Decoded packets to deliver (the simulator's ``messages`` mode; no sealing).
