@@ -510,7 +510,10 @@ class LossRecovery:
         loss_delay *= self.time_threshold
         if loss_delay < self.granularity:
             loss_delay = self.granularity
-        lost_send_time = now - loss_delay
+        # A packet is lost by time when time_sent + loss_delay <= now: the same sum the loss
+        # timer is armed with, so the timer firing at exactly that sum always declares the
+        # packet lost (``time_sent > now - loss_delay`` can round the other way and re-arm
+        # the timer at the same instant, forever).
         threshold_pn = largest_acked - self.packet_threshold
         first_sample = self._first_rtt_sample_time
         pc_duration = self.persistent_congestion_duration() if first_sample is not None else 0.0
@@ -528,9 +531,11 @@ class LossRecovery:
                 continue
             if pn <= threshold_pn:
                 by_packets += 1
-            elif p.time_sent > lost_send_time:
-                self._loss_time = p.time_sent + loss_delay
-                break
+            else:
+                due = p.time_sent + loss_delay
+                if due > now:
+                    self._loss_time = due
+                    break
             del sent[pn]
             lost.append(p)
             if first_sample is not None and p.ack_eliciting and p.time_sent > first_sample:

@@ -5,6 +5,7 @@ Each test quotes the rule it checks (raft_paper_test style). Section numbers are
 
 from __future__ import annotations
 
+import random
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -701,3 +702,30 @@ def test_every_packet_ends_acked_lost_or_outstanding_exactly_once(
         open_pns = {p.pn for p in outstanding}
         assert not (open_pns & acked) and not (open_pns & lost) and not (acked & lost)
         assert open_pns | acked | lost == set(sent)
+
+
+def test_the_loss_timer_firing_at_its_deadline_always_declares_the_loss() -> None:
+    """A.10: the loss timer is armed at time_sent + loss_delay; firing exactly then must
+    declare the packet lost. Comparing time_sent with ``now - loss_delay`` instead rounds
+    the other way for some floats and re-arms the timer at the same instant forever; this
+    test walks send times until it has met such floats, and checks every one."""
+    rng = random.Random(7)
+    rounding_cases = 0
+    for _ in range(400):
+        t1 = rng.uniform(1.0, 1000.0)
+        rtt = rng.uniform(0.01, 0.8)
+        r, _ = make()
+        send(r, 0, 0.0)
+        ack(r, 0, now=rtt)
+        send(r, 1, t1)
+        send(r, 2, t1 + 0.001)
+        ack(r, 2, now=t1 + 0.001 + rtt)
+        due = r.loss_time
+        assert due is not None and r.deadline() == due
+        delay = max(r.rtt.latest_rtt, r.rtt.smoothed_rtt) * r.time_threshold
+        assert due == t1 + delay
+        if due - delay < t1:  # now - loss_delay rounds below the send time
+            rounding_cases += 1
+        fired = r.on_timeout(due)
+        assert isinstance(fired, AckOutcome) and pns(fired.lost) == [1], t1
+    assert rounding_cases > 0
