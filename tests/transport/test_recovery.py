@@ -6,6 +6,7 @@ Each test quotes the rule it checks (raft_paper_test style). Section numbers are
 from __future__ import annotations
 
 import random
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
