@@ -1121,8 +1121,9 @@ class Connection:
         rec = self.recovery.deadline()
         if rec is not None:
             if rec <= self._recovery_ran_at:
-                # LossRecovery re-armed its timer at the time it just ran (the loss time
-                # p.time_sent + delay can round to exactly now): look again just after
+                # A guard: LossRecovery never re-arms at the instant it just ran (its loss
+                # test and its timer use the same sum, test_recovery checks it), but a
+                # timer that did would spin the driver; look again just after instead
                 rec = self._recovery_ran_at + 1e-6
             if rec < deadline:
                 deadline = rec
