@@ -580,6 +580,7 @@ def _ours_client(
         result: dict[str, Any] = {
             "cpu_s": time.process_time() - cpu0, "dropped": loop.dropped,
             "send_errors": loop.send_errors, "stats": conn.stats(),
+            "srtt_ms": conn.smoothed_rtt * 1000,
         }
         if isinstance(app, BulkSender):
             result.update(
@@ -868,9 +869,9 @@ def _ours_handshake_client(
             remaining = t_end - time.monotonic()
             if remaining <= 0:
                 raise BenchError("our handshakes: time limit")
+            t0, c0 = time.perf_counter(), time.process_time()  # socket included, as aioquic's
             sock = _udp_socket()
             sock.connect((HOST, port))
-            t0, c0 = time.perf_counter(), time.process_time()
             conn = Connection.connect(
                 time.monotonic(), identity, keyring, os.urandom, config=CONFIG, static=static
             )
@@ -951,7 +952,7 @@ def hol_once(
     span = app["last_data"] - app["first_data"]
     return {
         "p50_ms": _percentile(lat, 0.5), "p99_ms": _percentile(lat, 0.99), "max_ms": max(lat),
-        "control_records": len(lat),
+        "control_records": len(lat), "sender_srtt_ms": c["srtt_ms"],
         "data_mb_per_s": app["data_bytes"] / span / 1e6 if span > 0 else 0.0,
         "dropped_datagrams": c["dropped"] + s["dropped"],
         "retransmits": c["stats"].get("retransmits", 0) + s["stats"].get("retransmits", 0),
@@ -1046,6 +1047,7 @@ def part_hol(duration: float, runs: int) -> dict[str, Any]:
             "p99_ms": _median([r["p99_ms"] for r in rs]),
             "max_ms": _median([r["max_ms"] for r in rs]),
             "data_mb_per_s": _median([r["data_mb_per_s"] for r in rs]),
+            "sender_srtt_ms": _median([r["sender_srtt_ms"] for r in rs]),
             "retransmits": [r["retransmits"] for r in rs],
             "dropped_datagrams": [r["dropped_datagrams"] for r in rs],
             "runs_p99_ms": [round(r["p99_ms"], 2) for r in rs],
