@@ -376,6 +376,8 @@ class SwimMembership:
         self._nodes: dict[NodeId, _Node] = {}
         self._peers = _IndexedSet()  # alive/suspect non-observer members other than self
         self._failed = _IndexedSet()  # FAILED members (dead-retry candidates)
+        self._left = _IndexedSet()  # LEFT members (reaping candidates)
+        self._watchers = _IndexedSet()  # observer members (expiry candidates)
         self._n_active = 0  # alive/suspect non-observers, self included
         self._tombstones: OrderedDict[NodeId, tuple[int, float]] = OrderedDict()
 
@@ -1116,6 +1118,14 @@ class SwimMembership:
                 self._schedule_retry(node, t, self.config.dead_retry_interval_s)
         else:
             self._failed.discard(node_id)
+        if state is LEFT:
+            self._left.add(node_id)
+        else:
+            self._left.discard(node_id)
+        if node.ann.observer:
+            self._watchers.add(node_id)
+        else:
+            self._watchers.discard(node_id)
         self._table_version += 1
         node.refresh()
 
@@ -1246,8 +1256,12 @@ class SwimMembership:
                 if size <= room and b.last_dest != dest and b.subject != dest:
                     taken.append(b)
                     room -= size
-                    if len(taken) >= free_frames or room < MIN_PIGGYBACK_ROOM:
-                        budget = 0
+                    if (
+                        len(taken) >= free_frames
+                        or room < MIN_PIGGYBACK_ROOM
+                        or room < self._bq_min
+                    ):
+                        budget = 0  # nothing queued can fit any more
                         break
                 else:
                     if size < smallest:
@@ -1427,6 +1441,10 @@ class SwimMembership:
             self._next_join = None
             self._seeds = ()
             self.joined = True
+            # The whole table just came in: the first periodic push-pull is due a full
+            # push_pull_interval(N) from now, not from when N was the first chunk's size.
+            self._next_push_pull = None
+            self._changed = True  # re-armed by handle_message
             self.counters.inc("membership.join.answered")
             log.debug("join answered by %s", short_id(sender))
             if not self._observer and not self.leaving:
@@ -1611,9 +1629,14 @@ class SwimMembership:
         t = now.mono
         reap_before = t - self.config.reap_after_s
         silent_before = t - self.config.observer_expiry_s
+        # Only the failed, left and observer members can be due: O(those), not O(N).
+        nodes = self._nodes
+        candidates = dict.fromkeys(self._failed.items)
+        candidates.update(dict.fromkeys(self._left.items))
+        candidates.update(dict.fromkeys(self._watchers.items))
         gone = [
             n
-            for n in self._nodes.values()
+            for n in (nodes[k] for k in candidates)
             if n is not self._self
             and (
                 ((n.state is FAILED or n.state is LEFT) and n.since <= reap_before)
@@ -1634,6 +1657,8 @@ class SwimMembership:
         if self._peers.discard(node.node_id):
             self._n_active -= 1
         self._failed.discard(node.node_id)
+        self._left.discard(node.node_id)
+        self._watchers.discard(node.node_id)
         del self._nodes[node.node_id]
         self._table_version += 1
         b = self._bq.get(node.node_id)

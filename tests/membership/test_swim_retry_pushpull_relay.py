@@ -419,3 +419,21 @@ def test_a_joiner_gossips_its_own_record_once_its_join_is_answered() -> None:
         if src == ("joiner", 7946) and isinstance(f, Announcement) and f.node_id == joiner.node_id
     ]
     assert own  # not only through the seed's push-pull: the joiner spreads it itself
+
+
+def test_the_first_periodic_push_pull_counts_from_the_completed_join() -> None:
+    net = Net(push_pull_interval_s=10.0)
+    seed = net.add("seed")
+    for i in range(40):  # a table of 41 members: push_pull_interval(41) = 20 s
+        seed.handle_message(net.now(), nid(100 + i), addr(100 + i), announce(100 + i))
+    joiner = net.add("joiner", push_pull_chunk_bytes=300)
+    net.record = True
+    net.command(joiner, Join((("seed", 7946),)))
+    net.run_until(0.5)
+    assert joiner.joined
+    joined_at = max(t for t, _, dst, f in net.sent if dst == ("joiner", 7946))
+    deadline = joiner._next_push_pull
+    assert deadline is not None
+    interval = joiner.config.push_pull_interval(joiner.alive_count())
+    assert interval == 20.0
+    assert joined_at + 0.5 * interval - 0.01 <= deadline <= joined_at + interval + 0.01
