@@ -34,7 +34,11 @@ Three parts, each with its baseline measured in the same run (figures are median
    (the one-TCP-connection situation; a control record queues behind the data already
    accepted in the stream's send buffer, as behind a TCP socket's). At 0% and at 2% loss,
    plus ``light``: bulk at 100 kB/s (1000-byte records every 10 ms) at 2% loss, where a
-   tail would come from ack delay rather than queueing. Loss is a seeded random drop
+   tail would come from ack delay rather than queueing. Each case also reports the
+   sender's probe timeouts: at 2% loss NewReno's window is two or three packets, and when
+   the ACK for them (or the last of them) is lost nothing is left to detect the loss by
+   until the probe timeout, whose ``max_ack_delay`` term (25 ms) then sets the control
+   tail (traced in virtual time with ``tests/transport/pair.py``). Loss is a seeded random drop
    wrapped around each side's socket send (both directions, handshake included); no
    ``nft`` here, so no namespace rule.
 3. ``handshake``: time from ``Connection.connect`` to established (client side, the
@@ -956,6 +960,8 @@ def hol_once(
         "data_mb_per_s": app["data_bytes"] / span / 1e6 if span > 0 else 0.0,
         "dropped_datagrams": c["dropped"] + s["dropped"],
         "retransmits": c["stats"].get("retransmits", 0) + s["stats"].get("retransmits", 0),
+        "sender_probe_timeouts": c["stats"].get("recovery.probe_timeouts", 0),
+        "sender_send_blocked_congestion": c["stats"].get("send_blocked.congestion", 0),
     }
 
 
@@ -1049,6 +1055,7 @@ def part_hol(duration: float, runs: int) -> dict[str, Any]:
             "data_mb_per_s": _median([r["data_mb_per_s"] for r in rs]),
             "sender_srtt_ms": _median([r["sender_srtt_ms"] for r in rs]),
             "retransmits": [r["retransmits"] for r in rs],
+            "sender_probe_timeouts": [r["sender_probe_timeouts"] for r in rs],
             "dropped_datagrams": [r["dropped_datagrams"] for r in rs],
             "runs_p99_ms": [round(r["p99_ms"], 2) for r in rs],
         }
