@@ -1621,6 +1621,12 @@ class SwimMembership:
         own.refresh()
         if self._peers:
             self._broadcast(self.node_id, ann)
+            # The leave round: the LEFT record goes straight to gossip_nodes members, whatever
+            # the retransmit limit (with N = 3 and the local profile it is 2, and the node is
+            # usually closed right after this round), then rides the queue like any update.
+            for target_id in self._gossip_targets(self.config.gossip_nodes):
+                node = self._nodes[target_id]
+                self._out.append(((node.ann.host, node.ann.port), ann))
             self._gossip_round()
         log.debug("leaving: LEFT announcement at incarnation %d", ann.incarnation)
 
