@@ -312,8 +312,14 @@ class NodeCore:
     def connect(self, now: Now, node_id: NodeId, addr: Address | None = None) -> Connection:
         """Dial a peer (or return its connection): ``transport.connect(now.mono, node_id,
         addr)``, where ``addr`` defaults to the membership's address of the member, else
-        the address the node last heard it from. ``ConfigError`` if none is known.
+        the address the node last heard it from (not needed when a connection exists).
+        ``ConfigError`` if none is known.
         """
+        existing = self.transport.connection(node_id)
+        if addr is None and existing is not None and existing.state_name in (
+            "handshake", "established"
+        ):
+            return existing
         if addr is None:
             member = self.membership.member(node_id)
             found = member.address if member is not None else self.peer_addresses.get(node_id)

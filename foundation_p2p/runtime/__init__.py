@@ -1,13 +1,16 @@
 """The Trio runtime: one node over real UDP, real time and real files.
 
 ``open_node(config)`` (an async context manager) yields a :class:`Node`; see
-:mod:`foundation_p2p.runtime.node` for what it does and in which order.
+:mod:`foundation_p2p.runtime.node` for what it does and in which order. Transport
+streams between nodes: ``Node.connect``, ``Node.open_stream`` and ``Node.accept_stream``
+give :class:`TransportStream` objects.
 """
 
 from foundation_p2p.runtime.node import (
     MEMBERSHIP_EVENTS,
     Node,
     Subscription,
+    TransportStream,
     machine_now,
     open_node,
 )
@@ -22,6 +25,7 @@ __all__ = [
     "Node",
     "Store",
     "Subscription",
+    "TransportStream",
     "machine_now",
     "open_node",
 ]

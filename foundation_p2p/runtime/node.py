@@ -20,11 +20,20 @@ Membership: ``node.membership`` is the SWIM core (``core.membership``, a
 :class:`~foundation_p2p.membership.swim.SwimMembership`); ``members()``, ``member(id)``,
 ``membership_events()``, ``update_metadata(...)`` and ``leave()`` are thin layers over it.
 
+Transport: ``node.transport`` is the node's
+:class:`~foundation_p2p.transport.endpoint.TransportEndpoint` (``core.transport``): one
+encrypted connection per peer on the same UDP socket. :meth:`Node.connect`,
+:meth:`Node.open_stream` and :meth:`Node.accept_stream` are a thin async layer over it;
+a :class:`TransportStream` sends with :meth:`TransportStream.send` (waiting for
+flow-control credit, never dropping; the wait is bounded by ``send_timeout_s``) and
+receives as an async iterator of byte chunks (a bounded buffer; see
+:class:`TransportStream` for what happens when the reader is slow).
+
 Leaving the ``async with`` (normally, by an exception or by cancellation) cancels the
 services, stops the pump, gives the core a ``Leave`` command (unless ``leave()`` already
-did: the membership core signs a LEFT announcement and gossips it at once), sends the last
-datagrams (bounded by ``leave_timeout_s``) and closes the socket: nothing outlives the
-block.
+did: the membership core signs a LEFT announcement and gossips it at once), closes the
+transport connections (CONNECTION_CLOSE to each peer), sends the last datagrams (bounded by
+``leave_timeout_s``) and closes the socket: nothing outlives the block.
 
 Failures: a bad datagram is the core's business (dropped and counted, see
 ``NodeCore.handle_datagram``); an exception escaping a ``NodeCore`` call is a bug and
@@ -45,6 +54,7 @@ import logging
 import os
 import random
 import time
+from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import asynccontextmanager
 from types import TracebackType
@@ -82,6 +92,16 @@ from foundation_p2p.node import NodeCore
 from foundation_p2p.runtime.services import ServiceRunner
 from foundation_p2p.runtime.storage import DataDirStore, MemoryStore, Store
 from foundation_p2p.runtime.udp import MAX_DATAGRAM_BYTES, bind_udp, bound_address, resolve
+from foundation_p2p.transport.connection import Connection, StreamReset
+from foundation_p2p.transport.endpoint import (
+    ConnectFailed,
+    EndpointEvent,
+    PeerDisconnected,
+    PeerEvent,
+    StreamData,
+    TransportEndpoint,
+)
+from foundation_p2p.transport.scheduler import DEFAULT_URGENCY
 from foundation_p2p.wire import cbor
 
 log = logging.getLogger("foundation_p2p.runtime")
@@ -100,6 +120,14 @@ MEMBERSHIP_EVENTS: tuple[type[Event], ...] = (
     MemberReaped,
 )
 """The membership event classes (what :meth:`Node.membership_events` delivers)."""
+DEFAULT_STREAM_BUFFER_BYTES = 4 * 1024 * 1024
+"""Received bytes a :class:`TransportStream` buffers before its connection is paused."""
+DEFAULT_MAX_INCOMING_STREAMS = 256
+"""Streams opened by peers and not yet taken with :meth:`Node.accept_stream`, at most."""
+DEFAULT_SEND_TIMEOUT_S = 30.0
+"""Longest :meth:`TransportStream.send` waits for flow-control credit before giving up."""
+DEFAULT_CONNECT_TIMEOUT_S = 10.0
+"""Longest :meth:`Node.connect` waits for the handshake."""
 
 
 def machine_now() -> Now:
@@ -179,6 +207,147 @@ class Subscription:
             raise StopAsyncIteration from None
 
 
+class TransportStream:
+    """One stream of a connection to a peer, for Trio code (from :meth:`Node.open_stream`
+    or :meth:`Node.accept_stream`).
+
+    Sending: ``await stream.send(data, end=False)`` hands the bytes to the connection as
+    its send buffer frees up, waiting for flow-control credit instead of dropping; a wait
+    longer than ``send_timeout_s`` raises ``trio.TooSlowError`` (what was accepted before
+    stays sent). ``await stream.end()`` finishes our side.
+
+    Receiving: ``async for chunk in stream`` yields the peer's bytes in order until it
+    finishes the stream; ``await stream.receive_all(max_bytes)`` gathers them. Received
+    bytes wait in a buffer of ``max_buffered_bytes``. Overflow policy: when a stream's
+    buffer is over its bound, the node stops reading the whole connection of that peer
+    (``TransportEndpoint.pause``), so the peer runs out of flow-control credit and waits;
+    reading below half the bound resumes it. Nothing is dropped; the buffer can exceed its
+    bound by at most what one read of the connection hands over (one receive window),
+    and the other streams of that peer wait meanwhile (counted:
+    ``transport.paused``/``transport.resumed``).
+
+    When the connection ends (peer gone, replaced by a new one after a restart, closed),
+    sending raises ``trio.BrokenResourceError`` and the iterator raises it after the
+    bytes already received; a stream reset by the peer does the same.
+
+    Equivalent lower-level calls: ``node.transport.connection(node_id)`` is the
+    :class:`~foundation_p2p.transport.connection.Connection`; sending is its
+    ``writable(stream_id)`` and ``send(stream_id, data, end)`` then :meth:`Node.wake`;
+    receiving is the :class:`~foundation_p2p.transport.endpoint.StreamData` events of
+    ``node.transport.take_events()`` (the pump takes them).
+    """
+
+    def __init__(
+        self, node: Node, conn: Connection, node_id: NodeId, stream_id: int,
+        max_buffered_bytes: int, send_timeout_s: float,
+    ) -> None:
+        self._node = node
+        self.connection = conn
+        """The connection carrying the stream (public: the leaky facade)."""
+        self.node_id = node_id
+        """The peer's node id."""
+        self.stream_id = stream_id
+        self.max_buffered_bytes = max_buffered_bytes
+        self.send_timeout_s = send_timeout_s
+        self._chunks: deque[bytes] = deque()
+        self.buffered = 0
+        """Received bytes not yet taken by the reader."""
+        self._ended = False
+        self._broken: str | None = None
+        self._arrived = trio.Event()
+
+    @property
+    def _key(self) -> tuple[bytes, int]:
+        return (self.connection.local_cid, self.stream_id)
+
+    async def send(self, data: bytes, end: bool = False) -> None:
+        """Send all of ``data`` (then finish our side if ``end``), waiting for credit."""
+        node = self._node
+        conn = self.connection
+        sid = self.stream_id
+        view = memoryview(data)
+        total = len(view)
+        offset = 0
+        with trio.fail_after(self.send_timeout_s):
+            while True:
+                self._check_sendable()
+                room = conn.writable(sid)
+                if room > 0 or (offset == total and end):
+                    piece = bytes(view[offset : offset + room])
+                    last = offset + len(piece) == total
+                    accepted = node.core.transport.send(
+                        time.monotonic(), self.node_id, sid, piece, end and last
+                    )
+                    offset += accepted
+                    node.wake()
+                    if offset == total:
+                        return
+                # no room: wait for acknowledgements to free the buffer (a pump step)
+                await node.wait_until(
+                    lambda: conn.is_closed or conn.state_name != "established"
+                    or conn.writable(sid) > 0
+                )
+
+    async def end(self) -> None:
+        """Finish our side of the stream (the peer's iterator then ends)."""
+        await self.send(b"", end=True)
+
+    def _check_sendable(self) -> None:
+        if self._broken is not None:
+            raise trio.BrokenResourceError(self._broken)
+        transport = self._node.core.transport
+        if transport.connection(self.node_id) is not self.connection or \
+                not self.connection.is_established:
+            raise trio.BrokenResourceError(
+                f"stream {self.stream_id}: the connection to {self.node_id.hex()} ended"
+            )
+
+    def _data(self, data: bytes, end: bool) -> None:
+        if data:
+            self._chunks.append(data)
+            self.buffered += len(data)
+        if end:
+            self._ended = True
+        self._arrived.set()
+
+    def _break(self, reason: str) -> None:
+        if self._broken is None:
+            self._broken = reason
+        self._arrived.set()
+
+    async def receive(self) -> bytes:
+        """The next chunk of bytes; ``trio.EndOfChannel`` once the peer finished."""
+        while not self._chunks:
+            if self._ended:
+                raise trio.EndOfChannel
+            if self._broken is not None:
+                raise trio.BrokenResourceError(self._broken)
+            self._arrived = trio.Event()
+            await self._arrived.wait()
+        chunk = self._chunks.popleft()
+        self.buffered -= len(chunk)
+        self._node._stream_drained(self)
+        return chunk
+
+    async def receive_all(self, max_bytes: int) -> bytes:
+        """Every byte until the peer finishes; ``ValueError`` beyond ``max_bytes``."""
+        out = bytearray()
+        async for chunk in self:
+            out += chunk
+            if len(out) > max_bytes:
+                raise ValueError(f"stream {self.stream_id}: more than {max_bytes} bytes")
+        return bytes(out)
+
+    def __aiter__(self) -> TransportStream:
+        return self
+
+    async def __anext__(self) -> bytes:
+        try:
+            return await self.receive()
+        except trio.EndOfChannel:
+            raise StopAsyncIteration from None
+
+
 class Node:
     """A running node: the public face of the Trio runtime (yielded by :func:`open_node`).
 
@@ -221,6 +390,15 @@ class Node:
         self._closed = False
         self._left = False
         self._stepped = trio.Event()
+        self.stream_buffer_bytes = DEFAULT_STREAM_BUFFER_BYTES
+        """``max_buffered_bytes`` of each :class:`TransportStream` (set before use)."""
+        self.send_timeout_s = DEFAULT_SEND_TIMEOUT_S
+        """``send_timeout_s`` of each :class:`TransportStream`."""
+        self._streams: dict[tuple[bytes, int], TransportStream] = {}
+        self._full: dict[NodeId, set[tuple[bytes, int]]] = {}
+        self._incoming_send, self._incoming = trio.open_memory_channel[TransportStream](
+            DEFAULT_MAX_INCOMING_STREAMS
+        )
 
     # -- identity ----------------------------------------------------------------------
 
@@ -402,6 +580,141 @@ class Node:
         if self._wait_scope is not None:
             self._wait_scope.cancel()
 
+    # -- transport ---------------------------------------------------------------------
+
+    @property
+    def transport(self) -> TransportEndpoint:
+        """The node's transport endpoint (``core.transport``), public on purpose.
+
+        Its connections (``transport.connection(node_id)``) are the full stream API;
+        after calling one of their input methods directly, call :meth:`wake`.
+        """
+        return self.core.transport
+
+    async def connect(
+        self, node_id: NodeId, addr: Address | None = None,
+        timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S,
+    ) -> Connection:
+        """Return an established connection to ``node_id``, dialling it if needed.
+
+        ``addr`` defaults to the member's address in the membership. Raises
+        ``ConfigError`` (no address known, our own id), ``ConnectionError`` when the
+        handshake fails and ``trio.TooSlowError`` after ``timeout_s``. Equivalent
+        lower-level calls: ``core.connect(now, node_id, addr)``, :meth:`wake`, then wait
+        for the connection's ``is_established``.
+        """
+        self._check_open()
+        conn = self.core.connect(machine_now(), node_id, addr)
+        self.wake()
+        with trio.fail_after(timeout_s):
+            await self.wait_until(lambda: conn.is_established or conn.state_name != "handshake")
+        if not conn.is_established:
+            reason = conn.close_reason.reason if conn.close_reason else conn.state_name
+            raise ConnectionError(f"connect to {node_id.hex()}: {reason}")
+        # simultaneous dials can leave the other connection as the peer's
+        current = self.core.transport.connection(node_id)
+        return current if current is not None and current.is_established else conn
+
+    async def open_stream(
+        self, node_id: NodeId, *, urgency: int = DEFAULT_URGENCY, addr: Address | None = None,
+    ) -> TransportStream:
+        """Open a bidirectional stream to ``node_id`` (connecting first if needed).
+
+        ``urgency`` 0..7 (RFC 9218; 0 goes first). Equivalent lower-level calls:
+        :meth:`connect`, then ``transport.open_stream(now, node_id, urgency=urgency)``.
+        """
+        conn = await self.connect(node_id, addr)
+        sid = self.core.transport.open_stream(time.monotonic(), node_id, urgency=urgency)
+        stream = TransportStream(
+            self, conn, node_id, sid, self.stream_buffer_bytes, self.send_timeout_s
+        )
+        self._streams[stream._key] = stream
+        return stream
+
+    async def accept_stream(self) -> TransportStream:
+        """The next stream a peer opened (waits). At most ``DEFAULT_MAX_INCOMING_STREAMS``
+        wait to be accepted; beyond, a new stream is refused (STOP_SENDING, and our side
+        reset) and counted in ``transport.streams_refused``. Raises
+        ``trio.ClosedResourceError`` once the node closes. Equivalent lower-level calls:
+        the pump sees the first ``StreamData`` of a stream id the peer opened."""
+        try:
+            return await self._incoming.receive()
+        except trio.EndOfChannel:
+            raise trio.ClosedResourceError("the node is closed") from None
+
+    def _stream_drained(self, stream: TransportStream) -> None:
+        full = self._full.get(stream.node_id)
+        if full is None or stream.buffered * 2 > stream.max_buffered_bytes:
+            return
+        full.discard(stream._key)
+        if not full:
+            del self._full[stream.node_id]
+            self.core.transport.pause(stream.node_id, False)
+            self.wake()
+
+    def _dispatch_transport(self, events: list[EndpointEvent]) -> None:
+        streams = self._streams
+        counters = self.core.counters
+        for event in events:
+            kind = type(event)
+            if kind is StreamData:
+                assert isinstance(event, StreamData)
+                key = (event.cid, event.stream_id)
+                stream = streams.get(key)
+                if stream is None:
+                    stream = self._new_incoming(event)
+                    if stream is None:
+                        continue
+                stream._data(event.data, event.end)
+                if event.end:
+                    # nothing more arrives on it: the reader holds it from here on
+                    streams.pop(key, None)
+                if stream.buffered > stream.max_buffered_bytes:
+                    full = self._full.setdefault(event.node_id, set())
+                    if not full:
+                        self.core.transport.pause(event.node_id)
+                    full.add(key)
+            elif kind is PeerDisconnected:
+                assert isinstance(event, PeerDisconnected)
+                self._full.pop(event.node_id, None)
+                for key in [k for k in streams if k[0] == event.cid]:
+                    streams.pop(key)._break(
+                        f"the connection to {event.node_id.hex()} ended: {event.reason}"
+                    )
+            elif kind is PeerEvent:
+                assert isinstance(event, PeerEvent)
+                inner = event.event
+                if isinstance(inner, StreamReset):
+                    got = streams.pop((event.cid, inner.stream_id), None)
+                    if got is not None:
+                        got._break(f"stream {inner.stream_id} reset by the peer "
+                                   f"(code {inner.error_code})")
+            elif kind is ConnectFailed:
+                counters.inc("transport.runtime.connect_failed")
+
+    def _new_incoming(self, event: StreamData) -> TransportStream | None:
+        conn = self.core.transport.connection(event.node_id)
+        if conn is None or conn.local_cid != event.cid or \
+                (event.stream_id & 1) == (0 if conn.is_client else 1):
+            # a stream of ours we no longer track (or of an old connection): unread
+            self.core.counters.inc("transport.runtime.data_dropped_untracked")
+            return None
+        stream = TransportStream(
+            self, conn, event.node_id, event.stream_id, self.stream_buffer_bytes,
+            self.send_timeout_s,
+        )
+        try:
+            self._incoming_send.send_nowait(stream)
+        except (trio.WouldBlock, trio.BrokenResourceError, trio.ClosedResourceError):
+            self.core.counters.inc("transport.streams_refused")
+            if conn.state_name == "established":
+                conn.stop_sending(event.stream_id)
+                if event.stream_id & 2 == 0:  # bidirectional: our side too
+                    conn.reset_stream(event.stream_id)
+            return None
+        self._streams[stream._key] = stream
+        return stream
+
     # -- internals ---------------------------------------------------------------------
 
     def _check_open(self) -> None:
@@ -484,6 +797,10 @@ class Node:
             if events:
                 self._deliver(events)
                 progressed = True
+            transport_events = core.transport.take_events()
+            if transport_events:
+                self._dispatch_transport(transport_events)
+                progressed = True
             if not progressed:
                 self._stepped.set()
                 self._stepped = trio.Event()
@@ -554,10 +871,17 @@ class Node:
                 log.debug("closing: NodeCore.handle_command(Leave), last flush")
                 self._left = True
                 self.core.handle_command(machine_now(), Leave())
+            transport = self.core.transport
+            for peer in transport.peers():
+                transport.close(peer, reason="node closing")
             await self._flush()
         for sub in list(self._subscribers):
             sub._end()
         self._subscribers.clear()
+        for stream in list(self._streams.values()):
+            stream._break("the node closed")
+        self._streams.clear()
+        self._incoming_send.close()
 
 
 def load_keyring(config: NodeConfig, keyring: Keyring | None) -> Keyring:
