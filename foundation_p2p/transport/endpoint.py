@@ -26,12 +26,16 @@ Rules (``spec/transport.md`` section 11):
   ``Connection.accept``; handshake and 1-RTT packets go by their destination connection
   id; anything else is dropped and counted (``transport.dropped.<reason>``).
 - **One connection per peer.** When a connection authenticates peer P and another live
-  connection to P exists: if both carry the same Noise static key of P (one boot of P)
-  and were dialled from opposite sides, both sides dialled at once: the one whose client
-  has the smaller node id is kept, the other closed (``NO_ERROR``, ``duplicate``); in
-  every other case (P restarted: a new static key; or P dialled again) the new
-  connection replaces the old one (closed with ``replaced``), reported as
-  :class:`PeerDisconnected` then :class:`PeerConnected`.
+  connection to P exists: if both carry the same Noise static key of P (one boot of P),
+  were dialled from opposite sides and the other one authenticated less than
+  ``simultaneous_window_s`` before, both sides dialled at once: the one whose client
+  has the smaller node id is kept, the other closed (``NO_ERROR``, ``duplicate``). In
+  every other case (P restarted: a new static key; or P dialled again because it lost
+  the old connection, whose CONNECTION_CLOSE we missed) the new connection replaces the
+  old one (closed with ``replaced``), reported as :class:`PeerDisconnected` then
+  :class:`PeerConnected`. Weak spot: in a simultaneous dial, a side may use the losing
+  connection for the few milliseconds before the winner authenticates; what it sent
+  there is lost with it (the application sees :class:`PeerDisconnected`).
 - **Address change.** An authenticated 1-RTT packet from a new address moves the
   connection there (``transport.address_changes``); nothing unauthenticated does.
 - **Noise static key.** One per endpoint (node boot), drawn from ``secret_bytes`` on first
@@ -117,6 +121,10 @@ class EndpointConfig:
     """Close a connection the application has not used for this long."""
     max_events: int = 4096
     """Endpoint events queued (connected, disconnected, failed, drained data), at most."""
+    simultaneous_window_s: float = 2.0
+    """Two connections of one peer boot, dialled from opposite sides, that authenticate
+    within this long of each other are a simultaneous dial (the smaller client's wins);
+    later, the newer connection replaces the older one."""
     connection: TransportConfig = dataclasses.field(default_factory=TransportConfig)
     """The settings of every connection."""
 
@@ -128,15 +136,16 @@ class EndpointConfig:
                 raise ConfigError(
                     f"EndpointConfig.{name}: must be a positive integer, got {value!r}"
                 )
-        idle = self.idle_close_s
-        if (
-            type(idle) is bool
-            or not isinstance(idle, (int, float))
-            or not 0 < idle < float("inf")
-        ):
-            raise ConfigError(
-                f"EndpointConfig.idle_close_s: must be a positive finite number, got {idle!r}"
-            )
+        for name in ("idle_close_s", "simultaneous_window_s"):
+            value = getattr(self, name)
+            if (
+                type(value) is bool
+                or not isinstance(value, (int, float))
+                or not 0 < value < float("inf")
+            ):
+                raise ConfigError(
+                    f"EndpointConfig.{name}: must be a positive finite number, got {value!r}"
+                )
         if not isinstance(self.connection, TransportConfig):
             raise ConfigError("EndpointConfig.connection: must be a TransportConfig")
 
@@ -233,8 +242,8 @@ class PeerEvent(EndpointEvent):
 
 class _Entry:
     __slots__ = (
-        "addr", "bound", "conn", "down_reported", "half_open", "initial_key", "last_used",
-        "paused",
+        "addr", "bound", "conn", "down_reported", "established_at", "half_open",
+        "initial_key", "last_used", "paused",
     )
 
     def __init__(self, conn: Connection, addr: Address, now: float, scid: bytes | None):
@@ -247,6 +256,7 @@ class _Entry:
         self.bound = False  # it is (or was) the peer's connection in _by_peer
         self.paused = False
         self.down_reported = False
+        self.established_at = now
 
 
 class TransportEndpoint:
@@ -625,7 +635,8 @@ class TransportEndpoint:
         old = self._by_peer.get(peer)
         if old is not None and old is not entry and old.conn.is_established:
             same_boot = old.conn.handshake.peer_static == conn.handshake.peer_static
-            if same_boot and old.conn.is_client != conn.is_client:
+            recent = self._now - old.established_at < self.config.simultaneous_window_s
+            if same_boot and recent and old.conn.is_client != conn.is_client:
                 # both sides dialled at once: keep the one whose client id is smaller
                 client_old = self.node_id if old.conn.is_client else peer
                 client_new = self.node_id if conn.is_client else peer
@@ -646,6 +657,7 @@ class TransportEndpoint:
         self._by_peer[peer] = entry
         self._lru[conn.local_cid] = None
         entry.last_used = self._now
+        entry.established_at = self._now
         self.counters.inc("transport.connected")
         self._emit(PeerConnected(peer, conn.local_cid, entry.addr, conn.is_client))
         log.debug("connected to %s (%s)", short_id(peer), "out" if conn.is_client else "in")

@@ -353,3 +353,23 @@ def test_from_mapping_names_bad_keys() -> None:
         EndpointConfig.from_mapping({"nope": 1})
     with pytest.raises(ConfigError, match="max_half_open"):
         EndpointConfig(max_half_open=0)
+
+
+def test_a_later_dial_from_the_same_peer_boot_replaces_a_stale_connection() -> None:
+    """The peer lost the connection (its CONNECTION_CLOSE never came) and dials back from
+    the other side: long after the first authenticated, this is not a simultaneous dial,
+    and the new connection wins whatever the node ids' order."""
+    net = Net()
+    a, b = net.add(A), net.add(B)
+    a.connect(net.now, b.node_id, B)
+    assert net.run(lambda: connected(net, A, B))
+    old = a.connection(b.node_id)
+    net.run(lambda: False, max_time_s=5.0)  # past simultaneous_window_s (2 s)
+    b2 = net.add(B, identity=b.identity)
+    b2._static = b.static  # same boot of B: the same Noise static key
+    b2.connect(net.now, a.node_id, A)
+    assert net.run(lambda: a.connection(b.node_id) is not old
+                   and a.node_id in b2.peers())
+    assert [d.reason for d in net.of(A, PeerDisconnected)] == ["replaced"]
+    assert a.counters["transport.replaced"] == 1
+    assert a.counters["transport.duplicates_closed"] == 0
