@@ -106,3 +106,36 @@ async def test_connect_to_a_silent_address_fails_within_the_bound(
                 raise AssertionError("connect to nobody succeeded")
         assert node.counters["transport.connect_failed"] == 1
         assert node.transport.connection(ghost) is None
+
+
+async def test_a_slow_reader_pauses_the_sender_without_losing_bytes(
+    make_config: Callable[..., NodeConfig], keyring: Keyring
+) -> None:
+    data = os.urandom(8 * 1024 * 1024)
+    async with open_node(make_config(), keyring=keyring) as server, open_node(
+        make_config(), keyring=keyring
+    ) as client:
+        server.stream_buffer_bytes = 256 * 1024
+        got = bytearray()
+        finished = trio.Event()
+
+        async def slow_reader() -> None:
+            stream = await server.accept_stream()
+            # read nothing until the buffer went over its bound and the peer was paused
+            await server.wait_until(lambda: server.counters["transport.paused"] >= 1)
+            paused_at = stream.buffered
+            # over its bound, by at most one read of the connection (a stream window)
+            assert server.stream_buffer_bytes < paused_at
+            assert paused_at <= server.stream_buffer_bytes + 4 * 1024 * 1024
+            async for chunk in stream:
+                got.extend(chunk)
+            finished.set()
+
+        server.start_service(slow_reader)
+        with trio.fail_after(60):
+            stream = await client.open_stream(server.node_id, addr=server.address)
+            await stream.send(data, end=True)
+            await finished.wait()
+        assert bytes(got) == data
+        assert server.counters["transport.resumed"] >= 1
+        assert server.counters["transport.runtime.data_dropped_untracked"] == 0
