@@ -211,10 +211,10 @@ class _Node:
     """One member's state (slots: the hot path reads these per frame)."""
 
     __slots__ = (
+        "_member",
         "ann",
         "incarnation",
         "last_heard",
-        "member",
         "node_id",
         "retry_at",
         "retry_gap",
@@ -235,7 +235,16 @@ class _Node:
         """When the next dead-retry ping is due (while FAILED)."""
         self.retry_gap = 0.0
         """The current dead-retry backoff (doubles after each retry up to the cap)."""
-        self.member = self._snapshot()
+        self._member: Member | None = None
+
+    @property
+    def member(self) -> Member:
+        """The immutable snapshot the application sees (built on demand, then kept until
+        the next change)."""
+        m = self._member
+        if m is None:
+            m = self._member = self._snapshot()
+        return m
 
     def _snapshot(self) -> Member:
         a = self.ann
@@ -252,7 +261,7 @@ class _Node:
         )
 
     def refresh(self) -> None:
-        self.member = self._snapshot()
+        self._member = None
 
 
 class _Broadcast:
