@@ -11,11 +11,12 @@ import hashlib
 import os
 from collections.abc import Callable
 
+import pytest
 import trio
 
 from foundation_p2p.config import NodeConfig
 from foundation_p2p.crypto.keyring import Keyring
-from foundation_p2p.runtime import TransportStream, open_node
+from foundation_p2p.runtime import MemoryStore, TransportStream, open_node
 from foundation_p2p.runtime.node import Node
 
 BIG = 50 * 1024 * 1024
@@ -139,3 +140,46 @@ async def test_a_slow_reader_pauses_the_sender_without_losing_bytes(
         assert bytes(got) == data
         assert server.counters["transport.resumed"] >= 1
         assert server.counters["transport.runtime.data_dropped_untracked"] == 0
+
+
+async def test_a_restarted_peer_replaces_its_old_connection(
+    make_config: Callable[..., NodeConfig], keyring: Keyring
+) -> None:
+    store = MemoryStore()  # B's identity survives its restart
+    async with open_node(make_config(), keyring=keyring) as a:
+        # leave_timeout_s=0: B stops like a crash, without closing its connections
+        b1_cm = open_node(make_config(), keyring=keyring, store=store, leave_timeout_s=0.0)
+        b1 = await b1_cm.__aenter__()
+        b_id = b1.node_id
+        with trio.fail_after(10):
+            old = await a.open_stream(b_id, addr=b1.address)
+            await old.send(b"before", end=False)
+        await b1_cm.__aexit__(None, None, None)
+        old_conn = a.transport.connection(b_id)
+        assert old_conn is not None and old_conn.is_established  # A has not noticed
+
+        async with open_node(make_config(), keyring=keyring, store=store) as b2:
+            assert b2.node_id == b_id
+            with trio.fail_after(10):
+                await b2.connect(a.node_id, a.address)
+                await a.wait_until(
+                    lambda: a.transport.connection(b_id) is not old_conn
+                    and a.transport.connection(b_id) is not None
+                )
+            assert a.transport.address(b_id) == b2.address
+            assert a.counters["transport.replaced"] == 1
+            # the old stream is broken; a new one reaches the restarted node
+            with trio.fail_after(10), pytest.raises(trio.BrokenResourceError):
+                await old.send(b"after")
+            received: list[bytes] = []
+
+            async def read_one() -> None:
+                stream = await b2.accept_stream()
+                received.append(await stream.receive_all(100))
+
+            b2.start_service(read_one)
+            with trio.fail_after(10):
+                new = await a.open_stream(b_id)
+                await new.send(b"hello again", end=True)
+                await b2.wait_until(lambda: bool(received))
+            assert received == [b"hello again"]
