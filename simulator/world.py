@@ -502,6 +502,9 @@ class World:
             if self.messages_mode:
                 for addr, packet in core.take_outgoing_packets():
                     send(host, addr, packet, PACKET_OVERHEAD_BYTES + 16 * len(packet.frames))
+                # connection packets (the transport) travel as bytes in both modes
+                for addr, data in core.take_outgoing_datagrams():
+                    send(host, addr, data, len(data))
             else:
                 for addr, data in core.take_outgoing():
                     send(host, addr, data, len(data))
@@ -724,7 +727,7 @@ class World:
         self.delivered += 1
         clock = dst.clock
         stamp = Now(now, clock.wall(now)) if clock.skewed else Now(now, EPOCH_S + now)
-        if self.messages_mode:
+        if self.messages_mode and not isinstance(payload, bytes):
             self._line(
                 f'{{"dst":"{dst.name}","ev":"deliver","n":{len(payload.frames)},'
                 f'"src":"{src.name}","t":"{now:.9f}"}}'
@@ -775,7 +778,8 @@ class World:
         if st is not None:
             payload = arg[2]
             size = (
-                PACKET_OVERHEAD_BYTES + 16 * len(payload.frames) if self.messages_mode
+                PACKET_OVERHEAD_BYTES + 16 * len(payload.frames)
+                if self.messages_mode and not isinstance(payload, bytes)
                 else len(payload)
             )
             if st.admit(now, self._deliver_queued, arg, size):
