@@ -21,9 +21,14 @@ the cluster key) are opened here; connection packets (types 2..4) go to
 ``next_deadline`` and ``handle_timer`` cover both. In the simulator's ``messages`` mode,
 ``take_outgoing_packets`` returns the gossip packets and ``take_outgoing_datagrams`` the
 connection datagrams (bytes: connections always run the real path). The endpoint's
-events (peers connected, stream data...) are taken with ``core.transport.take_events()``,
-not mixed into ``take_events``: stream data must not be dropped by the event queue's
-overflow policy, and the endpoint keeps it in the connections until it is read.
+events (peers connected, stream data...) are taken with ``core.take_transport_events(now)``
+(``core.transport.take_events()`` with the channel streams' data consumed by
+:attr:`NodeCore.channels`), not mixed into ``take_events``: stream data must not be
+dropped by the event queue's overflow policy, and the endpoint keeps it in the
+connections until it is read.
+
+Channels: :attr:`NodeCore.channels` (``foundation_p2p.channels.subsystem``) publishes over
+the connections' channel streams and gossips the node's topic set (frame 48).
 
 Bounded queues, with their overflow policy (each overflow is counted):
 
@@ -48,6 +53,8 @@ from collections.abc import Callable, Mapping
 from typing import Protocol
 
 from foundation_p2p.addresses import Address, NodeId, short_id
+from foundation_p2p.channels.core import ChannelsCore
+from foundation_p2p.channels.subsystem import ChannelsSubsystem
 from foundation_p2p.clock import Now
 from foundation_p2p.config import NodeConfig
 from foundation_p2p.counters import Counters
@@ -61,7 +68,7 @@ from foundation_p2p.membership.config import MembershipConfig
 from foundation_p2p.membership.swim import SwimMembership
 from foundation_p2p.probe import StaticProber
 from foundation_p2p.transport.connection import Connection
-from foundation_p2p.transport.endpoint import EndpointConfig, TransportEndpoint
+from foundation_p2p.transport.endpoint import EndpointConfig, EndpointEvent, TransportEndpoint
 from foundation_p2p.wire import cbor
 from foundation_p2p.wire.frames import Frame, decode_frames
 from foundation_p2p.wire.limits import DEFAULT_LIMITS, WireLimits
@@ -203,6 +210,20 @@ class NodeCore:
         )
         """The node's transport connections (:mod:`foundation_p2p.transport.endpoint`)."""
 
+        self.channels = ChannelsSubsystem(
+            ChannelsCore(self.node_id, epoch=self.boot_epoch, counters=self.counters),
+            transport=self.transport,
+            connect=self.connect,
+            membership=self.membership,
+            rng=rng,
+            counters=self.counters,
+            max_packet_bytes=config.max_packet_bytes,
+        )
+        """Publish/subscribe channels over the connections (``spec/channels.md``): the
+        topic-set gossip (frame 48) and the channel streams; ``channels.core`` is the
+        sans-I/O :class:`~foundation_p2p.channels.core.ChannelsCore`."""
+        self.add_subsystem("channels", self.channels)
+
         self._emit(Started(self.node_id, self.boot_epoch, new_identity))
         log.debug(
             "boot node=%s epoch=%d new_identity=%s (Identity.%s, writes %s)",
@@ -238,6 +259,7 @@ class NodeCore:
         if len(data) > 2 and (data[0] == 0x85 or data[0] == 0x86) and data[1] == 1 \
                 and 2 <= data[2] <= 4:
             self.transport.handle_datagram(now.mono, addr, data)
+            self.channels.drive_pending(now)  # acknowledgements free stream buffers
             return
         try:
             header, plaintext = self.protection.open(data)
@@ -285,6 +307,7 @@ class NodeCore:
         for core in self.subsystems.values():
             core.handle_timer(now)
         self.transport.handle_timer(now.mono)
+        self.channels.drive_pending(now)
         self._collect()
 
     def handle_command(self, now: Now, cmd: Command) -> None:
@@ -329,6 +352,16 @@ class NodeCore:
         return self.transport.connect(now.mono, node_id, addr)
 
     # -- outputs -----------------------------------------------------------------------
+
+    def take_transport_events(self, now: Now) -> list[EndpointEvent]:
+        """The endpoint's events without the channel stream data: ``transport.take_events()``
+        passed through ``channels.filter_events`` (which consumes the data of the peers'
+        channel streams and reacts to connections coming and going). Drivers that use
+        channels call this instead of ``transport.take_events()``."""
+        events = self.transport.take_events()
+        if not events:
+            return events
+        return self.channels.filter_events(now, events)
 
     def take_outgoing(self) -> list[tuple[Address, bytes]]:
         """Sealed datagrams to send now: gossip, then the connections' (packets held for

@@ -797,7 +797,7 @@ class Node:
             if events:
                 self._deliver(events)
                 progressed = True
-            transport_events = core.transport.take_events()
+            transport_events = core.take_transport_events(machine_now())
             if transport_events:
                 self._dispatch_transport(transport_events)
                 progressed = True
