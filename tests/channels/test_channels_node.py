@@ -1,0 +1,193 @@
+"""Channels on NodeCore (``core.channels``): three cores in memory, virtual time.
+
+Topic sets travel in frame 48; a broadcast reaches only the nodes that gossiped the
+topic; records travel on the connections' channel streams, in order per publisher.
+"""
+
+from __future__ import annotations
+
+import heapq
+import random
+from collections.abc import Callable
+
+from foundation_p2p.addresses import Address
+from foundation_p2p.channels.core import Delivery
+from foundation_p2p.channels.gossip import TopicSet
+from foundation_p2p.channels.subsystem import TopicsFrame
+from foundation_p2p.clock import Now
+from foundation_p2p.config import NodeConfig
+from foundation_p2p.crypto.keyring import Keyring
+from foundation_p2p.events import Join
+from foundation_p2p.membership.state import MemberState
+from foundation_p2p.node import NodeCore
+from foundation_p2p.transport.endpoint import EndpointEvent, StreamData
+from foundation_p2p.wire import cbor
+from foundation_p2p.wire.frames import decode_frames
+from foundation_p2p.wire.limits import DEFAULT_LIMITS
+
+KEYRING = Keyring(bytes(range(32)))
+A: Address = ("10.0.0.1", 7946)
+B: Address = ("10.0.0.2", 7946)
+C: Address = ("10.0.0.3", 7946)
+WALL = 1_700_000_000.0
+
+
+def make(addr: Address, seed: int) -> NodeCore:
+    rng = random.Random(seed)
+    return NodeCore(
+        NodeConfig(bind=addr),
+        now=Now(0.0, WALL),
+        keyring=KEYRING,
+        stored={},
+        rng=random.Random(seed + 100),
+        secret_bytes=rng.randbytes,
+    )
+
+
+class Net:
+    """Cores on a lossless 2 ms network; transport events go through
+    ``take_transport_events`` (channel data consumed there)."""
+
+    def __init__(self, *cores: NodeCore) -> None:
+        self.cores = {c.config.bind: c for c in cores}
+        self.now = 0.0
+        self.queue: list[tuple[float, int, Address, Address, bytes]] = []
+        self.seq = 0
+        self.raw: dict[Address, list[EndpointEvent]] = {a: [] for a in self.cores}
+
+    def stamp(self) -> Now:
+        return Now(self.now, WALL + self.now)
+
+    def flush(self) -> None:
+        for addr, core in self.cores.items():
+            writes = core.take_writes()
+            if writes:
+                core.writes_done(self.stamp(), [w.id for w in writes])
+            self.raw[addr].extend(core.take_transport_events(self.stamp()))
+            for dst, data in core.take_outgoing():
+                self.seq += 1
+                heapq.heappush(self.queue, (self.now + 0.002, self.seq, addr, dst, data))
+            core.take_events()
+
+    def run(self, until: Callable[[], bool], max_time_s: float = 30.0) -> bool:
+        self.flush()
+        end = self.now + max_time_s
+        while self.now < end:
+            if until():
+                return True
+            times = [self.queue[0][0]] if self.queue else []
+            for core in self.cores.values():
+                d = core.next_deadline()
+                if d is not None:
+                    times.append(d)
+            if not times:
+                break
+            self.now = max(self.now, min(times))
+            while self.queue and self.queue[0][0] <= self.now:
+                _, _, src, dst, data = heapq.heappop(self.queue)
+                if dst in self.cores:  # a removed core's datagrams are lost
+                    self.cores[dst].handle_datagram(self.stamp(), src, data)
+            for core in self.cores.values():
+                d = core.next_deadline()
+                if d is not None and d <= self.now:
+                    core.handle_timer(self.stamp())
+            self.flush()
+        return until()
+
+
+def cluster() -> tuple[Net, NodeCore, NodeCore, NodeCore]:
+    a, b, c = make(A, 1), make(B, 2), make(C, 3)
+    net = Net(a, b, c)
+    b.handle_command(net.stamp(), Join((A,)))
+    c.handle_command(net.stamp(), Join((A,)))
+
+    def all_alive() -> bool:
+        for x in (a, b, c):
+            for y in (a, b, c):
+                m = x.membership.member(y.node_id)
+                if m is None or m.state != MemberState.ALIVE:
+                    return False
+        return True
+
+    assert net.run(all_alive)
+    return net, a, b, c
+
+
+def test_broadcast_reaches_only_nodes_that_gossiped_the_topic_in_publisher_order() -> None:
+    net, a, b, c = cluster()
+    sub_b = b.channels.subscribe("orders")
+    other_c = c.channels.subscribe("audit")  # c subscribes to something else
+    assert net.run(lambda: a.channels.core.subscribers_of("orders") == [b.node_id])
+    assert a.channels.core.subscribers_of("audit") == [c.node_id]
+    assert a.counters["channels.gossip.applied"] >= 2
+    for i in range(50):
+        assert a.channels.broadcast(net.stamp(), "orders", {"n": i}) == 1
+    got: list[Delivery] = []
+
+    def all_arrived() -> bool:
+        got.extend(sub_b.take())
+        return len(got) == 50
+
+    assert net.run(all_arrived)
+    assert [d.value for d in got] == [{"n": i} for i in range(50)]
+    assert [d.seq for d in got] == list(range(50))
+    assert {d.publisher for d in got} == {a.node_id}
+    assert {d.channel for d in got} == {"events"}
+    assert len(other_c) == 0
+    assert c.counters["channels.received.records"] == 0
+    # the channel data never reached the raw stream API
+    assert not [e for e in net.raw[B] if isinstance(e, StreamData)]
+
+
+def test_each_topic_travels_on_its_channel_and_large_messages_arrive_whole() -> None:
+    net, a, b, _ = cluster()
+    subs = {name: b.channels.subscribe(name) for name in ("control", "events", "data",
+                                                          "telemetry")}
+    assert net.run(lambda: len(a.channels.core.subscribers_of("data")) == 1)
+    big = random.Random(9).randbytes(3_000_000)
+    a.channels.broadcast(net.stamp(), "data", big)
+    for name in ("control", "events", "telemetry"):
+        a.channels.broadcast(net.stamp(), name, name)
+    assert net.run(lambda: all(len(s) for s in subs.values()))
+    for name, sub in subs.items():
+        (d,) = sub.take()
+        assert d.channel == name
+        assert d.value == (big if name == "data" else name)
+    # our four channel streams are each side's first unidirectional streams
+    conn = a.transport.connection(b.node_id)
+    assert conn is not None
+    first = 2 if conn.is_client else 3
+    assert a.channels._out[b.node_id].sids == [first, first + 4, first + 8, first + 12]
+
+
+def test_direct_broadcast_ignores_gossip_and_unknown_nodes_are_counted() -> None:
+    net, a, b, c = cluster()
+    sub = c.channels.subscribe("x")
+    # no gossip has run yet: direct_broadcast sends anyway
+    assert a.channels.direct_broadcast(net.stamp(), c.node_id, "x", 1) == 1
+    assert net.run(lambda: len(sub) == 1)
+    # nobody on b subscribes: counted there
+    a.channels.direct_broadcast(net.stamp(), b.node_id, "x", 2)
+    assert net.run(lambda: b.counters["channels.receive.no_subscriber"] == 1)
+
+
+def test_topics_frame_from_another_node_is_refused() -> None:
+    net, a, b, c = cluster()
+    forged = TopicsFrame(c.node_id, TopicSet(c.boot_epoch + 1, 1, ("stolen",)))
+    a.channels.handle_message(net.stamp(), b.node_id, B, forged)
+    assert a.counters["channels.gossip.refused_relay"] == 1
+    assert a.channels.core.subscribers_of("stolen") == []
+    # and the frame is on the wire as spec/wire.md says: [48, node-id, topic-set]
+    encoded = cbor.encode([forged.to_cbor()])
+    (frame,) = decode_frames(encoded, DEFAULT_LIMITS).frames
+    assert isinstance(frame, TopicsFrame) and frame == forged
+    assert forged.to_cbor() == [48, c.node_id, [c.boot_epoch + 1, 1, ["stolen"]]]
+
+
+def test_a_departed_member_gets_no_records_and_its_set_is_forgotten() -> None:
+    net, a, b, _ = cluster()
+    b.channels.subscribe("orders")
+    assert net.run(lambda: a.channels.core.subscribers_of("orders") == [b.node_id])
+    del net.cores[B]  # b vanishes
+    assert net.run(lambda: a.channels.core.subscribers_of("orders") == [], 60.0)
+    assert a.channels.broadcast(net.stamp(), "orders", 1) == 0
