@@ -35,6 +35,11 @@ did: the membership core signs a LEFT announcement and gossips it at once), clos
 transport connections (CONNECTION_CLOSE to each peer), sends the last datagrams (bounded by
 ``leave_timeout_s``) and closes the socket: nothing outlives the block.
 
+Channels: ``node.channels`` (:class:`Channels`) publishes and subscribes over the
+connections' channel streams (``core.channels``, spec/channels.md):
+``broadcast``/``broadcast_from``/``local_broadcast``/``direct_broadcast``, and
+``async with node.channels.subscribe(topic) as sub: async for delivery in sub``.
+
 Failures: a bad datagram is the core's business (dropped and counted, see
 ``NodeCore.handle_datagram``); an exception escaping a ``NodeCore`` call is a bug and
 ends the node with that exception, as does a storage failure (a node that cannot make
@@ -70,6 +75,11 @@ from foundation_p2p.addresses import (
     parse_address,
     short_id,
 )
+from foundation_p2p.channels.core import Delivery
+from foundation_p2p.channels.core import Subscription as CoreSubscription
+from foundation_p2p.channels.names import Channel
+from foundation_p2p.channels.routing import RoutingDecision, explain, route_message
+from foundation_p2p.channels.subsystem import ChannelsSubsystem
 from foundation_p2p.clock import Now
 from foundation_p2p.config import NodeConfig
 from foundation_p2p.counters import Counters
@@ -348,6 +358,208 @@ class TransportStream:
             raise StopAsyncIteration from None
 
 
+class ChannelSubscription:
+    """One local subscription to a channel or topic, for Trio code (from
+    ``node.channels.subscribe(...)``): ``async with`` it, then ``async for delivery in
+    sub`` (each a :class:`~foundation_p2p.channels.core.Delivery`: topic, channel,
+    publisher, seq, value).
+
+    Deliveries wait in a bounded queue of ``max_queued``; when it is full, one more drops
+    the oldest waiting (``overflow="drop_oldest"``, the default) or itself
+    (``"drop_newest"``), counted in :attr:`dropped` and the node's
+    ``channels.queue.dropped_oldest``/``dropped_newest``. Publishers never wait for a
+    slow subscriber.
+
+    Equivalent lower-level calls: ``core.channels.subscribe(topic, max_queued=...,
+    overflow=...)`` returns the :class:`~foundation_p2p.channels.core.Subscription`
+    (:attr:`subscription`), whose ``take()`` drains the queue; the pump learns which
+    queues filled from ``core.channels.core.take_woken()``; leaving the block is
+    ``core.channels.unsubscribe(sub)``.
+    """
+
+    def __init__(
+        self, node: Node, topic: str, max_queued: int | None, overflow: str
+    ) -> None:
+        self._node = node
+        self.topic = topic
+        """The channel or topic subscribed to."""
+        self._max_queued = max_queued
+        self._overflow = overflow
+        self.subscription: CoreSubscription | None = None
+        """The core's subscription once entered (public: the leaky facade)."""
+        self._arrived = trio.Event()
+        self._closed = False
+
+    @property
+    def dropped(self) -> int:
+        """Deliveries lost to the queue's overflow policy."""
+        return 0 if self.subscription is None else self.subscription.dropped
+
+    async def __aenter__(self) -> ChannelSubscription:
+        node = self._node
+        node._check_open()
+        sub = node.core.channels.subscribe(
+            self.topic, max_queued=self._max_queued, overflow=self._overflow
+        )
+        log.debug("channels: core.channels.subscribe(%r) -> id %d", self.topic, sub.id)
+        self.subscription = sub
+        node._channel_subs[sub.id] = self
+        node.wake()  # the new topic set is gossiped by the next timer
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        sub = self.subscription
+        if sub is not None:
+            self._node._channel_subs.pop(sub.id, None)
+            self._node.core.channels.unsubscribe(sub)
+            log.debug("channels: core.channels.unsubscribe(id %d)", sub.id)
+            if not self._node._closed:
+                self._node.wake()
+        self._end()
+
+    def _end(self) -> None:
+        self._closed = True
+        self._arrived.set()
+
+    async def receive(self) -> Delivery:
+        """The next delivery (waits); ``trio.EndOfChannel`` once unsubscribed or the node
+        closed."""
+        sub = self.subscription
+        if sub is None:
+            raise RuntimeError("use the subscription as `async with node.channels.subscribe(...)`")
+        while True:
+            got = sub.take(1)
+            if got:
+                return got[0]
+            if self._closed:
+                raise trio.EndOfChannel
+            self._arrived = trio.Event()
+            await self._arrived.wait()
+
+    def __aiter__(self) -> ChannelSubscription:
+        return self
+
+    async def __anext__(self) -> Delivery:
+        try:
+            return await self.receive()
+        except trio.EndOfChannel:
+            raise StopAsyncIteration from None
+
+
+class Channels:
+    """Publish/subscribe on the node (``node.channels``; spec/channels.md), for Trio code.
+
+    Phoenix.PubSub's operations over the node's connections: :meth:`broadcast`,
+    :meth:`broadcast_from`, :meth:`local_broadcast`, :meth:`direct_broadcast`, and
+    :meth:`subscribe`; :meth:`route_message` and :meth:`explain` pick a channel by the
+    routing rules. Publishing never blocks: local subscribers get the message at once,
+    each remote subscriber's record is queued (bounded per peer; overflow dropped and
+    counted, see :mod:`foundation_p2p.channels.subsystem`) and written by the pump.
+
+    Equivalent lower-level calls: ``node.core.channels`` (the
+    :class:`~foundation_p2p.channels.subsystem.ChannelsSubsystem`) has the same methods
+    with ``now`` as first argument, then :meth:`Node.wake`; ``node.core.channels.core`` is
+    the sans-I/O :class:`~foundation_p2p.channels.core.ChannelsCore`.
+    """
+
+    def __init__(self, node: Node) -> None:
+        self._node = node
+
+    @property
+    def subsystem(self) -> ChannelsSubsystem:
+        """``node.core.channels`` (public: the leaky facade)."""
+        return self._node.core.channels
+
+    def subscribe(
+        self, channel_or_topic: Channel | str, *, max_queued: int | None = None,
+        overflow: str = "drop_oldest",
+    ) -> ChannelSubscription:
+        """A subscription to a standard channel or a custom topic, used as ``async with``.
+
+        ``max_queued`` defaults to 1,024; ``overflow`` is ``drop_oldest`` or
+        ``drop_newest``. ``ConfigError`` (on entering) for a bad topic or policy or too
+        many topics. Equivalent: ``core.channels.subscribe(topic, ...)``.
+        """
+        topic = channel_or_topic.name if isinstance(channel_or_topic, Channel) \
+            else channel_or_topic
+        return ChannelSubscription(self._node, topic, max_queued, overflow)
+
+    def broadcast(
+        self, channel: Channel | str, message: Any, compression: bool = False
+    ) -> int:
+        """Publish to every subscriber of ``channel`` (a channel or topic), here and on
+        the nodes that gossiped it; returns the records queued for remote nodes.
+        Equivalent: ``core.channels.broadcast(now, channel, message, compression=...)``,
+        then :meth:`Node.wake`."""
+        node = self._node
+        node._check_open()
+        n = node.core.channels.broadcast(
+            machine_now(), channel, message, compression=compression
+        )
+        log.debug("channels: core.channels.broadcast(%s) -> %d records", channel, n)
+        node._channels_published()
+        return n
+
+    def broadcast_from(
+        self, sender: ChannelSubscription, channel: Channel | str, message: Any,
+        compression: bool = False,
+    ) -> int:
+        """:meth:`broadcast`, except to the local subscription ``sender``. Equivalent:
+        ``core.channels.broadcast_from(now, sender.subscription, channel, message)``."""
+        node = self._node
+        node._check_open()
+        if sender.subscription is None:
+            raise RuntimeError("broadcast_from: the sender subscription was not entered")
+        n = node.core.channels.broadcast_from(
+            machine_now(), sender.subscription, channel, message, compression=compression
+        )
+        log.debug("channels: core.channels.broadcast_from(%s) -> %d records", channel, n)
+        node._channels_published()
+        return n
+
+    def local_broadcast(self, channel: Channel | str, message: Any) -> int:
+        """Deliver to this node's subscribers only; returns how many got it. Equivalent:
+        ``core.channels.local_broadcast(channel, message)``."""
+        node = self._node
+        node._check_open()
+        n = node.core.channels.local_broadcast(channel, message)
+        log.debug("channels: core.channels.local_broadcast(%s) -> %d", channel, n)
+        node._channels_published()
+        return n
+
+    def direct_broadcast(
+        self, node_id: NodeId, channel: Channel | str, message: Any,
+        compression: bool = False,
+    ) -> int:
+        """Deliver to the subscribers on ``node_id`` only (whatever gossip says; local
+        delivery for our own id). Equivalent: ``core.channels.direct_broadcast(now,
+        node_id, channel, message)``, then :meth:`Node.wake`."""
+        node = self._node
+        node._check_open()
+        n = node.core.channels.direct_broadcast(
+            machine_now(), node_id, channel, message, compression=compression
+        )
+        log.debug("channels: core.channels.direct_broadcast(%s, %s) -> %d records",
+                  short_id(node_id), channel, n)
+        node._channels_published()
+        return n
+
+    def route_message(self, message: Any, priority: str = "normal") -> Channel:
+        """The channel the routing rules give ``message`` (spec/channels.md section 3).
+        Equivalent: ``foundation_p2p.channels.routing.route_message``."""
+        return route_message(message, priority)
+
+    def explain(self, message: Any, priority: str = "normal") -> RoutingDecision:
+        """Why :meth:`route_message` chooses its channel (rule, sizes). Equivalent:
+        ``foundation_p2p.channels.routing.explain``."""
+        return explain(message, priority)
+
+
 class Node:
     """A running node: the public face of the Trio runtime (yielded by :func:`open_node`).
 
@@ -399,6 +611,9 @@ class Node:
         self._incoming_send, self._incoming = trio.open_memory_channel[TransportStream](
             DEFAULT_MAX_INCOMING_STREAMS
         )
+        self._channel_subs: dict[int, ChannelSubscription] = {}
+        self.channels = Channels(self)
+        """Publish/subscribe over the node's connections (:class:`Channels`)."""
 
     # -- identity ----------------------------------------------------------------------
 
@@ -642,6 +857,18 @@ class Node:
         except trio.EndOfChannel:
             raise trio.ClosedResourceError("the node is closed") from None
 
+    def _channels_published(self) -> None:
+        self._notify_channels()
+        self.wake()
+
+    def _notify_channels(self) -> None:
+        """Wake the channel subscriptions whose queues filled (``take_woken``)."""
+        subs = self._channel_subs
+        for sub in self.core.channels.core.take_woken():
+            got = subs.get(sub.id)
+            if got is not None:
+                got._arrived.set()
+
     def _stream_drained(self, stream: TransportStream) -> None:
         full = self._full.get(stream.node_id)
         if full is None or stream.buffered * 2 > stream.max_buffered_bytes:
@@ -801,6 +1028,7 @@ class Node:
             if transport_events:
                 self._dispatch_transport(transport_events)
                 progressed = True
+            self._notify_channels()
             if not progressed:
                 self._stepped.set()
                 self._stepped = trio.Event()
@@ -878,6 +1106,9 @@ class Node:
         for sub in list(self._subscribers):
             sub._end()
         self._subscribers.clear()
+        for channel_sub in list(self._channel_subs.values()):
+            channel_sub._end()
+        self._channel_subs.clear()
         for stream in list(self._streams.values()):
             stream._break("the node closed")
         self._streams.clear()
