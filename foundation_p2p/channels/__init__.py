@@ -7,7 +7,11 @@
   decoder;
 - :mod:`~foundation_p2p.channels.gossip`: a node's topic set for gossip;
 - :mod:`~foundation_p2p.channels.core`: ``ChannelsCore``, local subscriptions, fan-out,
-  per-publisher ordering.
+  per-publisher ordering;
+- :mod:`~foundation_p2p.channels.subsystem`: ``ChannelsSubsystem``, the NodeCore
+  subsystem (``core.channels``) that drives ``ChannelsCore`` over the node's connections
+  and gossips topic sets (frame 48). Not imported here (it depends on the transport and
+  membership); the Trio facade is ``Node.channels`` in ``foundation_p2p.runtime``.
 """
 
 from foundation_p2p.channels.codec import (

@@ -493,12 +493,19 @@ class ChannelsSubsystem:
         self._outgoing.extend((a, frame) for a in addresses)
 
     def _forget_departed(self) -> None:
+        # our sending state of peers with no connection, nothing pending and no retry
+        # due (its sequence numbers live in the core): bounded by live connections
+        transport = self.transport
+        for node_id, out in list(self._out.items()):
+            if not out.pending_bytes and out.retry_at is None and \
+                    transport.connection(node_id) is None:
+                del self._out[node_id]
         for node_id in list(self.core.peers()):
             m = self.membership.member(node_id)
             if m is not None and m.state in (MemberState.FAILED, MemberState.LEFT):
                 self.core.forget_node(node_id)
                 self._heard.discard(node_id)
-                out = self._out.pop(node_id, None)
-                if out is not None:
-                    self._drop_pending(out, "channels.send.dropped_disconnected")
+                gone = self._out.pop(node_id, None)
+                if gone is not None:
+                    self._drop_pending(gone, "channels.send.dropped_disconnected")
                 self._blocked.discard(node_id)

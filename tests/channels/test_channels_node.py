@@ -191,3 +191,37 @@ def test_a_departed_member_gets_no_records_and_its_set_is_forgotten() -> None:
     del net.cores[B]  # b vanishes
     assert net.run(lambda: a.channels.core.subscribers_of("orders") == [], 60.0)
     assert a.channels.broadcast(net.stamp(), "orders", 1) == 0
+
+
+def test_pending_bytes_are_bounded_and_overflow_is_dropped_whole_and_counted() -> None:
+    net, a, b, _ = cluster()
+    sub = b.channels.subscribe("bulk")
+    assert net.run(lambda: a.channels.core.subscribers_of("bulk") == [b.node_id])
+    a.channels.max_pending_bytes = 300_000
+    payload = random.Random(3).randbytes(100_000)
+    # no connection yet: everything waits in the per-peer queue while the dial runs
+    assert a.transport.connection(b.node_id) is None
+    queued = [a.channels.broadcast(net.stamp(), "bulk", [i, payload]) for i in range(5)]
+    assert queued == [1, 1, 0, 0, 0]  # the third would pass 300,000 bytes
+    assert a.counters["channels.send.dropped_pending_full"] == 3
+    assert net.run(lambda: len(sub) == 2)
+    assert [d.value[0] for d in sub.take()] == [0, 1]
+    # a later record shows the skipped sequence numbers as a gap at the receiver
+    a.channels.broadcast(net.stamp(), "bulk", [5, b""])
+    assert net.run(lambda: len(sub) == 1)
+    assert sub.take()[0].seq == 5
+    assert b.counters["channels.receive.seq_gap_messages"] == 3
+
+
+def test_a_peer_with_no_known_address_is_marked_unreachable_then_retried() -> None:
+    net, a, _, _ = cluster()
+    stranger = bytes(range(16))
+    assert a.channels.direct_broadcast(net.stamp(), stranger, "x", 1) == 1
+    assert a.counters["channels.send.dropped_no_address"] == 1
+    # while marked: no record, its sequence number taken
+    assert a.channels.direct_broadcast(net.stamp(), stranger, "x", 2) == 0
+    assert a.counters["channels.send.skipped_unreachable"] == 1
+    start = net.now
+    assert net.run(lambda: net.now >= start + a.channels.retry_after_s)
+    assert a.channels.direct_broadcast(net.stamp(), stranger, "x", 3) == 1
+    assert a.counters["channels.send.dropped_no_address"] == 2
