@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import heapq
 import random
-from collections.abc import Callable
 
 import pytest
+from core_net import WALL, CoreNet
 
 from foundation_p2p.addresses import Address
 from foundation_p2p.clock import Now
@@ -21,7 +20,6 @@ from foundation_p2p.transport.endpoint import EndpointEvent, PeerConnected, Stre
 KEYRING = Keyring(bytes(range(32)))
 A: Address = ("10.0.0.1", 7946)
 B: Address = ("10.0.0.2", 7946)
-WALL = 1_700_000_000.0
 
 
 def make(addr: Address, seed: int, **config: object) -> NodeCore:
@@ -36,60 +34,17 @@ def make(addr: Address, seed: int, **config: object) -> NodeCore:
     )
 
 
-class Wire:
-    """Two or more cores on a lossless 2 ms network, driven in virtual time."""
+class Wire(CoreNet):
+    """Two or more cores on a lossless 2 ms network, driven in virtual time; the
+    endpoints' own events are kept per node in :attr:`events`."""
 
     def __init__(self, *cores: NodeCore, confirm_writes: bool = True) -> None:
-        self.cores = {c.config.bind: c for c in cores}
-        self.now = 0.0
-        self.queue: list[tuple[float, int, Address, Address, bytes]] = []
-        self.seq = 0
-        self.confirm_writes = confirm_writes
+        super().__init__(*cores, confirm_writes=confirm_writes)
         self.events: dict[Address, list[EndpointEvent]] = {a: [] for a in self.cores}
-        self.sent = 0
-        self.sent_connection = 0
 
-    def stamp(self) -> Now:
-        return Now(self.now, WALL + self.now)
-
-    def flush(self) -> None:
-        for addr, core in self.cores.items():
-            if self.confirm_writes:
-                writes = core.take_writes()
-                if writes:
-                    core.writes_done(self.stamp(), [w.id for w in writes])
-            for dst, data in core.take_outgoing():
-                self.sent += 1
-                if data[0] in (0x85, 0x86):
-                    self.sent_connection += 1
-                self.seq += 1
-                heapq.heappush(self.queue, (self.now + 0.002, self.seq, addr, dst, data))
-            core.take_events()
-            self.events[addr].extend(core.transport.take_events())
-
-    def run(self, until: Callable[[], bool], max_time_s: float = 30.0) -> bool:
-        self.flush()
-        end = self.now + max_time_s
-        while self.now < end:
-            if until():
-                return True
-            times = [self.queue[0][0]] if self.queue else []
-            for core in self.cores.values():
-                d = core.next_deadline()
-                if d is not None:
-                    times.append(d)
-            if not times:
-                break
-            self.now = max(self.now, min(times))
-            while self.queue and self.queue[0][0] <= self.now:
-                _, _, src, dst, data = heapq.heappop(self.queue)
-                self.cores[dst].handle_datagram(self.stamp(), src, data)
-            for core in self.cores.values():
-                d = core.next_deadline()
-                if d is not None and d <= self.now:
-                    core.handle_timer(self.stamp())
-            self.flush()
-        return until()
+    def collect(self, addr: Address, core: NodeCore) -> None:
+        core.take_events()
+        self.events[addr].extend(core.transport.take_events())
 
 
 def test_two_cores_exchange_stream_data_while_gossip_goes_on() -> None:
@@ -100,8 +55,10 @@ def test_two_cores_exchange_stream_data_while_gossip_goes_on() -> None:
     def members_alive() -> bool:
         ma, mb = a.membership.member(b.node_id), b.membership.member(a.node_id)
         return (
-            ma is not None and mb is not None
-            and ma.state == MemberState.ALIVE and mb.state == MemberState.ALIVE
+            ma is not None
+            and mb is not None
+            and ma.state == MemberState.ALIVE
+            and mb.state == MemberState.ALIVE
         )
 
     assert wire.run(members_alive)
@@ -125,8 +82,11 @@ def test_two_cores_exchange_stream_data_while_gossip_goes_on() -> None:
     a.transport.send(wire.now, b.node_id, control, b"urgent", end=True)
     gossip_before = a.counters["packets.received"] - a.counters["transport.datagrams_received"]
     assert wire.run(pump)
-    assert any(e.data == b"urgent" for e in wire.events[B]
-               if isinstance(e, StreamData) and e.stream_id == control)
+    assert any(
+        e.data == b"urgent"
+        for e in wire.events[B]
+        if isinstance(e, StreamData) and e.stream_id == control
+    )
     # gossip goes on beside the open connection (probes every second), the members alive
     wire.run(lambda: False, max_time_s=3.0)
     gossip_after = a.counters["packets.received"] - a.counters["transport.datagrams_received"]

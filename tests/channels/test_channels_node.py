@@ -6,9 +6,9 @@ topic; records travel on the connections' channel streams, in order per publishe
 
 from __future__ import annotations
 
-import heapq
 import random
-from collections.abc import Callable
+
+from core_net import WALL, CoreNet
 
 from foundation_p2p.addresses import Address
 from foundation_p2p.channels.core import Delivery
@@ -29,7 +29,6 @@ KEYRING = Keyring(bytes(range(32)))
 A: Address = ("10.0.0.1", 7946)
 B: Address = ("10.0.0.2", 7946)
 C: Address = ("10.0.0.3", 7946)
-WALL = 1_700_000_000.0
 
 
 def make(addr: Address, seed: int) -> NodeCore:
@@ -44,55 +43,17 @@ def make(addr: Address, seed: int) -> NodeCore:
     )
 
 
-class Net:
+class Net(CoreNet):
     """Cores on a lossless 2 ms network; transport events go through
-    ``take_transport_events`` (channel data consumed there)."""
+    ``take_transport_events`` (channel data consumed there), the rest kept in :attr:`raw`."""
 
     def __init__(self, *cores: NodeCore) -> None:
-        self.cores = {c.config.bind: c for c in cores}
-        self.now = 0.0
-        self.queue: list[tuple[float, int, Address, Address, bytes]] = []
-        self.seq = 0
+        super().__init__(*cores)
         self.raw: dict[Address, list[EndpointEvent]] = {a: [] for a in self.cores}
 
-    def stamp(self) -> Now:
-        return Now(self.now, WALL + self.now)
-
-    def flush(self) -> None:
-        for addr, core in self.cores.items():
-            writes = core.take_writes()
-            if writes:
-                core.writes_done(self.stamp(), [w.id for w in writes])
-            self.raw[addr].extend(core.take_transport_events(self.stamp()))
-            for dst, data in core.take_outgoing():
-                self.seq += 1
-                heapq.heappush(self.queue, (self.now + 0.002, self.seq, addr, dst, data))
-            core.take_events()
-
-    def run(self, until: Callable[[], bool], max_time_s: float = 30.0) -> bool:
-        self.flush()
-        end = self.now + max_time_s
-        while self.now < end:
-            if until():
-                return True
-            times = [self.queue[0][0]] if self.queue else []
-            for core in self.cores.values():
-                d = core.next_deadline()
-                if d is not None:
-                    times.append(d)
-            if not times:
-                break
-            self.now = max(self.now, min(times))
-            while self.queue and self.queue[0][0] <= self.now:
-                _, _, src, dst, data = heapq.heappop(self.queue)
-                if dst in self.cores:  # a removed core's datagrams are lost
-                    self.cores[dst].handle_datagram(self.stamp(), src, data)
-            for core in self.cores.values():
-                d = core.next_deadline()
-                if d is not None and d <= self.now:
-                    core.handle_timer(self.stamp())
-            self.flush()
-        return until()
+    def collect(self, addr: Address, core: NodeCore) -> None:
+        self.raw[addr].extend(core.take_transport_events(self.stamp()))
+        core.take_events()
 
 
 def cluster() -> tuple[Net, NodeCore, NodeCore, NodeCore]:
@@ -141,8 +102,7 @@ def test_broadcast_reaches_only_nodes_that_gossiped_the_topic_in_publisher_order
 
 def test_each_topic_travels_on_its_channel_and_large_messages_arrive_whole() -> None:
     net, a, b, _ = cluster()
-    subs = {name: b.channels.subscribe(name) for name in ("control", "events", "data",
-                                                          "telemetry")}
+    subs = {name: b.channels.subscribe(name) for name in ("control", "events", "data", "telemetry")}
     assert net.run(lambda: len(a.channels.core.subscribers_of("data")) == 1)
     big = random.Random(9).randbytes(3_000_000)
     a.channels.broadcast(net.stamp(), "data", big)
