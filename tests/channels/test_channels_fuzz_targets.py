@@ -1,6 +1,5 @@
-"""The channels fuzz targets (``fuzz/targets_channels.py``) under Hypothesis: mutated
-vector seeds and random bytes; the targets accept only "decoded with its property" or a
-WireError."""
+"""The channels fuzz targets (``fuzz/targets_channels.py``) can fail. Their seeds and
+mutations run with every other target in ``tests/fuzz/test_fuzz_targets.py``."""
 
 from __future__ import annotations
 
@@ -10,8 +9,6 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -28,41 +25,6 @@ def _load() -> ModuleType:
 
 
 targets = _load()
-
-
-@st.composite
-def mutated(draw: st.DrawFn, name: str) -> bytes:
-    if draw(st.integers(0, 9)) == 0:
-        return draw(st.binary(max_size=300))
-    data = bytearray(draw(st.sampled_from(targets.channel_seeds(name))))
-    for _ in range(draw(st.integers(1, 3))):
-        op = draw(st.integers(0, 3))
-        i = draw(st.integers(0, len(data)))
-        if op == 0 and data and i < len(data):
-            data[i] ^= 1 << draw(st.integers(0, 7))
-        elif op == 1:
-            del data[i:]
-        elif op == 2:
-            data[i:i] = draw(st.binary(min_size=1, max_size=8))
-        elif data and i < len(data):
-            data[i] = draw(st.integers(0, 255))
-    return bytes(data)
-
-
-@pytest.mark.parametrize("name", sorted(targets.CHANNEL_TARGETS))
-def test_seeds_pass(name: str) -> None:
-    for seed in targets.channel_seeds(name):
-        targets.CHANNEL_TARGETS[name](seed)
-
-
-@pytest.mark.parametrize("name", sorted(targets.CHANNEL_TARGETS))
-def test_mutations(name: str) -> None:
-    @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-    @given(mutated(name))
-    def run(data: bytes) -> None:
-        targets.CHANNEL_TARGETS[name](data)
-
-    run()
 
 
 def test_the_record_target_can_fail(monkeypatch: pytest.MonkeyPatch) -> None:
