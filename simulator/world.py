@@ -499,6 +499,11 @@ class World:
         assert core is not None
         send = self.send
         try:
+            # First, as reading returns flow-control credit (more datagrams): the channel
+            # stream data is consumed in here (delivered to the subscriptions, which the
+            # broadcast workload drains); the other transport events (connected, raw
+            # streams) have no reader in the simulator and are dropped.
+            core.take_transport_events(host.clock.now(self.now))
             if self.messages_mode:
                 for addr, packet in core.take_outgoing_packets():
                     send(host, addr, packet, PACKET_OVERHEAD_BYTES + 16 * len(packet.frames))
@@ -514,7 +519,9 @@ class World:
         except _Stop:
             raise
         except Exception:
-            self._fail(host, "take_outgoing/take_events/take_writes/next_deadline")
+            self._fail(
+                host, "take_outgoing/take_events/take_transport_events/take_writes/next_deadline"
+            )
         if events:
             self._on_events(host, events)
         if writes:
