@@ -303,3 +303,46 @@ register(
         _check_no_false_failures,
     )
 )
+
+
+# -- channels.delivered_intact / channels.ordered ----------------------------------------
+
+
+def _applies_broadcast(world: World) -> bool:
+    return world.has_workload("broadcast")
+
+
+def _check_delivered_intact(world: World) -> tuple[bool, str]:
+    from simulator.channels import broadcast_workload
+
+    return broadcast_workload(world).check_delivered_intact(world)
+
+
+def _check_ordered(world: World) -> tuple[bool, str]:
+    from simulator.channels import broadcast_workload
+
+    return broadcast_workload(world).check_ordered(world)
+
+
+register(
+    Checker(
+        "channels.delivered_intact",
+        LIVENESS,
+        "every delivered broadcast body matches its digest, none arrives twice, and every "
+        "message reached every subscriber that was up (and subscribed join_grace earlier) "
+        "when it was sent, unless publisher or subscriber crashed, left, was cut off or "
+        "paused long, or is down at the end",
+        _applies_broadcast,
+        _check_delivered_intact,
+    )
+)
+register(
+    Checker(
+        "channels.ordered",
+        SAFETY,
+        "per subscriber boot, publisher and channel, broadcast messages arrive in the "
+        "publisher's order",
+        _applies_broadcast,
+        _check_ordered,
+    )
+)

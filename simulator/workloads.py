@@ -2,8 +2,8 @@
 
 A workload is built once per run from its :class:`~simulator.model.WorkloadSpec` and is
 told when the run starts and whenever a node boots (first start, restart, late join).
-Later capabilities add ``kv``, ``broadcast``, ``singleton`` and ``auction`` to
-:data:`WORKLOADS`.
+``broadcast`` (:mod:`simulator.channels`) publishes over the nodes' channels. Later
+capabilities add ``kv``, ``singleton`` and ``auction`` to :data:`WORKLOADS`.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Protocol
 from foundation_p2p.addresses import Address
 from foundation_p2p.events import Join, Leave
 from foundation_p2p.wire import cbor
+from simulator.channels import BroadcastWorkload
 from simulator.model import WorkloadSpec
 
 if TYPE_CHECKING:
@@ -139,6 +140,7 @@ class MembershipWorkload:
 WORKLOADS: dict[str, Callable[[WorkloadSpec], Workload]] = {
     "ping": PingWorkload,
     "membership": MembershipWorkload,
+    "broadcast": BroadcastWorkload,
 }
 """Workload implementations by kind; later issues add theirs."""
 

@@ -197,6 +197,8 @@ class World:
             self._by_addr[host.addr] = host
         self.workloads: list[Workload] = [build_workload(w) for w in scenario.workloads]
         self._workload_kinds = {w.kind for w in scenario.workloads}
+        self.pump_hooks: list[Callable[[Host], None]] = []
+        """Called with the host after every :meth:`pump` (workloads reading subscriptions)."""
         self.rtt_count = 0
         self.delivered = 0
         self.rtt_sum = 0.0
@@ -526,6 +528,9 @@ class World:
             self._on_events(host, events)
         if writes:
             self._on_writes(host, writes)
+        if self.pump_hooks:
+            for hook in self.pump_hooks:
+                hook(host)
         if deadline is not None:
             timer_at = host.timer_at
             if timer_at is None or deadline < timer_at:
@@ -985,6 +990,10 @@ class World:
         m["disk.lost_writes"] = sum(h.disk.lost_writes for h in self.hosts)
         m["faults.applied"] = self.nemesis.applied
         m.update(self.membership.metrics(None if self.messages_mode else self.bytes_sent))
+        for w in self.workloads:
+            report = getattr(w, "metrics", None)
+            if report is not None:
+                m.update(report(self))
         m["sim.events"] = self.events
         m["sim.trace_lines"] = self.sink.lines
         m["sim.wall_s"] = wall

@@ -1,0 +1,178 @@
+"""The ``broadcast`` workload: the shipped channels scenarios run for real, checkers that
+catch a broken delivery, and the workload's parameter errors.
+
+- ``channels-lossy.toml``: small and large messages through 5% loss, duplication and
+  reordering arrive byte-exact, exactly once and in publisher order;
+- ``channels-hol.toml``: control messages keep a latency of a few round trips while a
+  2 MB message crosses on ``data`` at 2% loss (``channels-hol-soak.toml``: 20 MB, soak).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from typing import Any
+
+import pytest
+
+from simulator.channels import BroadcastWorkload, body_digest, broadcast_workload
+from simulator.model import WorkloadSpec
+from simulator.scenario import load_scenario, parse_scenario_text
+from simulator.workloads import build_workload
+from simulator.world import RunResult, World, run_scenario
+
+SCENARIOS = os.path.join(os.path.dirname(__file__), "..", "..", "simulator", "scenarios")
+
+
+def run_file(name: str, *, seed: int = 1) -> RunResult:
+    result = run_scenario(load_scenario(os.path.join(SCENARIOS, name)), seed=seed)
+    failed = {k: v.detail for k, v in result.invariants.items() if not v.ok}
+    assert result.ok, failed
+    return result
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_lossy_network_delivers_every_message_byte_exact_once_in_order(seed: int) -> None:
+    r = run_file("channels-lossy.toml", seed=seed)
+    m = r.metrics
+    assert {"channels.delivered_intact", "channels.ordered"} <= set(r.invariants)
+    # the network really was hostile, and the transport repaired it
+    assert m["net.dropped_loss"] > 0 and m["net.duplicated"] > 0 and m["net.reordered"] > 0
+    assert m["transport.retransmits"] > 0
+    # 2 publishers x 200 small + 1 big each, to 3 subscribers each
+    assert m["channels.sent"] == 402
+    assert m["channels.expected"] == m["channels.delivered"] == 3 * 402
+    assert m["channels.missing"] == m["channels.duplicates"] == m["channels.corrupt"] == 0
+    assert m["channels.data_transfer_s_count"] == 2 * 3
+    assert m["channels.data_throughput_bytes_per_s"] > 0
+
+
+def test_control_latency_stays_within_a_few_round_trips_during_a_bulk_transfer() -> None:
+    r = run_file("channels-hol.toml")
+    m = r.metrics
+    assert m["channels.data_transfer_s_count"] == 1
+    # control messages sent while the 2 MB message was under way
+    assert m["channels.control_latency_during_data_s_count"] >= 50
+    rtt = m["probe.rtt_s_p99"]
+    assert m["channels.control_latency_during_data_s_p99"] <= 5 * rtt
+    assert m["channels.control_latency_s_p99"] <= 5 * rtt
+    # the bulk transfer took many round trips: the two really overlapped
+    assert m["channels.data_transfer_s_max"] > 20 * rtt
+
+
+@pytest.mark.soak
+def test_full_size_hol_20_mb(request: pytest.FixtureRequest) -> None:
+    if request.config.getoption("markexpr", "").strip() != "soak":
+        pytest.skip("full-size run: only under make soak (pytest -m soak)")
+    m = run_file("channels-hol-soak.toml").metrics
+    assert m["channels.data_transfer_s_count"] == 1
+    assert m["channels.control_latency_during_data_s_p99"] <= 5 * m["probe.rtt_s_p99"]
+
+
+SMALL = """
+name = "channels-small"
+duration = "8s"
+mode = "bytes"
+[cluster]
+nodes = 3
+[network]
+latency = "1ms..2ms"
+[[workload]]
+kind = "broadcast"
+publishers = {publishers}
+subscribers = 2
+interval = "100ms"
+start = "3s"
+{extra}
+[check]
+settle = "2s"
+"""
+
+
+def small_world(extra: str = "", publishers: str = "1") -> World:
+    text = SMALL.format(extra=extra, publishers=publishers)
+    return World(parse_scenario_text(text, source="channels-small.toml"), seed=1)
+
+
+def test_checkers_pass_a_clean_run_and_fail_on_reordered_corrupt_or_repeated_delivery() -> (
+    None
+):
+    world = small_world()
+    result = world.run()
+    assert result.ok, {k: v.detail for k, v in result.invariants.items()}
+    w = broadcast_workload(world)
+    assert w.check_ordered(world)[0] and w.check_delivered_intact(world)[0]
+    assert result.metrics["channels.delivered"] == 2 * 30  # n2 and n3, 3s..6s every 100 ms
+
+    def message(seq: int, body: bytes, digest: bytes | None = None) -> list[Any]:
+        return ["n1", seq, digest or body_digest(body), 3.0, body]
+
+    # a reordered delivery: seq 5 after seq 7 on the same stream
+    w.on_delivery("n2", 1, "control", 1000, message(7, b"x"))
+    w.on_delivery("n2", 1, "control", 1001, message(5, b"y"))
+    ok, detail = w.check_ordered(world)
+    assert not ok and "n1#5" in detail and "after n1#29" in detail
+    # a body that does not match its digest
+    w.on_delivery("n3", 1, "control", 1002, message(29, b"body", digest=body_digest(b"other")))
+    ok, detail = w.check_delivered_intact(world)
+    assert not ok and "1 corrupt" in detail and "not matching its digest" in detail
+
+
+def test_a_second_copy_of_a_message_fails_delivered_intact() -> None:
+    world = small_world()
+    assert world.run().ok
+    w = broadcast_workload(world)
+    w.on_delivery("n2", 1, "control", 999, ["n1", 3, body_digest(b"\0" * 64), 3.3, b"\0" * 64])
+    ok, detail = w.check_delivered_intact(world)
+    assert not ok and "1 duplicates" in detail and "n2 got n1#3 2 times" in detail
+
+
+def test_a_subscriber_that_stops_reading_is_reported_missing() -> None:
+    world = small_world()
+    w = world.workloads[0]
+    assert isinstance(w, BroadcastWorkload)
+    drain = w._drain
+
+    def deaf_n3(host: Any) -> None:
+        if host.name != "n3":
+            drain(host)
+
+    w._drain = deaf_n3  # type: ignore[method-assign]  # n3's subscriptions never drained
+    result = world.run()
+    assert not result.ok
+    detail = result.invariants["channels.delivered_intact"].detail
+    assert "30 missing" in detail and "-> n3" in detail
+    assert result.metrics["channels.missing"] == 30
+    assert result.invariants["channels.ordered"].ok
+
+
+@pytest.mark.parametrize(
+    ("params", "key"),
+    [
+        ({"colour": "red"}, "colour: unknown key"),
+        ({"interval": "0s"}, "interval: must be longer than zero"),
+        ({"interval": 5}, "interval: must be a duration"),
+        ({"channels": ["nope"]}, "channels[0]: 'nope' is not a channel"),
+        ({"channels": []}, "channels: must be a non-empty list"),
+        ({"big_at": "5s"}, "big_at: needs big_bytes"),
+        ({"big_bytes": 10}, "big_bytes: needs big_at"),
+        ({"big_bytes": -1, "big_at": "1s"}, "big_bytes: must be an integer"),
+        ({"big_bytes": 10, "big_at": ["1s", "soon"]}, "big_at[1]:"),
+        ({"small_bytes": "64"}, "small_bytes: must be an integer"),
+        ({"publishers": 0}, "publishers: a count must be at least 1"),
+        ({"subscribers": ["n1", "n1"]}, "subscribers: names a node twice"),
+        ({"big_channel": "bulk", "big_bytes": 1, "big_at": "1s"}, "big_channel: 'bulk'"),
+    ],
+)
+def test_bad_parameters_are_refused_naming_the_key(params: dict[str, Any], key: str) -> None:
+    with pytest.raises(ValueError, match=r"workload broadcast: " + re.escape(key)):
+        build_workload(WorkloadSpec("broadcast", params))
+
+
+def test_nodes_not_in_the_cluster_are_refused_at_the_start() -> None:
+    with pytest.raises(ValueError, match=r"publishers: no node named 'n9'"):
+        small_world(publishers='["n9"]').run()
+    w = build_workload(WorkloadSpec("broadcast", {"subscribers": 4}))
+    assert isinstance(w, BroadcastWorkload)
+    with pytest.raises(ValueError, match=r"subscribers: 4 nodes asked, the cluster has 3"):
+        w.on_start(small_world())
