@@ -16,6 +16,7 @@ key):
   bytes of body at each ``big_at``.
 - ``join_grace``: a subscriber is expected to get a message only if it booted at least
   this long before it was sent (default ``"2s"``: its topic set must have been gossiped).
+- ``fault_grace`` (default ``"2s"``): see the excuses of ``channels.delivered_intact``.
 
 Every message is the CBOR array ``[publisher name, seq, blake2b-128(body), sent_at, body]``
 (``seq`` counts that publisher's messages, over all channels; ``sent_at`` is the virtual
@@ -32,9 +33,11 @@ Invariants (see :mod:`simulator.checkers`):
   digest, no message reaches a subscriber twice, and every message was delivered to every
   *expected* subscriber. Expected: every subscriber other than the publisher that was up at
   the send and had booted at least ``join_grace`` before it, except when the publisher or
-  the subscriber is *excused*: it crashed, left, or was cut off (partition, isolation,
-  clog) at any time in the run, or was paused longer than the minimum suspicion timeout
-  (the membership tracker's excuses), or it is down at the end.
+  the subscriber is *excused*: either was down (crashed, left, restarting) or paused, or
+  an active cut (partition, isolation, one-way cut) or clog separated the two (either
+  way), at any moment from ``fault_grace`` before the send to the end of the run
+  (seen every :data:`POLL_S` of virtual time, at every boot and at the final check; the
+  grace covers a connection that broke just before the send and is being re-dialled).
 - ``channels.ordered`` (safety): per subscriber boot, publisher and channel, the ``seq`` of
   the deliveries only grows.
 
@@ -81,8 +84,10 @@ MAX_BIG_BYTES = 64 * 1024 * 1024 - 1024
 
 _KEYS = (
     "publishers", "subscribers", "channels", "interval", "small_bytes", "start", "until",
-    "big_bytes", "big_at", "big_channel", "join_grace",
+    "big_bytes", "big_at", "big_channel", "join_grace", "fault_grace",
 )
+POLL_S = 0.05
+"""How often the workload looks for disturbed nodes (down, paused, cut off, clogged)."""
 
 
 def body_digest(body: bytes) -> bytes:
@@ -191,6 +196,14 @@ class BroadcastWorkload:
         grace = _duration(p, "join_grace", "2s")
         assert grace is not None
         self.join_grace_s = grace
+        fault_grace = _duration(p, "fault_grace", "2s")
+        assert fault_grace is not None
+        self.fault_grace_s = fault_grace
+        self.disturbed_at: dict[str, float] = {}
+        """Node -> the last virtual time it was seen down, paused, cut off or clogged."""
+        self.pair_disturbed_at: dict[tuple[str, str], float] = {}
+        """(publisher, subscriber) -> the last virtual time a cut or clog separated them."""
+        self._cut_pairs: dict[int, tuple[tuple[str, str], ...]] = {}
         self.topics = sorted(set(self.channels) | ({self.big_channel} if self.big_at else set()))
         # Set at the start.
         self.publishers: list[str] = []
@@ -237,6 +250,7 @@ class BroadcastWorkload:
         self.data_transfer = Distribution(draw)
         self.control_during_data = Distribution(draw)
         world.pump_hooks.append(self._drain)
+        world.schedule(0.0, self._poll)
         for name in self.publishers:
             self.seq[name] = 0
             self.ticks[name] = 0
@@ -248,6 +262,7 @@ class BroadcastWorkload:
         targets = tuple(a for a in self.seeds if a != host.addr)
         world.command(host, Join(targets))
         self.booted_at[host.name] = world.now
+        self.disturbed_at[host.name] = world.now  # it was down until now
         self.boot_no[host.name] = host.boots
         core = host.core
         if core is None or host.name not in self.subscribers:
@@ -257,6 +272,45 @@ class BroadcastWorkload:
         except Exception:
             world._fail(host, "channels.subscribe")
         world.pump(host)
+
+    # -- faults --------------------------------------------------------------------------
+
+    def _poll(self, _: Any = None) -> None:
+        world = self.world
+        assert world is not None
+        self.note_disturbed(world)
+        world.schedule(world.now + POLL_S, self._poll)
+
+    def note_disturbed(self, world: World) -> None:
+        """Mark, at the current virtual time, every node that is down or paused, and every
+        (publisher, subscriber) pair an active cut or clog separates (either way)."""
+        now = world.now
+        out = self.disturbed_at
+        for h in world.hosts:
+            if h.core is None or h.paused:
+                out[h.name] = now
+        pairs = self.pair_disturbed_at
+        cuts = world.partitions.cuts
+        for cut in cuts:
+            touched = self._cut_pairs.get(cut.token)
+            if touched is None:
+                touched = tuple(
+                    (p, s) for p in self.publishers for s in self.subscribers
+                    if p != s and (cut.blocks(p, s) or cut.blocks(s, p))
+                )
+                if len(self._cut_pairs) > 1000:
+                    self._cut_pairs.clear()
+                self._cut_pairs[cut.token] = touched
+            for pair in touched:
+                pairs[pair] = now
+        net = world.network
+        clogged = {node for node, n in net.clogged_nodes.items() if n > 0}
+        links = {link for link, n in net.clogged_links.items() if n > 0}
+        if clogged or links:
+            for p in self.publishers:
+                for s in self.subscribers:
+                    if p in clogged or s in clogged or (p, s) in links or (s, p) in links:
+                        pairs[(p, s)] = now
 
     # -- publishing ----------------------------------------------------------------------
 
@@ -403,23 +457,21 @@ class BroadcastWorkload:
 
     # -- checks and metrics --------------------------------------------------------------
 
-    def _excused(self, world: World) -> set[str]:
-        tracker = world.membership
-        out = set(tracker.excused) | set(tracker.long_paused)
-        out.update(h.name for h in world.hosts if h.core is None)
-        return out
-
     def missing(self, world: World) -> tuple[int, int, list[str]]:
         """(expected deliveries, missing ones, a few examples) over the followed messages,
         after the excuses of the module docstring."""
-        excused = self._excused(world)
+        self.note_disturbed(world)
+        last = self.disturbed_at
+        pairs = self.pair_disturbed_at
+        grace = self.fault_grace_s
         expected = missing = 0
         examples: list[str] = []
         for (pub, seq), rec in self.sent.items():
-            if pub in excused:
+            since = rec.at - grace
+            if last.get(pub, -1.0) >= since:
                 continue
             for s in rec.expected:
-                if s in excused:
+                if last.get(s, -1.0) >= since or pairs.get((pub, s), -1.0) >= since:
                     continue
                 expected += 1
                 if s not in rec.got:
