@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import os
 import re
+import subprocess
+import sys
 from typing import Any
 
 import pytest
@@ -234,3 +236,21 @@ def test_a_partitioned_publisher_is_excused_only_around_the_cut() -> None:
 def test_a_restarted_subscriber_gets_the_messages_sent_after_it_rejoined() -> None:
     r = run_faults(CRASH_N4 + '[[fault]]\nat = "10s"\nop = "restart"\nnode = "n4"\n')
     assert r.ok, r.invariants["channels.delivered_intact"].detail
+
+
+def _channels_figures(hash_seed: str) -> list[str]:
+    env = dict(os.environ, PYTHONHASHSEED=hash_seed)
+    path = os.path.join(SCENARIOS, "channels-lossy.toml")
+    out = subprocess.run(
+        [sys.executable, "-m", "simulator.cli", "sim", "run", path, "--seed", "2"],
+        capture_output=True, text=True, env=env, timeout=120, check=True,
+        cwd=os.path.join(SCENARIOS, "..", ".."),
+    ).stdout
+    lines = [ln.strip() for ln in out.splitlines()]
+    return [ln for ln in lines if ln.startswith(("trace digest", "channels.", "transport."))]
+
+
+def test_the_broadcast_run_is_the_same_under_other_hash_seeds() -> None:
+    first = _channels_figures("1")
+    assert any(ln.startswith("channels.control_latency_s_p99") for ln in first)
+    assert first == _channels_figures("4242")
