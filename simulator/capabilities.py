@@ -1,7 +1,7 @@
 """Scenario items the parser knows but whose capability has not landed yet.
 
 A scenario may name a fault op, a node role, a workload kind or an invariant that a later
-issue brings (``transfer-leader`` needs consensus, ``kind = "broadcast"`` needs transport...).
+issue brings (``transfer-leader`` needs consensus, ``kind = "singleton"`` needs the registry...).
 The parser accepts the spelling, then refuses the scenario (``sim run`` exits 2) with a
 message naming the missing capability, instead of running something that cannot work.
 

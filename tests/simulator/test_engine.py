@@ -272,6 +272,8 @@ def test_every_registered_checker_is_exercised_here() -> None:
         "disk.no_unsynced_after_crash", "services.stopped_on_crash", "probe.reachable",
         # Failing cases of these two: tests/simulator/test_membership_checkers.py.
         "membership.converged", "membership.no_false_failures",
+        # Failing cases of these two: tests/simulator/test_channels_scenarios.py.
+        "channels.delivered_intact", "channels.ordered",
     }
 
 
