@@ -29,6 +29,11 @@ class TransportConfig:
     """Largest UDP payload this connection sends (QUIC's 1200: fits any IPv6 path)."""
     idle_timeout_s: float = 30.0
     """Close silently after this long without receiving an authenticated packet."""
+    max_probe_timeouts: int = 6
+    """Close silently after this many probe timeouts in a row with no acknowledgement: the
+    peer stopped answering (crashed, or restarted and dropping packets for connection ids
+    it no longer knows), so waiting out ``idle_timeout_s`` only delays the fresh
+    connection. With PTO doubling, 6 is about 63 PTOs: ~2.5 s at a 6 ms RTT."""
     keep_alive_s: float | None = 10.0
     """Send a PING after this long without sending anything ack-eliciting (None: never).
     Must be below ``idle_timeout_s`` to keep a quiet connection open."""

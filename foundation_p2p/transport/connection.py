@@ -1175,6 +1175,14 @@ class Connection:
             if isinstance(result, AckOutcome):
                 self._apply_outcome(result)
             elif result:
+                if self.recovery.pto_count >= self.config.max_probe_timeouts:
+                    # the peer stopped answering: close silently, like the idle timeout
+                    self.counters.inc("unresponsive_closes")
+                    self._emit_closed(
+                        int(ErrorCode.NO_ERROR), "peer unresponsive", by_peer=False
+                    )
+                    self._to_closed()
+                    return
                 self.counters.inc("probes", result)
                 self._probes += result
         keep = self.config.keep_alive_s

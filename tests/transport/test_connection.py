@@ -485,14 +485,24 @@ def test_a_stream_frame_on_our_own_unidirectional_stream_is_a_stream_state_error
     assert server.close_reason.error_code == ErrorCode.STREAM_STATE_ERROR
 
 
-def test_a_vanished_peer_ends_in_idle_timeout_without_busy_looping() -> None:
-    config = TransportConfig(idle_timeout_s=5.0, keep_alive_s=1.0)
+@pytest.mark.parametrize(
+    ("max_probe_timeouts", "reason"), [(6, "peer unresponsive"), (1000, "idle timeout")]
+)
+def test_a_vanished_peer_is_given_up_without_busy_looping(
+    max_probe_timeouts: int, reason: str
+) -> None:
+    """A peer that stops answering is given up after ``max_probe_timeouts`` probe timeouts
+    in a row (spec/transport.md section 10), or at the idle timeout if that comes first."""
+    config = TransportConfig(
+        idle_timeout_s=5.0, keep_alive_s=1.0, max_probe_timeouts=max_probe_timeouts
+    )
     pair = Pair(22, config=config)
     _established(pair)
     sid = pair.client.open_stream()
     pair.client.send(sid, bytes(1_000_000))
     pair.run(lambda: pair.now > 0.1, max_time_s=1)
     pair.loss = 1.0  # the server is gone while the congestion window is full
+    gone_at = pair.now
     steps = 0
 
     def count() -> None:
@@ -500,9 +510,12 @@ def test_a_vanished_peer_ends_in_idle_timeout_without_busy_looping() -> None:
         steps += 1
 
     assert pair.run(lambda: pair.client.is_closed, max_time_s=30, on_step=count)
-    assert pair.c.closed is not None and pair.c.closed.reason == "idle timeout"
+    assert pair.c.closed is not None and pair.c.closed.reason == reason
     assert steps < 500  # probes back off; nothing re-arms itself at the same instant
     assert pair.client.stats()["probes"] >= 3
+    if reason == "peer unresponsive":
+        assert pair.now - gone_at < config.idle_timeout_s
+        assert pair.client.stats()["unresponsive_closes"] == 1
 
 
 def test_a_low_urgency_stream_is_not_starved_by_an_urgent_bulk_stream() -> None:
