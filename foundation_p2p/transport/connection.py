@@ -297,7 +297,6 @@ class Connection:
         self._probes = 0
         self._ping = False
         self._pace_at: float | None = None
-        self._recovery_ran_at = float("-inf")
         self._idle_timeout = cfg.idle_timeout_s
         self._keep_alive = cfg.keep_alive_s
         self._mds = cfg.max_datagram_bytes
@@ -1119,14 +1118,8 @@ class Connection:
         if ack is not None and ack < deadline:
             deadline = ack
         rec = self.recovery.deadline()
-        if rec is not None:
-            if rec <= self._recovery_ran_at:
-                # A guard: LossRecovery never re-arms at the instant it just ran (its loss
-                # test and its timer use the same sum, test_recovery checks it), but a
-                # timer that did would spin the driver; look again just after instead
-                rec = self._recovery_ran_at + 1e-6
-            if rec < deadline:
-                deadline = rec
+        if rec is not None and rec < deadline:
+            deadline = rec
         pace = self._pace_at
         if pace is not None and pace < deadline:
             deadline = pace
@@ -1170,7 +1163,6 @@ class Connection:
             return
         due = self.recovery.deadline()
         if due is not None and now >= due:
-            self._recovery_ran_at = now
             result = self.recovery.on_timeout(now)
             if isinstance(result, AckOutcome):
                 self._apply_outcome(result)
