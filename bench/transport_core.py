@@ -27,7 +27,6 @@ should). Usage: ``python bench/transport_core.py [--quick] [--mb N] [--delay-ms 
 from __future__ import annotations
 
 import argparse
-import datetime
 import heapq
 import json
 import platform
@@ -35,6 +34,8 @@ import random
 import sys
 import time
 from typing import Any
+
+from transport import _self_signed  # bench/transport.py: the same self-signed certificate
 
 from foundation_p2p.crypto.identity import Identity
 from foundation_p2p.crypto.keyring import Keyring
@@ -155,29 +156,6 @@ def run_ours(total: int, delay: float, seed: int = 1, loss: float = 0.0) -> dict
         "retransmits": stats.get("retransmits", 0),
         "time_skips": time_skips,
     }
-
-
-def _self_signed() -> tuple[Any, Any]:
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "bench")])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(1)
-        .not_valid_before(now - datetime.timedelta(days=1))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName("bench")]), critical=False)
-        .sign(key, hashes.SHA256())
-    )
-    return cert, key
 
 
 def run_aioquic(total: int, delay: float, seed: int = 1, loss: float = 0.0) -> dict[str, Any]:
