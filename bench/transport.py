@@ -38,9 +38,14 @@ Three parts, each with its baseline measured in the same run (figures are median
    sender's probe timeouts: at 2% loss NewReno's window is two or three packets, and when
    the ACK for them (or the last of them) is lost nothing is left to detect the loss by
    until the probe timeout, whose ``max_ack_delay`` term (25 ms) then sets the control
-   tail (traced in virtual time with ``tests/transport/pair.py``). Loss is a seeded random drop
-   wrapped around each side's socket send (both directions, handshake included); no
-   ``nft`` here, so no namespace rule.
+   tail (traced in virtual time with ``tests/transport/pair.py``). Loss injection
+   (``--loss-injection``): ``nft`` (the default when running as root with ``ip`` and
+   ``nft`` installed) runs each case in a network namespace the benchmark creates, with
+   its own loopback and an nftables rule in the input hook that drops that share of UDP
+   datagrams (``numgen random mod 100 < N drop``), in both directions, handshake
+   included; the namespaces are deleted when the part ends. ``wrapper`` (the fallback)
+   is a seeded random drop wrapped around each side's socket send. The JSON names the
+   one used.
 3. ``handshake``: time from ``Connection.connect`` to established (client side, the
    responder in its own process) over real UDP, then CPU per handshake (client CPU of the
    handshake plus the server process's CPU over the series, divided by the count); against
@@ -53,9 +58,10 @@ by default, so that a CPU-starved receiver does not lose datagrams in the kernel
 the control latency at 0% shows).
 
 Usage: ``python bench/transport.py [--quick] [--runs N] [--parts throughput,hol,handshake]
-[--no-profile] [--socket-buffer BYTES]``. Goals (issue 5): throughput ours >= aioquic;
-hol p99 at 2% loss at least 10x lower with streams than one stream; handshake median <=
-10 ms. The last stdout line is one JSON object; ``goals_met`` says which were met.
+[--no-profile] [--socket-buffer BYTES] [--loss-injection auto|nft|wrapper]``.
+Goals (issue 5): throughput ours >= aioquic; hol p99 at 2% loss at least 10x lower with
+streams than one stream; handshake median <= 10 ms. The last stdout line is one JSON
+object; ``goals_met`` says which were met.
 """
 
 from __future__ import annotations
@@ -75,9 +81,11 @@ import platform
 import pstats
 import random
 import select
+import shutil
 import socket
 import statistics
 import struct
+import subprocess
 import sys
 import time
 import traceback
@@ -938,6 +946,71 @@ def throughput_profile(total: int, limit: float = 120.0) -> dict[str, Any]:
     return {"bytes": total, "sender_top": c["profile"], "receiver_top": s["profile"]}
 
 
+NETNS_PREFIX = "fp2p-bench-hol"
+"""Network namespaces made by the ``nft`` loss injection are named ``<prefix>-<pid>-<pct>``."""
+
+
+def nft_available() -> str | None:
+    """Why the ``nft`` loss injection cannot run here, or ``None`` if it can."""
+    if os.geteuid() != 0:
+        return "not root (network namespaces need CAP_SYS_ADMIN)"
+    for tool in ("ip", "nft"):
+        if shutil.which(tool) is None:
+            package = "iproute2" if tool == "ip" else "nftables"
+            return f"{tool!r} is not installed (Debian package {package})"
+    return None
+
+
+class LossyNamespace:
+    """A network namespace with its own loopback, where an nftables input rule drops
+    ``percent`` % of UDP datagrams (both directions: every datagram is delivered through
+    the input hook). A context manager: the namespace is deleted on exit."""
+
+    def __init__(self, percent: int) -> None:
+        if not 0 <= percent <= 100:
+            raise BenchError(f"loss percent {percent} is not in 0..100")
+        self.percent = percent
+        self.name = f"{NETNS_PREFIX}-{os.getpid()}-{percent}"
+
+    def __enter__(self) -> LossyNamespace:
+        subprocess.run(["ip", "netns", "add", self.name], check=True, capture_output=True)
+        try:
+            subprocess.run(["ip", "netns", "exec", self.name, "ip", "link", "set", "lo", "up"],
+                           check=True, capture_output=True)
+            if self.percent:
+                rules = (
+                    "table inet fp2p_bench_loss {\n"
+                    "  chain input { type filter hook input priority 0; "
+                    f"meta l4proto udp numgen random mod 100 < {self.percent} drop; }}\n"
+                    "}\n"
+                )
+                subprocess.run(["ip", "netns", "exec", self.name, "nft", "-f", "-"],
+                               input=rules, text=True, check=True, capture_output=True)
+        except BaseException:
+            self.__exit__(None, None, None)
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        subprocess.run(["ip", "netns", "del", self.name], capture_output=True)
+
+    def hol_once(self, mode: str, duration: float, rate: float | None, seed: int,
+                 limit: float = 60.0) -> dict[str, Any]:
+        """:func:`hol_once` in a child process inside the namespace (no wrapper loss)."""
+        case = json.dumps({"mode": mode, "duration": duration, "rate": rate, "seed": seed,
+                           "limit": limit})
+        proc = subprocess.run(
+            ["ip", "netns", "exec", self.name, sys.executable, os.path.abspath(__file__),
+             "--hol-case", case, "--socket-buffer", str(SOCKET_BUFFER)],
+            capture_output=True, text=True, timeout=limit + 30,
+        )
+        lines = proc.stdout.strip().splitlines()
+        if proc.returncode != 0 or not lines:
+            raise BenchError(f"hol case in namespace {self.name} failed: {proc.stderr[-2000:]}")
+        result: dict[str, Any] = json.loads(lines[-1])
+        return result
+
+
 def hol_once(
     mode: str, loss: float, duration: float, rate: float | None, seed: int, limit: float = 60.0
 ) -> dict[str, Any]:
@@ -1025,7 +1098,23 @@ def part_throughput(total: int, runs: int, profile: bool) -> dict[str, Any]:
     return out
 
 
-def part_hol(duration: float, runs: int) -> dict[str, Any]:
+def part_hol(duration: float, runs: int, injection: str = "auto") -> dict[str, Any]:
+    """The head-of-line part; ``injection`` is ``auto``, ``nft`` or ``wrapper``."""
+    why_not = nft_available()
+    if injection == "nft" and why_not is not None:
+        raise BenchError(f"--loss-injection nft: {why_not}")
+    use_nft = injection == "nft" or (injection == "auto" and why_not is None)
+    with contextlib.ExitStack() as stack:
+        spaces: dict[float, LossyNamespace] = {}
+        if use_nft:
+            for loss in (0.0, 0.02):
+                spaces[loss] = stack.enter_context(LossyNamespace(round(loss * 100)))
+        return _part_hol(duration, runs, spaces, why_not)
+
+
+def _part_hol(
+    duration: float, runs: int, spaces: dict[float, LossyNamespace], why_not: str | None
+) -> dict[str, Any]:
     cases = [
         ("streams", 0.0, None), ("one_stream", 0.0, None),
         ("streams", 0.02, None), ("one_stream", 0.02, None),
@@ -1034,14 +1123,21 @@ def part_hol(duration: float, runs: int) -> dict[str, Any]:
     out: dict[str, Any] = {
         "control_every_ms": CONTROL_EVERY_S * 1000, "data_record_bytes": DATA_RECORD,
         "duration_s": duration, "runs": runs,
-        "loss_injection": "seeded random drop wrapped around each side's socket send "
-                          "(both directions; no nft in this environment)",
+        "loss_injection": (
+            "nft: numgen random drop rule in the input hook of a network namespace per loss "
+            "level (both directions)" if spaces else
+            "wrapper: seeded random drop around each side's socket send (both directions)"
+            + (f"; nft not used: {why_not}" if why_not else "")
+        ),
         "light_rate_bytes_per_s": 100_000,
     }
     for run in range(runs):
         for name, loss, rate in cases:
             mode = "one" if name == "one_stream" else "streams"
-            res = hol_once(mode, loss, duration, rate, seed=100 + run)
+            if spaces:
+                res = spaces[loss].hol_once(mode, duration, rate, seed=100 + run)
+            else:
+                res = hol_once(mode, loss, duration, rate, seed=100 + run)
             print(f"hol {name} loss={loss}: {res}", file=sys.stderr)
             key = f"{name}_loss{int(loss * 100)}"
             out.setdefault(key, []).append(res)
@@ -1100,7 +1196,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--socket-buffer", type=int, default=SOCKET_BUFFER, help="SO_RCVBUF/SO_SNDBUF bytes"
     )
+    parser.add_argument(
+        "--loss-injection", choices=("auto", "nft", "wrapper"), default="auto",
+        help="how the hol part loses datagrams (auto: nft in a namespace when root, else wrapper)",
+    )
+    parser.add_argument("--hol-case", help=argparse.SUPPRESS)  # internal: one case, in a netns
     args = parser.parse_args(argv)
+    if args.hol_case:
+        set_socket_buffer(args.socket_buffer)
+        case = json.loads(args.hol_case)
+        print(json.dumps(hol_once(case["mode"], 0.0, case["duration"], case["rate"],
+                                  case["seed"], case["limit"])))
+        return
     if args.socket_buffer < 4096:
         parser.error("--socket-buffer must be at least 4096")
     set_socket_buffer(args.socket_buffer)
@@ -1126,7 +1233,7 @@ def main(argv: list[str] | None = None) -> None:
         total = 5_000_000 if args.quick else 50_000_000
         result["throughput"] = part_throughput(total, args.runs, not args.no_profile)
     if "hol" in parts:
-        result["hol"] = part_hol(1.0 if args.quick else 5.0, args.runs)
+        result["hol"] = part_hol(1.0 if args.quick else 5.0, args.runs, args.loss_injection)
     if "handshake" in parts:
         result["handshake"] = part_handshake(10 if args.quick else 50, args.runs)
     goals = {}

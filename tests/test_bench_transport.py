@@ -64,3 +64,49 @@ def test_handshake_part_prints_one_json_line(capsys: pytest.CaptureFixture[str])
 def test_bad_arguments_are_refused() -> None:
     with pytest.raises(SystemExit):
         bt.main(["--parts", "nonsense"])
+
+
+def _in_namespace(ns: str, code: str) -> str:
+    import subprocess
+
+    proc = subprocess.run(
+        ["ip", "netns", "exec", ns, sys.executable, "-c", code],
+        capture_output=True, text=True, timeout=60, check=True,
+    )
+    return proc.stdout.strip()
+
+
+_COUNT_DELIVERED = """
+import socket
+a = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); a.bind(("127.0.0.1", 0))
+b = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); b.bind(("127.0.0.1", 0))
+b.settimeout(0.02)
+n = 0
+for _ in range(400):
+    a.sendto(b"x", b.getsockname())
+    try:
+        b.recv(16)
+        n += 1
+    except TimeoutError:
+        pass
+print(n)
+"""
+
+
+@pytest.mark.parametrize("percent", [0, 50])
+def test_the_lossy_namespace_drops_about_its_share_and_is_removed(percent: int) -> None:
+    bt = _load()
+    why = bt.nft_available()
+    if why is not None:
+        pytest.skip(f"nft loss injection unavailable: {why}")
+    import subprocess
+
+    with bt.LossyNamespace(percent) as ns:
+        delivered = int(_in_namespace(ns.name, _COUNT_DELIVERED))
+        name = ns.name
+    if percent == 0:
+        assert delivered == 400
+    else:  # binomial(400, 0.5): 140..260 holds with overwhelming probability
+        assert 140 <= delivered <= 260, delivered
+    listed = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    assert name not in listed
