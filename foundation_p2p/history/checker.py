@@ -1,0 +1,408 @@
+"""Decide whether a history is linearizable: Wing & Gong's search with Lowe's memoization,
+in Porcupine's shape, one key at a time.
+
+Per key (P-compositionality: a history of independent keys is linearizable iff each key's
+sub-history is), the operations' invokes and completions are put in time order in a
+doubly-linked list (at equal times invokes first: touching operations count as concurrent,
+so a tie never produces a false violation). The search walks the list from the front:
+
+- at an invoke, it tries to make that operation take effect now: if the model accepts it in
+  the current state and the pair (set of operations placed so far, new state) was never
+  reached before, the operation is placed (pushed on a stack, its invoke and completion
+  unlinked) and the walk restarts from the front;
+- at a completion, the operation had to be placed before it returned and was not: the last
+  placement is undone (popped, relinked) and the walk goes on after it; an empty stack
+  means no order works, and the key is not linearizable.
+
+The key is linearizable once every operation that completed is placed. Indeterminate
+operations (``info``, or no completion) have no completion in the list: they may be placed
+at any point after their invoke, or never. The memo set (a bitset and an interned state per
+entry) is what makes the search practical: it never explores the same (placed set, state)
+twice. It is bounded by the step budget (one entry at most per step).
+
+Each model step counts as a step. When ``max_steps`` or the time limit runs out, the key and
+every key after it are ``unknown`` (and so is the history, unless some key was already found
+not linearizable). Keys are searched smallest first, so a violation in a small key is found
+before a large key exhausts the budget.
+
+On a violation the explanation is the deepest point the search reached: the longest
+linearizable prefix it found, the value after it, and the operation whose completion could
+not be passed, with the pending operations the model refused there and why.
+
+Equivalent lower-level calls: :func:`check` is ``model.prepare(ops)`` then
+:func:`search_partition` on each key's operations.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from foundation_p2p.history.model import Operation, Value, render_value, value_to_json
+from foundation_p2p.history.models import REJECT, Model, ModelOp, Prepared, step
+
+DEFAULT_MAX_STEPS = 20_000_000
+"""Default step budget of one check (all keys together): about a minute of CPU."""
+_CLOCK_EVERY_STEPS = 4096
+_SHOWN_PREFIX = 8
+
+
+class Verdict(enum.Enum):
+    """The answer: linearizable, not, or unknown (the budget ran out first)."""
+
+    LINEARIZABLE = "linearizable"
+    NOT_LINEARIZABLE = "not linearizable"
+    UNKNOWN = "unknown"
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """A pending operation the model refused at the point the search got stuck."""
+
+    op: ModelOp
+    reason: str
+
+
+@dataclass(frozen=True)
+class Explanation:
+    """Why a key is not linearizable: where the deepest search stopped."""
+
+    key: Value
+    prefix: tuple[ModelOp, ...]
+    """The longest linearizable prefix found, in the order the operations took effect."""
+    state: Value
+    """The key's value after the prefix."""
+    blocked: ModelOp
+    """An operation that completed but could not be placed after the prefix."""
+    refused: tuple[Refusal, ...]
+    """The operations pending there (invoked, not placed, completed later) that the model
+    refused from ``state``, ``blocked`` among them when it was refused; the others it
+    accepted led only to dead ends."""
+
+    def lines(self) -> list[str]:
+        """A human-readable account, a few lines."""
+        key = "the register" if self.key is None else f"key {render_value(self.key)}"
+        out = [
+            f"{key}: the longest linearizable prefix found has {len(self.prefix)} operations; "
+            f"the value after it is {render_value(self.state)}",
+        ]
+        shown = self.prefix[-_SHOWN_PREFIX:]
+        if len(self.prefix) > len(shown):
+            out.append(f"  ... {len(self.prefix) - len(shown)} earlier operations")
+        out += [f"  {len(self.prefix) - len(shown) + i + 1}. {m.describe()}"
+                for i, m in enumerate(shown)]
+        out.append(f"  then this operation completed but could not be placed: "
+                   f"{self.blocked.describe()}")
+        for r in self.refused:
+            out.append(f"  refused: {r.op.describe()}: {r.reason}")
+        if not any(r.op is self.blocked for r in self.refused):
+            out.append("  (the model accepts it there, but every order of the pending "
+                       "operations from that point leads to a dead end)")
+        return out
+
+    def to_json(self) -> dict[str, object]:
+        """The explanation as a JSON object."""
+        return {
+            "key": value_to_json(self.key),
+            "prefix": [_mop_json(m) for m in self.prefix],
+            "state": value_to_json(self.state),
+            "blocked": _mop_json(self.blocked),
+            "refused": [{"operation": _mop_json(r.op), "reason": r.reason} for r in self.refused],
+        }
+
+
+def _mop_json(m: ModelOp) -> dict[str, object]:
+    obj = m.op.to_json()
+    if m.part_of_range:
+        obj["range_key"] = value_to_json(m.key)
+    return obj
+
+
+@dataclass(frozen=True)
+class PartitionResult:
+    """The verdict on one key."""
+
+    key: Value
+    verdict: Verdict
+    operations: int
+    """Operations searched (indeterminate ones included)."""
+    steps: int
+    explanation: Explanation | None = None
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    """The verdict on a whole history, per key, with the work it took."""
+
+    verdict: Verdict
+    model: str
+    operations: int
+    """Operations in the history (invokes)."""
+    excluded: dict[str, int]
+    """Operations not searched, by reason (see :mod:`foundation_p2p.history.models`)."""
+    partitions: tuple[PartitionResult, ...]
+    steps: int
+    reason: str | None = None
+    """Why the verdict is unknown (the budget that ran out)."""
+    source: str = "<history>"
+
+    @property
+    def explanations(self) -> list[Explanation]:
+        """The explanation of every key found not linearizable, in search order."""
+        return [p.explanation for p in self.partitions if p.explanation is not None]
+
+    def summary(self) -> str:
+        """The verdict and its explanation as text (what ``check-history`` prints)."""
+        counts = {v: sum(1 for p in self.partitions if p.verdict is v) for v in Verdict}
+        head = (
+            f"{self.source}: {self.verdict.value} ({self.model} model, {self.operations} "
+            f"operations, {_plural(len(self.partitions), 'key')}, {self.steps} steps)"
+        )
+        lines = [head]
+        if self.reason:
+            lines.append(f"  {self.reason}")
+        if len(self.partitions) > 1:
+            lines.append(
+                "  keys: " + ", ".join(f"{counts[v]} {v.value}" for v in Verdict if counts[v])
+            )
+        excluded = ", ".join(f"{n} {k.replace('_', ' ')}" for k, n in self.excluded.items() if n)
+        if excluded:
+            lines.append(f"  not searched: {excluded}")
+        for exp in self.explanations:
+            lines += ["  " + line for line in exp.lines()]
+        return "\n".join(lines)
+
+    def to_json(self) -> dict[str, object]:
+        """The result as one JSON object (``check-history --json``)."""
+        return {
+            "source": self.source,
+            "verdict": self.verdict.value,
+            "model": self.model,
+            "operations": self.operations,
+            "excluded": dict(self.excluded),
+            "steps": self.steps,
+            "reason": self.reason,
+            "partitions": [
+                {
+                    "key": value_to_json(p.key),
+                    "verdict": p.verdict.value,
+                    "operations": p.operations,
+                    "steps": p.steps,
+                    "explanation": None if p.explanation is None else p.explanation.to_json(),
+                }
+                for p in self.partitions
+            ],
+        }
+
+
+@dataclass
+class Budget:
+    """What one check may spend: model steps and, with a clock, seconds."""
+
+    max_steps: int | None = DEFAULT_MAX_STEPS
+    time_limit_s: float | None = None
+    clock: Callable[[], float] | None = None
+    """Read only when ``time_limit_s`` is set; the caller's clock (sans-I/O)."""
+    steps: int = 0
+    started: float | None = field(default=None)
+    exhausted: str | None = None
+
+    def start(self) -> None:
+        """Note the start time (when there is a time limit)."""
+        if self.time_limit_s is not None:
+            if self.clock is None:
+                raise ValueError("a time limit needs a clock")
+            self.started = self.clock()
+
+    def remaining_steps(self) -> int | None:
+        """Steps left, or None when unbounded."""
+        return None if self.max_steps is None else max(0, self.max_steps - self.steps)
+
+    def out_of_time(self) -> bool:
+        """True (and ``exhausted`` set) once the time limit has passed."""
+        if self.time_limit_s is None or self.clock is None or self.started is None:
+            return False
+        if self.clock() - self.started > self.time_limit_s:
+            self.exhausted = f"unknown: time limit of {self.time_limit_s:g} s exceeded"
+            return True
+        return False
+
+
+@dataclass
+class _Outcome:
+    verdict: Verdict
+    steps: int
+    explanation: Explanation | None = None
+
+
+def search_partition(
+    mops: Sequence[ModelOp], prepared: Prepared, model: Model, budget: Budget
+) -> _Outcome:
+    """Wing & Gong search with memoization over one key's operations (module docstring)."""
+    n = len(mops)
+    events: list[tuple[float, int, int]] = []
+    for i, m in enumerate(mops):
+        events.append((m.call, 0, i))
+        if m.ret is not None:
+            events.append((m.ret, 1, i))
+    events.sort()
+    # Nodes: 0 the head, 1..len(events) the events, len(events) + 1 the tail.
+    size = len(events) + 2
+    tail = size - 1
+    nxt = [*range(1, size), tail]
+    prv = [0, *range(0, size - 1)]
+    is_call = [False] * size
+    op_of = [-1] * size
+    ret_node = [-1] * n
+    for node, (_, kind, i) in enumerate(events, start=1):
+        op_of[node] = i
+        if kind == 0:
+            is_call[node] = True
+        else:
+            ret_node[i] = node
+    kinds = [m.kind for m in mops]
+    arg_a = [m.a for m in mops]
+    arg_b = [m.b for m in mops]
+    outs = [m.out for m in mops]
+
+    remaining = sum(1 for m in mops if m.ret is not None)
+    state = 0
+    placed = 0
+    stack: list[tuple[int, int]] = []
+    seen: set[tuple[int, int]] = set()
+    steps = 0
+    limit = budget.remaining_steps()
+    best_depth = -1
+    best: tuple[list[int], int, int, list[int]] | None = None
+    check_clock = budget.time_limit_s is not None
+    entry = nxt[0]
+    while remaining > 0:
+        if is_call[entry]:
+            i = op_of[entry]
+            steps += 1
+            if limit is not None and steps > limit:
+                budget.steps += steps
+                budget.exhausted = f"unknown: budget of {budget.max_steps} steps exceeded"
+                return _Outcome(Verdict.UNKNOWN, steps)
+            if check_clock and steps % _CLOCK_EVERY_STEPS == 0 and budget.out_of_time():
+                budget.steps += steps
+                return _Outcome(Verdict.UNKNOWN, steps)
+            new = step(state, kinds[i], arg_a[i], arg_b[i], outs[i])
+            if new != REJECT:
+                marked = placed | (1 << i)
+                memo = (marked, new)
+                if memo not in seen:
+                    seen.add(memo)
+                    stack.append((entry, state))
+                    state = new
+                    placed = marked
+                    # Unlink the invoke and (if any) the completion.
+                    p, q = prv[entry], nxt[entry]
+                    nxt[p] = q
+                    prv[q] = p
+                    r = ret_node[i]
+                    if r >= 0:
+                        p, q = prv[r], nxt[r]
+                        nxt[p] = q
+                        prv[q] = p
+                        remaining -= 1
+                    entry = nxt[0]
+                    continue
+            entry = nxt[entry]
+            continue
+        # A completion: its operation should have been placed by now.
+        if len(stack) > best_depth:
+            best_depth = len(stack)
+            pending: list[int] = []
+            node = nxt[0]
+            while node != entry:
+                pending.append(op_of[node])
+                node = nxt[node]
+            best = ([op_of[e] for e, _ in stack], state, op_of[entry], pending)
+        if not stack:
+            break
+        entry, state = stack.pop()
+        i = op_of[entry]
+        placed &= ~(1 << i)
+        r = ret_node[i]
+        if r >= 0:
+            nxt[prv[r]] = r
+            prv[nxt[r]] = r
+            remaining += 1
+        nxt[prv[entry]] = entry
+        prv[nxt[entry]] = entry
+        entry = nxt[entry]
+    budget.steps += steps
+    if remaining == 0:
+        return _Outcome(Verdict.LINEARIZABLE, steps)
+    assert best is not None
+    order, final_state, blocked, pending = best
+    refused = []
+    for i in pending:  # the blocked operation's invoke is among them
+        m = mops[i]
+        if m.ret is None:
+            continue
+        if step(final_state, m.kind, m.a, m.b, m.out) == REJECT:
+            reason = model.describe_refusal(m, prepared.value(final_state), prepared.values)
+            refused.append(Refusal(m, reason))
+    explanation = Explanation(
+        key=mops[blocked].key,
+        prefix=tuple(mops[i] for i in order),
+        state=prepared.value(final_state),
+        blocked=mops[blocked],
+        refused=tuple(refused),
+    )
+    return _Outcome(Verdict.NOT_LINEARIZABLE, steps, explanation)
+
+
+def _key_order(item: tuple[Value, list[ModelOp]]) -> tuple[int, str, str]:
+    key, mops = item
+    return (len(mops), type(key).__name__, repr(key))
+
+
+def check(
+    ops: Sequence[Operation],
+    model: Model,
+    *,
+    budget: Budget | None = None,
+    source: str = "<history>",
+) -> CheckResult:
+    """Is the history ``ops`` linearizable under ``model``? Deterministic for a step budget.
+
+    Raises :class:`~foundation_p2p.history.model.HistoryFormatError` (naming the line) when
+    an operation does not fit the model.
+    """
+    budget = budget or Budget()
+    budget.start()
+    prepared = model.prepare(ops, source=source)
+    results: list[PartitionResult] = []
+    for key, mops in sorted(prepared.partitions.items(), key=_key_order):
+        if budget.exhausted is not None:
+            results.append(PartitionResult(key, Verdict.UNKNOWN, len(mops), 0))
+            continue
+        outcome = search_partition(mops, prepared, model, budget)
+        results.append(
+            PartitionResult(key, outcome.verdict, len(mops), outcome.steps, outcome.explanation)
+        )
+    verdicts = {r.verdict for r in results}
+    if Verdict.NOT_LINEARIZABLE in verdicts:
+        verdict = Verdict.NOT_LINEARIZABLE
+    elif Verdict.UNKNOWN in verdicts:
+        verdict = Verdict.UNKNOWN
+    else:
+        verdict = Verdict.LINEARIZABLE
+    return CheckResult(
+        verdict=verdict,
+        model=model.name,
+        operations=len(ops),
+        excluded=prepared.excluded,
+        partitions=tuple(results),
+        steps=budget.steps,
+        reason=budget.exhausted if verdict is Verdict.UNKNOWN else None,
+        source=source,
+    )
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
