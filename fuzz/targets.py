@@ -34,6 +34,8 @@ from foundation_p2p.crypto.protection import GossipProtection
 from foundation_p2p.errors import KeyringError, StorageError, WireError
 from foundation_p2p.membership.config import MembershipConfig
 from foundation_p2p.membership.frames import (
+    MAX_EXTENSION_KEY,
+    MAX_EXTENSIONS,
     Announcement,
     Dead,
     Nack,
@@ -210,6 +212,11 @@ def fuzz_announcement_verify(data: bytes) -> None:
         assert type(ok) is bool
         if ok:
             assert node_id_from_public_key(ann.public_key) == ann.node_id
+        # the extensions element is bounded in entries, keys and value types
+        ext = ann.extensions
+        assert type(ext) is dict and len(ext) <= MAX_EXTENSIONS
+        assert all(type(k) is int and 0 <= k <= MAX_EXTENSION_KEY for k in ext)
+        assert all(type(v) is bytes for v in ext.values())
 
 
 _RECEIVER = Identity(bytes(range(0xA0, 0xC0)))
@@ -259,6 +266,8 @@ def fuzz_membership_receive(data: bytes) -> None:
     )
     for ann in _KNOWN:
         node.handle_message(now, ann.node_id, ann.address, ann)
+    heard: list[Any] = []
+    node.add_listener(heard.append)  # called only for other members' new records
     sender = bytes(range(16))
     for frame in decoded.frames:
         if frame.TYPE in node.frame_types:
@@ -278,6 +287,7 @@ def fuzz_membership_receive(data: bytes) -> None:
         raise AssertionError("more than 5000 timer firings in 30 s")
     node.take_outgoing()
     node.take_events()
+    assert all(m.node_id != _RECEIVER.node_id for m in heard)
     assert node.local.node_id == _RECEIVER.node_id
     assert len(node.members()) >= 1
 

@@ -129,6 +129,13 @@ class MembershipConfig:
     """Largest backoff between join attempts (retries go on until a seed answers)."""
     max_metadata_bytes: int = 1024
     """Largest metadata byte string a member may carry."""
+    max_extension_bytes: int = 768
+    """Largest total of announcement extension values (sum of their lengths) a member may
+    carry; this node's own are refused beyond it (``LimitError``), a peer's announcement
+    beyond it is dropped (counted ``membership.announcement.extensions_too_large``)."""
+    extension_min_interval_s: float = 0.5
+    """Extension changes are announced at most once per this interval (the latest value of
+    each key wins; a change inside the interval waits for its end)."""
     user_payload_share: float = 0.25
     """Share of every packet piggybacked membership updates leave free for other frames."""
     max_members: int = 10_000
@@ -164,6 +171,7 @@ class MembershipConfig:
             ("join_retry_max_s", 0.001, 86_400.0),
             ("user_payload_share", 0.0, 0.9),
             ("observer_expiry_s", 1.0, 30 * 86_400.0),
+            ("extension_min_interval_s", 0.0, 3600.0),
         ):
             _check_float(name, getattr(self, name), low, high)
         for name, low, high in (
@@ -174,6 +182,7 @@ class MembershipConfig:
             ("gossip_nodes", 1, 64),
             ("awareness_max", 0, 64),
             ("max_metadata_bytes", 0, 60_000),
+            ("max_extension_bytes", 0, 60_000),
             ("max_members", 2, 1_000_000),
             ("max_broadcasts", 1, 1_000_000),
             ("max_relayed_probes", 1, 1_000_000),

@@ -12,8 +12,11 @@
 | 23   | push-pull      | ``[23, exchange: uint, index: uint, reply: bool, last: bool, entries]``  |
 
 ``record`` is the CBOR encoding of ``[node_id, public_key, incarnation, state, host, port,
-name, metadata: bstr, observer: bool]`` and ``signature`` the Ed25519 signature by the
-member's identity of :data:`SIGNING_CONTEXT` followed by ``record``. An announcement is the
+name, metadata: bstr, observer: bool, ? extensions: {* uint => bstr}]`` and ``signature``
+the Ed25519 signature by the member's identity of :data:`SIGNING_CONTEXT` followed by
+``record``. ``metadata`` is the application's; ``extensions`` are the node's own
+subsystems' (key 1: the channels' topic set), written only when not empty, so a record
+without extensions is the 9-element record of before. An announcement is the
 only way a member enters a table, and it is relayed verbatim (never re-encoded), so a
 holder of the cluster key cannot speak for another node. Suspect and dead are opinions
 about others, unsigned. A push-pull entry is ``[record, signature, state]``: the member's
@@ -26,6 +29,7 @@ error message is built only on failure.
 from __future__ import annotations
 
 import io
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Self
 
@@ -52,6 +56,15 @@ SIGNATURE_BYTES = 64
 PUBLIC_KEY_BYTES = 32
 MAX_RECORD_BYTES = MAX_METADATA_WIRE + 512
 """Largest announcement record accepted."""
+MAX_EXTENSIONS = 16
+"""Most extension entries one record may carry."""
+MAX_EXTENSION_KEY = 0xFFFF
+"""Largest extension key."""
+MAX_EXTENSIONS_WIRE = 60_000
+"""Largest total of extension value bytes a record may carry at all; each node applies its
+own lower bound (``max_extension_bytes``)."""
+EXTENSION_TOPICS = 1
+"""Extension key of the channels' topic set (spec/channels.md section 6)."""
 
 PING, ACK, PING_REQ, NACK, ANNOUNCEMENT, SUSPECT, DEAD, PUSH_PULL = range(16, 24)
 
@@ -215,7 +228,7 @@ class Announcement(_Codec):
     :meth:`verify`, once per new record). CDDL: ``announcement = [20, record: bstr,
     signature: bstr .size 64]``, ``record = [node_id, public_key: bstr .size 32,
     incarnation: uint, state: 0 / 3, host: tstr, port: uint, name: tstr, metadata: bstr,
-    observer: bool]``.
+    observer: bool, ? extensions: {* uint .le 65535 => bstr}]``.
     """
 
     TYPE: ClassVar[int] = ANNOUNCEMENT
@@ -230,6 +243,8 @@ class Announcement(_Codec):
     name: str
     metadata: bytes
     observer: bool
+    extensions: dict[int, bytes]
+    """The record's extensions (empty when the record has none); never mutated."""
     verified: bool | None = field(default=None, compare=False, repr=False)
     """The result of :meth:`verify` once computed (None before)."""
 
@@ -288,9 +303,9 @@ class Announcement(_Codec):
         fields = cbor.decode(record, limits, check_canonical=False)
         if len(cbor.encode(fields)) != len(record) and _trailing_bytes(record):
             raise MalformedError("announcement.record: bytes after the record")
-        if type(fields) is not list or len(fields) != 9:
-            raise MalformedError("announcement.record: expected an array of 9 elements")
-        node_id, public_key, inc, state, host, port, name, metadata, observer = fields
+        if type(fields) is not list or not 9 <= len(fields) <= 10:
+            raise MalformedError("announcement.record: expected an array of 9 or 10 elements")
+        node_id, public_key, inc, state, host, port, name, metadata, observer = fields[:9]
         if not (
             _is_id(node_id)
             and type(public_key) is bytes
@@ -310,6 +325,7 @@ class Announcement(_Codec):
             raise MalformedError("announcement.record: a field has the wrong type or size")
         if len(metadata) > MAX_METADATA_WIRE:
             raise LimitError(f"announcement.metadata: {len(metadata)} bytes exceeds the limit")
+        extensions = _check_extensions(fields[9]) if len(fields) == 10 else _NO_EXTENSIONS
         return cls(
             record,
             signature,
@@ -322,6 +338,7 @@ class Announcement(_Codec):
             name,
             metadata,
             observer,
+            extensions,
         )
 
     @classmethod
@@ -335,25 +352,52 @@ class Announcement(_Codec):
         name: str,
         metadata: bytes,
         observer: bool,
+        extensions: Mapping[int, bytes] | None = None,
     ) -> Announcement:
         """Build and sign this node's own record (``state`` ALIVE or LEFT)."""
         if state not in (MemberState.ALIVE, MemberState.LEFT):
             raise ValueError(f"an announcement is ALIVE or LEFT, not {state.name}")
-        record = cbor.encode(
-            [
-                identity.node_id,
-                identity.public_key,
-                incarnation,
-                state.value,
-                address[0],
-                address[1],
-                name,
-                metadata,
-                observer,
-            ]
+        record = cls.encode_record(
+            identity,
+            incarnation=incarnation,
+            state=state,
+            address=address,
+            name=name,
+            metadata=metadata,
+            observer=observer,
+            extensions=extensions,
         )
         signature = identity.sign(SIGNING_CONTEXT + record)
         return cls.parse(record, signature)
+
+    @staticmethod
+    def encode_record(
+        identity: Identity,
+        *,
+        incarnation: int,
+        state: MemberState,
+        address: Address,
+        name: str,
+        metadata: bytes,
+        observer: bool,
+        extensions: Mapping[int, bytes] | None = None,
+    ) -> bytes:
+        """The record bytes :meth:`sign` signs (deterministic CBOR; the extensions element
+        only when there are extensions)."""
+        fields: list[Any] = [
+            identity.node_id,
+            identity.public_key,
+            incarnation,
+            state.value,
+            address[0],
+            address[1],
+            name,
+            metadata,
+            observer,
+        ]
+        if extensions:
+            fields.append(dict(extensions))
+        return cbor.encode(fields)
 
     def verify(self) -> bool:
         """True if the node id derives from the public key and the signature is valid."""
@@ -369,6 +413,36 @@ class Announcement(_Codec):
     def address(self) -> Address:
         """The member's announced address."""
         return (self.host, self.port)
+
+
+_NO_EXTENSIONS: dict[int, bytes] = {}
+
+
+def extension_bytes(extensions: Mapping[int, bytes]) -> int:
+    """The size counted against ``max_extension_bytes``: the sum of the value lengths."""
+    return sum(len(v) for v in extensions.values())
+
+
+def _check_extensions(value: Any) -> dict[int, bytes]:
+    """The record's extensions element: ``{* uint .le 65535 => bstr}``, bounded."""
+    if type(value) is not dict:
+        raise MalformedError("announcement.record: extensions must be a map")
+    if len(value) > MAX_EXTENSIONS:
+        raise LimitError(
+            f"announcement.extensions: {len(value)} entries exceeds the limit {MAX_EXTENSIONS}"
+        )
+    total = 0
+    for key, item in value.items():
+        if type(key) is not int or not 0 <= key <= MAX_EXTENSION_KEY:
+            raise MalformedError(
+                f"announcement.extensions: key {key!r} is not a uint of at most 65535"
+            )
+        if type(item) is not bytes:
+            raise MalformedError(f"announcement.extensions: value of key {key} is not a bstr")
+        total += len(item)
+    if total > MAX_EXTENSIONS_WIRE:
+        raise LimitError(f"announcement.extensions: {total} bytes exceeds the limit")
+    return value if value else _NO_EXTENSIONS
 
 
 @dataclass(slots=True)
@@ -499,6 +573,10 @@ MEMBERSHIP_FRAME_TYPES: tuple[int, ...] = tuple(range(16, 24))
 """Frame types the membership subsystem receives."""
 
 __all__ = [
+    "EXTENSION_TOPICS",
+    "MAX_EXTENSIONS",
+    "MAX_EXTENSIONS_WIRE",
+    "MAX_EXTENSION_KEY",
     "MEMBERSHIP_FRAME_TYPES",
     "SIGNING_CONTEXT",
     "Announcement",
@@ -510,4 +588,5 @@ __all__ = [
     "Suspect",
     "SwimAck",
     "SwimPing",
+    "extension_bytes",
 ]

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
 
 from foundation_p2p.addresses import Address, NodeId
 
@@ -20,6 +22,9 @@ class MemberState(enum.Enum):
     LEFT = 3
     """Left gracefully (its own signed announcement); reaped later."""
 
+
+NO_EXTENSIONS: Mapping[int, bytes] = MappingProxyType({})
+"""The (read-only) extensions of a member whose record has none."""
 
 STATE_BY_CODE: dict[int, MemberState] = {s.value: s for s in MemberState}
 """Wire code -> state."""
@@ -47,3 +52,6 @@ class Member:
     """Its Ed25519 public key (verifies its announcements)."""
     since_mono: float
     """Monotonic time (this node's clock) of the last state change."""
+    extensions: Mapping[int, bytes] = field(default_factory=lambda: NO_EXTENSIONS, hash=False)
+    """The member's announcement extensions, read-only (key 1: its channels' topic set;
+    spec/membership.md section 3.5). Not the application's: that is ``metadata``."""

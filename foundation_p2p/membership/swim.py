@@ -4,7 +4,7 @@ Read top to bottom, this module is the protocol of ``spec/membership.md``:
 
 **Members.** Every member (this node included) is known by its latest *announcement*: its
 own record ``[node_id, public_key, incarnation, ALIVE|LEFT, host, port, name, metadata,
-observer]`` signed with its Ed25519 identity and relayed verbatim. A member enters the
+observer, ? extensions]`` signed with its Ed25519 identity and relayed verbatim. A member enters the
 table only through a verified announcement. *Opinions* about others (``Suspect``,
 ``Dead``) are unsigned and carry an incarnation and the accuser. Incarnation rules:
 
@@ -97,6 +97,17 @@ members + 64), unanswered retry pings ``MAX_RETRY_PINGS``; awaited push-pulls
 answered exchanges ``MAX_ANSWERED_EXCHANGES`` (the oldest forgotten); hot windows 2 x
 ``max_broadcasts`` (the oldest ends early).
 
+**Extensions** (spec 3.5). Beside the application's ``metadata``, a record carries a
+bounded map ``{key: bytes}`` for the node's own subsystems (key 1: the channels' topic
+set), so what they announce rides the same signed, verbatim-relayed dissemination.
+:meth:`SwimMembership.set_extension` issues a new announcement (incarnation + 1) like
+:meth:`~SwimMembership.update_metadata`, but coalesced: at most one per
+``extension_min_interval_s`` (a change inside the interval is announced at its end, the
+latest value of each key winning). Total value bytes at most ``max_extension_bytes``.
+Listeners (:meth:`SwimMembership.add_listener`) are called with a member's snapshot each
+time its table entry takes a new announcement, so a subsystem learns remote extensions
+without polling the table (O(1) per change, not O(N) per tick).
+
 All randomness comes from the ``rng`` handed in, and time only from ``now``.
 """
 
@@ -109,6 +120,7 @@ import random
 from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass
+from types import MappingProxyType
 
 from foundation_p2p.addresses import Address, NodeId, short_id
 from foundation_p2p.clock import Now
@@ -130,6 +142,8 @@ from foundation_p2p.membership.frames import (
     ACK,
     ANNOUNCEMENT,
     DEAD,
+    MAX_EXTENSION_KEY,
+    MAX_EXTENSIONS,
     MEMBERSHIP_FRAME_TYPES,
     NACK,
     PING,
@@ -145,8 +159,9 @@ from foundation_p2p.membership.frames import (
     Suspect,
     SwimAck,
     SwimPing,
+    extension_bytes,
 )
-from foundation_p2p.membership.state import Member, MemberState
+from foundation_p2p.membership.state import NO_EXTENSIONS, Member, MemberState
 from foundation_p2p.wire import cbor
 from foundation_p2p.wire.frames import Frame
 from foundation_p2p.wire.limits import WireLimits
@@ -258,6 +273,7 @@ class _Node:
             a.observer,
             a.public_key,
             self.since,
+            MappingProxyType(a.extensions) if a.extensions else NO_EXTENSIONS,
         )
 
     def refresh(self) -> None:
@@ -381,6 +397,10 @@ class SwimMembership:
         self._name = name
         self._address = address
         self._metadata = b""
+        self._extensions: dict[int, bytes] = {}  # what our next record carries
+        self._ext_last: float | None = None  # when extensions were last announced
+        self._ext_due: float | None = None  # a coalesced extension change waits until then
+        self._listeners: list[Callable[[Member], None]] = []
 
         self._nodes: dict[NodeId, _Node] = {}
         self._peers = _IndexedSet()  # alive/suspect non-observer members other than self
@@ -507,6 +527,94 @@ class SwimMembership:
         self._arm(now.mono)
         log.debug("metadata updated: %d bytes, incarnation %d", len(metadata), ann.incarnation)
 
+    def set_extension(self, now: Now, key: int, value: bytes | None) -> bool:
+        """Set (``None``: remove) this node's announcement extension ``key``.
+
+        Like :meth:`update_metadata` it is announced in a new signed record at incarnation
+        + 1, but coalesced: at most one such announcement per ``extension_min_interval_s``;
+        a change inside the interval is announced when it ends, with the latest value of
+        every key (a record signed meanwhile for another reason, a refutation or a
+        metadata update, carries it already). Returns True if announced now, False if it
+        waits or changes nothing.
+
+        Raises ``LimitError`` when the extensions would exceed ``max_extension_bytes`` or
+        ``MAX_EXTENSIONS`` entries, or the signed announcement would not fit one packet
+        (nothing is changed then); ``ValueError`` for a bad key or after ``Leave()``.
+        """
+        if type(key) is not int or not 0 <= key <= MAX_EXTENSION_KEY:
+            raise ValueError(f"extension key {key!r}: expected an integer 0..{MAX_EXTENSION_KEY}")
+        if value is not None and type(value) is not bytes:
+            raise TypeError(f"extension {key}: expected bytes or None")
+        if self.leaving:
+            raise ValueError(f"extension {key}: this node has left")
+        if self._extensions.get(key) == value:
+            return False
+        new = dict(self._extensions)
+        if value is None:
+            del new[key]
+        else:
+            new[key] = value
+        new = dict(sorted(new.items()))
+        if len(new) > MAX_EXTENSIONS:
+            raise LimitError(f"extension {key}: more than {MAX_EXTENSIONS} extensions")
+        total = extension_bytes(new)
+        if total > self.config.max_extension_bytes:
+            raise LimitError(
+                f"extension {key}: {total} bytes of extensions exceeds max_extension_bytes "
+                f"{self.config.max_extension_bytes}"
+            )
+        record = Announcement.encode_record(
+            self.identity,
+            incarnation=self._self.incarnation + 1,
+            state=ALIVE,
+            address=self._address,
+            name=self._name,
+            metadata=self._metadata,
+            observer=self._observer,
+            extensions=new,
+        )
+        size = len(record) + 64 + ENTRY_OVERHEAD
+        if size > self.chunk_bytes:
+            raise LimitError(
+                f"extension {key}: the signed announcement ({size} bytes) would not fit one "
+                f"packet ({self.chunk_bytes} bytes)"
+            )
+        self._deadline_stale = True
+        self._t = now.mono
+        self._extensions = new
+        if self._self.ann.extensions == new:
+            self._ext_due = None  # back to what was announced: nothing to send
+            return False
+        t = now.mono
+        if self._ext_last is not None and t < self._ext_last + self.config.extension_min_interval_s:
+            if self._ext_due is None:
+                self._ext_due = self._ext_last + self.config.extension_min_interval_s
+            self.counters.inc("membership.extensions.coalesced")
+            return False
+        self._announce_extensions(now)
+        return True
+
+    def add_listener(self, callback: Callable[[Member], None]) -> None:
+        """Call ``callback(member)`` each time another member's table entry takes a new
+        announcement (it joined, updated its record, came back alive, or left).
+
+        Not called for suspect/failed opinions, nor for this node's own record. The
+        callback runs inside the membership's handlers: it must not raise and must not
+        call back into this object's mutating methods.
+        """
+        self._listeners.append(callback)
+
+    def _announce_extensions(self, now: Now) -> None:
+        self._ext_due = None
+        self._ext_last = now.mono
+        ann = self._sign(self._self.incarnation + 1, ALIVE)
+        self._adopt_own(now, ann)
+        self.counters.inc("membership.extensions.announced")
+        self._arm(now.mono)
+        log.debug(
+            "extensions %s announced at incarnation %d", sorted(ann.extensions), ann.incarnation
+        )
+
     # -- Subsystem protocol ----------------------------------------------------------------
 
     def handle_command(self, now: Now, cmd: Command) -> bool:
@@ -565,6 +673,10 @@ class SwimMembership:
         if self._next_maint is not None and t >= self._next_maint:
             self._next_maint = None
             self._maintenance(now)
+        if self._ext_due is not None and t >= self._ext_due:
+            self._ext_due = None
+            if self._self.ann.extensions != self._extensions and not self.leaving:
+                self._announce_extensions(now)
         self._arm(t)
 
     def next_deadline(self) -> float | None:
@@ -589,6 +701,7 @@ class SwimMembership:
             self._next_maint,
             self._suspicion_heap[0][0] if self._suspicion_heap else None,
             next(iter(self._relays.values())).deadline if self._relays else None,
+            self._ext_due,
         )
         for d in candidates:
             if d is not None and (best is None or d < best):
@@ -991,6 +1104,7 @@ class SwimMembership:
             name=self._name,
             metadata=self._metadata,
             observer=self._observer,
+            extensions=self._extensions,
         )
 
     def _adopt_own(self, now: Now, ann: Announcement) -> None:
@@ -1050,6 +1164,8 @@ class SwimMembership:
             self._events.append(MemberJoined(node.member))
             self._broadcast(node_id, ann, origin=origin, pulled=pulled)
             log.debug("member %s joined at %s:%d", short_id(node_id), ann.host, ann.port)
+            if self._listeners:
+                self._notify(node)
             return node
         inc = node.incarnation
         if ann.state is LEFT:
@@ -1087,11 +1203,21 @@ class SwimMembership:
         if old.observer != ann.observer:
             self._reclassify(node)
         self._broadcast(node_id, ann, origin=origin, pulled=pulled)
+        if self._listeners:
+            self._notify(node)
         return node
+
+    def _notify(self, node: _Node) -> None:
+        member = node.member
+        for callback in self._listeners:
+            callback(member)
 
     def _acceptable(self, ann: Announcement) -> bool:
         if len(ann.metadata) > self.config.max_metadata_bytes:
             self.counters.inc("membership.announcement.metadata_too_large")
+            return False
+        if ann.extensions and extension_bytes(ann.extensions) > self.config.max_extension_bytes:
+            self.counters.inc("membership.announcement.extensions_too_large")
             return False
         if not ann.verify():
             self.counters.inc("membership.announcement.bad_signature")

@@ -67,16 +67,21 @@ def record_value(
     observer: bool,
     node: bytes | None = None,
     key: bytes | None = None,
+    extensions: dict[int, bytes] | None = None,
 ) -> list[Any]:
     pk = public_key(seed) if key is None else key
     nid = node_id(pk) if node is None else node
-    return [nid, pk, incarnation, state, host, port, name, metadata, observer]
+    value: list[Any] = [nid, pk, incarnation, state, host, port, name, metadata, observer]
+    if extensions:  # spec/membership.md 3.5: the element is written only when not empty
+        value.append(extensions)
+    return value
 
 
 def announcement_json(record: bytes, signature: bytes) -> dict[str, Any]:
     """The frame's JSON form: wire fields plus the decoded record fields."""
     fields = cbor2.loads(record)
-    nid, pk, inc, state, host, port, name, metadata, observer = fields
+    nid, pk, inc, state, host, port, name, metadata, observer = fields[:9]
+    extensions = fields[9] if len(fields) == 10 else {}
     return {
         "type": "announcement",
         "record": record.hex(),
@@ -90,6 +95,7 @@ def announcement_json(record: bytes, signature: bytes) -> dict[str, Any]:
         "name": name,
         "metadata": metadata.hex(),
         "observer": observer,
+        "extensions": [[k, v.hex()] for k, v in sorted(extensions.items())],
     }
 
 
@@ -178,6 +184,34 @@ ANNOUNCEMENTS: list[tuple[str, bytes, dict[str, Any]]] = [
             name="n\u00f6de-" + "\u00e9" * 59,
             metadata=b"\xa0",
             observer=False,
+        ),
+    ),
+    (
+        "alive with extension 1, a channels topic set (spec/channels.md section 6)",
+        SEED_2,
+        dict(
+            incarnation=9,
+            state=0,
+            host="10.0.0.2",
+            port=7946,
+            name="db-2",
+            metadata=b"",
+            observer=False,
+            extensions={1: dumps(["events", "room:1"])},
+        ),
+    ),
+    (
+        "alive with two extensions: a wildcard topic set (key 1) and key 300",
+        SEED_3,
+        dict(
+            incarnation=2,
+            state=0,
+            host="10.0.0.3",
+            port=7946,
+            name="n3",
+            metadata=dumps({"zone": "b"}),
+            observer=False,
+            extensions={300: b"\x00\x01", 1: dumps(True)},
         ),
     ),
     (
@@ -605,6 +639,48 @@ def invalid_frame_vectors() -> list[dict[str, Any]]:
         ("announcement", "observer as 0", dumps(ann(rec_with(8, 0))), "malformed", True),
         ("announcement", "incarnation negative", dumps(ann(rec_with(2, -1))), "malformed", True),
         ("announcement", "metadata of 60001 bytes", dumps(ann(dumps(big_meta))), "limit", True),
+        (
+            "announcement",
+            "extensions not a map",
+            dumps(ann(dumps([*good, [1, b"x"]]))),
+            "malformed",
+            True,
+        ),
+        (
+            "announcement",
+            "extension key 65536",
+            dumps(ann(dumps([*good, {65536: b"x"}]))),
+            "malformed",
+            True,
+        ),
+        (
+            "announcement",
+            "extension value as text",
+            dumps(ann(dumps([*good, {1: "events"}]))),
+            "malformed",
+            True,
+        ),
+        (
+            "announcement",
+            "record of 11 fields",
+            dumps(ann(dumps([*good, {}, False]))),
+            "malformed",
+            True,
+        ),
+        (
+            "announcement",
+            "17 extensions",
+            dumps(ann(dumps([*good, {k: b"" for k in range(17)}]))),
+            "limit",
+            False,
+        ),
+        (
+            "announcement",
+            "60001 bytes of extensions",
+            dumps(ann(dumps([*good, {1: bytes(30_000), 2: bytes(30_001)}]))),
+            "limit",
+            False,
+        ),
         (
             "announcement",
             f"record longer than {MAX_RECORD_BYTES} bytes",
