@@ -280,14 +280,14 @@ def search_partition(
     while remaining > 0:
         if is_call[entry]:
             i = op_of[entry]
-            steps += 1
-            if limit is not None and steps > limit:
+            if limit is not None and steps >= limit:
                 budget.steps += steps
                 budget.exhausted = f"unknown: budget of {budget.max_steps} steps exceeded"
                 return _Outcome(Verdict.UNKNOWN, steps)
             if check_clock and steps % _CLOCK_EVERY_STEPS == 0 and budget.out_of_time():
                 budget.steps += steps
                 return _Outcome(Verdict.UNKNOWN, steps)
+            steps += 1
             new = step(state, kinds[i], arg_a[i], arg_b[i], outs[i])
             if new != REJECT:
                 marked = placed | (1 << i)
