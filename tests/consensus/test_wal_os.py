@@ -1,0 +1,98 @@
+"""WalStorage on the real disk (runtime/vfs.py OsVfs) in a temporary directory."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from foundation_p2p.consensus.types import Entry, HardState, SnapshotMeta
+from foundation_p2p.consensus.wal import WalOptions, WalStorage, segment_name
+from foundation_p2p.errors import StorageError
+from foundation_p2p.runtime.vfs import OsVfs
+
+VOTE = bytes(range(16))
+
+
+def test_save_sync_reopen_on_disk(tmp_path: Path) -> None:
+    vfs = OsVfs(str(tmp_path / "wal"))
+    wal = WalStorage.open(vfs, WalOptions(segment_bytes=4096))
+    for i in range(1, 301):
+        wal.save(HardState(2, VOTE, i - 1), [Entry(2, i, data=b"v%d" % i * 8)])
+    wal.sync()
+    wal.compact(SnapshotMeta(200, 2), b"snap")
+    wal.close()
+    vfs.close()
+    assert (tmp_path / "wal").stat().st_mode & 0o777 == 0o700
+    vfs2 = OsVfs(str(tmp_path / "wal"))
+    again = WalStorage.open(vfs2, WalOptions(segment_bytes=4096))
+    assert (again.first_index(), again.last_index()) == (201, 300)
+    assert again.entries(299, 301) == [Entry(2, i, data=b"v%d" % i * 8) for i in (299, 300)]
+    assert again.snapshot() == (SnapshotMeta(200, 2), b"snap")
+    assert again.initial_state()[0] == HardState(2, VOTE, 299)
+    vfs2.close()
+
+
+def test_the_directory_is_locked_while_in_use(tmp_path: Path) -> None:
+    vfs = OsVfs(str(tmp_path))
+    with pytest.raises(StorageError, match="in use by another process"):
+        OsVfs(str(tmp_path))
+    vfs.close()
+    OsVfs(str(tmp_path)).close()
+
+
+def test_a_torn_tail_on_disk_is_cut(tmp_path: Path) -> None:
+    vfs = OsVfs(str(tmp_path))
+    wal = WalStorage.open(vfs)
+    wal.save(HardState(1, None, 0), [Entry(1, i, data=b"x" * 50) for i in range(1, 11)])
+    wal.sync()
+    wal.close()
+    path = tmp_path / segment_name(0)
+    size = path.stat().st_size
+    os.truncate(path, size - 30)  # the hard state record and part of entry 10 are gone
+    again = WalStorage.open(vfs)
+    assert again.last_index() == 9
+    assert again.counters["wal.torn_tails"] == 1
+    assert path.stat().st_size < size - 30
+
+
+def test_corruption_on_disk_names_the_file(tmp_path: Path) -> None:
+    vfs = OsVfs(str(tmp_path))
+    wal = WalStorage.open(vfs)
+    wal.save(None, [Entry(1, i, data=b"y" * 50) for i in range(1, 11)])
+    wal.sync()
+    wal.close()
+    path = tmp_path / segment_name(0)
+    data = bytearray(path.read_bytes())
+    data[200] ^= 0x10
+    path.write_bytes(bytes(data))
+    with pytest.raises(StorageError, match=rf"{tmp_path}/{segment_name(0)}: corrupt at offset"):
+        WalStorage.open(vfs)
+
+
+def test_os_vfs_refuses_names_with_separators(tmp_path: Path) -> None:
+    vfs = OsVfs(str(tmp_path))
+    with pytest.raises(StorageError, match="file name"):
+        vfs.read("../etc/passwd")
+    with pytest.raises(StorageError, match=r"cannot open"):
+        vfs.read("absent")
+
+
+def test_os_vfs_read_ranges_and_rename(tmp_path: Path) -> None:
+    vfs = OsVfs(str(tmp_path))
+    f = vfs.open_append("a", create=True)
+    f.write(b"hello world")
+    f.sync()
+    f.close()
+    assert vfs.read("a", 6, 5) == b"world"
+    assert vfs.read("a", 6) == b"world"
+    vfs.rename("a", "b")
+    vfs.sync_dir()
+    assert vfs.list() == ["b"]
+    vfs.truncate("b", 5)
+    assert vfs.read("b") == b"hello"
+    vfs.remove("b")
+    assert vfs.list() == []
+    with pytest.raises(StorageError, match="closed"):
+        f.write(b"x")
