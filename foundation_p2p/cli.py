@@ -1,4 +1,5 @@
-"""The ``foundation-p2p`` command: ``keygen``, ``node run``, ``members`` and ``sim``.
+"""The ``foundation-p2p`` command: ``keygen``, ``node run``, ``members``, ``check-history``
+and ``sim``.
 
 Exit status: 0 success (``node run``: left gracefully on SIGINT/SIGTERM); 1 a runtime
 failure (the port is in use, the node crashed; ``members``: no peer answered); 2 bad
@@ -6,6 +7,9 @@ usage: unknown flags (argparse), an unreadable or malformed key file, an invalid
 configuration or data directory, an ``--app`` that cannot be imported. Each failure
 prints one line naming the problem on stderr. ``--seed`` is reserved for random seeds
 (the simulator) and peers to contact are always given with ``--join``.
+
+``check-history`` has its own statuses: 0 linearizable, 1 not linearizable, 2 bad input or
+usage, 3 unknown (the step or time budget ran out first).
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import os
 import signal
 import socket
 import sys
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -29,6 +34,9 @@ from foundation_p2p.addresses import Address, format_address, parse_address
 from foundation_p2p.config import NodeConfig
 from foundation_p2p.crypto.keyring import Keyring, key_id
 from foundation_p2p.errors import ConfigError, StorageError
+from foundation_p2p.history import MODELS, Budget, Verdict, check, load_history
+from foundation_p2p.history.checker import DEFAULT_MAX_STEPS
+from foundation_p2p.history.model import HistoryFormatError
 from foundation_p2p.logs import configure_logging, log_event
 from foundation_p2p.membership.config import MembershipConfig
 from foundation_p2p.membership.state import Member
@@ -363,6 +371,41 @@ def cmd_members(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- check-history ---------------------------------------------------------------------
+
+CHECK_EXIT = {Verdict.LINEARIZABLE: 0, Verdict.NOT_LINEARIZABLE: 1, Verdict.UNKNOWN: 3}
+"""``check-history``'s exit status per verdict (2 is bad input or usage)."""
+DEFAULT_MODEL_BY_FORMAT = {"jepsen": "register", "jsonl": "kv"}
+
+
+def cmd_check_history(args: argparse.Namespace) -> int:
+    """``check-history``: decide whether the history in FILE is linearizable.
+
+    Equivalent lower-level calls: ``read_history(path, format=...)``, then
+    ``check(ops, RegisterModel() or KvModel(), budget=Budget(max_steps, timeout, clock))``,
+    then ``result.summary()`` or ``result.to_json()``.
+    """
+    if args.max_steps is not None and args.max_steps <= 0:
+        _prog_error(f"check-history: --max-steps must be positive, got {args.max_steps}")
+        return 2
+    if args.timeout is not None and args.timeout <= 0:
+        _prog_error(f"check-history: --timeout must be positive, got {args.timeout:g}")
+        return 2
+    try:
+        fmt, ops = load_history(args.file, format=args.format)
+        model = MODELS[args.model or DEFAULT_MODEL_BY_FORMAT[fmt]]()
+        budget = Budget(max_steps=args.max_steps, time_limit_s=args.timeout, clock=time.monotonic)
+        result = check(ops, model, budget=budget, source=args.file)
+    except HistoryFormatError as exc:
+        _prog_error(str(exc))
+        return 2
+    if args.json:
+        print(json.dumps(result.to_json(), separators=(",", ":")), flush=True)
+    else:
+        print(result.summary(), flush=True)
+    return CHECK_EXIT[result.verdict]
+
+
 # -- parser ----------------------------------------------------------------------------
 
 
@@ -465,6 +508,46 @@ def build_parser() -> argparse.ArgumentParser:
         help="diagnostics on stderr (default WARNING)",
     )
     members.set_defaults(func=cmd_members)
+
+    history = sub.add_parser(
+        "check-history",
+        help="decide whether a recorded history is linearizable (exit 0 yes, 1 no, 3 unknown)",
+        description=(
+            "Check a history of client operations for linearizability (spec/history.md): "
+            "a Jepsen log (lines like 'INFO  jepsen.util - 3 :ok :read 2') or our JSON-lines "
+            "format, against a compare-and-set register or the KV store, one key at a time. "
+            "Operations that timed out (info) or never completed may take effect at any time "
+            "after their invoke, or never; fail means not applied. On a violation it prints "
+            "the longest linearizable prefix found and the operation that could not be "
+            "placed. Exit status 0 linearizable, 1 not, 2 bad input or usage, 3 unknown "
+            "(the budget ran out)."
+        ),
+    )
+    history.add_argument("file", metavar="FILE", help="the history file")
+    history.add_argument(
+        "--format",
+        choices=["jepsen", "jsonl"],
+        help="the file's format (default: jsonl for *.jsonl/*.json or a first line "
+        "starting with '{', else jepsen)",
+    )
+    history.add_argument(
+        "--model",
+        choices=sorted(MODELS),
+        help="register (read/write/cas; default for jepsen) or kv (get/put/delete/cas/range; "
+        "default for jsonl)",
+    )
+    history.add_argument("--json", action="store_true", help="print one JSON object")
+    history.add_argument(
+        "--max-steps",
+        metavar="N",
+        type=int,
+        default=DEFAULT_MAX_STEPS,
+        help=f"search budget in model steps (default {DEFAULT_MAX_STEPS})",
+    )
+    history.add_argument(
+        "--timeout", metavar="S", type=float, help="give up (exit 3) after S seconds"
+    )
+    history.set_defaults(func=cmd_check_history)
 
     _add_sim(sub)
     return parser

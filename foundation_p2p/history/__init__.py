@@ -21,7 +21,12 @@ from foundation_p2p.history.checker import (
     Verdict,
     check,
 )
-from foundation_p2p.history.files import detect_format, parse_history, read_history
+from foundation_p2p.history.files import (
+    detect_format,
+    load_history,
+    parse_history,
+    read_history,
+)
 from foundation_p2p.history.jepsen import parse_jepsen
 from foundation_p2p.history.jsonl import format_jsonl_line, parse_jsonl, parse_jsonl_line
 from foundation_p2p.history.model import (
@@ -54,6 +59,7 @@ __all__ = [
     "check",
     "detect_format",
     "format_jsonl_line",
+    "load_history",
     "pair_events",
     "parse_history",
     "parse_jepsen",

@@ -25,9 +25,10 @@ every key after it are ``unknown`` (and so is the history, unless some key was a
 not linearizable). Keys are searched smallest first, so a violation in a small key is found
 before a large key exhausts the budget.
 
-On a violation the explanation is the deepest point the search reached: the longest
-linearizable prefix it found, the value after it, and the operation whose completion could
-not be passed, with the pending operations the model refused there and why.
+On a violation the explanation is the furthest point the search reached: the earliest
+completion that no order of the operations can get past (so the history up to it is
+linearizable, and not beyond), with the longest linearizable prefix found up to there, the
+value after it, and the pending operations the model refused there and why.
 
 Equivalent lower-level calls: :func:`check` is ``model.prepare(ops)`` then
 :func:`search_partition` on each key's operations.
@@ -49,10 +50,11 @@ _SHOWN_PREFIX = 8
 
 
 class Verdict(enum.Enum):
-    """The answer: linearizable, not, or unknown (the budget ran out first)."""
+    """The answer: linearizable, not, or unknown (the budget ran out first); the values are
+    the words of ``--json`` output (and of the Jepsen data's ``VERDICTS`` file)."""
 
     LINEARIZABLE = "linearizable"
-    NOT_LINEARIZABLE = "not linearizable"
+    NOT_LINEARIZABLE = "not-linearizable"
     UNKNOWN = "unknown"
 
 
@@ -66,7 +68,7 @@ class Refusal:
 
 @dataclass(frozen=True)
 class Explanation:
-    """Why a key is not linearizable: where the deepest search stopped."""
+    """Why a key is not linearizable: the furthest point the search reached."""
 
     key: Value
     prefix: tuple[ModelOp, ...]
@@ -74,7 +76,8 @@ class Explanation:
     state: Value
     """The key's value after the prefix."""
     blocked: ModelOp
-    """An operation that completed but could not be placed after the prefix."""
+    """The operation whose completion no order gets past: the earliest such completion in
+    the history; it could not be placed after the prefix."""
     refused: tuple[Refusal, ...]
     """The operations pending there (invoked, not placed, completed later) that the model
     refused from ``state``, ``blocked`` among them when it was refused; the others it
@@ -156,15 +159,17 @@ class CheckResult:
         """The verdict and its explanation as text (what ``check-history`` prints)."""
         counts = {v: sum(1 for p in self.partitions if p.verdict is v) for v in Verdict}
         head = (
-            f"{self.source}: {self.verdict.value} ({self.model} model, {self.operations} "
-            f"operations, {_plural(len(self.partitions), 'key')}, {self.steps} steps)"
+            f"{self.source}: {_words(self.verdict)} ({self.model} model, "
+            f"{self.operations} operations, {_plural(len(self.partitions), 'key')}, "
+            f"{self.steps} steps)"
         )
         lines = [head]
         if self.reason:
             lines.append(f"  {self.reason}")
         if len(self.partitions) > 1:
             lines.append(
-                "  keys: " + ", ".join(f"{counts[v]} {v.value}" for v in Verdict if counts[v])
+                "  keys: "
+                + ", ".join(f"{counts[v]} {_words(v)}" for v in Verdict if counts[v])
             )
         excluded = ", ".join(f"{n} {k.replace('_', ' ')}" for k, n in self.excluded.items() if n)
         if excluded:
@@ -273,6 +278,7 @@ def search_partition(
     seen: set[tuple[int, int]] = set()
     steps = 0
     limit = budget.remaining_steps()
+    best_node = -1
     best_depth = -1
     best: tuple[list[int], int, int, list[int]] | None = None
     check_clock = budget.time_limit_s is not None
@@ -312,7 +318,8 @@ def search_partition(
             entry = nxt[entry]
             continue
         # A completion: its operation should have been placed by now.
-        if len(stack) > best_depth:
+        if entry > best_node or (entry == best_node and len(stack) > best_depth):
+            best_node = entry
             best_depth = len(stack)
             pending: list[int] = []
             node = nxt[0]
@@ -406,3 +413,7 @@ def check(
 
 def _plural(n: int, word: str) -> str:
     return f"{n} {word}" if n == 1 else f"{n} {word}s"
+
+
+def _words(verdict: Verdict) -> str:
+    return verdict.value.replace("-", " ")

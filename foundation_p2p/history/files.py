@@ -38,8 +38,10 @@ def parse_history(
     return pair_events(events, source=source)
 
 
-def read_history(path: str | Path, *, format: HistoryFormat | None = None) -> list[Operation]:
-    """The operations of the history file at ``path``.
+def load_history(
+    path: str | Path, *, format: HistoryFormat | None = None
+) -> tuple[HistoryFormat, list[Operation]]:
+    """The format (given or detected) and the operations of the history file at ``path``.
 
     Raises :class:`~foundation_p2p.history.model.HistoryFormatError` naming the file (and
     line) when it cannot be read or is malformed.
@@ -49,4 +51,10 @@ def read_history(path: str | Path, *, format: HistoryFormat | None = None) -> li
         data = Path(path).read_bytes()
     except OSError as exc:
         raise HistoryFormatError(f"cannot read: {exc.strerror}", source=name) from None
-    return parse_history(data, format=format, source=name)
+    fmt = format or detect_format(data, name)
+    return fmt, parse_history(data, format=fmt, source=name)
+
+
+def read_history(path: str | Path, *, format: HistoryFormat | None = None) -> list[Operation]:
+    """The operations of the history file at ``path`` (see :func:`load_history`)."""
+    return load_history(path, format=format)[1]
