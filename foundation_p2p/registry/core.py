@@ -102,6 +102,8 @@ log = logging.getLogger("foundation_p2p.registry")
 
 _MESSAGE_OVERHEAD_BYTES = 64
 """Room left in a capped message for its header (type, sid, flags, array heads)."""
+_DIGEST_BYTES = 12
+"""Upper bound on one encoded bucket digest in a reply map (key <= 3, uint64 <= 9 bytes)."""
 
 
 class AlreadyRegistered(FoundationError):
@@ -505,7 +507,7 @@ class RegistryCore:
         for name in merged.names:
             for dot, entry in sorted(merged.entries[name].items()):
                 item = entry_to_wire(dot, entry)
-                item_size = message_size(item) + 12
+                item_size = message_size(item) + 24  # the entry and its dot in the context
                 if chunk and used + item_size > budget:
                     close()
                     chunk, chunk_dots, used = [], [], 0
@@ -647,14 +649,8 @@ class RegistryCore:
         groups = [g for g in range(GROUPS) if mine[g] != req.group_digests[g]]
         per = BUCKETS_PER_GROUP
         buckets = [b for g in groups for b in range(g * per, (g + 1) * per)]
-        digests = {b: state.buckets[b] for b in buckets}
         ctx_value = context_to_wire(state.ctx)
-        budget = (
-            self.config.max_sync_bytes
-            - _MESSAGE_OVERHEAD_BYTES
-            - message_size(ctx_value)
-            - 14 * len(digests)
-        )
+        budget = self.config.max_sync_bytes - _MESSAGE_OVERHEAD_BYTES - message_size(ctx_value)
         entries: list[tuple[Dot, Entry]] = []
         more = False
         theirs = req.context
@@ -670,7 +666,21 @@ class RegistryCore:
                 entries.append((dot, entry))
             if more:
                 break
-        context = None if more or state.ctx == theirs else state.ctx
+        # Bucket digests (for the initiator's removal check) only once the entries are
+        # complete, and only as many groups as fit; the rest waits for the next round.
+        digests: dict[int, int] = {}
+        entries_cut = more
+        if not more:
+            for g in groups:
+                cost = per * _DIGEST_BYTES
+                if cost > budget:
+                    more = True
+                    break
+                budget -= cost
+                for b in range(g * per, (g + 1) * per):
+                    digests[b] = state.buckets[b]
+        # The context may be merged only if every entry the initiator lacks is here.
+        context = None if entries_cut or state.ctx == theirs else state.ctx
         self.counters.inc("registry.sync.answered")
         self._send(peer, SyncReply(req.sid, entries, context, digests, more))
 
@@ -691,7 +701,7 @@ class RegistryCore:
         for b in sorted(rep.bucket_digests):
             if state.buckets[b] == rep.bucket_digests[b]:
                 continue
-            for name in sorted(state.bucket_names[b]):
+            for name in sorted(state.bucket_names.get(b, ())):
                 for dot in state.entries[name]:
                     if rep.context is None or rep.context.contains(dot):
                         dots.append(dot)

@@ -196,8 +196,8 @@ class RegistryState:
         """Live dot -> its name."""
         self.buckets: list[int] = [0] * BUCKETS
         """Per bucket, the XOR of :func:`item_hash` over its live ``(name, dot)``."""
-        self.bucket_names: list[set[str]] = [set() for _ in range(BUCKETS)]
-        """Per bucket, its live names."""
+        self.bucket_names: dict[int, set[str]] = {}
+        """Per non-empty bucket, its live names."""
         self._bucket_cache: dict[str, int] = {}
 
     # -- reading -----------------------------------------------------------------------
@@ -224,7 +224,7 @@ class RegistryState:
         """The live names whose bucket is in ``wanted``, sorted."""
         out: list[str] = []
         for b in wanted:
-            out.extend(self.bucket_names[b])
+            out.extend(self.bucket_names.get(b, ()))
         out.sort()
         return out
 
@@ -252,7 +252,7 @@ class RegistryState:
             slot = self.entries[name] = {}
             self.names.add(name)
             b = self._bucket_cache[name] = bucket_of(name)
-            self.bucket_names[b].add(name)
+            self.bucket_names.setdefault(b, set()).add(name)
         slot[dot] = entry
         self.dot_names[dot] = name
         self.buckets[self._bucket_cache[name]] ^= item_hash(name, dot)
@@ -265,7 +265,11 @@ class RegistryState:
         if not slot:
             del self.entries[name]
             self.names.remove(name)
-            self.bucket_names[self._bucket_cache.pop(name)].discard(name)
+            b = self._bucket_cache.pop(name)
+            names = self.bucket_names[b]
+            names.discard(name)
+            if not names:
+                del self.bucket_names[b]
 
     def join(self, other: RegistryState) -> Touched:
         """Join ``other`` (a delta or a whole state) into this one.
