@@ -390,6 +390,8 @@ class KVStore:
                     and isinstance(item[1], bytes)
                 ):
                     raise MalformedError("kv snapshot: a kept result is not [seq > acked, bytes]")
+                if kept and item[0] <= max(kept):
+                    raise MalformedError("kv snapshot: kept results not in increasing seq order")
                 kept[item[0]] = item[1]
             loaded.append(Session(cid, last, acked, kept))
         self._data = data_map

@@ -225,6 +225,7 @@ def test_restore_refuses_bad_snapshots_and_keeps_the_state() -> None:
         cbor2.dumps([1, 0, 0, [[b"a", b"1"], [b"a", b"2"]], []]),
         cbor2.dumps([1, 0, 0, [], [[1, 1, 5, [[3, b"r"]]]]]),
         cbor2.dumps([1, -1, 0, [], []]),
+        cbor2.dumps([1, 0, 0, [], [[1, 1, 0, [[3, b"r"], [2, b"q"]]]]]),
     ]
     for data in bad:
         with pytest.raises(WireError):
