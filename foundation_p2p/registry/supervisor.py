@@ -163,6 +163,8 @@ class RegistryLike(Protocol):
 
     def count(self, prefix: str = "") -> int: ...
 
+    def conflicts_of(self, name: str) -> list[Entry]: ...
+
 
 def check_child_name(name: str) -> str:
     """Return ``name`` if it can name a child; else raise :class:`ConfigError` saying why."""
@@ -280,6 +282,11 @@ class SupervisorConfig:
     """Each delay is scaled by a factor drawn from [1 - jitter, 1]."""
     give_up_s: float = 30.0
     """How long a node that exceeded a child's restart intensity stays out of its placement."""
+    handoff_delay_s: float = 1.0
+    """How long a running child stays after placement moved it elsewhere before it is
+    stopped (and handed off): lets the registry reveal a duplicate first (after a partition
+    heals the duplicate then gets ``NameConflict`` instead of handing off), and damps
+    flapping membership. Not applied to ``prepare_shutdown`` or a lost quorum lease."""
     check_interval_s: float = 0.5
     """Longest time between two reconcile passes (registry changes may arrive unannounced)."""
     max_children: int = 10_000
@@ -289,6 +296,8 @@ class SupervisorConfig:
     ``QuorumView.configured``; until then quorum singletons run nowhere)."""
 
     def __post_init__(self) -> None:
+        if not self.handoff_delay_s >= 0:
+            raise ConfigError(f"SupervisorConfig.handoff_delay_s: {self.handoff_delay_s} < 0")
         for name in ("lease_s", "check_interval_s", "give_up_s"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
@@ -355,6 +364,7 @@ class _Child:
         "handoff_state",
         "instance",
         "intensity",
+        "move_at",
         "reason",
         "restart_at",
         "restarts",
@@ -378,6 +388,7 @@ class _Child:
         self.handoff_state: Any = _NO_HANDOFF
         self.given_up_until: float | None = None
         self.wait_until: float | None = None
+        self.move_at: float | None = None
         self.eligible_since: float | None = None
 
     def update_spec(self, spec: ChildSpec) -> None:
@@ -436,6 +447,7 @@ class SupervisorCore:
         self._next_instance = 1
         self._leaving = False
         self._last_check: float | None = None
+        self._appeared: dict[NodeId, float] = {}
 
     # ------------------------------------------------------------------ membership input
 
@@ -447,6 +459,10 @@ class SupervisorCore:
         self._note_owners_alive(now)
         members = set(live)
         members.add(self.node_id)
+        old = self._placement.members
+        self._appeared = {
+            m: self._appeared.get(m, now.wall) if m in old else now.wall for m in members
+        }
         if self._placement.set_members(members):
             self._members_version += 1
             self._placement_cache.clear()
@@ -713,6 +729,8 @@ class SupervisorCore:
                 deadlines.append(c.given_up_until)
             elif c.state == "pending" and c.wait_until is not None:
                 deadlines.append(c.wait_until)
+            if c.state in _ACTIVE and c.move_at is not None:
+                deadlines.append(c.move_at)
             if c.spec.quorum and c.state in _ACTIVE:
                 quorum_active = True
         if quorum_active and self._last_check is not None:
@@ -775,6 +793,11 @@ class SupervisorCore:
             owner = entry.owner
             if owner is None or entry.name != LEAVING_PREFIX + owner.hex():
                 continue
+            appeared = self._appeared.get(owner)
+            if owner != self.node_id and appeared is not None and (
+                entry.stamp.wall_ms < appeared * 1000.0
+            ):
+                continue  # written before the node (re)appeared here: its previous life
             if owner == self.node_id and not self._leaving:
                 # a marker from this node's previous life: it is back
                 if now is not None:
@@ -847,6 +870,13 @@ class SupervisorCore:
                     self._lose_conflict(now, c, lost)
                     return
             why = self._why_not_here(now, spec, target)
+            if why in ("handoff", "moved"):
+                if c.move_at is None:
+                    c.move_at = now.mono + self.config.handoff_delay_s
+                if now.mono < c.move_at:
+                    return
+            else:
+                c.move_at = None
             if why is not None:
                 handoff = spec.kind == "singleton" and why in ("handoff", "shutdown")
                 self._stop(c, why, handoff)
@@ -901,11 +931,25 @@ class SupervisorCore:
             return None
         if entry is not None and not _is_handoff(entry):
             return NameConflict(name, entry.owner)
-        if entry is not None:
-            # a stale handoff entry won over our running claim: replace it, keep running
-            self.counters.inc("supervisor.handoffs.stale")
-        else:
+        if entry is None:
+            # Our claim is gone. If it lost a conflict to an entry we cannot see (its owner
+            # is failed in our view), we lost all the same: the registry removed our claim.
+            everything = self.registry.conflicts_of(name)
+            top = everything[0] if everything else None
+            if top is not None and top.owner is not None and top.owner != self.node_id:
+                return NameConflict(name, top.owner)
             self.counters.inc("supervisor.claims.restored")
+        else:
+            # A handoff entry won over our running claim: its writer ran a duplicate (both
+            # sides of a healed partition) and handed off before the registry showed it the
+            # conflict. We keep running; the duplicate's state is discarded, loudly.
+            self.counters.inc("supervisor.handoffs.stale")
+            sender = entry.value.get("from")
+            log.warning(
+                "%s: %s: discarding a handoff from %s that arrived while running it",
+                short_id(self.node_id), name,
+                sender.hex() if isinstance(sender, bytes) else "?",
+            )
         self._claim(now, c, replace=True)
         return None
 
@@ -1046,6 +1090,7 @@ class SupervisorCore:
     def _stop(self, c: _Child, reason: StopReason, handoff: bool) -> None:
         assert c.instance is not None
         c.state = "stopping"
+        c.move_at = None
         c.stop_reason = reason
         c.stop_handoff = handoff
         c.handoff_state = _NO_HANDOFF
