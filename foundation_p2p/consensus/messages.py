@@ -1,0 +1,440 @@
+"""Raft messages: the values the core exchanges, and their CBOR wire codec.
+
+A :class:`Message` is what :meth:`~foundation_p2p.consensus.raft.Raft.step` takes and what
+:class:`~foundation_p2p.consensus.raft.Ready` hands out to send. Message types numbered
+from 1 to 15 travel between nodes; the ones from 32 up (:data:`LOCAL_TYPES`) are inputs a
+node gives itself (a tick that starts an election, a report that a peer is unreachable)
+and have no wire form.
+
+The wire form (``spec/consensus.md``, ``spec/consensus.cddl``) is a deterministic CBOR
+array ``[type, to, from, term, ...]`` whose tail depends on the type. :func:`decode_message`
+raises only :class:`~foundation_p2p.errors.WireError` subclasses and names the field at
+fault; it also checks what the core relies on (node ids of 16 bytes, consecutive entry
+indexes in an append, a snapshot chunk inside its snapshot).
+"""
+
+from __future__ import annotations
+
+import io
+import itertools
+from dataclasses import dataclass, field
+from enum import IntEnum
+from typing import Any
+
+import cbor2
+
+from foundation_p2p.addresses import NodeId
+from foundation_p2p.consensus.types import ConfState, Entry, EntryKind, SnapshotMeta
+from foundation_p2p.errors import ConfigError, LimitError, MalformedError, WireError
+
+NODE_ID_BYTES = 16
+MAX_UINT64 = (1 << 64) - 1
+
+
+class MessageType(IntEnum):
+    """What a message asks or answers (the number is the wire's first element)."""
+
+    PROP = 1
+    """A proposal forwarded to the leader (``entries``)."""
+    APP = 2
+    """AppendEntries: entries after (``index``, ``log_term``), and the leader's ``commit``."""
+    APP_RESP = 3
+    """AppendEntries answer: ``index`` accepted up to, or ``reject`` with a ``reject_hint``."""
+    VOTE = 4
+    """RequestVote for ``term`` with the candidate's last (``index``, ``log_term``)."""
+    VOTE_RESP = 5
+    """RequestVote answer (``reject`` false = granted)."""
+    PRE_VOTE = 6
+    """A pre-vote (Ongaro's thesis 9.6) for ``term`` (the term the sender would campaign in)."""
+    PRE_VOTE_RESP = 7
+    """A pre-vote answer."""
+    SNAP = 8
+    """One snapshot chunk: ``snapshot`` metadata, bytes at ``snap_offset`` of ``snap_total``."""
+    SNAP_RESP = 9
+    """Snapshot chunk answer: bytes received so far (``snap_offset``) of snapshot ``index``."""
+    HEARTBEAT = 10
+    """Leader heartbeat with ``commit`` and a ReadIndex ``context``."""
+    HEARTBEAT_RESP = 11
+    """Heartbeat answer echoing ``context``."""
+    TRANSFER_LEADER = 12
+    """Ask the leader to hand leadership to ``sender`` (the transferee)."""
+    TIMEOUT_NOW = 13
+    """Leader to transferee: campaign now, even before an election timeout."""
+    READ_INDEX = 14
+    """A linearizable read request carrying the client's ``context``."""
+    READ_INDEX_RESP = 15
+    """The read index (``index``) for ``context``."""
+    # Local inputs (never on the wire).
+    HUP = 32
+    """Start an election (the election timer fired or the application asked)."""
+    BEAT = 33
+    """Leader: send heartbeats now."""
+    CHECK_QUORUM = 34
+    """Leader: check that a quorum was active during the last election timeout."""
+    UNREACHABLE = 35
+    """The transport could not reach ``sender``: fall back to probing it."""
+    SNAP_STATUS = 36
+    """The transport failed (``reject``) or finished sending a snapshot to ``sender``."""
+
+
+LOCAL_TYPES = frozenset(
+    {
+        MessageType.HUP,
+        MessageType.BEAT,
+        MessageType.CHECK_QUORUM,
+        MessageType.UNREACHABLE,
+        MessageType.SNAP_STATUS,
+    }
+)
+
+RESPONSE_TYPES = frozenset(
+    {
+        MessageType.APP_RESP,
+        MessageType.VOTE_RESP,
+        MessageType.PRE_VOTE_RESP,
+        MessageType.SNAP_RESP,
+        MessageType.HEARTBEAT_RESP,
+        MessageType.READ_INDEX_RESP,
+    }
+)
+
+
+@dataclass(slots=True)
+class Message:
+    """One Raft message; fields a type does not use keep their defaults."""
+
+    type: MessageType
+    to: NodeId = b""
+    """The receiver."""
+    sender: NodeId = b""
+    """The sender (for ``TRANSFER_LEADER``, the transferee)."""
+    term: int = 0
+    """The sender's term (0 for a local message or a proposal)."""
+    log_term: int = 0
+    """``APP``: the term of ``index``; ``VOTE``/``PRE_VOTE``: the last entry's term;
+    ``APP_RESP`` rejection: the term at ``reject_hint`` on the follower."""
+    index: int = 0
+    """``APP``: the entry preceding ``entries``; ``VOTE``: the last index; ``APP_RESP``:
+    the index matched (or the rejected one); ``READ_INDEX_RESP``: the read index;
+    ``SNAP_RESP``: the snapshot's index."""
+    entries: list[Entry] = field(default_factory=list)
+    commit: int = 0
+    """The leader's commit index (``APP``, ``HEARTBEAT``)."""
+    reject: bool = False
+    reject_hint: int = 0
+    """``APP_RESP`` rejection: the follower's best guess of the last index that may match."""
+    context: bytes = b""
+    """``READ_INDEX``/``HEARTBEAT``: the read request's context; ``VOTE``: ``b"transfer"``
+    when a leader transfer asked for the election."""
+    snapshot: SnapshotMeta | None = None
+    """``SNAP``: the snapshot's metadata."""
+    snap_offset: int = 0
+    """``SNAP``: where ``snap_data`` starts; ``SNAP_RESP``: bytes received in order so far."""
+    snap_total: int = 0
+    """``SNAP``: the snapshot's total size in bytes."""
+    snap_data: bytes = b""
+    """``SNAP``: the chunk."""
+
+
+@dataclass(frozen=True, slots=True)
+class MessageLimits:
+    """Bounds the decoder enforces before it builds a :class:`Message` (``LimitError``)."""
+
+    max_message_bytes: int = 16 << 20
+    """Largest encoded message (an append batch or a snapshot chunk, with headers)."""
+    max_entries: int = 65_536
+    """Most entries in one ``APP`` or ``PROP``."""
+    max_entry_bytes: int = 8 << 20
+    """Largest ``data`` of one entry."""
+    max_context_bytes: int = 1024
+    """Largest ``context``."""
+    max_chunk_bytes: int = 8 << 20
+    """Largest snapshot chunk."""
+    max_conf_nodes: int = 1024
+    """Most node ids in each set of a configuration."""
+
+    def __post_init__(self) -> None:
+        for name in (
+            "max_message_bytes",
+            "max_entries",
+            "max_entry_bytes",
+            "max_context_bytes",
+            "max_chunk_bytes",
+            "max_conf_nodes",
+        ):
+            value = getattr(self, name)
+            if type(value) is not int or value <= 0:
+                raise ConfigError(
+                    f"MessageLimits.{name}: must be a positive integer, got {value!r}"
+                )
+
+
+DEFAULT_MESSAGE_LIMITS = MessageLimits()
+_MAX_DEPTH = 6  # message > entries > entry, or message > meta > node set
+
+
+# ---------------------------------------------------------------------------------------
+# Encoding
+
+
+def _entry_wire(e: Entry) -> list[Any]:
+    return [e.term, e.index, int(e.kind), e.data]
+
+
+def _conf_wire(c: ConfState) -> list[Any]:
+    return [sorted(c.voters), sorted(c.learners), sorted(c.voters_outgoing)]
+
+
+def encode_message(m: Message) -> bytes:
+    """The deterministic CBOR bytes of ``m`` (``ConfigError`` for a local message type)."""
+    t = m.type
+    head: list[Any] = [int(t), m.to, m.sender, m.term]
+    if t == MessageType.PROP:
+        tail: list[Any] = [[_entry_wire(e) for e in m.entries]]
+    elif t == MessageType.APP:
+        tail = [m.log_term, m.index, m.commit, [_entry_wire(e) for e in m.entries]]
+    elif t == MessageType.APP_RESP:
+        tail = [m.index, m.reject, m.reject_hint, m.log_term]
+    elif t in (MessageType.VOTE, MessageType.PRE_VOTE):
+        tail = [m.log_term, m.index, m.context]
+    elif t in (MessageType.VOTE_RESP, MessageType.PRE_VOTE_RESP):
+        tail = [m.reject]
+    elif t == MessageType.SNAP:
+        meta = m.snapshot if m.snapshot is not None else SnapshotMeta(0, 0)
+        tail = [
+            [meta.index, meta.term, _conf_wire(meta.conf)],
+            m.snap_offset,
+            m.snap_total,
+            m.snap_data,
+        ]
+    elif t == MessageType.SNAP_RESP:
+        tail = [m.index, m.snap_offset, m.reject]
+    elif t == MessageType.HEARTBEAT:
+        tail = [m.commit, m.context]
+    elif t in (MessageType.HEARTBEAT_RESP, MessageType.READ_INDEX):
+        tail = [m.context]
+    elif t in (MessageType.TRANSFER_LEADER, MessageType.TIMEOUT_NOW):
+        tail = []
+    elif t == MessageType.READ_INDEX_RESP:
+        tail = [m.index, m.context]
+    else:
+        raise ConfigError(f"message type {t.name} is local and has no wire form")
+    try:
+        return cbor2.dumps(head + tail, canonical=True)
+    except (cbor2.CBOREncodeError, TypeError, ValueError, OverflowError) as exc:
+        raise ConfigError(f"cannot encode a {t.name} message: {exc}") from None
+
+
+# ---------------------------------------------------------------------------------------
+# Decoding
+
+# Number of elements after the 4-element header, per type.
+_TAIL_LENGTH: dict[int, int] = {
+    MessageType.PROP: 1,
+    MessageType.APP: 4,
+    MessageType.APP_RESP: 4,
+    MessageType.VOTE: 3,
+    MessageType.PRE_VOTE: 3,
+    MessageType.VOTE_RESP: 1,
+    MessageType.PRE_VOTE_RESP: 1,
+    MessageType.SNAP: 4,
+    MessageType.SNAP_RESP: 3,
+    MessageType.HEARTBEAT: 2,
+    MessageType.HEARTBEAT_RESP: 1,
+    MessageType.TRANSFER_LEADER: 0,
+    MessageType.TIMEOUT_NOW: 0,
+    MessageType.READ_INDEX: 1,
+    MessageType.READ_INDEX_RESP: 2,
+}
+
+
+def _uint(value: Any, what: str) -> int:
+    if type(value) is not int or not 0 <= value <= MAX_UINT64:
+        raise MalformedError(f"{what}: expected an unsigned integer, got {type(value).__name__}")
+    return value
+
+
+def _bool(value: Any, what: str) -> bool:
+    if type(value) is not bool:
+        raise MalformedError(f"{what}: expected a boolean, got {type(value).__name__}")
+    return value
+
+
+def _bytes(value: Any, what: str, limit: int) -> bytes:
+    if type(value) is not bytes:
+        raise MalformedError(f"{what}: expected a byte string, got {type(value).__name__}")
+    if len(value) > limit:
+        raise LimitError(f"{what}: {len(value)} bytes exceeds the limit of {limit}")
+    return value
+
+
+def _node_id(value: Any, what: str) -> NodeId:
+    if type(value) is not bytes:
+        raise MalformedError(
+            f"{what}: expected a node id (byte string), got {type(value).__name__}"
+        )
+    if len(value) != NODE_ID_BYTES:
+        raise MalformedError(f"{what}: a node id has {NODE_ID_BYTES} bytes, got {len(value)}")
+    return value
+
+
+def _array(value: Any, what: str, limit: int) -> list[Any]:
+    if type(value) is not list:
+        raise MalformedError(f"{what}: expected an array, got {type(value).__name__}")
+    if len(value) > limit:
+        raise LimitError(f"{what}: {len(value)} elements exceeds the limit of {limit}")
+    return value
+
+
+def _entries(value: Any, what: str, limits: MessageLimits, after: int | None) -> list[Entry]:
+    items = _array(value, what, limits.max_entries)
+    out: list[Entry] = []
+    for i, raw in enumerate(items):
+        name = f"{what}[{i}]"
+        if type(raw) is not list or len(raw) != 4:
+            raise MalformedError(f"{name}: expected an array [term, index, kind, data]")
+        term = _uint(raw[0], f"{name}.term")
+        index = _uint(raw[1], f"{name}.index")
+        kind_number = _uint(raw[2], f"{name}.kind")
+        data = _bytes(raw[3], f"{name}.data", limits.max_entry_bytes)
+        try:
+            kind = EntryKind(kind_number)
+        except ValueError:
+            raise MalformedError(f"{name}.kind: unknown entry kind {kind_number}") from None
+        if after is not None and (term == 0 or index != after + 1 + i):
+            raise MalformedError(
+                f"{name}: expected index {after + 1 + i} with a term >= 1, "
+                f"got index {index} term {term}"
+            )
+        out.append(Entry(term, index, kind, data))
+    return out
+
+
+def _node_set(value: Any, what: str, limits: MessageLimits) -> frozenset[NodeId]:
+    items = _array(value, what, limits.max_conf_nodes)
+    ids = [_node_id(v, f"{what}[{i}]") for i, v in enumerate(items)]
+    if any(a >= b for a, b in itertools.pairwise(ids)):
+        raise MalformedError(f"{what}: node ids must be sorted and distinct")
+    return frozenset(ids)
+
+
+def _strict_cbor(data: bytes, limits: MessageLimits) -> Any:
+    if len(data) > limits.max_message_bytes:
+        raise LimitError(
+            f"raft message: {len(data)} bytes exceeds the limit of {limits.max_message_bytes}"
+        )
+    stream = io.BytesIO(data)
+    try:
+        value = cbor2.CBORDecoder(
+            stream, max_depth=_MAX_DEPTH, allow_indefinite=False, allow_duplicate_keys=False
+        ).decode()
+    except cbor2.CBORDecodeError as exc:
+        if "depth" in str(exc):
+            raise LimitError(f"raft message: nesting deeper than {_MAX_DEPTH}") from None
+        raise MalformedError(f"raft message: not well-formed CBOR: {exc}") from None
+    except (ValueError, TypeError, OverflowError, RecursionError, MemoryError, KeyError) as exc:
+        raise MalformedError(f"raft message: not decodable CBOR: {type(exc).__name__}") from None
+    if stream.tell() != len(data):
+        raise MalformedError(f"raft message: {len(data) - stream.tell()} bytes after the item")
+    try:
+        again = cbor2.dumps(value, canonical=True)
+    except Exception:
+        raise MalformedError(f"raft message: {type(value).__name__} is not plain CBOR") from None
+    if again != data:
+        raise MalformedError("raft message: not deterministic CBOR (RFC 8949 section 4.2)")
+    return value
+
+
+def decode_message(data: bytes, limits: MessageLimits = DEFAULT_MESSAGE_LIMITS) -> Message:
+    """Decode one message; raises only ``WireError`` subclasses naming the problem."""
+    value = _strict_cbor(data, limits)
+    try:
+        return _message_from(value, limits)
+    except WireError:
+        raise
+    except Exception as exc:  # pragma: no cover - a bug here is a finding, not a crash
+        raise MalformedError(f"raft message: {type(exc).__name__}: {exc}") from None
+
+
+def _message_from(value: Any, limits: MessageLimits) -> Message:
+    if type(value) is not list or len(value) < 4:
+        raise MalformedError("raft message: expected an array [type, to, from, term, ...]")
+    number = value[0]
+    if type(number) is not int or number not in _TAIL_LENGTH:
+        raise MalformedError(f"raft message: unknown message type {number!r}")
+    t = MessageType(number)
+    want = 4 + _TAIL_LENGTH[number]
+    if len(value) != want:
+        raise MalformedError(f"{t.name}: expected {want} elements, got {len(value)}")
+    m = Message(
+        t,
+        to=_node_id(value[1], f"{t.name}.to"),
+        sender=_node_id(value[2], f"{t.name}.from"),
+        term=_uint(value[3], f"{t.name}.term"),
+    )
+    tail = value[4:]
+    name = t.name
+    if t == MessageType.PROP:
+        m.entries = _entries(tail[0], f"{name}.entries", limits, None)
+    elif t == MessageType.APP:
+        m.log_term = _uint(tail[0], f"{name}.log_term")
+        m.index = _uint(tail[1], f"{name}.index")
+        m.commit = _uint(tail[2], f"{name}.commit")
+        m.entries = _entries(tail[3], f"{name}.entries", limits, m.index)
+    elif t == MessageType.APP_RESP:
+        m.index = _uint(tail[0], f"{name}.index")
+        m.reject = _bool(tail[1], f"{name}.reject")
+        m.reject_hint = _uint(tail[2], f"{name}.reject_hint")
+        m.log_term = _uint(tail[3], f"{name}.log_term")
+    elif t in (MessageType.VOTE, MessageType.PRE_VOTE):
+        m.log_term = _uint(tail[0], f"{name}.log_term")
+        m.index = _uint(tail[1], f"{name}.index")
+        m.context = _bytes(tail[2], f"{name}.context", limits.max_context_bytes)
+    elif t in (MessageType.VOTE_RESP, MessageType.PRE_VOTE_RESP):
+        m.reject = _bool(tail[0], f"{name}.reject")
+    elif t == MessageType.SNAP:
+        meta = tail[0]
+        if type(meta) is not list or len(meta) != 3:
+            raise MalformedError(f"{name}.snapshot: expected an array [index, term, conf]")
+        conf = meta[2]
+        if type(conf) is not list or len(conf) != 3:
+            raise MalformedError(
+                f"{name}.snapshot.conf: expected an array [voters, learners, voters_outgoing]"
+            )
+        m.snapshot = SnapshotMeta(
+            _uint(meta[0], f"{name}.snapshot.index"),
+            _uint(meta[1], f"{name}.snapshot.term"),
+            ConfState(
+                voters=_node_set(conf[0], f"{name}.snapshot.conf.voters", limits),
+                learners=_node_set(conf[1], f"{name}.snapshot.conf.learners", limits),
+                voters_outgoing=_node_set(conf[2], f"{name}.snapshot.conf.voters_outgoing", limits),
+            ),
+        )
+        m.snap_offset = _uint(tail[1], f"{name}.offset")
+        m.snap_total = _uint(tail[2], f"{name}.total")
+        m.snap_data = _bytes(tail[3], f"{name}.data", limits.max_chunk_bytes)
+        if m.snap_offset + len(m.snap_data) > m.snap_total:
+            raise MalformedError(
+                f"{name}: chunk [{m.snap_offset}, {m.snap_offset + len(m.snap_data)}) "
+                f"runs past the snapshot's {m.snap_total} bytes"
+            )
+        if m.snapshot.index == 0:
+            raise MalformedError(f"{name}.snapshot.index: a snapshot starts at index 1 or later")
+    elif t == MessageType.SNAP_RESP:
+        m.index = _uint(tail[0], f"{name}.index")
+        m.snap_offset = _uint(tail[1], f"{name}.offset")
+        m.reject = _bool(tail[2], f"{name}.reject")
+    elif t == MessageType.HEARTBEAT:
+        m.commit = _uint(tail[0], f"{name}.commit")
+        m.context = _bytes(tail[1], f"{name}.context", limits.max_context_bytes)
+    elif t in (MessageType.HEARTBEAT_RESP, MessageType.READ_INDEX):
+        m.context = _bytes(tail[0], f"{name}.context", limits.max_context_bytes)
+    elif t == MessageType.READ_INDEX_RESP:
+        m.index = _uint(tail[0], f"{name}.index")
+        m.context = _bytes(tail[1], f"{name}.context", limits.max_context_bytes)
+    return m
+
+
+def entry_bytes(entries: list[Entry]) -> int:
+    """The payload size of ``entries`` as the flow-control bounds count it (``data`` bytes)."""
+    return sum(len(e.data) for e in entries)
