@@ -53,10 +53,12 @@ MAX_VALUE_BYTES = 65_536
 MAX_U64 = (1 << 64) - 1
 MAX_SID = (1 << 32) - 1
 
-VALUE_LIMITS = WireLimits(max_text_bytes=65_507, max_collection_items=4096, max_depth=16)
-"""Structure bounds on values and metadata (``check_plain``); the byte bound is separate."""
-MAX_DEPTH = 24
-"""Deepest nesting in a whole message (a value may nest 16 deep inside an entry)."""
+VALUE_LIMITS = WireLimits(max_text_bytes=65_507, max_collection_items=4096, max_depth=13)
+"""Structure bounds on values and metadata (``check_plain``); the byte bound is separate.
+A value sits three arrays deep in a message (message, entries, entry), and a messenger
+record nests at most 16 deep (``spec/messaging.md``), hence 13."""
+MAX_DEPTH = 16
+"""Deepest nesting in a whole message (the messenger's bound)."""
 
 
 @dataclass(frozen=True, slots=True)
