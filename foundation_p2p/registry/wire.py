@@ -285,13 +285,19 @@ def context_from_wire(value: Any, what: str = "context") -> DotContext:
 def entries_from_wire(
     value: Any, what: str = "entries", *, max_value_bytes: int = MAX_VALUE_BYTES
 ) -> list[tuple[Dot, Entry]]:
-    """Decode a list of entries; two entries with the same dot are malformed."""
+    """Decode a list of entries, strictly ascending by (name, dot) (so one dot never
+    appears twice and every list has one encoding)."""
     out: list[tuple[Dot, Entry]] = []
     seen: set[Dot] = set()
+    previous: tuple[str, Dot] | None = None
     for i, raw in enumerate(_list(value, what)):
         dot, entry = entry_from_wire(raw, f"{what}[{i}]", max_value_bytes=max_value_bytes)
         if dot in seen:
             raise MalformedError(f"{what}[{i}]: dot {dot[0].hex()}:{dot[1]} appears twice")
+        key = (entry.name, dot)
+        if previous is not None and key <= previous:
+            raise MalformedError(f"{what}[{i}]: entries not in ascending (name, dot) order")
+        previous = key
         seen.add(dot)
         out.append((dot, entry))
     return out
@@ -326,8 +332,9 @@ def state_from_wire(value: Any, what: str = "state") -> RegistryState:
 
 def _dots_from_wire(value: Any, what: str) -> list[Dot]:
     out = [dot_from_wire(raw, f"{what}[{i}]") for i, raw in enumerate(_list(value, what))]
-    if len(set(out)) != len(out):
-        raise MalformedError(f"{what}: a dot appears twice")
+    for i in range(1, len(out)):
+        if out[i] <= out[i - 1]:
+            raise MalformedError(f"{what}[{i}]: dots not in ascending order (or repeated)")
     return out
 
 
