@@ -32,13 +32,14 @@ class SimulatedCrash(Exception):
 
 
 class _Inode:
-    __slots__ = ("data", "durable")
+    __slots__ = ("data", "durable_len")
 
     def __init__(self) -> None:
         self.data = bytearray()
         """What reads see."""
-        self.durable = b""
-        """What survives a crash."""
+        self.durable_len = 0
+        """``data[:durable_len]`` survives a crash. Files only grow by appends and are cut
+        by (durable) truncation, so the durable contents are always a prefix of ``data``."""
 
 
 @dataclass(frozen=True)
@@ -83,7 +84,7 @@ class MemoryFile:
         """Make this file's bytes durable."""
         self._check()
         self._vfs._op()
-        self._inode.durable = bytes(self._inode.data)
+        self._inode.durable_len = len(self._inode.data)
         self._vfs.file_syncs += 1
 
     def close(self) -> None:
@@ -144,7 +145,7 @@ class MemoryVfs:
         inode = self._inode(name)
         self._op()
         del inode.data[size:]
-        inode.durable = bytes(inode.data)
+        inode.durable_len = len(inode.data)
 
     def remove(self, name: str) -> None:
         """Remove ``name`` from the directory."""
@@ -170,7 +171,7 @@ class MemoryVfs:
     def durable_bytes(self, name: str) -> bytes | None:
         """What ``name`` would hold after a crash now (None if the name would be gone)."""
         inode = self._durable_dir.get(name)
-        return None if inode is None else inode.durable
+        return None if inode is None else bytes(inode.data[: inode.durable_len])
 
     def crash(
         self, rng: random.Random | None = None, *, torn: bool = False, zero_tail: bool = False
@@ -183,21 +184,21 @@ class MemoryVfs:
         kept = 0
         victim = self.last_written
         if torn and victim is not None and rng is not None:
-            pending = len(victim.data) - len(victim.durable)
-            if pending > 0 and bytes(victim.data[: len(victim.durable)]) == victim.durable:
+            pending = len(victim.data) - victim.durable_len
+            if pending > 0:
                 kept = rng.randrange(0, pending + 1)
-                survived = bytes(victim.data[: len(victim.durable) + kept])
+                end = victim.durable_len + kept
                 if zero_tail and kept:
                     zeros = rng.randrange(1, kept + 1)
-                    survived = survived[: len(survived) - zeros] + bytes(zeros)
-                victim.durable = survived
+                    victim.data[end - zeros : end] = bytes(zeros)
+                victim.durable_len = end
                 for name, inode in self._durable_dir.items():
                     if inode is victim:
                         torn_file = name
         lost = 0
         for inode in set(self._files.values()) | set(self._durable_dir.values()):
-            lost += max(0, len(inode.data) - len(inode.durable))
-            inode.data = bytearray(inode.durable)
+            lost += len(inode.data) - inode.durable_len
+            del inode.data[inode.durable_len :]
         lost_names = tuple(sorted(set(self._files) - set(self._durable_dir)))
         self._files = dict(self._durable_dir)
         self.last_written = None
@@ -207,7 +208,3 @@ class MemoryVfs:
         """Flip bits of one durable and visible byte (a media error), for tests."""
         inode = self._inode(name)
         inode.data[offset] ^= xor
-        if offset < len(inode.durable):
-            d = bytearray(inode.durable)
-            d[offset] ^= xor
-            inode.durable = bytes(d)

@@ -47,6 +47,7 @@ from __future__ import annotations
 import itertools
 import logging
 import re
+import zlib
 from array import array
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -321,16 +322,48 @@ class WalStorage:
         offset = 0
         seg = _Segment(seq=seq, name=name)
         first = True
-        while offset < len(data):
-            try:
-                rtype, body, end = fmt.read_record(data, offset, max_record_bytes=self._max_body())
-            except WireError as exc:
-                if last and self._is_torn_tail(data, offset, exc):
-                    self._cut_torn_tail(name, seg, offset, len(data), str(exc))
-                    if offset == 0:
-                        return  # the whole segment was torn: it was removed
-                    break
-                raise StorageError(f"{label}: corrupt at offset {offset}: {exc}") from None
+        n = len(data)
+        max_body = self._max_body()
+        unpack_header = fmt.RECORD_HEADER.unpack_from
+        unpack_entry = fmt.ENTRY_HEADER.unpack_from
+        kinds = fmt.ENTRY_KINDS
+        crc32 = zlib.crc32
+        entry_type = int(fmt.RecordType.ENTRY)
+        while offset < n:
+            # The fast path checks a whole record inline; anything else goes through
+            # read_record, which raises the precise error.
+            rtype = -1
+            end = offset
+            body = b""
+            if n - offset >= fmt.HEADER_BYTES:
+                length, head_type, crc = unpack_header(data, offset)
+                end = offset + fmt.HEADER_BYTES + length
+                if length <= max_body and end <= n:
+                    body = data[offset + fmt.HEADER_BYTES : end]
+                    if crc32(body, crc32(data[offset : offset + 5])) == crc:
+                        rtype = head_type
+            if rtype < 0:
+                try:
+                    rtype, body, end = fmt.read_record(data, offset, max_record_bytes=max_body)
+                except WireError as exc:
+                    if last and self._is_torn_tail(data, offset, exc):
+                        self._cut_torn_tail(name, seg, offset, n, str(exc))
+                        if offset == 0:
+                            return  # the whole segment was torn: it was removed
+                        break
+                    raise StorageError(f"{label}: corrupt at offset {offset}: {exc}") from None
+            if rtype == entry_type and not first and len(body) >= 17:
+                term, index, kind = unpack_entry(body)
+                ekind = kinds.get(kind)
+                if ekind is not None and index:
+                    entry = Entry(term, index, ekind, body[17:])
+                    try:
+                        self._hold_entry(entry, seg, offset, end - offset, replay=True)
+                    except StorageError as exc:
+                        raise StorageError(f"{label}: at offset {offset}: {exc}") from None
+                    self.report.records += 1
+                    offset = end
+                    continue
             try:
                 # A record whose CRC matches was written whole: a body it cannot decode is
                 # never a torn write.
@@ -421,7 +454,9 @@ class WalStorage:
         if e.index <= self._snap.index:
             return  # covered by the snapshot (etcd raft's storage ignores these too)
         last = self._last()
-        if not self._terms:
+        if e.index == last + 1 and self._terms:
+            pass  # the common case: the next entry
+        elif not self._terms:
             if replay or e.index == self._snap.index + 1:
                 self._base = e.index
                 self._cache_start = e.index

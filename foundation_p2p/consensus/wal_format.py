@@ -86,6 +86,18 @@ class RecordType(IntEnum):
     SNAPSHOT_DATA = 6
 
 
+_T_ENTRY = int(RecordType.ENTRY)
+_T_HARD_STATE = int(RecordType.HARD_STATE)
+_ENTRY_KINDS = {int(k): k for k in EntryKind}
+
+RECORD_HEADER = _HEADER
+"""The header as a ``struct``: length (u32), type (u8), CRC (u32), big-endian."""
+ENTRY_HEADER = _ENTRY
+"""The fixed part of an entry body: term (u64), index (u64), kind (u8)."""
+ENTRY_KINDS = _ENTRY_KINDS
+"""Entry kind number -> :class:`EntryKind` (for decoders' fast paths)."""
+
+
 class SnapshotMode(IntEnum):
     """What a snapshot marker does to the entries held."""
 
@@ -270,18 +282,17 @@ def encode_record(record: Record) -> bytes:
 def decode_body(rtype: int, body: bytes) -> Record:
     """The value of a record body of type ``rtype`` (already checksummed)."""
     n = len(body)
-    if rtype == RecordType.ENTRY:
-        if n < _ENTRY.size:
+    if rtype == _T_ENTRY:  # the hot path: plain ints, no enum construction
+        if n < 17:
             raise MalformedError(f"entry record: body of {n} bytes is shorter than 17")
         term, index, kind = _ENTRY.unpack_from(body)
-        try:
-            ekind = EntryKind(kind)
-        except ValueError:
-            raise MalformedError(f"entry record: unknown entry kind {kind}") from None
+        ekind = _ENTRY_KINDS.get(kind)
+        if ekind is None:
+            raise MalformedError(f"entry record: unknown entry kind {kind}")
         if index == 0:
             raise MalformedError("entry record: index 0 (indexes start at 1)")
         return Entry(term=term, index=index, kind=ekind, data=body[_ENTRY.size :])
-    if rtype == RecordType.HARD_STATE:
+    if rtype == _T_HARD_STATE:
         if n < _HARD.size:
             raise MalformedError(f"hard state record: body of {n} bytes is shorter than 17")
         term, commit, has_vote = _HARD.unpack_from(body)
