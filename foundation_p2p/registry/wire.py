@@ -251,8 +251,9 @@ def context_to_wire(ctx: DotContext) -> list[Any]:
 
 
 def context_from_wire(value: Any, what: str = "context") -> DotContext:
-    """Decode a causal context; vector nodes must be distinct, cloud dots distinct and not
-    covered by the vector (so every context has one encoding)."""
+    """Decode a causal context in its compact form: vector nodes ascending, cloud dots
+    ascending, none covered by the vector nor next after it (so every context has one
+    encoding)."""
     items = _list(value, what, 2)
     if len(items) != 2:
         raise MalformedError(f"{what}: expected [vector, cloud], got {len(items)} items")
@@ -275,10 +276,12 @@ def context_from_wire(value: Any, what: str = "context") -> DotContext:
         if prev_dot is not None and dot <= prev_dot:
             raise MalformedError(f"{what} cloud: dots not in ascending order at {i}")
         prev_dot = dot
-        if ctx.contains(dot):
+        top = ctx.vv.get(dot[0], 0)
+        if dot[1] <= top:
             raise MalformedError(f"{what} cloud[{i}]: dot already covered by the vector")
+        if dot[1] == top + 1:
+            raise MalformedError(f"{what} cloud[{i}]: dot belongs in the vector (not compact)")
         ctx.cloud.add(dot)
-    ctx.compact()
     return ctx
 
 
