@@ -17,12 +17,18 @@ Assumptions.
   the next ``handle_timer`` call (``next_deadline`` names the expiry) and the service has
   stopped within ``stop_margin_s`` real seconds of the expiry (driver timer lateness plus
   the service's cancellation time).
-* **C (clean cut).** After the moment ``t_e`` at which the successor last had evidence that
+* **C (clean cut).** From the moment ``t_e`` at which the successor last had evidence that
   the old owner was alive (the owner was in its live member set, was heard from directly,
-  or held a visible registry entry), the old owner hears directly from no member on the
-  successor's side. True for partitions that separate node sets and for crashes; *not* for
-  partial connectivity where the old owner still reaches some member the successor reaches
-  but the successor's failure detector declared it dead anyway.
+  or held a visible registry entry) until the successor starts, the old owner hears
+  directly from no member the successor counts toward its own lease. True for crashes and
+  for a partition that keeps its shape for ``successor_wait_s``; *not* for a partition that
+  changes shape sooner (the owner regains a majority without the successor while the
+  successor still holds a lease from older acks — a strict xfail test shows it), nor for
+  partial connectivity that the successor's failure detector misreads as a crash. SWIM
+  acks are not votes: a member acks everyone, so nothing stronger holds without consensus.
+* **S (sync).** A claim registered by a lease holder reaches every node that holds the
+  lease in the same majority within ``successor_wait_s`` (the registry's sync interval is
+  1 s by default; the wait is about 5 s).
 
 Argument. Let the owner O be cut off from the majority side at real time ``T0 <= t_e``
 (C). O's side is a minority of the configured set, so every majority O can count includes
@@ -33,8 +39,14 @@ when it holds the lease itself (so it is on the majority side) and ``successor_w
 of its own clock have passed since ``t_e``: ``(lease_s / (1 - rho) + stop_margin_s) *
 (1 + rho)`` local seconds are at least ``lease_s / (1 - rho) + stop_margin_s`` real
 seconds (D). So S starts after O stopped. Two majorities of one configured set always
-intersect, so two partitions never both hold the lease. When O hands off or releases the
-name gracefully (registry entry changed by O *after* its service exited), S needs no wait.
+intersect, so two partitions never both hold the lease at one instant.
+
+No wait is needed when O gave the name up *after* its service exited (a handoff entry, or
+O still alive and its claim gone) — provided S saw O's claim while holding the lease
+without a break: evidence gathered before S's current lease began is not trusted, and a
+node that (re)gains the lease waits ``successor_wait_s`` before starting anything whose
+name looks free, so claims made on the majority side while it was cut off reach it
+first (S). The first start of a quorum singleton waits likewise.
 
 The functions here are pure: the supervisor passes the clocks and views in.
 """

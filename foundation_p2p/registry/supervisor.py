@@ -359,7 +359,6 @@ class _Child:
     """This node's record of one child (only for specs placed or run here)."""
 
     __slots__ = (
-        "eligible_since",
         "given_up_until",
         "handoff_state",
         "instance",
@@ -389,7 +388,6 @@ class _Child:
         self.given_up_until: float | None = None
         self.wait_until: float | None = None
         self.move_at: float | None = None
-        self.eligible_since: float | None = None
 
     def update_spec(self, spec: ChildSpec) -> None:
         if (spec.max_restarts, spec.max_seconds) != (self.spec.max_restarts, self.spec.max_seconds):
@@ -448,6 +446,8 @@ class SupervisorCore:
         self._leaving = False
         self._last_check: float | None = None
         self._appeared: dict[NodeId, float] = {}
+        self._lease_since: float | None = None
+        self._lease_until: float | None = None
 
     # ------------------------------------------------------------------ membership input
 
@@ -748,6 +748,7 @@ class SupervisorCore:
 
     def _reconcile(self, now: Now) -> None:
         self._last_check = now.mono
+        self._update_lease(now)
         self._load_specs()
         excluded = self._leaving_nodes(now)
         gave_up = self._given_up_nodes(now)
@@ -903,7 +904,6 @@ class SupervisorCore:
                 else:
                     c.state = "unplaced" if target is None else "remote"
             c.wait_until = None
-            c.eligible_since = None
             return
         passed: Any = None
         if spec.kind == "singleton":
@@ -1048,23 +1048,41 @@ class SupervisorCore:
                 self._owner_seen[name] = (owner, now.mono)
 
     def _quorum_ready_at(self, now: Now, c: _Child) -> float:
-        """When this node may start a quorum singleton whose name is free (lease.py)."""
-        seen = self._owner_seen.get(c.spec.name)
+        """When this node may start a quorum singleton whose name looks free (lease.py).
+
+        Evidence only counts if gathered while this node held the lease without a break
+        (since ``_lease_since``): before that, the registry may not yet show a claim made
+        on the majority side while this node was cut off.
+        """
+        since = self._lease_since if self._lease_since is not None else now.mono
         wait = self._lease.successor_wait_s
+        seen = self._owner_seen.get(c.spec.name)
         if seen is None:
-            # never saw a holder: it may have run on a node this one never heard of
-            if c.eligible_since is None:
-                c.eligible_since = now.mono
-            return c.eligible_since + wait
+            # never saw a holder: it may have run on a node this one did not hear from
+            return since + wait
         owner, last_alive = seen
-        if owner == self.node_id:
-            return now.mono  # this node stopped it itself
-        if owner in self._placement.members:
-            return now.mono  # alive and released the name after its instance stopped
         heard = self._last_heard.get(owner)
-        if heard is not None:
+        if heard is not None and owner != self.node_id:
             last_alive = max(last_alive, heard)
-        return last_alive + wait
+        if last_alive >= since:
+            if owner == self.node_id:
+                return now.mono  # this node stopped it itself, holding the lease throughout
+            if owner in self._placement.members:
+                return now.mono  # alive, and released the name after its instance stopped
+            return last_alive + wait
+        return max(since, last_alive) + wait
+
+    def _update_lease(self, now: Now) -> None:
+        """Track since when this node holds the lease without a break (conservatively: a
+        check after the last known expiry counts as a break)."""
+        expiry = self._lease_expiry(now)
+        if expiry is None:
+            self._lease_since = None
+        elif self._lease_since is None or (
+            self._lease_until is not None and now.mono > self._lease_until
+        ):
+            self._lease_since = now.mono
+        self._lease_until = expiry
 
     # ------------------------------------------------------------------ transitions
 
@@ -1074,7 +1092,6 @@ class SupervisorCore:
         c.instance = instance
         c.state = "starting"
         c.wait_until = None
-        c.eligible_since = None
         c.stop_reason = None
         c.handoff_state = _NO_HANDOFF
         if c.spec.quorum:
