@@ -349,3 +349,66 @@ def test_a_child_whose_placement_moves_is_stopped_with_moved_and_started_there()
     assert c.running("w1") == [2]
     assert c.nodes[0].stops[-1].reason == "moved"
     assert c.nodes[0].stops[-1].handoff is False
+
+
+# -- markers from a previous life, rows, deadlines ----------------------------------------
+
+
+def test_a_rejoined_node_is_placed_again_despite_its_old_leaving_marker() -> None:
+    c = SupCluster(3)
+    c.run(0.5)
+    c.nodes[2].sup.prepare_shutdown(c.now(2))
+    c.run(0.5)
+    assert all(n.sup.placement("anything") != nid(2) for n in c.nodes[:2])
+    c.crash(2)
+    c.refresh_views()
+    c.run(1.0)
+    c.restart(2)  # its marker is still in the others' registries, hidden while it was away
+    c.run(0.01, dt=0.01)
+    name = next(f"n{i}" for i in range(100)
+                if c.nodes[0].sup._placement.order(f"n{i}")[0] == nid(2))
+    assert c.nodes[0].sup.placement(name) == nid(2)  # the old marker is ignored at once
+    c.run(2.0)
+    for node in c.nodes:  # and the rejoined node removed it
+        assert node.registry.select("$sup/leaving/") == []
+    assert c.nodes[2].sup.counters["supervisor.markers.stale"] == 1
+
+
+def test_a_restarted_node_removes_its_give_up_marker_from_a_previous_life() -> None:
+    c = SupCluster(2, config=SupervisorConfig(backoff_base_s=0.01, give_up_s=600.0))
+    c.nodes[0].sup.start_singleton(c.now(), "s", "svc", max_restarts=0)
+    c.run(1.0)
+    [i] = c.running("s")
+    c.exit_service(i, "s", "crashed")
+    c.run(1.0)
+    assert c.running("s") == [1 - i]
+    assert len(c.nodes[1 - i].registry.select("$sup/giveup/")) == 1
+    c.crash(i)
+    c.restart(i)
+    c.run(2.0)
+    assert c.nodes[1 - i].registry.select("$sup/giveup/") == []
+    assert c.nodes[i].sup.counters["supervisor.markers.stale"] == 1
+
+
+def test_which_children_shows_where_a_remote_singleton_runs() -> None:
+    c = SupCluster(3)
+    c.nodes[0].sup.start_singleton(c.now(), "s", "svc")
+    c.run(1.0)
+    [i] = c.running("s")
+    for node in c.nodes:
+        [row] = node.sup.which_children()
+        assert row.node == nid(i)
+        assert row.state == ("running" if node.index == i else "remote")
+        assert (row.instance is not None) == (node.index == i)
+
+
+def test_next_deadline_names_the_backoff_restart_and_the_periodic_check() -> None:
+    sup, _ = solo(backoff_base_s=0.5, backoff_jitter=0.0, check_interval_s=2.0)
+    assert sup.next_deadline() == 2.0
+    sup.start_singleton(NOW, "s", "svc")
+    [start] = sup.take_actions()
+    sup.service_exited(Now(1.0, NOW.wall + 1), "s", start.instance, "crashed")
+    assert sup.next_deadline() == 1.5
+    sup.handle_timer(Now(1.5, NOW.wall + 1.5))
+    [restart] = sup.take_actions()
+    assert isinstance(restart, StartService) and restart.instance > start.instance
