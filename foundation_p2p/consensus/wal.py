@@ -231,6 +231,9 @@ class WalStorage:
         self._stale_snapshots: list[str] = []
         self._dir_dirty = False
         """A file was created, renamed or removed since the directory was last synced."""
+        self._failed: str | None = None
+        """Why a disk operation failed; every later write is refused (fsync errors are not
+        retried: after one, what the kernel kept of the unsynced pages is unknown)."""
         self._closed = False
 
     # -- opening and recovery ---------------------------------------------------------
@@ -563,6 +566,11 @@ class WalStorage:
     def _check_open(self) -> None:
         if self._closed:
             raise StorageError(f"{self.vfs_label()}: the write-ahead log is closed")
+        if self._failed is not None:
+            raise StorageError(
+                f"{self.vfs_label()}: the write-ahead log failed earlier ({self._failed}); "
+                "reopen it to recover what is durable"
+            )
 
     def _write_records(self, data: bytes) -> int:
         """Buffer ``data`` at the end of the current segment; returns its offset."""
@@ -622,41 +630,83 @@ class WalStorage:
 
         Nothing is durable until :meth:`sync`. Entries must be consecutive and follow the
         held log (or overlap it); those at or below the snapshot are ignored. The snapshot
-        is written to its own file and synced at once (it is rare and large).
+        is written to its own file and synced at once (it is rare and large). The whole
+        batch is checked and encoded before anything changes: a :class:`ConfigError`
+        leaves the log as it was. A :class:`StorageError` (the disk failed) leaves the
+        log unusable until it is reopened, since what reached the disk is then unknown.
         """
         self._check_open()
-        for a, b in itertools.pairwise(entries):
-            if b.index != a.index + 1:
-                raise ConfigError(f"entries not consecutive: {a.index} then {b.index}")
-        seg = self._segments[-1]
-        if seg.size >= self.options.segment_bytes:
-            first = entries[0].index if entries else self._last() + 1
-            self._new_segment(first_index=first)
-            seg = self._segments[-1]
-        if snapshot is not None:
-            self._install_snapshot(snapshot[0], snapshot[1])
-        if entries:
-            self._save_entries(entries)
-        if hard_state is not None and hard_state != self._written_hard:
-            self._write_records(fmt.encode_hard_state(hard_state))
+        try:
+            records = self._encode_batch(hard_state, entries, snapshot, conf)
+        except WireError as exc:
+            raise ConfigError(f"write-ahead log save: {exc}") from None
+        entry_bytes, tail = records
+        try:
+            if self._segments[-1].size >= self.options.segment_bytes:
+                first = entries[0].index if entries else self._last() + 1
+                self._new_segment(first_index=first)
+            if snapshot is not None:
+                self._install_snapshot(snapshot[0], snapshot[1])
+            if entries:
+                self._save_entries(entries, entry_bytes)
+            if tail:
+                self._write_records(tail)
+        except StorageError as exc:
+            self._failed = str(exc)
+            raise
+        if hard_state is not None:
             self._hard = self._written_hard = hard_state
-        if conf is not None and conf != self._conf:
-            self._write_records(fmt.encode_conf_state(conf))
+        if conf is not None:
             self._conf = conf
         self.counters.inc("wal.saves")
 
-    def _save_entries(self, entries: Sequence[Entry]) -> None:
-        if entries[0].index > self._last() + 1:
-            raise ConfigError(
-                f"entry {entries[0].index} would leave a gap after the last entry {self._last()}"
-            )
-        limit = self.options.max_record_bytes
-        for e in entries:
-            if len(e.data) + 17 > limit:
+    def _encode_batch(
+        self,
+        hard_state: HardState | None,
+        entries: Sequence[Entry],
+        snapshot: tuple[SnapshotMeta, bytes] | None,
+        conf: ConfState | None,
+    ) -> tuple[bytes, bytes]:
+        """Check a batch and encode its entries and its trailing records."""
+        for a, b in itertools.pairwise(entries):
+            if b.index != a.index + 1:
+                raise ConfigError(f"entries not consecutive: {a.index} then {b.index}")
+        last = self._last() if self._terms else self._snap.index
+        if snapshot is not None:
+            meta, data = snapshot
+            if meta.index < self._snap.index:
                 raise ConfigError(
-                    f"entry {e.index}: {len(e.data)} bytes of data exceed max_record_bytes"
+                    f"snapshot at {meta.index} is older than the held snapshot at "
+                    f"{self._snap.index}"
                 )
-        data = fmt.encode_entries(list(entries))
+            if len(data) > self.options.max_snapshot_bytes:
+                raise ConfigError(
+                    f"snapshot of {len(data)} bytes exceeds max_snapshot_bytes "
+                    f"({self.options.max_snapshot_bytes})"
+                )
+            fmt.encode_snapshot_marker(fmt.SnapshotMarker(meta, fmt.SnapshotMode.INSTALL))
+            last = meta.index
+        entry_bytes = b""
+        if entries:
+            if entries[0].index > last + 1:
+                raise ConfigError(
+                    f"entry {entries[0].index} would leave a gap after the last entry {last}"
+                )
+            limit = self.options.max_record_bytes
+            for e in entries:
+                if len(e.data) + 17 > limit:
+                    raise ConfigError(
+                        f"entry {e.index}: {len(e.data)} bytes of data exceed max_record_bytes"
+                    )
+            entry_bytes = fmt.encode_entries(list(entries))
+        tail = b""
+        if hard_state is not None and hard_state != self._written_hard:
+            tail += fmt.encode_hard_state(hard_state)
+        if conf is not None and conf != self._conf:
+            tail += fmt.encode_conf_state(conf)
+        return entry_bytes, tail
+
+    def _save_entries(self, entries: Sequence[Entry], data: bytes) -> None:
         seg = self._segments[-1]
         offset = self._write_records(data)
         for e in entries:
@@ -666,10 +716,6 @@ class WalStorage:
         self.counters.inc("wal.entries_written", len(entries))
 
     def _install_snapshot(self, meta: SnapshotMeta, data: bytes) -> None:
-        if meta.index < self._snap.index:
-            raise ConfigError(
-                f"snapshot at {meta.index} is older than the held snapshot at {self._snap.index}"
-            )
         self._write_snapshot_file(meta, data)
         marker = fmt.SnapshotMarker(meta, fmt.SnapshotMode.INSTALL)
         seg = self._segments[-1]
@@ -678,11 +724,6 @@ class WalStorage:
         self.counters.inc("wal.snapshots_installed")
 
     def _write_snapshot_file(self, meta: SnapshotMeta, data: bytes) -> None:
-        if len(data) > self.options.max_snapshot_bytes:
-            raise ConfigError(
-                f"snapshot of {len(data)} bytes exceeds max_snapshot_bytes "
-                f"({self.options.max_snapshot_bytes})"
-            )
         old = snapshot_name(self._snap.index, self._snap.term) if self._snap.index else None
         name = snapshot_name(meta.index, meta.term)
         tmp = TMP_PREFIX + name
@@ -703,17 +744,21 @@ class WalStorage:
         current segment (plus the directory if a segment was created), then remove what
         a durable snapshot marker made stale."""
         self._check_open()
-        if self._unsynced:
-            self._flush()
-            assert self._file is not None
-            self._file.sync()
-            self.counters.inc("wal.fsyncs")
-            self._unsynced = False
-        if self._dir_dirty:
-            self.vfs.sync_dir()
-            self.counters.inc("wal.fsyncs")
-            self._dir_dirty = False
-        self._remove_stale()
+        try:
+            if self._unsynced:
+                self._flush()
+                assert self._file is not None
+                self._file.sync()
+                self.counters.inc("wal.fsyncs")
+                self._unsynced = False
+            if self._dir_dirty:
+                self.vfs.sync_dir()
+                self.counters.inc("wal.fsyncs")
+                self._dir_dirty = False
+            self._remove_stale()
+        except StorageError as exc:
+            self._failed = str(exc)
+            raise
 
     def _remove_stale(self) -> None:
         removed = False
@@ -753,9 +798,22 @@ class WalStorage:
             raise ConfigError(
                 f"compact at {meta.index}: term {meta.term} but the entry has term {held}"
             )
-        self._write_snapshot_file(meta, data)
+        if len(data) > self.options.max_snapshot_bytes:
+            raise ConfigError(
+                f"snapshot of {len(data)} bytes exceeds max_snapshot_bytes "
+                f"({self.options.max_snapshot_bytes})"
+            )
         marker = fmt.SnapshotMarker(meta, fmt.SnapshotMode.COMPACT)
-        self._write_records(fmt.encode_snapshot_marker(marker))
+        try:
+            record = fmt.encode_snapshot_marker(marker)
+        except WireError as exc:
+            raise ConfigError(f"compact at {meta.index}: {exc}") from None
+        try:
+            self._write_snapshot_file(meta, data)
+            self._write_records(record)
+        except StorageError as exc:
+            self._failed = str(exc)
+            raise
         self._apply_marker(marker, self._segments[-1])
         self.counters.inc("wal.compactions")
         self.sync()

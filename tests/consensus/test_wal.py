@@ -432,3 +432,44 @@ def test_random_operations_match_a_model_across_reopens() -> None:
             assert wal.entries(snap.index + 1, last + 1) == [model[i] for i in sorted(model)]
             assert wal.snapshot() == (snap, snap_data)
             assert wal.initial_state() == (hard, conf)
+
+
+def test_a_failed_fsync_makes_the_log_refuse_writes_until_reopened() -> None:
+    vfs = MemoryVfs()
+    wal = WalStorage.open(vfs)
+    wal.save(HardState(1, A, 0), entries(1, 3))
+    wal.sync()
+    wal.save(None, entries(3, 5))
+
+    def failing_sync() -> None:
+        raise StorageError("mem/0000000000000000.wal: fsync failed: Input/output error")
+
+    assert wal._file is not None
+    wal._file.sync = failing_sync  # type: ignore[method-assign]
+    with pytest.raises(StorageError, match="fsync failed"):
+        wal.sync()
+    with pytest.raises(StorageError, match=r"failed earlier .*fsync failed.*reopen it"):
+        wal.save(None, entries(5, 6))
+    with pytest.raises(StorageError, match="failed earlier"):
+        wal.sync()
+    vfs.crash()
+    assert reopen(vfs).last_index() == 2
+
+
+def test_a_refused_batch_changes_nothing() -> None:
+    vfs = MemoryVfs()
+    wal = WalStorage.open(vfs)
+    wal.save(HardState(1, A, 0), entries(1, 4))
+    wal.compact(SnapshotMeta(2, 1), b"")
+    before = (wal.last_index(), wal.initial_state(), wal.counters["wal.bytes_written"])
+    with pytest.raises(ConfigError, match="16-byte node id"):
+        wal.save(HardState(2, b"bad vote", 0), entries(4, 6))
+    with pytest.raises(ConfigError, match="gap"):
+        wal.save(None, entries(5, 6))
+    with pytest.raises(ConfigError, match="older than the held snapshot"):
+        wal.save(None, snapshot=(SnapshotMeta(1, 1), b""))
+    wal.sync()
+    assert (wal.last_index(), wal.initial_state(), wal.counters["wal.bytes_written"]) == before
+    with pytest.raises(ConfigError, match="gap after the last entry 20"):
+        wal.save(None, entries(22, 23), snapshot=(SnapshotMeta(20, 3), b"s"))
+    assert wal.snapshot()[0].index == 2, "the refused install wrote nothing"

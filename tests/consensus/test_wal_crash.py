@@ -40,7 +40,17 @@ class Compact:
     index: int
 
 
-Op = Save | Sync | Compact
+@dataclass(frozen=True)
+class Install:
+    """A snapshot from the leader, saved with the entries that follow it."""
+
+    index: int
+    term: int
+    hard: HardState
+    entries: tuple[Entry, ...]
+
+
+Op = Save | Sync | Compact | Install
 State = tuple[int, int, tuple[Entry, ...], HardState]
 """(snapshot index, snapshot term, entries after it, hard state)."""
 
@@ -67,6 +77,12 @@ def workload(seed: int, saves: int = 70) -> list[Op]:
         if rng.random() < 0.06 and last > snap + 5:
             snap = rng.randint(snap + 1, last - 3)
             ops.append(Compact(snap))
+        elif rng.random() < 0.03:
+            term += 1
+            snap = last + rng.randint(-2, 6) if last - 2 > snap else last + 3
+            after = tuple(Entry(term, i, data=b"i%d" % i) for i in range(snap + 1, snap + 3))
+            last = snap + 2
+            ops.append(Install(snap, term, HardState(term, None, snap), after))
     ops.append(Sync())
     return ops
 
@@ -102,6 +118,11 @@ class Model:
             self.snap = SnapshotMeta(op.index, self.log[op.index].term, ConfState())
             self.log = {i: e for i, e in self.log.items() if i > op.index}
             out.append(self.state())
+        elif isinstance(op, Install):
+            self.snap = SnapshotMeta(op.index, op.term, ConfState())
+            self.log = {}
+            out.append(self.state())
+            out.extend(self.steps(Save(op.hard, op.entries)))
         return out
 
 
@@ -121,6 +142,9 @@ def run(ops: list[Op], vfs: MemoryVfs) -> tuple[int, int]:
             elif isinstance(op, Sync):
                 wal.sync()
                 durable = k + 1
+            elif isinstance(op, Install):
+                meta = SnapshotMeta(op.index, op.term)
+                wal.save(op.hard, list(op.entries), snapshot=(meta, b"state@%d" % op.index))
             else:
                 wal.compact(SnapshotMeta(op.index, wal.term(op.index)), b"state@%d" % op.index)
                 durable = k + 1
@@ -158,12 +182,13 @@ def total_ops(ops: list[Op]) -> int:
 
 
 @pytest.mark.parametrize("mode", ["clean", "torn", "zero_tail"])
-@pytest.mark.parametrize("seed", [1, 2])
+@pytest.mark.parametrize("seed", [1, 2, 3])
 def test_crash_at_every_operation_recovers_every_synced_record(seed: int, mode: str) -> None:
     ops = workload(seed)
     n_ops = total_ops(ops)
     assert n_ops > 100
     assert any(isinstance(op, Compact) for op in ops)
+    assert any(isinstance(op, Install) for op in ops)
     rng = random.Random(seed * 1000 + len(mode))
     torn_seen = 0
     for crash_at in range(1, n_ops + 1):
