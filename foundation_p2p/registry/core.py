@@ -504,7 +504,7 @@ class RegistryCore:
             v = [1, list(chunk), context_to_wire(ctx)]
             out.append((v, message_size(v)))
 
-        for name in merged.names:
+        for name in merged.sorted_names():
             for dot, entry in sorted(merged.entries[name].items()):
                 item = entry_to_wire(dot, entry)
                 item_size = message_size(item) + 24  # the entry and its dot in the context
@@ -530,6 +530,9 @@ class RegistryCore:
         return entry.owner is not None and entry.owner in self._failed
 
     def _visible_winner(self, slot: Mapping[Dot, Entry]) -> Entry | None:
+        if len(slot) == 1:
+            (only,) = slot.values()
+            return None if self._failed and self._hidden(only) else only
         if not self._failed:
             return winner(slot.values())
         return winner(e for e in slot.values() if not self._hidden(e))

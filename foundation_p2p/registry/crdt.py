@@ -179,22 +179,38 @@ class DotContext:
         return f"DotContext(vv={vv}, cloud={cloud})"
 
 
+_NO_NAMES = SortedList()
+"""The (never filled) name index of unindexed states."""
+
+
 class RegistryState:
     """A replica (or a delta) of the registry map: ``name -> {dot: Entry}`` plus its
-    :class:`DotContext`, with a sorted name index, a dot index and bucket digests."""
+    :class:`DotContext`, with a dot index and — when ``indexed`` (replicas; deltas skip it)
+    — a sorted name index and bucket digests."""
 
-    __slots__ = ("_bucket_cache", "bucket_names", "buckets", "ctx", "dot_names", "entries", "names")
+    __slots__ = (
+        "_bucket_cache",
+        "bucket_names",
+        "buckets",
+        "ctx",
+        "dot_names",
+        "entries",
+        "indexed",
+        "names",
+    )
 
-    def __init__(self) -> None:
+    def __init__(self, *, indexed: bool = True) -> None:
+        self.indexed = indexed
+        """Whether ``names``, ``buckets`` and ``bucket_names`` are kept (empty if not)."""
         self.entries: dict[str, dict[Dot, Entry]] = {}
         """Live entries: name -> dot -> entry (several dots = concurrent writes)."""
         self.ctx = DotContext()
         """Every dot this replica has seen (live or removed)."""
-        self.names: SortedList = SortedList()
+        self.names: SortedList = SortedList() if indexed else _NO_NAMES
         """The names with at least one live dot, sorted (for prefix selects)."""
         self.dot_names: dict[Dot, str] = {}
         """Live dot -> its name."""
-        self.buckets: list[int] = [0] * BUCKETS
+        self.buckets: list[int] = [0] * BUCKETS if indexed else []
         """Per bucket, the XOR of :func:`item_hash` over its live ``(name, dot)``."""
         self.bucket_names: dict[int, set[str]] = {}
         """Per non-empty bucket, its live names."""
@@ -228,6 +244,10 @@ class RegistryState:
         out.sort()
         return out
 
+    def sorted_names(self) -> list[str]:
+        """The live names in ascending order."""
+        return list(self.names) if self.indexed else sorted(self.entries)
+
     def live_dots(self) -> int:
         """How many live dots the state holds."""
         return len(self.dot_names)
@@ -236,7 +256,7 @@ class RegistryState:
         """A comparable value: equal for replicas with the same entries and context."""
         entries = tuple(
             (name, tuple(sorted(self.entries[name].items(), key=lambda kv: kv[0])))
-            for name in self.names
+            for name in self.sorted_names()
         )
         return (
             entries,
@@ -250,17 +270,23 @@ class RegistryState:
         slot = self.entries.get(name)
         if slot is None:
             slot = self.entries[name] = {}
-            self.names.add(name)
-            b = self._bucket_cache[name] = bucket_of(name)
-            self.bucket_names.setdefault(b, set()).add(name)
+            if self.indexed:
+                self.names.add(name)
+                b = self._bucket_cache[name] = bucket_of(name)
+                self.bucket_names.setdefault(b, set()).add(name)
         slot[dot] = entry
         self.dot_names[dot] = name
-        self.buckets[self._bucket_cache[name]] ^= item_hash(name, dot)
+        if self.indexed:
+            self.buckets[self._bucket_cache[name]] ^= item_hash(name, dot)
 
     def _drop_live(self, name: str, dot: Dot) -> None:
         slot = self.entries[name]
         del slot[dot]
         del self.dot_names[dot]
+        if not self.indexed:
+            if not slot:
+                del self.entries[name]
+            return
         self.buckets[self._bucket_cache[name]] ^= item_hash(name, dot)
         if not slot:
             del self.entries[name]
@@ -320,7 +346,7 @@ class RegistryState:
 
     def copy(self) -> RegistryState:
         """An independent copy (entries are immutable and shared)."""
-        new = RegistryState()
+        new = RegistryState(indexed=self.indexed)
         for name, slot in self.entries.items():
             for dot, entry in slot.items():
                 new._add_live(name, dot, entry)
@@ -341,7 +367,7 @@ class RegistryState:
 def add_delta(dot: Dot, entry: Entry, supersedes: Iterable[Dot] = ()) -> RegistryState:
     """The delta of writing ``entry`` under the fresh ``dot``, replacing the dots in
     ``supersedes`` (the ones the writer saw for that name and meant to overwrite)."""
-    delta = RegistryState()
+    delta = RegistryState(indexed=False)
     delta._add_live(entry.name, dot, entry)
     delta.ctx.add(dot)
     for old in supersedes:
@@ -351,7 +377,7 @@ def add_delta(dot: Dot, entry: Entry, supersedes: Iterable[Dot] = ()) -> Registr
 
 def remove_delta(dots: Iterable[Dot]) -> RegistryState:
     """The delta of removing the live ``dots``: no entries, a context of exactly them."""
-    delta = RegistryState()
+    delta = RegistryState(indexed=False)
     for dot in dots:
         delta.ctx.add(dot)
     return delta

@@ -309,7 +309,9 @@ def entries_from_wire(
 def state_entries(state: RegistryState) -> list[tuple[Dot, Entry]]:
     """Every live ``(dot, entry)`` of ``state``, by name then dot."""
     entries = state.entries
-    return [(dot, entries[name][dot]) for name in state.names for dot in sorted(entries[name])]
+    return [
+        (dot, entries[name][dot]) for name in state.sorted_names() for dot in sorted(entries[name])
+    ]
 
 
 def state_to_wire(state: RegistryState) -> list[Any]:
@@ -382,7 +384,7 @@ def decode_message(value: Any, *, max_value_bytes: int = MAX_VALUE_BYTES) -> Mes
             f"registry message type {kind}: expected {_FIELDS[kind]} fields, got {len(items)}"
         )
     if kind == MSG_DELTA:
-        state = RegistryState()
+        state = RegistryState(indexed=False)
         entries = entries_from_wire(items[1], "delta entries", max_value_bytes=max_value_bytes)
         ctx = context_from_wire(items[2], "delta context")
         for dot, entry in entries:
