@@ -77,6 +77,7 @@ class SupCluster:
         registry_config: RegistryConfig | None = None,
         quorum: bool = False,
         skew_s: float = 0.0,
+        rates: list[float] | None = None,
     ) -> None:
         self.t = 0.0
         self.rng = random.Random(seed)
@@ -87,6 +88,8 @@ class SupCluster:
         self.cut: set[frozenset[bytes]] = set()
         self.quorum = quorum
         self.skew = [self.rng.uniform(-skew_s, skew_s) for _ in range(n)]
+        self.rates = rates or [1.0] * n
+        """Each node's monotonic clock runs at this rate of virtual time (drift)."""
         self.peak: dict[str, int] = {}
         self.seed = seed
         for i in range(n):
@@ -120,7 +123,7 @@ class SupCluster:
     # -- time and faults ----------------------------------------------------------------
 
     def now(self, i: int = 0) -> Now:
-        return Now(self.t, WALL0 + self.t + self.skew[i])
+        return Now(self.t * self.rates[i], WALL0 + self.t + self.skew[i])
 
     def reachable(self, a: bytes, b: bytes) -> bool:
         return (
@@ -249,16 +252,16 @@ class SupCluster:
                 continue
             now = self.now(node.index)
             if self.quorum:
-                heard = {o.id: self.t for o in self.nodes
+                heard = {o.id: now.mono for o in self.nodes
                          if o.id != node.id and self.reachable(node.id, o.id)}
                 prev = node.sup._last_heard  # keep older times of unreachable members
                 merged = {**prev, **heard}
                 node.sup.set_quorum_view(now, QuorumView(merged))
             d = node.registry.next_deadline()
-            if d is not None and d <= self.t:
+            if d is not None and d <= now.mono:
                 node.registry.handle_timer(now)
             d = node.sup.next_deadline()
-            if d is not None and d <= self.t:
+            if d is not None and d <= now.mono:
                 node.sup.handle_timer(now)
             self._settle(node)
 

@@ -236,3 +236,37 @@ def test_horde_45_joiners_do_not_count_until_the_set_is_reconfigured() -> None:
     assert not c.nodes[3].sup.holds_lease(c.now(3))
     assert c.nodes[0].sup.holds_lease(c.now(0))
     assert c.peak["q"] == 1
+
+
+# -- clock drift ----------------------------------------------------------------------------
+
+
+def drift_cut(rates: list[float], **cfg: float) -> SupCluster:
+    """The owner (node 2, where "q" goes) runs slow, everyone else fast; cut it off."""
+    c = SupCluster(5, config=SupervisorConfig(quorum_members=FIVE, **cfg),  # type: ignore[arg-type]
+                   quorum=True, rates=rates)
+    assert rendezvous_order("q", list(FIVE))[0] == nid(2)
+    c.nodes[0].sup.start_singleton(c.now(), "q", "svc", quorum=True)
+    run_until(c, lambda: c.running("q"), 10.0)
+    assert c.running("q") == [2]
+    c.partition([2], [0, 1, 3, 4])
+    c.refresh_views()
+    c.run(12.0, dt=0.01)
+    return c
+
+
+def test_drift_within_the_bound_keeps_one_instance_at_a_time() -> None:
+    # rates 0.99 (owner) and 1.01 (successors): exactly the 1 % bound, no stop margin
+    c = drift_cut([1.01, 1.01, 0.99, 1.01, 1.01], max_drift=0.01, stop_margin_s=0.0)
+    assert len(c.running("q")) == 1 and c.running("q") != [2]
+    assert c.peak["q"] == 1
+
+
+def test_drift_beyond_the_bound_can_overlap_which_is_why_the_bound_is_configurable() -> None:
+    # the owner's clock runs 20 % slow, the successors' 20 % fast, the bound says 1 %
+    rates = [1.2, 1.2, 0.8, 1.2, 1.2]
+    c = drift_cut(rates, max_drift=0.01, stop_margin_s=0.0)
+    assert c.peak["q"] == 2
+    # declaring the real drift (and a little stop margin) makes it safe again
+    c = drift_cut(rates, max_drift=0.2, stop_margin_s=0.2)
+    assert c.peak["q"] == 1
