@@ -205,6 +205,7 @@ class NodeCore:
             self.identity,
             keyring,
             secret_bytes,
+            epoch=self.boot_epoch,
             config=EndpointConfig.from_mapping(config.extra.get("transport", {})),
             counters=self.counters,
         )
@@ -270,11 +271,14 @@ class NodeCore:
             return
         if decoded.unknown:
             counters.inc("frames.unknown", decoded.unknown)
+        # a newer boot of the sender closes our connection to its previous boot at once
+        self.transport.observe_peer_epoch(now.mono, header.sender, header.boot_epoch)
         self._dispatch(now, header.sender, addr, decoded.frames)
 
     def handle_packet(self, now: Now, addr: Address, packet: GossipPacket) -> None:
         """A decoded packet arrived (the simulator's ``messages`` mode; no crypto)."""
         self.counters["packets.received"] += 1
+        self.transport.observe_peer_epoch(now.mono, packet.sender, packet.boot_epoch)
         self._dispatch(now, packet.sender, addr, packet.frames)  # type: ignore[arg-type]
 
     def _dispatch(self, now: Now, sender: NodeId, addr: Address, frames: list[Frame]) -> None:

@@ -40,6 +40,7 @@ from foundation_p2p.crypto.identity import Identity, node_id_from_public_key
 from foundation_p2p.crypto.keyring import Keyring
 from foundation_p2p.crypto.noise import HandshakeState
 from foundation_p2p.errors import WireError
+from foundation_p2p.transport.reset import ResetKey
 
 VECTOR = Path(__file__).resolve().parent.parent / "spec" / "vectors" / "handshake.json"
 _DATA: dict[str, Any] = json.loads(VECTOR.read_text(encoding="utf-8"))
@@ -70,16 +71,18 @@ def _sides() -> tuple[Handshake, Handshake]:
         _RING,
         _fixed(i["noise_ephemeral"]),
         ident_r.node_id,
-        static=NoiseStatic(ident_i, bytes.fromhex(i["noise_static"])),
+        static=NoiseStatic(ident_i, bytes.fromhex(i["noise_static"]), i["boot_epoch"]),
         max_failures=_BIG,
+        reset_token=ResetKey.from_identity(ident_i).token(bytes.fromhex(i["connection_id"])),
     )
     resp = Handshake.respond(
         ident_r,
         _RING,
         _fixed(r["noise_ephemeral"]),
         init.key_id,
-        static=NoiseStatic(ident_r, bytes.fromhex(r["noise_static"])),
+        static=NoiseStatic(ident_r, bytes.fromhex(r["noise_static"]), r["boot_epoch"]),
         max_failures=_BIG,
+        reset_token=ResetKey.from_identity(ident_r).token(bytes.fromhex(r["connection_id"])),
     )
     return init, resp
 
@@ -118,13 +121,15 @@ def fuzz_handshake_receive(data: bytes) -> None:
     for step in range(3):
         reader = _NODE.get(step) or _reader_at(step)
         _NODE[step] = reader
-        before = (reader.handshake_hash, reader._noise.message_index, reader.peer_node_id)
+        before = (reader.handshake_hash, reader._noise.message_index, reader.peer_node_id,
+                  reader.peer_epoch, reader.peer_reset_token)
         duplicates = reader.duplicates
         try:
             reader.receive(data)
         except WireError:
             assert not reader.failed
-            after = (reader.handshake_hash, reader._noise.message_index, reader.peer_node_id)
+            after = (reader.handshake_hash, reader._noise.message_index, reader.peer_node_id,
+                     reader.peer_epoch, reader.peer_reset_token)
             assert after == before, "a refused message changed the handshake"
             continue
         if reader.duplicates != duplicates:
@@ -134,6 +139,8 @@ def fuzz_handshake_receive(data: bytes) -> None:
         assert data == _MESSAGES[step], f"message {step + 1}: a forged message was accepted"
         if step > 0:
             assert reader.peer_node_id is not None
+            side = _IN["responder" if step == 1 else "initiator"]
+            assert reader.peer_epoch == side["boot_epoch"]
 
 
 def fuzz_noise_read(data: bytes) -> None:
@@ -159,16 +166,18 @@ def fuzz_identity_payload(data: bytes) -> None:
     """``decode_identity_payload`` (round trip) and ``verify_identity_payload`` (a node id
     that is the hash of the key, or a WireError)."""
     try:
-        public_key, signature = decode_identity_payload(data)
+        f = decode_identity_payload(data)
     except WireError:
         return
-    assert encode_identity_payload(public_key, signature) == data, "payload does not re-encode"
+    again = encode_identity_payload(f.identity_public_key, f.boot_epoch, f.signature,
+                                    f.reset_token)
+    assert again == data, "payload does not re-encode"
     for static in _STATICS:
         try:
-            node_id, key = verify_identity_payload(data, static)
+            node_id, fields = verify_identity_payload(data, static)
         except WireError:
             continue
-        assert key == public_key and node_id == node_id_from_public_key(key)
+        assert fields == f and node_id == node_id_from_public_key(f.identity_public_key)
 
 
 TARGETS: dict[str, Callable[[bytes], None]] = {

@@ -9,11 +9,16 @@
   :class:`~foundation_p2p.errors.UnknownKeyError`;
 - prologue ``b"foundation-p2p transport v1" || key_id as 4 bytes big endian``;
 - message 1 carries an empty payload; messages 2 (responder) and 3 (initiator) carry the
-  identity payload, deterministic CBOR ``[identity_public_key, signature]``: the Ed25519
-  key and its signature over ``b"foundation-p2p noise static v1\\x00" || Noise static
-  public key``. The Noise DH operations prove possession of the static key; the
-  signature ties the static key to the identity, so the verified peer node id is
-  ``node_id_from_public_key(identity_public_key)``;
+  identity payload, deterministic CBOR ``[identity_public_key, boot_epoch, signature,
+  reset_token]``: the Ed25519 key; the sender's boot epoch as 8 bytes big endian; the
+  signature over ``b"foundation-p2p noise static v2\\x00" || Noise static public key ||
+  boot_epoch``; and the stateless reset token of the sender's connection id (16 bytes,
+  ``spec/transport.md`` section 12). The Noise DH operations prove possession of the
+  static key; the signature ties the static key and the boot to the identity, so the
+  verified peer node id is ``node_id_from_public_key(identity_public_key)`` and its boot
+  epoch is known (a connection to an older boot of a peer is recognisably stale). The
+  token is per connection and not signed: the Noise payload encryption authenticates it
+  as coming from the holder of the static key;
 - traffic keys: for each direction, ``key || iv = HKDF-SHA256(split key, salt empty, info
   b"foundation-p2p traffic v1", 44 bytes)``.
 
@@ -57,14 +62,18 @@ logger = logging.getLogger("foundation_p2p.crypto")
 
 PSK_INFO = b"foundation-p2p noise psk v1"
 PROLOGUE_LABEL = b"foundation-p2p transport v1"
-STATIC_SIGNING_CONTEXT = b"foundation-p2p noise static v1\x00"
+STATIC_SIGNING_CONTEXT = b"foundation-p2p noise static v2\x00"
 TRAFFIC_INFO = b"foundation-p2p traffic v1"
 KEY_BYTES = 32
 IV_BYTES = 12
-IDENTITY_PAYLOAD_BYTES = 101
-"""``[bstr .size 32, bstr .size 64]`` in deterministic CBOR: 1 + (2 + 32) + (2 + 64)."""
+EPOCH_BYTES = 8
+RESET_TOKEN_BYTES = 16
+MAX_EPOCH = (1 << 64) - 1
+IDENTITY_PAYLOAD_BYTES = 127
+"""``[bstr .size 32, bstr .size 8, bstr .size 64, bstr .size 16]`` in deterministic CBOR:
+1 + (2 + 32) + (1 + 8) + (2 + 64) + (1 + 16)."""
 MESSAGE_SIZES = (48, 48 + 32 + IDENTITY_PAYLOAD_BYTES + 16, 48 + IDENTITY_PAYLOAD_BYTES + 16)
-"""The exact sizes of messages 1, 2 and 3 (48, 197, 165 bytes)."""
+"""The exact sizes of messages 1, 2 and 3 (48, 223, 191 bytes)."""
 
 
 class UnexpectedPeerError(AuthenticationError):
@@ -93,14 +102,39 @@ def derive_traffic(split_key: bytes) -> tuple[bytes, bytes]:
     return okm[:KEY_BYTES], okm[KEY_BYTES:]
 
 
-def encode_identity_payload(identity_public_key: bytes, signature: bytes) -> bytes:
-    """The identity payload: deterministic CBOR ``[identity_public_key, signature]``."""
-    return cbor.encode([identity_public_key, signature])
+@dataclass(frozen=True, slots=True)
+class IdentityPayload:
+    """A decoded identity payload (nothing verified yet; see :func:`verify_identity_payload`)."""
+
+    identity_public_key: bytes
+    boot_epoch: int
+    signature: bytes
+    reset_token: bytes
 
 
-def decode_identity_payload(payload: bytes) -> tuple[bytes, bytes]:
-    """``(identity_public_key, signature)`` of an identity payload; anything else raises
-    :class:`MalformedError` naming the problem."""
+def signed_static_binding(noise_static: bytes, boot_epoch: int) -> bytes:
+    """What the identity signature covers: ``STATIC_SIGNING_CONTEXT || noise static ||
+    boot epoch (8 bytes, big endian)``."""
+    if not 0 <= boot_epoch <= MAX_EPOCH:
+        raise ConfigError("handshake: a boot epoch is a 64-bit unsigned integer")
+    return STATIC_SIGNING_CONTEXT + noise_static + boot_epoch.to_bytes(EPOCH_BYTES, "big")
+
+
+def encode_identity_payload(
+    identity_public_key: bytes, boot_epoch: int, signature: bytes, reset_token: bytes
+) -> bytes:
+    """The identity payload: deterministic CBOR ``[identity_public_key, boot_epoch (8
+    bytes, big endian), signature, reset_token]``."""
+    if not 0 <= boot_epoch <= MAX_EPOCH:
+        raise ConfigError("handshake: a boot epoch is a 64-bit unsigned integer")
+    return cbor.encode(
+        [identity_public_key, boot_epoch.to_bytes(EPOCH_BYTES, "big"), signature, reset_token]
+    )
+
+
+def decode_identity_payload(payload: bytes) -> IdentityPayload:
+    """The fields of an identity payload; anything else raises :class:`MalformedError`
+    naming the problem."""
     if len(payload) != IDENTITY_PAYLOAD_BYTES:
         raise MalformedError(
             f"handshake: the identity payload is {IDENTITY_PAYLOAD_BYTES} bytes, got {len(payload)}"
@@ -111,50 +145,66 @@ def decode_identity_payload(payload: bytes) -> tuple[bytes, bytes]:
         raise MalformedError(f"handshake: the identity payload is not CBOR: {exc}") from None
     if (
         type(value) is not list
-        or len(value) != 2
-        or type(value[0]) is not bytes
-        or len(value[0]) != 32
-        or type(value[1]) is not bytes
-        or len(value[1]) != 64
+        or len(value) != 4
+        or any(
+            type(item) is not bytes or len(item) != size
+            for item, size in zip(value, (32, EPOCH_BYTES, 64, RESET_TOKEN_BYTES), strict=True)
+        )
     ):
         raise MalformedError(
-            "handshake: the identity payload must be [identity key (32 bytes), "
-            "signature (64 bytes)]"
+            "handshake: the identity payload must be [identity key (32 bytes), boot epoch "
+            "(8 bytes), signature (64 bytes), reset token (16 bytes)]"
         )
-    return value[0], value[1]
+    return IdentityPayload(value[0], int.from_bytes(value[1], "big"), value[2], value[3])
 
 
-def verify_identity_payload(payload: bytes, noise_static: bytes) -> tuple[NodeId, bytes]:
+def verify_identity_payload(payload: bytes, noise_static: bytes) -> tuple[NodeId, IdentityPayload]:
     """Check an identity payload against the peer's Noise static public key; returns
-    ``(node_id, identity_public_key)``. Raises :class:`MalformedError` or
-    :class:`SignatureError`."""
-    public_key, signature = decode_identity_payload(payload)
-    if not verify_signature(public_key, signature, STATIC_SIGNING_CONTEXT + noise_static):
+    ``(node_id, fields)``. Raises :class:`MalformedError` or :class:`SignatureError`."""
+    fields = decode_identity_payload(payload)
+    signed = signed_static_binding(noise_static, fields.boot_epoch)
+    if not verify_signature(fields.identity_public_key, fields.signature, signed):
         raise SignatureError(
-            "handshake: the peer's identity signature over its Noise static key does not verify"
+            "handshake: the peer's identity signature over its Noise static key and boot "
+            "epoch does not verify"
         )
-    return node_id_from_public_key(public_key), public_key
+    return node_id_from_public_key(fields.identity_public_key), fields
 
 
 class NoiseStatic:
-    """A Noise static X25519 key and this node's identity payload binding it.
+    """A Noise static X25519 key of one node boot, and the signature binding it (and the
+    boot epoch) to the node's identity.
 
     Create one per node boot (:meth:`generate`) and pass it to every :class:`Handshake`:
-    the Ed25519 signature is then computed once, not per handshake.
+    the Ed25519 signature is then computed once, not per handshake; :meth:`payload` adds
+    a connection's reset token.
     """
 
-    __slots__ = ("payload", "private", "public")
+    __slots__ = ("boot_epoch", "identity_public_key", "private", "public", "signature")
 
-    def __init__(self, identity: Identity, private: bytes) -> None:
+    def __init__(self, identity: Identity, private: bytes, boot_epoch: int = 0) -> None:
         self.private = private
         self.public = x25519_public(private)
-        signature = identity.sign(STATIC_SIGNING_CONTEXT + self.public)
-        self.payload = encode_identity_payload(identity.public_key, signature)
+        self.boot_epoch = boot_epoch
+        self.identity_public_key = identity.public_key
+        self.signature = identity.sign(signed_static_binding(self.public, boot_epoch))
 
     @classmethod
-    def generate(cls, identity: Identity, secret_bytes: Callable[[int], bytes]) -> NoiseStatic:
-        """A fresh static key from 32 bytes of ``secret_bytes``."""
-        return cls(identity, secret_bytes(32))
+    def generate(
+        cls, identity: Identity, secret_bytes: Callable[[int], bytes], boot_epoch: int = 0
+    ) -> NoiseStatic:
+        """A fresh static key from 32 bytes of ``secret_bytes``, for the boot
+        ``boot_epoch`` (0, the oldest possible, where there is no node boot: benchmarks,
+        standalone handshakes)."""
+        return cls(identity, secret_bytes(32), boot_epoch)
+
+    def payload(self, reset_token: bytes) -> bytes:
+        """The identity payload carrying ``reset_token`` (16 bytes)."""
+        if len(reset_token) != RESET_TOKEN_BYTES:
+            raise ConfigError("handshake: a reset token is 16 bytes")
+        return encode_identity_payload(
+            self.identity_public_key, self.boot_epoch, self.signature, reset_token
+        )
 
 
 @dataclass(slots=True)
@@ -189,6 +239,12 @@ class Handshake:
     in ``duplicates``): the peer retransmitted, and :meth:`last_sent` gives the message
     to answer with. Any rejected message raises and changes nothing; ``max_failures``
     of them (default 8) end the handshake (``failed``).
+
+    ``reset_token``: the stateless reset token this side announces (its connection's, set
+    before this side writes message 2 or 3); when still ``None`` then, 16 bytes of
+    ``secret_bytes`` are used, a token nobody can compute (no reset for that
+    handshake's connection). Once the peer's payload is verified: ``peer_node_id``,
+    ``peer_identity_key``, ``peer_epoch`` (its boot epoch) and ``peer_reset_token``.
     """
 
     __slots__ = (
@@ -197,16 +253,20 @@ class Handshake:
         "_last_received",
         "_last_sent",
         "_noise",
+        "_secret_bytes",
         "_static",
         "duplicates",
         "failed",
         "initiator",
         "key_id",
         "max_failures",
+        "peer_epoch",
         "peer_identity_key",
         "peer_node_id",
+        "peer_reset_token",
         "prologue",
         "psk",
+        "reset_token",
     )
 
     def __init__(
@@ -220,12 +280,17 @@ class Handshake:
         expected_peer: NodeId | None,
         static: NoiseStatic | None,
         max_failures: int = 8,
+        reset_token: bytes | None = None,
     ) -> None:
         if max_failures < 1:
             raise ConfigError("handshake: max_failures must be at least 1")
+        if reset_token is not None and len(reset_token) != RESET_TOKEN_BYTES:
+            raise ConfigError("handshake: a reset token is 16 bytes")
         if static is None:
             static = NoiseStatic.generate(identity, secret_bytes)
         self._static = static
+        self._secret_bytes = secret_bytes
+        self.reset_token = reset_token
         self.initiator = initiator
         self.key_id = key_id
         self.psk = derive_psk(cluster_key)
@@ -248,6 +313,8 @@ class Handshake:
         self._last_received: bytes | None = None
         self.peer_node_id: NodeId | None = None
         self.peer_identity_key: bytes | None = None
+        self.peer_epoch: int | None = None
+        self.peer_reset_token: bytes | None = None
 
     @classmethod
     def initiate(
@@ -259,6 +326,7 @@ class Handshake:
         *,
         static: NoiseStatic | None = None,
         max_failures: int = 8,
+        reset_token: bytes | None = None,
     ) -> Handshake:
         """The initiator's side, with the keyring's primary key (``key_id`` goes in clear).
 
@@ -274,6 +342,7 @@ class Handshake:
             expected_peer=expected_peer,
             static=static,
             max_failures=max_failures,
+            reset_token=reset_token,
         )
 
     @classmethod
@@ -286,6 +355,7 @@ class Handshake:
         *,
         static: NoiseStatic | None = None,
         max_failures: int = 8,
+        reset_token: bytes | None = None,
     ) -> Handshake:
         """The responder's side, for the cluster key ``key_id`` the initiator announced;
         raises :class:`UnknownKeyError` when the keyring does not hold it."""
@@ -303,6 +373,7 @@ class Handshake:
             expected_peer=None,
             static=static,
             max_failures=max_failures,
+            reset_token=reset_token,
         )
 
     @property
@@ -335,7 +406,12 @@ class Handshake:
         noise = self._noise
         if self.failed or not noise.my_turn_to_write:
             return None
-        payload = b"" if noise.message_index == 0 else self._static.payload
+        if noise.message_index == 0:
+            payload = b""
+        else:
+            if self.reset_token is None:
+                self.reset_token = self._secret_bytes(RESET_TOKEN_BYTES)
+            payload = self._static.payload(self.reset_token)
         message = noise.write_message(payload)
         self._last_sent = message
         if noise.complete:
@@ -372,13 +448,16 @@ class Handshake:
             else:
                 peer_static = noise.remote_static
                 assert peer_static is not None
-                node_id, public_key = verify_identity_payload(payload, peer_static)
+                node_id, fields = verify_identity_payload(payload, peer_static)
                 if self._expected_peer is not None and node_id != self._expected_peer:
                     raise UnexpectedPeerError(
                         f"handshake: the peer is node {node_id.hex()}, "
                         f"expected {self._expected_peer.hex()}"
                     )
-                self.peer_node_id, self.peer_identity_key = node_id, public_key
+                self.peer_node_id = node_id
+                self.peer_identity_key = fields.identity_public_key
+                self.peer_epoch = fields.boot_epoch
+                self.peer_reset_token = fields.reset_token
         except WireError:
             noise.restore(saved)
             noise.note_failure()
@@ -415,13 +494,16 @@ class Handshake:
 
 
 __all__ = [
+    "EPOCH_BYTES",
     "IDENTITY_PAYLOAD_BYTES",
     "MESSAGE_SIZES",
     "PROLOGUE_LABEL",
     "PSK_INFO",
+    "RESET_TOKEN_BYTES",
     "STATIC_SIGNING_CONTEXT",
     "TRAFFIC_INFO",
     "Handshake",
+    "IdentityPayload",
     "NoiseStatic",
     "TrafficKeys",
     "UnexpectedPeerError",
@@ -430,5 +512,6 @@ __all__ = [
     "derive_traffic",
     "encode_identity_payload",
     "prologue_for",
+    "signed_static_binding",
     "verify_identity_payload",
 ]

@@ -110,6 +110,7 @@ from foundation_p2p.transport.packet import (
     parse_one_rtt,
 )
 from foundation_p2p.transport.recovery import AckOutcome, LossRecovery, SentPacket
+from foundation_p2p.transport.reset import ResetKey
 from foundation_p2p.transport.scheduler import DEFAULT_URGENCY, StreamScheduler
 from foundation_p2p.transport.streams import RecvStream, SendStream
 
@@ -326,16 +327,21 @@ class Connection:
         config: TransportConfig | None = None,
         expected_peer: NodeId | None = None,
         static: NoiseStatic | None = None,
+        reset_key: ResetKey | None = None,
     ) -> Connection:
         """Start a connection as the initiator; the initial packet is ready in
         :meth:`take_datagrams`.
 
         ``expected_peer``: the node id dialled; another authenticated peer fails the
         handshake. ``static``: the node's Noise static key for this boot (a fresh one per
-        connection when omitted).
+        connection when omitted). ``reset_key``: the node's stateless reset key (derived
+        from ``identity`` when omitted); the handshake announces the token of our
+        connection id.
         """
         hs = Handshake.initiate(identity, keyring, secret_bytes, expected_peer, static=static)
         conn = cls(is_client=True, handshake=hs, now=now, secret_bytes=secret_bytes, config=config)
+        key = reset_key if reset_key is not None else ResetKey.from_identity(identity)
+        hs.reset_token = key.token(conn.local_cid)
         message = hs.next_message()
         assert message is not None
         conn._send_handshake(
@@ -354,8 +360,10 @@ class Connection:
         *,
         config: TransportConfig | None = None,
         static: NoiseStatic | None = None,
+        reset_key: ResetKey | None = None,
     ) -> Connection:
-        """Answer a received initial packet as the responder.
+        """Answer a received initial packet as the responder (``static`` and
+        ``reset_key`` as in :meth:`connect`).
 
         Raises a :class:`~foundation_p2p.errors.WireError` subclass when ``datagram`` is
         not an acceptable initial packet (malformed, shorter than 1200 bytes, unknown key
@@ -372,6 +380,8 @@ class Connection:
         hs = Handshake.respond(identity, keyring, secret_bytes, packet.key_id, static=static)
         hs.receive(packet.noise)
         conn = cls(is_client=False, handshake=hs, now=now, secret_bytes=secret_bytes, config=cfg)
+        key = reset_key if reset_key is not None else ResetKey.from_identity(identity)
+        hs.reset_token = key.token(conn.local_cid)
         conn.remote_cid = packet.scid
         conn.counters.inc("packets.received")
         message = hs.next_message()
@@ -395,6 +405,17 @@ class Connection:
     def state_name(self) -> str:
         """``handshake``, ``established``, ``closing``, ``draining`` or ``closed``."""
         return _STATE_NAMES[self.state]
+
+    @property
+    def peer_epoch(self) -> int | None:
+        """The peer's boot epoch from its verified handshake payload (None before)."""
+        return self.handshake.peer_epoch
+
+    @property
+    def peer_reset_token(self) -> bytes | None:
+        """The stateless reset token the peer announced for this connection (None before
+        its handshake payload is verified)."""
+        return self.handshake.peer_reset_token
 
     @property
     def smoothed_rtt(self) -> float:
@@ -1041,6 +1062,18 @@ class Connection:
             return
         self.counters.inc("closed_locally")
         self._start_closing(int(error_code), reason, None)
+
+    def abandon(self, reason: str) -> None:
+        """Close at once and silently (no CONNECTION_CLOSE, no closing period): the peer's
+        boot that held this connection is gone (a stateless reset, or a newer boot seen).
+
+        ``ConnectionClosed(NO_ERROR, reason, by_peer=False)`` is the event; no-op once
+        closed."""
+        if self.state == CLOSED:
+            return
+        self.counters.inc("abandoned")
+        self._emit_closed(int(ErrorCode.NO_ERROR), reason, by_peer=False)
+        self._to_closed()
 
     def _fail(self, code: int, reason: str, frame_type: int | None = None) -> None:
         """The peer broke the protocol: close with ``code``."""

@@ -36,10 +36,32 @@ Rules (``spec/transport.md`` section 11):
   :class:`PeerConnected`. Weak spot: in a simultaneous dial, a side may use the losing
   connection for the few milliseconds before the winner authenticates; what it sent
   there is lost with it (the application sees :class:`PeerDisconnected`).
+- **Boot epochs.** Every handshake carries each side's boot epoch (``epoch`` here, the
+  node's ``boot_epoch``), signed with its static key binding, so each connection knows its
+  peer's (``Connection.peer_epoch``). The endpoint remembers the newest epoch it has seen
+  of each peer (from handshakes and from :meth:`observe_peer_epoch`, at most
+  ``max_peer_epochs`` peers, least recently seen forgotten). A connection that
+  authenticates a peer boot older than the newest known one is refused (closed with
+  CONNECTION_REFUSED ``stale epoch``, ``transport.refused_stale_epoch``): a late or
+  replayed handshake of a previous boot never replaces the current boot's connection.
+- **Restarted peer, the gossip hint.** :meth:`observe_peer_epoch` (the node calls it for
+  every authenticated gossip packet) closes at once and silently a connection whose peer
+  epoch is older than the one observed: that boot is dead. :class:`PeerDisconnected`
+  ``peer restarted`` (``transport.peer_restarted``); the owner dials the new boot.
+- **Restarted peer, stateless reset** (``spec/transport.md`` section 12, :mod:`.reset`).
+  A 1-RTT packet for an unknown connection id, longer than ``RESET_BYTES``, is answered
+  with a stateless reset carrying the token of that id under our :class:`ResetKey`
+  (derived from the identity seed, so the same in every boot): at most ``reset_burst`` at
+  once and ``reset_rate`` per second (``transport.reset.sent``,
+  ``transport.reset.rate_limited``, ``transport.reset.too_small``). A 1-RTT packet for
+  an unknown connection id whose last 16 bytes are the token a peer announced for one of
+  our connections closes that connection at once (:class:`PeerDisconnected`
+  ``stateless reset``, ``transport.reset.received``); one of the reset's size that
+  matches no token is dropped (``transport.reset.unmatched``).
 - **Address change.** An authenticated 1-RTT packet from a new address moves the
   connection there (``transport.address_changes``); nothing unauthenticated does.
 - **Noise static key.** One per endpoint (node boot), drawn from ``secret_bytes`` on first
-  use and handed to every handshake.
+  use and handed to every handshake, signed together with the boot epoch.
 
 Bounds (:class:`EndpointConfig`; each overflow is counted):
 
@@ -59,7 +81,9 @@ Bounds (:class:`EndpointConfig`; each overflow is counted):
   (``transport.events.dropped``). Stream data of a live connection is not queued here: it
   stays in the connection (bounded by its receive windows) until :meth:`take_events`
   reads it, and a connection :meth:`pause`\\ d by the owner is not read at all, so its
-  peer runs out of flow-control credit (backpressure, not loss).
+  peer runs out of flow-control credit (backpressure, not loss);
+- stateless resets waiting to be sent: at most ``reset_burst`` (the limiter's bucket);
+  peers' reset tokens: one per connection held; known peer epochs: ``max_peer_epochs``.
 
 Counters go to the ``counters`` table handed in, under ``transport.``; a connection's
 own counters (``Connection.stats()``) are added under ``transport.conn.`` when it is
@@ -96,6 +120,13 @@ from foundation_p2p.transport.packet import (
     packet_type,
     parse_handshake,
 )
+from foundation_p2p.transport.reset import (
+    RESET_BYTES,
+    ResetKey,
+    ResetLimiter,
+    encode_reset,
+    reset_token_of,
+)
 from foundation_p2p.transport.scheduler import DEFAULT_URGENCY
 
 log = logging.getLogger("foundation_p2p.transport")
@@ -125,18 +156,24 @@ class EndpointConfig:
     """Two connections of one peer boot, dialled from opposite sides, that authenticate
     within this long of each other are a simultaneous dial (the smaller client's wins);
     later, the newer connection replaces the older one."""
+    reset_rate: float = 20.0
+    """Stateless resets sent per second at most, on average."""
+    reset_burst: int = 10
+    """Stateless resets sent at once at most (the rate limiter's bucket)."""
+    max_peer_epochs: int = 4096
+    """Peers whose newest boot epoch is remembered, at most (least recently seen dropped)."""
     connection: TransportConfig = dataclasses.field(default_factory=TransportConfig)
     """The settings of every connection."""
 
     def __post_init__(self) -> None:
         for name in ("max_connections", "max_half_open", "max_half_open_per_address",
-                     "max_events"):
+                     "max_events", "reset_burst", "max_peer_epochs"):
             value = getattr(self, name)
             if type(value) is not int or value <= 0:
                 raise ConfigError(
                     f"EndpointConfig.{name}: must be a positive integer, got {value!r}"
                 )
-        for name in ("idle_close_s", "simultaneous_window_s"):
+        for name in ("idle_close_s", "simultaneous_window_s", "reset_rate"):
             value = getattr(self, name)
             if (
                 type(value) is bool
@@ -203,7 +240,8 @@ class PeerDisconnected(EndpointEvent):
     cid: bytes
     error_code: int
     reason: str
-    """``replaced`` and ``duplicate`` name the endpoint's rules; otherwise the close's."""
+    """``replaced``, ``duplicate``, ``peer restarted`` and ``stateless reset`` name the
+    endpoint's rules; otherwise the close's."""
     by_peer: bool
 
 
@@ -268,10 +306,14 @@ class TransportEndpoint:
         keyring: Keyring,
         secret_bytes: Callable[[int], bytes],
         *,
+        epoch: int,
         config: EndpointConfig | None = None,
         counters: Counters | None = None,
     ) -> None:
+        """``epoch``: this node's boot epoch (``NodeCore.boot_epoch``), announced in every
+        handshake."""
         self.identity = identity
+        self.epoch = epoch
         self.node_id: NodeId = identity.node_id
         self.keyring = keyring
         self.config = config if config is not None else EndpointConfig()
@@ -289,6 +331,12 @@ class TransportEndpoint:
         self._live = 0  # entries whose connection is neither closing nor closed
         self._lru: OrderedDict[bytes, None] = OrderedDict()  # bound entries, least used first
         self._events: deque[EndpointEvent] = deque()
+        self.reset_key = ResetKey.from_identity(identity)
+        """The stateless reset key (the same in every boot of this identity)."""
+        self._reset_limiter = ResetLimiter(self.config.reset_rate, self.config.reset_burst)
+        self._resets: deque[tuple[Address, bytes]] = deque()
+        self._by_token: dict[bytes, _Entry] = {}  # the peer's reset token -> its connection
+        self._peer_epochs: OrderedDict[NodeId, int] = OrderedDict()
 
     # --- queries ------------------------------------------------------------------------
 
@@ -296,7 +344,7 @@ class TransportEndpoint:
     def static(self) -> NoiseStatic:
         """This boot's Noise static key (made on first use from ``secret_bytes``)."""
         if self._static is None:
-            self._static = NoiseStatic.generate(self.identity, self._secret_bytes)
+            self._static = NoiseStatic.generate(self.identity, self._secret_bytes, self.epoch)
         return self._static
 
     def connection(self, node_id: NodeId) -> Connection | None:
@@ -308,6 +356,10 @@ class TransportEndpoint:
         """Where the peer's current connection sends, or None."""
         entry = self._by_peer.get(node_id)
         return entry.addr if entry is not None else None
+
+    def peer_epoch(self, node_id: NodeId) -> int | None:
+        """The newest boot epoch known of ``node_id`` (handshakes, gossip), or None."""
+        return self._peer_epochs.get(node_id)
 
     def peers(self) -> list[NodeId]:
         """Node ids with an authenticated connection."""
@@ -356,6 +408,7 @@ class TransportEndpoint:
         conn = Connection.connect(
             now, self.identity, self.keyring, self._secret_bytes,
             config=self.config.connection, expected_peer=node_id, static=self.static,
+            reset_key=self.reset_key,
         )
         entry = _Entry(conn, addr, now, None)
         self._add(entry)
@@ -436,7 +489,7 @@ class TransportEndpoint:
         if ptype == ConnPacketType.ONE_RTT:
             entry = self._by_cid.get(data[4:12]) if data[:4] == _ONE_RTT_HEAD else None
             if entry is None:
-                counters.inc("transport.dropped.unknown_cid")
+                self._on_unknown_cid(now, addr, data)
                 return
             if entry.conn.receive_datagram(now, data) and entry.addr != addr:
                 log.debug("connection %s moved %s -> %s", entry.conn.local_cid.hex(),
@@ -455,6 +508,74 @@ class TransportEndpoint:
             self._on_initial(now, addr, data)
         else:
             counters.inc("transport.dropped.not_connection")
+
+    def observe_peer_epoch(self, now: float, node_id: NodeId, epoch: int) -> None:
+        """An authenticated message showed that ``node_id`` runs boot ``epoch`` (the node
+        calls this for every authenticated gossip packet, with its header's sender and
+        epoch).
+
+        If the peer's connection (established or closing) talks to an older boot, that
+        boot is gone: the connection is closed at once and silently
+        (``Connection.abandon``), reported as :class:`PeerDisconnected` ``peer
+        restarted`` and counted (``transport.peer_restarted``). The epoch is remembered
+        (see the module docstring) so that a late handshake of the old boot is refused.
+        """
+        self._now = now
+        if node_id == self.node_id:
+            return
+        self._note_epoch(node_id, epoch)
+        entry = self._by_peer.get(node_id)
+        if entry is None:
+            return
+        conn = entry.conn
+        peer_epoch = conn.peer_epoch
+        if peer_epoch is not None and peer_epoch < epoch and not conn.is_closed:
+            self.counters.inc("transport.peer_restarted")
+            log.debug("%s restarted (epoch %d -> %d): its connection is closed",
+                      short_id(node_id), peer_epoch, epoch)
+            conn.abandon("peer restarted")
+            self._check(entry)
+
+    def _note_epoch(self, node_id: NodeId, epoch: int) -> None:
+        epochs = self._peer_epochs
+        known = epochs.get(node_id)
+        if known is None or known < epoch:
+            epochs[node_id] = epoch
+        epochs.move_to_end(node_id)
+        if len(epochs) > self.config.max_peer_epochs:
+            epochs.popitem(last=False)
+            self.counters.inc("transport.peer_epochs_forgotten")
+
+    def _on_unknown_cid(self, now: float, addr: Address, data: bytes) -> None:
+        """A 1-RTT packet for no connection of ours: a stateless reset for one of our
+        connections, or a packet for a connection of a previous boot (answered with a
+        reset), or noise."""
+        counters = self.counters
+        token = reset_token_of(data)
+        if token is not None:
+            entry = self._by_token.get(token)
+            if entry is not None and not entry.conn.is_closed:
+                counters.inc("transport.reset.received")
+                log.debug("stateless reset from %s for the connection to %s", addr,
+                          short_id(entry.conn.peer_node_id or b""))
+                entry.conn.abandon("stateless reset")
+                self._check(entry)
+                return
+            if len(data) == RESET_BYTES:
+                counters.inc("transport.reset.unmatched")
+        counters.inc("transport.dropped.unknown_cid")
+        if len(data) <= RESET_BYTES:
+            # it could be a reset itself, and the answer would not be smaller
+            counters.inc("transport.reset.too_small")
+            return
+        if data[:4] != _ONE_RTT_HEAD:
+            return
+        if len(self._resets) >= self.config.reset_burst or not self._reset_limiter.allow(now):
+            counters.inc("transport.reset.rate_limited")
+            return
+        token = self.reset_key.token(data[4:12])
+        self._resets.append((addr, encode_reset(token, self._secret_bytes(10))))
+        counters.inc("transport.reset.sent")
 
     def _on_initial(self, now: float, addr: Address, data: bytes) -> None:
         counters = self.counters
@@ -478,7 +599,7 @@ class TransportEndpoint:
         try:
             conn = Connection.accept(
                 now, data, self.identity, self.keyring, self._secret_bytes,
-                config=cfg.connection, static=self.static,
+                config=cfg.connection, static=self.static, reset_key=self.reset_key,
             )
         except WireError as exc:
             counters.inc(f"transport.dropped.{exc.code}")
@@ -529,7 +650,8 @@ class TransportEndpoint:
         if now is not None:
             self._now = now
         now = self._now
-        out: list[tuple[Address, bytes]] = []
+        out: list[tuple[Address, bytes]] = list(self._resets)
+        self._resets.clear()
         for entry in list(self._by_cid.values()):
             datagrams = entry.conn.take_datagrams(now)
             if datagrams:
@@ -633,6 +755,8 @@ class TransportEndpoint:
         if self._dialing.get(peer) is entry:
             del self._dialing[peer]
         old = self._by_peer.get(peer)
+        if self._refuse_stale(entry, old):
+            return
         if old is not None and old is not entry and old.conn.is_established:
             same_boot = old.conn.handshake.peer_static == conn.handshake.peer_static
             recent = self._now - old.established_at < self.config.simultaneous_window_s
@@ -656,11 +780,43 @@ class TransportEndpoint:
         entry.bound = True
         self._by_peer[peer] = entry
         self._lru[conn.local_cid] = None
+        if conn.peer_epoch is not None:
+            self._note_epoch(peer, conn.peer_epoch)
+        token = conn.peer_reset_token
+        if token is not None:
+            self._by_token[token] = entry
         entry.last_used = self._now
         entry.established_at = self._now
         self.counters.inc("transport.connected")
         self._emit(PeerConnected(peer, conn.local_cid, entry.addr, conn.is_client))
         log.debug("connected to %s (%s)", short_id(peer), "out" if conn.is_client else "in")
+
+    def _refuse_stale(self, entry: _Entry, old: _Entry | None) -> bool:
+        """Refuse a connection that authenticated a peer boot older than one we know."""
+        conn = entry.conn
+        peer = conn.peer_node_id
+        epoch = conn.peer_epoch
+        assert peer is not None
+        if epoch is None:
+            return False
+        newest = self._peer_epochs.get(peer, -1)
+        if old is not None and old.conn.peer_epoch is not None:
+            newest = max(newest, old.conn.peer_epoch)
+        if epoch >= newest:
+            return False
+        self.counters.inc("transport.refused_stale_epoch")
+        log.debug("refuse a connection to %s: its boot epoch %d is older than %d",
+                  short_id(peer), epoch, newest)
+        entry.bound = True  # never reported up
+        entry.down_reported = True
+        self._live -= 1
+        conn.close(ErrorCode.CONNECTION_REFUSED, "stale epoch")
+        if conn.is_client:
+            self.counters.inc("transport.connect_failed")
+            self._emit(ConnectFailed(peer, conn.local_cid, "stale epoch"))
+        if conn.is_closed:
+            self._forget(entry)
+        return True
 
     def _replace(self, old: _Entry, reason: str) -> None:
         peer = old.conn.peer_node_id
@@ -709,6 +865,9 @@ class TransportEndpoint:
             return
         if entry.initial_key is not None:
             self._initials.pop(entry.initial_key, None)
+        token = conn.peer_reset_token
+        if token is not None and self._by_token.get(token) is entry:
+            del self._by_token[token]
         for key, value in conn.stats().items():
             if value:
                 self.counters.inc("transport.conn." + key, value)

@@ -16,6 +16,7 @@ All keys here are fixed, public test values: never use them for anything else.
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 import sys
 import warnings
@@ -43,6 +44,11 @@ RESP_STATIC = hashlib.sha256(b"foundation-p2p vectors: responder noise static").
 INIT_EPHEMERAL = hashlib.sha256(b"foundation-p2p vectors: initiator noise ephemeral").digest()
 RESP_EPHEMERAL = hashlib.sha256(b"foundation-p2p vectors: responder noise ephemeral").digest()
 TRANSPORT_PLAINTEXT = b"first packet payload after the handshake"
+INIT_EPOCH = 1_767_225_600_000  # 2026-01-01T00:00:00Z in milliseconds
+RESP_EPOCH = 1_767_225_599_999
+# each side's connection id, whose stateless reset token its payload announces
+INIT_CID = bytes.fromhex("c1c1c1c1c1c1c1c1")
+RESP_CID = bytes.fromhex("5e5e5e5e5e5e5e5e")
 
 
 def hkdf(ikm: bytes, info: bytes, length: int) -> bytes:
@@ -61,12 +67,24 @@ def x25519_public(private: bytes) -> bytes:
     return X25519PrivateKey.from_private_bytes(private).public_key().public_bytes_raw()
 
 
-def identity_payload(seed: bytes, noise_static_public: bytes) -> tuple[bytes, bytes, bytes]:
+def reset_key(seed: bytes) -> bytes:
+    """The stateless reset key of an identity seed (spec/transport.md section 12)."""
+    return hkdf(seed, b"foundation-p2p stateless reset v1", 32)
+
+
+def reset_token(seed: bytes, cid: bytes) -> bytes:
+    return hmac.new(reset_key(seed), cid, hashlib.sha256).digest()[:16]
+
+
+def identity_payload(
+    seed: bytes, noise_static_public: bytes, epoch: bytes, token: bytes
+) -> tuple[bytes, bytes, bytes]:
     """``(payload, identity public key, signature)`` per spec/handshake.md."""
     private = Ed25519PrivateKey.from_private_bytes(seed)
     public = private.public_key().public_bytes_raw()
-    signature = private.sign(b"foundation-p2p noise static v1\x00" + noise_static_public)
-    return cbor2.dumps([public, signature], canonical=True), public, signature
+    signature = private.sign(b"foundation-p2p noise static v2\x00" + noise_static_public + epoch)
+    payload = cbor2.dumps([public, epoch, signature, token], canonical=True)
+    return payload, public, signature
 
 
 def noise_side(initiator: bool, psk: bytes, prologue: bytes) -> NoiseConnection:
@@ -92,8 +110,15 @@ def build() -> dict[str, Any]:
     psk = hkdf(CLUSTER_KEY, b"foundation-p2p noise psk v1", 32)
     prologue = b"foundation-p2p transport v1" + kid.to_bytes(4, "big")
     init_pub, resp_pub = x25519_public(INIT_STATIC), x25519_public(RESP_STATIC)
-    init_payload, init_id_pub, init_sig = identity_payload(INIT_IDENTITY_SEED, init_pub)
-    resp_payload, resp_id_pub, resp_sig = identity_payload(RESP_IDENTITY_SEED, resp_pub)
+    init_epoch, resp_epoch = INIT_EPOCH.to_bytes(8, "big"), RESP_EPOCH.to_bytes(8, "big")
+    init_token = reset_token(INIT_IDENTITY_SEED, INIT_CID)
+    resp_token = reset_token(RESP_IDENTITY_SEED, RESP_CID)
+    init_payload, init_id_pub, init_sig = identity_payload(
+        INIT_IDENTITY_SEED, init_pub, init_epoch, init_token
+    )
+    resp_payload, resp_id_pub, resp_sig = identity_payload(
+        RESP_IDENTITY_SEED, resp_pub, resp_epoch, resp_token
+    )
 
     init, resp = noise_side(True, psk, prologue), noise_side(False, psk, prologue)
     m1 = bytes(init.write_message(b""))
@@ -116,10 +141,15 @@ def build() -> dict[str, Any]:
     t_r2i = bytes(resp.encrypt(TRANSPORT_PLAINTEXT))
     assert bytes(init.decrypt(t_r2i)) == TRANSPORT_PLAINTEXT
 
-    def side(seed: bytes, static: bytes, eph: bytes, id_pub: bytes) -> dict[str, Any]:
+    def side(
+        seed: bytes, static: bytes, eph: bytes, id_pub: bytes, epoch: int, cid: bytes
+    ) -> dict[str, Any]:
         return {
             "identity_seed": seed.hex(),
             "identity_public_key": id_pub.hex(),
+            "boot_epoch": epoch,
+            "connection_id": cid.hex(),
+            "reset_key": reset_key(seed).hex(),
             "noise_static": static.hex(),
             "noise_static_public": x25519_public(static).hex(),
             "noise_ephemeral": eph.hex(),
@@ -136,8 +166,12 @@ def build() -> dict[str, Any]:
         "inputs": {
             "cluster_key": CLUSTER_KEY.hex(),
             "key_id": kid,
-            "initiator": side(INIT_IDENTITY_SEED, INIT_STATIC, INIT_EPHEMERAL, init_id_pub),
-            "responder": side(RESP_IDENTITY_SEED, RESP_STATIC, RESP_EPHEMERAL, resp_id_pub),
+            "initiator": side(
+                INIT_IDENTITY_SEED, INIT_STATIC, INIT_EPHEMERAL, init_id_pub, INIT_EPOCH, INIT_CID
+            ),
+            "responder": side(
+                RESP_IDENTITY_SEED, RESP_STATIC, RESP_EPHEMERAL, resp_id_pub, RESP_EPOCH, RESP_CID
+            ),
         },
         "derived": {
             "psk": psk.hex(),
@@ -159,7 +193,9 @@ def build() -> dict[str, Any]:
                 "payload": {
                     "cbor": resp_payload.hex(),
                     "identity_public_key": resp_id_pub.hex(),
+                    "boot_epoch": RESP_EPOCH,
                     "signature": resp_sig.hex(),
+                    "reset_token": resp_token.hex(),
                 },
             },
             {
@@ -169,7 +205,9 @@ def build() -> dict[str, Any]:
                 "payload": {
                     "cbor": init_payload.hex(),
                     "identity_public_key": init_id_pub.hex(),
+                    "boot_epoch": INIT_EPOCH,
                     "signature": init_sig.hex(),
+                    "reset_token": init_token.hex(),
                 },
             },
         ],

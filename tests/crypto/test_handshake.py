@@ -61,6 +61,13 @@ def secret(seed: int) -> Callable[[int], bytes]:
     return secret_bytes
 
 
+def copy_binding(forged: NoiseStatic, genuine: NoiseStatic) -> None:
+    """Make ``forged`` announce ``genuine``'s identity, epoch and signature."""
+    forged.identity_public_key = genuine.identity_public_key
+    forged.boot_epoch = genuine.boot_epoch
+    forged.signature = genuine.signature
+
+
 def run(init: Handshake, resp: Handshake) -> list[bytes]:
     """Drive both sides to completion; the three messages."""
     m1 = init.next_message()
@@ -88,7 +95,7 @@ def pair(
 def test_a_handshake_authenticates_both_node_ids_and_agrees_on_keys() -> None:
     init, resp = pair(expected=BOB.node_id)
     messages = run(init, resp)
-    assert [len(m) for m in messages] == list(MESSAGE_SIZES) == [48, 197, 165]
+    assert [len(m) for m in messages] == list(MESSAGE_SIZES) == [48, 223, 191]
     assert init.complete and resp.complete
     assert init.peer_node_id == BOB.node_id and resp.peer_node_id == ALICE.node_id
     assert init.peer_identity_key == BOB.public_key
@@ -209,7 +216,7 @@ def test_a_forged_identity_signature_fails_with_signature_error() -> None:
     # Mallory replays Bob's identity payload with her own Noise static key.
     bob_static = NoiseStatic.generate(BOB, secret(10))
     forged = NoiseStatic.generate(MALLORY, secret(11))
-    forged.payload = bob_static.payload
+    copy_binding(forged, bob_static)
     init = Handshake.initiate(ALICE, Keyring(KEY), secret(1))
     resp = Handshake.respond(MALLORY, Keyring(KEY), secret(2), init.key_id, static=forged)
     m1 = init.next_message()
@@ -224,9 +231,9 @@ def test_a_forged_identity_signature_fails_with_signature_error() -> None:
 
 
 def test_a_signature_without_the_context_label_fails() -> None:
-    # The signature covers the label || static key, not the bare static key.
-    static = NoiseStatic.generate(BOB, secret(10))
-    static.payload = encode_identity_payload(BOB.public_key, BOB.sign(static.public))
+    # The signature covers the label || static key || epoch, not the bare static key.
+    static = NoiseStatic.generate(BOB, secret(10), 7)
+    static.signature = BOB.sign(static.public + (7).to_bytes(8, "big"))
     init = Handshake.initiate(ALICE, Keyring(KEY), secret(1))
     resp = Handshake.respond(BOB, Keyring(KEY), secret(2), init.key_id, static=static)
     m1 = init.next_message()
@@ -241,7 +248,7 @@ def test_a_signature_without_the_context_label_fails() -> None:
 def test_a_forged_initiator_identity_fails_at_the_responder() -> None:
     alice_static = NoiseStatic.generate(ALICE, secret(10))
     forged = NoiseStatic.generate(MALLORY, secret(11))
-    forged.payload = alice_static.payload
+    copy_binding(forged, alice_static)
     init = Handshake.initiate(MALLORY, Keyring(KEY), secret(1), static=forged)
     resp = Handshake.respond(BOB, Keyring(KEY), secret(2), init.key_id)
     m1 = init.next_message()
@@ -382,9 +389,9 @@ def test_the_noise_static_is_per_boot_when_given_and_fresh_otherwise() -> None:
     assert a.local_static == b.local_static == static.public
     assert len({static.public, c.local_static, d.local_static}) == 3
     # It is not derived from the identity key.
-    public_key, signature = decode_identity_payload(static.payload)
-    assert public_key == ALICE.public_key and static.public != ALICE.public_key
-    assert len(signature) == 64 and STATIC_SIGNING_CONTEXT.endswith(b"\x00")
+    fields = decode_identity_payload(static.payload(bytes(16)))
+    assert fields.identity_public_key == ALICE.public_key and static.public != ALICE.public_key
+    assert len(fields.signature) == 64 and STATIC_SIGNING_CONTEXT.endswith(b"\x00")
 
 
 @pytest.mark.parametrize(
@@ -396,6 +403,11 @@ def test_the_noise_static_is_per_boot_when_given_and_fresh_otherwise() -> None:
         [bytes(32), bytes(63)],
         ["x" * 32, bytes(64)],
         {1: 2},
+        [bytes(32), bytes(8), bytes(64)],
+        [bytes(32), bytes(8), bytes(64), bytes(15)],
+        [bytes(32), 7, bytes(64), bytes(16)],
+        [bytes(32), bytes(7), bytes(64), bytes(17)],
+        [bytes(32), bytes(8), bytes(64), bytes(16), b""],
     ],
 )
 def test_identity_payload_shape_errors_are_malformed(value: object) -> None:
@@ -450,3 +462,60 @@ def test_fuzz_target_flags_a_forgery(monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(AssertionError, match="forged"):
         FUZZ.fuzz_handshake_receive(b"not a handshake message")
     FUZZ._NODE.clear()
+
+
+# -- boot epoch and stateless reset token in the identity payload (spec/handshake.md 4) ---
+
+
+def test_each_side_learns_the_peers_boot_epoch_and_reset_token() -> None:
+    a_static = NoiseStatic.generate(ALICE, secret(10), 1_700_000_000_123)
+    b_static = NoiseStatic.generate(BOB, secret(11), 5)
+    init = Handshake.initiate(ALICE, Keyring(KEY), secret(1), BOB.node_id, static=a_static,
+                              reset_token=b"A" * 16)
+    resp = Handshake.respond(BOB, Keyring(KEY), secret(2), init.key_id, static=b_static,
+                             reset_token=b"B" * 16)
+    assert init.peer_epoch is None and resp.peer_reset_token is None
+    run(init, resp)
+    assert (init.peer_epoch, init.peer_reset_token) == (5, b"B" * 16)
+    assert (resp.peer_epoch, resp.peer_reset_token) == (1_700_000_000_123, b"A" * 16)
+
+
+def test_the_boot_epoch_is_signed_with_the_static_binding() -> None:
+    # A replayed binding of an older boot, with the epoch rewritten, does not verify.
+    static = NoiseStatic.generate(BOB, secret(10), 5)
+    static.boot_epoch = 6
+    init = Handshake.initiate(ALICE, Keyring(KEY), secret(1))
+    resp = Handshake.respond(BOB, Keyring(KEY), secret(2), init.key_id, static=static)
+    m1 = init.next_message()
+    assert m1 is not None
+    resp.receive(m1)
+    m2 = resp.next_message()
+    assert m2 is not None
+    with pytest.raises(SignatureError, match="boot epoch"):
+        init.receive(m2)
+    assert init.peer_epoch is None
+
+
+def test_without_a_reset_token_a_random_one_is_announced() -> None:
+    init, resp = pair()
+    run(init, resp)
+    assert init.reset_token is not None and len(init.reset_token) == 16
+    assert resp.peer_reset_token == init.reset_token
+    init2, resp2 = pair()
+    init2._secret_bytes = os.urandom  # another draw: another token
+    run(init2, resp2)
+    assert resp2.peer_reset_token != resp.peer_reset_token
+
+
+@pytest.mark.parametrize("token", [b"", bytes(15), bytes(17)])
+def test_a_reset_token_must_be_16_bytes(token: bytes) -> None:
+    with pytest.raises(ConfigError, match="16 bytes"):
+        Handshake.initiate(ALICE, Keyring(KEY), secret(1), reset_token=token)
+    with pytest.raises(ConfigError, match="16 bytes"):
+        NoiseStatic.generate(ALICE, secret(1)).payload(token)
+
+
+def test_a_boot_epoch_beyond_64_bits_is_refused() -> None:
+    with pytest.raises(ConfigError, match="64-bit"):
+        NoiseStatic.generate(ALICE, secret(1), 1 << 64)
+    assert len(encode_identity_payload(bytes(32), (1 << 64) - 1, bytes(64), bytes(16))) == 127

@@ -23,6 +23,7 @@ from foundation_p2p.transport.endpoint import (
     TransportEndpoint,
 )
 from foundation_p2p.transport.packet import MIN_INITIAL_BYTES, encode_initial
+from foundation_p2p.transport.reset import RESET_BYTES
 
 CLUSTER_KEY = bytes(range(32))
 
@@ -39,17 +40,26 @@ class Net:
         self.events: dict[Address, list[EndpointEvent]] = {}
         self.queue: list[tuple[float, int, Address, Address, bytes]] = []
         self.seq = 0
+        self.boots = 0
         self.source_override: dict[Address, Address] = {}
         """Datagrams from key appear to come from value (a NAT rebinding)."""
+        self.drop_resets = False
+        """Lose every stateless reset (to test the other restart rules alone)."""
+        self.sent: list[tuple[Address, Address, bytes]] = []
+        """Every datagram sent: (source, destination, bytes)."""
 
     def secret_bytes(self, n: int) -> bytes:
         return self.rng.randbytes(n)
 
     def add(self, addr: Address, identity: Identity | None = None,
-            config: EndpointConfig | None = None) -> TransportEndpoint:
+            config: EndpointConfig | None = None, epoch: int | None = None) -> TransportEndpoint:
+        """A node at ``addr``; each one added boots with a newer epoch unless told."""
         identity = identity or Identity.generate(self.secret_bytes)
+        if epoch is None:
+            self.boots += 1
+            epoch = 1000 + self.boots
         ep = TransportEndpoint(identity, Keyring(CLUSTER_KEY), self.secret_bytes,
-                               config=config, counters=Counters())
+                               epoch=epoch, config=config, counters=Counters())
         self.nodes[addr] = ep
         self.events[addr] = []
         return ep
@@ -57,7 +67,10 @@ class Net:
     def flush(self) -> None:
         for addr, ep in self.nodes.items():
             for dst, data in ep.take_datagrams(self.now):
+                self.sent.append((addr, dst, data))
                 if self.rng.random() < self.loss:
+                    continue
+                if self.drop_resets and len(data) == RESET_BYTES:
                     continue
                 self.seq += 1
                 src = self.source_override.get(addr, addr)
@@ -141,7 +154,10 @@ def test_connect_exchange_stream_data_both_ways() -> None:
 
 
 def test_restart_replaces_the_old_connection() -> None:
+    """Without the stateless reset (lost here) nor the gossip hint, the new boot's
+    handshake still replaces the connection to the old one."""
     net = Net()
+    net.drop_resets = True
     a, b = net.add(A), net.add(B)
     a.connect(net.now, b.node_id, B)
     assert net.run(lambda: connected(net, A, B))
@@ -360,12 +376,13 @@ def test_a_later_dial_from_the_same_peer_boot_replaces_a_stale_connection() -> N
     the other side: long after the first authenticated, this is not a simultaneous dial,
     and the new connection wins whatever the node ids' order."""
     net = Net()
+    net.drop_resets = True
     a, b = net.add(A), net.add(B)
     a.connect(net.now, b.node_id, B)
     assert net.run(lambda: connected(net, A, B))
     old = a.connection(b.node_id)
     net.run(lambda: False, max_time_s=5.0)  # past simultaneous_window_s (2 s)
-    b2 = net.add(B, identity=b.identity)
+    b2 = net.add(B, identity=b.identity, epoch=b.epoch)
     b2._static = b.static  # same boot of B: the same Noise static key
     b2.connect(net.now, a.node_id, A)
     assert net.run(lambda: a.connection(b.node_id) is not old
