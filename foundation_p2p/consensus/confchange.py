@@ -22,6 +22,10 @@ no voter, or entering joint consensus while already joint, raises
 :class:`ConfChangeError` (the leader checks before it proposes; a follower applying a
 committed change that fails keeps its configuration and counts it).
 
+A new group starts from :func:`bootstrap_entry` (the initial members as one change at
+index 1, the only change allowed to add several voters without joint consensus: there is
+no earlier configuration to overlap with).
+
 The entry data is the CBOR array ``[[op, node_id], ...]`` (op 0 = add voter, 1 = add
 learner, 2 = remove); the empty array means "leave joint consensus".
 """
@@ -35,10 +39,10 @@ from typing import Any
 import cbor2
 
 from foundation_p2p.addresses import NodeId
-from foundation_p2p.consensus.types import ConfState
+from foundation_p2p.consensus.types import ConfState, Entry, EntryKind
 from foundation_p2p.errors import ConfigError, LimitError, MalformedError
 
-MAX_CONF_CHANGE_OPS = 64
+MAX_CONF_CHANGE_OPS = 1024
 NODE_ID_BYTES = 16
 
 
@@ -99,6 +103,24 @@ def decode_conf_change(data: bytes) -> ConfChange:
     return ConfChange(tuple(ops))
 
 
+def bootstrap_entry(conf: ConfState) -> Entry:
+    """The first entry of a new group: index 1, term 1, adding the initial members.
+
+    Every founding member stores this same entry (and a hard state of term 1, commit 1)
+    before starting, as etcd raft's bootstrap does; a node that joins later starts empty and
+    receives it from the leader like any other entry, so it learns the configuration by
+    replaying the log (or from a snapshot once the log is compacted).
+    """
+    if conf.voters_outgoing:
+        raise ConfChangeError("bootstrap: the initial configuration cannot be joint")
+    if not conf.voters:
+        raise ConfChangeError("bootstrap: the initial configuration needs a voter")
+    ops = tuple((ConfChangeOp.ADD_VOTER, n) for n in sorted(conf.voters)) + tuple(
+        (ConfChangeOp.ADD_LEARNER, n) for n in sorted(conf.learners)
+    )
+    return Entry(1, 1, EntryKind.CONF_CHANGE, encode_conf_change(ConfChange(ops)))
+
+
 def apply_conf_change(conf: ConfState, cc: ConfChange) -> ConfState:
     """The configuration after ``cc`` (see the module docstring for the rules)."""
     joint = bool(conf.voters_outgoing)
@@ -121,6 +143,10 @@ def apply_conf_change(conf: ConfState, cc: ConfChange) -> ConfState:
     if not voters:
         raise ConfChangeError("conf change: the result has no voter")
     changed = len(voters.symmetric_difference(conf.voters))
+    if not conf.voters and not joint:
+        # Bootstrap (the first entry of a new group, see bootstrap_entry): nothing to
+        # overlap with, so the whole initial configuration applies at once.
+        return ConfState(voters=frozenset(voters), learners=frozenset(learners))
     if changed == 0 and not joint:
         return ConfState(voters=frozenset(voters), learners=frozenset(learners))
     if joint:

@@ -12,6 +12,7 @@ driver's job (the WAL is the durable, bounded counterpart).
 
 from __future__ import annotations
 
+from foundation_p2p.consensus.confchange import bootstrap_entry
 from foundation_p2p.consensus.storage import LogCompacted, LogUnavailable
 from foundation_p2p.consensus.types import ConfState, Entry, HardState, SnapshotMeta
 from foundation_p2p.errors import ConfigError
@@ -68,6 +69,14 @@ class MemoryStorage:
         return self.snap_meta, self.snap_data
 
     # -- writes (the driver's) ------------------------------------------------------------
+
+    def bootstrap(self, conf: ConfState) -> None:
+        """Store a new group's first entry (:func:`bootstrap_entry`) as committed; only on
+        an empty log."""
+        if self.last_index() != 0 or self.hard != HardState():
+            raise ConfigError("MemoryStorage.bootstrap: the log is not empty")
+        self.append([bootstrap_entry(conf)])
+        self.hard = HardState(term=1, vote=None, commit=1)
 
     def set_hard_state(self, hard: HardState) -> None:
         """Persist the hard state."""

@@ -99,13 +99,17 @@ class Network:
         self.msg_filter: Callable[[Message], bool] | None = None
         self.observers: list[Callable[[Network], None]] = []
         for node in sorted(self.conf.voters | self.conf.learners):
-            self.add_node(node)
+            storage = MemoryStorage()
+            storage.bootstrap(self.conf)
+            self.add_node(node, storage)
+        self.flush()  # apply the bootstrap entry
 
     # -- membership of the harness --------------------------------------------------------
 
     def add_node(self, node: NodeId, storage: MemoryStorage | None = None) -> None:
+        """Start ``node``; without ``storage``, empty (a node joining the group)."""
         if storage is None:
-            storage = MemoryStorage(self.conf)
+            storage = MemoryStorage()
         self.storage[node] = storage
         self.applied.setdefault(node, Applied())
         config = RaftConfig(id=node, **self.overrides)  # type: ignore[arg-type]
