@@ -60,7 +60,7 @@ def test_adding_a_member_moves_a_name_only_to_the_newcomer(
     assert after in (before, newcomer)
 
 
-@settings(max_examples=20)
+@settings(max_examples=8)
 @given(st.lists(node_ids, min_size=4, max_size=8, unique=True))
 def test_names_spread_over_members_roughly_evenly(members: list[bytes]) -> None:
     counts = dict.fromkeys(members, 0)

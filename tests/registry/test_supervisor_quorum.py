@@ -106,7 +106,7 @@ def test_a_minority_alone_never_starts_a_quorum_singleton() -> None:
     assert len(c.running("q")) == 1
 
 
-@pytest.mark.parametrize("seed", [1, 2, 3, 4, 5, 6])
+@pytest.mark.parametrize("seed", [1, 2, 3, 4])
 def test_random_clean_partitions_never_show_two_instances_at_once(seed: int) -> None:
     # Assumption C of lease.py: each partition shape lasts at least successor_wait_s
     # (5.09 s here); the flapping case is the strict xfail below.
