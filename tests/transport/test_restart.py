@@ -110,7 +110,7 @@ def test_a_stateless_reset_closes_the_connection_to_a_restarted_peer(restarted: 
     """No gossip: the survivor's next packet reaches the new boot, which cannot read it
     and answers with the token of the old connection id; the survivor closes at once."""
     net = Net()
-    a, b = pair(net)
+    pair(net)
     addr = A if restarted == "client" else B
     gone = net.nodes[addr]
     survivor_addr = B if restarted == "client" else A
