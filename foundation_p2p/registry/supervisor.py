@@ -969,8 +969,14 @@ class SupervisorCore:
                 return False, None
             handoff = entry.value.get("state")
             consume = True
-        if spec.quorum and not consume and (entry is None):
-            ready_at = self._quorum_ready_at(now, c)
+        inherited = entry is not None and entry.owner == self.node_id and c.instance is None
+        if spec.quorum and not consume and (entry is None or inherited):
+            if inherited:
+                # a claim from this node's previous life: nothing local vouches for it
+                since = self._lease_since if self._lease_since is not None else now.mono
+                ready_at = since + self._lease.successor_wait_s
+            else:
+                ready_at = self._quorum_ready_at(now, c)
             if now.mono < ready_at:
                 c.state = "pending"
                 c.wait_until = ready_at

@@ -270,3 +270,16 @@ def test_drift_beyond_the_bound_can_overlap_which_is_why_the_bound_is_configurab
     # declaring the real drift (and a little stop margin) makes it safe again
     c = drift_cut(rates, max_drift=0.2, stop_margin_s=0.2)
     assert c.peak["q"] == 1
+
+
+def test_a_restarted_owner_does_not_trust_its_old_claim_before_a_successor_wait() -> None:
+    c = quorum_cluster()
+    c.nodes[0].sup.start_singleton(c.now(), "q", "svc", quorum=True)
+    run_until(c, lambda: c.running("q"), 10.0)
+    [owner] = c.running("q")
+    c.crash(owner)
+    c.restart(owner)  # back at once: its claim is still the visible one everywhere
+    took = run_until(c, lambda: c.running("q"), 10.0, dt=0.01)
+    assert c.running("q") == [owner]
+    assert took >= LeasePolicy().successor_wait_s - 0.05  # its new lease began ~0.05 s in
+    assert c.peak["q"] == 1
