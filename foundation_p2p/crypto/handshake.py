@@ -13,7 +13,7 @@
   reset_token]``: the Ed25519 key; the sender's boot epoch as 8 bytes big endian; the
   signature over ``b"foundation-p2p noise static v2\\x00" || Noise static public key ||
   boot_epoch``; and the stateless reset token of the sender's connection id (16 bytes,
-  ``spec/transport.md`` section 12). The Noise DH operations prove possession of the
+  ``spec/transport.md`` section 11.3). The Noise DH operations prove possession of the
   static key; the signature ties the static key and the boot to the identity, so the
   verified peer node id is ``node_id_from_public_key(identity_public_key)`` and its boot
   epoch is known (a connection to an older boot of a peer is recognisably stale). The

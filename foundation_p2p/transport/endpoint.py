@@ -48,7 +48,7 @@ Rules (``spec/transport.md`` section 11):
   every authenticated gossip packet) closes at once and silently a connection whose peer
   epoch is older than the one observed: that boot is dead. :class:`PeerDisconnected`
   ``peer restarted`` (``transport.peer_restarted``); the owner dials the new boot.
-- **Restarted peer, stateless reset** (``spec/transport.md`` section 12, :mod:`.reset`).
+- **Restarted peer, stateless reset** (``spec/transport.md`` section 11.3, :mod:`.reset`).
   A 1-RTT packet for an unknown connection id, longer than ``RESET_BYTES``, is answered
   with a stateless reset carrying the token of that id under our :class:`ResetKey`
   (derived from the identity seed, so the same in every boot): at most ``reset_burst`` at

@@ -1,4 +1,4 @@
-"""Stateless reset (``spec/transport.md`` section 12; RFC 9000 section 10.3, adapted).
+"""Stateless reset (``spec/transport.md`` section 11.3; RFC 9000 section 10.3, adapted).
 
 A node that restarted holds none of its previous boot's connections. When a 1-RTT packet
 arrives for a connection id it does not know, it answers with a *stateless reset*: a

@@ -11,13 +11,17 @@ section 4, not read from the code.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import sys
 from pathlib import Path
 from typing import Any
 
 import cbor2
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 HERE = Path(__file__).resolve().parent
 FILE = "transport.json"
@@ -284,6 +288,42 @@ def packet_vectors(frames: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
+RESET_SEEDS = (bytes(range(0x60, 0x80)), bytes(range(0x40, 0x60)))
+"""Identity seeds (those of spec/vectors/handshake.json's responder and initiator)."""
+
+
+def stateless_resets() -> list[dict[str, Any]]:
+    """Section 11.3: the reset key of an identity seed, the token of a connection id, and
+    the 31-byte reset packet with fixed stand-ins for its random bytes."""
+    out = []
+    cases = [
+        (RESET_SEEDS[0], CID_SERVER, bytes(range(0xD0, 0xD8)), 5, 0x77),
+        (RESET_SEEDS[0], CID_CLIENT, bytes(8), 0, 0x00),
+        (RESET_SEEDS[1], CID_SERVER, bytes(range(0xE0, 0xE8)), 23, 0xFF),
+    ]
+    for seed, cid, random_cid, pn, filler in cases:
+        key = HKDF(
+            algorithm=hashes.SHA256(), length=32, salt=None,
+            info=b"foundation-p2p stateless reset v1",
+        ).derive(seed)
+        token = hmac.new(key, cid, hashlib.sha256).digest()[:16]
+        packet = dumps([1, 4, random_cid, pn, bytes([filler]) + token])
+        assert len(packet) == 31
+        out.append(
+            {
+                "name": f"reset for cid {cid.hex()} (seed {seed[:2].hex()}..), pn {pn}",
+                "cddl": "stateless-reset",
+                "identity_seed": seed.hex(),
+                "reset_key": key.hex(),
+                "cid": cid.hex(),
+                "token": token.hex(),
+                "random": (random_cid + bytes([pn, filler])).hex(),
+                "hex": packet.hex(),
+            }
+        )
+    return out
+
+
 def invalid_packets() -> list[dict[str, Any]]:
     """Packets a parser must refuse: ``parser`` names which (handshake or one_rtt)."""
     cid = CID_SERVER
@@ -322,13 +362,17 @@ def build() -> dict[str, Any]:
             "'handshake' packets parse to the listed fields; 'one_rtt' packets are sealed "
             "with ChaCha20-Poly1305 under 'key', nonce = iv XOR pn, AAD = 'aad' (the bytes "
             "before sealed), and open to 'plaintext'. 'invalid_packets': the named parser "
-            "raises the WireError with code 'error'."
+            "raises the WireError with code 'error'. 'stateless_resets' (section 11.3): "
+            "reset_key = HKDF-SHA256(identity_seed, salt empty, info 'foundation-p2p "
+            "stateless reset v1'), token = HMAC-SHA256(reset_key, cid)[:16], and the reset "
+            "packet [1, 4, random[0:8], random[8], random[9:10] || token] (31 bytes)."
         ),
         "frames": frames,
         "frame_sequences": frame_sequences(frames),
         "invalid_frames": invalid_frames(),
         "packets": packet_vectors(frames),
         "invalid_packets": invalid_packets(),
+        "stateless_resets": stateless_resets(),
     }
 
 

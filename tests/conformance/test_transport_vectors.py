@@ -46,6 +46,7 @@ from foundation_p2p.transport.packet import (
     parse_handshake,
     parse_one_rtt,
 )
+from foundation_p2p.transport.reset import RESET_BYTES, ResetKey, encode_reset, reset_token_of
 
 SPEC = Path(__file__).resolve().parents[2] / "spec"
 VECTORS: dict[str, Any] = json.loads((SPEC / "vectors" / "transport.json").read_text())
@@ -168,3 +169,22 @@ def test_invalid_packet_is_refused_with_its_code(entry: dict[str, Any]) -> None:
     with pytest.raises(WireError) as info:
         parse(bytes.fromhex(entry["hex"]))
     assert info.value.code == entry["error"]
+
+
+@pytest.mark.parametrize(
+    "entry", VECTORS["stateless_resets"], ids=ids(VECTORS["stateless_resets"])
+)
+def test_stateless_reset_key_token_and_packet_byte_exact(entry: dict[str, Any]) -> None:
+    # spec/transport.md section 11.3
+    key = ResetKey.from_seed(bytes.fromhex(entry["identity_seed"]))
+    assert key._key.hex() == entry["reset_key"]
+    token = key.token(bytes.fromhex(entry["cid"]))
+    assert token.hex() == entry["token"]
+    data = encode_reset(token, bytes.fromhex(entry["random"]))
+    assert data.hex() == entry["hex"] and len(data) == RESET_BYTES
+    assert reset_token_of(data) == token
+    dcid, pn, _aad, sealed = parse_one_rtt(data)  # shaped like any 1-RTT packet
+    random = bytes.fromhex(entry["random"])
+    assert (dcid, pn, len(sealed)) == (random[:8], random[8] % 24, 17)
+    schema(entry["cddl"]).validate_cbor(data)
+    schema("one-rtt-packet").validate_cbor(data)

@@ -1,4 +1,4 @@
-"""A restarted peer is reached again at once (``spec/transport.md`` sections 9 and 12).
+"""A restarted peer is reached again at once (``spec/transport.md`` section 11).
 
 Endpoints joined by ``test_endpoint.Net`` (virtual time, in memory). A restart is a new
 ``TransportEndpoint`` at the same address with the same identity and a newer boot epoch:
