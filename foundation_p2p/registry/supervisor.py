@@ -23,8 +23,10 @@ per spec, where the child should run with what this node runs, and emits actions
 
 * placed here, not running → ``StartService`` (a singleton first claims its name in the
   registry; it waits while another live node still holds the name);
-* running here, placed elsewhere → ``StopService(handoff=True)`` for a singleton (reason
-  ``"handoff"``), ``StopService(reason="moved")`` for a child; redistribution is active;
+* running here, placed elsewhere for ``handoff_delay_s`` → ``StopService(handoff=True)``
+  for a singleton (reason ``"handoff"``), ``StopService(reason="moved")`` for a child;
+  redistribution is active, the delay lets the registry reveal a healed partition's
+  duplicate first (which then stops with ``NameConflict`` instead of handing off);
 * running here, the registry shows another node's instance winning the name →
   ``StopService(reason=NameConflict(name, winner))``; the instance is not restarted because
   of that stop; the row stays ``name_conflict`` in ``which_children``. The node runs the
@@ -54,8 +56,9 @@ Quorum mode (singletons with ``quorum=True``): see ``lease.py`` for the lease an
 safety argument (also ``spec/supervisor.md``). Here: the owner stops the instance as soon
 as it stops holding the lease (``next_deadline`` names the expiry) and releases the name;
 a successor starts only while it holds the lease, and — unless the old owner released
-the name or handed it off gracefully — only ``successor_wait_s`` after its last evidence
-that the old owner was alive. The configured member set changes only through
+the name or handed it off gracefully, seen under the successor's current unbroken lease —
+only ``successor_wait_s`` after its last evidence that the old owner was alive (or after
+its lease began, if that is later). The configured member set changes only through
 ``SupervisorConfig.quorum_members`` or an explicit ``QuorumView.configured``; membership
 changes never change it (horde#45).
 
