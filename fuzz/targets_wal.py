@@ -8,6 +8,13 @@
   ``WalStorage.open``: a ``StorageError`` (corruption), or a log whose reads agree with
   its bounds and whose second recovery (after the first one cut any torn tail) finds
   exactly the same state and nothing more to cut.
+- ``wal-body``: the first byte as a record type and the rest as its body, framed with a
+  correct CRC (so mutations reach the body decoders rather than the checksum), then as
+  ``wal-record``.
+- ``wal-replay``: the bytes cut into records (type u8, length u16, body), each framed with
+  a correct CRC, after a valid segment header, with a snapshot file for each snapshot
+  marker: replay of arbitrary record sequences (gaps, overwrites, snapshot markers in any
+  order) must refuse with ``StorageError`` or recover as ``wal-segment`` requires.
 - ``kv-apply``: ``KVStore.apply`` of the bytes as a command never raises and its result
   always decodes; ``KVStore.restore`` of the bytes is a ``WireError`` that leaves the
   state unchanged, or a state whose snapshot is exactly the input.
@@ -22,7 +29,7 @@ from collections.abc import Callable
 
 from foundation_p2p.consensus import kv
 from foundation_p2p.consensus import wal_format as fmt
-from foundation_p2p.consensus.wal import WalOptions, WalStorage, segment_name
+from foundation_p2p.consensus.wal import WalOptions, WalStorage, segment_name, snapshot_name
 from foundation_p2p.errors import StorageError, WireError
 from simulator.vfs import MemoryVfs
 
@@ -40,6 +47,13 @@ def fuzz_wal_record(data: bytes) -> None:
     assert fmt.decode_records(data) == [(0, record)]
 
 
+def fuzz_wal_body(data: bytes) -> None:
+    """A record framed from the input (type byte, body) with a correct CRC."""
+    if not data:
+        return
+    fuzz_wal_record(fmt.frame(data[0], data[1:]))  # type: ignore[arg-type]
+
+
 def _state(wal: WalStorage) -> tuple[object, ...]:
     first, last = wal.first_index(), wal.last_index()
     assert first == wal.snapshot()[0].index + 1
@@ -50,12 +64,12 @@ def _state(wal: WalStorage) -> tuple[object, ...]:
     return (first, last, tuple(entries), wal.initial_state())
 
 
-def fuzz_wal_segment(data: bytes) -> None:
-    """``WalStorage.open`` of the bytes as segment 0: refused, or recovered idempotently."""
+def _recover(files: dict[str, bytes]) -> None:
     vfs = MemoryVfs()
-    f = vfs.open_append(segment_name(0), create=True)
-    f.write(data)
-    f.sync()
+    for name, data in files.items():
+        f = vfs.open_append(name, create=True)
+        f.write(data)
+        f.sync()
     vfs.sync_dir()
     try:
         wal = WalStorage.open(vfs, _OPTIONS)
@@ -66,6 +80,37 @@ def fuzz_wal_segment(data: bytes) -> None:
     again = WalStorage.open(vfs, _OPTIONS)
     assert again.counters["wal.torn_tails"] == 0, "a second recovery cut more"
     assert _state(again) == first, "recovery is not idempotent"
+
+
+def fuzz_wal_segment(data: bytes) -> None:
+    """``WalStorage.open`` of the bytes as segment 0: refused, or recovered idempotently."""
+    _recover({segment_name(0): data})
+
+
+def fuzz_wal_replay(data: bytes) -> None:
+    """Records framed from the input after a valid header, recovered as ``wal-segment``;
+    each snapshot marker that decodes gets its snapshot file."""
+    files: dict[str, bytes] = {}
+    out = [fmt.encode_segment_header(fmt.SegmentHeader(0, 1))]
+    pos = 0
+    while pos + 3 <= len(data):
+        rtype = data[pos]
+        length = int.from_bytes(data[pos + 1 : pos + 3], "big")
+        body = data[pos + 3 : pos + 3 + length]
+        pos += 3 + length
+        record = fmt.frame(rtype, body)  # type: ignore[arg-type]
+        out.append(record)
+        if rtype == fmt.RecordType.SNAPSHOT:
+            try:
+                marker = fmt.decode_record(record)
+            except WireError:
+                continue
+            assert isinstance(marker, fmt.SnapshotMarker)
+            meta = marker.meta
+            snap = fmt.SnapshotData(meta.index, meta.term, b"fuzz")
+            files[snapshot_name(meta.index, meta.term)] = fmt.encode_snapshot_data(snap)
+    files[segment_name(0)] = b"".join(out)
+    _recover(files)
 
 
 def fuzz_kv_apply(data: bytes) -> None:
@@ -88,6 +133,8 @@ def fuzz_kv_apply(data: bytes) -> None:
 
 WAL_TARGETS: dict[str, Callable[[bytes], None]] = {
     "wal-record": fuzz_wal_record,
+    "wal-body": fuzz_wal_body,
     "wal-segment": fuzz_wal_segment,
+    "wal-replay": fuzz_wal_replay,
     "kv-apply": fuzz_kv_apply,
 }
