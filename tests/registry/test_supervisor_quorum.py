@@ -78,6 +78,8 @@ def test_minority_owner_stops_at_lease_expiry_and_majority_starts_after_the_wait
     wait = LeasePolicy().successor_wait_s
     assert started == pytest.approx(wait, abs=0.03)
     assert c.t - cut_at >= wait
+    print(f"quorum: minority owner stopped {stopped:.2f} s after the cut, majority took over"
+          f" {started:.2f} s after it (successor_wait_s {wait:.2f})")
     [successor] = c.running("q")
     assert successor in others
     assert c.peak["q"] == 1
