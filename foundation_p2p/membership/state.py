@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from types import MappingProxyType
 
 from foundation_p2p.addresses import Address, NodeId
@@ -30,8 +30,14 @@ STATE_BY_CODE: dict[int, MemberState] = {s.value: s for s in MemberState}
 """Wire code -> state."""
 
 
+class _ExtensionsSlot:
+    """Storage of :attr:`Member.extensions` outside the dataclass fields."""
+
+    __slots__ = ("_extensions",)
+
+
 @dataclass(frozen=True, slots=True)
-class Member:
+class Member(_ExtensionsSlot):
     """One member as this node sees it (an immutable snapshot)."""
 
     node_id: NodeId
@@ -52,6 +58,22 @@ class Member:
     """Its Ed25519 public key (verifies its announcements)."""
     since_mono: float
     """Monotonic time (this node's clock) of the last state change."""
-    extensions: Mapping[int, bytes] = field(default_factory=lambda: NO_EXTENSIONS, hash=False)
-    """The member's announcement extensions, read-only (key 1: its channels' topic set;
-    spec/membership.md section 3.5). Not the application's: that is ``metadata``."""
+
+    @property
+    def extensions(self) -> Mapping[int, bytes]:
+        """The member's announcement extensions, read-only (key 1: its channels' topic
+        set; spec/membership.md section 3.5). Not the application's: that is ``metadata``.
+
+        Not a dataclass field: it takes no part in equality, ``repr`` or event lines (a
+        subsystem's business); set once by :meth:`with_extensions`."""
+        try:
+            return self._extensions  # type: ignore[attr-defined,no-any-return]
+        except AttributeError:
+            return NO_EXTENSIONS
+
+    def with_extensions(self, extensions: Mapping[int, bytes]) -> Member:
+        """This snapshot carrying ``extensions`` (read-only view; set once, by the
+        membership, right after construction)."""
+        if extensions:
+            object.__setattr__(self, "_extensions", MappingProxyType(dict(extensions)))
+        return self

@@ -120,7 +120,6 @@ import random
 from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from types import MappingProxyType
 
 from foundation_p2p.addresses import Address, NodeId, short_id
 from foundation_p2p.clock import Now
@@ -161,7 +160,7 @@ from foundation_p2p.membership.frames import (
     SwimPing,
     extension_bytes,
 )
-from foundation_p2p.membership.state import NO_EXTENSIONS, Member, MemberState
+from foundation_p2p.membership.state import Member, MemberState
 from foundation_p2p.wire import cbor
 from foundation_p2p.wire.frames import Frame
 from foundation_p2p.wire.limits import WireLimits
@@ -273,8 +272,7 @@ class _Node:
             a.observer,
             a.public_key,
             self.since,
-            MappingProxyType(a.extensions) if a.extensions else NO_EXTENSIONS,
-        )
+        ).with_extensions(a.extensions)
 
     def refresh(self) -> None:
         self._member = None
