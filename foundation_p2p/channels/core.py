@@ -10,10 +10,12 @@ a peer's channel stream go to :meth:`~ChannelsCore.receive`, which decodes them 
 delivers to local subscribers. Nothing here reads a clock, draws randomness, or touches
 a socket.
 
-Who gets a record: every remote node whose gossiped topic set (``gossip.py``) holds the
-topic, except nodes marked unreachable (``direct_broadcast`` sends to the named node
-whatever its topic set says, since gossip may lag). Remote nodes are visited in node-id
-order, so the output is deterministic.
+Who gets a record: every remote node whose announced topic set (``gossip.py``; it rides
+the node's membership record, :meth:`~ChannelsCore.apply_topics`) holds the topic, or
+that announced the wildcard (every topic), except nodes marked unreachable
+(``direct_broadcast`` sends to the named node whatever its topic set says, since
+dissemination may lag). Remote nodes are visited in node-id order, so the output is
+deterministic.
 
 Ordering (``spec/channels.md`` section 5): each (peer, channel) pair has a sequence
 counter, 0, 1, 2, ... for the life of this core (it survives reconnections). The stream
@@ -36,10 +38,12 @@ Overflow and failure policies (each counted in ``counters``):
   the stream's later bytes are dropped (``channels.receive.dropped_broken``) until
   :meth:`~ChannelsCore.stream_reset`; the error is also raised to the caller;
 - a record for a topic nobody here subscribes to: ``channels.receive.no_subscriber``;
-- at most ``max_remote_nodes`` peers are tracked; gossip or bytes from one more are
-  refused (``channels.gossip.refused_peers_full``, ``channels.receive.refused_peers_full``)
+- at most ``max_remote_nodes`` peers are tracked; a topic set or bytes from one more are
+  refused (``channels.topics.refused_peers_full``, ``channels.receive.refused_peers_full``)
   until :meth:`~ChannelsCore.forget_node` makes room;
-- a topic set older than the one held is ignored (``channels.gossip.stale``).
+- a topic set that does not decode is refused and the node's held set cleared (it gets
+  no fan-out until it announces a valid one): ``channels.topics.malformed``. Ordering
+  of a node's sets is the membership's (its record's incarnation), not ours.
 """
 
 from __future__ import annotations
@@ -185,10 +189,11 @@ class Subscription:
 class _Peer:
     """What the core knows of one remote node."""
 
-    __slots__ = ("decoders", "reachable", "recv_next", "send_seq", "topics")
+    __slots__ = ("decoders", "reachable", "recv_next", "send_seq", "topics", "topics_value")
 
     def __init__(self) -> None:
         self.topics: TopicSet | None = None
+        self.topics_value: bytes | None = None  # the announced bytes ``topics`` came from
         self.reachable = True
         self.send_seq = [0, 0, 0, 0]
         self.recv_next: list[int | None] = [None, None, None, None]
@@ -211,7 +216,8 @@ class ChannelsCore:
         default_max_queued: int = 1024,
         max_remote_nodes: int = 4096,
     ) -> None:
-        """``epoch`` is this node's boot epoch (it orders our gossiped topic sets)."""
+        """``epoch`` is this node's boot epoch (informational: the membership record's
+        incarnation orders our announced topic sets)."""
         for name, value in (
             ("max_topics_per_node", max_topics_per_node),
             ("max_subscriptions_per_topic", max_subscriptions_per_topic),
@@ -231,11 +237,13 @@ class ChannelsCore:
         self.default_max_queued = default_max_queued
         self.max_remote_nodes = max_remote_nodes
         self.topics_version = 0
-        """Changes of the local topic set since boot (gossiped with it)."""
+        """Changes of the local topic set since boot (the driver announces the set when
+        this moves)."""
         self._subs: dict[str, dict[int, Subscription]] = {}
         self._next_sub_id = 1
         self._peers: dict[NodeId, _Peer] = {}
         self._subscribers: dict[str, set[NodeId]] = {}
+        self._wildcards: set[NodeId] = set()  # nodes that announced every topic
         self._woken: dict[int, Subscription] = {}
 
     # -- local subscriptions -----------------------------------------------------------
@@ -297,62 +305,96 @@ class ChannelsCore:
         self._woken.clear()
         return woken
 
-    # -- gossip ------------------------------------------------------------------------
+    # -- topic sets ---------------------------------------------------------------------
 
-    def gossip_payload(self) -> bytes:
-        """This node's topic set, encoded for gossip (``gossip.encode_topics``)."""
-        return encode_topics(
-            self.epoch, self.topics_version, self._subs, max_topics=self.max_topics_per_node
-        )
+    def topics_value(self) -> bytes | None:
+        """This node's topic list as announced (``gossip.encode_topics``), or None when it
+        subscribes to nothing (then no extension is announced at all)."""
+        if not self._subs:
+            return None
+        return encode_topics(self._subs, max_topics=self.max_topics_per_node)
 
-    def apply_gossip(self, node_id: NodeId, payload: bytes) -> bool:
-        """A peer's gossiped topic set: decode and apply it; True if it changed our view.
+    def apply_topics(self, node_id: NodeId, value: bytes | None) -> bool:
+        """``node_id``'s announced topic set (its membership record's extension 1, None if
+        it has none): decode and hold it; True if our view changed.
 
-        Raises ``WireError`` for a payload that does not decode (nothing is applied).
+        The membership orders the records, so the latest call wins. A value that does not
+        decode clears the held set, is counted (``channels.topics.malformed``) and raises
+        ``WireError``.
         """
-        topic_set = decode_topics(payload, max_topics=self.max_topics_per_node)
-        return self.set_remote_topics(node_id, topic_set)
-
-    def set_remote_topics(self, node_id: NodeId, topic_set: TopicSet) -> bool:
-        """Record ``node_id``'s topics unless we hold a newer set; True if applied."""
         if node_id == self.node_id:
             return False
-        peer = self._peer(node_id, "gossip")
+        peer = self._peers.get(node_id)
+        if peer is not None and peer.topics_value == value and (
+            value is not None or peer.topics is None
+        ):
+            return False  # the set we hold came from these very bytes
+        if value is None:
+            return self.set_remote_topics(node_id, None)
+        try:
+            topic_set = decode_topics(value, max_topics=self.max_topics_per_node)
+        except WireError:
+            self.counters["channels.topics.malformed"] += 1
+            self.set_remote_topics(node_id, None)
+            raise
+        changed = self.set_remote_topics(node_id, topic_set)
+        peer = self._peers.get(node_id)
+        if peer is not None:
+            peer.topics_value = value
+        return changed
+
+    def set_remote_topics(self, node_id: NodeId, topic_set: TopicSet | None) -> bool:
+        """Hold ``topic_set`` as ``node_id``'s (None: it subscribes to nothing); True if
+        our view changed."""
+        if node_id == self.node_id:
+            return False
+        peer = self._peers.get(node_id)
         if peer is None:
-            return False
+            if topic_set is None:
+                return False
+            peer = self._peer(node_id, "topics")
+            if peer is None:
+                return False
         old = peer.topics
-        if not topic_set.newer_than(old):
-            self.counters["channels.gossip.stale"] += 1
+        peer.topics_value = None
+        if old == topic_set:
             return False
-        old_topics = set(old.topics) if old is not None else set()
-        new_topics = set(topic_set.topics)
-        for t in old_topics - new_topics:
+        self._unindex(node_id, old)
+        if topic_set is not None:
+            if topic_set.wildcard:
+                self._wildcards.add(node_id)
+            for t in topic_set.topics:
+                self._subscribers.setdefault(t, set()).add(node_id)
+        peer.topics = topic_set
+        self.counters["channels.topics.applied"] += 1
+        return True
+
+    def _unindex(self, node_id: NodeId, old: TopicSet | None) -> None:
+        if old is None:
+            return
+        self._wildcards.discard(node_id)
+        for t in old.topics:
             nodes = self._subscribers.get(t)
             if nodes is not None:
                 nodes.discard(node_id)
                 if not nodes:
                     del self._subscribers[t]
-        for t in new_topics - old_topics:
-            self._subscribers.setdefault(t, set()).add(node_id)
-        peer.topics = topic_set
-        self.counters["channels.gossip.applied"] += 1
-        return True
+
+    def remote_topics(self, node_id: NodeId) -> TopicSet | None:
+        """The topic set held for ``node_id`` (None if none)."""
+        peer = self._peers.get(node_id)
+        return None if peer is None else peer.topics
 
     def forget_node(self, node_id: NodeId) -> None:
         """Forget ``node_id`` (membership says it died or left): topics, sequences, streams."""
         peer = self._peers.pop(node_id, None)
-        if peer is None or peer.topics is None:
-            return
-        for t in peer.topics.topics:
-            nodes = self._subscribers.get(t)
-            if nodes is not None:
-                nodes.discard(node_id)
-                if not nodes:
-                    del self._subscribers[t]
+        if peer is not None:
+            self._unindex(node_id, peer.topics)
 
     def subscribers_of(self, topic: str) -> list[NodeId]:
-        """Remote nodes whose topic set holds ``topic``, in node-id order."""
-        return sorted(self._subscribers.get(topic, ()))
+        """Remote nodes a broadcast on ``topic`` goes to (those whose set holds it, and
+        those that announced the wildcard), in node-id order."""
+        return sorted(self._subscribers.get(topic, set()) | self._wildcards)
 
     def set_reachable(self, node_id: NodeId, reachable: bool) -> None:
         """Mark ``node_id`` reachable or not (the driver's view of its connection)."""
@@ -438,7 +480,9 @@ class ChannelsCore:
         if direct is not None:
             targets: list[NodeId] = [direct]
         elif fan_out:
-            targets = sorted(self._subscribers.get(topic, ()))
+            targets = self.subscribers_of(topic) if self._wildcards else sorted(
+                self._subscribers.get(topic, ())
+            )
         else:
             targets = []
         body: EncodedBody | None = None
@@ -569,6 +613,10 @@ class ChannelsCore:
             if decoder is not None and not decoder.at_boundary:
                 self.counters["channels.receive.partial_dropped"] += 1
             peer.decoders[number] = None
+
+    def has_peers(self) -> bool:
+        """True if any peer is tracked."""
+        return bool(self._peers)
 
     def peers(self) -> Iterable[NodeId]:
         """Tracked peers, in node-id order."""

@@ -1,8 +1,9 @@
 """``ChannelsSubsystem``: :class:`~foundation_p2p.channels.core.ChannelsCore` driven over
 the node's transport connections and gossip (``spec/channels.md``), without I/O.
 
-``NodeCore`` owns one as ``core.channels``. It is a NodeCore subsystem (frame type 48,
-the topic-set gossip frame) and the owner of the channel streams of every connection:
+``NodeCore`` owns one as ``core.channels``. It is a NodeCore subsystem (timers only: it
+receives no gossip frame; topic sets ride the membership records) and the owner of the
+channel streams of every connection:
 
 - **Publishing** (:meth:`broadcast`, :meth:`broadcast_from`, :meth:`local_broadcast`,
   :meth:`direct_broadcast`): the core delivers locally and returns records; each record is
@@ -27,6 +28,13 @@ Bounded buffers and their policies (each counted in the node's counters):
   fits an empty queue. A record that would overflow is dropped whole
   (``channels.send.dropped_pending_full``): it is never partly written. Its sequence
   number is taken, so the receiver counts the gap.
+- **A replaced connection** (the peer restarted, or a new handshake superseded the old
+  connection without it ending first): the records not yet started on the old
+  connection's streams are kept and written, in order, on the new connection's streams;
+  only a record partly written on an old stream is dropped (it cannot be finished on
+  another stream): ``channels.send.dropped_partial``, at most one per channel. What the
+  old streams had taken whole but not delivered is lost with them; the receiver counts
+  both as a sequence gap.
 - **Unreachable peers**: a peer whose dial fails, whose connection ends, or for whom no
   address is known is marked unreachable (``ChannelsCore.set_reachable``) for
   ``retry_after_s``; what was pending for it is dropped
@@ -34,18 +42,21 @@ Bounded buffers and their policies (each counted in the node's counters):
   records) and its receive streams are reset (``ChannelsCore.stream_reset``). After
   ``retry_after_s`` the next record dials again.
 - A member that membership declares failed or left is forgotten
-  (``ChannelsCore.forget_node``) at the next gossip tick.
+  (``ChannelsCore.forget_node``) at the next maintenance tick (every
+  ``maintenance_interval_s``).
 
-Topic-set gossip (``spec/channels.md`` section 6): frame ``[48, node-id, topic-set]``.
-Our set is sent when it changes (to at most ``gossip_fanout_on_change`` random alive
-members) and every ``gossip_interval_s`` (to at most ``gossip_fanout`` random alive
-members) once it has changed at least once in this boot (a node that never subscribed
-sends nothing and draws no randomness: the empty set is what peers assume); a node
-that hears a set from a node it held none for answers with its own. A frame is
-accepted only from the node it describes (``channels.gossip.refused_relay`` otherwise;
-sets are not relayed). A set whose frame would not fit one gossip packet is
-not sent (``channels.gossip.too_large``): with the default 1,400-byte packets that is a
-set of roughly 20 long topic names; short names fit many more.
+Topic sets (``spec/channels.md`` section 6) ride the membership: our set is membership
+announcement extension 1 (``SwimMembership.set_extension``, equivalent lower-level
+call), set at the first timer after it changes (the membership signs a new record,
+coalescing changes to at most one record per ``extension_min_interval_s``, and spreads
+it by SWIM dissemination and push-pull, so a new subscription reaches all N members in
+O(log N) gossip rounds). A list that does not fit the membership's extension bound is
+announced as the wildcard (every topic; ``channels.topics.wildcard``); never truncated.
+Remote sets come from the membership's listener (``SwimMembership.add_listener``): each
+time a member's record changes, its extension 1 is applied (``ChannelsCore.apply_topics``;
+a value that does not decode is counted ``channels.topics.malformed`` and the member gets
+no fan-out). Records are ordered by incarnation, so a late old record never overrides a
+newer set.
 
 Nothing here reads a clock or draws randomness of its own: ``now`` comes with every call,
 ``rng`` is the node's.
@@ -57,12 +68,11 @@ import logging
 import random
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any, ClassVar, Self
+from typing import Any
 
 from foundation_p2p.addresses import Address, NodeId, short_id
 from foundation_p2p.channels.core import ChannelsCore, OutgoingRecord, Subscription
-from foundation_p2p.channels.gossip import TopicSet, decode_topics
+from foundation_p2p.channels.gossip import WILDCARD_VALUE
 from foundation_p2p.channels.names import (
     STANDARD_CHANNELS,
     Channel,
@@ -71,9 +81,10 @@ from foundation_p2p.channels.names import (
 )
 from foundation_p2p.clock import Now
 from foundation_p2p.counters import Counters
-from foundation_p2p.errors import ConfigError, WireError
+from foundation_p2p.errors import ConfigError, LimitError, WireError
 from foundation_p2p.events import Command, Event
-from foundation_p2p.membership.state import MemberState
+from foundation_p2p.membership.frames import EXTENSION_TOPICS
+from foundation_p2p.membership.state import Member, MemberState
 from foundation_p2p.membership.swim import SwimMembership
 from foundation_p2p.transport.connection import Connection
 from foundation_p2p.transport.endpoint import (
@@ -84,57 +95,27 @@ from foundation_p2p.transport.endpoint import (
     StreamData,
     TransportEndpoint,
 )
-from foundation_p2p.wire import cbor
-from foundation_p2p.wire.frames import (
-    Frame,
-    expect_bytes,
-    expect_frame,
-    register_frame,
-)
-from foundation_p2p.wire.limits import WireLimits
+from foundation_p2p.wire.frames import Frame
 
 log = logging.getLogger("foundation_p2p.channels")
 
-TOPICS_FRAME_TYPE = 48
-"""The topic-set gossip frame (spec/wire.md frame table)."""
 DEFAULT_MAX_PENDING_BYTES = 80 * 1024 * 1024
 """Record bytes waiting for one peer (connecting, or stream without credit), at most."""
-_FRAME_OVERHEAD = 24  # frame array head, type, node-id head and the 16 bytes
-_PACKET_OVERHEAD = 64 + 3  # sealed packet header and tag (NodeCore), frame-list head
-
-
-@register_frame
-@dataclass(slots=True)
-class TopicsFrame:
-    """``[48, node-id, topic-set]``: ``node_id``'s subscribed topics (spec/channels.md §6)."""
-
-    TYPE: ClassVar[int] = TOPICS_FRAME_TYPE
-    node_id: NodeId
-    topics: TopicSet
-
-    def to_cbor(self) -> list[Any]:
-        t = self.topics
-        return [self.TYPE, self.node_id, [t.epoch, t.version, list(t.topics)]]
-
-    @classmethod
-    def from_cbor(cls, items: list[Any], limits: WireLimits) -> Self:
-        expect_frame(items, cls.TYPE, "topics frame", 3, 3)
-        node_id = expect_bytes(items[1], "topics frame node-id", size=16)
-        # the set's own checks (shape, order, names, bound) on its canonical encoding
-        return cls(node_id, decode_topics(cbor.encode(items[2])))
 
 
 class _Out:
     """Our sending side toward one peer: the connection's channel streams and the
     records waiting for them."""
 
-    __slots__ = ("cid", "pending", "pending_bytes", "retry_at", "sids")
+    __slots__ = ("cid", "pending", "pending_bytes", "retry_at", "sids", "started")
 
     def __init__(self) -> None:
         self.cid: bytes | None = None
         self.sids: list[int] = []
         # per channel: records in order, each the pieces (memoryviews) still to write
         self.pending: list[deque[list[memoryview]]] = [deque() for _ in STANDARD_CHANNELS]
+        # per channel: the first pending record is partly written on stream sids[number]
+        self.started = [False] * len(STANDARD_CHANNELS)
         self.pending_bytes = 0
         self.retry_at: float | None = None
 
@@ -142,7 +123,7 @@ class _Out:
 class ChannelsSubsystem:
     """Channels on a node: see the module docstring for the rules and bounds."""
 
-    frame_types: tuple[int, ...] = (TOPICS_FRAME_TYPE,)
+    frame_types: tuple[int, ...] = ()
 
     def __init__(
         self,
@@ -155,11 +136,11 @@ class ChannelsSubsystem:
         counters: Counters,
         max_packet_bytes: int,
         max_pending_bytes: int = DEFAULT_MAX_PENDING_BYTES,
-        gossip_interval_s: float = 1.0,
-        gossip_fanout: int = 3,
-        gossip_fanout_on_change: int = 8,
+        maintenance_interval_s: float = 1.0,
         retry_after_s: float = 1.0,
     ) -> None:
+        """``rng`` and ``max_packet_bytes`` are kept for the constructor's callers; nothing
+        here draws randomness or sizes a packet since topic sets ride the membership."""
         if type(max_pending_bytes) is not int or max_pending_bytes <= 0:
             raise ConfigError("channels.max_pending_bytes: must be a positive integer")
         self.core = core
@@ -171,29 +152,29 @@ class ChannelsSubsystem:
         self.counters = counters
         self.max_packet_bytes = max_packet_bytes
         self.max_pending_bytes = max_pending_bytes
-        self.gossip_interval_s = gossip_interval_s
-        self.gossip_fanout = gossip_fanout
-        self.gossip_fanout_on_change = gossip_fanout_on_change
+        self.maintenance_interval_s = maintenance_interval_s
         self.retry_after_s = retry_after_s
         self._out: dict[NodeId, _Out] = {}
         self._blocked: set[NodeId] = set()  # peers with pending bytes
-        self._outgoing: list[tuple[Address | NodeId, Frame]] = []
-        self._next_gossip: float | None = None  # None: at the first timer
-        self._sent_version = 0  # the topics_version last announced on change
+        self._next_maint: float | None = None  # None: at the first timer
+        self._sent_version = 0  # the topics_version last announced
         self._retry_next: float | None = None
-        self._heard: set[NodeId] = set()  # peers whose set we hold (bounded by the core's)
         self._now = 0.0
+        membership.add_listener(self._on_member)
+        for member in membership.members():  # whatever it knew before us
+            self._on_member(member)
 
     # -- publishing (the driver calls these, then sends what the node holds) ---------
 
     def subscribe(
         self, topic: str, *, max_queued: int | None = None, overflow: str = "drop_oldest"
     ) -> Subscription:
-        """``ChannelsCore.subscribe``; a new topic is gossiped at the next timer (due now)."""
+        """``ChannelsCore.subscribe``; a new topic is announced at the next timer (due now)
+        through ``SwimMembership.set_extension``."""
         return self.core.subscribe(topic, max_queued=max_queued, overflow=overflow)
 
     def unsubscribe(self, sub: Subscription) -> None:
-        """``ChannelsCore.unsubscribe``; a topic left is gossiped like a new one."""
+        """``ChannelsCore.unsubscribe``; a topic left is announced like a new one."""
         self.core.unsubscribe(sub)
 
     def broadcast(
@@ -348,10 +329,13 @@ class ChannelsSubsystem:
                     pieces.pop(0)
                     if not pieces:
                         q.popleft()
+                        out.started[number] = False
+                        continue
                 else:
                     pieces[0] = piece[accepted:]
                     if accepted == 0:
                         break
+                out.started[number] = True
         out.pending_bytes -= written
         if not out.pending_bytes:
             self._blocked.discard(node_id)
@@ -361,8 +345,9 @@ class ChannelsSubsystem:
         if out.cid == conn.local_cid:
             return True
         if out.cid is not None:
-            # the connection was replaced: what waited for the old one is lost
-            self._drop_pending(out, "channels.send.dropped_disconnected")
+            # The connection was replaced: records not started go on the new streams; a
+            # record partly written on an old stream cannot be finished elsewhere.
+            self._drop_partial(out)
             out.cid = None
         if not self._open_streams(conn, out):
             self._unreachable(node_id, "channels.send.dropped_misnumbered")
@@ -410,31 +395,46 @@ class ChannelsSubsystem:
         if records:
             self.counters[counter] += records
         out.pending_bytes = 0
+        out.started = [False] * len(STANDARD_CHANNELS)
 
-    # -- gossip (the Subsystem protocol) ---------------------------------------------
+    def _drop_partial(self, out: _Out) -> None:
+        """Drop the record partly written on each old stream (the rest is kept)."""
+        for number, q in enumerate(out.pending):
+            if out.started[number] and q:
+                pieces = q.popleft()
+                out.pending_bytes -= sum(len(p) for p in pieces)
+                self.counters["channels.send.dropped_partial"] += 1
+            out.started[number] = False
+        kept = sum(len(q) for q in out.pending)
+        if kept:
+            self.counters["channels.send.kept_on_new_connection"] += kept
+
+    # -- topic sets through the membership (the Subsystem protocol) ----------------
+
+    def _on_member(self, member: Member) -> None:
+        """The membership listener: a member's record changed; hold its topic set."""
+        if member.node_id == self.core.node_id or member.state is MemberState.LEFT:
+            return  # a left member is forgotten at the next maintenance tick
+        if member.state is MemberState.FAILED:
+            return
+        try:
+            self.core.apply_topics(member.node_id, member.extensions.get(EXTENSION_TOPICS))
+        except WireError as exc:
+            log.debug("topic set of %s refused: %s", short_id(member.node_id), exc)
 
     def handle_message(self, now: Now, sender: NodeId, addr: Address, frame: Frame) -> None:
-        """A topic-set frame: applied if it describes its sender; a first set is answered."""
-        assert isinstance(frame, TopicsFrame)
-        if frame.node_id != sender:
-            self.counters["channels.gossip.refused_relay"] += 1
-            return
-        first = sender not in self._heard
-        if self.core.set_remote_topics(sender, frame.topics) and first:
-            self._heard.add(sender)
-            self._queue_gossip([addr])
+        """No frame is routed here (``frame_types`` is empty)."""
+        raise AssertionError(f"channels: unexpected frame {frame.TYPE}")
 
     def handle_timer(self, now: Now) -> None:
-        """Announce our set (on change, and every ``gossip_interval_s``); retry peers
-        marked unreachable; forget members membership declared failed or left."""
+        """Announce our set once it changed; retry peers marked unreachable; forget
+        members membership declared failed or left."""
         self._now = mono = now.mono
         if self.core.topics_version != self._sent_version:
             self._sent_version = self.core.topics_version
-            self._queue_gossip(self._random_members(self.gossip_fanout_on_change))
-        if self._next_gossip is None or mono >= self._next_gossip:
-            self._next_gossip = mono + self.gossip_interval_s
-            if self.core.topics_version:
-                self._queue_gossip(self._random_members(self.gossip_fanout))
+            self._announce_topics(now)
+        if self._next_maint is None or mono >= self._next_maint:
+            self._next_maint = mono + self.maintenance_interval_s
             self._forget_departed()
         if self._retry_next is not None and mono >= self._retry_next:
             self._retry_next = None
@@ -448,6 +448,22 @@ class ChannelsSubsystem:
                     self._retry_next = out.retry_at
         self.drive_pending(now)
 
+    def _announce_topics(self, now: Now) -> None:
+        """Put our topic list in membership extension 1 (the wildcard if it does not fit)."""
+        value = self.core.topics_value()
+        membership = self.membership
+        if membership.leaving:
+            return
+        try:
+            membership.set_extension(now, EXTENSION_TOPICS, value)
+        except LimitError as exc:
+            log.info("topic set does not fit the membership record (%s): announcing every "
+                     "topic (the wildcard)", exc)
+            self.counters["channels.topics.wildcard"] += 1
+            membership.set_extension(now, EXTENSION_TOPICS, WILDCARD_VALUE)
+        log.debug("topic set announced (SwimMembership.set_extension key %d, %s)",
+                  EXTENSION_TOPICS, "none" if value is None else f"{len(value)} bytes")
+
     def handle_command(self, now: Now, cmd: Command) -> bool:
         return False
 
@@ -455,42 +471,18 @@ class ChannelsSubsystem:
         if self.core.topics_version != self._sent_version:
             return self._now  # due now
         best: float | None = None
-        if self.core.topics_version or self._out:
-            # something to announce, or peers to retry and forget
-            best = self._now if self._next_gossip is None else self._next_gossip
+        if self._out or self.core.has_peers():
+            # peers to retry and forget
+            best = self._now if self._next_maint is None else self._next_maint
         if self._retry_next is not None and (best is None or self._retry_next < best):
             best = self._retry_next
         return best
 
     def take_outgoing(self) -> list[tuple[Address | NodeId, Frame]]:
-        out, self._outgoing = self._outgoing, []
-        return out
+        return []
 
     def take_events(self) -> list[Event]:
         return []
-
-    def _random_members(self, k: int) -> list[Address]:
-        me = self.core.node_id
-        alive = [
-            m.address for m in self.membership.members()
-            if m.node_id != me and m.state is MemberState.ALIVE
-        ]
-        if len(alive) <= k:
-            return alive
-        return self.rng.sample(alive, k)
-
-    def _queue_gossip(self, addresses: list[Address]) -> None:
-        if not addresses:
-            return
-        core = self.core
-        topics = TopicSet(core.epoch, core.topics_version, tuple(core.local_topics()))
-        payload = core.gossip_payload()
-        if len(payload) + _FRAME_OVERHEAD + _PACKET_OVERHEAD > self.max_packet_bytes:
-            self.counters["channels.gossip.too_large"] += 1
-            return
-        frame = TopicsFrame(core.node_id, topics)
-        self.counters["channels.gossip.sent"] += len(addresses)
-        self._outgoing.extend((a, frame) for a in addresses)
 
     def _forget_departed(self) -> None:
         # our sending state of peers with no connection, nothing pending and no retry
@@ -504,7 +496,6 @@ class ChannelsSubsystem:
             m = self.membership.member(node_id)
             if m is not None and m.state in (MemberState.FAILED, MemberState.LEFT):
                 self.core.forget_node(node_id)
-                self._heard.discard(node_id)
                 gone = self._out.pop(node_id, None)
                 if gone is not None:
                     self._drop_pending(gone, "channels.send.dropped_disconnected")

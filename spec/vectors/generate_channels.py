@@ -196,30 +196,32 @@ def invalid_records() -> list[dict[str, Any]]:
 
 
 def topic_sets() -> dict[str, Any]:
-    valid = [
-        ("no topics", 1_790_000_000_000, 0, []),
-        ("two topics, sorted", 1_790_000_000_000, 3, ["events", "orders"]),
-        ("largest epoch and version", MAX_U64, MAX_U64, ["a", "b.c", "z"]),
+    """Values of membership announcement extension 1 (section 6): a sorted list of
+    distinct topics, or ``true`` for every topic (the wildcard)."""
+    valid: list[tuple[str, Any]] = [
+        ("no topics (a sender announces no extension instead)", []),
+        ("two topics, sorted", ["events", "orders"]),
+        ("sorted in byte order", ["Z", "a", "b.c", "z"]),
+        ("the wildcard: every topic", True),
     ]
     invalid: list[tuple[str, Any, str]] = [
-        ("not an array of three", [1, 2], "malformed"),
-        ("negative version", [1, -1, []], "malformed"),
-        ("topics not sorted", [1, 1, ["b", "a"]], "malformed"),
-        ("a topic repeated", [1, 1, ["a", "a"]], "malformed"),
-        ("an invalid topic name", [1, 1, ["a b"]], "malformed"),
-        ("65 topics (max_topics 64)", [1, 1, [f"t{i:03d}" for i in range(65)]], "limit"),
+        ("false", False, "malformed"),
+        ("the old [epoch, version, topics] shape", [1, 1, ["a"]], "malformed"),
+        ("topics not sorted", ["b", "a"], "malformed"),
+        ("a topic repeated", ["a", "a"], "malformed"),
+        ("an invalid topic name", ["a b"], "malformed"),
+        ("65 topics (max_topics 64)", [f"t{i:03d}" for i in range(65)], "limit"),
     ]
     return {
         "valid": [
             {
                 "name": n,
-                "epoch": e,
-                "version": v,
-                "topics": t,
-                "hex": dumps([e, v, t]).hex(),
+                "wildcard": t is True,
+                "topics": [] if t is True else t,
+                "hex": dumps(t).hex(),
                 "cddl": "topic-set",
             }
-            for n, e, v, t in valid
+            for n, t in valid
         ],
         "invalid": [{"name": n, "hex": dumps(v).hex(), "error": err} for n, v, err in invalid],
     }
@@ -280,8 +282,9 @@ def build() -> dict[str, Any]:
             "that message (compressed ones are decode-only: zlib output may differ between "
             "encoders). 'stream': records back to back. 'invalid_record': decoding 'hex' "
             "(with 'max_message_bytes' where given, else the default 64 MiB) raises "
-            "'error'. 'topic_set': gossiped topic sets (section 6), valid (with their "
-            "'cddl' rule of spec/channels.cddl) and invalid ones with their 'error'."
+            "'error'. 'topic_set': announced topic sets, the value of membership "
+            "announcement extension 1 (section 6), valid (with their 'cddl' rule of "
+            "spec/channels.cddl) and invalid ones with their 'error'."
         ),
         "channels": CHANNELS,
         "topic_names": {

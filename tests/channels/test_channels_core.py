@@ -1,5 +1,5 @@
 """``ChannelsCore``: fan-out only to subscribers, per-publisher order, overflow policies,
-unreachable peers, gossip of topic sets (spec/channels.md sections 5 and 6)."""
+unreachable peers, announced topic sets (spec/channels.md sections 5 and 6)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from foundation_p2p.channels.codec import ChannelLimits, RecordDecoder, encode_record
 from foundation_p2p.channels.core import ChannelsCore, OutgoingRecord
-from foundation_p2p.channels.gossip import TopicSet
+from foundation_p2p.channels.gossip import WILDCARD, WILDCARD_VALUE, TopicSet
 from foundation_p2p.channels.names import CONTROL, DATA, EVENTS, TopicMap
 from foundation_p2p.errors import ConfigError, LimitError, MalformedError
 
@@ -21,11 +21,12 @@ def cluster(*ids: bytes) -> dict[bytes, ChannelsCore]:
 
 
 def gossip_all(cores: dict[bytes, ChannelsCore]) -> None:
+    """Every core's announced set applied at every other (what the membership carries)."""
     for src, core in cores.items():
-        payload = core.gossip_payload()
+        value = core.topics_value()
         for dst, other in cores.items():
             if dst != src:
-                other.apply_gossip(src, payload)
+                other.apply_topics(src, value)
 
 
 def deliver(cores: dict[bytes, ChannelsCore], sender: bytes, sends: list[OutgoingRecord]) -> None:
@@ -205,31 +206,58 @@ def test_unsubscribe_updates_the_topic_set_and_gossip() -> None:
     assert cores[A].broadcast("t", 1) == []
 
 
-def test_stale_gossip_is_ignored() -> None:
+def test_the_latest_announced_set_wins_and_none_clears_it() -> None:
     core = ChannelsCore(A, epoch=1)
-    assert core.set_remote_topics(B, TopicSet(5, 2, ("x",)))
-    assert not core.set_remote_topics(B, TopicSet(5, 1, ("y",)))
-    assert core.counters["channels.gossip.stale"] == 1
-    assert core.subscribers_of("x") == [B] and core.subscribers_of("y") == []
-    # A restarted node (larger epoch) supersedes even with a smaller version.
-    assert core.set_remote_topics(B, TopicSet(6, 0, ("y",)))
+    assert core.apply_topics(B, cbor_list("x"))
+    assert not core.apply_topics(B, cbor_list("x"))  # the same bytes: nothing to do
+    assert core.apply_topics(B, cbor_list("y"))
     assert core.subscribers_of("x") == [] and core.subscribers_of("y") == [B]
+    assert core.apply_topics(B, None)
+    assert core.subscribers_of("y") == [] and core.remote_topics(B) is None
+    assert not core.apply_topics(C, None)  # no peer entry made for a node without topics
+    assert list(core.peers()) == [B]
     core.forget_node(B)
-    assert core.subscribers_of("y") == []
+    assert list(core.peers()) == []
+
+
+def test_a_wildcard_node_gets_every_topic() -> None:
+    core = ChannelsCore(A, epoch=1)
+    core.apply_topics(B, WILDCARD_VALUE)
+    core.apply_topics(C, cbor_list("x"))
+    assert core.remote_topics(B) == WILDCARD
+    assert core.subscribers_of("x") == [B, C] and core.subscribers_of("zzz") == [B]
+    assert [r.node_id for r in core.broadcast("zzz", 1)] == [B]
+    core.forget_node(B)
+    assert core.subscribers_of("zzz") == []
+
+
+def test_a_set_that_does_not_decode_is_counted_and_clears_the_held_one() -> None:
+    core = ChannelsCore(A, epoch=1)
+    core.apply_topics(B, cbor_list("x"))
+    with pytest.raises(MalformedError):
+        core.apply_topics(B, b"\x82\x61b\x61a")  # ["b", "a"]: out of order
+    assert core.counters["channels.topics.malformed"] == 1
+    assert core.subscribers_of("x") == []
+
+
+def cbor_list(*topics: str) -> bytes:
+    from foundation_p2p.wire import cbor
+
+    return cbor.encode(sorted(topics))
 
 
 def test_peer_table_is_bounded() -> None:
     core = ChannelsCore(A, epoch=1, max_remote_nodes=2)
-    assert core.set_remote_topics(B, TopicSet(1, 1, ("t",)))
-    assert core.set_remote_topics(C, TopicSet(1, 1, ("t",)))
-    assert not core.set_remote_topics(D, TopicSet(1, 1, ("t",)))
-    assert core.counters["channels.gossip.refused_peers_full"] == 1
+    assert core.set_remote_topics(B, TopicSet(("t",)))
+    assert core.set_remote_topics(C, TopicSet(("t",)))
+    assert not core.set_remote_topics(D, TopicSet(("t",)))
+    assert core.counters["channels.topics.refused_peers_full"] == 1
     assert core.receive(D, EVENTS, encode_record("t", 0, 1)) == 0
     assert core.counters["channels.receive.refused_peers_full"] == 1
     with pytest.raises(ConfigError, match="peer table full"):
         core.direct_broadcast(D, "t", 1)
     core.forget_node(C)
-    assert core.set_remote_topics(D, TopicSet(1, 1, ("t",)))
+    assert core.set_remote_topics(D, TopicSet(("t",)))
 
 
 def test_subscription_bounds() -> None:

@@ -1,4 +1,5 @@
-"""Topic-set gossip encoding (spec/channels.md section 6)."""
+"""The announced topic set's encoding (spec/channels.md section 6): membership
+announcement extension 1."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from foundation_p2p.channels.gossip import (
+    WILDCARD,
+    WILDCARD_VALUE,
     TopicSet,
     decode_topics,
     encode_topics,
@@ -19,29 +22,36 @@ from foundation_p2p.errors import ConfigError, LimitError, MalformedError, WireE
 
 
 def test_round_trip_sorted_and_deduplicated() -> None:
-    data = encode_topics(7, 3, ["b", "a", "b", "events"])
-    assert data == cbor2.dumps([7, 3, ["a", "b", "events"]], canonical=True)
-    assert decode_topics(data) == TopicSet(7, 3, ("a", "b", "events"))
+    data = encode_topics(["b", "a", "b", "events"])
+    assert data == cbor2.dumps(["a", "b", "events"], canonical=True)
+    assert decode_topics(data) == TopicSet(("a", "b", "events"))
+    assert decode_topics(data).holds("a") and not decode_topics(data).holds("c")
+
+
+def test_the_wildcard_is_cbor_true_and_holds_every_topic() -> None:
+    assert cbor2.dumps(True) == WILDCARD_VALUE
+    assert decode_topics(WILDCARD_VALUE) == WILDCARD
+    assert WILDCARD.holds("anything") and WILDCARD.topics == ()
 
 
 def test_largest_set_fits_its_bound() -> None:
     names = [f"{i:02d}" + "x" * 62 for i in range(64)]
-    data = encode_topics(2**64 - 1, 2**64 - 1, names)
-    assert len(data) == 4245 <= max_encoded_bytes(64)
+    data = encode_topics(names)
+    assert len(data) == 4226 <= max_encoded_bytes(64)
     assert decode_topics(data).topics == tuple(sorted(names))
 
 
 @pytest.mark.parametrize(
     ("value", "error", "match"),
     [
-        ([1, 2], MalformedError, "expected"),
-        ([1, -2, []], MalformedError, "unsigned"),
-        ([1, 2, "a"], MalformedError, "array"),
-        ([1, 2, ["b", "a"]], MalformedError, "out of order"),
-        ([1, 2, ["a", "a"]], MalformedError, "repeated"),
-        ([1, 2, ["a b"]], MalformedError, "not allowed"),
-        ([1, 2, [1]], MalformedError, "expected a string"),
-        ([1, 2, [f"t{i:03d}" for i in range(65)]], LimitError, "65 topics"),
+        (False, MalformedError, "expected an array of topics or true"),
+        ({"a": 1}, MalformedError, "expected an array"),
+        ("a", MalformedError, "array"),
+        (["b", "a"], MalformedError, "out of order"),
+        (["a", "a"], MalformedError, "repeated"),
+        (["a b"], MalformedError, "not allowed"),
+        ([1], MalformedError, "expected a string"),
+        ([f"t{i:03d}" for i in range(65)], LimitError, "65 topics"),
     ],
 )
 def test_invalid_sets(value: object, error: type[WireError], match: str) -> None:
@@ -51,11 +61,9 @@ def test_invalid_sets(value: object, error: type[WireError], match: str) -> None
 
 def test_encode_refuses_bad_input() -> None:
     with pytest.raises(ConfigError, match="max_topics"):
-        encode_topics(1, 1, [f"t{i}" for i in range(3)], max_topics=2)
-    with pytest.raises(ConfigError, match="epoch"):
-        encode_topics(-1, 1, [])
+        encode_topics([f"t{i}" for i in range(3)], max_topics=2)
     with pytest.raises(ConfigError, match="topic"):
-        encode_topics(1, 1, [""])
+        encode_topics([""])
 
 
 def test_too_long_input_is_refused_before_decoding() -> None:

@@ -120,7 +120,7 @@ def test_all_four_channels_deliver_intact_and_in_order_at_3pct_loss() -> None:
     b_id = next(e.peer_node_id for e in link.events[False] if isinstance(e, HandshakeCompleted))
     a, b = ChannelsCore(a_id, epoch=1), ChannelsCore(b_id, epoch=1)
     subs = {c.name: b.subscribe(c.name, max_queued=10_000) for c in STANDARD_CHANNELS}
-    a.apply_gossip(b_id, b.gossip_payload())
+    a.apply_topics(b_id, b.topics_value())
 
     # The client opens its four channel streams first, in channel order (spec section 1).
     ids: dict[int, int] = {}

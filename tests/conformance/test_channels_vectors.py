@@ -24,7 +24,7 @@ from foundation_p2p.channels.codec import (
     decode_record,
     encode_record,
 )
-from foundation_p2p.channels.gossip import decode_topics, encode_topics
+from foundation_p2p.channels.gossip import WILDCARD_VALUE, decode_topics, encode_topics
 from foundation_p2p.channels.names import (
     STANDARD_CHANNELS,
     channel_of_stream,
@@ -148,12 +148,9 @@ def test_invalid_record(entry: dict[str, Any]) -> None:
 def test_valid_topic_set(entry: dict[str, Any]) -> None:
     data = bytes.fromhex(entry["hex"])
     ts = decode_topics(data)
-    assert (ts.epoch, ts.version, list(ts.topics)) == (
-        entry["epoch"],
-        entry["version"],
-        entry["topics"],
-    )
-    assert encode_topics(entry["epoch"], entry["version"], entry["topics"]) == data
+    assert (ts.wildcard, list(ts.topics)) == (entry["wildcard"], entry["topics"])
+    again = WILDCARD_VALUE if entry["wildcard"] else encode_topics(entry["topics"])
+    assert again == data
     schema(entry["cddl"]).validate_cbor(data)
 
 
@@ -165,9 +162,12 @@ def test_invalid_topic_set(entry: dict[str, Any]) -> None:
     with pytest.raises(ERRORS[entry["error"]]):
         decode_topics(data)
     # Order and distinctness are beyond CDDL; every other invalid set breaks its shape.
+    # pycddl 0.6 does not check an array's elements inside a type choice, so an array is
+    # also checked against the list rule alone.
     if "sorted" not in entry["name"] and "repeated" not in entry["name"]:
+        rule = "topic-list" if data[:1] != b"\xf4" else "topic-set"
         with pytest.raises(pycddl.ValidationError):
-            schema("topic-set").validate_cbor(data)
+            schema(rule).validate_cbor(data)
 
 
 def test_generator_is_in_sync() -> None:
