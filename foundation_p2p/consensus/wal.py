@@ -15,8 +15,12 @@ Writing (the driver of the Raft core's Ready loop):
 - :meth:`WalStorage.sync` writes the buffered records and makes them durable with one
   ``fsync`` (group commit: many saves, one fsync). The driver releases the messages that
   depend on the batch only after ``sync`` returns.
-- :meth:`WalStorage.compact` records a local snapshot of the state machine and removes the
-  segment files that hold only entries it covers.
+- :meth:`WalStorage.create_snapshot` records a local snapshot of the state machine and
+  removes the segment files that hold only entries it covers.
+
+It also answers ``MemoryStorage``'s writing names (``append``, ``set_hard_state``,
+``apply_snapshot``, ``create_snapshot``, ``compact``), so a driver written against the
+in-memory storage works on it unchanged, adding ``sync()`` before it sends messages.
 
 Files: segments ``<seq:016x>.wal`` (a segment header, then a prelude restating the hard
 state, the configuration and the snapshot marker, then records), rolled over when one
@@ -44,6 +48,7 @@ back from their segment (one read per run of adjacent records) and CRC-checked a
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import logging
 import re
@@ -208,7 +213,6 @@ class WalStorage:
         self.report = RecoveryReport()
         self._hard = HardState()
         self._written_hard = HardState()
-        self._conf = ConfState()
         self._snap = SnapshotMeta(0, 0)
         self._install_seq = -1
         """The segment holding the newest INSTALL marker (older segments are superseded)."""
@@ -443,8 +447,6 @@ class WalStorage:
             self._hold_entry(record, seg, offset, size, replay=replay)
         elif isinstance(record, HardState):
             self._hard = record
-        elif isinstance(record, ConfState):
-            self._conf = record
         elif isinstance(record, fmt.SnapshotMarker):
             self._apply_marker(record, seg)
         else:
@@ -559,7 +561,6 @@ class WalStorage:
         else:
             self._drop_through(meta.index)
         self._snap = meta
-        self._conf = meta.conf
 
     # -- writing ----------------------------------------------------------------------
 
@@ -609,7 +610,6 @@ class WalStorage:
         self.counters.inc("wal.segments_created")
         prelude = [fmt.encode_segment_header(fmt.SegmentHeader(seq, first_index))]
         prelude.append(fmt.encode_hard_state(self._hard))
-        prelude.append(fmt.encode_conf_state(self._conf))
         if self._snap.index:
             prelude.append(
                 fmt.encode_snapshot_marker(fmt.SnapshotMarker(self._snap, fmt.SnapshotMode.COMPACT))
@@ -623,10 +623,9 @@ class WalStorage:
         hard_state: HardState | None = None,
         entries: Sequence[Entry] = (),
         snapshot: tuple[SnapshotMeta, bytes] | None = None,
-        conf: ConfState | None = None,
     ) -> None:
-        """Record one batch: install ``snapshot``, append ``entries`` (replacing any held
-        entry at or after the first one's index), then ``hard_state`` and ``conf``.
+        """Record one batch (one Raft ``Ready``): install ``snapshot``, append ``entries``
+        (replacing any held entry at or after the first one's index), then ``hard_state``.
 
         Nothing is durable until :meth:`sync`. Entries must be consecutive and follow the
         held log (or overlap it); those at or below the snapshot are ignored. The snapshot
@@ -637,7 +636,7 @@ class WalStorage:
         """
         self._check_open()
         try:
-            records = self._encode_batch(hard_state, entries, snapshot, conf)
+            records = self._encode_batch(hard_state, entries, snapshot)
         except WireError as exc:
             raise ConfigError(f"write-ahead log save: {exc}") from None
         entry_bytes, tail = records
@@ -656,8 +655,6 @@ class WalStorage:
             raise
         if hard_state is not None:
             self._hard = self._written_hard = hard_state
-        if conf is not None:
-            self._conf = conf
         self.counters.inc("wal.saves")
 
     def _encode_batch(
@@ -665,7 +662,6 @@ class WalStorage:
         hard_state: HardState | None,
         entries: Sequence[Entry],
         snapshot: tuple[SnapshotMeta, bytes] | None,
-        conf: ConfState | None,
     ) -> tuple[bytes, bytes]:
         """Check a batch and encode its entries and its trailing records."""
         for a, b in itertools.pairwise(entries):
@@ -702,8 +698,6 @@ class WalStorage:
         tail = b""
         if hard_state is not None and hard_state != self._written_hard:
             tail += fmt.encode_hard_state(hard_state)
-        if conf is not None and conf != self._conf:
-            tail += fmt.encode_conf_state(conf)
         return entry_bytes, tail
 
     def _save_entries(self, entries: Sequence[Entry], data: bytes) -> None:
@@ -778,36 +772,36 @@ class WalStorage:
         if removed:
             self._dir_dirty = True
 
-    def compact(self, meta: SnapshotMeta, data: bytes) -> None:
-        """Record a local snapshot of the state machine at ``meta.index`` and drop the
-        entries it covers: the snapshot file is written and synced, a marker is appended
-        and synced, then segment files holding only covered entries are removed.
+    def create_snapshot(self, index: int, conf: ConfState, data: bytes) -> SnapshotMeta:
+        """Record the state machine's snapshot as of applied ``index`` (with ``conf``, the
+        configuration at that index) and drop the entries it covers: the snapshot file is
+        written and synced, a compact marker is appended and synced, then the snapshot
+        files and segment files it made stale are removed. Entries after ``index`` stay.
 
-        ``meta.term`` must be the held term of ``meta.index``; entries after it are kept.
-        Equivalent lower-level steps: write the snapshot file, ``save`` a marker, ``sync``.
+        Equivalent lower-level steps: write the snapshot file, append a ``SNAPSHOT``
+        record, :meth:`sync` (section 6 of ``spec/consensus-wal.md``). Unlike
+        ``MemoryStorage``, this compacts too: :meth:`compact` has nothing left to do.
         """
         self._check_open()
-        if meta.index <= self._snap.index:
+        if index <= self._snap.index:
             raise ConfigError(
-                f"compact at {meta.index}: the snapshot is already at {self._snap.index}"
+                f"create_snapshot at {index}: the snapshot is already at {self._snap.index}"
             )
-        if meta.index > self._last():
-            raise ConfigError(f"compact at {meta.index}: past the last entry {self._last()}")
-        held = self.term(meta.index)
-        if held != meta.term:
+        if index > self.last_index():
             raise ConfigError(
-                f"compact at {meta.index}: term {meta.term} but the entry has term {held}"
+                f"create_snapshot at {index}: past the last index {self.last_index()}"
             )
         if len(data) > self.options.max_snapshot_bytes:
             raise ConfigError(
                 f"snapshot of {len(data)} bytes exceeds max_snapshot_bytes "
                 f"({self.options.max_snapshot_bytes})"
             )
+        meta = SnapshotMeta(index, self.term(index), conf)
         marker = fmt.SnapshotMarker(meta, fmt.SnapshotMode.COMPACT)
         try:
             record = fmt.encode_snapshot_marker(marker)
         except WireError as exc:
-            raise ConfigError(f"compact at {meta.index}: {exc}") from None
+            raise ConfigError(f"create_snapshot at {index}: {exc}") from None
         try:
             self._write_snapshot_file(meta, data)
             self._write_records(record)
@@ -817,6 +811,31 @@ class WalStorage:
         self._apply_marker(marker, self._segments[-1])
         self.counters.inc("wal.compactions")
         self.sync()
+        return meta
+
+    def compact(self, index: int) -> None:
+        """Check that the entries up to ``index`` are gone (``MemoryStorage``'s second
+        compaction step): :meth:`create_snapshot` already dropped them, so this only
+        refuses an ``index`` past the snapshot with :class:`ConfigError`."""
+        if index > self._snap.index:
+            raise ConfigError(
+                f"compact at {index}: past the snapshot at {self._snap.index} "
+                "(create_snapshot first)"
+            )
+
+    # -- MemoryStorage's writing names, for drivers written against it ------------------
+
+    def append(self, entries: Sequence[Entry]) -> None:
+        """``save(entries=entries)`` (not durable until :meth:`sync`)."""
+        self.save(entries=entries)
+
+    def set_hard_state(self, hard: HardState) -> None:
+        """``save(hard_state=hard)`` (not durable until :meth:`sync`)."""
+        self.save(hard_state=hard)
+
+    def apply_snapshot(self, meta: SnapshotMeta, data: bytes) -> None:
+        """``save(snapshot=(meta, data))``: replace the log by a received snapshot."""
+        self.save(snapshot=(meta, data))
 
     def close(self) -> None:
         """Sync what is saved and close the current segment."""
@@ -831,8 +850,13 @@ class WalStorage:
     # -- reading (LogStorage) ---------------------------------------------------------
 
     def initial_state(self) -> tuple[HardState, ConfState]:
-        """The hard state and configuration last saved."""
-        return self._hard, self._conf
+        """The hard state last saved and the configuration at the snapshot's index (the
+        core re-applies the configuration changes of the entries after it).
+
+        The commit index is at least the snapshot's: a snapshot covers only committed
+        entries, so its index is known committed even when a crash kept an install marker
+        but lost the hard state saved after it."""
+        return self.hard_state, self._snap.conf
 
     def first_index(self) -> int:
         """The first index held as an entry (the snapshot's index + 1)."""
@@ -942,7 +966,9 @@ class WalStorage:
 
     @property
     def hard_state(self) -> HardState:
-        """The hard state last saved."""
+        """The hard state last saved, its commit raised to the snapshot's index if lower."""
+        if self._hard.commit < self._snap.index:
+            return dataclasses.replace(self._hard, commit=self._snap.index)
         return self._hard
 
     @property

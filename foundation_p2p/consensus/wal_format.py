@@ -30,7 +30,6 @@ Bodies (all integers big-endian):
   index are kept, 1 = install: every entry is dropped), then the configuration as
   deterministic CBOR ``[voters, learners, voters_outgoing]``, each a sorted array of
   16-byte node ids.
-- ``CONF_STATE``: the configuration alone, the same CBOR.
 - ``SNAPSHOT_DATA`` (only in snapshot files): ``index u64``, ``term u64``, then the state
   machine's bytes.
 
@@ -82,7 +81,7 @@ class RecordType(IntEnum):
     ENTRY = 2
     HARD_STATE = 3
     SNAPSHOT = 4
-    CONF_STATE = 5
+    # 5 is reserved (a configuration record in drafts of this format; never written).
     SNAPSHOT_DATA = 6
 
 
@@ -138,7 +137,7 @@ class SnapshotData:
     data: bytes
 
 
-Record = SegmentHeader | Entry | HardState | SnapshotMarker | ConfState | SnapshotData
+Record = SegmentHeader | Entry | HardState | SnapshotMarker | SnapshotData
 """A decoded record body."""
 
 
@@ -251,11 +250,6 @@ def encode_snapshot_marker(marker: SnapshotMarker) -> bytes:
     return frame(RecordType.SNAPSHOT, head + _encode_conf(meta.conf))
 
 
-def encode_conf_state(conf: ConfState) -> bytes:
-    """A ``CONF_STATE`` record."""
-    return frame(RecordType.CONF_STATE, _encode_conf(conf))
-
-
 def encode_snapshot_data(snap: SnapshotData) -> bytes:
     """A ``SNAPSHOT_DATA`` record (the whole of a snapshot file)."""
     head = _SNAP_DATA.pack(_u64(snap.index, "snapshot index"), _u64(snap.term, "snapshot term"))
@@ -272,8 +266,6 @@ def encode_record(record: Record) -> bytes:
         return encode_segment_header(record)
     if isinstance(record, SnapshotMarker):
         return encode_snapshot_marker(record)
-    if isinstance(record, ConfState):
-        return encode_conf_state(record)
     if isinstance(record, SnapshotData):
         return encode_snapshot_data(record)
     raise MalformedError(f"not a WAL record: {type(record).__name__}")
@@ -322,8 +314,6 @@ def decode_body(rtype: int, body: bytes) -> Record:
             raise MalformedError(f"snapshot record: unknown mode {mode}") from None
         conf = _decode_conf(body[_SNAP.size :], "snapshot record")
         return SnapshotMarker(SnapshotMeta(index=index, term=term, conf=conf), smode)
-    if rtype == RecordType.CONF_STATE:
-        return _decode_conf(body, "conf state record")
     if rtype == RecordType.SNAPSHOT_DATA:
         if n < _SNAP_DATA.size:
             raise MalformedError(f"snapshot data record: body of {n} bytes is shorter than 16")

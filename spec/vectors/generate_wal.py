@@ -24,7 +24,7 @@ from generate import FORMAT, MAX_U64, dumps, render, to_json
 HERE = Path(__file__).resolve().parent
 FILE = "wal.json"
 
-SEGMENT_HEADER, ENTRY, HARD_STATE, SNAPSHOT, CONF_STATE, SNAPSHOT_DATA = 1, 2, 3, 4, 5, 6
+SEGMENT_HEADER, ENTRY, HARD_STATE, SNAPSHOT, SNAPSHOT_DATA = 1, 2, 3, 4, 6
 NODE_A = bytes(range(0x10, 0x20))
 NODE_B = bytes(range(0x20, 0x30))
 NODE_C = bytes(range(0x30, 0x40))
@@ -91,10 +91,6 @@ def snapshot_marker(
     }
 
 
-def conf_state(conf: tuple[list[bytes], list[bytes], list[bytes]]) -> tuple[bytes, Any]:
-    return record(CONF_STATE, conf_body(*conf)), {"type": "conf_state", "conf": conf_json(*conf)}
-
-
 def snapshot_data(index: int, term: int, data: bytes) -> tuple[bytes, Any]:
     body = struct.pack(">QQ", index, term) + data
     return record(SNAPSHOT_DATA, body), {
@@ -120,8 +116,11 @@ def valid_records() -> list[dict[str, Any]]:
             "snapshot marker, install, joint configuration with a learner",
             snapshot_marker(250, 6, 1, ([NODE_A, NODE_C], [NODE_B], [NODE_A])),
         ),
-        ("conf state, empty", conf_state(([], [], []))),
-        ("conf state, three voters", conf_state(([NODE_C, NODE_A, NODE_B], [], []))),
+        ("snapshot marker, empty configuration", snapshot_marker(1, 1, 0, ([], [], []))),
+        (
+            "snapshot marker, three voters",
+            snapshot_marker(9, 2, 0, ([NODE_C, NODE_A, NODE_B], [], [])),
+        ),
         ("snapshot data", snapshot_data(100, 4, b"state machine bytes")),
     ]
     return [{"name": name, "record": value, "hex": raw.hex()} for name, (raw, value) in cases]
@@ -139,7 +138,8 @@ def invalid_records() -> list[dict[str, Any]]:
     bad_vote = record(HARD_STATE, struct.pack(">QQB", 1, 1, 1) + b"\x00" * 15)
     bad_magic = record(SEGMENT_HEADER, struct.pack(">8sBQQ", b"fp2p-wax", 1, 0, 1))
     bad_version = record(SEGMENT_HEADER, struct.pack(">8sBQQ", b"fp2p-wal", 2, 0, 1))
-    unsorted = record(CONF_STATE, dumps([[NODE_B, NODE_A], [], []]))
+    unsorted = record(SNAPSHOT, struct.pack(">QQB", 1, 1, 0) + dumps([[NODE_B, NODE_A], [], []]))
+    reserved = record(5, conf_body([], [], []))
     bad_mode = record(SNAPSHOT, struct.pack(">QQB", 1, 1, 2) + conf_body([], [], []))
     huge = struct.pack(">IBI", 0x7FFFFFFF, ENTRY, 0)
     cases: list[tuple[str, bytes, str, str]] = [
@@ -150,6 +150,7 @@ def invalid_records() -> list[dict[str, Any]]:
         ("type byte changed", bytes(head_flip), "malformed", "CRC mismatch"),
         ("length over the 64 MiB limit", huge, "limit", "exceeds the limit"),
         ("unknown record type", unknown_type, "malformed", "unknown record type 99"),
+        ("reserved record type 5", reserved, "malformed", "unknown record type 5"),
         ("unknown entry kind", bad_kind, "malformed", "unknown entry kind 7"),
         ("entry index 0", index_zero, "malformed", "index 0"),
         ("vote of 15 bytes", bad_vote, "malformed", "expected 33"),
@@ -168,7 +169,7 @@ def invalid_records() -> list[dict[str, Any]]:
 def segments() -> list[dict[str, Any]]:
     """Whole segment files (segment 0) and what recovering them gives."""
     head = segment_header(0, 1)[0]
-    prelude = head + hard_state(0, 0, None)[0] + conf_state(([], [], []))[0]
+    prelude = head + hard_state(0, 0, None)[0]
     e1, e2, e3 = (entry(1, i, 0, b"cmd%d" % i)[0] for i in (1, 2, 3))
     e2b = entry(2, 2, 0, b"new2")[0]
     hs = hard_state(1, 1, NODE_A)[0]

@@ -49,8 +49,6 @@ def expected_record(v: dict[str, Any]) -> fmt.Record:
     if kind == "snapshot":
         meta = SnapshotMeta(v["index"], v["term"], _conf(v["conf"]))
         return fmt.SnapshotMarker(meta, fmt.SnapshotMode(v["mode"]))
-    if kind == "conf_state":
-        return _conf(v["conf"])
     if kind == "snapshot_data":
         return fmt.SnapshotData(v["index"], v["term"], bytes.fromhex(v["data"]))
     raise AssertionError(kind)

@@ -133,7 +133,7 @@ def test_logstorage_bounds_and_max_bytes() -> None:
         wal.entries(5, 12)
     with pytest.raises(LogUnavailable):
         wal.term(11)
-    wal.compact(SnapshotMeta(4, 1), b"state@4")
+    wal.create_snapshot(4, ConfState(), b"state@4")
     with pytest.raises(LogCompacted):
         wal.entries(4, 6)
     with pytest.raises(LogCompacted):
@@ -152,7 +152,7 @@ def test_compaction_removes_old_segments_and_keeps_later_entries() -> None:
     segments = wal.segment_names
     assert len(segments) >= 4
     conf = ConfState(voters=frozenset({A, B}))
-    wal.compact(SnapshotMeta(350, 1, conf), b"state@350")
+    wal.create_snapshot(350, conf, b"state@350")
     assert len(wal.segment_names) < len(segments)
     assert wal.counters["wal.segments_removed"] == len(segments) - len(wal.segment_names)
     for name in set(segments) - set(wal.segment_names):
@@ -170,16 +170,17 @@ def test_compaction_twice_removes_the_older_snapshot_file() -> None:
     vfs = MemoryVfs()
     wal = WalStorage.open(vfs)
     wal.save(None, entries(1, 21))
-    wal.compact(SnapshotMeta(5, 1), b"five")
-    wal.compact(SnapshotMeta(10, 1), b"ten")
+    wal.create_snapshot(5, ConfState(), b"five")
+    wal.create_snapshot(10, ConfState(), b"ten")
     names = vfs.list()
     assert snapshot_name(10, 1) in names and snapshot_name(5, 1) not in names
     with pytest.raises(ConfigError, match="already at 10"):
-        wal.compact(SnapshotMeta(8, 1), b"")
-    with pytest.raises(ConfigError, match="past the last entry"):
-        wal.compact(SnapshotMeta(30, 1), b"")
-    with pytest.raises(ConfigError, match="has term 1"):
-        wal.compact(SnapshotMeta(12, 7), b"")
+        wal.create_snapshot(8, ConfState(), b"")
+    with pytest.raises(ConfigError, match="past the last index 20"):
+        wal.create_snapshot(30, ConfState(), b"")
+    wal.compact(10)  # MemoryStorage's second step: nothing left to drop
+    with pytest.raises(ConfigError, match="create_snapshot first"):
+        wal.compact(11)
 
 
 def test_installing_a_snapshot_drops_every_entry() -> None:
@@ -202,19 +203,36 @@ def test_installing_a_snapshot_drops_every_entry() -> None:
     assert again.initial_state() == (HardState(4, None, 120), conf)
 
 
-def test_conf_state_is_persisted_and_restated_in_every_segment() -> None:
+def test_initial_state_gives_the_snapshots_conf_restated_in_every_segment() -> None:
+    """The core takes the configuration at the snapshot's index and re-applies the
+    configuration-change entries after it (Rc_to_W.md point 1)."""
     vfs = MemoryVfs()
     opts = {"segment_bytes": 4096}
     wal = reopen(vfs, **opts)
     conf = ConfState(voters=frozenset({A, B}), voters_outgoing=frozenset({A}))
-    wal.save(HardState(1, A, 0), [Entry(1, 1, EntryKind.CONF_CHANGE, b"cc")], conf=conf)
+    wal.save(HardState(1, A, 1), [Entry(1, 1, EntryKind.CONF_CHANGE, b"cc")])
+    assert wal.initial_state() == (HardState(1, A, 1), ConfState())
     for i in range(2, 300):
-        wal.save(None, entries(i, i + 1, size=40))
+        wal.save(HardState(1, A, i), entries(i, i + 1, size=40))
     wal.sync()
-    wal.compact(SnapshotMeta(250, 1, conf), b"s")
+    wal.create_snapshot(250, conf, b"s")
     assert segment_name(0) not in vfs.list()
+    for i in range(300, 400):  # roll over again: later segments restate the marker
+        wal.save(None, entries(i, i + 1, size=40))
     wal.close()
-    assert reopen(vfs, **opts).initial_state() == (HardState(1, A, 0), conf)
+    again = reopen(vfs, **opts)
+    assert again.initial_state() == (HardState(1, A, 299), conf)
+    assert again.entries(251, 252)[0].index == 251
+
+
+def test_commit_is_at_least_the_snapshot_index_after_a_lost_hard_state() -> None:
+    vfs = MemoryVfs()
+    wal = WalStorage.open(vfs)
+    wal.save(HardState(2, A, 3), entries(1, 5, term=2))
+    wal.sync()
+    wal.save(None, snapshot=(SnapshotMeta(40, 3), b"from the leader"))
+    wal.sync()  # the hard state of the same Ready was lost (say, a torn tail)
+    assert reopen(vfs).initial_state()[0] == HardState(2, A, 40)
 
 
 # -- recovery: torn tails are cut, corruption is refused ------------------------------
@@ -330,7 +348,7 @@ def test_a_missing_snapshot_file_is_refused() -> None:
     vfs = MemoryVfs()
     wal = WalStorage.open(vfs)
     wal.save(None, entries(1, 5))
-    wal.compact(SnapshotMeta(3, 1), b"three")
+    wal.create_snapshot(3, ConfState(), b"three")
     wal.close()
     vfs.remove(snapshot_name(3, 1))
     with pytest.raises(StorageError, match=r"names snap-0+3-0+1\.snap, which is missing"):
@@ -341,7 +359,7 @@ def test_leftover_temporary_and_stale_snapshot_files_are_removed() -> None:
     vfs = MemoryVfs()
     wal = WalStorage.open(vfs)
     wal.save(None, entries(1, 5))
-    wal.compact(SnapshotMeta(3, 1), b"three")
+    wal.create_snapshot(3, ConfState(), b"three")
     wal.close()
     vfs.open_append(".tmp-snap-x", create=True).write(b"junk")
     vfs.open_append(snapshot_name(9, 9), create=True).write(b"never marked")
@@ -412,7 +430,7 @@ def test_random_operations_match_a_model_across_reopens() -> None:
                 at = rng.randint(snap.index + 1, last)
                 snap = SnapshotMeta(at, model[at].term, ConfState(voters=frozenset({A})))
                 snap_data = b"state@%d" % at
-                wal.compact(snap, snap_data)
+                assert wal.create_snapshot(at, snap.conf, snap_data) == snap
                 conf = snap.conf
                 model = {i: e for i, e in model.items() if i > at}
             elif roll < 0.85:
@@ -431,7 +449,8 @@ def test_random_operations_match_a_model_across_reopens() -> None:
             assert (wal.first_index(), wal.last_index()) == (snap.index + 1, last), (seed, step)
             assert wal.entries(snap.index + 1, last + 1) == [model[i] for i in sorted(model)]
             assert wal.snapshot() == (snap, snap_data)
-            assert wal.initial_state() == (hard, conf)
+            want_hard = HardState(hard.term, hard.vote, max(hard.commit, snap.index))
+            assert wal.initial_state() == (want_hard, conf)
 
 
 def test_a_failed_fsync_makes_the_log_refuse_writes_until_reopened() -> None:
@@ -460,7 +479,7 @@ def test_a_refused_batch_changes_nothing() -> None:
     vfs = MemoryVfs()
     wal = WalStorage.open(vfs)
     wal.save(HardState(1, A, 0), entries(1, 4))
-    wal.compact(SnapshotMeta(2, 1), b"")
+    wal.create_snapshot(2, ConfState(), b"")
     before = (wal.last_index(), wal.initial_state(), wal.counters["wal.bytes_written"])
     with pytest.raises(ConfigError, match="16-byte node id"):
         wal.save(HardState(2, b"bad vote", 0), entries(4, 6))

@@ -96,12 +96,10 @@ class Model:
         self.hard = HardState()
 
     def state(self) -> State:
-        return (
-            self.snap.index,
-            self.snap.term,
-            tuple(self.log[i] for i in sorted(self.log)),
-            self.hard,
-        )
+        hard = self.hard
+        if hard.commit < self.snap.index:  # the WAL reports the snapshot index as committed
+            hard = HardState(hard.term, hard.vote, self.snap.index)
+        return (self.snap.index, self.snap.term, tuple(self.log[i] for i in sorted(self.log)), hard)
 
     def steps(self, op: Op) -> list[State]:
         """The states after each record ``op`` writes, in order."""
@@ -146,7 +144,7 @@ def run(ops: list[Op], vfs: MemoryVfs) -> tuple[int, int]:
                 meta = SnapshotMeta(op.index, op.term)
                 wal.save(op.hard, list(op.entries), snapshot=(meta, b"state@%d" % op.index))
             else:
-                wal.compact(SnapshotMeta(op.index, wal.term(op.index)), b"state@%d" % op.index)
+                wal.create_snapshot(op.index, ConfState(), b"state@%d" % op.index)
                 durable = k + 1
             done = k + 1
     except SimulatedCrash:

@@ -31,11 +31,11 @@ MARKER = st.builds(
     meta=st.builds(SnapshotMeta, index=U64, term=U64, conf=CONF),
     mode=st.sampled_from(fmt.SnapshotMode),
 )
+SNAP_HEAD = struct.pack(">QQB", 1, 1, 0)
 RECORD = st.one_of(
     ENTRY,
     HARD,
     MARKER,
-    CONF,
     st.builds(fmt.SegmentHeader, segment=U64, first_index=U64),
     st.builds(fmt.SnapshotData, index=U64, term=U64, data=st.binary(max_size=200)),
 )
@@ -107,9 +107,14 @@ def test_length_over_the_limit_is_a_limit_error() -> None:
         (1, struct.pack(">8sBQQ", b"fp2p-wal", 2, 0, 1), "unsupported version 2"),
         (4, struct.pack(">QQB", 1, 1, 5) + bytes.fromhex("83808080"), "unknown mode 5"),
         (4, struct.pack(">QQB", 1, 1, 0) + b"\xff", "not well-formed CBOR"),
-        (5, bytes.fromhex("82808080")[:1] + b"\x80\x80", "not an array of 3"),
-        (5, bytes.fromhex("83814100" + "8080"), "non-node-id"),
-        (5, bytes.fromhex("8382" + "50" + "01" * 16 + "50" + "00" * 16 + "8080"), "not sorted"),
+        (4, SNAP_HEAD + bytes.fromhex("828080"), "not an array of 3"),
+        (4, SNAP_HEAD + bytes.fromhex("83814100" + "8080"), "non-node-id"),
+        (
+            4,
+            SNAP_HEAD + bytes.fromhex("8382" + "50" + "01" * 16 + "50" + "00" * 16 + "8080"),
+            "not sorted",
+        ),
+        (5, b"", "unknown record type 5"),
         (6, b"\x00" * 15, "shorter than 16"),
         (99, b"", "unknown record type 99"),
     ],
@@ -135,4 +140,5 @@ def test_encoding_refuses_values_outside_the_format() -> None:
     with pytest.raises(MalformedError, match="not unsigned 64-bit"):
         fmt.encode_entries([Entry(term=1 << 64, index=1)])
     with pytest.raises(MalformedError, match="16-byte node id"):
-        fmt.encode_conf_state(ConfState(voters=frozenset({b"x"})))
+        meta = SnapshotMeta(1, 1, ConfState(voters=frozenset({b"x"})))
+        fmt.encode_snapshot_marker(fmt.SnapshotMarker(meta, fmt.SnapshotMode.COMPACT))

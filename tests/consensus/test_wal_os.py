@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from foundation_p2p.consensus.types import Entry, HardState, SnapshotMeta
+from foundation_p2p.consensus.types import ConfState, Entry, HardState, SnapshotMeta
 from foundation_p2p.consensus.wal import WalOptions, WalStorage, segment_name
 from foundation_p2p.errors import StorageError
 from foundation_p2p.runtime.vfs import OsVfs
@@ -21,7 +21,7 @@ def test_save_sync_reopen_on_disk(tmp_path: Path) -> None:
     for i in range(1, 301):
         wal.save(HardState(2, VOTE, i - 1), [Entry(2, i, data=b"v%d" % i * 8)])
     wal.sync()
-    wal.compact(SnapshotMeta(200, 2), b"snap")
+    wal.create_snapshot(200, ConfState(), b"snap")
     wal.close()
     vfs.close()
     assert (tmp_path / "wal").stat().st_mode & 0o777 == 0o700
