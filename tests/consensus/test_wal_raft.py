@@ -11,6 +11,7 @@ holds the same state. A WAL that acknowledged without making durable would break
 
 from __future__ import annotations
 
+import contextlib
 import random
 
 import pytest
@@ -124,10 +125,8 @@ class Cluster:
             leader = self.leader()
             if leader is not None:
                 cmd = kv.encode_put(b"k%d" % (i % 50), b"v%d" % i)
-                try:
+                with contextlib.suppress(ProposalDropped):
                     self.nodes[leader].raw.propose(cmd)
-                except ProposalDropped:
-                    pass
         elif roll < 0.57 and len(self.down) < 1:
             self.crash(self.rng.choice(up), self.rng.choice(["clean", "torn"]))
         elif roll < 0.62 and self.down:
