@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import os
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 import trio
@@ -185,3 +186,100 @@ async def test_a_restarted_peer_replaces_its_old_connection(
                 await new.send(b"hello again", end=True)
                 await got.wait()  # (wait_until would wait for a later pump step)
             assert received == [b"hello again"]
+
+
+@pytest.mark.parametrize("hint", ["stateless reset", "gossip epoch"])
+async def test_a_peer_restarted_at_the_same_address_is_reached_again_at_once(
+    make_config: Callable[..., NodeConfig], keyring: Keyring, tmp_path: Path, hint: str
+) -> None:
+    """B crashes (no CONNECTION_CLOSE) and restarts with the same data directory (same
+    identity, a new boot epoch) on the same port, while A publishes a message every 10 ms
+    on a stream to B. A's next packet to the dead boot draws a stateless reset (or, when
+    the two are cluster members, B's first gossip packet shows its new epoch); A's stream
+    breaks at once, A reopens one, and B's new boot gets messages within a round trip or
+    two of its start (before: ``max_probe_timeouts`` probe timeouts, ~0.4 s and more)."""
+    members = hint == "gossip epoch"
+    data_dir = str(tmp_path / "b")
+    async with open_node(make_config(), keyring=keyring) as a:
+        b_config = make_config(data_dir=data_dir, join=(a.address,) if members else ())
+        b1_cm = open_node(b_config, keyring=keyring, leave_timeout_s=0.0)
+        b1 = await b1_cm.__aenter__()
+        b_id, b_addr, first_epoch = b1.node_id, b1.address, b1.boot_epoch
+        first_messages: list[bytes] = []
+
+        async def read_into(node: Node, out: list[bytes], got: trio.Event) -> None:
+            async with trio.open_nursery() as nursery:
+                while True:
+                    stream = await node.accept_stream()
+
+                    async def drain(s: TransportStream = stream) -> None:
+                        async for chunk in s:
+                            out.append(chunk)
+                            got.set()
+
+                    nursery.start_soon(drain)
+
+        got_first = trio.Event()
+        b1.start_service(read_into, b1, first_messages, got_first)
+        sent = 0
+        broken = 0
+
+        async def publisher() -> None:
+            """One message every 10 ms (the workload's rate); a broken stream is replaced
+            by a new one (dialling the peer again)."""
+            nonlocal sent, broken
+            stream: TransportStream | None = None
+            while True:
+                try:
+                    if stream is None:
+                        stream = await a.open_stream(b_id, addr=b_addr)
+                    sent += 1
+                    await stream.send(b"message %d;" % sent)
+                except (trio.BrokenResourceError, ConnectionError, trio.TooSlowError):
+                    broken += 1
+                    stream = None
+                await trio.sleep(0.01)
+
+        a.start_service(publisher)
+        with trio.fail_after(10):
+            await got_first.wait()
+            if members:
+                await a.wait_until(lambda: a.member(b_id) is not None)
+        old_conn = a.transport.connection(b_id)
+        assert old_conn is not None and old_conn.peer_epoch == first_epoch
+        await b1_cm.__aexit__(None, None, None)  # a crash: B closes nothing
+
+        messages: list[bytes] = []
+        got = trio.Event()
+        started = trio.current_time()
+        async with open_node(
+            make_config(data_dir=data_dir, bind=b_addr, join=(a.address,) if members else ()),
+            keyring=keyring,
+        ) as b2:
+            running = trio.current_time()
+            assert b2.node_id == b_id and b2.address == b_addr
+            assert b2.boot_epoch > first_epoch
+            b2.start_service(read_into, b2, messages, got)
+            with trio.fail_after(5):
+                await got.wait()
+            elapsed = trio.current_time() - started
+            print(f"\n[{hint}] restart -> first message delivered to the new boot: "
+                  f"{elapsed * 1000:.1f} ms from open_node, "
+                  f"{(trio.current_time() - running) * 1000:.1f} ms from the socket bound; "
+                  f"A: reset.received={a.counters['transport.reset.received']} "
+                  f"peer_restarted={a.counters['transport.peer_restarted']}")
+            assert old_conn.is_closed
+            reason = old_conn.close_reason.reason if old_conn.close_reason else ""
+            assert reason in ("stateless reset", "peer restarted")
+            if members:
+                assert a.counters["transport.peer_restarted"] + a.counters[
+                    "transport.reset.received"] >= 1
+            else:
+                assert reason == "stateless reset"
+                assert a.counters["transport.reset.received"] == 1
+                assert b2.counters["transport.reset.sent"] >= 1
+            assert a.counters["transport.conn.unresponsive_closes"] == 0
+            new_conn = a.transport.connection(b_id)
+            assert new_conn is not None and new_conn.peer_epoch == b2.boot_epoch
+            assert broken >= 1
+            assert elapsed < 2.0
