@@ -42,13 +42,16 @@ Bounds and overflow (each counted in :attr:`Connection.counters`):
   (STREAM_LIMIT_ERROR beyond); control frames waiting to be sent are one per stream and
   kind at most (window updates replace older ones).
 
-Restart and address change (``spec/transport.md`` section 9): the connection is bound to
+Restart and address change (``spec/transport.md`` section 11): the connection is bound to
 its connection ids, not to an address. A datagram for our connection id from a new address
 is accepted once it authenticates (``receive_datagram`` returns True), and the owner then
-sends to the new address. A peer that restarts loses its keys; its packets on the old
-connection stop, and it starts a new handshake (a new initial packet). The owner creates a
-new ``Connection`` for it and, when that one completes with the same ``peer_node_id``,
-closes the old one (``close(NO_ERROR, "replaced")``): the fresh connection replaces it.
+sends to the new address. A peer that restarts loses its keys and connections; a fresh
+handshake makes a new ``Connection``. The handshake tells each side the other's boot epoch
+(:attr:`Connection.peer_epoch`) and the stateless reset token of the other's connection id
+(:attr:`Connection.peer_reset_token`); the owner (the endpoint) ends a connection to a dead
+boot with :meth:`Connection.abandon` when gossip shows a newer epoch or a matching
+stateless reset arrives, or closes it (``close(NO_ERROR, "replaced")``) when a new
+connection with the same ``peer_node_id`` completes.
 """
 
 from __future__ import annotations
