@@ -299,7 +299,8 @@ class KVStore:
             self.sessions.close(session.client_id)
             return _ok(None)
         result = self._execute(parsed)
-        self.sessions.record(session.client_id, session.seq, result)
+        if parsed.op not in _READ_OPS:  # a retried read may run again (sessions.py)
+            self.sessions.record(session.client_id, session.seq, result)
         return result
 
     def _count(self, result: bytes, status: Status) -> bytes:
@@ -393,7 +394,7 @@ class KVStore:
                 if kept and item[0] <= max(kept):
                     raise MalformedError("kv snapshot: kept results not in increasing seq order")
                 kept[item[0]] = item[1]
-            loaded.append(Session(cid, last, acked, kept))
+            loaded.append(Session(cid, last, acked, kept, sum(map(len, kept.values()))))
         self._data = data_map
         self.sessions.load(loaded, evictions)
         self._applied = AppliedIndex(applied)

@@ -14,8 +14,13 @@ acknowledged yet. When a command arrives:
 - its ``seq`` is at or below ``acked``: the client already has that response and will not
   retry it; this is a stale duplicate, refused with ``stale_sequence`` and not applied;
 - otherwise it is applied and its result kept, unless the session already keeps
-  ``max_results_per_session`` unacknowledged results: then it is refused with
-  ``too_many_pending`` (not applied), so no result is ever dropped unacknowledged.
+  ``max_results_per_session`` unacknowledged results or ``max_result_bytes_per_session``
+  bytes of them: then it is refused with ``too_many_pending`` (not applied), so no result
+  is ever dropped unacknowledged.
+
+Read-only commands (the store decides which) are checked the same way but their results
+are not kept: executing a retried read again is harmless, and its answer is then taken
+at a point inside the client's still-open request, which keeps it linearizable.
 
 Bounds and eviction: the table holds at most ``max_sessions`` sessions. Registering one
 more evicts the least recently used session (by the log index of its last command; every
@@ -29,7 +34,8 @@ applied exactly once if the client retries it until it gets a response other tha
 ``session_expired`` for every command, including retries of commands that may or may not
 have been applied before the eviction: it must treat those as indeterminate (Jepsen's
 ``:info``) and register again for new commands. Memory is bounded by ``max_sessions`` x
-``max_results_per_session`` results.
+(``max_result_bytes_per_session`` + one result), and at most ``max_results_per_session``
+results per session.
 """
 
 from __future__ import annotations
@@ -61,9 +67,12 @@ class SessionLimits:
     """Sessions kept; registering one more evicts the least recently used."""
     max_results_per_session: int = 128
     """Unacknowledged results kept per session; more commands are refused until acked."""
+    max_result_bytes_per_session: int = 256 * 1024
+    """Bytes of kept results per session past which new commands are refused until acked
+    (one result may pass it: the check is made before applying)."""
 
     def __post_init__(self) -> None:
-        for name in ("max_sessions", "max_results_per_session"):
+        for name in ("max_sessions", "max_results_per_session", "max_result_bytes_per_session"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
                 raise ConfigError(
@@ -82,6 +91,8 @@ class Session:
     """Every response up to this sequence number has reached the client."""
     results: dict[int, bytes] = field(default_factory=dict)
     """Kept results of the unacknowledged commands applied, by sequence number."""
+    result_bytes: int = 0
+    """Total size of ``results``."""
 
 
 class SessionTable:
@@ -131,14 +142,17 @@ class SessionTable:
         self._sessions.move_to_end(client_id)
         if acked > session.acked:
             for s in [s for s in session.results if s <= acked]:
-                del session.results[s]
+                session.result_bytes -= len(session.results.pop(s))
             session.acked = acked
         kept = session.results.get(seq)
         if kept is not None:
             return SessionVerdict.DUPLICATE, kept
         if seq <= session.acked:
             return SessionVerdict.STALE_SEQUENCE, None
-        if len(session.results) >= self.limits.max_results_per_session:
+        if (
+            len(session.results) >= self.limits.max_results_per_session
+            or session.result_bytes >= self.limits.max_result_bytes_per_session
+        ):
             return SessionVerdict.TOO_MANY_PENDING, None
         return SessionVerdict.APPLY, None
 
@@ -146,6 +160,7 @@ class SessionTable:
         """Keep the result of command ``seq`` just applied (after an ``APPLY`` verdict)."""
         session = self._sessions[client_id]
         session.results[seq] = result
+        session.result_bytes += len(result)
 
     def load(self, sessions: list[Session], evictions: int) -> None:
         """Replace the table (from a snapshot), ``sessions`` least recently used first."""

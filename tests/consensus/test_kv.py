@@ -328,3 +328,31 @@ def test_the_store_matches_a_dict_model(ops: list[tuple[int, bytes, bytes, bytes
         else:
             assert r.run(kv.encode_get(key)).value == model.get(key)
     assert r.store.items() == sorted(model.items())
+
+
+def test_kept_result_bytes_are_bounded_per_session() -> None:
+    limits = KVLimits(sessions=SessionLimits(max_result_bytes_per_session=100))
+    r = Replica(limits)
+    me = r.register()
+    r.run(kv.encode_put(b"k", b"x" * 200))  # no session: nothing kept
+    first = r.run(kv.encode_put(b"k", b"y", SessionRef(me, 1)))  # keeps a 200-byte result
+    assert first.ok and first.value == b"x" * 200
+    refused = r.run(kv.encode_put(b"j", b"z", SessionRef(me, 2)))
+    assert refused.status == Status.TOO_MANY_PENDING and r.store.get(b"j") is None
+    assert r.run(kv.encode_put(b"j", b"z", SessionRef(me, 2, acked=1))).ok
+    session = r.store.sessions.get(me)
+    assert session is not None and list(session.results) == [2]
+    assert session.result_bytes == len(session.results[2])
+
+
+def test_a_read_in_a_session_is_not_kept_and_runs_again_when_retried() -> None:
+    r = Replica()
+    me = r.register()
+    r.run(kv.encode_put(b"k", b"1"))
+    read = kv.encode_get(b"k", SessionRef(me, 1))
+    assert r.run(read).value == b"1"
+    session = r.store.sessions.get(me)
+    assert session is not None and session.results == {}
+    r.run(kv.encode_put(b"k", b"2"))
+    assert r.run(read).value == b"2", "a retried read is answered from the current state"
+    assert r.run(kv.encode_get(b"k", SessionRef(me, 1, acked=1))).status == Status.STALE_SEQUENCE
