@@ -17,6 +17,12 @@ Seeds: ``fuzz/targets.py``'s ``seeds`` already walks every ``hex`` and ``plainte
 - ``transport-connection``: ``Connection.receive_datagram`` on an established connection
   and ``Connection.accept`` on a fresh one: neither raises; the established connection
   stays established unless the input authenticated (it cannot, without the keys).
+- ``transport-endpoint``: ``TransportEndpoint.handle_datagram`` on an endpoint holding one
+  established connection (section 11.3): it never raises; the connection ends only for a
+  datagram whose last 16 bytes are the reset token its peer announced (a forged reset is
+  impossible without it); whatever the endpoint answers is a 31-byte stateless reset, only
+  to a 1-RTT-shaped input longer than that. (Registration in ``fuzz/targets.py``'s
+  ``TARGETS`` is pending; ``tests/transport/test_restart.py`` runs it under Hypothesis.)
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ from foundation_p2p.crypto.identity import Identity
 from foundation_p2p.crypto.keyring import Keyring
 from foundation_p2p.errors import WireError
 from foundation_p2p.transport.connection import Connection
+from foundation_p2p.transport.endpoint import TransportEndpoint
 from foundation_p2p.transport.frames import bstr_head, decode_frames, encode_frames
 from foundation_p2p.transport.packet import (
     ConnPacketType,
@@ -131,11 +138,65 @@ def fuzz_transport_connection(data: bytes) -> None:
         return
 
 
+class _Endpoints:
+    """Two endpoints with one established connection, built once (in-memory exchange)."""
+
+    ADDR_A = ("10.0.0.1", 1)
+    ADDR_B = ("10.0.0.2", 1)
+
+    def __init__(self) -> None:
+        rng = random.Random(11)
+
+        def secret_bytes(n: int) -> bytes:
+            return rng.randbytes(n)
+
+        keyring = Keyring(bytes(range(32)))
+        self.a = TransportEndpoint(Identity.generate(secret_bytes), keyring, secret_bytes,
+                                   epoch=1)
+        self.b = TransportEndpoint(Identity.generate(secret_bytes), keyring, secret_bytes,
+                                   epoch=2)
+        self.now = 0.0
+        self.a.connect(self.now, self.b.node_id, self.ADDR_B)
+        for _ in range(10):
+            for _addr, d in self.a.take_datagrams(self.now):
+                self.b.handle_datagram(self.now, self.ADDR_A, d)
+            for _addr, d in self.b.take_datagrams(self.now):
+                self.a.handle_datagram(self.now, self.ADDR_B, d)
+        conn = self.a.connection(self.b.node_id)
+        assert conn is not None and conn.is_established and conn.peer_reset_token is not None
+        self.token = conn.peer_reset_token
+        self.a.take_events()
+
+
+_ENDPOINTS: list[_Endpoints] = []
+
+
+def fuzz_transport_endpoint(data: bytes) -> None:
+    """``TransportEndpoint.handle_datagram``: never raises; only the peer's reset token
+    ends the connection; answers are 31-byte resets to longer 1-RTT-shaped inputs."""
+    if not _ENDPOINTS:
+        _ENDPOINTS.append(_Endpoints())
+    pair = _ENDPOINTS[0]
+    pair.now += 0.001
+    pair.a.handle_datagram(pair.now, pair.ADDR_B, data)
+    held = pair.a.connection(pair.b.node_id)
+    ours = held.remote_cid if held is not None else None
+    for _addr, out in pair.a.take_datagrams(pair.now):
+        if out[4:12] != ours:  # not the connection's own packet: a stateless reset
+            assert len(out) == 31 and out[:4] == b"\x85\x01\x04\x48", "not a reset"
+            assert len(data) > 31 and data[:4] == b"\x85\x01\x04\x48", "reset to a small input"
+    conn = pair.a.connection(pair.b.node_id)
+    if conn is None or not conn.is_established:
+        assert data[-16:] == pair.token, "the connection ended without its reset token"
+        _ENDPOINTS.clear()
+
+
 TARGETS: dict[str, Callable[[bytes], None]] = {
     "transport-frames": fuzz_transport_frames,
     "transport-handshake-packet": fuzz_transport_handshake_packet,
     "transport-one-rtt": fuzz_transport_one_rtt,
     "transport-open": fuzz_transport_open,
     "transport-connection": fuzz_transport_connection,
+    "transport-endpoint": fuzz_transport_endpoint,
 }
 """Target name -> function, for ``fuzz/targets.py`` to merge into its ``TARGETS``."""

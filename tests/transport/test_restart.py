@@ -8,6 +8,8 @@ it holds none of the old boot's connections.
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from test_endpoint import A, B, Net, connected
 
 from foundation_p2p.transport.endpoint import (
@@ -302,3 +304,58 @@ def test_a_replayed_initial_of_a_previous_boot_replaces_nothing() -> None:
     assert current.is_established or current.state_name == "established"
     assert len(net.of(B, PeerConnected)) == ups
     assert b.counters["transport.handshake_failed"] == 1
+
+
+# --- fuzz/targets_transport.py's endpoint target ------------------------------------------
+
+
+def _endpoint_target():  # type: ignore[no-untyped-def]
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    fuzz_dir = Path(__file__).resolve().parents[2] / "fuzz"
+    if str(fuzz_dir) not in sys.path:
+        sys.path.insert(0, str(fuzz_dir))
+    spec = importlib.util.spec_from_file_location("targets_transport", fuzz_dir /
+                                                  "targets_transport.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+_TARGETS = _endpoint_target()
+_HEAD = b"\x85\x01\x04\x48"
+
+
+@settings(max_examples=300, deadline=None, derandomize=True, database=None)
+@given(st.one_of(
+    st.binary(max_size=200),
+    st.builds(lambda cid, tail: _HEAD + cid + b"\x00" + tail,
+              st.binary(min_size=8, max_size=8), st.binary(min_size=1, max_size=80)),
+))
+def test_the_endpoint_fuzz_target_holds_on_random_and_packet_shaped_input(data: bytes) -> None:
+    _TARGETS.fuzz_transport_endpoint(data)
+
+
+def test_the_endpoint_fuzz_target_accepts_the_genuine_reset_and_catches_a_forgery() -> None:
+    target = _TARGETS.fuzz_transport_endpoint
+    target(b"\x00")
+    pair = _TARGETS._ENDPOINTS[0]
+    target(encode_reset(pair.token, bytes(10)))  # the genuine token: closes, allowed
+    assert _TARGETS._ENDPOINTS == []
+    # a broken endpoint that closes on anything is caught
+    target(b"\x00")
+    pair = _TARGETS._ENDPOINTS[0]
+    conn = pair.a.connection(pair.b.node_id)
+    original = pair.a.handle_datagram
+
+    def broken(now: float, addr: tuple[str, int], data: bytes) -> None:
+        conn.abandon("broken")
+        original(now, addr, data)
+
+    pair.a.handle_datagram = broken  # type: ignore[method-assign]
+    with pytest.raises(AssertionError, match="without its reset token"):
+        target(encode_reset(bytes(16), bytes(10)))
+    _TARGETS._ENDPOINTS.clear()
