@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import random
+from typing import Any
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -188,6 +189,18 @@ def test_lossy_duplicated_reordered_deltas_then_anti_entropy_converge(
     script: list[tuple[str, int, str]], loss: float, dup: float, seed: int
 ) -> None:
     net = RegistryNet(4, seed=seed)
+    # The oracle: every local delta (writes, removals, conflict retractions) as made.
+    written: set[tuple[bytes, int]] = set()
+    removed: set[tuple[bytes, int]] = set()
+    for core in net.cores:
+        original = core._buffer
+
+        def logged(delta: RegistryState, original: Any = original) -> None:
+            written.update(delta.dot_names)
+            removed.update(d for d in delta.ctx.dots() if d not in delta.dot_names)
+            original(delta)
+
+        core._buffer = logged  # type: ignore[method-assign]
     for op, i, name in script:
         net.t += 0.01
         core = net.cores[i]
@@ -207,6 +220,8 @@ def test_lossy_duplicated_reordered_deltas_then_anti_entropy_converge(
         if net.converged():
             break
     assert net.converged()
+    # Add-wins semantics: exactly the dots written and never removed by anyone are live.
+    assert set(net.cores[0].state.dot_names) == written - removed
     # Same lookups everywhere, and at most one live dot per name once conflicts resolved.
     names = sorted(set([*NAMES, "d/1", "d/2", "d/3"]))
     views = [[c.lookup(n) for n in names] for c in net.cores]
