@@ -5,12 +5,13 @@
 - :mod:`~foundation_p2p.channels.routing`: ``route_message`` and ``explain``;
 - :mod:`~foundation_p2p.channels.codec`: records on a channel stream, the incremental
   decoder;
-- :mod:`~foundation_p2p.channels.gossip`: a node's topic set for gossip;
+- :mod:`~foundation_p2p.channels.gossip`: a node's topic set, as it rides its membership
+  record (announcement extension 1);
 - :mod:`~foundation_p2p.channels.core`: ``ChannelsCore``, local subscriptions, fan-out,
   per-publisher ordering;
 - :mod:`~foundation_p2p.channels.subsystem`: ``ChannelsSubsystem``, the NodeCore
   subsystem (``core.channels``) that drives ``ChannelsCore`` over the node's connections
-  and gossips topic sets (frame 48). Not imported here (it depends on the transport and
+  and announces topic sets through the membership. Not imported here (it depends on the transport and
   membership); the Trio facade is ``Node.channels`` in ``foundation_p2p.runtime``.
 """
 

@@ -66,7 +66,7 @@ the sender (memberlist's rule: a full-state merge never declares a member dead, 
 the member refute), and a FAILED or LEFT entry for an unknown member is skipped.
 ``Join(addresses)`` pushes this node's record to every seed and pulls the whole table
 from one of them (in turn), retried with a doubling backoff (``join_retry_s`` ..
-``join_retry_max_s``) until a seed answers.
+``join_retry_max_s``) until a seed's answer arrives whole (every chunk up to the last).
 
 **Healing and reaping.** Each member this node declared failed is pinged again at an
 exponential backoff (first ``dead_retry_interval_s`` after the failure, the gap doubling
@@ -191,6 +191,9 @@ MAX_PENDING_PUSH_PULLS = 16
 """Most push-pulls this node awaits an answer to (the oldest is given up first)."""
 MAX_ANSWERED_EXCHANGES = 256
 """Most exchanges remembered as answered (the oldest is forgotten first)."""
+MAX_JOIN_CHUNKS = 4096
+"""Most chunk indices of a join answer remembered (a bigger answer never completes a join
+by itself; the periodic push-pull still merges what came)."""
 MAX_INCARNATION = (1 << 64) - 1
 """Incarnations are unsigned 64-bit integers."""
 SCAN_LIMIT = 64
@@ -434,6 +437,9 @@ class SwimMembership:
 
         self._seeds: tuple[Address, ...] = ()
         self._join_exchanges: set[int] = set()
+        self._join_got: set[int] = set()  # chunk indices of the join answer received
+        self._join_got_exchange = -1
+        self._join_last: int | None = None
         self._join_backoff = config.join_retry_s
         self._join_turn = 0
         self.joined = False
@@ -1569,7 +1575,7 @@ class SwimMembership:
             return
         if self._pp_pending.pop(frame.exchange, None) is not None:
             self.counters.inc("membership.push_pull.completed")
-        if frame.last and frame.exchange in self._join_exchanges:
+        if frame.exchange in self._join_exchanges and self._join_chunk(frame):
             self._join_exchanges.clear()
             self._next_join = None
             self._seeds = ()
@@ -1585,6 +1591,32 @@ class SwimMembership:
                 # memberlist does), not only through the seeds: a member that missed the
                 # seeds' gossip during a join wave would otherwise wait for a push-pull.
                 self._broadcast(self.node_id, self._self.ann)
+
+    def _join_chunk(self, frame: PushPull) -> bool:
+        """Note one chunk of the join answer; True once every chunk of it has come.
+
+        A join is answered only when chunks 0..last all arrived (in any order): with a
+        middle chunk lost, the records it held would otherwise wait for a periodic
+        push-pull (a minute at N = 50), so the join is retried at its backoff instead
+        (counted ``membership.join.incomplete``; ``MAX_JOIN_CHUNKS`` indices are kept).
+        """
+        got = self._join_got
+        if frame.exchange != self._join_got_exchange:
+            self._join_got_exchange = frame.exchange
+            got.clear()
+            self._join_last = None
+        if len(got) < MAX_JOIN_CHUNKS:
+            got.add(frame.index)
+        if frame.last:
+            self._join_last = frame.index
+        last = self._join_last
+        if last is None:
+            return False
+        if len(got) == last + 1 and max(got) == last:
+            return True
+        if frame.last:
+            self.counters.inc("membership.join.incomplete")
+        return False
 
     def _learn_gone(self, now: Now, ann: Announcement, state: MemberState) -> None:
         """An observer adds a member it did not know in the failed or left state a peer's

@@ -274,3 +274,35 @@ def test_listeners_hear_a_leave_and_a_restart_without_the_extension() -> None:
     net.command(restarted, Leave())
     net.run_until(net.t + 2.0)
     assert heard[-1].node_id == nid(2) and heard[-1].state is MemberState.LEFT
+
+
+# -- a join answer with a lost chunk (found by tests/simulator/test_topics_spread) --
+
+
+def test_a_join_answer_missing_a_chunk_before_the_last_is_retried_not_taken_as_complete() -> None:
+    net = cluster(14)
+    joiner = net.add("n15")
+    lost: list[int] = []
+
+    def drop(src: tuple[str, int], dst: tuple[str, int], frame: object) -> bool:
+        # the first answer's chunk 0 (of 2) to the joiner is lost; its last chunk comes
+        if (
+            isinstance(frame, PushPull)
+            and dst == addr(15)
+            and not frame.reply
+            and frame.index == 0
+            and not lost
+        ):
+            lost.append(frame.exchange)
+            return True
+        return False
+
+    net.drop = drop
+    net.command(joiner, Join((addr(1),)))
+    net.run_until(net.t + 0.5)
+    assert lost
+    assert not joiner.joined
+    assert joiner.counters["membership.join.incomplete"] == 1
+    net.run_until(net.t + 3.0)  # the join is retried at its backoff
+    assert joiner.joined and joiner.counters["membership.join.answered"] == 1
+    assert len(joiner.members()) == 15
