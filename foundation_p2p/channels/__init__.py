@@ -11,8 +11,8 @@
   per-publisher ordering;
 - :mod:`~foundation_p2p.channels.subsystem`: ``ChannelsSubsystem``, the NodeCore
   subsystem (``core.channels``) that drives ``ChannelsCore`` over the node's connections
-  and announces topic sets through the membership. Not imported here (it depends on the transport and
-  membership); the Trio facade is ``Node.channels`` in ``foundation_p2p.runtime``.
+  and announces topic sets through the membership. Not imported here (it depends on the
+  transport and membership); the Trio facade is ``Node.channels`` in ``foundation_p2p.runtime``.
 """
 
 from foundation_p2p.channels.codec import (

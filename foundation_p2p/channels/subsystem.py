@@ -460,7 +460,14 @@ class ChannelsSubsystem:
             log.info("topic set does not fit the membership record (%s): announcing every "
                      "topic (the wildcard)", exc)
             self.counters["channels.topics.wildcard"] += 1
-            membership.set_extension(now, EXTENSION_TOPICS, WILDCARD_VALUE)
+            try:
+                membership.set_extension(now, EXTENSION_TOPICS, WILDCARD_VALUE)
+            except LimitError as again:
+                # Metadata fills the record: peers keep the set they hold. Loud, counted.
+                self.counters["channels.topics.unannounced"] += 1
+                log.warning("topic set not announced: even the wildcard does not fit the "
+                            "membership record (%s)", again)
+                return
         log.debug("topic set announced (SwimMembership.set_extension key %d, %s)",
                   EXTENSION_TOPICS, "none" if value is None else f"{len(value)} bytes")
 

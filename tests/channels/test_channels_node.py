@@ -269,3 +269,13 @@ def test_records_not_started_survive_a_replaced_connection() -> None:
     assert net.run(lambda: len(sub2) >= kept, 30.0)
     got = [d.value[0] for d in sub2.take()]
     assert got == sorted(got) and got[-1] == 40 and len(got) >= kept
+
+
+def test_when_metadata_fills_the_record_the_set_is_not_announced_and_it_is_counted() -> None:
+    net, a, b, _ = cluster()
+    room = b.membership.chunk_bytes - len(b.membership._self.ann.record) - 64 - 8
+    b.membership.update_metadata(net.stamp(), b"m" * (room - 2))  # leaves 2 bytes free
+    b.channels.subscribe("orders")
+    assert net.run(lambda: b.counters["channels.topics.unannounced"] == 1, 2.0)
+    assert b.counters["channels.topics.wildcard"] == 1
+    assert a.channels.core.subscribers_of("orders") == []
