@@ -981,9 +981,10 @@ class SupervisorCore:
             else:
                 ready_at = self._quorum_ready_at(now, c)
             if now.mono < ready_at:
+                if c.wait_until is None:
+                    self.counters.inc("supervisor.quorum.waits")  # once per wait
                 c.state = "pending"
                 c.wait_until = ready_at
-                self.counters.inc("supervisor.quorum.waits")
                 return False, None
         c.wait_until = None
         mine = entry is not None and entry.owner == self.node_id
