@@ -94,9 +94,7 @@ from foundation_p2p.registry.wire import (
     encode_message,
     entry_to_wire,
     message_size,
-    state_to_wire,
 )
-from foundation_p2p.wire import cbor
 
 log = logging.getLogger("foundation_p2p.registry")
 
@@ -154,6 +152,7 @@ class RegistryCore:
         )
         self.state = RegistryState()
         """The CRDT replica (read it, never mutate it from outside)."""
+        self.state.sizer = _entry_size
         self._failed: set[NodeId] = set()
         self._peers: list[NodeId] = []
         self._outbox: list[tuple[NodeId, Any]] = []
@@ -414,7 +413,9 @@ class RegistryCore:
 
     def state_bytes(self) -> int:
         """Encoded size of the whole CRDT state, causal context included."""
-        return len(cbor.encode(state_to_wire(self.state)))
+        state = self.state
+        ctx = message_size(context_to_wire(state.ctx))
+        return 1 + _array_head_bytes(len(state.dot_names)) + state.entry_bytes() + ctx
 
     @property
     def peers(self) -> list[NodeId]:
@@ -463,7 +464,9 @@ class RegistryCore:
             slot = self.state.entries.get(name, {})
             old = [d for d, e in slot.items() if not self._hidden(e)]
         self._mutate(add_delta(dot, entry, old))
-        log.debug("registered %r (owner %s, %s)", name, owner_id.hex() if owner_id else "-", stamp)
+        if log.isEnabledFor(logging.DEBUG):
+            who = owner_id.hex() if owner_id else "cluster"
+            log.debug("registered %r (owner %s, %s)", name, who, stamp)
         return entry
 
     def _mutate(self, delta: RegistryState, reaped: Mapping[str, Entry] | None = None) -> None:
@@ -735,6 +738,15 @@ class RegistryCore:
         if dots:
             self._after_join(self.state.join(remove_delta(dots)))
         self._finish_sync(now, peer, sync)
+
+
+def _entry_size(dot: Dot, entry: Entry) -> int:
+    return message_size(entry_to_wire(dot, entry))
+
+
+def _array_head_bytes(n: int) -> int:
+    """Size of a CBOR array head for ``n`` items."""
+    return 1 if n < 24 else 2 if n < 256 else 3 if n < 65_536 else 5 if n < 2**32 else 9
 
 
 def _takewhile_prefix(names: Iterable[str], prefix: str) -> Iterable[str]:

@@ -31,7 +31,7 @@ For anti-entropy the state keeps, incrementally, a digest per bucket of names
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -190,13 +190,17 @@ class RegistryState:
 
     __slots__ = (
         "_bucket_cache",
+        "_entry_bytes",
+        "_unsized",
         "bucket_names",
         "buckets",
         "ctx",
         "dot_names",
         "entries",
+        "entry_sizes",
         "indexed",
         "names",
+        "sizer",
     )
 
     def __init__(self, *, indexed: bool = True) -> None:
@@ -215,6 +219,14 @@ class RegistryState:
         self.bucket_names: dict[int, set[str]] = {}
         """Per non-empty bucket, its live names."""
         self._bucket_cache: dict[str, int] = {}
+        self.sizer: Callable[[Dot, Entry], int] | None = None
+        """If set (before any entry is added), the encoded size of one live entry: the state
+        then keeps :meth:`entry_bytes`, their sum, so its encoded size is known without
+        encoding it all (each entry is measured once, when the sum is next asked for)."""
+        self.entry_sizes: dict[Dot, int] = {}
+        """Live dot -> its entry's encoded size (when ``sizer`` is set)."""
+        self._entry_bytes = 0
+        self._unsized: set[Dot] = set()
 
     # -- reading -----------------------------------------------------------------------
 
@@ -243,6 +255,18 @@ class RegistryState:
             out.extend(self.bucket_names.get(b, ()))
         out.sort()
         return out
+
+    def entry_bytes(self) -> int:
+        """The summed encoded size of the live entries (needs ``sizer``)."""
+        if self._unsized:
+            sizer = self.sizer
+            assert sizer is not None
+            for dot in self._unsized:
+                entry = self.entries[self.dot_names[dot]][dot]
+                size = self.entry_sizes[dot] = sizer(dot, entry)
+                self._entry_bytes += size
+            self._unsized.clear()
+        return self._entry_bytes
 
     def sorted_names(self) -> list[str]:
         """The live names in ascending order."""
@@ -276,6 +300,8 @@ class RegistryState:
                 self.bucket_names.setdefault(b, set()).add(name)
         slot[dot] = entry
         self.dot_names[dot] = name
+        if self.sizer is not None:
+            self._unsized.add(dot)
         if self.indexed:
             self.buckets[self._bucket_cache[name]] ^= item_hash(name, dot)
 
@@ -283,6 +309,12 @@ class RegistryState:
         slot = self.entries[name]
         del slot[dot]
         del self.dot_names[dot]
+        if self.sizer is not None:
+            size = self.entry_sizes.pop(dot, None)
+            if size is None:
+                self._unsized.discard(dot)
+            else:
+                self._entry_bytes -= size
         if not self.indexed:
             if not slot:
                 del self.entries[name]
