@@ -488,6 +488,8 @@ class RegistryCore:
             while self._deltas:
                 merged.join(self._deltas.popleft())
         if not self._peers:
+            # Nobody to ship to: anti-entropy brings the changes to peers that appear later.
+            self.counters.inc("registry.deltas.unsent")
             return []
         value = encode_message(Delta(merged))
         size = message_size(value)
