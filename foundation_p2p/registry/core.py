@@ -588,7 +588,7 @@ class RegistryCore:
                     continue
             old = self._visible_winner(before_slot) if before_slot else None
             new = self._visible_winner(slot) if slot else None
-            if old == new:
+            if old is new or old == new:
                 continue
             if new is not None:
                 self._emit(Registered(new))

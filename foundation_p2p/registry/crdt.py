@@ -125,19 +125,28 @@ class DotContext:
         self.vv[node] = counter
 
     def merge(self, other: DotContext) -> None:
-        """Add every dot of ``other``."""
+        """Add every dot of ``other``.
+
+        Costs O(other) plus, only when a vector slot rises while this cloud is not empty,
+        one pass over this cloud (no sorting)."""
         vv = self.vv
-        changed = False
+        raised: list[NodeId] = []
         for node, top in other.vv.items():
             if top > vv.get(node, 0):
                 vv[node] = top
-                changed = True
+                raised.append(node)
+        if raised and self.cloud:
+            cloud = self.cloud
+            lifted = set(raised)
+            self.cloud = cloud = {d for d in cloud if d[0] not in lifted or d[1] > vv[d[0]]}
+            for node in raised:
+                top = vv[node]
+                while (node, top + 1) in cloud:
+                    top += 1
+                    cloud.discard((node, top))
+                vv[node] = top
         for dot in other.cloud:
-            if not self.contains(dot):
-                self.cloud.add(dot)
-                changed = True
-        if changed:
-            self.compact()
+            self.add(dot)
 
     def compact(self) -> None:
         """Move cloud dots that are contiguous with the version vector into it."""
