@@ -405,3 +405,31 @@ def test_ten_thousand_register_unregister_cycles_leave_state_bounded() -> None:
     assert final == sizes[0] or max(final) <= max(sizes[0]) + 4
     assert max(final) < 200
     assert a.state.ctx.vv[a.node_id] == 10_001 and not a.state.ctx.cloud
+
+
+def test_a_registration_over_a_hidden_entry_wins_and_the_old_owner_retracts() -> None:
+    """The hidden entry stays (it may come back), the new one is concurrent with it and wins:
+    the registering node has seen the hidden stamp, so its hybrid clock is past it, even
+    with a wall clock 10 s behind."""
+    net = RegistryNet(3)
+    a, b, c = net.cores
+    old = a.register(Now(0.0, WALL0 + 10), "single", "on a")
+    net.pump()
+    net.partition([0], [1, 2])
+    for r in (b, c):
+        r.set_failed(a.node_id, True)
+        r.take_changes()
+    new = b.register(Now(1.0, WALL0), "single", "on b")
+    assert new.stamp > old.stamp
+    assert b.take_changes() == [Conflict("single", new, old)]
+    net.pump()
+    assert c.lookup("single") == new
+    net.heal()
+    for r in (b, c):
+        r.set_failed(a.node_id, False)
+    net.run(5.0, dt=0.25)
+    assert [ch for ch in a.take_changes() if isinstance(ch, Conflict)] == [
+        Conflict("single", new, old)
+    ]
+    assert all(r.lookup("single") == new for r in net.cores)
+    assert all(len(r.state.entries["single"]) == 1 for r in net.cores)
