@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from foundation_p2p.counters import Counters
@@ -59,6 +59,7 @@ def test_lead_must_be_positive() -> None:
         HybridClock(A, max_clock_lead_s=0)
 
 
+@settings(deadline=None)
 @given(st.lists(st.tuples(st.booleans(), st.floats(0, 1e6), st.integers(0, 10**9)), max_size=50))
 def test_stamps_strictly_increase_over_any_event_sequence(
     events: list[tuple[bool, float, int]],
