@@ -1007,8 +1007,10 @@ class Raft:
         if meta.index <= self.log.committed:
             return False
         if self.id not in (meta.conf.voters | meta.conf.voters_outgoing | meta.conf.learners):
-            self.counters.inc("raft.snapshots.refused.not_in_conf")
-            return False
+            # A node added after the snapshot was taken: it learns of its own addition
+            # from the entries that follow (Raft's InstallSnapshot has no such check;
+            # refusing would leave a new member unable ever to catch up).
+            self.counters.inc("raft.snapshots.installed_before_own_addition")
         if self.log.match_term(meta.index, meta.term):
             # Our log already has the snapshot's last entry: just move the commit index.
             self.log.commit_to(meta.index)

@@ -130,8 +130,6 @@ class Network:
         old = self.applied[node]
         keep = [e for e in old.entries if e.index <= st.snap_meta.index]
         self.applied[node] = Applied(keep, old.snapshot_index, old.snapshot_data)
-        self.restarted_at = getattr(self, "restarted_at", {})
-        self.restarted_at[node] = st.snap_meta.index
 
     def isolate(self, node: NodeId) -> None:
         for other in self.nodes:

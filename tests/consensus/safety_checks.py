@@ -1,4 +1,10 @@
-"""Raft's safety properties (Figure 3) checked over a :class:`Network` after every step."""
+"""Raft's safety properties (Figure 3) checked over a :class:`Network` after every step.
+
+Cheap checks run after every Ready of every node (election safety, the newly committed and
+newly applied entries); the checks that read every node's whole log (log matching, leader
+completeness, and committed entries again from the start) run every ``full_every`` calls
+and whenever a new leader appears.
+"""
 
 from __future__ import annotations
 
@@ -15,6 +21,7 @@ from foundation_p2p.consensus.types import Entry
 class SafetyChecker:
     """Election safety, log matching, leader completeness, state machine safety."""
 
+    full_every: int = 10
     leaders: dict[int, NodeId] = field(default_factory=dict)
     """term -> the leader seen in it."""
     committed: dict[int, Entry] = field(default_factory=dict)
@@ -24,35 +31,62 @@ class SafetyChecker:
     committed in that term or earlier)."""
     applied: dict[int, Entry] = field(default_factory=dict)
     """index -> the entry any state machine applied there."""
+    checked_commit: dict[NodeId, int] = field(default_factory=dict)
+    checked_applied: dict[NodeId, int] = field(default_factory=dict)
     checks: int = 0
+    full_checks: int = 0
 
     def __call__(self, net: Network) -> None:
         self.checks += 1
-        logs: dict[NodeId, dict[int, Entry]] = {}
+        new_leader = False
         for node, rn in net.nodes.items():
             r = rn.raft
             if r.role is StateRole.LEADER:
+                if r.term not in self.leaders:
+                    new_leader = True
                 seen = self.leaders.setdefault(r.term, node)
                 assert seen == node, f"election safety: two leaders in term {r.term}"
             rl = r.log
+            lo = max(rl.first_index(), self.checked_commit.get(node, 0) + 1)
+            if lo <= rl.committed:
+                self._record_committed(rl.slice(lo, rl.committed + 1), r.term)
+            self.checked_commit[node] = rl.committed
+        for node, ap in net.applied.items():
+            start = self.checked_applied.get(node, 0)
+            if start > len(ap.entries):
+                start = 0  # the list was rebuilt (restart or snapshot)
+            for e in ap.entries[start:]:
+                prior = self.applied.setdefault(e.index, e)
+                assert prior == e, f"state machine safety: index {e.index} applied differently"
+            self.checked_applied[node] = len(ap.entries)
+        if new_leader or self.checks % self.full_every == 0:
+            self.full(net)
+
+    def _record_committed(self, entries: list[Entry], term: int) -> None:
+        for e in entries:
+            prior = self.committed.setdefault(e.index, e)
+            assert prior == e, f"committed entry {e.index} changed: {prior} vs {e}"
+            self.commit_term[e.index] = min(self.commit_term.get(e.index, term), term)
+
+    def full(self, net: Network) -> None:
+        """The whole-log checks."""
+        self.full_checks += 1
+        logs: dict[NodeId, dict[int, Entry]] = {}
+        for node, rn in net.nodes.items():
+            rl = rn.raft.log
             first = rl.first_index()
             entries = rl.slice(first, rl.last_index() + 1) if rl.last_index() >= first else []
             logs[node] = {e.index: e for e in entries}
-            for e in entries:
-                if e.index <= rl.committed:
-                    prior = self.committed.setdefault(e.index, e)
-                    assert prior == e, f"committed entry {e.index} changed: {prior} vs {e}"
-                    seen = self.commit_term.get(e.index, r.term)
-                    self.commit_term[e.index] = min(seen, r.term)
-        # Log matching: same index and term -> identical up to there (checked pairwise on
-        # the overlapping ranges both nodes hold).
+            self._record_committed([e for e in entries if e.index <= rl.committed], rn.raft.term)
+        # Log matching: "if two logs contain an entry with the same index and term, then the
+        # logs are identical in all entries up through the given index" (on the range both
+        # nodes still hold).
         nodes = list(logs)
         for i, a in enumerate(nodes):
             for b in nodes[i + 1 :]:
                 la, lb = logs[a], logs[b]
-                common = sorted(set(la) & set(lb), reverse=True)
                 matched = False
-                for idx in common:
+                for idx in sorted(set(la) & set(lb), reverse=True):
                     if matched:
                         assert la[idx] == lb[idx], f"log matching broken at {idx}"
                     elif la[idx].term == lb[idx].term:
@@ -71,8 +105,3 @@ class SafetyChecker:
                     assert logs[node].get(idx) == e, (
                         f"leader completeness: leader of term {r.term} lacks committed {idx}"
                     )
-        # State machine safety: no two state machines apply different entries at an index.
-        for ap in net.applied.values():
-            for e in ap.entries:
-                prior = self.applied.setdefault(e.index, e)
-                assert prior == e, f"state machine safety: index {e.index} applied differently"
