@@ -359,3 +359,60 @@ def test_the_endpoint_fuzz_target_accepts_the_genuine_reset_and_catches_a_forger
     with pytest.raises(AssertionError, match="without its reset token"):
         target(encode_reset(bytes(16), bytes(10)))
     _TARGETS._ENDPOINTS.clear()
+
+
+# --- through NodeCore: gossip packets carry the hint ------------------------------------
+
+
+def _core(addr: tuple[str, int], seed: int, stored: dict[str, bytes], wall_s: float):  # type: ignore[no-untyped-def]
+    import random
+
+    from core_net import WALL
+
+    from foundation_p2p.clock import Now
+    from foundation_p2p.config import NodeConfig
+    from foundation_p2p.crypto.keyring import Keyring
+    from foundation_p2p.node import NodeCore
+
+    rng = random.Random(seed)
+    return NodeCore(
+        NodeConfig(bind=addr), now=Now(0.0, WALL + wall_s), keyring=Keyring(bytes(range(32))),
+        stored=stored, rng=random.Random(seed + 100), secret_bytes=rng.randbytes,
+    )
+
+
+@pytest.mark.parametrize("mode", ["bytes", "messages"])
+def test_a_gossip_packet_from_a_newer_boot_closes_the_core_connection(mode: str) -> None:
+    """NodeCore calls ``observe_peer_epoch`` for every authenticated gossip packet
+    (``handle_datagram``) and every decoded one (``handle_packet``, the simulator's
+    messages mode)."""
+    from core_net import CoreNet
+
+    from foundation_p2p.durability import BOOT_EPOCH_KEY, IDENTITY_KEY
+    from foundation_p2p.events import Join
+    from foundation_p2p.wire import cbor
+    from foundation_p2p.wire.packet import GossipPacket
+
+    a, b = _core(A, 1, {}, 0.0), _core(B, 2, {}, 0.0)
+    net = CoreNet(a, b)
+    a.connect(net.stamp(), b.node_id, B)
+    assert net.run(lambda: b.node_id in a.transport.peers())
+    old = a.transport.connection(b.node_id)
+    assert old is not None and old.peer_epoch == b.boot_epoch
+    # B restarts from its stored identity and epoch, with a later wall clock
+    stored = {IDENTITY_KEY: b.identity.to_bytes(), BOOT_EPOCH_KEY: cbor.encode(b.boot_epoch)}
+    b2 = _core(B, 3, stored, 5.0)
+    assert b2.node_id == b.node_id and b2.boot_epoch > b.boot_epoch
+    if mode == "messages":
+        a.handle_packet(net.stamp(), B, GossipPacket(b2.node_id, b2.boot_epoch, ()))
+    else:
+        net.cores[B] = b2
+        b2.handle_command(net.stamp(), Join((A,)))
+        assert net.run(lambda: a.counters["packets.received"]
+                       - a.counters["transport.datagrams_received"] > 0
+                       and old.is_closed, max_time_s=2.0)
+    assert old.is_closed and old.close_reason is not None
+    assert old.close_reason.reason == "peer restarted"
+    assert a.counters["transport.peer_restarted"] == 1
+    assert a.transport.connection(b.node_id) is None
+    assert a.transport.peer_epoch(b.node_id) == b2.boot_epoch
