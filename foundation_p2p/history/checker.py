@@ -16,9 +16,28 @@ so a tie never produces a false violation). The search walks the list from the f
 
 The key is linearizable once every operation that completed is placed. Indeterminate
 operations (``info``, or no completion) have no completion in the list: they may be placed
-at any point after their invoke, or never. The memo set (a bitset and an interned state per
+at any point after their invoke, or never. The memo (bitsets and an interned state per
 entry) is what makes the search practical: it never explores the same (placed set, state)
 twice. It is bounded by the step budget (one entry at most per step).
+
+Indeterminate operations stay pending to the end, so they multiply the orders to try. Three
+rules cut them down without changing any verdict (each keeps at least one linearization of
+every linearizable history):
+
+- *observed or dropped*: an indeterminate operation is placed only when the next operation
+  placed observes its effect (a read of the value it leaves, a cas that expects it); one
+  followed by a write could as well never have happened. Those whose value nothing
+  observes are never linked; one whose observers are all placed is unlinked until one of
+  them is unplaced again (dancing links, undone in reverse order);
+- *twins*: indeterminate operations with the same effect are interchangeable, so only the
+  earliest invoked one not yet placed is tried;
+- *dominance*: for the same completed operations placed, state and flag, having placed more
+  indeterminate operations leaves fewer choices, so a state whose indeterminate set is a
+  superset of one already explored is not explored again.
+
+The worst case stays exponential (the problem is NP-complete): many timed-out operations
+over a small value domain make a violation slow to prove. Recorders that write unique
+values keep histories easy.
 
 Each model step counts as a step. When ``max_steps`` or the time limit runs out, the key and
 every key after it are ``unknown`` (and so is the history, unless some key was already found
@@ -41,7 +60,16 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from foundation_p2p.history.model import Operation, Value, render_value, value_to_json
-from foundation_p2p.history.models import REJECT, Model, ModelOp, Prepared, step
+from foundation_p2p.history.models import (
+    CAS,
+    READ,
+    REJECT,
+    WRITE,
+    Model,
+    ModelOp,
+    Prepared,
+    step,
+)
 
 DEFAULT_MAX_STEPS = 20_000_000
 """Default step budget of one check (all keys together): about a minute of CPU."""
@@ -246,12 +274,44 @@ def search_partition(
 ) -> _Outcome:
     """Wing & Gong search with memoization over one key's operations (module docstring)."""
     n = len(mops)
+    # An indeterminate operation is only worth placing right before an operation that
+    # observes its effect (a read of the value it leaves, a cas expecting it): ``live[w]``
+    # counts the unplaced observers of w; at zero, w is unlinked (it could only be left
+    # out), and relinked when an observer is unplaced again. Those with no observer at all
+    # are never linked.
+    readers: dict[int, list[int]] = {}
+    for j, m in enumerate(mops):
+        if m.kind == READ:
+            readers.setdefault(m.out, []).append(j)
+        elif m.kind == CAS:
+            readers.setdefault(m.a, []).append(j)
+    live = [0] * n
+    watchers: list[list[int]] = [[] for _ in range(n)]
+    for w, m in enumerate(mops):
+        if m.ret is None:
+            for j in readers.get(m.b if m.kind == CAS else m.a, ()):
+                if j != w:
+                    live[w] += 1
+                    watchers[j].append(w)
     events: list[tuple[float, int, int]] = []
     for i, m in enumerate(mops):
+        if m.ret is None and live[i] == 0:
+            continue
         events.append((m.call, 0, i))
         if m.ret is not None:
             events.append((m.ret, 1, i))
     events.sort()
+    # Indeterminate operations with the same effect are interchangeable: only the earliest
+    # invoked one not yet placed is tried (twin[i]: the previous one, which must be placed).
+    twin = [-1] * n
+    last_of_class: dict[tuple[int, int, int], int] = {}
+    for _, kind, i in events:
+        m = mops[i]
+        if kind == 0 and m.ret is None:
+            cls = (m.kind, m.a, m.b)
+            twin[i] = last_of_class.get(cls, -1)
+            last_of_class[cls] = i
+    indeterminate = [m.ret is None for m in mops]
     # Nodes: 0 the head, 1..len(events) the events, len(events) + 1 the tail.
     size = len(events) + 2
     tail = size - 1
@@ -260,10 +320,12 @@ def search_partition(
     is_call = [False] * size
     op_of = [-1] * size
     ret_node = [-1] * n
+    call_node = [-1] * n
     for node, (_, kind, i) in enumerate(events, start=1):
         op_of[node] = i
         if kind == 0:
             is_call[node] = True
+            call_node[i] = node
         else:
             ret_node[i] = node
     kinds = [m.kind for m in mops]
@@ -274,8 +336,16 @@ def search_partition(
     remaining = sum(1 for m in mops if m.ret is not None)
     state = 0
     placed = 0
-    stack: list[tuple[int, int]] = []
-    seen: set[tuple[int, int]] = set()
+    # After an indeterminate operation is placed, the next one placed must observe its
+    # effect (a read, or a cas: a write would make it pointless; it could have been left
+    # out). ``unobserved`` is that flag; it is part of the memo key.
+    unobserved = False
+    stack: list[tuple[int, int, bool, list[int]]] = []
+    # The memo: per (completed operations placed, state, flag), the sets of indeterminate
+    # operations placed with it, minimal ones only. Having placed more indeterminate
+    # operations leaves fewer choices, so a superset of a set seen before is not explored.
+    seen: dict[tuple[int, int, bool], list[int]] = {}
+    done = 0  # the completed operations placed (bits); ``placed`` minus ``done`` are the rest
     steps = 0
     limit = budget.remaining_steps()
     best_node = -1
@@ -294,14 +364,36 @@ def search_partition(
                 budget.steps += steps
                 return _Outcome(Verdict.UNKNOWN, steps)
             steps += 1
+            if (unobserved and kinds[i] == WRITE) or (
+                twin[i] >= 0 and not (placed >> twin[i]) & 1
+            ):
+                entry = nxt[entry]
+                continue
             new = step(state, kinds[i], arg_a[i], arg_b[i], outs[i])
             if new != REJECT:
-                marked = placed | (1 << i)
-                memo = (marked, new)
-                if memo not in seen:
-                    seen.add(memo)
-                    stack.append((entry, state))
+                bit = 1 << i
+                marked = placed | bit
+                memo = (done, new, True) if indeterminate[i] else (done | bit, new, False)
+                used = marked & ~memo[0]
+                fresh = True
+                kept = seen.get(memo)
+                if kept is None:
+                    seen[memo] = [used]
+                else:
+                    for old in kept:
+                        if old & ~used == 0:
+                            fresh = False
+                            break
+                    if fresh:
+                        kept[:] = [old for old in kept if used & ~old != 0]
+                        kept.append(used)
+                if fresh:
+                    if not indeterminate[i]:
+                        done |= bit
+                    dead: list[int] = []
+                    stack.append((entry, state, unobserved, dead))
                     state = new
+                    unobserved = indeterminate[i]
                     placed = marked
                     # Unlink the invoke and (if any) the completion.
                     p, q = prv[entry], nxt[entry]
@@ -313,6 +405,14 @@ def search_partition(
                         nxt[p] = q
                         prv[q] = p
                         remaining -= 1
+                    for w in watchers[i]:
+                        live[w] -= 1
+                        if live[w] == 0 and not (marked >> w) & 1:
+                            node = call_node[w]
+                            p, q = prv[node], nxt[node]
+                            nxt[p] = q
+                            prv[q] = p
+                            dead.append(node)
                     entry = nxt[0]
                     continue
             entry = nxt[entry]
@@ -326,12 +426,19 @@ def search_partition(
             while node != entry:
                 pending.append(op_of[node])
                 node = nxt[node]
-            best = ([op_of[e] for e, _ in stack], state, op_of[entry], pending)
+            best = ([op_of[e] for e, _, _, _ in stack], state, op_of[entry], pending)
         if not stack:
             break
-        entry, state = stack.pop()
+        entry, state, unobserved, dead = stack.pop()
         i = op_of[entry]
         placed &= ~(1 << i)
+        done &= ~(1 << i)
+        # Relink in the reverse order of the unlinking: the dead, the completion, the invoke.
+        for node in reversed(dead):
+            nxt[prv[node]] = node
+            prv[nxt[node]] = node
+        for w in watchers[i]:
+            live[w] += 1
         r = ret_node[i]
         if r >= 0:
             nxt[prv[r]] = r
