@@ -163,6 +163,10 @@ class Progress:
         self.probe_sent = False
         return True
 
+    def last_index_pending(self, last_index: int) -> bool:
+        """True if entries up to ``last_index`` remain to be sent to this peer."""
+        return self.next <= last_index
+
     def is_paused(self) -> bool:
         """True when the leader should send no append to this peer now."""
         if self.state is ProgressState.PROBE:

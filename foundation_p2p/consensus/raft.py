@@ -708,6 +708,9 @@ class Raft:
     def _maybe_send_append(self, to: NodeId, send_if_empty: bool) -> bool:
         pr = self.prs[to]
         if pr.is_paused():
+            if pr.state is ProgressState.REPLICATE and pr.last_index_pending(self.log.last_index()):
+                # The in-flight bound (messages or bytes) holds entries back.
+                self.counters.inc("raft.replication.paused.inflight_full")
             return False
         prev = pr.next - 1
         prev_term = self.log.term(prev)

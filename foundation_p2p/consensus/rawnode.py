@@ -206,6 +206,9 @@ class RawNode:
             rd.snapshot = (unstable.snapshot, unstable.snapshot_data)
         rd.entries = list(unstable.entries)
         rd.committed_entries = r.log.next_committed(r.config.max_committed_bytes_per_ready)
+        if rd.committed_entries and rd.committed_entries[-1].index < r.log.committed:
+            # The per-Ready byte bound holds the rest back until the next Ready.
+            r.counters.inc("raft.ready.committed_split")
         rd.messages, r.msgs = r.msgs, []
         rd.read_states, r.read_states = r.read_states, []
         if rd.committed_entries and r.role is StateRole.LEADER:

@@ -130,6 +130,7 @@ def test_inflight_message_bound_pauses_replication() -> None:
     sent = [m for m in take(r) if m.type is M.APP and m.entries]
     assert len(sent) == 3
     assert r.prs[nid(2)].is_paused()
+    assert r.counters["raft.replication.paused.inflight_full"] > 0
     acked = sent[0].entries[-1].index
     r.step(Message(M.APP_RESP, to=r.id, sender=nid(2), term=r.term, index=acked))
     assert [m for m in take(r) if m.type is M.APP and m.entries]  # room again: more goes out
@@ -175,6 +176,27 @@ def test_append_size_bound_splits_batches() -> None:
         pass
     sizes = [sum(len(e.data) for e in m.entries) for m in take(r) if m.type is M.APP]
     assert sizes == [60, 60, 60]  # each message holds what fits, and at least one entry
+
+
+def test_committed_bytes_per_ready_bound_splits_readys() -> None:
+    st = MemoryStorage()
+    st.bootstrap(ConfState(voters=frozenset(ids(1))))
+    node = RawNode(RaftConfig(id=nid(1), max_committed_bytes_per_ready=100), st,
+                   random.Random(0))
+    node.advance(node.ready())  # applies the bootstrap entry (the configuration)
+    node.campaign()
+    for _ in range(5):
+        node.propose(b"z" * 60)
+    batches = []
+    while node.has_ready():
+        rd = node.ready()
+        st.append(rd.entries)
+        if rd.hard_state:
+            st.set_hard_state(rd.hard_state)
+        batches.append([len(e.data) for e in rd.committed_entries if e.data])
+        node.advance(rd)
+    assert [b for b in batches if b] == [[60]] * 5
+    assert node.raft.counters["raft.ready.committed_split"] >= 4
 
 
 def test_outbox_bound_drops_and_counts() -> None:
