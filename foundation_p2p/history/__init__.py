@@ -5,6 +5,7 @@
   (Jepsen's log lines; our JSON-lines format of ``spec/history.md``).
 - :mod:`~foundation_p2p.history.models`: the compare-and-set register and the KV model.
 - :mod:`~foundation_p2p.history.checker`: the Wing & Gong / Porcupine search.
+- :mod:`~foundation_p2p.history.recorder`: recording a history in memory.
 - :mod:`~foundation_p2p.history.files`: reading a file (the only I/O here).
 
 Typical use::
@@ -39,6 +40,7 @@ from foundation_p2p.history.model import (
     pair_events,
 )
 from foundation_p2p.history.models import MODELS, KvModel, Model, RegisterModel
+from foundation_p2p.history.recorder import HistoryRecorder
 
 __all__ = [
     "MODELS",
@@ -48,6 +50,7 @@ __all__ = [
     "Explanation",
     "HistoryFormatError",
     "HistoryLimitError",
+    "HistoryRecorder",
     "KvModel",
     "Model",
     "Operation",
