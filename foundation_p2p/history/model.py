@@ -174,10 +174,12 @@ def pair_events(events: Iterable[Event], *, source: str = "<history>") -> list[O
     """Pair each invoke with its process's next completion, in invoke order.
 
     Raises :class:`HistoryFormatError` naming the line when a process invokes while its
-    previous operation is open, completes nothing, completes another function, or
-    completes before it invoked. An invoke left open at the end is ``info``.
+    previous operation is open or before that one completed, completes nothing, completes
+    another function or key, or completes before it invoked. An invoke left open at the
+    end is ``info``.
     """
     open_ops: dict[int, tuple[int, Event]] = {}
+    last_completion: dict[int, Event] = {}
     slots: list[Operation | tuple[Event, None]] = []
     for ev in events:
         if ev.type == "invoke":
@@ -186,6 +188,14 @@ def pair_events(events: Iterable[Event], *, source: str = "<history>") -> list[O
                 raise HistoryFormatError(
                     f"process {ev.process} invokes {ev.f} while its {prior.f} from line "
                     f"{prior.line} has not completed",
+                    source=source,
+                    line=ev.line,
+                )
+            before = last_completion.get(ev.process)
+            if before is not None and ev.time < before.time:
+                raise HistoryFormatError(
+                    f"process {ev.process} invokes at time {ev.time}, before its previous "
+                    f"completion ({before.time}, line {before.line})",
                     source=source,
                     line=ev.line,
                 )
@@ -219,6 +229,7 @@ def pair_events(events: Iterable[Event], *, source: str = "<history>") -> list[O
                 source=source,
                 line=ev.line,
             )
+        last_completion[ev.process] = ev
         status = _STATUS[ev.type]
         slots[slot] = Operation(
             index=slot,

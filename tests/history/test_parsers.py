@@ -200,6 +200,14 @@ def test_pairing_refuses_a_completion_before_its_invoke() -> None:
         parse_history(data, source="h")
 
 
+def test_pairing_refuses_an_invoke_before_the_same_process_completed() -> None:
+    data = _jsonl('{"process": 1, "type": "invoke", "f": "get", "time": 1}',
+                  '{"process": 1, "type": "ok", "f": "get", "time": 5}',
+                  '{"process": 1, "type": "invoke", "f": "get", "time": 4}')
+    with pytest.raises(HistoryFormatError, match=r"h:3: process 1 invokes at time 4.0, before"):
+        parse_history(data, source="h")
+
+
 def test_pairing_keeps_invoke_order_and_marks_open_invokes_indeterminate() -> None:
     data = _jsonl(
         '{"process": 1, "type": "invoke", "f": "put", "key": "a", "value": 1, "time": 1}',
