@@ -207,6 +207,7 @@ class Raft:
         self.lead_transferee: NodeId | None = None
         self.pending_conf_index = 0
         self.uncommitted_bytes = 0
+        self.appends_pending = False
         self._snap_recv: _SnapshotReceive | None = None
         self._snap_cache: tuple[SnapshotMeta, bytes] | None = None
         if hard.commit:
@@ -604,10 +605,17 @@ class Raft:
         ]
         last = self.log.append(stamped)
         self.prs[self.id].maybe_update(last)
-        self._maybe_commit()
+        # Followers cannot have acknowledged entries not yet sent, so only a group whose
+        # quorum is this node alone commits them here.
+        me = frozenset({self.id})
+        if self.conf.voters == me and self.conf.voters_outgoing in (frozenset(), me):
+            self._maybe_commit()
         return None
 
-    def _leader_propose(self, entries: list[Entry]) -> str | None:
+    def _leader_propose(self, entries: list[Entry], defer: bool = False) -> str | None:
+        """Append proposals; send them now, or with ``defer`` at the next
+        :meth:`flush_appends` (so proposals made between two Readys share one append per
+        follower)."""
         if not entries:
             return "empty"
         if self.id not in self.prs:
@@ -636,8 +644,18 @@ class Raft:
         reason = self._append_entries(entries)
         if reason is not None:
             return self._drop_proposal(reason)
-        self._bcast_append()
+        if defer:
+            self.appends_pending = True
+        else:
+            self._bcast_append()
         return None
+
+    def flush_appends(self) -> None:
+        """Send the appends deferred by proposals (RawNode calls this in ``ready()``)."""
+        if self.appends_pending:
+            self.appends_pending = False
+            if self.role is StateRole.LEADER:
+                self._bcast_append()
 
     def _drop_proposal(self, reason: str) -> str:
         self.counters.inc(f"raft.proposals.dropped.{reason}")

@@ -143,7 +143,7 @@ class RawNode:
     def _propose(self, entry: Entry) -> None:
         r = self.raft
         if r.role is StateRole.LEADER:
-            reason = r._leader_propose([entry])
+            reason = r._leader_propose([entry], defer=True)
             if reason is not None:
                 raise ProposalDropped(reason)
             return
@@ -180,7 +180,8 @@ class RawNode:
         if self._outstanding is not None:
             return False
         return bool(
-            r.msgs
+            r.appends_pending
+            or r.msgs
             or r.read_states
             or r.log.unstable.entries
             or r.log.unstable.snapshot is not None
@@ -194,6 +195,7 @@ class RawNode:
         if self._outstanding is not None:
             raise ConfigError("RawNode.ready: the previous Ready has not been advanced")
         r = self.raft
+        r.flush_appends()
         rd = Ready()
         hard = r.hard_state()
         if hard != self._prev_hard:
@@ -238,11 +240,12 @@ class RawNode:
             last = rd.entries[-1]
             rlog.unstable.stable_to(last.index, last.term)
         for e in rd.committed_entries:
-            if e.index <= rlog.applied:
-                continue  # covered by a snapshot installed meanwhile
-            rlog.applied_to(e.index)
-            if e.kind is EntryKind.CONF_CHANGE:
+            if e.kind is EntryKind.CONF_CHANGE and e.index > rlog.applied:
+                rlog.applied_to(e.index)
                 r.apply_conf_change_entry(e)
+        if rd.committed_entries and rd.committed_entries[-1].index > rlog.applied:
+            # (Entries at or below applied were covered by a snapshot installed meanwhile.)
+            rlog.applied_to(rd.committed_entries[-1].index)
         r.maybe_leave_joint()
 
     # -- queries --------------------------------------------------------------------------
