@@ -11,13 +11,19 @@ proposal reaches every state machine.
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import os
 import random
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 from raft_harness import Network, nid
 from safety_checks import SafetyChecker
 
 from foundation_p2p.consensus.confchange import ConfChange, ConfChangeOp
+from foundation_p2p.consensus.messages import Message, encode_message
 from foundation_p2p.consensus.raft import ProposalDropped, StateRole
 
 
@@ -62,11 +68,21 @@ def change_membership(net: Network, rng: random.Random) -> None:
         net.nodes[leader].propose_conf_change(ConfChange(ops))
 
 
-def run_random_cluster(seed: int, steps: int = 400, membership: bool = True) -> SafetyChecker:
+def run_random_cluster(
+    seed: int, steps: int = 400, membership: bool = True, digest: list[bytes] | None = None
+) -> SafetyChecker:
     rng = random.Random(seed)
     size = rng.choice([3, 4, 5])
     numbers = list(range(1, size + 1))
     net = Network(numbers, seed=seed, max_size_per_msg=64, max_inflight_msgs=4)
+    if digest is not None:
+        send = net.send
+
+        def recording_send(m: Message) -> None:
+            digest.append(encode_message(m))
+            send(m)
+
+        net.send = recording_send  # type: ignore[method-assign]
     checker = SafetyChecker()
     net.observers.append(checker)
     net.reorder = True
@@ -167,6 +183,31 @@ def test_random_cluster_keeps_raft_safety(seed: int) -> None:
 @pytest.mark.parametrize("seed", range(8), ids=lambda s: f"seed_{s}")
 def test_random_cluster_without_membership_changes(seed: int) -> None:
     run_random_cluster(1000 + seed, membership=False)
+
+
+def digest_of(seed: int) -> str:
+    sent: list[bytes] = []
+    run_random_cluster(seed, steps=200, digest=sent)
+    assert len(sent) > 100
+    return hashlib.sha256(b"".join(sent)).hexdigest()
+
+
+def test_same_seed_same_run_across_hash_seeds() -> None:
+    """The core is deterministic: the same seed gives the same messages, byte for byte,
+    also in processes with different ``PYTHONHASHSEED`` (set iteration order)."""
+    here = Path(__file__).resolve().parent
+    code = f"import sys; sys.path[:0] = [{str(here)!r}]; import test_raft_random as t; " \
+        "print(t.digest_of(7))"
+    digests = set()
+    for hash_seed in ("1", "2"):
+        env = {**os.environ, "PYTHONHASHSEED": hash_seed}
+        done = subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, env=env,
+            check=True, timeout=120,
+        )
+        digests.add(done.stdout.strip())
+    assert digests == {digest_of(7)}
+    assert digest_of(8) not in digests
 
 
 @pytest.mark.soak
