@@ -160,6 +160,11 @@ class RaftConfig:
             raise ConfigError(
                 "RaftConfig.read_only: lease-based reads require check_quorum=True"
             )
+        if self.read_only is ReadOnlyOption.LEASE_BASED and self.election_tick < 4:
+            raise ConfigError(
+                "RaftConfig.election_tick: lease-based reads need at least 4 (the lease is "
+                "election_tick - 2 ticks)"
+            )
 
 
 @dataclass(frozen=True, slots=True)
@@ -208,6 +213,11 @@ class Raft:
         self.pending_conf_index = 0
         self.uncommitted_bytes = 0
         self.appends_pending = False
+        self.ticks = 0
+        """Ticks since this node started (the lease's clock)."""
+        self.lease_acks: dict[NodeId, int] = {}
+        """Leader, lease reads: per peer, the latest tick at which a heartbeat was sent
+        that the peer acknowledged."""
         self._snap_recv: _SnapshotReceive | None = None
         self._snap_cache: tuple[SnapshotMeta, bytes] | None = None
         if hard.commit:
@@ -295,6 +305,7 @@ class Raft:
         self._rebuild_progress()
         self.pending_conf_index = 0
         self.uncommitted_bytes = 0
+        self.lease_acks = {}
         self.read_only.reset()
         self._snap_cache = None
 
@@ -339,6 +350,7 @@ class Raft:
 
     def tick(self) -> None:
         """Advance time by one tick."""
+        self.ticks += 1
         if self.role is StateRole.LEADER:
             self._tick_heartbeat()
         else:
@@ -540,6 +552,10 @@ class Raft:
                 self._send_append(m.sender)
             if self.config.read_only is ReadOnlyOption.SAFE and m.context:
                 self._read_ack(m.sender, m.context)
+            elif self.config.read_only is ReadOnlyOption.LEASE_BASED and len(m.context) == 8:
+                sent = int.from_bytes(m.context, "big")
+                if sent <= self.ticks and sent > self.lease_acks.get(m.sender, -1):
+                    self.lease_acks[m.sender] = sent
         elif t is M.SNAP_RESP:
             pr.recent_active = True
             if pr.state is not ProgressState.SNAPSHOT or m.index != pr.pending_snapshot:
@@ -809,6 +825,10 @@ class Raft:
             pr.snap_started = True
 
     def _bcast_heartbeat(self, context: bytes = b"") -> None:
+        if self.config.read_only is ReadOnlyOption.LEASE_BASED:
+            # The heartbeat carries its send time; an acknowledgement proves the peer
+            # restarted its election timer after that moment (see lease_valid).
+            context = self.ticks.to_bytes(8, "big")
         for nid in self._peers():
             pr = self.prs[nid]
             if pr.state is ProgressState.SNAPSHOT:
@@ -840,8 +860,30 @@ class Raft:
             return
         self._send_read_index_response(m)
 
+    def lease_valid(self) -> bool:
+        """Leader: True while the leader lease holds (lease-based reads).
+
+        A quorum acknowledged a heartbeat sent at tick ``t``; each of those peers restarted
+        its election timer after ``t`` and refuses to vote for another candidate for
+        ``election_tick`` of its ticks (the in-lease rule of :meth:`step`). Any new leader
+        needs one of their votes, so none can exist before ``t + election_tick``, assuming
+        every node's ticks run at the same rate (the clock assumption of
+        :mod:`~foundation_p2p.consensus.readonly`). Two ticks are kept as a margin for the
+        timer granularity (a tick may fire right after the heartbeat arrived).
+        """
+        acks = dict(self.lease_acks)
+        acks[self.id] = self.ticks
+        for nid in self.prs:
+            acks.setdefault(nid, -1)
+        quorum_sent = committed_index(self.conf, {k: v + 1 for k, v in acks.items()}) - 1
+        return quorum_sent >= 0 and self.ticks < quorum_sent + self.config.election_tick - 2
+
     def _send_read_index_response(self, m: Message) -> None:
         if self.config.read_only is ReadOnlyOption.LEASE_BASED:
+            if not self.lease_valid():
+                # No quorum heard within the lease: refuse rather than risk a stale read.
+                self.counters.inc("raft.read_index.dropped.lease_expired")
+                return
             self.counters.inc("raft.read_index.lease")
             self._answer_read(m, self.log.committed)
             return

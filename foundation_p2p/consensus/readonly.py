@@ -6,14 +6,20 @@ once a quorum has answered, every request queued up to that context may be serve
 soon as the state machine has applied the read index.
 
 Lease-based reads skip the heartbeat round: the leader answers at once with its commit
-index. That is only safe under check-quorum, and only under this clock assumption: every
-node's election timeout elapses in about the same real time (bounded clock *rate* drift,
-not synchronized clocks). A follower that heard from the leader less than an election
-timeout ago refuses to vote for anyone else (the "leader lease" check in ``Raft.step``),
-and the leader steps down when it has not heard from a quorum within an election timeout,
-so no other leader can be elected while this one believes it still leads. A node whose
-clock runs slow enough to stretch the timeout breaks the assumption; ReadIndex does not
-depend on it.
+index while its lease holds (``Raft.lease_valid``). Each heartbeat carries the tick it
+was sent at; once a quorum has acknowledged a heartbeat sent at tick ``t``, each of those
+followers restarted its election timer after ``t`` and, under check-quorum, refuses to
+vote for another candidate for ``election_tick`` ticks (the "in lease" rule of
+``Raft.step``); any new leader needs one of those votes. So the lease runs until
+``t + election_tick - 2`` (two ticks of margin for timer granularity). Clock assumption:
+every node's ticks run at the same rate (bounded clock *rate* drift, no synchronized
+clocks); a node whose clock runs slow enough to stretch its timeout beyond the margin
+breaks it. ReadIndex does not depend on it. A read arriving when the lease has lapsed is
+refused (``raft.read_index.dropped.lease_expired``) rather than answered stale.
+
+(Check-quorum's step-down alone is not enough for leases: the leader checks its quorum
+once per election timeout, so it may still believe it leads for up to two timeouts after
+losing its quorum, while the others elect a new leader after one.)
 
 The queue is bounded by ``max_pending``: a request beyond it is refused (counted as
 ``raft.read_index.dropped.full``), and the client retries.

@@ -287,11 +287,38 @@ def test_lease_read_answers_without_a_round_and_requires_check_quorum() -> None:
         RaftConfig(id=nid(1), read_only=ReadOnlyOption.LEASE_BASED, check_quorum=False)
     net, leader = started([1, 2, 3], read_only=ReadOnlyOption.LEASE_BASED)
     reads = collect_read_states(net)
+    net.tick(2)  # heartbeats acknowledged: the lease holds
     net.isolate(leader)  # no round trip needed (and none possible)
     net.nodes[leader].read_index(b"lease")
     net.flush()
     assert [(n, c) for n, _, c in reads] == [(leader, b"lease")]
     assert net.raft(leader).counters["raft.read_index.lease"] == 1
+
+
+def test_lease_expires_before_another_leader_can_exist() -> None:
+    """Under the clock assumption (every node ticks at the same rate), an isolated leader's
+    lease lapses before the rest of the group can elect a new leader, so a lease read is
+    never served while another leader exists."""
+    for seed in range(10):
+        net = Network([1, 2, 3], seed=seed, read_only=ReadOnlyOption.LEASE_BASED)
+        net.campaign(nid(1))
+        net.tick(3)
+        old = net.raft(nid(1))
+        assert old.lease_valid()
+        net.isolate(nid(1))
+        served_after = 0
+        for _ in range(60):
+            net.tick(1)
+            others = [n for n in ids(2, 3) if net.raft(n).role is StateRole.LEADER]
+            if old.role is StateRole.LEADER and old.lease_valid():
+                assert not others, f"seed {seed}: lease held while {others[0][0]} leads"
+                served_after += 1
+        assert served_after > 0  # the lease did hold for a while after the cut
+        assert net.leader() in ids(2, 3)
+        reads = collect_read_states(net)
+        net.nodes[nid(1)].read_index(b"late")
+        net.flush()
+        assert reads == []
 
 
 def test_pending_read_bound() -> None:
