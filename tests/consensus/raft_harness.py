@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from foundation_p2p.addresses import NodeId
 from foundation_p2p.consensus.memory_storage import MemoryStorage
 from foundation_p2p.consensus.messages import Message, MessageType, decode_message, encode_message
-from foundation_p2p.consensus.raft import Raft, RaftConfig, StateRole
+from foundation_p2p.consensus.raft import Raft, RaftConfig, ReadState, StateRole
 from foundation_p2p.consensus.rawnode import RawNode, Ready
 from foundation_p2p.consensus.types import ConfState, Entry, EntryKind
 
@@ -98,6 +98,8 @@ class Network:
         self.reorder = False
         self.msg_filter: Callable[[Message], bool] | None = None
         self.observers: list[Callable[[Network], None]] = []
+        self.read_states: list[tuple[NodeId, ReadState]] = []
+        """Every read state any node's Ready carried, in order."""
         for node in sorted(self.conf.voters | self.conf.learners):
             storage = MemoryStorage()
             storage.bootstrap(self.conf)
@@ -172,6 +174,7 @@ class Network:
             st.set_hard_state(rd.hard_state)
 
     def apply(self, node: NodeId, rd: Ready) -> None:
+        self.read_states.extend((node, rs) for rs in rd.read_states)
         ap = self.applied[node]
         if rd.snapshot is not None:
             meta, data = rd.snapshot

@@ -24,7 +24,7 @@ from safety_checks import SafetyChecker
 
 from foundation_p2p.consensus.confchange import ConfChange, ConfChangeOp
 from foundation_p2p.consensus.messages import Message, encode_message
-from foundation_p2p.consensus.raft import ProposalDropped, StateRole
+from foundation_p2p.consensus.raft import ProposalDropped, ReadOnlyOption, StateRole
 
 
 def membership_in_flux(net: Network) -> bool:
@@ -69,12 +69,35 @@ def change_membership(net: Network, rng: random.Random) -> None:
 
 
 def run_random_cluster(
-    seed: int, steps: int = 400, membership: bool = True, digest: list[bytes] | None = None
+    seed: int,
+    steps: int = 400,
+    membership: bool = True,
+    digest: list[bytes] | None = None,
+    read_only: ReadOnlyOption = ReadOnlyOption.SAFE,
 ) -> SafetyChecker:
     rng = random.Random(seed)
     size = rng.choice([3, 4, 5])
     numbers = list(range(1, size + 1))
-    net = Network(numbers, seed=seed, max_size_per_msg=64, max_inflight_msgs=4)
+    net = Network(
+        numbers, seed=seed, max_size_per_msg=64, max_inflight_msgs=4, read_only=read_only
+    )
+    # Reads: at issue time, the highest index committed anywhere (a write that may have
+    # been acknowledged); the read index answered must not be below it (linearizability).
+    issued: dict[bytes, int] = {}
+    reads_checked = 0
+
+    def check_reads() -> None:
+        nonlocal reads_checked
+        for node, rs in net.read_states[reads_checked:]:
+            floor = issued.get(rs.context)
+            assert floor is not None, f"read state for an unknown context {rs.context!r}"
+            assert rs.index >= floor, (
+                f"stale read at node {node[0]}: read index {rs.index} < {floor} committed "
+                f"before the read was issued"
+            )
+        reads_checked = len(net.read_states)
+
+    net.observers.append(lambda _net: check_reads())
     if digest is not None:
         send = net.send
 
@@ -116,7 +139,13 @@ def run_random_cluster(
                 proposed += 1
             except ProposalDropped:
                 pass
-        elif action < 0.58 and membership:
+        elif action < 0.57:
+            up = [n for n in net.nodes if n not in net.down]
+            node = rng.choice(up)
+            ctx = b"read-%d" % step
+            issued[ctx] = max(rn.raft.log.committed for rn in net.nodes.values())
+            net.nodes[node].read_index(ctx)
+        elif action < 0.59 and membership:
             change_membership(net, rng)
         elif action < 0.60:
             # Compaction hook: snapshot a node's applied state and drop its log prefix.
@@ -183,6 +212,11 @@ def test_random_cluster_keeps_raft_safety(seed: int) -> None:
 @pytest.mark.parametrize("seed", range(8), ids=lambda s: f"seed_{s}")
 def test_random_cluster_without_membership_changes(seed: int) -> None:
     run_random_cluster(1000 + seed, membership=False)
+
+
+@pytest.mark.parametrize("seed", range(8), ids=lambda s: f"seed_{s}")
+def test_random_cluster_lease_reads_are_not_stale(seed: int) -> None:
+    run_random_cluster(2000 + seed, read_only=ReadOnlyOption.LEASE_BASED)
 
 
 def digest_of(seed: int) -> str:
