@@ -57,7 +57,9 @@ def test_control_latency_stays_within_a_few_round_trips_during_a_bulk_transfer()
     assert m["channels.control_latency_during_data_s_count"] >= 50
     rtt = m["probe.rtt_s_p99"]
     assert m["channels.control_latency_during_data_s_p99"] <= 5 * rtt
-    assert m["channels.control_latency_s_p99"] <= 5 * rtt
+    # over the whole run too, except that the first messages wait for the handshake: when
+    # one of its packets is lost (2% each) they wait a handshake_timeout_s (0.3 s) more
+    assert m["channels.control_latency_s_p99"] <= 5 * rtt + 0.3
     # the bulk transfer took many round trips: the two really overlapped
     assert m["channels.data_transfer_s_max"] > 20 * rtt
 
