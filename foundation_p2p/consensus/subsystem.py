@@ -1,0 +1,773 @@
+"""``ConsensusSubsystem``: a node's Raft group member, driven by NodeCore (sans-I/O).
+
+It holds a :class:`~foundation_p2p.consensus.rawnode.RawNode` and its state machine (the
+KV store by default) and connects them to the node without I/O:
+
+- **Time.** :meth:`handle_timer` ticks the core once per ``tick_interval_s`` of
+  ``now.mono`` (a driver late by more than a tick skips the missed ticks rather than
+  firing them in a burst, which would start elections), expires requests and runs the
+  bootstrap and autopilot steps.
+- **Messages.** Raft messages travel over the node's messenger as service 2
+  (``SERVICE_RAFT``): each messenger message is ``[0, raft]`` with ``raft`` the bytes of
+  ``consensus.messages.encode_message``; ``[1, ...]``/``[2, ...]`` are the client
+  protocol and ``[3, voters]`` a bootstrap proposal (``spec/consensus-client.md``).
+- **Persist, then send, then apply.** Each Ready that must be durable becomes one
+  :class:`LogWrite` intent (:meth:`take_log_writes`). The driver saves every write taken
+  (``WalStorage.save``), syncs once for the batch (group commit), then calls
+  :meth:`log_writes_done` with their ids: only then are that Ready's messages sent, its
+  committed entries applied and the core advanced. A Ready with nothing to persist goes
+  through at once. :func:`persist` is the driver's side for a ``WalStorage`` or a
+  ``MemoryStorage``. The core reads the log through the storage the driver hands in.
+- **Apply.** Entry data is the proposal envelope ``[proposer, boot, ticket, command]``
+  (CBOR); ``command`` goes to the state machine's ``apply``; if this node proposed it
+  in this boot, its result is reported under its ticket. Every ``snapshot_every``
+  applied entries the state machine is snapshotted and the log compacted up to there
+  (a :class:`LogWrite` with ``compact``).
+- **Client API.** :meth:`propose` and :meth:`read` return a ticket; outcomes come from
+  :meth:`take_results` as :class:`Outcome`. A proposal refused here (no leader known)
+  fails at once with the leader hint; one not applied within ``request_timeout_s`` ends
+  ``indeterminate`` (it may still apply). Reads use ReadIndex (``lease_reads`` switches
+  the core to lease-based reads, which assume bounded clock drift between members).
+
+Bounded queues (each overflow counted): pending requests (``max_pending_requests``:
+:meth:`propose`/:meth:`read` past it fail at once with ``overloaded``), outcomes not yet
+taken (``max_results``, the oldest dropped: ``raft.results.dropped``), log write
+intents (one Ready in flight, plus at most one compaction).
+
+Equivalent lower-level calls for the facade: ``raw.propose(envelope)``,
+``raw.read_index(ctx)``, ``raw.ready()``/``raw.advance()``, ``raw.status()``.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections import deque
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import cbor2
+
+from foundation_p2p.addresses import NodeId, short_id
+from foundation_p2p.clock import Now
+from foundation_p2p.consensus import kv
+from foundation_p2p.consensus.autopilot import AutopilotConfig, plan
+from foundation_p2p.consensus.bootstrap import BootstrapState
+from foundation_p2p.consensus.confchange import bootstrap_entry
+from foundation_p2p.consensus.messages import Message, decode_message, encode_message
+from foundation_p2p.consensus.raft import ProposalDropped, RaftConfig, ReadOnlyOption, StateRole
+from foundation_p2p.consensus.rawnode import RawNode, Ready, Status
+from foundation_p2p.consensus.state_machine import StateMachine
+from foundation_p2p.consensus.storage import LogStorage
+from foundation_p2p.consensus.types import ConfState, Entry, EntryKind, HardState, SnapshotMeta
+from foundation_p2p.counters import Counters
+from foundation_p2p.errors import ConfigError, MalformedError, WireError
+
+log = logging.getLogger("foundation_p2p.consensus")
+
+SERVICE_RAFT = 2
+"""The messenger service number of Raft (``foundation_p2p.messaging.SERVICE_RAFT``)."""
+
+KIND_RAFT = 0
+KIND_CLIENT_REQUEST = 1
+KIND_CLIENT_RESPONSE = 2
+KIND_BOOTSTRAP = 3
+
+
+class MessengerLike(Protocol):
+    """What the subsystem uses of :class:`foundation_p2p.messaging.Messenger`."""
+
+    def register(
+        self,
+        service: int,
+        on_message: Callable[[Now, NodeId, Any], None],
+        on_peer_lost: Callable[[NodeId], None] | None = None,
+    ) -> None: ...
+
+    def send(self, now: Now, node_id: NodeId, service: int, message: Any) -> bool: ...
+
+
+@dataclass(frozen=True, slots=True)
+class ConsensusConfig:
+    """Settings of a node's Raft member (the ``[consensus]`` table)."""
+
+    tick_interval_s: float = 0.05
+    election_tick: int = 10
+    heartbeat_tick: int = 1
+    pre_vote: bool = True
+    check_quorum: bool = True
+    lease_reads: bool = False
+    """Serve reads by the leader's lease (needs check-quorum; assumes the members' clocks
+    advance at rates within the election timeout's margin of each other)."""
+    snapshot_every: int = 10_000
+    request_timeout_s: float = 5.0
+    max_pending_requests: int = 10_000
+    max_results: int = 100_000
+    bootstrap_expect: int = 3
+    """Voters of a new group (3 or 5); 0 = never bootstrap (join an existing group)."""
+    min_voters: int = 3
+    stabilization_s: float = 10.0
+    bootstrap_resend_s: float = 0.5
+    autopilot: bool = True
+
+    def __post_init__(self) -> None:
+        if not self.tick_interval_s > 0:
+            raise ConfigError("consensus.tick_interval_s: must be positive")
+        if not self.request_timeout_s > 0:
+            raise ConfigError("consensus.request_timeout_s: must be positive")
+        for name in ("snapshot_every", "max_pending_requests", "max_results", "min_voters"):
+            v = getattr(self, name)
+            if type(v) is not int or v <= 0:
+                raise ConfigError(f"consensus.{name}: must be a positive integer, got {v!r}")
+        if self.bootstrap_expect not in (0, 1, 3, 5):
+            raise ConfigError(
+                f"consensus.bootstrap_expect: must be 3 or 5 (1 for tests, 0 = join only), "
+                f"got {self.bootstrap_expect!r}"
+            )
+        if self.lease_reads and not self.check_quorum:
+            raise ConfigError("consensus.lease_reads: requires check_quorum")
+
+    def raft_config(self, node_id: NodeId) -> RaftConfig:
+        """The core's settings for ``node_id``."""
+        return RaftConfig(
+            id=node_id,
+            election_tick=self.election_tick,
+            heartbeat_tick=self.heartbeat_tick,
+            pre_vote=self.pre_vote,
+            check_quorum=self.check_quorum,
+            read_only=ReadOnlyOption.LEASE_BASED if self.lease_reads else ReadOnlyOption.SAFE,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class LogWrite:
+    """One durable write the driver must make (in ``id`` order), then sync."""
+
+    id: int
+    hard_state: HardState | None = None
+    entries: tuple[Entry, ...] = ()
+    snapshot: tuple[SnapshotMeta, bytes] | None = None
+    """A snapshot received from the leader: replaces the log."""
+    compact: tuple[int, ConfState, bytes] | None = None
+    """``(index, conf, data)``: record the state machine's snapshot at applied ``index``
+    and drop the entries it covers (``create_snapshot`` then ``compact``)."""
+
+
+def persist(storage: Any, writes: Sequence[LogWrite]) -> None:
+    """The driver's side of :meth:`ConsensusSubsystem.take_log_writes`: make ``writes``
+    durable with one sync (``WalStorage.save`` ... ``sync``, or ``MemoryStorage``'s
+    ``apply_snapshot``/``append``/``set_hard_state``, which need no sync)."""
+    for w in writes:
+        if w.snapshot is not None or w.entries or w.hard_state is not None:
+            if hasattr(storage, "save"):
+                storage.save(hard_state=w.hard_state, entries=w.entries, snapshot=w.snapshot)
+            else:
+                if w.snapshot is not None:
+                    storage.apply_snapshot(*w.snapshot)
+                if w.entries:
+                    storage.append(list(w.entries))
+                if w.hard_state is not None:
+                    storage.set_hard_state(w.hard_state)
+        if w.compact is not None:
+            index, conf, data = w.compact
+            if index > storage.first_index() - 1:
+                storage.create_snapshot(index, conf, data)
+                storage.compact(index)
+    if hasattr(storage, "sync"):
+        storage.sync()
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """How a request ended.
+
+    ``status``: ``ok`` (``value`` is the state machine's encoded result), ``indeterminate``
+    (timed out: it may or may not apply), or a definite failure that changed nothing:
+    ``no_leader`` (``leader`` is the hint if one is known), ``dropped`` (``reason``),
+    ``overloaded``, ``not_member``.
+    """
+
+    ticket: int
+    status: str
+    value: bytes | None = None
+    leader: NodeId | None = None
+    reason: str = ""
+
+    @property
+    def ok(self) -> bool:
+        """True for ``ok``."""
+        return self.status == "ok"
+
+
+@dataclass(slots=True)
+class _Request:
+    ticket: int
+    deadline: float
+    read_key: bytes | None  # None: a proposal
+    read_op: bytes = b""
+    read_index: int | None = None
+    on_done: Callable[[Outcome], None] | None = None
+
+
+def encode_envelope(proposer: NodeId, boot: int, ticket: int, command: bytes) -> bytes:
+    """An entry's data: the command and who proposed it (``spec/consensus-client.md``)."""
+    return cbor2.dumps([proposer, boot, ticket, command], canonical=True)
+
+
+def decode_envelope(data: bytes) -> tuple[NodeId, int, int, bytes]:
+    """Decode an entry's envelope; ``MalformedError`` if it is not one."""
+    try:
+        value = cbor2.loads(data)
+    except Exception as exc:
+        raise MalformedError(f"proposal envelope: not CBOR: {type(exc).__name__}") from None
+    if (
+        type(value) is not list
+        or len(value) != 4
+        or type(value[0]) is not bytes
+        or len(value[0]) != 16
+        or type(value[1]) is not int
+        or type(value[2]) is not int
+        or type(value[3]) is not bytes
+    ):
+        raise MalformedError("proposal envelope: expected [node_id, boot, ticket, command]")
+    return value[0], value[1], value[2], value[3]
+
+
+class ConsensusSubsystem:
+    """A node's member of the Raft group; see the module docstring."""
+
+    def __init__(
+        self,
+        node_id: NodeId,
+        *,
+        messenger: MessengerLike,
+        storage: LogStorage,
+        config: ConsensusConfig,
+        counters: Counters,
+        rng: random.Random,
+        state_machine: StateMachine | None = None,
+        eligible: bool = True,
+    ) -> None:
+        self.node_id = node_id
+        self.messenger = messenger
+        self.storage = storage
+        self.config = config
+        self.counters = counters
+        self.rng = rng
+        self.eligible = eligible
+        self.state_machine: StateMachine = (
+            state_machine if state_machine is not None else kv.KVStore()
+        )
+        self.raw: RawNode | None = None
+        """The core (``node.raft``'s RawNode), ``None`` until the group exists here."""
+        self.boot_id = rng.getrandbits(63)
+        self._tickets = 0
+        self._write_ids = 0
+        self._pending: dict[int, _Request] = {}
+        self._reads_by_ctx: dict[bytes, int] = {}
+        self._waiting_reads: list[_Request] = []
+        self._results: deque[Outcome] = deque()
+        self._writes: list[LogWrite] = []
+        self._inflight: tuple[int, Ready | None] | None = None
+        self._bootstrapping: frozenset[NodeId] | None = None
+        self._compacting: int | None = None
+        self._snap_index = 0
+        self._next_tick: float | None = None
+        self._next_boot_send = 0.0
+        self._group_seen = False
+        self._alive: frozenset[NodeId] = frozenset({node_id})
+        self._down_since: dict[NodeId, float] = {}
+        self._client_waiters: dict[int, tuple[NodeId, int]] = {}
+        self.boot = BootstrapState(node_id, max(config.bootstrap_expect, 1))
+        self.autopilot = AutopilotConfig(
+            target_voters=max(config.bootstrap_expect, 1),
+            min_voters=config.min_voters,
+            stabilization_s=config.stabilization_s,
+            enabled=config.autopilot,
+        )
+        self.elections_won = 0
+        self._now = Now(0.0, 0.0)
+        """The latest ``now`` an input brought (answers to clients are sent with it)."""
+        messenger.register(SERVICE_RAFT, self._on_message, self._on_peer_lost)
+        if self.has_state():
+            self._start()
+
+    # -- state ---------------------------------------------------------------------------
+
+    def has_state(self) -> bool:
+        """True if the storage holds any Raft state (such a node never bootstraps)."""
+        s = self.storage
+        hard, _ = s.initial_state()
+        return hard != HardState() or s.last_index() > 0 or s.first_index() > 1
+
+    def _start(self) -> None:
+        meta, data = self.storage.snapshot()
+        if meta.index > 0:
+            self.state_machine.restore(data)
+            self._snap_index = meta.index
+        self.raw = RawNode(self.config.raft_config(self.node_id), self.storage, self.rng)
+        self.raw.raft.counters = self.counters
+        log.debug("raft started on %s at snapshot %d", short_id(self.node_id), meta.index)
+
+    @property
+    def started(self) -> bool:
+        """True once this node is a member of a group (bootstrapped, restarted or joined)."""
+        return self.raw is not None
+
+    def status(self) -> Status | None:
+        """The core's status (term, role, leader, commit, applied, voters, learners)."""
+        return self.raw.status() if self.raw is not None else None
+
+    def is_leader(self) -> bool:
+        """True if this node leads the group now."""
+        return self.raw is not None and self.raw.raft.role is StateRole.LEADER
+
+    # -- membership input ------------------------------------------------------------------
+
+    def set_alive(self, now: Now, members: Iterable[NodeId]) -> None:
+        """The eligible members alive in membership now (this node is added): drives the
+        bootstrap and the autopilot's failure clock."""
+        self._now = now
+        alive = frozenset(members) | {self.node_id}
+        self._alive = alive
+        for n in list(self._down_since):
+            if n in alive:
+                del self._down_since[n]
+        if self.raw is not None:
+            st = self.raw.status()
+            for n in st.voters | st.learners:
+                if n not in alive and n not in self._down_since:
+                    self._down_since[n] = now.mono
+        elif self.eligible and self.config.bootstrap_expect and not self._group_seen:
+            self.boot.set_candidates(alive)
+        self._step(now)
+
+    # -- client API ----------------------------------------------------------------------
+
+    def _new_request(
+        self, now: Now, read_key: bytes | None, on_done: Callable[[Outcome], None] | None
+    ) -> _Request | Outcome:
+        self._tickets += 1
+        ticket = self._tickets
+        self._now = now
+        if len(self._pending) >= self.config.max_pending_requests:
+            self.counters.inc("raft.requests.overloaded")
+            return Outcome(ticket, "overloaded")
+        if self.raw is None:
+            return Outcome(ticket, "not_member")
+        req = _Request(ticket, now.mono + self.config.request_timeout_s, read_key, on_done=on_done)
+        return req
+
+    def propose(
+        self, now: Now, command: bytes, on_done: Callable[[Outcome], None] | None = None
+    ) -> int:
+        """Propose ``command`` for the state machine; its ticket. The outcome comes from
+        :meth:`take_results` (and ``on_done`` if given)."""
+        req = self._new_request(now, None, on_done)
+        if isinstance(req, Outcome):
+            self._report(req, on_done)
+            return req.ticket
+        assert self.raw is not None
+        try:
+            self.raw.propose(encode_envelope(self.node_id, self.boot_id, req.ticket, command))
+        except ProposalDropped as exc:
+            leader = self.raw.raft.leader
+            status = "no_leader" if exc.reason == "no_leader" else "dropped"
+            self._report(Outcome(req.ticket, status, leader=leader, reason=exc.reason), on_done)
+            return req.ticket
+        self._pending[req.ticket] = req
+        self.counters.inc("raft.requests.proposed")
+        self._step(now)
+        return req.ticket
+
+    def read(
+        self, now: Now, key: bytes, on_done: Callable[[Outcome], None] | None = None
+    ) -> int:
+        """A linearizable read of ``key`` (ReadIndex, or the lease if configured); its
+        ticket. The outcome's value is the KV result (``kv.decode_result``)."""
+        return self.read_query(now, kv.encode_get(key), on_done, key=key)
+
+    def read_query(
+        self,
+        now: Now,
+        op: bytes,
+        on_done: Callable[[Outcome], None] | None = None,
+        *,
+        key: bytes = b"",
+    ) -> int:
+        """A linearizable read-only query (``state_machine.query(op)``); its ticket."""
+        req = self._new_request(now, key, on_done)
+        if isinstance(req, Outcome):
+            self._report(req, on_done)
+            return req.ticket
+        assert self.raw is not None
+        req.read_op = op
+        ctx = b"r" + self.boot_id.to_bytes(8, "big") + req.ticket.to_bytes(8, "big")
+        r = self.raw.raft
+        if r.role is not StateRole.LEADER and r.leader is None:
+            self._report(Outcome(req.ticket, "no_leader"), on_done)
+            return req.ticket
+        self.raw.read_index(ctx)
+        self._pending[req.ticket] = req
+        self._reads_by_ctx[ctx] = req.ticket
+        self._step(now)
+        return req.ticket
+
+    def take_results(self) -> list[Outcome]:
+        """Outcomes since the last call, oldest first."""
+        out = list(self._results)
+        self._results.clear()
+        return out
+
+    def transfer_leadership(self, now: Now) -> NodeId | None:
+        """Graceful shutdown, first step: if leading, hand leadership to the most caught-up
+        other voter that is alive; the transferee (``None`` if nothing to do)."""
+        if not self.is_leader():
+            return None
+        assert self.raw is not None
+        st = self.raw.status()
+        others = [
+            (st.progress.get(n, (0, 0, ""))[0], n)
+            for n in st.voters
+            if n != self.node_id and n in self._alive
+        ]
+        if not others:
+            return None
+        others.sort(key=lambda x: (-x[0], x[1]))
+        target = others[0][1]
+        self.raw.transfer_leader(target)
+        self.counters.inc("raft.transfers.started")
+        self._step(now)
+        return target
+
+    # -- driver: storage -------------------------------------------------------------------
+
+    def take_log_writes(self) -> list[LogWrite]:
+        """Writes to make durable now, in order; then :meth:`log_writes_done`."""
+        out, self._writes = self._writes, []
+        return out
+
+    def log_writes_done(self, now: Now, ids: Iterable[int]) -> None:
+        """The writes ``ids`` are durable (synced): release what waited for them."""
+        self._now = now
+        done = set(ids)
+        if self._compacting is not None and self._compacting in done:
+            self._compacting = None
+        if self._inflight is not None and self._inflight[0] in done:
+            _, rd = self._inflight
+            self._inflight = None
+            if rd is None:
+                assert self._bootstrapping is not None
+                log.info(
+                    "bootstrapped a group of %d voters on %s",
+                    len(self._bootstrapping),
+                    short_id(self.node_id),
+                )
+                self.counters.inc("raft.bootstrapped")
+                self._bootstrapping = None
+                self._start()
+            else:
+                self._finish(now, rd)
+        self._step(now)
+
+    # -- driver: the Subsystem side --------------------------------------------------------
+
+    def handle_timer(self, now: Now) -> None:
+        """Ticks, request timeouts, bootstrap proposals, autopilot; then the Ready cycle."""
+        self._now = now
+        interval = self.config.tick_interval_s
+        if self._next_tick is None:
+            self._next_tick = now.mono + interval
+        elif now.mono >= self._next_tick:
+            if self.raw is not None:
+                self.raw.tick()
+            self._next_tick += interval
+            if self._next_tick <= now.mono:
+                self.counters.inc("raft.ticks.skipped")
+                self._next_tick = now.mono + interval
+        self._expire(now)
+        if self.raw is None:
+            self._bootstrap_step(now)
+        elif self.is_leader():
+            self._autopilot_step(now)
+        self._step(now)
+
+    def next_deadline(self) -> float | None:
+        """The next time :meth:`handle_timer` has something to do."""
+        best = self._next_tick
+        if self.raw is None and self.boot.proposal is not None:
+            t = self._next_boot_send
+            best = t if best is None else min(best, t)
+        for req in self._pending.values():
+            if best is None or req.deadline < best:
+                best = req.deadline
+        return best
+
+    def _expire(self, now: Now) -> None:
+        for ticket, req in list(self._pending.items()):
+            if now.mono >= req.deadline:
+                del self._pending[ticket]
+                if req.read_key is None:
+                    self.counters.inc("raft.requests.indeterminate")
+                    self._report(Outcome(ticket, "indeterminate"), req.on_done)
+                else:
+                    # a read changes nothing: a timeout is a definite failure
+                    self.counters.inc("raft.reads.timeout")
+                    self._report(Outcome(ticket, "dropped", reason="timeout"), req.on_done)
+        if self._waiting_reads:
+            self._waiting_reads = [r for r in self._waiting_reads if r.ticket in self._pending]
+        if self._reads_by_ctx:
+            self._reads_by_ctx = {
+                c: t for c, t in self._reads_by_ctx.items() if t in self._pending
+            }
+
+    def _bootstrap_step(self, now: Now) -> None:
+        if self._group_seen or self._bootstrapping is not None:
+            return
+        proposal = self.boot.proposal
+        if proposal is None:
+            return
+        voters = self.boot.ready()
+        if voters is not None and not self.has_state():
+            self._bootstrapping = voters
+            self._write_ids += 1
+            hard = HardState(term=1, vote=None, commit=1)
+            entry = bootstrap_entry(ConfState(voters=voters))
+            self._writes.append(LogWrite(self._write_ids, hard_state=hard, entries=(entry,)))
+            self._inflight = (self._write_ids, None)
+        if now.mono >= self._next_boot_send:
+            self._next_boot_send = now.mono + self.config.bootstrap_resend_s
+            msg = [KIND_BOOTSTRAP, sorted(proposal)]
+            for peer in sorted(proposal - {self.node_id}):
+                self.messenger.send(now, peer, SERVICE_RAFT, msg)
+
+    def _autopilot_step(self, now: Now) -> None:
+        assert self.raw is not None
+        r = self.raw.raft
+        if r.pending_conf_index > r.log.applied:
+            return
+        decision = plan(self.raw.status(), self._alive, self._down_since, now.mono, self.autopilot)
+        if decision is None:
+            return
+        reason, cc = decision
+        try:
+            self.raw.propose_conf_change(cc)
+        except ProposalDropped as exc:
+            self.counters.inc(f"raft.autopilot.refused.{exc.reason}")
+            return
+        self.counters.inc("raft.autopilot.changes")
+        log.info("autopilot on %s: %s %s", short_id(self.node_id), reason, cc.ops)
+
+    # -- the Ready cycle ------------------------------------------------------------------
+
+    def _step(self, now: Now) -> None:
+        raw = self.raw
+        while raw is not None and self._inflight is None and raw.has_ready():
+            rd = raw.ready()
+            if rd.must_sync():
+                self._write_ids += 1
+                self._writes.append(
+                    LogWrite(
+                        self._write_ids,
+                        hard_state=rd.hard_state,
+                        entries=tuple(rd.entries),
+                        snapshot=rd.snapshot,
+                    )
+                )
+                self._inflight = (self._write_ids, rd)
+                return
+            self._finish(now, rd)
+
+    def _finish(self, now: Now, rd: Ready) -> None:
+        raw = self.raw
+        assert raw is not None
+        if rd.soft_state is not None:
+            if rd.soft_state.role is StateRole.LEADER:
+                self.elections_won += 1
+                self.counters.inc("raft.leader.elected")
+            log.debug("%s: role %s, leader %s", short_id(self.node_id), rd.soft_state.role,
+                      short_id(rd.soft_state.leader) if rd.soft_state.leader else None)
+        for m in rd.messages:
+            self._send_raft(now, m)
+        if rd.snapshot is not None:
+            meta, data = rd.snapshot
+            self.state_machine.restore(data)
+            self._snap_index = meta.index
+            self.counters.inc("raft.snapshots.installed")
+        for e in rd.committed_entries:
+            if e.kind is EntryKind.NORMAL and e.index > self._applied_sm():
+                self._apply(e)
+        for rs in rd.read_states:
+            ticket = self._reads_by_ctx.pop(rs.context, None)
+            req = self._pending.get(ticket) if ticket is not None else None
+            if req is not None:
+                req.read_index = rs.index
+                self._waiting_reads.append(req)
+        raw.advance(rd)
+        self._serve_reads()
+        self._maybe_compact()
+
+    def _applied_sm(self) -> int:
+        idx = getattr(self.state_machine, "applied_index", None)
+        return idx if isinstance(idx, int) else 0
+
+    def _apply(self, e: Entry) -> None:
+        try:
+            proposer, boot, ticket, command = decode_envelope(e.data)
+        except WireError:
+            self.counters.inc("raft.apply.bad_envelope")
+            return
+        result = self.state_machine.apply(e.index, command)
+        self.counters.inc("raft.applied")
+        if proposer == self.node_id and boot == self.boot_id:
+            req = self._pending.pop(ticket, None)
+            if req is not None and req.read_key is None:
+                self._report(Outcome(ticket, "ok", value=result), req.on_done)
+
+    def _serve_reads(self) -> None:
+        if not self._waiting_reads or self.raw is None:
+            return
+        applied = self.raw.raft.log.applied
+        keep: list[_Request] = []
+        for req in self._waiting_reads:
+            assert req.read_index is not None
+            if req.read_index <= applied:
+                if self._pending.pop(req.ticket, None) is None:
+                    continue
+                query = getattr(self.state_machine, "query", None)
+                if query is None:
+                    self._report(
+                        Outcome(req.ticket, "dropped", reason="no_query"), req.on_done
+                    )
+                    continue
+                self.counters.inc("raft.reads.served")
+                self._report(Outcome(req.ticket, "ok", value=query(req.read_op)), req.on_done)
+            else:
+                keep.append(req)
+        self._waiting_reads = keep
+
+    def _maybe_compact(self) -> None:
+        raw = self.raw
+        assert raw is not None
+        applied = raw.raft.log.applied
+        if self._compacting is not None or applied - self._snap_index < self.config.snapshot_every:
+            return
+        if applied > self.storage.last_index():
+            return
+        data = self.state_machine.snapshot()
+        self._write_ids += 1
+        self._writes.append(LogWrite(self._write_ids, compact=(applied, raw.conf_state, data)))
+        self._compacting = self._write_ids
+        self._snap_index = applied
+        self.counters.inc("raft.snapshots.taken")
+
+    def _report(self, outcome: Outcome, on_done: Callable[[Outcome], None] | None) -> None:
+        if outcome.ticket in self._client_waiters:
+            peer, req_id = self._client_waiters.pop(outcome.ticket)
+            self._answer_client(peer, req_id, outcome)
+            return
+        if on_done is not None:
+            on_done(outcome)
+            return
+        if len(self._results) >= self.config.max_results:
+            self._results.popleft()
+            self.counters.inc("raft.results.dropped")
+        self._results.append(outcome)
+
+    # -- messages ------------------------------------------------------------------------
+
+    def _send_raft(self, now: Now, m: Message) -> None:
+        if not self.messenger.send(now, m.to, SERVICE_RAFT, [KIND_RAFT, encode_message(m)]):
+            self.counters.inc("raft.send.dropped")
+            assert self.raw is not None
+            if m.to in self.raw.raft.prs:
+                self.raw.report_unreachable(m.to)
+
+    def _on_peer_lost(self, peer: NodeId) -> None:
+        if self.raw is not None and peer in self.raw.raft.prs and self.is_leader():
+            self.raw.report_unreachable(peer)
+
+    def _on_message(self, now: Now, peer: NodeId, message: Any) -> None:
+        self._now = now
+        if type(message) is not list or not message or type(message[0]) is not int:
+            raise MalformedError("raft service: expected [kind, ...]")
+        kind = message[0]
+        if kind == KIND_RAFT:
+            if len(message) != 2 or type(message[1]) is not bytes:
+                raise MalformedError("raft service: expected [0, message bytes]")
+            m = decode_message(message[1])
+            if m.sender != peer:
+                self.counters.inc("raft.messages.dropped.sender_mismatch")
+                return
+            self._group_seen = True
+            if self.raw is None:
+                if self._bootstrapping is not None:
+                    return  # our bootstrap write is in flight: take the message after it
+                self._start()  # join the group with an empty log
+                self.counters.inc("raft.joined")
+            assert self.raw is not None
+            self.raw.step(m)
+        elif kind == KIND_BOOTSTRAP:
+            voters = message[1] if len(message) == 2 else None
+            if type(voters) is not list or not all(
+                type(v) is bytes and len(v) == 16 for v in voters
+            ):
+                raise MalformedError("raft service: bootstrap proposal: expected [3, [ids]]")
+            if self.raw is None and self.config.bootstrap_expect and not self._group_seen:
+                before = self.boot.conflicts
+                self.boot.peer_proposed(peer, frozenset(voters))
+                if self.boot.conflicts > before:
+                    self.counters.inc("raft.bootstrap.conflicts")
+        elif kind == KIND_CLIENT_REQUEST:
+            self._client_request(now, peer, message)
+        elif kind == KIND_CLIENT_RESPONSE:
+            self._client_response(now, peer, message)
+        else:
+            raise MalformedError(f"raft service: unknown kind {kind}")
+        self._step(now)
+        if self.raw is None:
+            self._bootstrap_step(now)
+
+    # -- client protocol (serving side) ------------------------------------------------------
+
+    def _client_request(self, now: Now, peer: NodeId, message: list[Any]) -> None:
+        from foundation_p2p.consensus.client import decode_request
+
+        req = decode_request(message)
+        if req.op == "propose":
+            ticket = self.propose(now, req.payload, on_done=None)
+        else:
+            ticket = self.read_query(now, req.payload, on_done=None)
+        if ticket in self._pending:
+            self._client_waiters[ticket] = (peer, req.request_id)
+        else:
+            # answered at once: the outcome is the last one recorded
+            for i in range(len(self._results) - 1, -1, -1):
+                if self._results[i].ticket == ticket:
+                    outcome = self._results[i]
+                    del self._results[i]
+                    self._answer_client(peer, req.request_id, outcome)
+                    break
+
+    def _answer_client(self, peer: NodeId, request_id: int, outcome: Outcome) -> None:
+        from foundation_p2p.consensus.client import encode_response
+
+        leader = outcome.leader
+        if leader is None and self.raw is not None:
+            leader = self.raw.raft.leader
+        msg = encode_response(request_id, outcome.status, outcome.value, leader)
+        self.messenger.send(self._now, peer, SERVICE_RAFT, msg)
+
+    def _client_response(self, now: Now, peer: NodeId, message: list[Any]) -> None:
+        self.counters.inc("raft.client.unexpected_response")
+
+    def describe(self) -> str:
+        """One line for logs."""
+        if self.raw is None:
+            return f"consensus on {short_id(self.node_id)}: not started"
+        st = self.raw.status()
+        return (
+            f"consensus on {short_id(self.node_id)}: {st.role.value} term {st.term} "
+            f"commit {st.commit} applied {st.applied} voters {len(st.voters)}"
+        )

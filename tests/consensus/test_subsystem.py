@@ -1,0 +1,280 @@
+"""ConsensusSubsystem on an in-memory cluster: bootstrap, commit, forwarding, failover,
+restart from the WAL, persist-then-send, snapshots, timeouts."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+from test_subsystem_harness import Cluster, FakeMessenger, nid
+
+from foundation_p2p.clock import Now
+from foundation_p2p.consensus import kv
+from foundation_p2p.consensus.memory_storage import MemoryStorage
+from foundation_p2p.consensus.messages import MessageType, decode_message
+from foundation_p2p.consensus.raft import StateRole
+from foundation_p2p.consensus.subsystem import (
+    ConsensusConfig,
+    ConsensusSubsystem,
+    decode_envelope,
+    encode_envelope,
+)
+from foundation_p2p.consensus.types import EntryKind
+from foundation_p2p.counters import Counters
+from foundation_p2p.errors import ConfigError, MalformedError
+
+
+def test_three_nodes_bootstrap_once_and_elect() -> None:
+    c = Cluster(3)
+    c.wait_leader()
+    c.run(1.0)
+    for m in c.members.values():
+        assert m.sub.counters["raft.bootstrapped"] == 1
+        e1 = m.storage.entries(1, 2)[0]
+        assert e1.kind is EntryKind.CONF_CHANGE and e1.term == 1
+    firsts = {m.storage.entries(1, 2)[0] for m in c.members.values()}
+    assert len(firsts) == 1, "every founding voter stored the same entry 1"
+    st = c.node(1).sub.status()
+    assert st is not None and st.voters == {nid(1), nid(2), nid(3)}
+    assert len(c.leaders()) == 1
+
+
+def test_proposal_committed_and_applied_on_all() -> None:
+    c = Cluster(3)
+    leader = c.wait_leader()
+    out = c.put(leader, b"k", b"v")
+    assert out.ok
+    assert kv.decode_result(out.value or b"").ok
+    c.run(0.5)
+    for m in c.members.values():
+        assert c.kv_of(m) == {b"k": b"v"}
+
+
+def test_follower_forwards_proposal_and_reads_linearizably() -> None:
+    c = Cluster(3)
+    leader = c.wait_leader()
+    follower = next(m for m in c.members.values() if m is not leader)
+    # right after the election a follower may not know the leader yet: a definite refusal
+    c.run_until(lambda: follower.sub.raw is not None and follower.sub.raw.raft.leader == leader.id)
+    out = c.put(follower, b"a", b"1")
+    assert out.ok, out
+    ticket = follower.sub.read(c.now, b"a")
+    r = c.wait_outcome(follower, ticket)
+    assert r.ok
+    assert kv.decode_result(r.value or b"").value == b"1"
+    assert follower.sub.counters["raft.reads.served"] == 1
+
+
+def test_leader_crash_new_leader_keeps_acknowledged_writes() -> None:
+    c = Cluster(3, seed=4)
+    leader = c.wait_leader()
+    acked = {}
+    for i in range(10):
+        key = b"k%d" % i
+        if c.put(leader, key, b"v%d" % i).ok:
+            acked[key] = b"v%d" % i
+    assert len(acked) == 10
+    c.crash(leader.id)
+    start = c.t
+    new = c.wait_leader(timeout=5.0)
+    assert new.id != leader.id
+    failover = c.t - start
+    assert failover < 3.0
+    out = c.put(new, b"after", b"x")
+    assert out.ok
+    for key, value in acked.items():
+        assert c.kv_of(new)[key] == value
+    # the old leader comes back and catches up
+    back = c.restart(leader.id)
+    c.run_until(lambda: c.kv_of(back).get(b"after") == b"x", 5.0)
+    assert all(c.kv_of(back)[k] == v for k, v in acked.items())
+
+
+def test_full_cluster_restart_from_wal_keeps_every_acknowledged_write() -> None:
+    c = Cluster(3, seed=7)
+    leader = c.wait_leader()
+    acked = {}
+    for i in range(15):
+        if c.put(leader, b"x%d" % i, b"%d" % i).ok:
+            acked[b"x%d" % i] = b"%d" % i
+    for node in list(c.members):
+        c.crash(node)
+    for node in list(c.members):
+        m = c.restart(node)
+        assert m.sub.started, "a node with persisted state restarts its group"
+        assert m.sub.counters["raft.bootstrapped"] == 0
+    leader = c.wait_leader()
+    out = c.put(leader, b"z", b"z")
+    assert out.ok
+    c.run(0.5)
+    for m in c.members.values():
+        store = c.kv_of(m)
+        for k, v in acked.items():
+            assert store[k] == v
+
+
+def test_persist_then_send_messages_wait_for_the_write() -> None:
+    c = Cluster(3)
+    leader = c.wait_leader()
+    c.run(0.2)
+    leader.hold_writes = True
+    leader.messenger.sent.clear()
+    ticket = leader.sub.propose(c.now, kv.encode_put(b"p", b"q"))
+    for _ in range(3):
+        c.step()
+    appends = [
+        decode_message(msg[1])
+        for _, msg in leader.messenger.sent
+        if msg[0] == 0 and decode_message(msg[1]).type is MessageType.APP
+    ]
+    assert all(not m.entries for m in appends), "entries were sent before being durable"
+    writes = leader.sub.take_log_writes()
+    assert len(writes) == 1 and writes[0].entries
+    # the durable write releases the append
+    from foundation_p2p.consensus.subsystem import persist
+
+    persist(leader.storage, writes)
+    leader.sub.log_writes_done(c.now, [w.id for w in writes])
+    sent = [decode_message(msg[1]) for _, msg in leader.messenger.sent if msg[0] == 0]
+    assert any(m.type is MessageType.APP and m.entries for m in sent)
+    leader.hold_writes = False
+    assert c.wait_outcome(leader, ticket).ok
+
+
+def test_group_commit_many_proposals_share_one_write() -> None:
+    c = Cluster(3)
+    leader = c.wait_leader()
+    c.run(0.2)
+    leader.hold_writes = True
+    c.step()
+    first = leader.sub.take_log_writes()  # whatever was in flight (maybe nothing)
+    if first:
+        from foundation_p2p.consensus.subsystem import persist
+
+        persist(leader.storage, first)
+        leader.sub.log_writes_done(c.now, [w.id for w in first])
+        leader.hold_writes = True
+    tickets = [leader.sub.propose(c.now, kv.encode_put(b"g%d" % i, b"v")) for i in range(20)]
+    leader.hold_writes = False
+    before = leader.storage.counters["wal.fsyncs"]
+    c.step()
+    fsyncs = leader.storage.counters["wal.fsyncs"] - before
+    assert fsyncs <= 2
+    for t in tickets:
+        assert c.wait_outcome(leader, t).ok
+
+
+def test_snapshot_and_compaction_then_restart() -> None:
+    cfg = ConsensusConfig(bootstrap_expect=3, snapshot_every=5, stabilization_s=1.0)
+    c = Cluster(3, config=cfg)
+    leader = c.wait_leader()
+    for i in range(23):
+        assert c.put(leader, b"s%d" % i, b"%d" % i).ok
+    c.run(0.5)
+    for m in c.members.values():
+        assert m.storage.first_index() > 10, "the log was compacted"
+        assert m.sub.counters["raft.snapshots.taken"] >= 3
+    victim = next(m for m in c.members.values() if m is not leader)
+    c.crash(victim.id)
+    back = c.restart(victim.id)
+    c.run(1.0)
+    assert c.kv_of(back) == c.kv_of(leader)
+    assert len(c.kv_of(back)) == 23
+
+
+def test_isolated_leader_times_out_indeterminate() -> None:
+    cfg = ConsensusConfig(bootstrap_expect=3, request_timeout_s=0.4, check_quorum=True)
+    c = Cluster(3, config=cfg)
+    leader = c.wait_leader()
+    c.run(0.2)
+    c.isolate(leader.id)
+    ticket = leader.sub.propose(c.now, kv.encode_put(b"lost?", b"1"))
+    out = c.wait_outcome(leader, ticket)
+    assert out.status in ("indeterminate", "no_leader")
+    assert out.status == "indeterminate"
+
+
+def test_not_member_and_no_leader_fail_at_once() -> None:
+    c = Cluster(1, config=ConsensusConfig(bootstrap_expect=3))
+    m = c.node(1)
+    ticket = m.sub.propose(c.now, kv.encode_put(b"a", b"b"))
+    out = m.sub.take_results()
+    assert [o.status for o in out] == ["not_member"] and out[0].ticket == ticket
+    assert m.sub.read(c.now, b"a") == ticket + 1
+    assert m.sub.take_results()[0].status == "not_member"
+
+
+def test_single_voter_bootstrap_expect_one() -> None:
+    c = Cluster(1, config=ConsensusConfig(bootstrap_expect=1, min_voters=1))
+    leader = c.wait_leader()
+    assert c.put(leader, b"one", b"1").ok
+
+
+def test_envelope_roundtrip_and_refusal() -> None:
+    data = encode_envelope(nid(9), 5, 7, b"cmd")
+    assert decode_envelope(data) == (nid(9), 5, 7, b"cmd")
+    with pytest.raises(MalformedError):
+        decode_envelope(b"\xff")
+    with pytest.raises(MalformedError):
+        decode_envelope(encode_envelope(nid(9), 5, 7, b"")[:-1] + b"\x01")
+
+
+def test_config_is_checked() -> None:
+    with pytest.raises(ConfigError, match="bootstrap_expect"):
+        ConsensusConfig(bootstrap_expect=4)
+    with pytest.raises(ConfigError, match="lease_reads"):
+        ConsensusConfig(lease_reads=True, check_quorum=False)
+    with pytest.raises(ConfigError, match="tick_interval_s"):
+        ConsensusConfig(tick_interval_s=0)
+
+
+def test_malformed_service_message_is_refused() -> None:
+    class Net:
+        queue: list[object] = []
+
+    m = FakeMessenger(Net(), nid(1))  # type: ignore[arg-type]
+    sub = ConsensusSubsystem(
+        nid(1),
+        messenger=m,
+        storage=MemoryStorage(),
+        config=ConsensusConfig(),
+        counters=Counters(),
+        rng=random.Random(1),
+    )
+    handler = m.handlers[2][0]
+    now = Now(0.0, 0.0)
+    for bad in ([], [0], [0, "x"], [9, 1], "text", [3, [b"short"]]):
+        with pytest.raises(MalformedError):
+            handler(now, nid(2), bad)
+    assert not sub.started
+
+
+def test_memory_storage_works_as_the_log() -> None:
+    # a MemoryStorage-backed node restarted from persisted state starts its group
+    storage = MemoryStorage()
+    messenger = FakeMessenger(type("N", (), {"queue": []})(), nid(1))  # type: ignore[arg-type]
+    sub = ConsensusSubsystem(
+        nid(1),
+        messenger=messenger,
+        storage=storage,
+        config=ConsensusConfig(bootstrap_expect=1, min_voters=1),
+        counters=Counters(),
+        rng=random.Random(1),
+    )
+    from foundation_p2p.consensus.subsystem import persist
+
+    t = 0.0
+    sub.set_alive(Now(t, t), [])
+    for _ in range(200):
+        t += 0.01
+        sub.handle_timer(Now(t, t))
+        writes = sub.take_log_writes()
+        if writes:
+            persist(storage, writes)
+            sub.log_writes_done(Now(t, t), [w.id for w in writes])
+        if sub.is_leader():
+            break
+    assert sub.is_leader()
+    assert sub.status() is not None
+    st = sub.status()
+    assert st is not None and st.role is StateRole.LEADER
