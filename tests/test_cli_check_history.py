@@ -121,21 +121,31 @@ def test_a_missing_file_and_bad_flags_exit_2(
     assert info.value.code == 2
 
 
-def _hard_jepsen(n: int) -> str:
-    lines = [f"{p}\t:invoke\t:write\t{p}" for p in range(n)]
-    lines += [f"{p}\t:info\t:write\t:timed-out" for p in range(n)]
-    for v in [*range(n), 0]:
-        lines += ["99\t:invoke\t:read\tnil", f"99\t:ok\t:read\t{v}"]
+def _long_jepsen(n: int) -> str:
+    # n sequential write/read pairs: every operation costs at least one step.
+    lines = []
+    for v in range(n):
+        lines += [f"0\t:invoke\t:write\t{v}", f"0\t:ok\t:write\t{v}",
+                  "1\t:invoke\t:read\tnil", f"1\t:ok\t:read\t{v}"]
     return "\n".join(lines) + "\n"
 
 
 def test_an_exhausted_budget_exits_3(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    path = _write(tmp_path, "hard.log", _hard_jepsen(12))
+    path = _write(tmp_path, "long.log", _long_jepsen(600))
     assert main(["check-history", path, "--max-steps", "1000"]) == 3
     out = capsys.readouterr().out
     assert out.startswith(f"{path}: unknown (register model")
     assert "unknown: budget of 1000 steps exceeded" in out
-    assert main(["check-history", path]) == 1
+    assert main(["check-history", path]) == 0
+
+
+def test_an_exceeded_time_limit_exits_3(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = _write(tmp_path, "long.log", _long_jepsen(600))
+    assert main(["check-history", path, "--timeout", "1e-9", "--json"]) == 3
+    obj = json.loads(capsys.readouterr().out)
+    assert obj["verdict"] == "unknown" and "time limit" in obj["reason"]
 
 
 @pytest.mark.skipif(not (JEPSEN / "VERDICTS").exists(), reason=f"no Jepsen data at {JEPSEN}")
