@@ -54,8 +54,12 @@ from foundation_p2p.wire.packet import parse_packet
 # The sibling modules hold the targets of later capabilities (handshake, transport, channels).
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import targets_channels
+import targets_consensus
 import targets_handshake
+import targets_history
+import targets_registry
 import targets_transport
+import targets_wal
 
 VECTORS = Path(__file__).resolve().parent.parent / "spec" / "vectors"
 
@@ -321,6 +325,11 @@ TARGETS: dict[str, Callable[[bytes], None]] = {
     "transport-connection": targets_transport.fuzz_transport_connection,
     "channel-records": targets_channels.fuzz_channel_records,
     "channel-topic-set": targets_channels.fuzz_channel_topic_set,
+    "transport-endpoint": targets_transport.fuzz_transport_endpoint,
+    **targets_registry.REGISTRY_TARGETS,
+    **targets_consensus.CONSENSUS_TARGETS,
+    **targets_wal.WAL_TARGETS,
+    **targets_history.HISTORY_TARGETS,
 }
 """Target name -> function (``--target NAME``)."""
 
@@ -339,7 +348,8 @@ def _walk(value: Any, key: str) -> Iterator[Any]:
 def seeds(target: str, *, max_bytes: int = 70_000) -> list[bytes]:
     """Seed inputs for ``target`` from ``spec/vectors/*.json``, in a stable order.
 
-    The handshake and channel targets start from their own modules' seeds (whole handshake
+    The handshake, channel, registry, consensus and history targets start from their own
+    modules' seeds (whole handshake
     messages and payloads, whole record streams), then every vector as for the others.
     """
     out: list[bytes] = []
@@ -347,6 +357,12 @@ def seeds(target: str, *, max_bytes: int = 70_000) -> list[bytes]:
         out.extend(targets_handshake.seeds(target))
     elif target in targets_channels.CHANNEL_TARGETS:
         out.extend(targets_channels.channel_seeds(target))
+    elif target in targets_registry.REGISTRY_TARGETS:
+        out.extend(targets_registry.registry_seeds(target))
+    elif target in targets_consensus.CONSENSUS_TARGETS:
+        out.extend(targets_consensus.consensus_seeds(target))
+    elif target in targets_history.HISTORY_TARGETS:
+        out.extend(targets_history.history_seeds(target))
     for path in sorted(VECTORS.glob("*.json")):
         data = json.loads(path.read_text(encoding="utf-8"))
         if target == "keyring":

@@ -101,6 +101,15 @@ def mutated(draw: st.DrawFn, name: str) -> bytes:
     return bytes(data)
 
 
+SIBLING_TESTED = (
+    "transport-endpoint", "registry-message", "registry-state", "registry-core",
+    "raft-message", "raft-conf-change", "raft-step", "wal-record", "wal-body", "wal-segment",
+    "wal-replay", "kv-apply", "history-jepsen", "history-jsonl",
+)
+"""Targets also run by their area's tests (tests/transport/test_restart.py,
+tests/registry, tests/consensus, tests/history) with their own seeds and mutations."""
+
+
 def test_every_decoder_has_a_target() -> None:
     assert set(NAMES) == {
         "cbor",
@@ -131,6 +140,20 @@ def test_every_decoder_has_a_target() -> None:
         "transport-connection",
         "channel-records",
         "channel-topic-set",
+        "transport-endpoint",
+        "registry-message",
+        "registry-state",
+        "registry-core",
+        "raft-message",
+        "raft-conf-change",
+        "raft-step",
+        "wal-record",
+        "wal-body",
+        "wal-segment",
+        "wal-replay",
+        "kv-apply",
+        "history-jepsen",
+        "history-jsonl",
     }
     assert all(SEEDS[name] for name in NAMES)
 
@@ -144,9 +167,11 @@ def test_seeds_are_accepted_outcomes(name: str) -> None:
 EXAMPLES = dict.fromkeys(NAMES, 600) | dict.fromkeys(
     ("swim-ping", "swim-ack", "ping-req", "nack", "announcement", "suspect", "dead", "push-pull"),
     250,
-)
+) | dict.fromkeys(SIBLING_TESTED, 100)
 """Examples per target: fewer for the small membership frame decoders (each is one
-shape check), so the whole module stays within seconds; ``make fuzz`` runs them longer."""
+shape check), and for the targets whose own test modules already run them at length
+(:data:`SIBLING_TESTED`), so the whole module stays within seconds; ``make fuzz`` runs
+them longer."""
 
 
 @pytest.mark.parametrize("name", NAMES)
