@@ -4,8 +4,8 @@ Measures, in one process, both sides of a complete handshake (three messages, th
 keys), interleaved so drift hits all variants alike:
 
 - ``ours_noise``: our :class:`~foundation_p2p.crypto.noise.HandshakeState` running
-  ``Noise_XXpsk3_25519_ChaChaPoly_SHA256`` with 101-byte payloads in messages 2 and 3,
-  then ``split()``;
+  ``Noise_XXpsk3_25519_ChaChaPoly_SHA256`` with payloads the size of the identity payload
+  (127 bytes) in messages 2 and 3, then ``split()``;
 - ``noiseprotocol``: the same pattern, payloads and split with ``noiseprotocol``'s
   ``NoiseConnection`` (the apples-to-apples baseline; ``ratio`` = ours / theirs);
 - ``ours_node``: the node-level :class:`~foundation_p2p.crypto.handshake.Handshake` as the
@@ -39,14 +39,14 @@ from collections.abc import Callable
 import cryptography
 from noise.connection import Keypair, NoiseConnection
 
-from foundation_p2p.crypto.handshake import Handshake, NoiseStatic
+from foundation_p2p.crypto.handshake import IDENTITY_PAYLOAD_BYTES, Handshake, NoiseStatic
 from foundation_p2p.crypto.identity import Identity
 from foundation_p2p.crypto.keyring import Keyring
 from foundation_p2p.crypto.noise import PROTOCOL_NAME, HandshakeState
 
 PSK = bytes(range(32))
 PROLOGUE = b"foundation-p2p transport v1\x00\x00\x00\x01"
-PAYLOAD = bytes(101)
+PAYLOAD = bytes(IDENTITY_PAYLOAD_BYTES)
 
 
 def ours_noise() -> None:

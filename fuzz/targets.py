@@ -349,8 +349,8 @@ def seeds(target: str, *, max_bytes: int = 70_000) -> list[bytes]:
     """Seed inputs for ``target`` from ``spec/vectors/*.json``, in a stable order.
 
     The handshake, channel, registry, consensus and history targets start from their own
-    modules' seeds (whole handshake
-    messages and payloads, whole record streams), then every vector as for the others.
+    modules' seeds (whole handshake messages and payloads, whole record streams, small
+    histories), then every vector as for the others.
     """
     out: list[bytes] = []
     if target in targets_handshake.TARGETS:

@@ -1,8 +1,9 @@
 """Channels over real UDP on 127.0.0.1, through ``open_node`` and ``node.channels``.
 
 Two nodes join, one subscribes to the four standard channels; once its topic set has
-reached the other (frame 48), the other broadcasts on each channel, and a 50 MB message
-on ``data`` arrives intact. Every wait is bounded and waits on a condition; no sleeps.
+reached the other (membership extension 1, spec/channels.md section 6), the other
+broadcasts on each channel, and a 50 MB message on ``data`` arrives intact. Every wait
+is bounded and waits on a condition; no sleeps.
 """
 
 from __future__ import annotations
