@@ -215,6 +215,8 @@ class Raft:
         self.appends_pending = False
         self.ticks = 0
         """Ticks since this node started (the lease's clock)."""
+        self.lease_forfeited = False
+        """Leader: a leader transfer was started; no lease reads for the rest of the term."""
         self.lease_acks: dict[NodeId, int] = {}
         """Leader, lease reads: per peer, the latest tick at which a heartbeat was sent
         that the peer acknowledged."""
@@ -306,6 +308,7 @@ class Raft:
         self.pending_conf_index = 0
         self.uncommitted_bytes = 0
         self.lease_acks = {}
+        self.lease_forfeited = False
         self.read_only.reset()
         self._snap_cache = None
 
@@ -550,12 +553,14 @@ class Raft:
                 pass
             elif pr.match < self.log.last_index():
                 self._send_append(m.sender)
-            if self.config.read_only is ReadOnlyOption.SAFE and m.context:
-                self._read_ack(m.sender, m.context)
-            elif self.config.read_only is ReadOnlyOption.LEASE_BASED and len(m.context) == 8:
-                sent = int.from_bytes(m.context, "big")
+            ctx = m.context
+            if self.config.read_only is ReadOnlyOption.LEASE_BASED and len(ctx) >= 8:
+                sent = int.from_bytes(ctx[:8], "big")
                 if sent <= self.ticks and sent > self.lease_acks.get(m.sender, -1):
                     self.lease_acks[m.sender] = sent
+                ctx = ctx[8:]
+            if ctx:
+                self._read_ack(m.sender, ctx)
         elif t is M.SNAP_RESP:
             pr.recent_active = True
             if pr.state is not ProgressState.SNAPSHOT or m.index != pr.pending_snapshot:
@@ -728,6 +733,9 @@ class Raft:
             self._send_append(transferee)
 
     def _send_timeout_now(self, to: NodeId) -> None:
+        # The transferee's election bypasses the others' leases (context "transfer"),
+        # so this leader's lease no longer proves anything for the rest of its term.
+        self.lease_forfeited = True
         self.send(Message(M.TIMEOUT_NOW, to=to))
 
     # -- replication ---------------------------------------------------------------------
@@ -826,9 +834,10 @@ class Raft:
 
     def _bcast_heartbeat(self, context: bytes = b"") -> None:
         if self.config.read_only is ReadOnlyOption.LEASE_BASED:
-            # The heartbeat carries its send time; an acknowledgement proves the peer
-            # restarted its election timer after that moment (see lease_valid).
-            context = self.ticks.to_bytes(8, "big")
+            # The heartbeat carries its send time (then any read context); an
+            # acknowledgement proves the peer restarted its election timer after that
+            # moment (see lease_valid).
+            context = self.ticks.to_bytes(8, "big") + context
         for nid in self._peers():
             pr = self.prs[nid]
             if pr.state is ProgressState.SNAPSHOT:
@@ -871,6 +880,8 @@ class Raft:
         :mod:`~foundation_p2p.consensus.readonly`). Two ticks are kept as a margin for the
         timer granularity (a tick may fire right after the heartbeat arrived).
         """
+        if self.lease_forfeited:
+            return False
         acks = dict(self.lease_acks)
         acks[self.id] = self.ticks
         for nid in self.prs:
@@ -880,13 +891,13 @@ class Raft:
 
     def _send_read_index_response(self, m: Message) -> None:
         if self.config.read_only is ReadOnlyOption.LEASE_BASED:
-            if not self.lease_valid():
-                # No quorum heard within the lease: refuse rather than risk a stale read.
-                self.counters.inc("raft.read_index.dropped.lease_expired")
+            if self.lease_valid():
+                self.counters.inc("raft.read_index.lease")
+                self._answer_read(m, self.log.committed)
                 return
-            self.counters.inc("raft.read_index.lease")
-            self._answer_read(m, self.log.committed)
-            return
+            # No quorum heard within the lease (or a transfer forfeited it): confirm
+            # leadership with a heartbeat round instead (ReadIndex).
+            self.counters.inc("raft.read_index.lease_fallback")
         if not self.read_only.add_request(self.log.committed, m):
             self.counters.inc("raft.read_index.dropped.full_or_duplicate")
             return

@@ -14,8 +14,10 @@ vote for another candidate for ``election_tick`` ticks (the "in lease" rule of
 ``t + election_tick - 2`` (two ticks of margin for timer granularity). Clock assumption:
 every node's ticks run at the same rate (bounded clock *rate* drift, no synchronized
 clocks); a node whose clock runs slow enough to stretch its timeout beyond the margin
-breaks it. ReadIndex does not depend on it. A read arriving when the lease has lapsed is
-refused (``raft.read_index.dropped.lease_expired``) rather than answered stale.
+breaks it. ReadIndex does not depend on it. A read arriving when the lease has lapsed
+goes through the ReadIndex round instead (``raft.read_index.lease_fallback``). A leader
+that sent TimeoutNow (leader transfer) forfeits its lease for the rest of its term: the
+transferee's election bypasses the followers' leases.
 
 (Check-quorum's step-down alone is not enough for leases: the leader checks its quorum
 once per election timeout, so it may still believe it leads for up to two timeouts after

@@ -318,7 +318,26 @@ def test_lease_expires_before_another_leader_can_exist() -> None:
         reads = collect_read_states(net)
         net.nodes[nid(1)].read_index(b"late")
         net.flush()
-        assert reads == []
+        assert reads == []  # it stepped down long ago; no leader to ask
+
+
+def test_lease_is_forfeited_by_a_leader_transfer_and_reads_fall_back() -> None:
+    net, leader = started([1, 2, 3], read_only=ReadOnlyOption.LEASE_BASED)
+    reads = collect_read_states(net)
+    net.tick(2)
+    r = net.raft(leader)
+    assert r.lease_valid()
+    net.isolate(nid(3))  # the transfer cannot complete
+    net.nodes[leader].transfer_leader(nid(3))
+    net.stabilize()
+    assert r.lead_transferee == nid(3) and r.lease_forfeited
+    net.tick(r.config.election_tick)  # the transfer is abandoned
+    assert r.role is StateRole.LEADER and r.lead_transferee is None
+    assert not r.lease_valid()
+    net.nodes[leader].read_index(b"after-transfer")
+    net.stabilize()
+    assert [(n, c) for n, _, c in reads] == [(leader, b"after-transfer")]
+    assert r.counters["raft.read_index.lease_fallback"] == 1
 
 
 def test_pending_read_bound() -> None:
