@@ -168,6 +168,9 @@ class RegistryLike(Protocol):
 
     def conflicts_of(self, name: str) -> list[Entry]: ...
 
+    @property
+    def failed(self) -> frozenset[NodeId]: ...
+
 
 def check_child_name(name: str) -> str:
     """Return ``name`` if it can name a child; else raise :class:`ConfigError` saying why."""
@@ -963,6 +966,13 @@ class SupervisorCore:
         entry = self.registry.lookup(name)
         handoff: Any = None
         consume = False
+        if entry is None and not self.registry.failed.isdisjoint(self._placement.members):
+            # membership calls a member live whose entries the registry still hides (e.g.
+            # suspect after failed): "free" may only mean "its claim is hidden". Wait.
+            if c.state != "name_conflict":
+                c.state = "pending"
+            self.counters.inc("supervisor.claims.deferred")
+            return False, None
         if entry is not None and entry.owner != self.node_id:
             if not _is_handoff(entry):
                 # another live node still holds it: wait for its handoff or its failure
@@ -1054,7 +1064,8 @@ class SupervisorCore:
     def _note_owners_alive(self, now: Now) -> None:
         members = self._placement.members
         for name, (owner, _t) in list(self._owner_seen.items()):
-            if owner in members:
+            # this node's own record says when it last held the name: never refreshed here
+            if owner in members and owner != self.node_id:
                 self._owner_seen[name] = (owner, now.mono)
 
     def _quorum_ready_at(self, now: Now, c: _Child) -> float:

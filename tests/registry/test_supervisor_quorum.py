@@ -285,3 +285,45 @@ def test_a_restarted_owner_does_not_trust_its_old_claim_before_a_successor_wait(
     assert c.running("q") == [owner]
     assert took >= LeasePolicy().successor_wait_s - 0.05  # its new lease began ~0.05 s in
     assert c.peak["q"] == 1
+
+
+def test_an_old_owner_that_regains_the_lease_before_its_registry_syncs_waits() -> None:
+    # found by the simulator's registry-partition-heal-quorum: the old owner's record of
+    # its own tenure must not count as fresh evidence once its lease was broken
+    c = quorum_cluster()
+    c.nodes[0].sup.start_singleton(c.now(), "q", "svc", quorum=True)
+    run_until(c, lambda: c.running("q"), 10.0)
+    [owner] = c.running("q")
+    others = [i for i in range(5) if i != owner]
+    c.partition([owner], others)
+    c.refresh_views()
+    run_until(c, lambda: [i for i in c.running("q") if i != owner], 10.0)
+    c.heal()
+    c.refresh_views()
+    # the old owner hears everyone again before any registry message crossed the heal
+    node = c.nodes[owner]
+    heard = {nid(i): c.now(owner).mono for i in others}
+    node.sup.set_quorum_view(c.now(owner), QuorumView(heard))
+    c._settle(node)
+    assert owner not in c.running("q")
+    c.run(10.0)
+    assert len(c.running("q")) == 1 and c.peak["q"] == 1
+
+
+def test_a_live_member_whose_entries_the_registry_still_hides_defers_claims() -> None:
+    c = quorum_cluster()
+    c.run(6.0)  # everyone has held the lease for a while
+    node = c.nodes[0]
+    node.registry.set_failed(nid(3), True)  # membership says live (suspect), registry hides
+    node.sup.start_singleton(c.now(), "q0", "svc", quorum=True)
+    name = next(f"q{i}" for i in range(50)
+                if rendezvous_order(f"q{i}", list(FIVE))[0] == nid(0))
+    if name != "q0":
+        node.sup.start_singleton(c.now(), name, "svc", quorum=True)
+    c._settle(node)
+    assert name not in node.services
+    assert node.sup.counters["supervisor.claims.deferred"] >= 1
+    node.registry.set_failed(nid(3), False)
+    node.sup.registry_changed(c.now())
+    c._settle(node)
+    assert name in node.services
