@@ -30,6 +30,23 @@ connections until it is read.
 Channels: :attr:`NodeCore.channels` (``foundation_p2p.channels.subsystem``) publishes over
 the connections' channel streams and gossips the node's topic set (frame 48).
 
+Messenger: :attr:`NodeCore.messenger` (``foundation_p2p.messaging``, ``spec/messaging.md``)
+carries the internal services' messages (registry sync, Raft, coordination) on
+unidirectional streams 16 and up; ``take_transport_events`` passes the endpoint's events
+through ``channels.filter_events`` then ``messenger.filter_events``, and the messenger's
+queues are driven after every connection datagram and timer.
+
+Registry and supervisor: :attr:`NodeCore.registry` (a
+:class:`~foundation_p2p.registry.subsystem.RegistrySubsystem`: the CRDT registry
+``registry.core`` and the supervisor, also :attr:`NodeCore.supervisor`) syncs over the
+messenger (service 1). Every membership event the node emits is also handed to
+``registry.on_member_event`` (peers, failed owners, reaping, the supervisor's live set),
+and every authenticated gossip packet to ``registry.heard`` (the quorum lease's direct
+hearings). The supervisor's actions are taken by the driver with
+``core.supervisor.take_actions()``; the registry's changes with
+``core.registry.take_changes()``. ``take_transport_events`` also sends what direct calls
+on the registry and supervisor cores left behind (``registry.flush``).
+
 Bounded queues, with their overflow policy (each overflow is counted):
 
 - outgoing datagrams: at most ``max_outgoing_datagrams`` between two ``take_outgoing``
@@ -65,8 +82,21 @@ from foundation_p2p.durability import BOOT_EPOCH_KEY, IDENTITY_KEY, DurableWrite
 from foundation_p2p.errors import ConfigError, StorageError, WireError
 from foundation_p2p.events import Command, Event, Started
 from foundation_p2p.membership.config import MembershipConfig
+from foundation_p2p.membership.events import (
+    MemberAlive,
+    MemberFailed,
+    MemberJoined,
+    MemberLeft,
+    MemberReaped,
+    MemberSuspect,
+    MemberUpdated,
+)
 from foundation_p2p.membership.swim import SwimMembership
+from foundation_p2p.messaging import Messenger
 from foundation_p2p.probe import StaticProber
+from foundation_p2p.registry.config import RegistryConfig
+from foundation_p2p.registry.subsystem import RegistrySubsystem
+from foundation_p2p.registry.supervisor import SupervisorConfig, SupervisorCore
 from foundation_p2p.transport.connection import Connection
 from foundation_p2p.transport.endpoint import EndpointConfig, EndpointEvent, TransportEndpoint
 from foundation_p2p.wire import cbor
@@ -78,6 +108,10 @@ log = logging.getLogger("foundation_p2p.node")
 
 PACKET_OVERHEAD_BYTES = 64
 """Upper bound of a gossip packet's header, ``sealed`` head and AEAD tag (spec/wire.md)."""
+_MEMBER_EVENTS = (
+    MemberJoined, MemberUpdated, MemberSuspect, MemberAlive, MemberFailed, MemberLeft,
+    MemberReaped,
+)
 ESTIMATED_FRAME_BYTES = 48
 """Size assumed per frame when piggybacking in ``messages`` mode (frames are not encoded)."""
 
@@ -225,6 +259,28 @@ class NodeCore:
         sans-I/O :class:`~foundation_p2p.channels.core.ChannelsCore`."""
         self.add_subsystem("channels", self.channels)
 
+        self.messenger = Messenger(
+            self.node_id,
+            transport=self.transport,
+            connect=self.connect,
+            counters=self.counters,
+        )
+        """Internal services' messages over the connections (``spec/messaging.md``)."""
+        self.registry = RegistrySubsystem(
+            self.node_id,
+            messenger=self.messenger,
+            membership=self.membership,
+            config=RegistryConfig.from_node_config(config),
+            supervisor_config=SupervisorConfig.from_node_config(config),
+            counters=self.counters,
+            rng=rng,
+        )
+        """The replicated registry and the supervisor (``registry.core`` is the
+        :class:`~foundation_p2p.registry.core.RegistryCore`)."""
+        self.supervisor: SupervisorCore = self.registry.supervisor
+        """The distributed supervisor core (``registry.supervisor``)."""
+        self.add_subsystem("registry", self.registry)
+
         self._emit(Started(self.node_id, self.boot_epoch, new_identity))
         log.debug(
             "boot node=%s epoch=%d new_identity=%s (Identity.%s, writes %s)",
@@ -261,6 +317,7 @@ class NodeCore:
                 and 2 <= data[2] <= 4:
             self.transport.handle_datagram(now.mono, addr, data)
             self.channels.drive_pending(now)  # acknowledgements free stream buffers
+            self.messenger.drive_pending(now)
             return
         try:
             header, plaintext = self.protection.open(data)
@@ -291,6 +348,7 @@ class NodeCore:
             if len(peers) > self.config.max_tracked_senders:
                 peers.popitem(last=False)
         peers.move_to_end(sender)
+        self.registry.heard(now, sender)
         routes = self._routes
         for frame in frames:
             core = routes.get(frame.TYPE)
@@ -304,7 +362,7 @@ class NodeCore:
                 # signature, an impossible value): dropped and counted like a bad packet.
                 self.counters.inc(f"frames.dropped.{exc.code}")
                 log.debug("drop frame %s from %s: %s: %s", frame.TYPE, addr, exc.code, exc)
-        self._collect()
+        self._collect(now)
 
     def handle_timer(self, now: Now) -> None:
         """Time has reached (or passed) ``next_deadline()``: let every subsystem act."""
@@ -312,7 +370,8 @@ class NodeCore:
             core.handle_timer(now)
         self.transport.handle_timer(now.mono)
         self.channels.drive_pending(now)
-        self._collect()
+        self.messenger.drive_pending(now)
+        self._collect(now)
 
     def handle_command(self, now: Now, cmd: Command) -> None:
         """A command from the application; ``ValueError`` if no subsystem takes it."""
@@ -321,7 +380,7 @@ class NodeCore:
             handled = core.handle_command(now, cmd) or handled
         if not handled:
             raise ValueError(f"no subsystem handles {type(cmd).__name__}")
-        self._collect()
+        self._collect(now)
 
     def next_deadline(self) -> float | None:
         """The earliest monotonic time at which ``handle_timer`` must be called."""
@@ -358,14 +417,18 @@ class NodeCore:
     # -- outputs -----------------------------------------------------------------------
 
     def take_transport_events(self, now: Now) -> list[EndpointEvent]:
-        """The endpoint's events without the channel stream data: ``transport.take_events()``
-        passed through ``channels.filter_events`` (which consumes the data of the peers'
-        channel streams and reacts to connections coming and going). Drivers that use
-        channels call this instead of ``transport.take_events()``."""
+        """The endpoint's events without the channel and messenger stream data:
+        ``transport.take_events()`` passed through ``channels.filter_events`` then
+        ``messenger.filter_events`` (which consume the data of the peers' channel and
+        service streams and react to connections coming and going). Drivers call this
+        instead of ``transport.take_events()``, after every step: it also sends what
+        direct calls on the registry and supervisor cores left behind
+        (``registry.flush(now)``)."""
+        self.registry.flush(now)
         events = self.transport.take_events()
         if not events:
             return events
-        return self.channels.filter_events(now, events)
+        return self.messenger.filter_events(now, self.channels.filter_events(now, events))
 
     def take_outgoing(self) -> list[tuple[Address, bytes]]:
         """Sealed datagrams to send now: gossip, then the connections' (packets held for
@@ -453,7 +516,7 @@ class NodeCore:
             self.counters.inc("events.dropped_full")
         self._events.append(event)
 
-    def _collect(self) -> None:
+    def _collect(self, now: Now) -> None:
         peers = self.peer_addresses
         for core in self.subsystems.values():
             outgoing = core.take_outgoing()
@@ -469,6 +532,8 @@ class NodeCore:
                     self._queue_outgoing(outgoing)
             for event in core.take_events():
                 self._emit(event)
+                if type(event) in _MEMBER_EVENTS:
+                    self.registry.on_member_event(now, event)
 
     def _queue_outgoing(self, outgoing: list[tuple[Address | NodeId, Frame]]) -> None:
         """:meth:`_queue_frames` for a subsystem's whole output, one frame at a time."""

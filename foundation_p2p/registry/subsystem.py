@@ -1,0 +1,294 @@
+"""``RegistrySubsystem``: the registry and the supervisor of one node, driven by NodeCore.
+
+``NodeCore`` owns one as ``core.registry`` (the supervisor is also ``core.supervisor``).
+It holds the two sans-I/O cores and connects them to the rest of the node, without I/O:
+
+- **Sync.** :class:`~foundation_p2p.registry.core.RegistryCore`'s messages travel over
+  the node's :class:`~foundation_p2p.messaging.Messenger` as service 1
+  (``SERVICE_REGISTRY``, ``spec/messaging.md``): what ``take_messages`` returns is sent
+  after every input; what arrives goes to ``handle_message``; a peer the messenger lost
+  (connection ended, unreachable, stream stopped) goes to ``peer_lost``.
+- **Membership.** ``NodeCore`` hands every membership event to :meth:`on_member_event`:
+  the registry's sync peers (``set_peers``) are the alive and suspect members (observers
+  excluded; an observer node syncs with nobody); a member declared failed or left is
+  marked failed (``set_failed``: its entries are hidden at read time) and unmarked
+  when it joins or comes back alive; a reaped member's entries are deleted (``reap``).
+  The supervisor's live set (``set_members``) is the same members plus this node.
+- **In use.** A node takes part in anti-entropy only once the registry is in use: its
+  replica holds an entry (a local write, or one learnt) or it received a registry
+  message. Until then its sync peers are empty, so a cluster that never uses the
+  registry (or the supervisor) exchanges nothing; a node joining a cluster that does is
+  soon the target of a peer's sync, which activates it, and it then pulls what it lacks.
+- **Quorum view.** ``NodeCore`` reports every authenticated gossip packet with
+  :meth:`heard` (a direct hearing of its sender) and every registry message does the
+  same; the :class:`~foundation_p2p.registry.lease.QuorumView` handed to the supervisor
+  holds, per member, the monotonic time it was last heard from directly, and the
+  configured member set: the static ``quorum_members`` of the ``[supervisor]`` table if
+  set, else every member ever seen alive in this boot minus those that left gracefully
+  (a crashed member stays counted until an explicit :meth:`set_configured`
+  replaces the set; a partition never shrinks the set, so a minority never
+  counts itself a majority).
+- **Outputs.** Registry changes (``take_changes``) go to the supervisor (for name
+  conflicts) and to a bounded queue the runtime's ``watch`` reads
+  (:meth:`take_changes`; at most ``max_changes``, the oldest dropped and counted in
+  ``registry.watch.dropped``). The supervisor's actions (start/stop a service) are
+  taken by the driver with ``core.supervisor.take_actions()``.
+
+A call made directly on ``core`` or ``supervisor`` (the leaky facade) leaves messages in
+them; :meth:`flush` sends them, and ``NodeCore.take_transport_events`` calls it at every
+driver step, so the runtime's ``wake()`` is enough.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections import deque
+from collections.abc import Iterable
+from typing import Any
+
+from foundation_p2p.addresses import Address, NodeId, short_id
+from foundation_p2p.clock import Now
+from foundation_p2p.counters import Counters
+from foundation_p2p.events import Command, Event
+from foundation_p2p.membership.events import (
+    MemberAlive,
+    MemberFailed,
+    MemberJoined,
+    MemberLeft,
+    MemberReaped,
+    MemberSuspect,
+    MemberUpdated,
+)
+from foundation_p2p.membership.state import MemberState
+from foundation_p2p.membership.swim import SwimMembership
+from foundation_p2p.messaging import SERVICE_REGISTRY, Messenger
+from foundation_p2p.registry.config import RegistryConfig
+from foundation_p2p.registry.core import RegistryCore
+from foundation_p2p.registry.events import Change
+from foundation_p2p.registry.lease import QuorumView
+from foundation_p2p.registry.supervisor import SupervisorConfig, SupervisorCore
+from foundation_p2p.wire.frames import Frame
+
+log = logging.getLogger("foundation_p2p.registry")
+
+QUORUM_VIEW_INTERVAL_S = 0.5
+"""How often the supervisor's quorum view (last direct hearings) is renewed."""
+DEFAULT_MAX_CHANGES = 10_000
+"""Registry changes kept for the watchers between two ``take_changes`` calls, at most."""
+
+_LIVE_STATES = (MemberState.ALIVE, MemberState.SUSPECT)
+
+
+class RegistrySubsystem:
+    """The registry and the supervisor on a node; see the module docstring."""
+
+    frame_types: tuple[int, ...] = ()
+
+    def __init__(
+        self,
+        node_id: NodeId,
+        *,
+        messenger: Messenger,
+        membership: SwimMembership,
+        config: RegistryConfig,
+        supervisor_config: SupervisorConfig,
+        counters: Counters,
+        rng: random.Random,
+        max_changes: int = DEFAULT_MAX_CHANGES,
+    ) -> None:
+        self.node_id = node_id
+        self.messenger = messenger
+        self.membership = membership
+        self.counters = counters
+        self.core = RegistryCore(node_id, config=config, counters=counters, rng=rng)
+        """The CRDT registry (``foundation_p2p.registry.core``), public: the leaky facade."""
+        self.supervisor = SupervisorCore(
+            node_id, self.core, config=supervisor_config, counters=counters, rng=rng
+        )
+        """The distributed supervisor (``foundation_p2p.registry.supervisor``)."""
+        self.max_changes = max_changes
+        self._changes: deque[Change] = deque()
+        self._last_heard: dict[NodeId, float] = {}
+        static = supervisor_config.quorum_members
+        self._static: frozenset[NodeId] | None = static if static else None
+        self._configured: set[NodeId] = {node_id}
+        self._sent_configured: frozenset[NodeId] | None = None
+        self._live: frozenset[NodeId] = frozenset()
+        self._next_view: float | None = None
+        self._active = False
+        messenger.register(SERVICE_REGISTRY, self._on_message, self._on_peer_lost)
+
+    # -- inputs ------------------------------------------------------------------------
+
+    def heard(self, now: Now, sender: NodeId) -> None:
+        """``sender`` was heard from directly (an authenticated packet of its own)."""
+        if sender in self._configured or sender in self._live:
+            self._last_heard[sender] = now.mono
+
+    def on_member_event(self, now: Now, event: Event) -> None:
+        """A membership event: update the registry's peers and failed marks and the
+        supervisor's live set (see the module docstring)."""
+        kind = type(event)
+        core = self.core
+        if kind is MemberReaped:
+            assert isinstance(event, MemberReaped)
+            core.reap(now, event.node_id)
+            self._last_heard.pop(event.node_id, None)
+        elif kind in (MemberJoined, MemberAlive, MemberUpdated, MemberSuspect):
+            member = event.member  # type: ignore[attr-defined]
+            if member.observer:
+                return
+            if kind is not MemberSuspect:
+                core.set_failed(member.node_id, False)
+            self._configured.add(member.node_id)
+        elif kind in (MemberFailed, MemberLeft):
+            member = event.member  # type: ignore[attr-defined]
+            if member.observer:
+                return
+            core.set_failed(member.node_id, True)
+            self.messenger.forget(member.node_id)
+            if kind is MemberLeft:
+                self._configured.discard(member.node_id)
+        else:
+            return
+        self._update_members(now)
+
+    def set_configured(self, now: Now, members: Iterable[NodeId]) -> None:
+        """Replace the configured member set quorum mode counts majorities over (an
+        explicit reconfiguration: after members were removed for good)."""
+        self._static = frozenset(members)
+        self._update_members(now)
+
+    def _update_members(self, now: Now) -> None:
+        live = frozenset(
+            m.node_id for m in self.membership.members()
+            if m.state in _LIVE_STATES and not m.observer
+        )
+        live |= {self.node_id}
+        if live != self._live:
+            self._live = live
+            self._set_peers()
+            self.supervisor.set_members(now, sorted(live))
+        self._send_quorum_view(now)
+        self.flush(now)
+
+    def _set_peers(self) -> None:
+        # an observer (the CLI's members/health) takes no part in the registry's sync, and
+        # a node whose registry is not in use yet syncs with nobody (see the docstring)
+        if self.membership.local.observer or not self._active:
+            self.core.set_peers([])
+        else:
+            self.core.set_peers(sorted(self._live - {self.node_id}))
+
+    def _activate(self) -> None:
+        if not self._active:
+            self._active = True
+            self.counters.inc("registry.sync.activated")
+            self._set_peers()
+
+    def _send_quorum_view(self, now: Now) -> None:
+        configured = self._static if self._static is not None else frozenset(self._configured)
+        changed = configured != self._sent_configured
+        self._sent_configured = configured
+        self.supervisor.set_quorum_view(
+            now,
+            QuorumView(
+                last_heard=dict(self._last_heard),
+                configured=configured if changed else None,
+            ),
+        )
+
+    def _on_message(self, now: Now, peer: NodeId, message: Any) -> None:
+        self._last_heard[peer] = now.mono
+        self._activate()
+        self.core.handle_message(now, peer, message)  # WireError: counted by the messenger
+        self.flush(now)
+
+    def _on_peer_lost(self, peer: NodeId) -> None:
+        self.core.peer_lost(peer)
+
+    # -- the Subsystem protocol --------------------------------------------------------
+
+    def handle_message(self, now: Now, sender: NodeId, addr: Address, frame: Frame) -> None:
+        raise AssertionError("the registry receives no gossip frames")
+
+    def handle_timer(self, now: Now) -> None:
+        """Run the registry's and the supervisor's timers, then send what they produced."""
+        self.core.handle_timer(now)
+        if self._next_view is None or now.mono >= self._next_view:
+            # the lease counts on fresh hearings: the view is renewed on a short period
+            self._next_view = now.mono + QUORUM_VIEW_INTERVAL_S
+            self._send_quorum_view(now)
+        self.supervisor.handle_timer(now)
+        self.flush(now)
+
+    def handle_command(self, now: Now, cmd: Command) -> bool:
+        return False
+
+    def next_deadline(self) -> float | None:
+        best = self._next_view
+        for d in (self.core.next_deadline(), self.supervisor.next_deadline()):
+            if d is not None and (best is None or d < best):
+                best = d
+        return best
+
+    def take_outgoing(self) -> list[tuple[Address | NodeId, Frame]]:
+        return []
+
+    def take_events(self) -> list[Event]:
+        return []
+
+    # -- outputs -----------------------------------------------------------------------
+
+    def flush(self, now: Now) -> None:
+        """Send the registry's messages; pass its changes to the supervisor and the
+        watchers (the supervisor's actions wait in ``supervisor.take_actions()``)."""
+        core = self.core
+        if not self._active and core.state.entries:
+            self._activate()  # a local write: ship its delta and start anti-entropy
+        send = self.messenger.send
+        for peer, message in core.take_messages():
+            if not send(now, peer, SERVICE_REGISTRY, message):
+                core.peer_lost(peer)
+        changes = core.take_changes()
+        if changes:
+            self.supervisor.registry_changed(now, changes)
+            q = self._changes
+            for change in changes:
+                if len(q) >= self.max_changes:
+                    q.popleft()
+                    self.counters.inc("registry.watch.dropped")
+                q.append(change)
+            # the supervisor may have registered or unregistered in answer
+            for peer, message in core.take_messages():
+                if not send(now, peer, SERVICE_REGISTRY, message):
+                    core.peer_lost(peer)
+
+    def release_own(self, now: Now) -> int:
+        """Unregister every entry this node owns (a graceful leave, once its services
+        handed off): peers drop them now instead of hiding them until membership reaps
+        this node (a node that joins later would otherwise see them). Returns how many."""
+        core = self.core
+        names = [e.name for e in core.entries_of(self.node_id)]
+        for name in names:
+            core.unregister(now, name)
+        if names:
+            log.debug("released %d own entries before leaving", len(names))
+        self.flush(now)
+        return len(names)
+
+    def take_changes(self) -> list[Change]:
+        """Registry changes since the last call, oldest first (for the runtime's watch)."""
+        if not self._changes:
+            return []
+        out = list(self._changes)
+        self._changes.clear()
+        return out
+
+    def describe(self) -> str:
+        """One line for logs: live members and the configured set's size."""
+        return (
+            f"registry on {short_id(self.node_id)}: {len(self._live)} live, "
+            f"{len(self._static or self._configured)} configured"
+        )
