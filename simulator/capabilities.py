@@ -45,9 +45,6 @@ PENDING: tuple[Pending, ...] = (
     Pending(INVARIANT, "raft.*", CONSENSUS),
     Pending(INVARIANT, "kv.*", CONSENSUS),
     Pending(INVARIANT, "transport.*", TRANSPORT),
-    Pending(ROLE, "@singleton", REGISTRY),
-    Pending(WORKLOAD, "singleton", REGISTRY),
-    Pending(INVARIANT, "registry.*", REGISTRY),
     Pending(WORKLOAD, "auction", COORDINATION),
     Pending(INVARIANT, "coordination.*", COORDINATION),
 )

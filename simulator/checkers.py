@@ -346,3 +346,77 @@ register(
         _check_ordered,
     )
 )
+
+
+# -- registry.* (the singleton workload, simulator.registry) --------------------------------
+
+
+def _applies_singleton(world: World) -> bool:
+    return world.has_workload("singleton")
+
+
+def _singleton_check(method: str) -> Callable[[World], tuple[bool, str]]:
+    def check(world: World) -> tuple[bool, str]:
+        from simulator.registry import singleton_workload
+
+        return getattr(singleton_workload(world), method)(world)  # type: ignore[no-any-return]
+
+    return check
+
+
+def _applies_bounds(world: World) -> bool:
+    if not world.has_workload("singleton"):
+        return False
+    from simulator.registry import singleton_workload
+
+    w = singleton_workload(world)
+    return w.failover_bound_s is not None or w.dedup_bound_s is not None
+
+
+def _applies_failed_starts(world: World) -> bool:
+    if not world.has_workload("singleton"):
+        return False
+    from simulator.registry import singleton_workload
+
+    return singleton_workload(world).failed_starts > 0
+
+
+register(
+    Checker(
+        "registry.converged",
+        LIVENESS,
+        "after settle, every node up holds the same visible registry (names, owners, stamps)",
+        _applies_singleton,
+        _singleton_check("check_converged"),
+    )
+)
+register(
+    Checker(
+        "registry.singleton_unique",
+        LIVENESS,
+        "after settle every singleton runs exactly once, on a node up; in quorum mode no "
+        "moment had two instances",
+        _applies_singleton,
+        _singleton_check("check_unique"),
+    )
+)
+register(
+    Checker(
+        "registry.failover_bounded",
+        LIVENESS,
+        "a singleton whose node crashed runs again within failover_bound; after a heal no "
+        "singleton runs twice longer than dedup_bound",
+        _applies_bounds,
+        _singleton_check("check_bounds"),
+    )
+)
+register(
+    Checker(
+        "registry.state_bounded",
+        LIVENESS,
+        "failed start attempts (names and singletons that exist) are refused and grow "
+        "registry.state_bytes by at most 1 % + 4 KiB",
+        _applies_failed_starts,
+        _singleton_check("check_state_bounded"),
+    )
+)

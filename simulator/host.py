@@ -155,7 +155,7 @@ class Host:
 
     __slots__ = (
         "addr", "addr_text", "boots", "clock", "config", "core", "disk", "expected_durable",
-        "index", "last_ack", "name", "old_counters", "paused", "pile", "pile_dropped",
+        "index", "last_ack", "leaving", "name", "old_counters", "paused", "pile", "pile_dropped",
         "secret_bytes", "slow", "slow_dropped", "slow_lag_max", "slow_lag_sum", "slow_processed",
         "status", "timer_at", "timer_missed", "torn", "unsynced_model",
     )
@@ -193,6 +193,8 @@ class Host:
         self.expected_durable: dict[str, bytes] = {}
         self.unsynced_model: list[tuple[str, bytes]] = []
         self.torn: TornWrite | None = None
+        self.leaving: int | None = None
+        """The boot being shut down gracefully (``World.leave`` handing services off)."""
 
     @property
     def is_live(self) -> bool:

@@ -3,8 +3,10 @@
 Where the Trio runtime would run an application's async callable (a singleton service, an
 agent, a subscriber), the simulator records the starts, stops and messages of a virtual
 service, with virtual timestamps, so placement and failover are observable and checkable.
-Until the supervisor exists every node runs one ``"node"`` service, started when the node
-boots and stopped when it crashes or leaves.
+Every node runs one ``"node"`` service, started when the node boots and stopped when it
+crashes or leaves; the ``singleton`` workload (:mod:`simulator.registry`) starts and stops
+the services the supervisor asks for. :attr:`ServiceRegistry.listeners` are told of every
+start and stop as it is recorded.
 
 The record is bounded: at most ``max_records`` entries are kept (the oldest are dropped
 first and counted in ``records_dropped``); the counts of starts, stops and messages are
@@ -14,6 +16,7 @@ always exact.
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -49,12 +52,17 @@ class ServiceRegistry:
         self.messages = 0
         self._running: dict[str, dict[str, float]] = {}  # node -> service name -> start time
         self.double_starts = 0
+        self.listeners: list[Callable[[ServiceRecord], None]] = []
+        """Called with each start and stop record, after the running set changed."""
 
     def _record(self, rec: ServiceRecord) -> None:
         if len(self.records) >= self.max_records:
             self.records.popleft()
             self.records_dropped += 1
         self.records.append(rec)
+        if rec.what != "message":
+            for listener in self.listeners:
+                listener(rec)
 
     def start(self, name: str, node: str, t: float) -> ServiceRecord:
         """Service ``name`` starts on ``node`` at ``t`` (a second start is counted)."""

@@ -2,8 +2,9 @@
 
 A workload is built once per run from its :class:`~simulator.model.WorkloadSpec` and is
 told when the run starts and whenever a node boots (first start, restart, late join).
-``broadcast`` (:mod:`simulator.channels`) publishes over the nodes' channels. Later
-capabilities add ``kv``, ``singleton`` and ``auction`` to :data:`WORKLOADS`.
+``broadcast`` (:mod:`simulator.channels`) publishes over the nodes' channels;
+``singleton`` (:mod:`simulator.registry`) runs supervised singletons on virtual services
+and registers names. Later capabilities add ``kv`` and ``auction`` to :data:`WORKLOADS`.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from foundation_p2p.events import Join, Leave
 from foundation_p2p.wire import cbor
 from simulator.channels import BroadcastWorkload
 from simulator.model import WorkloadSpec
+from simulator.registry import SingletonWorkload
 
 if TYPE_CHECKING:
     from simulator.host import Host
@@ -141,6 +143,7 @@ WORKLOADS: dict[str, Callable[[WorkloadSpec], Workload]] = {
     "ping": PingWorkload,
     "membership": MembershipWorkload,
     "broadcast": BroadcastWorkload,
+    "singleton": SingletonWorkload,
 }
 """Workload implementations by kind; later issues add theirs."""
 

@@ -68,6 +68,11 @@ MAX_VIOLATIONS_KEPT = 100
 RTT_SAMPLES = 100_000
 """Reservoir size for round-trip-time percentiles."""
 MODES = ("bytes", "messages")
+SHUTDOWN_GRACE_S = 0.5
+"""Virtual time a leaving node running supervised services stays up after
+``prepare_shutdown`` (its handoffs reported, the registry's deltas sent)."""
+RELEASE_GRACE_S = 0.2
+"""Then the time its own registry entries' removal has to reach the peers."""
 MAX_CACHED_HEADS = 100_000
 """Most cached PeerAcked trace-line heads (address, node id); the cache is emptied when full."""
 
@@ -430,9 +435,53 @@ class World:
         return True
 
     def leave(self, host: Host) -> bool:
-        """Graceful leave: the ``Leave`` command, send what it produced, then stop."""
-        if host.core is None:
+        """Graceful leave: hand supervised services off, then the ``Leave`` command, send
+        what it produced, and stop.
+
+        A node running supervised services or owning registry entries first calls
+        ``supervisor.prepare_shutdown`` (its singletons stop with handoff, their names are
+        released in the registry) and stays up for :data:`SHUTDOWN_GRACE_S` of virtual time
+        so the stops are reported; then it unregisters what it still owns
+        (``registry.release_own``) and leaves :data:`RELEASE_GRACE_S` later, once the
+        deltas reached the peers, as the Trio runtime does before leaving.
+        """
+        core = host.core
+        if core is None:
             return False
+        if host.leaving != host.boots and (
+            core.supervisor.running() or core.registry.core.entries_of(core.node_id)
+        ):
+            host.leaving = host.boots
+            try:
+                core.supervisor.prepare_shutdown(host.clock.now(self.now))
+            except Exception:
+                self._fail(host, "supervisor.prepare_shutdown")
+            self.trace({"ev": "shutdown", "node": host.name})
+            self.pump(host)
+            self.schedule(self.now + SHUTDOWN_GRACE_S, self._finish_leave, (host, host.boots))
+            return True
+        return self._leave_now(host)
+
+    def _finish_leave(self, arg: tuple[Host, int]) -> None:
+        host, boot = arg
+        core = host.core
+        if host.boots != boot or core is None:
+            return
+        # its services handed off: drop its own registry entries, let the deltas go out
+        try:
+            core.registry.release_own(host.clock.now(self.now))
+        except Exception:
+            self._fail(host, "registry.release_own")
+        self.pump(host)
+        self.schedule(self.now + RELEASE_GRACE_S, self._leave_event, (host, boot))
+
+    def _leave_event(self, arg: tuple[Host, int]) -> None:
+        host, boot = arg
+        if host.boots == boot and host.core is not None:
+            self._leave_now(host)
+
+    def _leave_now(self, host: Host) -> bool:
+        host.leaving = None
         self.command(host, Leave())
         if host.core is None:
             return False
