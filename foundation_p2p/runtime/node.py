@@ -40,6 +40,16 @@ connections' channel streams (``core.channels``, spec/channels.md):
 ``broadcast``/``broadcast_from``/``local_broadcast``/``direct_broadcast``, and
 ``async with node.channels.subscribe(topic) as sub: async for delivery in sub``.
 
+Registry and supervisor: ``node.registry`` (:class:`~foundation_p2p.runtime.registry.
+Registry`), ``node.supervisor`` (:class:`~foundation_p2p.runtime.registry.Supervisor`) and
+the seed's ``node.processes`` (:class:`~foundation_p2p.runtime.registry.Processes`), over
+``core.registry`` and ``core.supervisor``. After each step the pump runs the supervisor's
+actions (``core.supervisor.take_actions()``: services started in the nursery, stopped by
+cancellation or handoff) and hands the registry's changes (``core.registry.take_changes()``)
+to the watches. Closing the node first hands its services off (:meth:`Node.hand_off`:
+``supervisor.prepare_shutdown``, the stops, then ``registry.release_own``), bounded by
+``handoff_timeout_s``, then leaves.
+
 Failures: a bad datagram is the core's business (dropped and counted, see
 ``NodeCore.handle_datagram``); an exception escaping a ``NodeCore`` call is a bug and
 ends the node with that exception, as does a storage failure (a node that cannot make
@@ -55,6 +65,7 @@ Logging goes to ``foundation_p2p.runtime``; debug lines name the ``NodeCore`` ca
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import random
@@ -99,6 +110,7 @@ from foundation_p2p.membership.events import (
 from foundation_p2p.membership.state import Member
 from foundation_p2p.membership.swim import SwimMembership
 from foundation_p2p.node import NodeCore
+from foundation_p2p.runtime.registry import Processes, Registry, Supervisor
 from foundation_p2p.runtime.services import ServiceRunner
 from foundation_p2p.runtime.storage import DataDirStore, MemoryStore, Store
 from foundation_p2p.runtime.udp import MAX_DATAGRAM_BYTES, bind_udp, bound_address, resolve
@@ -120,6 +132,8 @@ DEFAULT_EVENT_BUFFER = 1024
 """Events buffered per subscriber before new ones are dropped for it."""
 DEFAULT_LEAVE_TIMEOUT_S = 1.0
 """Longest time spent sending the leave announcement and last datagrams when closing."""
+DEFAULT_HANDOFF_TIMEOUT_S = 4.0
+"""Longest time spent handing supervised services off when closing (:meth:`Node.hand_off`)."""
 MEMBERSHIP_EVENTS: tuple[type[Event], ...] = (
     MemberJoined,
     MemberUpdated,
@@ -614,6 +628,17 @@ class Node:
         self._channel_subs: dict[int, ChannelSubscription] = {}
         self.channels = Channels(self)
         """Publish/subscribe over the node's connections (:class:`Channels`)."""
+        self.registry = Registry(self)
+        """The replicated name registry (:class:`~foundation_p2p.runtime.registry.Registry`)."""
+        self.supervisor = Supervisor(self)
+        """The distributed supervisor and its service table
+        (:class:`~foundation_p2p.runtime.registry.Supervisor`)."""
+        self.processes = Processes(self)
+        """The seed's facade for singletons
+        (:class:`~foundation_p2p.runtime.registry.Processes`)."""
+        self.handoff_timeout_s = DEFAULT_HANDOFF_TIMEOUT_S
+        """Longest time :meth:`hand_off` waits when the node closes."""
+        self._handed_off = False
 
     # -- identity ----------------------------------------------------------------------
 
@@ -1028,6 +1053,14 @@ class Node:
             if transport_events:
                 self._dispatch_transport(transport_events)
                 progressed = True
+            actions = core.supervisor.take_actions()
+            if actions:
+                log.debug("supervisor.take_actions -> %d", len(actions))
+                self.supervisor._apply(actions)
+                progressed = True
+            changes = core.registry.take_changes()
+            if changes:
+                self.registry._deliver(changes)
             self._notify_channels()
             if not progressed:
                 self._stepped.set()
@@ -1083,8 +1116,59 @@ class Node:
         finally:
             self._pump_done.set()
 
+    async def hand_off(self, timeout_s: float | None = None) -> bool:
+        """Hand this node's supervised services off and drop its registry entries, before
+        leaving; True if everything completed within ``timeout_s`` (default
+        ``handoff_timeout_s``). Closing the node calls it.
+
+        Equivalent lower-level calls: ``core.supervisor.prepare_shutdown(now)`` (the
+        singletons stop with handoff, the others stop; nothing new starts here), wait until
+        ``core.supervisor.running()`` is empty, ``core.registry.release_own(now)``, then wait
+        until the messenger's queues are empty and the connections have nothing in flight.
+        """
+        self._check_open()
+        if self._handed_off:
+            return True
+        self._handed_off = True
+        core = self.core
+        if not core.supervisor.running() and not core.registry.core.entries_of(core.node_id):
+            return True
+        limit = self.handoff_timeout_s if timeout_s is None else timeout_s
+        done = False
+        with trio.move_on_after(limit):
+            log.debug("hand_off: SupervisorCore.prepare_shutdown")
+            core.supervisor.prepare_shutdown(machine_now())
+            self.wake()
+            await self.wait_until(
+                lambda: not core.supervisor.running() and not self.supervisor.running()
+            )
+            log.debug("hand_off: RegistrySubsystem.release_own")
+            core.registry.release_own(machine_now())
+            self.wake()
+            await self.wait_until(self._drained)
+            done = True
+        if not done:
+            log.warning("hand_off: not complete within %.1f s; leaving anyway", limit)
+        return done
+
+    def _drained(self) -> bool:
+        """Nothing of the messenger waits and no connection has stream bytes in flight."""
+        core = self.core
+        transport = core.transport
+        for peer in transport.peers():
+            if core.messenger.pending_bytes(peer):
+                return False
+            conn = transport.connection(peer)
+            if conn is not None and conn.is_established and conn.recovery.bytes_in_flight:
+                return False
+        return True
+
     async def _shutdown(self) -> None:
-        """Stop the pump, leave, send the last datagrams; called shielded by open_node."""
+        """Hand services off, stop the pump, leave, send the last datagrams; called
+        shielded by open_node."""
+        if not self._closed and not self._handed_off:
+            with contextlib.suppress(trio.ClosedResourceError):
+                await self.hand_off()
         # Refuse joins, services and subscriptions from here on: a service still running
         # must not undo the Leave below.
         self._closed = True
@@ -1109,6 +1193,7 @@ class Node:
         for channel_sub in list(self._channel_subs.values()):
             channel_sub._end()
         self._channel_subs.clear()
+        self.registry._close()
         for stream in list(self._streams.values()):
             stream._break("the node closed")
         self._streams.clear()
