@@ -64,11 +64,6 @@ def test_default_mode_partition_runs_both_sides_then_one_instance_survives_the_h
     assert r.invariants["registry.singleton_unique"].ok
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="supervisor finding (registry_api.md, Changes 15:24): at the heal a minority node "
-    "that once ran a quorum singleton restarts it while the majority's instance runs",
-)
 @pytest.mark.parametrize("seed", [1, 2, 3])
 def test_quorum_mode_partition_stops_the_minority_and_never_runs_two(seed: int) -> None:
     r = run_file("registry-partition-heal-quorum.toml", seed=seed)
