@@ -24,13 +24,14 @@ Indeterminate operations stay pending to the end, so they multiply the orders to
 rules cut them down without changing any verdict (each keeps at least one linearization of
 every linearizable history):
 
+- *twins*: indeterminate operations with the same effect (a class) are interchangeable, so
+  only the earliest invoked one not yet placed is tried;
 - *observed or dropped*: an indeterminate operation is placed only when the next operation
   placed observes its effect (a read of the value it leaves, a cas that expects it); one
-  followed by a write could as well never have happened. Those whose value nothing
-  observes are never linked; one whose observers are all placed is unlinked until one of
-  them is unplaced again (dancing links, undone in reverse order);
-- *twins*: indeterminate operations with the same effect are interchangeable, so only the
-  earliest invoked one not yet placed is tried;
+  followed by a write could as well never have happened. Classes whose value nothing
+  observes are never linked; when every observer of a class is placed, its next member is
+  unlinked until one of them is unplaced again (dancing links, undone in reverse order).
+  Observers are counted per class, so memory stays linear in observers times classes;
 - *dominance*: for the same completed operations placed, state and flag, having placed more
   indeterminate operations leaves fewer choices, so a state whose indeterminate set is a
   superset of one already explored is not explored again.
@@ -56,6 +57,7 @@ Equivalent lower-level calls: :func:`check` is ``model.prepare(ops)`` then
 from __future__ import annotations
 
 import enum
+import itertools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -274,43 +276,49 @@ def search_partition(
 ) -> _Outcome:
     """Wing & Gong search with memoization over one key's operations (module docstring)."""
     n = len(mops)
-    # An indeterminate operation is only worth placing right before an operation that
-    # observes its effect (a read of the value it leaves, a cas expecting it): ``live[w]``
-    # counts the unplaced observers of w; at zero, w is unlinked (it could only be left
-    # out), and relinked when an observer is unplaced again. Those with no observer at all
-    # are never linked.
-    readers: dict[int, list[int]] = {}
-    for j, m in enumerate(mops):
-        if m.kind == READ:
-            readers.setdefault(m.out, []).append(j)
-        elif m.kind == CAS:
-            readers.setdefault(m.a, []).append(j)
-    live = [0] * n
-    watchers: list[list[int]] = [[] for _ in range(n)]
-    for w, m in enumerate(mops):
+    # Indeterminate operations with the same effect form a class and are interchangeable:
+    # only the earliest invoked one not yet placed is tried (twin[i]: the previous one of
+    # its class, which must be placed first).
+    cls_of = [-1] * n
+    classes: dict[tuple[int, int, int], int] = {}
+    members: list[list[int]] = []
+    for i in sorted(range(n), key=lambda k: (mops[k].call, k)):
+        m = mops[i]
         if m.ret is None:
-            for j in readers.get(m.b if m.kind == CAS else m.a, ()):
-                if j != w:
-                    live[w] += 1
-                    watchers[j].append(w)
+            c = classes.setdefault((m.kind, m.a, m.b), len(classes))
+            if c == len(members):
+                members.append([])
+            cls_of[i] = c
+            members[c].append(i)
+    twin = [-1] * n
+    for group in members:
+        for prev, i in itertools.pairwise(group):
+            twin[i] = prev
+    # A class is only worth placing right before an operation that observes its effect (a
+    # read of the value it leaves, a cas expecting it): ``live[c]`` counts the unplaced
+    # observers of class c. A class with none is never linked; one whose observers are all
+    # placed has its next member unlinked until an observer is unplaced again.
+    result_classes: dict[int, list[int]] = {}
+    for (kind, a, b), c in classes.items():
+        result_classes.setdefault(b if kind == CAS else a, []).append(c)
+    live = [0] * len(members)
+    watched: list[list[int]] = [[] for _ in range(n)]
+    for j, m in enumerate(mops):
+        seen_value = m.out if m.kind == READ else m.a if m.kind == CAS else None
+        if seen_value is None:
+            continue
+        for c in result_classes.get(seen_value, ()):
+            live[c] += 1
+            watched[j].append(c)
+    placed_in_class = [0] * len(members)
     events: list[tuple[float, int, int]] = []
     for i, m in enumerate(mops):
-        if m.ret is None and live[i] == 0:
+        if m.ret is None and live[cls_of[i]] == 0:
             continue
         events.append((m.call, 0, i))
         if m.ret is not None:
             events.append((m.ret, 1, i))
     events.sort()
-    # Indeterminate operations with the same effect are interchangeable: only the earliest
-    # invoked one not yet placed is tried (twin[i]: the previous one, which must be placed).
-    twin = [-1] * n
-    last_of_class: dict[tuple[int, int, int], int] = {}
-    for _, kind, i in events:
-        m = mops[i]
-        if kind == 0 and m.ret is None:
-            cls = (m.kind, m.a, m.b)
-            twin[i] = last_of_class.get(cls, -1)
-            last_of_class[cls] = i
     indeterminate = [m.ret is None for m in mops]
     # Nodes: 0 the head, 1..len(events) the events, len(events) + 1 the tail.
     size = len(events) + 2
@@ -405,10 +413,13 @@ def search_partition(
                         nxt[p] = q
                         prv[q] = p
                         remaining -= 1
-                    for w in watchers[i]:
-                        live[w] -= 1
-                        if live[w] == 0 and not (marked >> w) & 1:
-                            node = call_node[w]
+                    c = cls_of[i]
+                    if c >= 0:
+                        placed_in_class[c] += 1
+                    for c in watched[i]:
+                        live[c] -= 1
+                        if live[c] == 0 and placed_in_class[c] < len(members[c]):
+                            node = call_node[members[c][placed_in_class[c]]]
                             p, q = prv[node], nxt[node]
                             nxt[p] = q
                             prv[q] = p
@@ -437,8 +448,10 @@ def search_partition(
         for node in reversed(dead):
             nxt[prv[node]] = node
             prv[nxt[node]] = node
-        for w in watchers[i]:
-            live[w] += 1
+        for c in watched[i]:
+            live[c] += 1
+        if cls_of[i] >= 0:
+            placed_in_class[cls_of[i]] -= 1
         r = ret_node[i]
         if r >= 0:
             nxt[prv[r]] = r
