@@ -705,9 +705,11 @@ class Node:
 
         The membership core broadcasts a signed LEFT announcement and stops probing; the
         node keeps answering peers until it closes (closing the node does this too, and
-        waits up to ``leave_timeout_s`` for the announcement to go out). Equivalent
-        lower-level calls: ``core.handle_command(now, Leave())`` (which reaches
-        ``core.membership`` and the static prober) then :meth:`wake`.
+        waits up to ``leave_timeout_s`` for the announcement to go out). Supervised
+        services are not handed off by ``leave()`` itself: ``await node.hand_off()`` first
+        (closing the node does both, in that order). Equivalent lower-level calls:
+        ``core.handle_command(now, Leave())`` (which reaches ``core.membership`` and the
+        static prober) then :meth:`wake`.
         """
         self._check_open()
         self._leave()
