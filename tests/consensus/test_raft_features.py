@@ -620,3 +620,42 @@ def test_rawnode_refuses_local_types_and_a_second_ready() -> None:
     node.ready()
     with pytest.raises(ConfigError, match="advanced"):
         node.ready()
+
+
+def test_transport_reports_move_progress_back_to_probe() -> None:
+    net, leader = started([1, 2, 3])
+    net.tick(1)
+    r = net.raft(leader)
+    assert r.prs[nid(2)].state.value == "replicate"
+    net.nodes[leader].report_unreachable(nid(2))
+    assert r.prs[nid(2)].state.value == "probe"
+    # A snapshot the transport failed to deliver: back to probing, waiting a heartbeat.
+    r.prs[nid(3)].become_snapshot(5)
+    net.nodes[leader].report_snapshot(nid(3), failed=True)
+    pr = r.prs[nid(3)]
+    assert pr.state.value == "probe" and pr.probe_sent and pr.pending_snapshot == 0
+
+
+def test_transfer_to_a_learner_is_refused() -> None:
+    net, leader = started([1, 2, 3])
+    net.add_node(nid(4))
+    net.nodes[leader].propose_conf_change(ConfChange(((LEARN, nid(4)),)))
+    net.stabilize()
+    net.tick(2)
+    net.nodes[leader].transfer_leader(nid(4))
+    r = net.raft(leader)
+    assert r.lead_transferee is None
+    assert r.counters["raft.transfers.refused.learner"] == 1
+
+
+def test_status_reports_the_group() -> None:
+    net, leader = started([1, 2, 3])
+    net.nodes[leader].propose(b"x")
+    net.stabilize()
+    s = net.nodes[leader].status()
+    assert s.role is StateRole.LEADER and s.leader == leader and s.term >= 1
+    assert s.commit == s.applied == s.last_index == 3
+    assert s.voters == frozenset(ids(1, 2, 3)) and not s.learners
+    assert {n: p[0] for n, p in s.progress.items()} == {n: 3 for n in ids(1, 2, 3)}
+    follower = net.nodes[nid(2)].status()
+    assert follower.leader == leader and follower.progress == {}
