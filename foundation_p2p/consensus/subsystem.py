@@ -437,7 +437,7 @@ class ConsensusSubsystem:
         others.sort(key=lambda x: (-x[0], x[1]))
         target = others[0][1]
         self.raw.transfer_leader(target)
-        self.counters.inc("raft.transfers.started")
+        self.counters.inc("raft.shutdown.transfers")
         self._step(now)
         return target
 

@@ -252,7 +252,7 @@ def test_malformed_service_message_is_refused() -> None:
 def test_memory_storage_works_as_the_log() -> None:
     # a MemoryStorage-backed node restarted from persisted state starts its group
     storage = MemoryStorage()
-    messenger = FakeMessenger(type("N", (), {"queue": []})(), nid(1))  # type: ignore[arg-type]
+    messenger = FakeMessenger(type("N", (), {"queue": []})(), nid(1))
     sub = ConsensusSubsystem(
         nid(1),
         messenger=messenger,
