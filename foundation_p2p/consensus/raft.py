@@ -103,6 +103,10 @@ class RaftConfig:
     disable_proposal_forwarding: bool = False
     max_size_per_msg: int = 1 << 20
     """Most entry bytes in one append (at least one entry is always sent)."""
+    max_entry_bytes: int = 1 << 20
+    """Largest command a proposal may carry (``raft.proposals.dropped.too_large``); keeps
+    every append within ``max_size_per_msg`` plus one entry, and within the transport's
+    message bound."""
     max_inflight_msgs: int = 256
     """Most appends in flight to one follower in the replicate state."""
     max_inflight_bytes: int = 32 << 20
@@ -134,6 +138,7 @@ class RaftConfig:
             "election_tick",
             "heartbeat_tick",
             "max_size_per_msg",
+            "max_entry_bytes",
             "max_inflight_msgs",
             "max_outbox_messages",
             "max_pending_reads",
@@ -639,6 +644,8 @@ class Raft:
         follower)."""
         if not entries:
             return "empty"
+        if any(len(e.data) > self.config.max_entry_bytes for e in entries):
+            return self._drop_proposal("too_large")
         if self.id not in self.prs:
             return self._drop_proposal("removed")
         if self.lead_transferee is not None:

@@ -142,6 +142,9 @@ class RawNode:
 
     def _propose(self, entry: Entry) -> None:
         r = self.raft
+        if len(entry.data) > r.config.max_entry_bytes:
+            r._drop_proposal("too_large")
+            raise ProposalDropped("too_large")
         if r.role is StateRole.LEADER:
             reason = r._leader_propose([entry], defer=True)
             if reason is not None:

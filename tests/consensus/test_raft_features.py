@@ -163,6 +163,19 @@ def test_uncommitted_bytes_bound_refuses_proposals() -> None:
     node.propose(b"x" * 20)  # committed entries freed the room
 
 
+def test_oversized_proposal_is_refused() -> None:
+    net, leader = started([1, 2, 3], max_entry_bytes=100)
+    with pytest.raises(ProposalDropped, match="too_large"):
+        net.nodes[nid(2)].propose(b"x" * 101)
+    net.nodes[nid(2)].propose(b"x" * 100)
+    net.stabilize()
+    r = net.raft(leader)
+    r.step(Message(M.PROP, sender=nid(3), entries=[Entry(0, 0, data=b"y" * 101)]))
+    assert net.raft(nid(2)).counters["raft.proposals.dropped.too_large"] == 1
+    assert r.counters["raft.proposals.dropped.too_large"] == 1
+    assert net.applied[leader].commands() == [b"x" * 100]
+
+
 def test_append_size_bound_splits_batches() -> None:
     r = make_raft(1, (1, 2), max_size_per_msg=100, pre_vote=False)
     r.step(Message(M.HUP, sender=r.id))
