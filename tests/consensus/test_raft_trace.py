@@ -83,7 +83,7 @@ def test_trace_follower_with_a_divergent_tail_is_repaired() -> None:
     net.heal()
     lines = traced(net)
     net.tick(1)  # node 2's heartbeat reaches node 1
-    lines = [line for line in lines if "3" not in line.split()[0]]
+    lines = [line for line in lines if "3" not in line.split()[0]]  # between 1 and 2 only
     assert lines == [
         "1->2 HEARTBEAT term=2 commit=2",  # the deposed leader; ignored (stale term)
         "2->1 HEARTBEAT term=3 commit=0",  # commit = min(leader commit, match 0)
