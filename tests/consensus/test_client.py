@@ -1,0 +1,137 @@
+"""The client protocol: codec, and an observer's requests served by the group."""
+
+from __future__ import annotations
+
+import pytest
+from test_subsystem_harness import Cluster, nid
+
+from foundation_p2p.consensus import kv
+from foundation_p2p.consensus.client import (
+    ClientOutcome,
+    ConsensusClient,
+    decode_request,
+    decode_response,
+    encode_request,
+    encode_response,
+)
+from foundation_p2p.counters import Counters
+from foundation_p2p.errors import ConfigError, MalformedError
+
+
+def test_request_and_response_roundtrip() -> None:
+    r = decode_request(encode_request(7, "propose", b"cmd"))
+    assert (r.request_id, r.op, r.payload) == (7, "propose", b"cmd")
+    assert decode_request(encode_request(8, "read", b"q")).op == "read"
+    resp = decode_response(encode_response(7, "no_leader", None, nid(3)))
+    assert (resp.request_id, resp.status, resp.value, resp.leader) == (7, "no_leader", None, nid(3))
+    with pytest.raises(ConfigError):
+        encode_request(1, "delete", b"")
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        [1, -1, 0, b""],
+        [1, 1, 2, b""],
+        [1, 1, 0, "text"],
+        [2, 1, 0, b""],
+        [1, 1, 0],
+        "x",
+        [1, True, 0, b""],
+    ],
+)
+def test_bad_requests_are_refused(bad: object) -> None:
+    with pytest.raises(MalformedError):
+        decode_request(bad)
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        [2, 1, 9, None, None],
+        [2, 1, 0, "v", None],
+        [2, 1, 0, None, b"short"],
+        [1, 1, 0, None, None],
+        [2, 1, 0, None],
+    ],
+)
+def test_bad_responses_are_refused(bad: object) -> None:
+    with pytest.raises(MalformedError):
+        decode_response(bad)
+
+
+def run_client(
+    c: Cluster, client: ConsensusClient, rid: int, timeout: float = 5.0
+) -> ClientOutcome:
+    got: list[ClientOutcome] = []
+
+    def done() -> bool:
+        client.handle_timer(c.now)
+        got.extend(client.take_outcomes())
+        return any(o.request_id == rid for o in got)
+
+    c.run_until(done, timeout)
+    return next(o for o in got if o.request_id == rid)
+
+
+def test_observer_writes_and_reads_through_any_member() -> None:
+    c = Cluster(3)
+    leader = c.wait_leader()
+    c.run(0.5)
+    follower = next(m for m in c.members.values() if m is not leader)
+    obs = nid(200)
+    client = ConsensusClient(
+        obs, messenger=c.add_observer(obs), members=[follower.id], counters=Counters()
+    )
+    out = run_client(c, client, client.request(c.now, "propose", kv.encode_put(b"o", b"1")))
+    assert out.status == "ok"
+    assert kv.decode_result(out.value or b"").ok
+    assert client.leader == leader.id
+    read = run_client(c, client, client.request(c.now, "read", kv.encode_get(b"o")))
+    assert read.status == "ok"
+    assert kv.decode_result(read.value or b"").value == b"1"
+    c.run(0.3)
+    assert all(c.kv_of(m) == {b"o": b"1"} for m in c.members.values())
+
+
+def test_observer_retries_another_member_when_one_is_not_member() -> None:
+    # node 4 is not eligible and never joins: it answers not_member, the client moves on
+    c = Cluster(4, eligible=[1, 2, 3])
+    c.wait_leader()
+    c.run(0.5)
+    obs = nid(201)
+    client = ConsensusClient(
+        obs,
+        messenger=c.add_observer(obs),
+        members=[nid(4), nid(1), nid(2)],
+        counters=Counters(),
+    )
+    out = run_client(c, client, client.request(c.now, "propose", kv.encode_put(b"r", b"2")))
+    assert out.status == "ok"
+
+
+def test_observer_request_to_dead_member_is_indeterminate() -> None:
+    c = Cluster(3)
+    c.wait_leader()
+    c.crash(nid(3))
+    obs = nid(202)
+    client = ConsensusClient(
+        obs, messenger=c.add_observer(obs), members=[nid(3)], counters=Counters(), timeout_s=0.5
+    )
+    rid = client.request(c.now, "propose", kv.encode_put(b"x", b"y"))
+    assert run_client(c, client, rid).status == "indeterminate"
+    rid = client.request(c.now, "read", kv.encode_get(b"x"))
+    assert run_client(c, client, rid).status == "dropped"
+
+
+def test_client_bounds_pending_requests() -> None:
+    c = Cluster(1)
+    obs = nid(203)
+    client = ConsensusClient(
+        obs, messenger=c.add_observer(obs), members=[nid(1)], counters=Counters(), max_pending=2
+    )
+    for _ in range(3):
+        client.request(c.now, "propose", b"")
+    assert [o.status for o in client.take_outcomes()] == ["overloaded"]
+    with pytest.raises(ConfigError):
+        ConsensusClient(obs, messenger=c.add_observer(nid(204)), members=[], counters=Counters())
