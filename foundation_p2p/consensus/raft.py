@@ -461,10 +461,15 @@ class Raft:
         elif m.term > self.term:
             if m.type in (M.VOTE, M.PRE_VOTE):
                 force = m.context == CAMPAIGN_TRANSFER
-                in_lease = (
-                    self.config.check_quorum
-                    and self.leader is not None
-                    and self.election_elapsed < self.config.election_tick
+                in_lease = self.config.check_quorum and (
+                    (self.leader is not None and self.election_elapsed < self.config.election_tick)
+                    or (
+                        # Lease reads: a node may have acknowledged a leader's heartbeat
+                        # just before it restarted, so it keeps that promise for its
+                        # first election timeout too.
+                        self.config.read_only is ReadOnlyOption.LEASE_BASED
+                        and self.ticks < self.config.election_tick
+                    )
                 )
                 if not force and in_lease:
                     # We heard from a leader within the minimum election timeout: do not

@@ -17,7 +17,9 @@ clocks); a node whose clock runs slow enough to stretch its timeout beyond the m
 breaks it. ReadIndex does not depend on it. A read arriving when the lease has lapsed
 goes through the ReadIndex round instead (``raft.read_index.lease_fallback``). A leader
 that sent TimeoutNow (leader transfer) forfeits its lease for the rest of its term: the
-transferee's election bypasses the followers' leases.
+transferee's election bypasses the followers' leases. And in this mode a node refuses
+votes during its first election timeout after starting: it may have acknowledged a
+heartbeat just before it crashed, and it cannot remember that promise.
 
 (Check-quorum's step-down alone is not enough for leases: the leader checks its quorum
 once per election timeout, so it may still believe it leads for up to two timeouts after

@@ -295,10 +295,35 @@ def test_read_index_waits_for_a_commit_in_the_leaders_term() -> None:
     assert [(rs.index, rs.context) for rs in r.read_states] == [(1, b"early")]
 
 
+def lease_group(seed: int) -> tuple[Network, bytes]:
+    """A 3-node group with lease reads, after its first election (no node votes during its
+    first election timeout in this mode, so the group elects on its own timers)."""
+    net = Network([1, 2, 3], seed=seed, read_only=ReadOnlyOption.LEASE_BASED)
+    return net, net.tick_until_leader()
+
+
+def test_lease_mode_restarted_node_keeps_its_promise_for_an_election_timeout() -> None:
+    """A node that acknowledged a heartbeat and then restarted refuses votes for its first
+    election timeout (it cannot remember whether it promised a lease)."""
+    net, leader = lease_group(2)
+    follower, other = [n for n in net.nodes if n != leader]
+    net.crash(follower)
+    net.restart(follower)
+    r = net.raft(follower)
+    vote = Message(M.VOTE, to=follower, sender=other, term=r.term + 5, index=99, log_term=99)
+    r.step(vote)
+    assert r.counters["raft.votes.ignored.in_lease"] == 1 and r.vote != other
+    for _ in range(r.config.election_tick):
+        r.tick()
+    take(r)
+    r.step(vote)
+    assert r.vote == other
+
+
 def test_lease_read_answers_without_a_round_and_requires_check_quorum() -> None:
     with pytest.raises(ConfigError, match="check_quorum"):
         RaftConfig(id=nid(1), read_only=ReadOnlyOption.LEASE_BASED, check_quorum=False)
-    net, leader = started([1, 2, 3], read_only=ReadOnlyOption.LEASE_BASED)
+    net, leader = lease_group(0)
     reads = collect_read_states(net)
     net.tick(2)  # heartbeats acknowledged: the lease holds
     net.isolate(leader)  # no round trip needed (and none possible)
@@ -313,37 +338,37 @@ def test_lease_expires_before_another_leader_can_exist() -> None:
     lease lapses before the rest of the group can elect a new leader, so a lease read is
     never served while another leader exists."""
     for seed in range(10):
-        net = Network([1, 2, 3], seed=seed, read_only=ReadOnlyOption.LEASE_BASED)
-        net.campaign(nid(1))
+        net, leader = lease_group(seed)
         net.tick(3)
-        old = net.raft(nid(1))
+        old = net.raft(leader)
         assert old.lease_valid()
-        net.isolate(nid(1))
+        net.isolate(leader)
         served_after = 0
         for _ in range(60):
             net.tick(1)
-            others = [n for n in ids(2, 3) if net.raft(n).role is StateRole.LEADER]
+            others = [n for n in net.nodes if n != leader and net.raft(n).role is StateRole.LEADER]
             if old.role is StateRole.LEADER and old.lease_valid():
                 assert not others, f"seed {seed}: lease held while {others[0][0]} leads"
                 served_after += 1
         assert served_after > 0  # the lease did hold for a while after the cut
-        assert net.leader() in ids(2, 3)
+        assert net.leader() not in (None, leader)
         reads = collect_read_states(net)
-        net.nodes[nid(1)].read_index(b"late")
+        net.nodes[leader].read_index(b"late")
         net.flush()
         assert reads == []  # it stepped down long ago; no leader to ask
 
 
 def test_lease_is_forfeited_by_a_leader_transfer_and_reads_fall_back() -> None:
-    net, leader = started([1, 2, 3], read_only=ReadOnlyOption.LEASE_BASED)
+    net, leader = lease_group(1)
     reads = collect_read_states(net)
     net.tick(2)
     r = net.raft(leader)
     assert r.lease_valid()
-    net.isolate(nid(3))  # the transfer cannot complete
-    net.nodes[leader].transfer_leader(nid(3))
+    target = next(n for n in net.nodes if n != leader)
+    net.isolate(target)  # the transfer cannot complete
+    net.nodes[leader].transfer_leader(target)
     net.stabilize()
-    assert r.lead_transferee == nid(3) and r.lease_forfeited
+    assert r.lead_transferee == target and r.lease_forfeited
     net.tick(r.config.election_tick)  # the transfer is abandoned
     assert r.role is StateRole.LEADER and r.lead_transferee is None
     assert not r.lease_valid()
