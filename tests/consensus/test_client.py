@@ -135,3 +135,37 @@ def test_client_bounds_pending_requests() -> None:
     assert [o.status for o in client.take_outcomes()] == ["overloaded"]
     with pytest.raises(ConfigError):
         ConsensusClient(obs, messenger=c.add_observer(nid(204)), members=[], counters=Counters())
+
+
+def _schema(rule: str) -> object:
+    import pycddl
+
+    with open("spec/consensus-client.cddl") as f:
+        text = f.read()
+    return pycddl.Schema(f"cddl-root = {rule}\n{text}")
+
+
+def test_messages_match_the_cddl() -> None:
+    import cbor2
+    import pycddl
+
+    from foundation_p2p.consensus.messages import Message, MessageType, encode_message
+    from foundation_p2p.consensus.subsystem import encode_envelope
+
+    schema = _schema("raft-service-message")
+    raft = encode_message(Message(MessageType.HEARTBEAT, to=nid(1), sender=nid(2), term=3))
+    good = [
+        [0, raft],
+        encode_request(5, "propose", kv.encode_put(b"k", b"v")),
+        encode_request(6, "read", kv.encode_get(b"k")),
+        encode_response(5, "ok", b"\x82\x00\xf6", None),
+        encode_response(6, "no_leader", None, nid(3)),
+        [3, [nid(1), nid(2), nid(3)]],
+    ]
+    for msg in good:
+        schema.validate_cbor(cbor2.dumps(msg, canonical=True))  # type: ignore[attr-defined]
+    for bad in ([4, b""], [1, 5, 2, b""], [2, 5, 9, None, None], [3, [b"x"]]):
+        with pytest.raises(pycddl.ValidationError):
+            schema.validate_cbor(cbor2.dumps(bad, canonical=True))  # type: ignore[attr-defined]
+    env = _schema("proposal-envelope")
+    env.validate_cbor(encode_envelope(nid(1), 2**62, 3, b"c"))  # type: ignore[attr-defined]
