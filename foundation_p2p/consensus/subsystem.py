@@ -287,6 +287,9 @@ class ConsensusSubsystem:
             enabled=config.autopilot,
         )
         self.elections_won = 0
+        self.on_apply: Callable[[Entry, tuple[NodeId, int, int] | None], None] | None = None
+        """Observer hook (the simulator's checkers): called with every normal entry as it is
+        applied, and its envelope's ``(proposer, boot, ticket)`` (``None`` if malformed)."""
         self._now = Now(0.0, 0.0)
         """The latest ``now`` an input brought (answers to clients are sent with it)."""
         messenger.register(SERVICE_RAFT, self._on_message, self._on_peer_lost)
@@ -617,7 +620,11 @@ class ConsensusSubsystem:
             proposer, boot, ticket, command = decode_envelope(e.data)
         except WireError:
             self.counters.inc("raft.apply.bad_envelope")
+            if self.on_apply is not None:
+                self.on_apply(e, None)
             return
+        if self.on_apply is not None:
+            self.on_apply(e, (proposer, boot, ticket))
         result = self.state_machine.apply(e.index, command)
         self.counters.inc("raft.applied")
         if proposer == self.node_id and boot == self.boot_id:
