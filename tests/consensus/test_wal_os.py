@@ -96,3 +96,46 @@ def test_os_vfs_read_ranges_and_rename(tmp_path: Path) -> None:
     assert vfs.list() == []
     with pytest.raises(StorageError, match="closed"):
         f.write(b"x")
+
+
+_WRITER = """
+import sys
+from foundation_p2p.consensus.types import Entry, HardState
+from foundation_p2p.consensus.wal import WalOptions, WalStorage
+from foundation_p2p.runtime.vfs import OsVfs
+
+wal = WalStorage.open(OsVfs(sys.argv[1]), WalOptions(segment_bytes=64 * 1024))
+i = 0
+while True:
+    batch = [Entry(1, i + k, data=b"%d" % (i + k) * 20) for k in range(1, 11)]
+    wal.save(HardState(1, None, i), batch)
+    wal.sync()
+    i += 10
+    print(i, flush=True)
+"""
+
+
+def test_every_synced_entry_survives_a_sigkill_of_the_writer(tmp_path: Path) -> None:
+    import signal
+    import subprocess
+    import sys
+
+    path = str(tmp_path / "wal")
+    child = subprocess.Popen(
+        [sys.executable, "-c", _WRITER, path], stdout=subprocess.PIPE, text=True
+    )
+    assert child.stdout is not None
+    acknowledged = 0
+    for line in child.stdout:
+        acknowledged = int(line)
+        if acknowledged >= 3000:
+            break
+    child.send_signal(signal.SIGKILL)
+    child.wait(timeout=30)
+    vfs = OsVfs(path)
+    wal = WalStorage.open(vfs, WalOptions(segment_bytes=64 * 1024))
+    assert wal.last_index() >= acknowledged
+    got = wal.entries(1, wal.last_index() + 1)
+    assert [e.data for e in got] == [b"%d" % i * 20 for i in range(1, wal.last_index() + 1)]
+    assert len(wal.segment_names) >= 4  # it rolled over while being killed at random
+    vfs.close()
