@@ -229,8 +229,6 @@ class WalStorage:
         self._segments: list[_Segment] = []
         self._file: VfsFile | None = None
         self._pending = bytearray()
-        self._flushed_size = 0
-        """Bytes of the current segment already written to the file."""
         self._unsynced = False
         self._stale_snapshots: list[str] = []
         self._dir_dirty = False
@@ -305,7 +303,6 @@ class WalStorage:
         if self._segments:
             seg = self._segments[-1]
             self._file = self.vfs.open_append(seg.name)
-            self._flushed_size = seg.size
         else:
             self._new_segment(first_index=self._base)
             self.sync()
@@ -590,7 +587,6 @@ class WalStorage:
             self._file.write(bytes(self._pending))
             self.counters.inc("wal.writes")
             self.counters.inc("wal.bytes_written", len(self._pending))
-            self._flushed_size += len(self._pending)
             self._pending.clear()
 
     def _new_segment(self, first_index: int) -> None:
@@ -605,7 +601,6 @@ class WalStorage:
             self._file.close()
         seg = _Segment(seq=seq, name=segment_name(seq))
         self._file = self.vfs.open_append(seg.name, create=True)
-        self._flushed_size = 0
         self._segments.append(seg)
         self.counters.inc("wal.segments_created")
         prelude = [fmt.encode_segment_header(fmt.SegmentHeader(seq, first_index))]
