@@ -26,10 +26,13 @@ HERE = Path(__file__).resolve().parent
 
 
 def _target_names() -> list[str]:
-    """The target names, read without importing (and so without un-instrumenting) them."""
-    text = (HERE / "targets.py").read_text(encoding="utf-8")
-    table = text.split("TARGETS: dict[str, Callable[[bytes], None]] = {", 1)[1].split("}", 1)[0]
-    return [line.split('"')[1] for line in table.splitlines() if '"' in line]
+    """The target names, listed by a child process (importing the targets here would load
+    ``foundation_p2p`` before atheris can instrument it)."""
+    code = "import sys; sys.path.insert(0, sys.argv[1]); import targets; print(*targets.TARGETS)"
+    out = subprocess.run(
+        [sys.executable, "-c", code, str(HERE)], capture_output=True, text=True, check=True
+    ).stdout
+    return out.split()
 
 
 def _run_one(name: str, seconds: int, artifacts: str, max_len: int, runs: int | None) -> int:
