@@ -37,6 +37,18 @@ def nid(n: int) -> NodeId:
     return bytes([n]) * 16
 
 
+class _NoSync:
+    """A storage whose ``sync`` does nothing (the harness syncs later)."""
+
+    def __init__(self, storage: WalStorage) -> None:
+        self._s = storage
+
+    def __getattr__(self, name: str) -> Any:
+        if name == "sync":
+            return lambda: None
+        return getattr(self._s, name)
+
+
 class FakeMessenger:
     """The messenger's ``register``/``send`` over the cluster's queue."""
 
@@ -77,6 +89,8 @@ class Member:
     results: list[Outcome] = field(default_factory=list)
     hold_writes: bool = False
     """While True the harness does not persist this node's writes (a slow disk)."""
+    unsynced: list[int] = field(default_factory=list)
+    """Writes saved but not yet synced (``Cluster.delayed_sync``): a crash loses them."""
 
 
 class Cluster:
@@ -104,6 +118,13 @@ class Cluster:
         for i in range(1, n + 1):
             self._add(nid(i), MemoryVfs(f"n{i}"), i in elig)
         self.view_override: dict[NodeId, frozenset[NodeId]] = {}
+        self.loss = 0.0
+        """Probability that a message is dropped."""
+        self.duplication = 0.0
+        """Probability that a message is delivered twice."""
+        self.delayed_sync = False
+        """Save writes at one step, sync and confirm them at the next (a crash between the
+        two loses them, with whatever else the disk had not synced)."""
 
     def _add(self, node: NodeId, vfs: MemoryVfs, eligible: bool) -> Member:
         storage = WalStorage.open(vfs)
@@ -136,11 +157,12 @@ class Cluster:
 
     # -- faults ----------------------------------------------------------------------------
 
-    def crash(self, node: NodeId) -> None:
-        """The node stops; its disk loses what was not synced."""
+    def crash(self, node: NodeId, *, torn: bool = False) -> None:
+        """The node stops; its disk loses what was not synced (``torn``: the last file
+        written may keep a random part of its unsynced tail)."""
         m = self.members[node]
         m.up = False
-        m.vfs.crash()
+        m.vfs.crash(self.rng, torn=torn)
         self.queue = [q for q in self.queue if q[1] != node and q[0] != node]
 
     def restart(self, node: NodeId) -> Member:
@@ -172,9 +194,13 @@ class Cluster:
         """Deliver the queued messages, persist writes, run timers; advance 10 ms."""
         now = self.now
         batch, self.queue = self.queue, []
+        if self.duplication:
+            batch += [q for q in batch if self.rng.random() < self.duplication]
         self.rng.shuffle(batch)
         for src, dst, service, data in batch:
             if frozenset((src, dst)) in self.cut:
+                continue
+            if self.loss and self.rng.random() < self.loss:
                 continue
             message = cbor2.loads(data)
             target = self.members.get(dst)
@@ -200,6 +226,16 @@ class Cluster:
     def flush(self, m: Member) -> None:
         """Persist the node's pending writes (one sync) and report them durable."""
         if m.hold_writes:
+            return
+        if self.delayed_sync:
+            if m.unsynced:
+                m.storage.sync()
+                ids, m.unsynced = m.unsynced, []
+                m.sub.log_writes_done(self.now, ids)
+            writes = m.sub.take_log_writes()
+            if writes:
+                persist(_NoSync(m.storage), writes)
+                m.unsynced = [w.id for w in writes]
             return
         for _ in range(100):
             writes = m.sub.take_log_writes()
