@@ -40,10 +40,11 @@ Equivalent lower-level calls for the facade: ``raw.propose(envelope)``,
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import random
 from collections import deque
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -68,6 +69,11 @@ log = logging.getLogger("foundation_p2p.consensus")
 
 SERVICE_RAFT = 2
 """The messenger service number of Raft (``foundation_p2p.messaging.SERVICE_RAFT``)."""
+
+ELIGIBLE_EXTENSION_KEY = 2
+"""The membership extension a node sets (value ``b"\\x01"``) to say it may be a Raft voter
+(key 1 is the channels' topic set)."""
+ELIGIBLE_VALUE = b"\x01"
 
 KIND_RAFT = 0
 KIND_CLIENT_REQUEST = 1
@@ -127,6 +133,27 @@ class ConsensusConfig:
             )
         if self.lease_reads and not self.check_quorum:
             raise ConfigError("consensus.lease_reads: requires check_quorum")
+
+    @classmethod
+    def from_mapping(cls, table: Mapping[str, Any]) -> ConsensusConfig:
+        """Build from the ``[consensus]`` TOML table; an unknown key is a
+        :class:`ConfigError` naming it."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        for key in table:
+            if key not in known:
+                raise ConfigError(f"[consensus]: unknown key {key!r}")
+        return cls(**dict(table))
+
+    @classmethod
+    def from_node_config(cls, config: Any) -> ConsensusConfig | None:
+        """The node's ``[consensus]`` table (``config.extra``), or ``None`` if it has none
+        (the node runs no Raft member)."""
+        table = config.extra.get("consensus")
+        if table is None:
+            return None
+        if not isinstance(table, Mapping):
+            raise ConfigError("[consensus]: must be a table")
+        return cls.from_mapping(table)
 
     def raft_config(self, node_id: NodeId) -> RaftConfig:
         """The core's settings for ``node_id``."""
@@ -232,6 +259,19 @@ def decode_envelope(data: bytes) -> tuple[NodeId, int, int, bytes]:
     ):
         raise MalformedError("proposal envelope: expected [node_id, boot, ticket, command]")
     return value[0], value[1], value[2], value[3]
+
+
+def eligible_members(members: Iterable[Any]) -> list[NodeId]:
+    """The node ids of the members that are alive or suspect, not observers, and announce
+    :data:`ELIGIBLE_EXTENSION_KEY` (membership ``Member`` snapshots)."""
+    out: list[NodeId] = []
+    for m in members:
+        state = getattr(getattr(m, "state", None), "name", "")
+        if state not in ("ALIVE", "SUSPECT") or getattr(m, "observer", False):
+            continue
+        if m.extensions.get(ELIGIBLE_EXTENSION_KEY) == ELIGIBLE_VALUE:
+            out.append(m.node_id)
+    return out
 
 
 class ConsensusSubsystem:
@@ -768,6 +808,33 @@ class ConsensusSubsystem:
 
     def _client_response(self, now: Now, peer: NodeId, message: list[Any]) -> None:
         self.counters.inc("raft.client.unexpected_response")
+
+    # -- the NodeCore Subsystem protocol ---------------------------------------------------
+
+    frame_types: tuple[int, ...] = ()
+
+    def handle_message(self, now: Now, sender: NodeId, addr: Any, frame: Any) -> None:
+        """Raft receives no gossip frames (its messages come through the messenger)."""
+        raise AssertionError("consensus receives no gossip frames")
+
+    def handle_command(self, now: Now, cmd: Any) -> bool:
+        """No gossip commands: the facade calls :meth:`propose`/:meth:`read`."""
+        return False
+
+    def take_outgoing(self) -> list[tuple[Any, Any]]:
+        """Nothing goes out as gossip frames."""
+        return []
+
+    def take_events(self) -> list[Any]:
+        """No node events (outcomes come from :meth:`take_results`)."""
+        return []
+
+    def on_membership(self, now: Now, members: Iterable[Any]) -> None:
+        """Recompute the eligible alive members from membership snapshots (``Member``:
+        alive or suspect, not an observer, extension :data:`ELIGIBLE_EXTENSION_KEY` set)
+        and hand them to :meth:`set_alive`. ``NodeCore`` calls it on every membership
+        event."""
+        self.set_alive(now, eligible_members(members))
 
     def describe(self) -> str:
         """One line for logs."""

@@ -278,3 +278,67 @@ def test_memory_storage_works_as_the_log() -> None:
     assert sub.status() is not None
     st = sub.status()
     assert st is not None and st.role is StateRole.LEADER
+
+
+def _member(n: int, state: str, *, observer: bool = False, eligible: bool = True) -> object:
+    from foundation_p2p.membership.state import Member, MemberState
+
+    m = Member(
+        node_id=nid(n),
+        name=f"n{n}",
+        address=("127.0.0.1", 7000 + n),
+        incarnation=1,
+        state=MemberState[state],
+        metadata=b"",
+        observer=observer,
+        public_key=b"\x00" * 32,
+        since_mono=0.0,
+    )
+    return m.with_extensions({2: b"\x01"}) if eligible else m
+
+
+def test_eligible_members_from_membership() -> None:
+    from foundation_p2p.consensus.subsystem import eligible_members
+
+    members = [
+        _member(1, "ALIVE"),
+        _member(2, "SUSPECT"),
+        _member(3, "FAILED"),
+        _member(4, "ALIVE", observer=True),
+        _member(5, "ALIVE", eligible=False),
+    ]
+    assert eligible_members(members) == [nid(1), nid(2)]
+
+
+def test_config_from_node_config_table() -> None:
+    from types import SimpleNamespace
+
+    assert ConsensusConfig.from_node_config(SimpleNamespace(extra={})) is None
+    cfg = ConsensusConfig.from_node_config(
+        SimpleNamespace(extra={"consensus": {"bootstrap_expect": 5, "snapshot_every": 100}})
+    )
+    assert cfg is not None and cfg.bootstrap_expect == 5 and cfg.snapshot_every == 100
+    with pytest.raises(ConfigError, match="unknown key 'bogus'"):
+        ConsensusConfig.from_mapping({"bogus": 1})
+    with pytest.raises(ConfigError, match="must be a table"):
+        ConsensusConfig.from_node_config(SimpleNamespace(extra={"consensus": 3}))
+
+
+def test_subsystem_protocol_and_membership_input() -> None:
+    c = Cluster(3)
+    m = c.node(1)
+    sub = m.sub
+    assert sub.frame_types == () and sub.take_outgoing() == [] and sub.take_events() == []
+    assert sub.handle_command(c.now, object()) is False
+    sub.on_membership(c.now, [_member(2, "ALIVE"), _member(3, "ALIVE")])
+    assert sub.boot.proposal == {nid(1), nid(2), nid(3)}
+
+
+def test_lease_reads() -> None:
+    cfg = ConsensusConfig(bootstrap_expect=3, lease_reads=True)
+    c = Cluster(3, config=cfg)
+    leader = c.wait_leader()
+    assert c.put(leader, b"l", b"1").ok
+    ticket = leader.sub.read(c.now, b"l")
+    out = c.wait_outcome(leader, ticket)
+    assert out.ok and kv.decode_result(out.value or b"").value == b"1"
