@@ -181,10 +181,12 @@ class LogWrite:
     and drop the entries it covers (``create_snapshot`` then ``compact``)."""
 
 
-def persist(storage: Any, writes: Sequence[LogWrite]) -> None:
-    """The driver's side of :meth:`ConsensusSubsystem.take_log_writes`: make ``writes``
-    durable with one sync (``WalStorage.save`` ... ``sync``, or ``MemoryStorage``'s
-    ``apply_snapshot``/``append``/``set_hard_state``, which need no sync)."""
+def save_writes(storage: Any, writes: Sequence[LogWrite]) -> None:
+    """Record ``writes`` in ``storage`` in order, without the final sync (a driver that
+    models or offloads the fsync calls ``storage.sync()`` itself, then
+    :meth:`ConsensusSubsystem.log_writes_done`). ``WalStorage.save``, or
+    ``MemoryStorage``'s ``apply_snapshot``/``append``/``set_hard_state``; a ``compact``
+    write calls ``create_snapshot`` (which syncs the snapshot itself) and ``compact``."""
     for w in writes:
         if w.snapshot is not None or w.entries or w.hard_state is not None:
             if hasattr(storage, "save"):
@@ -201,6 +203,13 @@ def persist(storage: Any, writes: Sequence[LogWrite]) -> None:
             if index > storage.first_index() - 1:
                 storage.create_snapshot(index, conf, data)
                 storage.compact(index)
+
+
+def persist(storage: Any, writes: Sequence[LogWrite]) -> None:
+    """The driver's side of :meth:`ConsensusSubsystem.take_log_writes`: make ``writes``
+    durable with one sync (group commit). Equivalent lower-level calls:
+    :func:`save_writes` then ``storage.sync()`` (``MemoryStorage`` has none)."""
+    save_writes(storage, writes)
     if hasattr(storage, "sync"):
         storage.sync()
 

@@ -26,6 +26,7 @@ from foundation_p2p.consensus.subsystem import (
     ConsensusSubsystem,
     Outcome,
     persist,
+    save_writes,
 )
 from foundation_p2p.consensus.wal import WalStorage
 from foundation_p2p.counters import Counters
@@ -35,18 +36,6 @@ from simulator.vfs import MemoryVfs
 def nid(n: int) -> NodeId:
     """The test node id number ``n`` (16 bytes)."""
     return bytes([n]) * 16
-
-
-class _NoSync:
-    """A storage whose ``sync`` does nothing (the harness syncs later)."""
-
-    def __init__(self, storage: WalStorage) -> None:
-        self._s = storage
-
-    def __getattr__(self, name: str) -> Any:
-        if name == "sync":
-            return lambda: None
-        return getattr(self._s, name)
 
 
 class FakeMessenger:
@@ -234,7 +223,7 @@ class Cluster:
                 m.sub.log_writes_done(self.now, ids)
             writes = m.sub.take_log_writes()
             if writes:
-                persist(_NoSync(m.storage), writes)
+                save_writes(m.storage, writes)
                 m.unsynced = [w.id for w in writes]
             return
         for _ in range(100):
