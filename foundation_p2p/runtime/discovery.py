@@ -424,6 +424,17 @@ def _announce_ipv4(announce: Announce, config: MdnsConfig) -> str:
     return host
 
 
+async def _register_mdns(
+    browser: _MdnsBrowser, announce: Announce, runner: DiscoveryRunner
+) -> None:
+    try:
+        await trio.to_thread.run_sync(browser.register, announce)
+    except Exception as exc:  # zeroconf raises its own tree (NonUniqueNameException...)
+        runner.failed("mdns", "register", f"mdns: cannot register this node: {exc!r}")
+        raise DiscoveryError(f"mdns: cannot register this node: {exc!r}") from exc
+    runner.counters.inc("discovery.mdns.registered")
+
+
 async def _run_mdns(
     config: MdnsConfig, runner: DiscoveryRunner, sink: Sink, announce: Announce | None
 ) -> None:
@@ -433,14 +444,18 @@ async def _run_mdns(
         runner.failed("mdns", "socket", f"mdns: cannot open multicast DNS sockets: {exc}")
         raise DiscoveryError(f"mdns: cannot open multicast DNS sockets: {exc}") from exc
     try:
-        if announce is not None:
-            await trio.to_thread.run_sync(browser.register, announce)
-        own = announce.node_id if announce else None
-        while True:
-            runner.attempted("mdns")
-            found = await trio.to_thread.run_sync(browser.resolve_all, own, abandon_on_cancel=True)
-            await sink("mdns", runner.record("mdns", found))
-            await trio.sleep(config.interval_s)
+        async with trio.open_nursery() as nursery:
+            if announce is not None:
+                # Registration probes the name for about a second: browse meanwhile.
+                nursery.start_soon(_register_mdns, browser, announce, runner)
+            own = announce.node_id if announce else None
+            while True:
+                runner.attempted("mdns")
+                found = await trio.to_thread.run_sync(
+                    browser.resolve_all, own, abandon_on_cancel=True
+                )
+                await sink("mdns", runner.record("mdns", found))
+                await trio.sleep(config.interval_s)
     finally:
         with trio.CancelScope(shield=True):
             await trio.to_thread.run_sync(browser.close)
