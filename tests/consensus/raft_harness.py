@@ -98,6 +98,8 @@ class Network:
         self.reorder = False
         self.msg_filter: Callable[[Message], bool] | None = None
         self.observers: list[Callable[[Network], None]] = []
+        self.crash_in_ready: set[NodeId] = set()
+        """Nodes that crash at their next Ready, before persisting it."""
         self.read_states: list[tuple[NodeId, ReadState]] = []
         """Every read state any node's Ready carried, in order."""
         for node in sorted(self.conf.voters | self.conf.learners):
@@ -156,6 +158,12 @@ class Network:
         if node in self.down or not rn.has_ready():
             return False
         rd = rn.ready()
+        if node in self.crash_in_ready:
+            # The process dies with this Ready in hand: nothing of it is persisted, sent or
+            # applied (an unsynced write lost).
+            self.crash_in_ready.discard(node)
+            self.crash(node)
+            return True
         self.persist(node, rd)
         for m in rd.messages:
             self.send(wire(m))

@@ -125,8 +125,13 @@ def run_random_cluster(
                 net.partition(shuffled[:cut], shuffled[cut:])
         elif action < 0.13:
             up = [n for n in net.nodes if n not in net.down]
-            if len(net.down) < (size - 1) // 2 and up and not membership_in_flux(net):
-                net.crash(rng.choice(up))
+            failing = net.down | net.crash_in_ready
+            if len(failing) < (size - 1) // 2 and up and not membership_in_flux(net):
+                victim = rng.choice(up)
+                if rng.random() < 0.5:
+                    net.crash(victim)
+                else:
+                    net.crash_in_ready.add(victim)
         elif action < 0.18 and net.down:
             net.restart(rng.choice(sorted(net.down)))
         elif action < 0.55:
@@ -168,6 +173,7 @@ def run_random_cluster(
             net.flush()
     # Heal everything and check liveness.
     net.heal()
+    net.crash_in_ready.clear()
     net.drop_rate = net.dup_rate = 0.0
     for node in sorted(net.down):
         net.restart(node)
