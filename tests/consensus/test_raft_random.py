@@ -253,4 +253,5 @@ def test_same_seed_same_run_across_hash_seeds() -> None:
 @pytest.mark.soak
 @pytest.mark.parametrize("seed", range(100, 1100), ids=lambda s: f"seed_{s}")
 def test_random_cluster_soak(seed: int) -> None:
-    run_random_cluster(seed, steps=600)
+    mode = ReadOnlyOption.LEASE_BASED if seed % 2 else ReadOnlyOption.SAFE
+    run_random_cluster(seed, steps=600, read_only=mode)
