@@ -74,7 +74,7 @@ from foundation_p2p.history.models import (
 )
 
 DEFAULT_MAX_STEPS = 20_000_000
-"""Default step budget of one check (all keys together): about a minute of CPU."""
+"""Default step budget of one check (all keys together): some 15-30 s of CPU here."""
 _CLOCK_EVERY_STEPS = 4096
 _SHOWN_PREFIX = 8
 
