@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import MISSING, dataclass, field, fields
 from typing import Any
 
 from foundation_p2p.addresses import Address, format_address, parse_address
@@ -492,6 +492,13 @@ def _strategy_from_table(
             raise ConfigError(
                 f"{where}: an explicit {name} strategy gives every field; missing {missing}"
             )
+    required = [
+        f.name
+        for f in fields(cls)
+        if f.default is MISSING and f.default_factory is MISSING and f.name not in table
+    ]
+    if required:
+        raise ConfigError(f"{where}: option {required[0]!r} is required for {name}")
     kwargs: dict[str, Any] = {}
     for key, value in table.items():
         if key == "seeds":
