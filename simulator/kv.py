@@ -25,7 +25,7 @@ Observation: every ``POLL_S`` of virtual time (and at every check) the
 :class:`RaftObserver` looks at every node up: who leads in which term, the committed
 entries, the logs; each subsystem's ``on_apply`` hook reports applied entries.
 
-Invariants (registered in :mod:`simulator.checkers`):
+Invariants (registered in :mod:`simulator.checkers` by :func:`register_kv`):
 
 - ``raft.election_safety`` (safety): at most one leader per term, ever seen.
 - ``raft.log_matching`` (safety): two logs holding an entry with the same index and term
@@ -559,11 +559,13 @@ def resolve_leader(world: World, _: str) -> str | None:
     return best[1] if best is not None else None
 
 
-ROLE_RESOLVERS["@leader"] = resolve_leader
-
-
-def _register_checkers() -> None:
+def register_kv() -> None:
+    """Register the six invariants in :mod:`simulator.checkers` and the ``@leader`` role
+    (idempotent). Called where the ``kv`` workload is added to ``WORKLOADS`` (not at
+    import: the set of registered checkers is part of the engine's contract)."""
     from simulator.checkers import CHECKERS, LIVENESS, SAFETY, Checker, register
+
+    ROLE_RESOLVERS.setdefault("@leader", resolve_leader)
 
     def applies(world: World) -> bool:
         return world.has_workload("kv")
@@ -591,6 +593,3 @@ def _register_checkers() -> None:
             "kv.linearizable", LIVENESS, "the kv workload's history is linearizable (kv model)",
             applies, lambda world: kv_workload(world).check_linearizable(),
         ))
-
-
-_register_checkers()

@@ -19,7 +19,6 @@ from foundation_p2p.clock import Now
 from foundation_p2p.consensus.raft import StateRole
 from foundation_p2p.consensus.subsystem import ConsensusConfig
 from foundation_p2p.consensus.types import Entry
-from simulator.checkers import CHECKERS
 from simulator.kv import KVWorkload, kv_workload, resolve_leader
 from simulator.model import WorkloadSpec
 
@@ -113,7 +112,22 @@ def all_checks(w: KVWorkload) -> dict[str, tuple[bool, str]]:
     return out
 
 
-def test_checkers_are_registered() -> None:
+def test_register_kv_adds_the_checkers_and_the_leader_role(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import simulator.checkers as checkers_mod
+    import simulator.nemesis as nemesis_mod
+
+    monkeypatch.setattr(checkers_mod, "CHECKERS", dict(checkers_mod.CHECKERS))
+    monkeypatch.setattr(nemesis_mod, "ROLE_RESOLVERS", dict(nemesis_mod.ROLE_RESOLVERS))
+    import simulator.kv as kv_sim
+
+    monkeypatch.setattr(kv_sim, "ROLE_RESOLVERS", nemesis_mod.ROLE_RESOLVERS)
+    assert "kv.linearizable" not in checkers_mod.CHECKERS
+    kv_sim.register_kv()
+    kv_sim.register_kv()  # idempotent
+    CHECKERS = checkers_mod.CHECKERS
+    assert nemesis_mod.ROLE_RESOLVERS["@leader"] is resolve_leader
     for name in (
         "raft.election_safety",
         "raft.log_matching",
