@@ -182,6 +182,13 @@ def _convert(table: Mapping[str, Any], source: str, base: NodeConfig | None) -> 
     extra: dict[str, Any] = dict(base.extra) if base is not None else {}
     for key, value in table.items():
         where = f"{source}: {key}"
+        if key == "discovery":
+            # A name ("auto", "dns"...) or a table; kept as a table in extra["discovery"]
+            # (spec/discovery.md section 1), replaced whole by an override.
+            from foundation_p2p.discovery.config import discovery_table
+
+            extra[key] = discovery_table(value, where=where)
+            continue
         if key in EXTRA_SECTIONS:
             if not isinstance(value, Mapping):
                 raise ConfigError(f"{where}: must be a table")

@@ -326,6 +326,41 @@ def resolve_discovery(
     )
 
 
+def discovery_table(value: Any, *, where: str = "discovery") -> dict[str, Any]:
+    """The table form of a node's ``discovery`` setting, checked; raises ``ConfigError``.
+
+    ``"dns"`` becomes ``{"use": "dns"}``; a table with ``use`` (a mode or strategy name,
+    plus that choice's options) or with ``strategies`` (the explicit form) is kept. The
+    choice is resolved once against an empty environment, so a bad name or option is
+    refused here, when the configuration is loaded.
+    """
+    if isinstance(value, str):
+        table: dict[str, Any] = {"use": value}
+    elif isinstance(value, Mapping):
+        table = dict(value)
+    else:
+        raise ConfigError(f"{where}: must be a strategy name or a table, got {value!r}")
+    try:
+        resolve_discovery_table(table, HostFacts())
+    except ConfigError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+    return table
+
+
+def resolve_discovery_table(table: Mapping[str, Any], facts: HostFacts) -> Explanation:
+    """Resolve the table form of :func:`discovery_table` (``use`` + options, or explicit)."""
+    if "strategies" in table:
+        if "use" in table:
+            raise ConfigError("discovery: give either use (a name and options) or strategies")
+        return resolve_discovery(table, facts=facts)
+    if "use" not in table:
+        raise ConfigError(
+            'discovery: a table needs use = "auto" (or a strategy name) or strategies = [...]'
+        )
+    options = {k: v for k, v in table.items() if k != "use"}
+    return resolve_discovery(table["use"], options, facts)
+
+
 def _no_options(what: str, options: Mapping[str, Any]) -> None:
     if options:
         raise ConfigError(f"discovery: options {sorted(options)} make no sense with {what}")
