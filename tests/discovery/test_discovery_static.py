@@ -1,0 +1,52 @@
+"""Static seeds, offered again every interval: a node started before its peers finds them."""
+
+from __future__ import annotations
+
+import os
+
+import trio
+from discovery_helpers import free_udp_port
+
+from foundation_p2p.config import NodeConfig
+from foundation_p2p.crypto.keyring import Keyring
+from foundation_p2p.discovery.config import DiscoveryConfig, StaticConfig
+from foundation_p2p.membership.state import MemberState
+from foundation_p2p.runtime.discovery import run_discovery
+from foundation_p2p.runtime.node import Node, open_node
+
+FAST = {"probe_interval_s": 0.05, "probe_timeout_s": 0.05}
+
+
+def alive_count(node: Node) -> int:
+    return sum(1 for m in node.members() if m.state is MemberState.ALIVE)
+
+
+async def test_a_node_started_before_its_seed_finds_it_when_it_comes_up() -> None:
+    keyring = Keyring.generate(os.urandom)
+    seed_port = free_udp_port()
+    config = DiscoveryConfig((StaticConfig(seeds=(("127.0.0.1", seed_port),), interval_s=0.1),))
+    async with (
+        open_node(NodeConfig(bind=("127.0.0.1", 0), **FAST), keyring=keyring) as early,
+        trio.open_nursery() as nursery,
+    ):
+        runner = await nursery.start(run_discovery, early, config)
+        with trio.fail_after(5):
+            while runner.attempts.get("static", 0) < 3:
+                await trio.sleep(0.02)
+        assert alive_count(early) == 1
+        # The seed starts late and runs no discovery at all: only early's retries join it.
+        async with open_node(
+            NodeConfig(bind=("127.0.0.1", seed_port), **FAST), keyring=keyring
+        ) as seed:
+            with trio.fail_after(5):
+                await seed.wait_until(lambda: alive_count(seed) == 2)
+                await early.wait_until(lambda: alive_count(early) == 2)
+            joins = early.counters["discovery.static.joins"]
+            assert joins >= 1
+            # Once the seed is an alive member, further polls do not join it again.
+            attempts = runner.attempts["static"]
+            with trio.fail_after(5):
+                while runner.attempts["static"] < attempts + 3:
+                    await trio.sleep(0.02)
+            assert early.counters["discovery.static.joins"] == joins
+        nursery.cancel_scope.cancel()
