@@ -44,10 +44,12 @@ from foundation_p2p.discovery.config import (
     DEFAULT_CLUSTER_LABEL,
     DiscoveryConfig,
     DnsConfig,
+    HostFacts,
     MdnsConfig,
     MulticastConfig,
     StaticConfig,
     StrategyConfig,
+    resolve_discovery_table,
     strategy_name,
 )
 from foundation_p2p.errors import FoundationError, WireError
@@ -589,3 +591,34 @@ async def discover_once(
             for strategy in config.strategies:
                 nursery.start_soon(one, strategy)
     return runner
+
+
+# -- the node's own configuration ------------------------------------------------------
+
+
+async def run_configured_discovery(
+    node: Node,
+    *,
+    facts: HostFacts | None = None,
+    task_status: trio.TaskStatus[DiscoveryRunner | None] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Run the discovery named by ``node.config.extra["discovery"]`` (nothing if absent).
+
+    The choice is resolved with ``facts`` (default: this process's environment and
+    terminal), the explanation is logged line by line at INFO, then :func:`run_discovery`
+    runs until cancelled. ``task_status.started`` receives its runner (``None`` when the
+    node has no ``discovery`` key). Equivalent lower-level calls:
+    ``resolve_discovery_table(table, facts)`` then ``run_discovery(node, explained.config)``.
+    """
+    table = node.config.extra.get("discovery")
+    if table is None:
+        task_status.started(None)
+        return
+    if facts is None:
+        from foundation_p2p.discovery.cli import gather_facts
+
+        facts = gather_facts()
+    explained = resolve_discovery_table(table, facts)
+    for line in explained.text().splitlines():
+        log.info("%s", line)
+    await run_discovery(node, explained.config, task_status=task_status)

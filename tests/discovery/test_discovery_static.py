@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import logging
 import os
+from functools import partial
 
+import pytest
 import trio
 from discovery_helpers import free_udp_port
 
 from foundation_p2p.config import NodeConfig
 from foundation_p2p.crypto.keyring import Keyring
-from foundation_p2p.discovery.config import DiscoveryConfig, StaticConfig
+from foundation_p2p.discovery.config import DiscoveryConfig, HostFacts, StaticConfig
 from foundation_p2p.membership.state import MemberState
-from foundation_p2p.runtime.discovery import run_discovery
+from foundation_p2p.runtime.discovery import run_configured_discovery, run_discovery
 from foundation_p2p.runtime.node import Node, open_node
 
 FAST = {"probe_interval_s": 0.05, "probe_timeout_s": 0.05}
@@ -50,3 +53,37 @@ async def test_a_node_started_before_its_seed_finds_it_when_it_comes_up() -> Non
                     await trio.sleep(0.02)
             assert early.counters["discovery.static.joins"] == joins
         nursery.cancel_scope.cancel()
+
+
+async def test_the_node_config_discovery_key_runs_and_is_logged(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    keyring = Keyring.generate(os.urandom)
+    async with open_node(NodeConfig(bind=("127.0.0.1", 0), **FAST), keyring=keyring) as seed:
+        table = {
+            "bind": "127.0.0.1:0",
+            "probe_interval_s": 0.05,
+            "probe_timeout_s": 0.05,
+            "discovery": {"use": "static", "seeds": [f"127.0.0.1:{seed.address[1]}"]},
+        }
+        config = NodeConfig.from_mapping(table)
+        async with (
+            open_node(config, keyring=keyring) as node,
+            trio.open_nursery() as nursery,
+        ):
+            with caplog.at_level(logging.INFO, logger="foundation_p2p.discovery"):
+                runner = await nursery.start(
+                    partial(run_configured_discovery, node, facts=HostFacts())
+                )
+            assert runner is not None
+            with trio.fail_after(5):
+                await node.wait_until(lambda: alive_count(node) == 2)
+            assert "discovery: static (apprentice mode)" in caplog.text
+            assert f"seeds = ['127.0.0.1:{seed.address[1]}']" in caplog.text
+            nursery.cancel_scope.cancel()
+        async with (
+            open_node(NodeConfig(bind=("127.0.0.1", 0)), keyring=keyring) as plain,
+            trio.open_nursery() as nursery,
+        ):
+            # No discovery key: nothing runs.
+            assert await nursery.start(run_configured_discovery, plain) is None
