@@ -22,6 +22,7 @@ from foundation_p2p.registry.crdt import (
 )
 from foundation_p2p.registry.hlc import Stamp
 from foundation_p2p.registry.wire import state_from_wire, state_to_wire
+from foundation_p2p.wire import cbor
 
 A, B, C = node_id(0), node_id(1), node_id(2)
 
@@ -220,6 +221,9 @@ def test_lossy_duplicated_reordered_deltas_then_anti_entropy_converge(
         if net.converged():
             break
     assert net.converged()
+    # state_bytes (kept incrementally) is the size of the whole state's encoding.
+    for core in net.cores:
+        assert core.state_bytes() == len(cbor.encode(state_to_wire(core.state)))
     # Add-wins semantics: exactly the dots written and never removed by anyone are live.
     assert set(net.cores[0].state.dot_names) == written - removed
     # Same lookups everywhere, and at most one live dot per name once conflicts resolved.
