@@ -273,7 +273,9 @@ class NodeCore:
             config=RegistryConfig.from_node_config(config),
             supervisor_config=SupervisorConfig.from_node_config(config),
             counters=self.counters,
-            rng=rng,
+            # its own generator, derived without drawing from ``rng``: the registry's
+            # choices (sync ids, jitter) leave the other subsystems' draws as they were
+            rng=random.Random(int.from_bytes(self.node_id, "big") ^ self.boot_epoch),
         )
         """The replicated registry and the supervisor (``registry.core`` is the
         :class:`~foundation_p2p.registry.core.RegistryCore`)."""

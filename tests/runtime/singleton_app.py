@@ -6,6 +6,7 @@ one instance runs, where placement puts it). It prints, on stdout:
 
 - ``singleton-running name=ticker node=<hex> handoff=<repr>`` when the service starts here;
 - ``singleton-stopping name=ticker reason=<text>`` when it is asked to hand off;
+- ``singleton-exited name=ticker`` when the service ends here (however it ends);
 - ``lookup name=ticker owner=<hex or None>`` each time ``node.processes.lookup_singleton``
   changes on this node (checked after every pump step, no polling).
 """
@@ -24,9 +25,12 @@ async def ticker(node: Any, args: Any, handoff: Any) -> Any:
         f"singleton-running name=ticker node={node.node_id.hex()} handoff={handoff!r}",
         flush=True,
     )
-    reason = await node.supervisor.stop_requested()
-    print(f"singleton-stopping name=ticker reason={reason}", flush=True)
-    return {"ran_on": node.node_id.hex()}
+    try:
+        reason = await node.supervisor.stop_requested()
+        print(f"singleton-stopping name=ticker reason={reason}", flush=True)
+        return {"ran_on": node.node_id.hex()}
+    finally:
+        print("singleton-exited name=ticker", flush=True)
 
 
 async def main(node: Any) -> None:

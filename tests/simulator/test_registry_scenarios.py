@@ -171,9 +171,10 @@ def test_singleton_unique_fails_for_a_second_instance_and_in_quorum_mode_at_once
 
 
 def test_failover_bound_fails_when_the_successor_is_late() -> None:
-    world = small_world('failover_bound = "1ms"\n[[fault]]\nat = "5s"\nop = "crash"\n'
+    world = small_world('failover_bound = "1ms"\n[[fault]]\nat = "3s"\nop = "crash"\n'
                         'node = "@singleton:s0"')
     w = singleton_workload(world)
+    assert w.failover is not None and w.failover.count >= 1
     ok, detail = w.check_bounds(world)
     assert not ok and "after its node crashed" in detail
 
