@@ -4,7 +4,8 @@ Run inside a network namespace the test created (``ip netns exec NS python this.
 ``SPEC`` is JSON: ``{"nodes": [{"discovery": <explicit table>, "key": hex, "cluster": label},
 ...], "wait_s": seconds, "want_alive": n}``. The script stops when every node of the first
 ``want_alive`` nodes sees ``want_alive`` alive members and found the others itself, or after
-``wait_s`` (but not before ``min_s``, if given).
+``wait_s`` (but not before ``min_s``, if given, nor before each ``[node index, counter,
+least]`` of ``until`` holds).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ def alive(node: Node) -> int:
 
 async def main(spec: dict[str, Any]) -> list[dict[str, Any]]:
     want = int(spec["want_alive"])
+    until = [(int(i), str(name), int(least)) for i, name, least in spec.get("until", [])]
     async with AsyncExitStack() as stack:
         nursery = await stack.enter_async_context(trio.open_nursery())
         nodes: list[Node] = []
@@ -55,7 +57,7 @@ async def main(spec: dict[str, Any]) -> list[dict[str, Any]]:
             while not all(
                 alive(n) >= want and sum(len(s) for s in r.found.values()) >= want - 1
                 for n, r in zip(nodes[:want], runners[:want], strict=True)
-            ):
+            ) or not all(nodes[i].counters[name] >= least for i, name, least in until):
                 await trio.sleep(0.05)
         out = [
             {

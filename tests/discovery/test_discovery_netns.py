@@ -71,8 +71,8 @@ def test_mdns_two_nodes_find_each_other_and_ignore_another_cluster(netns: str) -
                 {"discovery": mdns("green"), "key": other_key, "cluster": "green"},
             ],
             "wait_s": 20,
-            "min_s": 1.5,
             "want_alive": 2,
+            "until": [[i, "discovery.mdns.ignored_cluster", 1] for i in range(3)],
         },
     )
     blue1, blue2, green = result
@@ -98,8 +98,12 @@ def test_multicast_beacons_are_found_with_the_right_key_ignored_with_a_wrong_one
                 {"discovery": multicast(), "key": wrong},
             ],
             "wait_s": 10,
-            "min_s": 1.0,
             "want_alive": 2,
+            "until": [
+                [0, "discovery.multicast.dropped.unknown_key", 1],
+                [1, "discovery.multicast.dropped.unknown_key", 1],
+                [2, "discovery.multicast.dropped.unknown_key", 4],
+            ],
         },
     )
     a, b, stranger = result
