@@ -1,0 +1,291 @@
+"""CBOR encoding of the coordination commands and results (``spec/coordination.md`` 3-5).
+
+Every command is a CBOR array whose first element names it:
+
+- auctions: ``[1, auction_id, resources, rule, reserve, units]`` open,
+  ``[2, auction_id, bidder, public_key, commitment, signature]`` commit,
+  ``[3, auction_id]`` close commit phase, ``[4, auction_id, bidder, amount, nonce]`` reveal,
+  ``[5, auction_id]`` finalize;
+- votes: ``[16, proposal_id, subject, [rule, n], eligible, deadline]`` propose with
+  eligible ``[[voter, public_key, weight], ...]``, ``[17, proposal_id, voter, choice,
+  signature]`` vote, ``[18, proposal_id]`` close.
+
+A result is ``[0, detail]`` (applied), ``[1, detail]`` (a duplicate of an applied command:
+nothing changed) or ``[2, code, message]`` (refused). Decoders raise only
+:class:`~foundation_p2p.errors.WireError` subclasses.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import cbor2
+
+from foundation_p2p.errors import LimitError, MalformedError
+from foundation_p2p.wire import cbor
+
+OPEN, COMMIT, CLOSE_COMMIT, REVEAL, FINALIZE = 1, 2, 3, 4, 5
+PROPOSE, VOTE, CLOSE_VOTE = 16, 17, 18
+
+FIRST_PRICE, SECOND_PRICE, MULTI_UNIT = 1, 2, 3
+RULE_NAMES = {FIRST_PRICE: "first-price", SECOND_PRICE: "second-price", MULTI_UNIT: "multi-unit"}
+MAJORITY, SUPERMAJORITY, UNANIMOUS, QUORUM, WEIGHTED = 1, 2, 3, 4, 5
+VOTE_RULE_NAMES = {
+    MAJORITY: "majority", SUPERMAJORITY: "supermajority", UNANIMOUS: "unanimous",
+    QUORUM: "quorum", WEIGHTED: "weighted",
+}
+NO, YES, ABSTAIN = 0, 1, 2
+
+MAX_RESOURCES = 64
+MAX_TEXT_BYTES = 256
+MAX_UNITS = 1024
+MAX_ELIGIBLE = 1024
+MAX_WEIGHT = 1 << 32
+MAX_U64 = (1 << 64) - 1
+MAX_COMMAND_BYTES = 65_507
+
+APPLIED, DUPLICATE, REFUSED = 0, 1, 2
+
+
+@dataclass(frozen=True, slots=True)
+class OpenAuction:
+    auction_id: bytes
+    resources: tuple[str, ...]
+    rule: int
+    reserve: int
+    units: int
+
+
+@dataclass(frozen=True, slots=True)
+class CommitBid:
+    auction_id: bytes
+    bidder: bytes
+    public_key: bytes
+    commitment: bytes
+    signature: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class CloseCommit:
+    auction_id: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class RevealBid:
+    auction_id: bytes
+    bidder: bytes
+    amount: int
+    nonce: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Finalize:
+    auction_id: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Voter:
+    voter: bytes
+    public_key: bytes
+    weight: int
+
+
+@dataclass(frozen=True, slots=True)
+class Propose:
+    proposal_id: bytes
+    subject: str
+    rule: int
+    quorum: int
+    eligible: tuple[Voter, ...]
+    deadline: int
+
+
+@dataclass(frozen=True, slots=True)
+class CastVote:
+    proposal_id: bytes
+    voter: bytes
+    choice: int
+    signature: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class CloseVote:
+    proposal_id: bytes
+
+
+Command = (
+    OpenAuction | CommitBid | CloseCommit | RevealBid | Finalize | Propose | CastVote | CloseVote
+)
+
+
+def encode_command(cmd: Command) -> bytes:
+    """The deterministic CBOR bytes of ``cmd`` (the Raft entry's data)."""
+    return cbor.encode(command_to_wire(cmd))
+
+
+def command_to_wire(cmd: Command) -> list[Any]:
+    """The CBOR value of ``cmd``."""
+    if isinstance(cmd, OpenAuction):
+        return [OPEN, cmd.auction_id, list(cmd.resources), cmd.rule, cmd.reserve, cmd.units]
+    if isinstance(cmd, CommitBid):
+        return [COMMIT, cmd.auction_id, cmd.bidder, cmd.public_key, cmd.commitment,
+                cmd.signature]
+    if isinstance(cmd, CloseCommit):
+        return [CLOSE_COMMIT, cmd.auction_id]
+    if isinstance(cmd, RevealBid):
+        return [REVEAL, cmd.auction_id, cmd.bidder, cmd.amount, cmd.nonce]
+    if isinstance(cmd, Finalize):
+        return [FINALIZE, cmd.auction_id]
+    if isinstance(cmd, Propose):
+        return [PROPOSE, cmd.proposal_id, cmd.subject, [cmd.rule, cmd.quorum],
+                [[v.voter, v.public_key, v.weight] for v in cmd.eligible], cmd.deadline]
+    if isinstance(cmd, CastVote):
+        return [VOTE, cmd.proposal_id, cmd.voter, cmd.choice, cmd.signature]
+    return [CLOSE_VOTE, cmd.proposal_id]
+
+
+def _bstr(v: Any, size: int | tuple[int, int], what: str) -> bytes:
+    if type(v) is not bytes:
+        raise MalformedError(f"{what}: expected a byte string")
+    lo, hi = (size, size) if isinstance(size, int) else size
+    if not lo <= len(v) <= hi:
+        want = f"{lo}" if lo == hi else f"{lo}..{hi}"
+        raise MalformedError(f"{what}: {len(v)} bytes, expected {want}")
+    return v
+
+
+def _uint(v: Any, hi: int, what: str, lo: int = 0) -> int:
+    if type(v) is not int or v < 0:
+        raise MalformedError(f"{what}: expected an unsigned integer")
+    if not lo <= v <= hi:
+        raise LimitError(f"{what}: {v} outside {lo}..{hi}")
+    return v
+
+
+def _text(v: Any, what: str) -> str:
+    if type(v) is not str:
+        raise MalformedError(f"{what}: expected a text string")
+    if cbor.utf8_longer_than(v, MAX_TEXT_BYTES):
+        raise LimitError(f"{what}: longer than {MAX_TEXT_BYTES} bytes")
+    return v
+
+
+def _array(v: Any, n: int, what: str) -> list[Any]:
+    if type(v) is not list or len(v) != n:
+        raise MalformedError(f"{what}: expected an array of {n}")
+    return v
+
+
+def command_from_wire(value: Any) -> Command:
+    """The command of a decoded CBOR value; :class:`MalformedError`/:class:`LimitError`."""
+    if type(value) is not list or not value:
+        raise MalformedError("coordination command: expected a non-empty array")
+    tag = value[0]
+    if type(tag) is not int:
+        raise MalformedError("coordination command: the first element must be an integer")
+    if tag == OPEN:
+        _, aid, res, rule, reserve, units = _array(value, 6, "open")
+        if type(res) is not list:
+            raise MalformedError("open: resources must be an array")
+        if len(res) > MAX_RESOURCES:
+            raise LimitError(f"open: more than {MAX_RESOURCES} resources")
+        rule = _uint(rule, 3, "open: rule", 1)
+        units = _uint(units, MAX_UNITS, "open: units", 1)
+        if rule != MULTI_UNIT and units != 1:
+            raise MalformedError("open: first- and second-price auctions sell one unit")
+        return OpenAuction(
+            _bstr(aid, 16, "open: auction id"),
+            tuple(_text(r, "open: resource") for r in res),
+            rule, _uint(reserve, MAX_U64, "open: reserve"), units,
+        )
+    if tag == COMMIT:
+        _, aid, bidder, pk, com, sig = _array(value, 6, "commit")
+        return CommitBid(
+            _bstr(aid, 16, "commit: auction id"), _bstr(bidder, 16, "commit: bidder"),
+            _bstr(pk, 32, "commit: public key"), _bstr(com, 32, "commit: commitment"),
+            _bstr(sig, 64, "commit: signature"),
+        )
+    if tag == CLOSE_COMMIT:
+        return CloseCommit(_bstr(_array(value, 2, "close-commit")[1], 16, "close-commit: id"))
+    if tag == REVEAL:
+        _, aid, bidder, amount, nonce = _array(value, 5, "reveal")
+        return RevealBid(
+            _bstr(aid, 16, "reveal: auction id"), _bstr(bidder, 16, "reveal: bidder"),
+            _uint(amount, MAX_U64, "reveal: amount"), _bstr(nonce, (16, 64), "reveal: nonce"),
+        )
+    if tag == FINALIZE:
+        return Finalize(_bstr(_array(value, 2, "finalize")[1], 16, "finalize: auction id"))
+    if tag == PROPOSE:
+        _, pid, subject, rule, eligible, deadline = _array(value, 6, "propose")
+        kind, quorum = _array(rule, 2, "propose: rule")
+        kind = _uint(kind, 5, "propose: rule", 1)
+        if type(eligible) is not list or not eligible:
+            raise MalformedError("propose: eligible must be a non-empty array")
+        if len(eligible) > MAX_ELIGIBLE:
+            raise LimitError(f"propose: more than {MAX_ELIGIBLE} eligible voters")
+        voters = []
+        for e in eligible:
+            voter, pk, weight = _array(e, 3, "propose: eligible voter")
+            voters.append(Voter(
+                _bstr(voter, 16, "propose: voter"), _bstr(pk, 32, "propose: public key"),
+                _uint(weight, MAX_WEIGHT, "propose: weight", 1),
+            ))
+        ids = [v.voter for v in voters]
+        if ids != sorted(set(ids)):
+            raise MalformedError("propose: eligible voters must be sorted by id, no repeats")
+        quorum = _uint(quorum, MAX_ELIGIBLE, "propose: quorum")
+        if (kind == QUORUM) != (quorum > 0) or quorum > len(voters):
+            raise MalformedError("propose: quorum n is 1..len(eligible) for quorum(n), else 0")
+        return Propose(
+            _bstr(pid, 16, "propose: proposal id"), _text(subject, "propose: subject"),
+            kind, quorum, tuple(voters), _uint(deadline, MAX_U64, "propose: deadline"),
+        )
+    if tag == VOTE:
+        _, pid, voter, choice, sig = _array(value, 5, "vote")
+        return CastVote(
+            _bstr(pid, 16, "vote: proposal id"), _bstr(voter, 16, "vote: voter"),
+            _uint(choice, 2, "vote: choice"), _bstr(sig, 64, "vote: signature"),
+        )
+    if tag == CLOSE_VOTE:
+        return CloseVote(_bstr(_array(value, 2, "close-vote")[1], 16, "close-vote: id"))
+    raise MalformedError(f"coordination command: unknown command {tag}")
+
+
+def decode_command(data: bytes) -> Command:
+    """The command of an entry's bytes (raises only ``WireError`` subclasses)."""
+    if len(data) > MAX_COMMAND_BYTES:
+        raise LimitError(f"coordination command: {len(data)} bytes > {MAX_COMMAND_BYTES}")
+    return command_from_wire(cbor.decode(data))
+
+
+def applied(detail: Any = None) -> bytes:
+    """The result of an applied command."""
+    return cbor.encode([APPLIED, detail])
+
+
+def duplicate(detail: Any = None) -> bytes:
+    """The result of a retried command that was already applied (nothing changed)."""
+    return cbor.encode([DUPLICATE, detail])
+
+
+def refused(code: str, message: str) -> bytes:
+    """The result of a refused command: a short ``code`` and a message naming the problem."""
+    return cbor.encode([REFUSED, code, message])
+
+
+def decode_snapshot(data: bytes, max_bytes: int, what: str) -> Any:
+    """Decode a snapshot: one deterministic CBOR item of at most ``max_bytes``, nesting at
+    most 8 deep (snapshots exceed the packet limit ``cbor.decode`` enforces)."""
+    if type(data) is not bytes:
+        raise MalformedError(f"{what}: not bytes")
+    if len(data) > max_bytes:
+        raise LimitError(f"{what}: {len(data)} bytes exceed the limit of {max_bytes}")
+    try:
+        value = cbor2.loads(data, max_depth=8, allow_indefinite=False)
+        again = cbor2.dumps(value, canonical=True)
+    except Exception as exc:  # cbor2 raises many types; all mean "not our CBOR"
+        raise MalformedError(f"{what}: not well-formed CBOR: {type(exc).__name__}") from None
+    if again != data:
+        raise MalformedError(f"{what}: not deterministic CBOR (or trailing bytes)")
+    return value
