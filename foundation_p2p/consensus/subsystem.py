@@ -71,9 +71,11 @@ SERVICE_RAFT = 2
 """The messenger service number of Raft (``foundation_p2p.messaging.SERVICE_RAFT``)."""
 
 ELIGIBLE_EXTENSION_KEY = 2
-"""The membership extension a node sets (value ``b"\\x01"``) to say it may be a Raft voter
-(key 1 is the channels' topic set)."""
+"""The membership extension a node sets to say it may be a Raft voter (key 1 is the
+channels' topic set): ``b"\\x01"`` eligible, ``b"\\x02"`` eligible and a member of the group
+(a node that sees a ``2`` knows the group exists and never bootstraps)."""
 ELIGIBLE_VALUE = b"\x01"
+IN_GROUP_VALUE = b"\x02"
 
 KIND_RAFT = 0
 KIND_CLIENT_REQUEST = 1
@@ -278,9 +280,17 @@ def eligible_members(members: Iterable[Any]) -> list[NodeId]:
         state = getattr(getattr(m, "state", None), "name", "")
         if state not in ("ALIVE", "SUSPECT") or getattr(m, "observer", False):
             continue
-        if m.extensions.get(ELIGIBLE_EXTENSION_KEY) == ELIGIBLE_VALUE:
+        if m.extensions.get(ELIGIBLE_EXTENSION_KEY) in (ELIGIBLE_VALUE, IN_GROUP_VALUE):
             out.append(m.node_id)
     return out
+
+
+def group_announced(members: Iterable[Any]) -> bool:
+    """True if a member announces that it belongs to a formed group (extension value 2)."""
+    return any(
+        getattr(m, "extensions", {}).get(ELIGIBLE_EXTENSION_KEY) == IN_GROUP_VALUE
+        for m in members
+    )
 
 
 class ConsensusSubsystem:
@@ -325,6 +335,7 @@ class ConsensusSubsystem:
         self._next_tick: float | None = None
         self._next_boot_send = 0.0
         self._group_seen = False
+        self._announced: bytes | None = None
         self._alive: frozenset[NodeId] = frozenset({node_id})
         self._down_since: dict[NodeId, float] = {}
         self._client_waiters: dict[int, tuple[NodeId, int]] = {}
@@ -841,9 +852,25 @@ class ConsensusSubsystem:
     def on_membership(self, now: Now, members: Iterable[Any]) -> None:
         """Recompute the eligible alive members from membership snapshots (``Member``:
         alive or suspect, not an observer, extension :data:`ELIGIBLE_EXTENSION_KEY` set)
-        and hand them to :meth:`set_alive`. ``NodeCore`` calls it on every membership
-        event."""
+        and hand them to :meth:`set_alive`; a member announcing the group (value 2) means
+        the group exists: this node will join it, never bootstrap. ``NodeCore`` calls it
+        on every membership event."""
+        members = list(members)
+        if self.raw is None and group_announced(members):
+            self._group_seen = True
         self.set_alive(now, eligible_members(members))
+
+    def take_extension_change(self) -> bytes | None:
+        """The value to announce under :data:`ELIGIBLE_EXTENSION_KEY` if it changed since
+        the last call (``NodeCore`` then calls ``membership.set_extension``), else None.
+        Eligible nodes announce 1, then 2 once they belong to the group."""
+        if not self.eligible:
+            return None
+        value = IN_GROUP_VALUE if self.raw is not None else ELIGIBLE_VALUE
+        if value == self._announced:
+            return None
+        self._announced = value
+        return value
 
     def describe(self) -> str:
         """One line for logs."""

@@ -342,3 +342,28 @@ def test_lease_reads() -> None:
     ticket = leader.sub.read(c.now, b"l")
     out = c.wait_outcome(leader, ticket)
     assert out.ok and kv.decode_result(out.value or b"").value == b"1"
+
+
+def test_extension_announces_eligibility_then_membership_of_the_group() -> None:
+    c = Cluster(3)
+    m = c.node(1)
+    assert m.sub.take_extension_change() == b"\x01"
+    assert m.sub.take_extension_change() is None
+    c.wait_leader()
+    assert m.sub.take_extension_change() == b"\x02"
+    assert m.sub.take_extension_change() is None
+
+
+def test_announced_group_prevents_bootstrap() -> None:
+    from foundation_p2p.membership.state import Member
+
+    c = Cluster(4, config=ConsensusConfig(bootstrap_expect=3))
+    m4 = c.node(4)
+    plain = _member(9, "ALIVE", eligible=False)
+    assert isinstance(plain, Member)
+    announced = [plain.with_extensions({2: b"\x02"}), _member(2, "ALIVE"), _member(3, "ALIVE")]
+    m4.sub.on_membership(c.now, announced)
+    # node 4 would propose {2, 3, 4} but knows a group exists: it waits to be added
+    assert m4.sub.boot.proposal is None
+    c.run(0.5)
+    assert m4.sub.counters["raft.bootstrapped"] == 0
