@@ -33,6 +33,9 @@ class RegistryConfig:
     max_delta_buffer: int = 4096
     """Most local mutations buffered for eager shipping; overflow drops the oldest (counted
     ``registry.deltas.dropped``) and anti-entropy repairs what they carried."""
+    max_delta_buffer_bytes: int = 4 * 1024 * 1024
+    """Most estimated encoded bytes of buffered mutations; overflow drops the oldest, as
+    for ``max_delta_buffer``."""
     max_changes: int = 10_000
     """Most changes queued for ``take_changes``; overflow drops the oldest (counted
     ``registry.changes.dropped``)."""
@@ -57,6 +60,7 @@ class RegistryConfig:
         for name in (
             "max_sync_bytes",
             "max_delta_buffer",
+            "max_delta_buffer_bytes",
             "max_changes",
             "max_value_bytes",
             "max_recent_conflicts",

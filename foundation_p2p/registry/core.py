@@ -100,6 +100,8 @@ log = logging.getLogger("foundation_p2p.registry")
 
 _MESSAGE_OVERHEAD_BYTES = 64
 """Room left in a capped message for its header (type, sid, flags, array heads)."""
+_ENTRY_OVERHEAD_BYTES = 48
+"""Estimated encoded bytes of an entry besides its name, value and metadata."""
 _DIGEST_BYTES = 12
 """Upper bound on one encoded bucket digest in a reply map (key <= 3, uint64 <= 9 bytes)."""
 
@@ -156,7 +158,8 @@ class RegistryCore:
         self._failed: set[NodeId] = set()
         self._peers: list[NodeId] = []
         self._outbox: list[tuple[NodeId, Any]] = []
-        self._deltas: deque[RegistryState] = deque()
+        self._deltas: deque[tuple[RegistryState, int]] = deque()
+        self._delta_bytes = 0
         self._changes: deque[Change] = deque()
         self._syncs: dict[NodeId, _Sync] = {}
         self._next_sync: float | None = None
@@ -446,8 +449,9 @@ class RegistryCore:
         limit = self.config.max_value_bytes
         try:
             check_name(name)
-            check_value(value, limit, what=f"value of {name!r}")
+            value_size = check_value(value, limit, what=f"value of {name!r}")
             meta = check_metadata(dict(metadata or {}), limit, what=f"metadata of {name!r}")
+            meta_size = check_value(meta, limit, what=f"metadata of {name!r}")
         except WireError as exc:
             raise ConfigError(str(exc)) from None
         if owner == "self":
@@ -463,30 +467,49 @@ class RegistryCore:
         if supersede:
             slot = self.state.entries.get(name, {})
             old = [d for d, e in slot.items() if not self._hidden(e)]
-        self._mutate(add_delta(dot, entry, old))
+        weight = value_size + meta_size + len(name) + _ENTRY_OVERHEAD_BYTES + 24 * len(old)
+        self._mutate(add_delta(dot, entry, old), weight=weight)
         if log.isEnabledFor(logging.DEBUG):
             who = owner_id.hex() if owner_id else "cluster"
             log.debug("registered %r (owner %s, %s)", name, who, stamp)
         return entry
 
-    def _mutate(self, delta: RegistryState, reaped: Mapping[str, Entry] | None = None) -> None:
+    def _mutate(
+        self,
+        delta: RegistryState,
+        reaped: Mapping[str, Entry] | None = None,
+        *,
+        weight: int | None = None,
+    ) -> None:
         """Apply a local delta, buffer it for shipping, and emit the changes."""
-        self._buffer(delta)
+        self._buffer(delta, weight)
         self._after_join(self.state.join(delta), reaped=reaped)
 
-    def _buffer(self, delta: RegistryState) -> None:
-        if len(self._deltas) >= self.config.max_delta_buffer:
-            self._deltas.popleft()
+    def _buffer(self, delta: RegistryState, weight: int | None = None) -> None:
+        """Keep ``delta`` for the next flush. Bounded by ``max_delta_buffer`` deltas and
+        ``max_delta_buffer_bytes`` (estimated encoded bytes: a removal counts 24 bytes a
+        dot); overflow drops the oldest, counted ``registry.deltas.dropped``."""
+        if weight is None:
+            weight = 16 + 24 * (len(delta.ctx.vv) + len(delta.ctx.cloud))
+        config = self.config
+        while self._deltas and (
+            len(self._deltas) >= config.max_delta_buffer
+            or self._delta_bytes + weight > config.max_delta_buffer_bytes
+        ):
+            _, dropped = self._deltas.popleft()
+            self._delta_bytes -= dropped
             self.counters.inc("registry.deltas.dropped")
-        self._deltas.append(delta)
+        self._deltas.append((delta, weight))
+        self._delta_bytes += weight
 
     def _flush_deltas(self) -> list[tuple[Any, int]]:
         """Join the buffered deltas into one and encode it, split by ``max_sync_bytes``."""
-        merged = self._deltas.popleft()
+        merged = self._deltas.popleft()[0]
         if self._deltas:
             merged = merged.copy()
             while self._deltas:
-                merged.join(self._deltas.popleft())
+                merged.join(self._deltas.popleft()[0])
+        self._delta_bytes = 0
         if not self._peers:
             # Nobody to ship to: anti-entropy brings the changes to peers that appear later.
             self.counters.inc("registry.deltas.unsent")

@@ -433,3 +433,15 @@ def test_a_registration_over_a_hidden_entry_wins_and_the_old_owner_retracts() ->
     ]
     assert all(r.lookup("single") == new for r in net.cores)
     assert all(len(r.state.entries["single"]) == 1 for r in net.cores)
+
+
+def test_delta_buffer_is_bounded_by_bytes_too() -> None:
+    net = RegistryNet(2, config=RegistryConfig(max_delta_buffer_bytes=10_000))
+    a, b = net.cores
+    for i in range(10):
+        a.register(net.now(), f"big/{i}", "x" * 2_000)
+    assert a.counters["registry.deltas.dropped"] == 6
+    net.pump()
+    assert b.count() == 4
+    net.run(5.0, dt=0.25)
+    assert b.count() == 10

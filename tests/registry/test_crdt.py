@@ -196,10 +196,10 @@ def test_lossy_duplicated_reordered_deltas_then_anti_entropy_converge(
     for core in net.cores:
         original = core._buffer
 
-        def logged(delta: RegistryState, original: Any = original) -> None:
+        def logged(delta: RegistryState, *args: Any, original: Any = original) -> None:
             written.update(delta.dot_names)
             removed.update(d for d in delta.ctx.dots() if d not in delta.dot_names)
-            original(delta)
+            original(delta, *args)
 
         core._buffer = logged  # type: ignore[method-assign]
     for op, i, name in script:
