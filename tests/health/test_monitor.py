@@ -8,8 +8,8 @@ import pytest
 from foundation_p2p.clock import Now
 from foundation_p2p.health.monitor import (
     NODE_RULES,
-    HealthReport,
     HealthMonitor,
+    HealthReport,
     NodeView,
     Status,
     Thresholds,
