@@ -169,3 +169,37 @@ def test_messages_match_the_cddl() -> None:
             schema.validate_cbor(cbor2.dumps(bad, canonical=True))  # type: ignore[attr-defined]
     env = _schema("proposal-envelope")
     env.validate_cbor(encode_envelope(nid(1), 2**62, 3, b"c"))  # type: ignore[attr-defined]
+
+
+def test_spec_examples_match_the_encoders() -> None:
+    import re
+
+    import cbor2
+
+    from foundation_p2p.consensus.subsystem import encode_envelope
+
+    put = kv.encode_put(b"k", b"v")
+    expected = {
+        "request-propose-put": cbor2.dumps(encode_request(7, "propose", put), canonical=True),
+        "request-read-get": cbor2.dumps(
+            encode_request(8, "read", kv.encode_get(b"k")), canonical=True
+        ),
+        "response-ok": cbor2.dumps(
+            encode_response(7, "ok", bytes.fromhex("8200f6"), None), canonical=True
+        ),
+        "response-no-leader": cbor2.dumps(
+            encode_response(9, "no_leader", None, nid(2)), canonical=True
+        ),
+        "bootstrap-proposal": cbor2.dumps([3, [nid(1), nid(2), nid(3)]], canonical=True),
+        "proposal-envelope": encode_envelope(nid(1), 5, 7, put),
+    }
+    with open("spec/consensus-client.md") as f:
+        text = f.read()
+    rows = dict(re.findall(r"^\| `([a-z-]+)` \| .* \| `([0-9a-f]+)` \|$", text, re.M))
+    assert set(rows) == set(expected)
+    for name, data in expected.items():
+        assert rows[name] == data.hex(), name
+    schema = _schema("raft-service-message")
+    for name in expected:
+        if name != "proposal-envelope":
+            schema.validate_cbor(bytes.fromhex(rows[name]))  # type: ignore[attr-defined]
