@@ -95,3 +95,12 @@ def run_auction(
 
 
 __all__ = ["decode_command"]
+
+
+def voters(idx: list[int], weights: list[int] | None = None) -> tuple[object, ...]:
+    """Eligible voters (sorted by id) for agents ``idx``."""
+    from foundation_p2p.coordination.wire import Voter
+
+    ws = weights or [1] * len(idx)
+    out = [Voter(IDS[i].node_id, IDS[i].public_key, w) for i, w in zip(idx, ws, strict=True)]
+    return tuple(sorted(out, key=lambda v: v.voter))
