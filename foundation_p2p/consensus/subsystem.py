@@ -562,22 +562,30 @@ class ConsensusSubsystem:
         if self.raw is None and self.boot.proposal is not None:
             t = self._next_boot_send
             best = t if best is None else min(best, t)
-        for req in self._pending.values():
-            if best is None or req.deadline < best:
-                best = req.deadline
+        if self._pending:
+            # insertion order is deadline order (a fixed timeout after a monotonic now)
+            first = next(iter(self._pending.values())).deadline
+            if best is None or first < best:
+                best = first
         return best
 
     def _expire(self, now: Now) -> None:
-        for ticket, req in list(self._pending.items()):
-            if now.mono >= req.deadline:
-                del self._pending[ticket]
-                if req.read_key is None:
-                    self.counters.inc("raft.requests.indeterminate")
-                    self._report(Outcome(ticket, "indeterminate"), req.on_done)
-                else:
-                    # a read changes nothing: a timeout is a definite failure
-                    self.counters.inc("raft.reads.timeout")
-                    self._report(Outcome(ticket, "dropped", reason="timeout"), req.on_done)
+        expired = False
+        while self._pending:
+            ticket, req = next(iter(self._pending.items()))
+            if now.mono < req.deadline:
+                break
+            expired = True
+            del self._pending[ticket]
+            if req.read_key is None:
+                self.counters.inc("raft.requests.indeterminate")
+                self._report(Outcome(ticket, "indeterminate"), req.on_done)
+            else:
+                # a read changes nothing: a timeout is a definite failure
+                self.counters.inc("raft.reads.timeout")
+                self._report(Outcome(ticket, "dropped", reason="timeout"), req.on_done)
+        if not expired:
+            return
         if self._waiting_reads:
             self._waiting_reads = [r for r in self._waiting_reads if r.ticket in self._pending]
         if self._reads_by_ctx:

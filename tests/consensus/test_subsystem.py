@@ -367,3 +367,22 @@ def test_announced_group_prevents_bootstrap() -> None:
     assert m4.sub.boot.proposal is None
     c.run(0.5)
     assert m4.sub.counters["raft.bootstrapped"] == 0
+
+
+def test_requests_expire_in_order_reads_fail_definitely() -> None:
+    cfg = ConsensusConfig(bootstrap_expect=3, request_timeout_s=0.3)
+    c = Cluster(3, config=cfg)
+    leader = c.wait_leader()
+    follower = next(m for m in c.members.values() if m is not leader)
+    c.run_until(lambda: follower.sub.raw is not None and follower.sub.raw.raft.leader is not None)
+    c.isolate(follower.id)
+    first = follower.sub.propose(c.now, kv.encode_put(b"a", b"1"))
+    c.step()
+    read = follower.sub.read(c.now, b"a")
+    deadline = follower.sub.next_deadline()
+    assert deadline is not None and deadline <= c.t + 0.3
+    a = c.wait_outcome(follower, first)
+    b = c.wait_outcome(follower, read)
+    assert a.status == "indeterminate"
+    assert b.status == "dropped" and b.reason == "timeout"
+    assert follower.sub.counters["raft.reads.timeout"] == 1
