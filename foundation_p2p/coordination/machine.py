@@ -1,0 +1,74 @@
+"""``CoordinationMachine``: auctions and votes in one replicated state machine.
+
+Commands 1..5 go to the :class:`AuctionMachine`, 16..18 to the :class:`VoteMachine`; every
+entry, whatever it is, first lets the vote machine close proposals whose deadline it has
+passed (deadlines are counted in log entries, so the vote machine must see every index).
+
+Equivalent lower-level calls: ``AuctionMachine.apply`` / ``VoteMachine.apply`` by command
+number, and ``VoteMachine.expire(index)`` for the entries routed elsewhere.
+"""
+
+from __future__ import annotations
+
+from foundation_p2p.consensus.state_machine import AppliedIndex
+from foundation_p2p.errors import MalformedError
+from foundation_p2p.wire import cbor
+
+from .auction import AuctionMachine
+from .voting import VoteMachine
+from .wire import PROPOSE, decode_snapshot, refused
+
+SNAPSHOT_VERSION = 1
+MAX_SNAPSHOT_BYTES = 512 * 1024 * 1024
+
+
+class CoordinationMachine:
+    """Both coordination state machines behind one ``StateMachine``."""
+
+    def __init__(self, auctions: AuctionMachine | None = None,
+                 votes: VoteMachine | None = None) -> None:
+        self.auctions = auctions if auctions is not None else AuctionMachine()
+        self.votes = votes if votes is not None else VoteMachine()
+        self._applied = AppliedIndex()
+
+    def apply(self, index: int, command: bytes) -> bytes:
+        """Route the command at ``index`` by its number; never raises for any bytes."""
+        self._applied.advance(index)
+        tag = _tag(command)
+        if tag is not None and tag >= PROPOSE:
+            return self.votes.apply(index, command)
+        self.votes.expire(index)
+        if tag is None:
+            self.auctions.counters.inc("coordination.auction.refused.malformed")
+            return refused("malformed", "a coordination command is a CBOR array whose first "
+                           "element is a small unsigned integer")
+        return self.auctions.apply(index, command)
+
+    def snapshot(self) -> bytes:
+        """``[1, applied, auction snapshot, vote snapshot]`` (the inner ones as bytes)."""
+        return cbor.encode([SNAPSHOT_VERSION, self._applied.index, self.auctions.snapshot(),
+                            self.votes.snapshot()])
+
+    def restore(self, data: bytes) -> None:
+        """Replace both states by a snapshot's; a ``WireError`` leaves them unchanged."""
+        value = decode_snapshot(data, MAX_SNAPSHOT_BYTES, "coordination snapshot")
+        if (type(value) is not list or len(value) != 4 or value[0] != SNAPSHOT_VERSION
+                or type(value[1]) is not int or value[1] < 0
+                or type(value[2]) is not bytes or type(value[3]) is not bytes):
+            raise MalformedError("coordination snapshot: expected [1, applied, bytes, bytes]")
+        auctions, votes = AuctionMachine(
+            max_active=self.auctions.max_active, max_bidders=self.auctions.max_bidders,
+            max_results=self.auctions.max_results,
+        ), VoteMachine(max_active=self.votes.max_active, max_results=self.votes.max_results)
+        auctions.restore(value[2])
+        votes.restore(value[3])
+        auctions.counters, votes.counters = self.auctions.counters, self.votes.counters
+        self.auctions, self.votes = auctions, votes
+        self._applied = AppliedIndex(value[1])
+
+
+def _tag(command: bytes) -> int | None:
+    """The command number from the first bytes (an array head, then a uint below 24)."""
+    if len(command) < 2 or not 0x81 <= command[0] <= 0x97 or command[1] >= 24:
+        return None
+    return command[1]
