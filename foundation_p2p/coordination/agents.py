@@ -1,0 +1,178 @@
+"""Agent records as stored in the registry, find-by-capability, and the handler interface.
+
+An agent is registered under ``agent/<agent id hex>`` with a value
+``[1, agent_id, name, public_key, capabilities, protocols, requirements]`` and metadata
+``{"kind": "coordination-agent", "capabilities": [...]}`` (``spec/coordination.md`` 6).
+The agent id is the node id of ``public_key`` (``crypto.identity.node_id_from_public_key``):
+the key that signs the agent's bids and votes, its own or its node's.
+
+Equivalent lower-level calls: ``RegistryCore.register(now, *record.to_registry())`` to
+publish, ``RegistryCore.select(AGENT_PREFIX)`` then :func:`find_by_capability` to find.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from foundation_p2p.crypto.identity import node_id_from_public_key
+from foundation_p2p.errors import LimitError, MalformedError, WireError
+from foundation_p2p.wire import cbor
+
+from .negotiation import Move, NegotiationView
+
+AGENT_PREFIX = "agent/"
+AGENT_KIND = "coordination-agent"
+RECORD_VERSION = 1
+MAX_ITEMS = 64
+MAX_TEXT = 128
+MAX_U64 = (1 << 64) - 1
+
+
+@dataclass(frozen=True, slots=True)
+class AgentRecord:
+    """An agent: id, display name, signing key, capabilities, protocols, requirements
+    (``(resource, amount)`` pairs). Build with :meth:`create` to normalise and check."""
+
+    agent_id: bytes
+    name: str
+    public_key: bytes
+    capabilities: tuple[str, ...]
+    protocols: tuple[str, ...]
+    requirements: tuple[tuple[str, int], ...]
+
+    @classmethod
+    def create(cls, name: str, public_key: bytes, capabilities: Iterable[str] = (),
+               protocols: Iterable[str] = ("auction", "vote", "negotiation"),
+               requirements: Mapping[str, int] | None = None) -> AgentRecord:
+        """A checked record (sorted, deduplicated lists); :class:`MalformedError` or
+        :class:`LimitError` naming the bad field."""
+        if type(public_key) is not bytes or len(public_key) != 32:
+            raise MalformedError("agent: public key must be 32 bytes")
+        value = [RECORD_VERSION, node_id_from_public_key(public_key), name, public_key,
+                 sorted(set(capabilities)), sorted(set(protocols)),
+                 [[k, v] for k, v in sorted((requirements or {}).items())]]
+        return record_from_value(value)
+
+    @property
+    def registry_name(self) -> str:
+        """The registry name: ``agent/`` + the id in hex."""
+        return AGENT_PREFIX + self.agent_id.hex()
+
+    def to_value(self) -> list[Any]:
+        """The registry value (a CBOR array)."""
+        return [RECORD_VERSION, self.agent_id, self.name, self.public_key,
+                list(self.capabilities), list(self.protocols),
+                [[k, v] for k, v in self.requirements]]
+
+    def to_registry(self) -> tuple[str, list[Any], dict[str, Any]]:
+        """``(name, value, metadata)`` for ``RegistryCore.register(now, ...)``."""
+        return (self.registry_name, self.to_value(),
+                {"kind": AGENT_KIND, "capabilities": list(self.capabilities)})
+
+
+def _texts(v: Any, what: str) -> tuple[str, ...]:
+    if type(v) is not list or any(type(t) is not str for t in v):
+        raise MalformedError(f"agent: {what} must be an array of text")
+    if len(v) > MAX_ITEMS or any(cbor.utf8_longer_than(t, MAX_TEXT) or not t for t in v):
+        raise LimitError(f"agent: at most {MAX_ITEMS} {what} of 1..{MAX_TEXT} bytes")
+    if v != sorted(set(v)):
+        raise MalformedError(f"agent: {what} must be sorted without repeats")
+    return tuple(v)
+
+
+def record_from_value(value: Any) -> AgentRecord:
+    """The record of a registry value; :class:`MalformedError`/:class:`LimitError`."""
+    if type(value) is not list or len(value) != 7 or value[0] != RECORD_VERSION:
+        raise MalformedError("agent: expected [1, id, name, key, capabilities, protocols, "
+                             "requirements]")
+    _, agent_id, name, key, caps, protos, reqs = value
+    if type(key) is not bytes or len(key) != 32:
+        raise MalformedError("agent: public key must be 32 bytes")
+    if type(agent_id) is not bytes or agent_id != node_id_from_public_key(key):
+        raise MalformedError("agent: the id is not the node id of the public key")
+    if type(name) is not str or cbor.utf8_longer_than(name, MAX_TEXT):
+        raise MalformedError(f"agent: name must be text of at most {MAX_TEXT} bytes")
+    if type(reqs) is not list or len(reqs) > MAX_ITEMS:
+        raise MalformedError(f"agent: requirements must be at most {MAX_ITEMS} pairs")
+    pairs: list[tuple[str, int]] = []
+    for r in reqs:
+        if (type(r) is not list or len(r) != 2 or type(r[0]) is not str
+                or type(r[1]) is not int or not 0 <= r[1] <= MAX_U64):
+            raise MalformedError("agent: a requirement is not [resource, amount]")
+        pairs.append((r[0], r[1]))
+    _texts([p[0] for p in pairs], "requirement names")
+    return AgentRecord(agent_id, name, key, _texts(caps, "capabilities"),
+                       _texts(protos, "protocols"), tuple(pairs))
+
+
+class RegistryEntryLike(Protocol):
+    """What :func:`find_by_capability` reads from a registry entry."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def value(self) -> Any: ...
+
+
+def find_by_capability(
+    entries: Iterable[RegistryEntryLike], capability: str, *, protocol: str | None = None
+) -> tuple[list[AgentRecord], int]:
+    """The agents among ``entries`` with ``capability`` (and ``protocol`` if given), sorted
+    by id, and how many ``agent/`` entries were skipped as malformed."""
+    found: list[AgentRecord] = []
+    bad = 0
+    for e in entries:
+        if not e.name.startswith(AGENT_PREFIX):
+            continue
+        try:
+            rec = record_from_value(e.value)
+        except WireError:
+            bad += 1
+            continue
+        if e.name != rec.registry_name:
+            bad += 1
+            continue
+        if capability in rec.capabilities and (protocol is None or protocol in rec.protocols):
+            found.append(rec)
+    found.sort(key=lambda r: r.agent_id)
+    return found, bad
+
+
+@dataclass(frozen=True, slots=True)
+class AuctionView:
+    """What a bidding agent sees of an open auction."""
+
+    auction_id: bytes
+    resources: tuple[str, ...]
+    rule: int
+    reserve: int
+    units: int
+
+
+@dataclass(frozen=True, slots=True)
+class ProposalView:
+    """What a voting agent sees of a proposal."""
+
+    proposal_id: bytes
+    subject: str
+    rule: int
+    quorum: int
+
+
+class AgentHandler(Protocol):
+    """The coordination requests an agent answers (the runtime bounds each by a timeout)."""
+
+    def bid(self, auction: AuctionView) -> int | None:
+        """The amount to bid, or ``None`` to stay out."""
+        ...
+
+    def vote(self, proposal: ProposalView) -> int:
+        """0 (no), 1 (yes) or 2 (abstain)."""
+        ...
+
+    def offer(self, negotiation: NegotiationView) -> Move:
+        """The next negotiation move."""
+        ...

@@ -1,0 +1,76 @@
+"""Agent records in the registry's shape, and find-by-capability over registry entries."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+from coord_helpers import IDS
+
+from foundation_p2p.clock import Now
+from foundation_p2p.coordination.agents import (
+    AgentRecord,
+    find_by_capability,
+    record_from_value,
+)
+from foundation_p2p.errors import LimitError, MalformedError
+from foundation_p2p.registry.core import RegistryCore
+
+
+@dataclass
+class E:
+    name: str
+    value: Any
+
+
+def rec(i: int, caps: list[str], protocols: tuple[str, ...] = ("auction", "vote")) -> AgentRecord:
+    return AgentRecord.create(f"agent-{i}", IDS[i].public_key, caps, protocols, {"cpu": i})
+
+
+def test_a_record_round_trips_through_its_registry_value() -> None:
+    r = rec(0, ["gpu", "cpu", "gpu"])
+    assert r.capabilities == ("cpu", "gpu") and r.agent_id == IDS[0].node_id
+    name, value, meta = r.to_registry()
+    assert name == "agent/" + IDS[0].node_id.hex() and meta["capabilities"] == ["cpu", "gpu"]
+    assert record_from_value(value) == r
+
+
+def test_find_by_capability_filters_sorts_and_counts_malformed() -> None:
+    entries = [E(*rec(i, ["gpu"] if i % 2 else ["cpu"]).to_registry()[:2]) for i in range(6)]
+    entries.append(E("agent/ff", [1, b"x"]))
+    entries.append(E("service/x", "not an agent"))
+    found, bad = find_by_capability(entries, "gpu")
+    assert [r.agent_id for r in found] == sorted(IDS[i].node_id for i in (1, 3, 5))
+    assert bad == 1
+    found, _ = find_by_capability(entries, "gpu", protocol="negotiation")
+    assert found == []
+
+
+def test_an_entry_under_another_agents_name_is_skipped() -> None:
+    value = rec(0, ["gpu"]).to_value()
+    found, bad = find_by_capability([E("agent/" + IDS[1].node_id.hex(), value)], "gpu")
+    assert found == [] and bad == 1
+
+
+def test_bad_values_name_the_problem() -> None:
+    good = rec(0, ["gpu"]).to_value()
+    cases = [
+        (good[:3], MalformedError),
+        ([*good[:1], IDS[1].node_id, *good[2:]], MalformedError),  # id not of the key
+        ([*good[:4], ["b", "a"], *good[5:]], MalformedError),  # unsorted
+        ([*good[:4], ["x" * 200], *good[5:]], LimitError),
+        ([*good[:6], [["cpu", -1]]], MalformedError),
+    ]
+    for value, err in cases:
+        with pytest.raises(err):
+            record_from_value(value)
+
+
+def test_records_register_and_are_found_through_a_registry_core() -> None:
+    core = RegistryCore(IDS[0].node_id)
+    now = Now(1.0, 1_790_000_000.0)
+    for i in range(4):
+        core.register(now, *rec(i, ["gpu"] if i < 2 else ["cpu"]).to_registry())
+    found, bad = find_by_capability(core.select("agent/"), "gpu")
+    assert {r.agent_id for r in found} == {IDS[0].node_id, IDS[1].node_id} and bad == 0
