@@ -175,6 +175,11 @@ class HealthGossip:
             self._next_round = now.mono
         return summary
 
+    def start(self, now: Now) -> None:
+        """Arm the rounds: the first samples (and publishes) at ``now``."""
+        if self._next_round is None:
+            self._next_round = now.mono
+
     # -- Subsystem protocol ------------------------------------------------------------
 
     def handle_message(self, now: Now, sender: NodeId, addr: Address, frame: Frame) -> None:

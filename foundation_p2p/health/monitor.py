@@ -13,7 +13,8 @@ the worst its reasons argue for, ``healthy`` without reasons. Thresholds live in
 **Figures** (:class:`Figures`): rates over the last ``window_s`` of counter samples
 (the bounded sample history, one sample per :meth:`HealthMonitor.observe` or
 :meth:`HealthMonitor.report`): packets received per second, errors (dropped packets and
-refused frames) per received packet, suspicions, refutations and failures per minute;
+refused frames) per received packet, suspicions, refutations and failures per minute
+(counted over at least a minute: a window shorter than that is not extrapolated);
 message latency as percentiles of the RTT samples handed in.
 
 **History**: the last ``history`` verdicts (time, status, nodes per status), oldest
@@ -476,7 +477,10 @@ class HealthMonitor:
             window = t1 - t0
             if window > 0:
                 deltas = [b - a for a, b in zip(v0, v1, strict=True)]
-                rates = [max(d, 0) / window for d in deltas]
+                # packets per second over the window; events per minute over at least a
+                # minute (a short window must not extrapolate one suspicion to many)
+                per = [window] + [max(window, self.window_s, 60.0) / 60.0] * 3 + [window]
+                rates = [max(d, 0) / p for d, p in zip(deltas, per, strict=True)]
                 received = deltas[0]
                 error_rate = max(deltas[4], 0) / received if received > 0 else None
         lat = [s * 1000.0 for s in rtt_samples if s > 0]
@@ -484,9 +488,9 @@ class HealthMonitor:
             window_s=window,
             packets_per_s=rates[0],
             error_rate=error_rate,
-            suspicions_per_min=None if rates[1] is None else rates[1] * 60,
-            refutations_per_min=None if rates[2] is None else rates[2] * 60,
-            failures_per_min=None if rates[3] is None else rates[3] * 60,
+            suspicions_per_min=rates[1],
+            refutations_per_min=rates[2],
+            failures_per_min=rates[3],
             latency_ms_p50=percentile(lat, 0.5) if lat else None,
             latency_ms_p99=percentile(lat, 0.99) if lat else None,
             latency_samples=len(lat),

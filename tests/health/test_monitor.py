@@ -182,14 +182,15 @@ def test_figures_are_rates_over_the_window_and_rtt_percentiles() -> None:
     f = r.figures
     assert f.window_s == 30.0
     assert f.packets_per_s == 100.0
-    assert f.suspicions_per_min == 20.0
-    assert f.refutations_per_min == 6.0
-    assert f.failures_per_min == 2.0
+    # events per minute over at least a minute: 10 suspicions in 30 s are 10 a minute
+    assert f.suspicions_per_min == 10.0
+    assert f.refutations_per_min == 3.0
+    assert f.failures_per_min == 1.0
     assert f.error_rate == 0.1
     assert f.latency_ms_p50 == 2.0 and f.latency_ms_p99 == 10.0 and f.latency_samples == 4
     rules = [x.rule for x in r.reasons]
     assert rules == ["churn", "errors"]
-    assert any("20.0 suspicions per minute" in x for x in r.recommendations)
+    assert any("10.0 suspicions per minute" in x for x in r.recommendations)
     # samples older than the window no longer count
     r = _report(mon, 95.0, members, sums, c1)
     assert r.figures.packets_per_s is None

@@ -1,0 +1,124 @@
+"""``HealthService``: a node's health, wired over one ``NodeCore`` (``node.health``).
+
+It registers a :class:`~foundation_p2p.health.gossip.HealthGossip` subsystem (named
+``health``) on the core, samples the node's summary with a
+:class:`~foundation_p2p.health.gossip.SummarySampler`, and answers
+:meth:`report` / :meth:`metrics_text` from what the node already holds: no network round
+trip. Equivalent lower-level calls:
+
+- ``service.gossip.summaries()`` / ``received_at()``: the gossiped summaries;
+- ``service.monitor.report(now, local=..., members=core.membership.members(),
+  summaries=..., received_at=..., counters=service.counters(),
+  rtt_samples=service.rtt_samples())``: the verdicts;
+- ``prometheus.render(counters, gauges, families=health_families(report))``: the metrics.
+
+Figures the core cannot know (event-loop lag, memory, CPU) are set by the driver in
+:attr:`local_figures`; other subsystems (Raft, registry) add theirs with
+:meth:`add_provider`. The gossip draws from its own ``random.Random``, seeded from the
+node id and boot epoch, so adding it leaves every other subsystem's draws unchanged.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING
+
+from foundation_p2p.clock import Now
+from foundation_p2p.health.gossip import HealthGossip, HealthGossipConfig, SummarySampler
+from foundation_p2p.health.monitor import HealthMonitor, HealthReport, Thresholds
+from foundation_p2p.health.prometheus import health_families, render
+
+if TYPE_CHECKING:
+    from foundation_p2p.node import NodeCore
+
+
+class HealthService:
+    """Health gossip, sampling and monitoring of one node; see the module docstring."""
+
+    def __init__(
+        self,
+        core: NodeCore,
+        *,
+        now: Now,
+        config: HealthGossipConfig | None = None,
+        thresholds: Thresholds | None = None,
+        start: bool = True,
+    ) -> None:
+        self.core = core
+        self.local_figures: dict[str, int] = {}
+        """Figures set by the driver: ``loop_lag_ms``, ``rss_kib``, ``cpu_permille``..."""
+        self._providers: list[Callable[[], Mapping[str, int]]] = []
+        seed = hashlib.sha256(
+            b"foundation-p2p health" + core.node_id + core.boot_epoch.to_bytes(8, "big")
+        ).digest()
+        self.sampler = SummarySampler(core.membership, self.counters, self._extra)
+        self.gossip = HealthGossip(
+            core.membership,
+            epoch=core.boot_epoch,
+            rng=random.Random(int.from_bytes(seed[:8], "big")),
+            counters=core.counters,
+            sample=self.sampler,
+            config=config,
+        )
+        core.add_subsystem("health", self.gossip)
+        self.monitor = HealthMonitor(thresholds)
+        if start:
+            self.gossip.start(now)
+
+    def add_provider(self, provider: Callable[[], Mapping[str, int]]) -> None:
+        """Add figures to every sample (e.g. ``raft_role`` and ``raft_lag`` from Raft)."""
+        self._providers.append(provider)
+
+    def counters(self) -> dict[str, int]:
+        """The node's counters with the transport's (``transport.stats()``)."""
+        out = dict(self.core.counters)
+        out.update(self.core.transport.stats())
+        return out
+
+    def rtt_samples(self) -> list[float]:
+        """The smoothed RTT (seconds) of every connection to a member that has a sample."""
+        out: list[float] = []
+        transport = self.core.transport
+        for m in self.core.membership.members():
+            conn = transport.connection(m.node_id)
+            if conn is not None and conn.recovery.rtt.has_sample:
+                out.append(conn.smoothed_rtt)
+        return out
+
+    def _extra(self) -> dict[str, int]:
+        out = {"queue_depth": self.core.membership.pending_broadcasts()}
+        for provider in self._providers:
+            out.update(provider())
+        for k, v in self.local_figures.items():
+            out[k] = max(out.get(k, 0), v) if k == "queue_depth" else v
+        return out
+
+    def report(self, now: Now) -> HealthReport:
+        """The monitor's verdicts now, from local state only."""
+        return self.monitor.report(
+            now,
+            local=self.core.node_id,
+            members=self.core.membership.members(),
+            summaries=self.gossip.summaries(),
+            received_at={k: t for k in self.gossip.summaries()
+                         if (t := self.gossip.received_at(k)) is not None},
+            counters=self.counters(),
+            rtt_samples=self.rtt_samples(),
+        )
+
+    def metrics_text(self, now: Now) -> str:
+        """Prometheus exposition of every counter, the gauges and the health verdicts."""
+        core = self.core
+        gauges: dict[str, float] = {
+            "membership.awareness": core.membership.awareness,
+            "membership.alive_count": core.membership.alive_count(),
+            "membership.pending_broadcasts": core.membership.pending_broadcasts(),
+            "node.pending_writes": core.pending_writes,
+            "health.summaries": len(self.gossip.summaries()),
+        }
+        for k, v in self.local_figures.items():
+            gauges[f"health.local.{k}"] = v
+        report = self.report(now)
+        return render(self.counters(), gauges, families=health_families(report))
