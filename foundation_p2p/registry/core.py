@@ -59,6 +59,7 @@ from foundation_p2p.counters import Counters
 from foundation_p2p.errors import ConfigError, FoundationError, WireError
 from foundation_p2p.registry.config import RegistryConfig
 from foundation_p2p.registry.crdt import (
+    BUCKETS,
     BUCKETS_PER_GROUP,
     GROUPS,
     Dot,
@@ -544,7 +545,7 @@ class RegistryCore:
                 used += item_size
         if chunk:
             close()
-        removed = [d for d in merged.ctx.dots() if d not in live]
+        removed = sorted(d for d in merged.ctx.dots() if d not in live)  # hash-seed free
         step = max(1, budget // 24)
         for i in range(0, len(removed), step):
             ctx = DotContext(cloud=removed[i : i + step])
@@ -698,14 +699,18 @@ class RegistryCore:
             if more:
                 break
         # Bucket digests (for the initiator's removal check) only once the entries are
-        # complete, and only as many groups as fit; the rest waits for the next round.
+        # complete, and only as many groups as fit, starting at group sid mod 32 so that
+        # successive rounds cover the others. A cut here does not set ``more``: groups
+        # may differ for good within one sync (dots only the initiator has), and asking
+        # again at once would loop.
         digests: dict[int, int] = {}
         entries_cut = more
-        if not more:
-            for g in groups:
+        if not more and groups:
+            start = req.sid % GROUPS
+            for g in sorted(groups, key=lambda g: (g - start) % GROUPS):
                 cost = per * _DIGEST_BYTES
                 if cost > budget:
-                    more = True
+                    self.counters.inc("registry.sync.digests_cut")
                     break
                 budget -= cost
                 for b in range(g * per, (g + 1) * per):
@@ -725,21 +730,26 @@ class RegistryCore:
         if rep.context is not None:
             self.state.ctx.merge(rep.context)
         sync.more = rep.more
-        # Buckets that still differ: we hold dots the responder lacks or has removed.
+        # Buckets that still differ: we hold dots the responder lacks or has removed. As
+        # many as fit, starting at bucket sid mod 1024 (later rounds check the others);
+        # never a reason to ask again at once (see _answer_request).
         dots: list[Dot] = []
         budget = (self.config.max_sync_bytes - _MESSAGE_OVERHEAD_BYTES) // 24
         state = self.state
-        for b in sorted(rep.bucket_digests):
+        start = rep.sid % BUCKETS
+        for b in sorted(rep.bucket_digests, key=lambda b: (b - start) % BUCKETS):
             if state.buckets[b] == rep.bucket_digests[b]:
                 continue
-            for name in sorted(state.bucket_names.get(b, ())):
-                for dot in state.entries[name]:
-                    if rep.context is None or rep.context.contains(dot):
-                        dots.append(dot)
-            if len(dots) >= budget:
-                sync.more = True
-                dots = dots[:budget]
+            found = [
+                dot
+                for name in sorted(state.bucket_names.get(b, ()))
+                for dot in state.entries[name]
+                if rep.context is None or rep.context.contains(dot)
+            ]
+            if dots and len(dots) + len(found) > budget:
+                self.counters.inc("registry.sync.checks_cut")
                 break
+            dots.extend(found[:budget])
         if not dots:
             self._finish_sync(now, peer, sync)
             return
