@@ -7,6 +7,9 @@ Off unless started; loopback (``127.0.0.1``) by default. Served from Trio with `
 
     AdminServer(report=lambda: node.health.report().to_json(), metrics=node.metrics_text)
 
+:class:`RuntimeProbe` measures what only the runtime can (event-loop lag, resident
+memory, CPU use) into a node's ``health.local_figures``.
+
 The equivalent lower-level calls: ``trio.open_tcp_listeners(port, host=host)`` then, per
 connection, an ``h11.Connection(h11.SERVER)`` fed from ``stream.receive_some``.
 
@@ -34,7 +37,10 @@ import contextlib
 import ipaddress
 import json
 import logging
-from collections.abc import Callable, Mapping
+import os
+import time
+from collections import deque
+from collections.abc import Callable, Mapping, MutableMapping
 from typing import Any
 
 import h11
@@ -262,3 +268,55 @@ class AdminServer:
 _REASONS = {400: b"Bad Request", 413: b"Content Too Large",
             431: b"Request Header Fields Too Large", 500: b"Internal Server Error",
             503: b"Service Unavailable"}
+
+
+def resident_kib() -> int | None:
+    """Resident memory of this process in KiB (Linux ``/proc/self/statm``), else None."""
+    try:
+        with open("/proc/self/statm", "rb") as f:
+            pages = int(f.read().split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+    return pages * os.sysconf("SC_PAGE_SIZE") // 1024
+
+
+class RuntimeProbe:
+    """Measures event-loop lag, resident memory and CPU use into ``figures``.
+
+    Every ``interval_s`` it sleeps and measures how late it woke (the lag any task on the
+    loop suffers); ``figures["loop_lag_ms"]`` is the largest lag of the last ``window``
+    wake-ups (a bounded deque), so a spike stays visible for about ``window *
+    interval_s``. ``figures["rss_kib"]`` is the resident memory when the platform tells it;
+    ``figures["cpu_permille"]`` the process's CPU time per 1000 of wall time since the
+    previous wake-up. Pass a node's ``health.local_figures`` as ``figures``.
+    """
+
+    def __init__(
+        self, figures: MutableMapping[str, int], *, interval_s: float = 0.25, window: int = 4
+    ) -> None:
+        if not interval_s > 0 or window < 1:
+            raise ConfigError("runtime probe: interval_s > 0 and window >= 1 are required")
+        self.figures = figures
+        self.interval_s = interval_s
+        self.lags: deque[float] = deque(maxlen=window)
+
+    def sample(self, lag_s: float, cpu_s: float, wall_s: float) -> None:
+        """Record one wake-up: its lag, and the CPU and wall time since the previous."""
+        self.lags.append(max(0.0, lag_s))
+        self.figures["loop_lag_ms"] = round(max(self.lags) * 1000)
+        if wall_s > 0:
+            self.figures["cpu_permille"] = round(1000 * cpu_s / wall_s)
+        rss = resident_kib()
+        if rss is not None:
+            self.figures["rss_kib"] = rss
+
+    async def run(self) -> None:
+        """Measure until cancelled."""
+        cpu0, wall0 = time.process_time(), trio.current_time()
+        while True:
+            due = trio.current_time() + self.interval_s
+            await trio.sleep_until(due)
+            now = trio.current_time()
+            cpu = time.process_time()
+            self.sample(now - due, cpu - cpu0, now - wall0)
+            cpu0, wall0 = cpu, now
