@@ -1,0 +1,298 @@
+"""Regenerate ``spec/vectors/coordination.json`` deterministically.
+
+Usage: ``python spec/vectors/generate_coordination.py [--check]``. With ``--check`` nothing
+is written; the script exits 1 if the committed file differs from what it would write.
+
+Like the other generators, this script never calls the project's code: commitments come
+from ``hashlib`` by the layout of ``spec/coordination.md`` section 2, signatures from the
+``cryptography`` Ed25519 primitive, commands from ``cbor2``, and the auction and vote
+outcomes from the rules of sections 5 and 6 written out again here.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sys
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from generate import FORMAT, dumps, node_id, public_key, render, to_json
+
+HERE = Path(__file__).resolve().parent
+FILE = "coordination.json"
+
+COMMIT_LABEL = b"foundation-p2p auction commitment v1\x00"
+COMMIT_SIGN_LABEL = b"foundation-p2p auction commit signature v1\x00"
+VOTE_SIGN_LABEL = b"foundation-p2p vote signature v1\x00"
+
+SEEDS = [hashlib.sha256(b"coordination vectors seed %d" % i).digest() for i in range(8)]
+PUBS = [public_key(s) for s in SEEDS]
+NODES = [node_id(p) for p in PUBS]
+A1 = bytes.fromhex("a1") * 16
+A2 = bytes.fromhex("a2") * 16
+A3 = bytes.fromhex("a3") * 16
+A4 = bytes.fromhex("a4") * 16
+P1 = bytes.fromhex("b1") * 16
+P2 = bytes.fromhex("b2") * 16
+
+
+def nonce(i: int, n: int = 16) -> bytes:
+    return hashlib.shake_256(b"coordination vectors nonce %d" % i).digest(n)
+
+
+def preimage(auction: bytes, bidder: bytes, amount: int, nonce_: bytes) -> bytes:
+    return (COMMIT_LABEL + auction + bidder + amount.to_bytes(8, "big")
+            + bytes([len(nonce_)]) + nonce_)
+
+
+def commitment(auction: bytes, bidder: bytes, amount: int, nonce_: bytes) -> bytes:
+    return hashlib.sha256(preimage(auction, bidder, amount, nonce_)).digest()
+
+
+def sign(i: int, data: bytes) -> bytes:
+    return Ed25519PrivateKey.from_private_bytes(SEEDS[i]).sign(data)
+
+
+def commit(auction: bytes, i: int, amount: int, n: int) -> list[Any]:
+    c = commitment(auction, NODES[i], amount, nonce(n))
+    sig = sign(i, COMMIT_SIGN_LABEL + auction + NODES[i] + c)
+    return [2, auction, NODES[i], PUBS[i], c, sig]
+
+
+def reveal(auction: bytes, i: int, amount: int, n: int) -> list[Any]:
+    return [4, auction, NODES[i], amount, nonce(n)]
+
+
+def vote(pid: bytes, i: int, choice: int) -> list[Any]:
+    sig = sign(i, VOTE_SIGN_LABEL + pid + NODES[i] + bytes([choice]))
+    return [17, pid, NODES[i], choice, sig]
+
+
+def eligible(idx: list[int], weights: list[int]) -> list[Any]:
+    return sorted([[NODES[i], PUBS[i], w] for i, w in zip(idx, weights, strict=True)])
+
+
+# -- section 2 ----------------------------------------------------------------------------
+
+
+def commitment_vectors() -> list[dict[str, Any]]:
+    out = []
+    for name, auction, i, amount, nb in (
+        ("zero amount, 16-byte nonce", A1, 0, 0, 16),
+        ("amount 1000, 32-byte nonce", A1, 1, 1000, 32),
+        ("largest amount, 64-byte nonce", A2, 2, (1 << 64) - 1, 64),
+        ("same bid, another auction", A2, 1, 1000, 32),
+    ):
+        n = nonce(100 + nb, nb)
+        out.append({
+            "name": name, "auction_id": auction.hex(), "bidder": NODES[i].hex(),
+            "amount": amount, "nonce": n.hex(), "preimage": preimage(auction, NODES[i],
+                                                                     amount, n).hex(),
+            "commitment": commitment(auction, NODES[i], amount, n).hex(),
+        })
+    return out
+
+
+def signature_vectors() -> list[dict[str, Any]]:
+    c = commitment(A1, NODES[0], 42, nonce(1))
+    commit_bytes = COMMIT_SIGN_LABEL + A1 + NODES[0] + c
+    vote_bytes = VOTE_SIGN_LABEL + P1 + NODES[1] + bytes([1])
+    return [
+        {"name": "commit", "seed": SEEDS[0].hex(), "public_key": PUBS[0].hex(),
+         "node_id": NODES[0].hex(), "signed": commit_bytes.hex(),
+         "signature": sign(0, commit_bytes).hex()},
+        {"name": "vote yes", "seed": SEEDS[1].hex(), "public_key": PUBS[1].hex(),
+         "node_id": NODES[1].hex(), "signed": vote_bytes.hex(),
+         "signature": sign(1, vote_bytes).hex()},
+    ]
+
+
+# -- section 3 ----------------------------------------------------------------------------
+
+
+def command_vectors() -> list[dict[str, Any]]:
+    cases: list[tuple[str, str, Any]] = [
+        ("open second-price", "open", [1, A1, ["cpu", "gpu-hours"], 2, 20, 1]),
+        ("open multi-unit", "open", [1, A3, [], 3, 0, 2]),
+        ("commit", "commit", commit(A1, 0, 50, 1)),
+        ("close-commit", "close-commit", [3, A1]),
+        ("reveal", "reveal", reveal(A1, 0, 50, 1)),
+        ("finalize", "finalize", [5, A1]),
+        ("propose majority", "propose", [16, P1, "deploy", [1, 0], eligible([0, 1, 2],
+                                                                           [1, 1, 1]), 10]),
+        ("propose quorum(2)", "propose", [16, P2, "q", [4, 2], eligible([0, 1, 2], [1, 1, 1]),
+                                          3]),
+        ("vote", "vote", vote(P1, 1, 1)),
+        ("close-vote", "close-vote", [18, P1]),
+    ]
+    return [{"name": n, "cddl": rule, "value": to_json(v), "hex": dumps(v).hex()}
+            for n, rule, v in cases]
+
+
+def invalid_vectors() -> list[dict[str, Any]]:
+    good_commit = commit(A1, 0, 50, 1)
+    cases: list[tuple[str, bytes, str]] = [
+        ("not an array", dumps(5), "malformed"),
+        ("empty array", dumps([]), "malformed"),
+        ("unknown command", dumps([9, A1]), "malformed"),
+        ("short auction id", dumps([3, A1[:15]]), "malformed"),
+        ("rule 4", dumps([1, A1, [], 4, 0, 1]), "limit"),
+        ("two units second-price", dumps([1, A1, [], 2, 0, 2]), "malformed"),
+        ("too many resources", dumps([1, A1, ["r"] * 65, 1, 0, 1]), "limit"),
+        ("15-byte nonce", dumps([4, A1, NODES[0], 1, bytes(15)]), "malformed"),
+        ("negative amount", dumps([4, A1, NODES[0], -1, bytes(16)]), "malformed"),
+        ("short signature", dumps([*good_commit[:5], good_commit[5][:63]]), "malformed"),
+        ("choice 3", dumps([17, P1, NODES[0], 3, bytes(64)]), "limit"),
+        ("unsorted eligible", dumps([16, P1, "s", [1, 0], eligible([0, 1], [1, 1])[::-1], 1]),
+         "malformed"),
+        ("quorum n for majority", dumps([16, P1, "s", [1, 1], eligible([0], [1]), 1]),
+         "malformed"),
+        ("quorum above eligible", dumps([16, P1, "s", [4, 2], eligible([0], [1]), 1]),
+         "malformed"),
+        ("truncated array", bytes.fromhex("8203"), "malformed"),
+        ("not deterministic CBOR", bytes.fromhex("821803") + dumps(A1), "malformed"),
+        ("trailing bytes", dumps([3, A1]) + b"\x00", "malformed"),
+    ]
+    return [{"name": n, "hex": h.hex(), "error": e} for n, h, e in cases]
+
+
+# -- sections 5 and 6: outcomes -------------------------------------------------------------
+
+
+def auction_outcome(auction: bytes, rule: int, reserve: int, units: int,
+                    commits: dict[int, tuple[int, int]], revealed: dict[int, bool],
+                    late: list[int]) -> list[Any]:
+    """commits: bidder -> (amount, nonce no.); revealed: bidder -> reveal matched."""
+    valid = [(amount, commitment(auction, NODES[i], amount, nonce(n)), NODES[i])
+             for i, (amount, n) in commits.items() if revealed.get(i)]
+    eligible_ = sorted((v for v in valid if v[0] >= reserve), key=lambda v: (-v[0], v[1]))
+    k = units if rule == 3 else 1
+    winners = eligible_[:k]
+    if not winners:
+        price = None
+    elif rule == 1:
+        price = winners[0][0]
+    else:
+        price = max(eligible_[k][0], reserve) if len(eligible_) > k else reserve
+    return [
+        auction, rule, [[w[2], w[0]] for w in winners], price,
+        sorted(NODES[i] for i in commits if i not in revealed),
+        sorted(NODES[i] for i in commits if revealed.get(i) is False),
+        sorted(v[2] for v in valid if v[0] < reserve),
+        sorted(NODES[i] for i in late),
+    ]
+
+
+def auction_vectors() -> list[dict[str, Any]]:
+    out = []
+    # second-price, reserve 20: a tie at 50 (the lower commitment wins, pays 50), an
+    # unrevealed 99, a bid below the reserve, a wrong reveal, a late commit, a retry.
+    bids = {0: (50, 1), 1: (50, 2), 2: (30, 3), 3: (99, 4), 4: (10, 5), 5: (60, 6)}
+    log: list[tuple[Any, Any]] = [([1, A1, ["cpu"], 2, 20, 1], 0)]
+    log += [(commit(A1, i, a, n), 0) for i, (a, n) in bids.items()]
+    log += [(commit(A1, 0, 50, 1), 1), ([3, A1], 0), (commit(A1, 6, 80, 7), "late")]
+    log += [(reveal(A1, i, a, n), 0) for i, (a, n) in bids.items() if i in (0, 1, 2, 4)]
+    log += [(reveal(A1, 5, 61, 6), "mismatch")]
+    result = auction_outcome(A1, 2, 20, 1, bids, {0: True, 1: True, 2: True, 4: True,
+                                                  5: False}, [6])
+    out.append(("second-price: tie, reserve, unrevealed, mismatched, late", log, result))
+    # first-price, one bidder
+    one = {0: (7, 8)}
+    log = [([1, A2, ["disk"], 1, 0, 1], 0), (commit(A2, 0, 7, 8), 0), ([3, A2], 0),
+           (reveal(A2, 0, 7, 8), 0)]
+    out.append(("first-price: a single bidder", log,
+                auction_outcome(A2, 1, 0, 1, one, {0: True}, [])))
+    # multi-unit, 2 units, 4 bids: the two highest pay the third
+    multi = {0: (40, 9), 1: (10, 10), 2: (30, 11), 3: (20, 12)}
+    log = [([1, A3, [], 3, 5, 2], 0)] + [(commit(A3, i, a, n), 0) for i, (a, n) in
+                                         multi.items()]
+    log += [([3, A3], 0)] + [(reveal(A3, i, a, n), 0) for i, (a, n) in multi.items()]
+    out.append(("multi-unit: k=2, uniform third price", log,
+                auction_outcome(A3, 3, 5, 2, multi, dict.fromkeys(multi, True), [])))
+    # no bidders
+    log = [([1, A4, [], 2, 3, 1], 0), ([3, A4], 0)]
+    out.append(("second-price: no bidders", log, auction_outcome(A4, 2, 3, 1, {}, {}, [])))
+    vectors = []
+    for name, entries, res in out:
+        auction = res[0]
+        entries = [*entries, ([5, auction], 0)]
+        vectors.append({
+            "name": name,
+            "log": [dumps(c).hex() for c, _ in entries],
+            "expect": [s for _, s in entries],
+            "result": to_json(res),
+            "result_hex": dumps([0, res]).hex(),
+        })
+    return vectors
+
+
+def vote_vectors() -> list[dict[str, Any]]:
+    e3 = eligible([0, 1, 2], [1, 1, 1])
+    ew = eligible([0, 1, 2], [5, 1, 1])
+    heavy = 0
+    cases = [
+        # majority of 3: two yes decide at the third entry (index 3)
+        ("majority accepted", [([16, P1, "m", [1, 0], e3, 10], 0), (vote(P1, 0, 1), 0),
+                               (vote(P1, 1, 1), 0), (vote(P1, 2, 0), "closed")],
+         [P1, 0, 2, 0, 0, 2, 3]),
+        # unanimous: the first no rejects
+        ("unanimous rejected", [([16, P1, "u", [3, 0], e3, 10], 0), (vote(P1, 1, 1), 0),
+                                (vote(P1, 2, 2), 0)],
+         [P1, 1, 1, 0, 1, 2, 3]),
+        # weighted: the voter of weight 5 out of 7 decides alone
+        ("weighted accepted", [([16, P1, "w", [5, 0], ew, 10], 0), (vote(P1, heavy, 1), 0)],
+         [P1, 0, 5, 0, 0, 1, 2]),
+        # deadline 2: votes at 2 and 3 count, the vote at 4 is late; one yes of 3: timeout
+        ("majority timeout", [([16, P1, "t", [1, 0], e3, 2], 0), (vote(P1, 0, 1), 0),
+                              (vote(P1, 1, 2), 0), (vote(P1, 2, 1), "late")],
+         [P1, 2, 1, 0, 1, 2, 3]),
+        # quorum(2) with one vote by close-vote
+        ("quorum not met", [([16, P2, "q", [4, 2], e3, 9], 0), (vote(P2, 0, 1), 0),
+                            ([18, P2], 0)],
+         [P2, 3, 1, 0, 0, 1, 3]),
+    ]
+    return [{"name": n, "log": [dumps(c).hex() for c, _ in entries],
+             "expect": [s for _, s in entries], "outcome": to_json(o)}
+            for n, entries, o in cases]
+
+
+def build() -> dict[str, Any]:
+    return {
+        "format": FORMAT,
+        "about": (
+            "Vectors for spec/coordination.md. 'commitment': SHA-256 of 'preimage' "
+            "(section 2). 'signature': Ed25519 of 'signed' by 'seed' (node id of the key). "
+            "'command': valid commands with their 'cddl' rule of spec/coordination.cddl; "
+            "decoding 'hex' gives 'value', re-encoding gives 'hex'. 'invalid_command': "
+            "decoding 'hex' raises 'error'. 'auction' and 'vote': apply 'log' at indexes "
+            "1, 2, ... to a fresh machine; 'expect' is each result's status (0 applied, "
+            "1 duplicate) or refusal code; the last result of an auction log is "
+            "'result_hex', and 'outcome' is the proposal's final outcome."
+        ),
+        "commitment": commitment_vectors(),
+        "signature": signature_vectors(),
+        "command": command_vectors(),
+        "invalid_command": invalid_vectors(),
+        "auction": auction_vectors(),
+        "vote": vote_vectors(),
+    }
+
+
+def main(argv: list[str]) -> int:
+    text = render(build())
+    path = HERE / FILE
+    if "--check" in argv:
+        if not path.exists() or path.read_text(encoding="utf-8") != text:
+            print(f"{FILE} is stale: run python spec/vectors/generate_coordination.py")
+            return 1
+        return 0
+    path.write_text(text, encoding="utf-8")
+    print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
