@@ -92,6 +92,23 @@ class HealthGossipConfig:
         if self.retransmit_mult < 0:
             raise ConfigError("health gossip: retransmit_mult must be >= 0")
 
+    @classmethod
+    def from_mapping(cls, table: Mapping[str, Any]) -> HealthGossipConfig:
+        """Build from the ``[health]`` table of ``config.extra``; an unknown key, or a
+        value of the wrong type, is a ``ConfigError`` naming it."""
+        if not isinstance(table, Mapping):
+            raise ConfigError("[health]: must be a table")
+        kinds = {"fanout": int, "max_nodes": int, "max_frames_per_round": int}
+        out: dict[str, Any] = {}
+        for key, value in table.items():
+            if key not in cls.__dataclass_fields__:
+                raise ConfigError(f"[health]: unknown key {key!r}")
+            want = kinds.get(key, float)
+            if type(value) is bool or not isinstance(value, int if want is int else (int, float)):
+                raise ConfigError(f"[health]: {key} must be a number, got {value!r}")
+            out[key] = want(value)
+        return cls(**out)
+
 
 class _Entry:
     __slots__ = ("received_mono", "sends_left", "summary", "unknown_since")

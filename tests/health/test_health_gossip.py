@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import random
 
+import pytest
 from core_net import WALL, CoreNet
 
 from foundation_p2p.addresses import Address
 from foundation_p2p.clock import Now
 from foundation_p2p.config import NodeConfig
 from foundation_p2p.crypto.keyring import Keyring
+from foundation_p2p.errors import ConfigError
 from foundation_p2p.events import Join
 from foundation_p2p.health.gossip import (
     HealthGossip,
@@ -152,3 +154,14 @@ def test_unknown_nodes_are_forgotten_after_forget_after_s() -> None:
     h.handle_timer(Now(17.5, WALL))
     assert ghost not in h.summaries()
     assert a.counters["health.table.forgotten"] == 1
+
+
+def test_config_from_the_health_table() -> None:
+    cfg = HealthGossipConfig.from_mapping({"interval_s": 2, "fanout": 4})
+    assert (cfg.interval_s, cfg.fanout) == (2.0, 4)
+    with pytest.raises(ConfigError, match="unknown key 'fan_out'"):
+        HealthGossipConfig.from_mapping({"fan_out": 4})
+    with pytest.raises(ConfigError, match="fanout must be a number"):
+        HealthGossipConfig.from_mapping({"fanout": "4"})
+    with pytest.raises(ConfigError, match="fanout"):
+        HealthGossipConfig.from_mapping({"fanout": 0})
