@@ -274,6 +274,9 @@ def test_every_registered_checker_is_exercised_here() -> None:
         "membership.converged", "membership.no_false_failures",
         # Failing cases of these two: tests/simulator/test_channels_scenarios.py.
         "channels.delivered_intact", "channels.ordered",
+        # Failing cases of these four: tests/simulator/test_registry_scenarios.py.
+        "registry.converged", "registry.singleton_unique", "registry.failover_bounded",
+        "registry.state_bounded",
     }
 
 

@@ -124,16 +124,11 @@ def test_issue_example_is_refused_naming_every_missing_capability() -> None:
     ("extra", "key", "fragment"),
     [
         ('[[fault]]\nat = "1s"\nop = "transfer-leader"\n', "fault[0].op", "consensus (issue 7)"),
-        ('[[fault]]\nat = "1s"\nop = "crash"\nnode = "@singleton:web"\n', "fault[0].node",
-         "registry (issue 6)"),
         ('[check]\ninvariants = ["transport.no_stall"]\n', "check.invariants[0]",
          "transport (issue 5)"),
-        ('[[workload]]\nkind = "singleton"\n', "workload[0].kind", "registry (issue 6)"),
         ('[[workload]]\nkind = "auction"\n', "workload[0].kind", "coordination (issue 8)"),
         ('[check]\ninvariants = ["raft.election_safety"]\n', "check.invariants[0]",
          "consensus (issue 7)"),
-        ('[check]\ninvariants = ["registry.one_singleton"]\n', "check.invariants[0]",
-         "registry (issue 6)"),
         ('[random_faults]\nops = ["crash", "transfer-leader"]\n', "random_faults.ops[1]",
          "consensus (issue 7)"),
     ],
@@ -452,7 +447,8 @@ def test_capability_table_matches_areas_and_role_arguments() -> None:
     C = capabilities
     assert C.missing_capability(C.INVARIANT, "raft.log_matching") == "consensus (issue 7)"
     assert C.missing_capability(C.INVARIANT, "raftish.x") is None
-    assert C.missing_capability(C.ROLE, "@singleton:web") == "registry (issue 6)"
+    # the registry (issue 6) has landed: its role is known
+    assert C.missing_capability(C.ROLE, "@singleton:web") is None
     assert C.missing_capability(C.ROLE, "@random") is None
     assert C.missing_capability(C.FAULT_OP, "crash") is None
     assert C.missing_capability(C.WORKLOAD, "ping") is None
