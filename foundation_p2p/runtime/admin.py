@@ -41,13 +41,19 @@ import os
 import time
 from collections import deque
 from collections.abc import Callable, Mapping, MutableMapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import h11
 import trio
 
+from foundation_p2p.clock import Now
 from foundation_p2p.counters import Counters
 from foundation_p2p.errors import ConfigError
+
+if TYPE_CHECKING:
+    from foundation_p2p.health.monitor import HealthReport
+    from foundation_p2p.health.service import HealthService
+    from foundation_p2p.health.summary import HealthSummary
 
 log = logging.getLogger("foundation_p2p.admin")
 
@@ -320,3 +326,39 @@ class RuntimeProbe:
             cpu = time.process_time()
             self.sample(now - due, cpu - cpu0, now - wall0)
             cpu0, wall0 = cpu, now
+
+
+class RuntimeHealth:
+    """``node.health`` of the Trio runtime: the core's
+    :class:`~foundation_p2p.health.service.HealthService` read at the machine's clock.
+
+    Equivalent lower-level calls: ``core.health.report(machine_now())``,
+    ``core.health.metrics_text(machine_now())``, ``core.health.gossip.summaries()``.
+    """
+
+    def __init__(self, service: HealthService, clock: Callable[[], Now]) -> None:
+        self.service = service
+        self.clock = clock
+        self.local_figures = service.local_figures
+        """The runtime's figures (what :class:`RuntimeProbe` writes)."""
+
+    def report(self) -> HealthReport:
+        """The typed health report now (no network round trip)."""
+        return self.service.report(self.clock())
+
+    def report_json(self) -> dict[str, Any]:
+        """:meth:`report` as JSON-ready values (what ``GET /health`` answers)."""
+        return self.service.report(self.clock()).to_json()
+
+    def metrics_text(self) -> str:
+        """The Prometheus exposition (what ``GET /metrics`` answers)."""
+        return self.service.metrics_text(self.clock())
+
+    def summaries(self) -> dict[bytes, HealthSummary]:
+        """The latest gossiped summary of every node held (ours included)."""
+        return self.service.gossip.summaries()
+
+    def admin_server(self, host: str = "127.0.0.1", port: int = 0, **bounds: Any) -> AdminServer:
+        """An :class:`AdminServer` answering this node's /health and /metrics."""
+        return AdminServer(self.report_json, self.metrics_text, host=host, port=port,
+                           counters=self.service.core.counters, **bounds)

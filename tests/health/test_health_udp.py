@@ -17,7 +17,7 @@ from foundation_p2p.health.gossip import HealthGossipConfig
 from foundation_p2p.health.service import HealthService
 from foundation_p2p.membership.state import MemberState
 from foundation_p2p.runtime import Node, open_node
-from foundation_p2p.runtime.admin import AdminServer, RuntimeProbe
+from foundation_p2p.runtime.admin import RuntimeHealth, RuntimeProbe
 from foundation_p2p.runtime.node import machine_now
 
 KEYRING = Keyring(bytes(range(1, 33)))
@@ -59,9 +59,10 @@ async def test_admin_health_lists_all_three_nodes_and_metrics_answer() -> None:
         nursery = await stack.enter_async_context(trio.open_nursery())
         probe = RuntimeProbe(services[0].local_figures)
         nursery.start_soon(probe.run)
-        server = AdminServer(lambda: services[0].report(machine_now()).to_json(),
-                             lambda: services[0].metrics_text(machine_now()))
+        health = RuntimeHealth(services[0], machine_now)
+        server = health.admin_server()
         port = await nursery.start(server.serve)
+        assert health.report().node("a") is not None
 
         def all_seen() -> bool:
             return all(
@@ -91,6 +92,8 @@ async def test_admin_health_lists_all_three_nodes_and_metrics_answer() -> None:
         assert text.count("foundation_p2p_health_node_status{") == 3
         status, _ = await http_get(port, "/nope")
         assert status == 404
+        assert a.counters["admin.requests"] >= 3  # the server counts into the node's table
+        assert len(health.summaries()) == 3
         nursery.cancel_scope.cancel()
 
 
