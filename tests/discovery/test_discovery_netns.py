@@ -2,19 +2,24 @@
 
 The namespace has only a loopback interface with multicast on and a 224.0.0.0/4 route to
 it, so mDNS (224.0.0.251:5353) and the beacon group never leave it. The nodes run in a
-child process started with ``ip netns exec`` (``netns_cluster.py``).
+child process started with ``ip netns exec`` (``netns_cluster.py``, ``netns_partition.py``:
+the latter also drops all UDP with nftables inside the namespace for a while).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 SCRIPT = Path(__file__).with_name("netns_cluster.py")
+PARTITION_SCRIPT = Path(__file__).with_name("netns_partition.py")
 
 
 def run_in(ns: str, spec: dict[str, Any]) -> list[dict[str, Any]]:
@@ -115,3 +120,23 @@ def test_multicast_beacons_are_found_with_the_right_key_ignored_with_a_wrong_one
     assert stranger["counters"].get("discovery.multicast.dropped.unknown_key", 0) >= 4, result
     assert stranger["found"] == [] and stranger["alive"] == 1, result
     assert a["counters"]["discovery.multicast.beacons_sent"] >= 1
+
+
+def test_a_partition_heals_through_discovery_where_membership_alone_stays_split(
+    netns: str,
+) -> None:
+    if shutil.which("nft") is None:
+        pytest.skip("nft (nftables) is not installed: cannot make the partition")
+    proc = subprocess.run(
+        ["ip", "netns", "exec", netns, sys.executable, str(PARTITION_SCRIPT)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert result["discovery_pair_whole"], result
+    assert result["joins_after_heal"] >= 1, result
+    # Same partition, same time, dead retry off, no discovery: still split.
+    assert not result["control_pair_whole"], result
+    assert result["control_states"] == ["FAILED", "FAILED"], result
