@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import random
 from functools import partial
 
 import pytest
@@ -11,10 +12,17 @@ import trio
 from discovery_helpers import free_udp_port
 
 from foundation_p2p.config import NodeConfig
+from foundation_p2p.counters import Counters
 from foundation_p2p.crypto.keyring import Keyring
 from foundation_p2p.discovery.config import DiscoveryConfig, HostFacts, StaticConfig
 from foundation_p2p.membership.state import MemberState
-from foundation_p2p.runtime.discovery import run_configured_discovery, run_discovery
+from foundation_p2p.runtime.discovery import (
+    MAX_FOUND_PER_STRATEGY,
+    DiscoveryRunner,
+    jittered,
+    run_configured_discovery,
+    run_discovery,
+)
 from foundation_p2p.runtime.node import Node, open_node
 
 FAST = {"probe_interval_s": 0.05, "probe_timeout_s": 0.05}
@@ -87,3 +95,21 @@ async def test_the_node_config_discovery_key_runs_and_is_logged(
         ):
             # No discovery key: nothing runs.
             assert await nursery.start(run_configured_discovery, plain) is None
+
+
+def test_found_addresses_are_bounded_and_the_overflow_counted() -> None:
+    runner = DiscoveryRunner(Counters())
+    many = [("10.0.0.1", port) for port in range(1, MAX_FOUND_PER_STRATEGY + 11)]
+    offered = runner.record("dns", many + many[:3])
+    assert len(runner.found["dns"]) == MAX_FOUND_PER_STRATEGY
+    assert runner.counters["discovery.dns.found"] == MAX_FOUND_PER_STRATEGY
+    assert runner.counters["discovery.dns.overflow"] == 10
+    assert offered == many[:MAX_FOUND_PER_STRATEGY]
+
+
+def test_jitter_stays_within_its_band_and_varies() -> None:
+    rng = random.Random(7)
+    waits = [jittered(5.0, 0.2, rng) for _ in range(500)]
+    assert all(4.0 <= w <= 6.0 for w in waits)
+    assert max(waits) - min(waits) > 1.5
+    assert {jittered(5.0, 0.0, rng) for _ in range(10)} == {5.0}
