@@ -90,11 +90,14 @@ class DiscoveryRunner:
 
     counters: Counters
     found: dict[str, set[Address]] = field(default_factory=dict)
-    """Addresses each strategy found (bounded by ``MAX_FOUND_PER_STRATEGY``)."""
+    """Addresses each strategy has found since start (bounded by ``MAX_FOUND_PER_STRATEGY``;
+    only the latest poll's answer is offered to the join)."""
     last_error: dict[str, str] = field(default_factory=dict)
     """The latest error message of each strategy (removed after a success)."""
     attempts: dict[str, int] = field(default_factory=dict)
     """Polls (or beacons sent) per strategy."""
+    last_kind: dict[str, str] = field(default_factory=dict)
+    """The kind of each strategy's latest error (a repeat is logged at DEBUG only)."""
 
     def record(self, strategy: str, addresses: Iterable[Address]) -> list[Address]:
         """Remember ``addresses`` for ``strategy``; return them (deduplicated, in order)."""
@@ -113,13 +116,20 @@ class DiscoveryRunner:
         return out
 
     def failed(self, strategy: str, kind: str, message: str) -> None:
-        """Note a failed attempt: counted ``discovery.<strategy>.errors.<kind>``, logged."""
+        """Note a failed attempt: counted ``discovery.<strategy>.errors.<kind>``, logged
+        at WARNING the first time in a row, then at DEBUG (a dead resolver every 5 s would
+        otherwise flood the log)."""
         self.counters.inc(f"discovery.{strategy}.errors.{kind}")
         self.last_error[strategy] = message
-        log.warning("%s", message)
+        repeat = self.last_kind.get(strategy) == kind
+        self.last_kind[strategy] = kind
+        log.log(logging.DEBUG if repeat else logging.WARNING, "%s", message)
 
     def succeeded(self, strategy: str) -> None:
-        self.last_error.pop(strategy, None)
+        """Note a successful attempt: the strategy's error is cleared (logged if it had one)."""
+        if self.last_error.pop(strategy, None) is not None:
+            log.info("%s: answering again", strategy)
+        self.last_kind.pop(strategy, None)
 
     def attempted(self, strategy: str) -> None:
         self.attempts[strategy] = self.attempts.get(strategy, 0) + 1
