@@ -25,8 +25,14 @@ Prints one JSON object as its last line:
   replica of three (synced every 100 cycles): ``state_bytes`` of each replica after 100
   and after 10,000 cycles.
 
-The time for 10,000 names to converge across 20 *simulated* nodes (transport, membership
-and all) is measured by the simulator's registry scenarios, not here.
+- ``simulated``: the time for the names to converge across 20 *simulated* nodes, transport,
+  membership and all (the simulator's ``registry-names-soak.toml``: 10,000 names and
+  10,000 failed start attempts; ``--quick``: ``registry-names.toml``, 2,000 of each), run
+  as ``foundation-p2p sim run FILE --seed 1 --json`` in a child process:
+  ``registry.convergence_s`` (virtual seconds from the last registration until every node
+  holds the same state), the state size before and after the failed attempts, the synced
+  bytes per name (transport framing excluded) and the run's wall time.
+
 Run: ``.venv/bin/python bench/registry.py [--quick]``
 """
 
@@ -250,6 +256,42 @@ def failed_starts(cycles: int = 10_000) -> dict[str, Any]:
     }
 
 
+def simulated(quick: bool) -> dict[str, Any]:
+    """Run the simulator's names scenario in a child process and keep its registry figures."""
+    import subprocess
+
+    name = "registry-names.toml" if quick else "registry-names-soak.toml"
+    path = os.path.join(_ROOT, "simulator", "scenarios", name)
+    proc = subprocess.run(
+        [sys.executable, "-m", "simulator.cli", "sim", "run", path, "--seed", "1", "--json"],
+        capture_output=True, text=True, cwd=_ROOT, timeout=1800,
+    )
+    lines = proc.stdout.strip().splitlines()
+    if not lines:
+        return {"scenario": name, "error": proc.stderr[-2000:]}
+    result = json.loads(lines[-1])
+    metrics = result.get("metrics", {})
+    names = None
+    with open(path, encoding="utf-8") as f:
+        text = f.read()
+    for line in text.splitlines():
+        if line.strip().startswith("names"):
+            names = int(line.split("=", 1)[1].strip().replace("_", ""))
+    out: dict[str, Any] = {
+        "scenario": name, "ok": result.get("ok"), "nodes": result.get("nodes"),
+        "names": names, "wall_s": result.get("wall_seconds"),
+        "invariants_failed": sorted(k for k, v in result.get("invariants", {}).items()
+                                    if not v.get("ok")),
+    }
+    for key, value in sorted(metrics.items()):
+        if key.startswith("registry."):
+            out[key] = value
+    synced = metrics.get("registry.synced_bytes")
+    if names and synced:
+        out["synced_bytes_per_name_per_node"] = round(synced / names / (result["nodes"] - 1), 1)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smaller runs (seconds)")
@@ -262,6 +304,7 @@ def main(argv: list[str] | None = None) -> int:
         "local": local_ops(5_000 if quick else 50_000),
         "sync": sync_bytes(1_000 if quick else 10_000, 10 if quick else 50, loss=0.05),
         "failed_starts": failed_starts(),
+        "simulated": simulated(quick),
     }
     print(json.dumps(report, sort_keys=True))
     return 0
