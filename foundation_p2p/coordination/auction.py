@@ -307,7 +307,9 @@ class AuctionMachine:
 
     def restore(self, data: bytes) -> None:
         """Replace the state by a snapshot's (a ``WireError`` naming the problem if ``data``
-        is not one, and then the state is unchanged)."""
+        is not one, and then the state is unchanged). Structure and consistency (every
+        reveal opens its commitment) are checked; commit signatures are not (the replica
+        that took the snapshot checked them)."""
         value = decode_snapshot(data, MAX_SNAPSHOT_BYTES, "auction snapshot")
         if type(value) is not list or len(value) != 4 or value[0] != SNAPSHOT_VERSION:
             raise MalformedError("auction snapshot: expected [1, applied, evicted, auctions]")

@@ -322,7 +322,8 @@ class VoteMachine:
 
     def restore(self, data: bytes) -> None:
         """Replace the state by a snapshot's (a ``WireError`` naming the problem if ``data``
-        is not one, and then the state is unchanged)."""
+        is not one, and then the state is unchanged). Structure and consistency are
+        checked, signatures are not (the replica that took the snapshot checked them)."""
         value = decode_snapshot(data, MAX_SNAPSHOT_BYTES, "vote snapshot")
         if type(value) is not list or len(value) != 5 or value[0] != SNAPSHOT_VERSION:
             raise MalformedError("vote snapshot: expected [1, applied, evicted, proposals, "
@@ -347,6 +348,8 @@ class VoteMachine:
                 vote = command_from_wire(v)
                 if not isinstance(vote, CastVote) or vote.proposal_id != cmd.proposal_id:
                     raise MalformedError("vote snapshot: a vote of another kind or proposal")
+                if all(e.voter != vote.voter for e in cmd.eligible):
+                    raise MalformedError("vote snapshot: a vote by a voter not eligible")
                 p.votes[vote.voter] = vote
             if decided_at:
                 p.outcome, p.final = decide(p, decided_at, final=final), final
