@@ -61,7 +61,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("foundation_p2p.discovery")
 
 MAX_FOUND_PER_STRATEGY = 1024
-"""Most addresses one strategy remembers; further ones are ignored (counted ``.overflow``)."""
+"""Most addresses one strategy remembers and offers per answer (overflow counted)."""
 MDNS_QUERY_TIMEOUT_MS = 1500
 MAX_MDNS_SERVICES = 1024
 """Most browsed mDNS service names kept; further ones are ignored (counted ``.overflow``)."""
@@ -89,9 +89,10 @@ class DiscoveryRunner:
     """What the strategies found so far, their errors and attempts (read it freely)."""
 
     counters: Counters
-    found: dict[str, set[Address]] = field(default_factory=dict)
-    """Addresses each strategy has found since start (bounded by ``MAX_FOUND_PER_STRATEGY``;
-    only the latest poll's answer is offered to the join)."""
+    recent: dict[str, dict[Address, None]] = field(default_factory=dict)
+    """Addresses each strategy found, least recently seen first; at most
+    ``MAX_FOUND_PER_STRATEGY`` each (the least recently seen is forgotten, counted
+    ``discovery.<strategy>.overflow``)."""
     last_error: dict[str, str] = field(default_factory=dict)
     """The latest error message of each strategy (removed after a success)."""
     attempts: dict[str, int] = field(default_factory=dict)
@@ -99,21 +100,36 @@ class DiscoveryRunner:
     last_kind: dict[str, str] = field(default_factory=dict)
     """The kind of each strategy's latest error (a repeat is logged at DEBUG only)."""
 
+    @property
+    def found(self) -> dict[str, set[Address]]:
+        """The addresses each strategy found (a copy of :attr:`recent` as sets)."""
+        return {k: set(v) for k, v in self.recent.items()}
+
     def record(self, strategy: str, addresses: Iterable[Address]) -> list[Address]:
-        """Remember ``addresses`` for ``strategy``; return them (deduplicated, in order)."""
-        seen = self.found.setdefault(strategy, set())
-        out: list[Address] = []
+        """Remember ``addresses`` for ``strategy``; return them deduplicated, in order.
+
+        At most ``MAX_FOUND_PER_STRATEGY`` are returned (the rest counted ``.overflow``);
+        when the memory is full, the least recently seen address is forgotten, so a
+        churning cluster (new pod addresses at each restart) is still followed.
+        """
+        seen = self.recent.setdefault(strategy, {})
+        out: dict[Address, None] = {}
         for addr in addresses:
             if addr in out:
                 continue
-            if addr not in seen:
-                if len(seen) >= MAX_FOUND_PER_STRATEGY:
-                    self.counters.inc(f"discovery.{strategy}.overflow")
-                    continue
-                seen.add(addr)
+            if len(out) >= MAX_FOUND_PER_STRATEGY:
+                self.counters.inc(f"discovery.{strategy}.overflow")
+                continue
+            if addr in seen:
+                del seen[addr]
+            else:
                 self.counters.inc(f"discovery.{strategy}.found")
-            out.append(addr)
-        return out
+                if len(seen) >= MAX_FOUND_PER_STRATEGY:
+                    del seen[next(iter(seen))]
+                    self.counters.inc(f"discovery.{strategy}.overflow")
+            seen[addr] = None
+            out[addr] = None
+        return list(out)
 
     def failed(self, strategy: str, kind: str, message: str) -> None:
         """Note a failed attempt: counted ``discovery.<strategy>.errors.<kind>``, logged

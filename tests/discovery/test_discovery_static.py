@@ -97,14 +97,22 @@ async def test_the_node_config_discovery_key_runs_and_is_logged(
             assert await nursery.start(run_configured_discovery, plain) is None
 
 
-def test_found_addresses_are_bounded_and_the_overflow_counted() -> None:
+def test_found_addresses_are_bounded_and_the_least_recently_seen_forgotten() -> None:
     runner = DiscoveryRunner(Counters())
     many = [("10.0.0.1", port) for port in range(1, MAX_FOUND_PER_STRATEGY + 11)]
     offered = runner.record("dns", many + many[:3])
-    assert len(runner.found["dns"]) == MAX_FOUND_PER_STRATEGY
-    assert runner.counters["discovery.dns.found"] == MAX_FOUND_PER_STRATEGY
-    assert runner.counters["discovery.dns.overflow"] == 10
+    # One answer offers at most MAX_FOUND_PER_STRATEGY addresses; the rest is counted.
     assert offered == many[:MAX_FOUND_PER_STRATEGY]
+    assert runner.counters["discovery.dns.overflow"] == 10
+    assert runner.found["dns"] == set(many[:MAX_FOUND_PER_STRATEGY])
+    # Churn: new addresses keep being offered; the least recently seen is forgotten.
+    runner.record("dns", [many[0]])
+    assert runner.record("dns", many[-2:]) == many[-2:]
+    assert len(runner.found["dns"]) == MAX_FOUND_PER_STRATEGY
+    assert many[0] in runner.found["dns"]
+    assert many[1] not in runner.found["dns"] and many[2] not in runner.found["dns"]
+    assert runner.counters["discovery.dns.overflow"] == 12
+    assert runner.counters["discovery.dns.found"] == MAX_FOUND_PER_STRATEGY + 2
 
 
 def test_jitter_stays_within_its_band_and_varies() -> None:
