@@ -31,6 +31,12 @@ class CoordinationMachine:
         self.votes = votes if votes is not None else VoteMachine()
         self._applied = AppliedIndex()
 
+    @property
+    def applied_index(self) -> int:
+        """The index of the last applied entry (the consensus subsystem skips entries at or
+        below it, e.g. after a restore)."""
+        return self._applied.index
+
     def apply(self, index: int, command: bytes) -> bytes:
         """Route the command at ``index`` by its number; never raises for any bytes."""
         self._applied.advance(index)
