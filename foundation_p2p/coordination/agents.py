@@ -12,15 +12,17 @@ publish, ``RegistryCore.select(AGENT_PREFIX)`` then :func:`find_by_capability` t
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from foundation_p2p.crypto.identity import node_id_from_public_key
-from foundation_p2p.errors import LimitError, MalformedError, WireError
+from foundation_p2p.crypto.identity import Identity, node_id_from_public_key
+from foundation_p2p.errors import ConfigError, LimitError, MalformedError, WireError
 from foundation_p2p.wire import cbor
 
+from .commitments import MAX_AMOUNT, seal_bid, sign_vote
 from .negotiation import Move, NegotiationView
+from .wire import CastVote, CommitBid, OpenAuction, Propose, RevealBid, encode_command
 
 AGENT_PREFIX = "agent/"
 AGENT_KIND = "coordination-agent"
@@ -176,3 +178,51 @@ class AgentHandler(Protocol):
     def offer(self, negotiation: NegotiationView) -> Move:
         """The next negotiation move."""
         ...
+
+
+def auction_view(cmd: OpenAuction) -> AuctionView:
+    """What bidders are shown of an open command."""
+    return AuctionView(cmd.auction_id, cmd.resources, cmd.rule, cmd.reserve, cmd.units)
+
+
+def proposal_view(cmd: Propose) -> ProposalView:
+    """What voters are shown of a propose command."""
+    return ProposalView(cmd.proposal_id, cmd.subject, cmd.rule, cmd.quorum)
+
+
+def bid_commands(
+    handler: AgentHandler, auction: AuctionView, identity: Identity,
+    secret_bytes: Callable[[int], bytes],
+) -> tuple[bytes, bytes] | None:
+    """Ask ``handler`` for its bid; ``None`` if it stays out, else the commit command to
+    submit now and the reveal command to keep secret until the commit phase closes.
+
+    :class:`ConfigError` if the handler returns something that is not an amount.
+    Equivalent lower-level calls: ``handler.bid``, :func:`commitments.seal_bid`,
+    :func:`wire.encode_command` of ``CommitBid`` and ``RevealBid``.
+    """
+    amount = handler.bid(auction)
+    if amount is None:
+        return None
+    if type(amount) is not int or not 0 <= amount <= MAX_AMOUNT:
+        raise ConfigError(f"agent bid {amount!r} is not an amount in 0..2**64-1")
+    bid, reveal = seal_bid(identity, auction.auction_id, amount, secret_bytes)
+    return (
+        encode_command(CommitBid(bid.auction_id, bid.bidder, bid.public_key, bid.commitment,
+                                 bid.signature)),
+        encode_command(RevealBid(reveal.auction_id, reveal.bidder, reveal.amount,
+                                 reveal.nonce)),
+    )
+
+
+def vote_command(handler: AgentHandler, proposal: ProposalView, identity: Identity) -> bytes:
+    """Ask ``handler`` for its vote and return the signed vote command.
+
+    Equivalent lower-level calls: ``handler.vote``, :func:`commitments.sign_vote`,
+    :func:`wire.encode_command` of ``CastVote``.
+    """
+    choice = handler.vote(proposal)
+    if choice not in (0, 1, 2) or type(choice) is not int:
+        raise ConfigError(f"agent vote {choice!r} is not 0 (no), 1 (yes) or 2 (abstain)")
+    return encode_command(CastVote(proposal.proposal_id, identity.node_id, choice,
+                                   sign_vote(identity, proposal.proposal_id, choice)))

@@ -74,3 +74,74 @@ def test_records_register_and_are_found_through_a_registry_core() -> None:
         core.register(now, *rec(i, ["gpu"] if i < 2 else ["cpu"]).to_registry())
     found, bad = find_by_capability(core.select("agent/"), "gpu")
     assert {r.agent_id for r in found} == {IDS[0].node_id, IDS[1].node_id} and bad == 0
+
+
+class Bidder:
+    def __init__(self, amount: Any, choice: Any = 1) -> None:
+        self.amount = amount
+        self.choice = choice
+
+    def bid(self, auction: Any) -> Any:
+        return self.amount if "cpu" in auction.resources else None
+
+    def vote(self, proposal: Any) -> Any:
+        return self.choice
+
+    def offer(self, negotiation: Any) -> Any:
+        raise AssertionError("not asked")
+
+
+def test_handlers_drive_a_sealed_auction_and_a_vote() -> None:
+    import random
+
+    from foundation_p2p.coordination.agents import (
+        auction_view,
+        bid_commands,
+        proposal_view,
+        vote_command,
+    )
+    from foundation_p2p.coordination.machine import CoordinationMachine
+    from foundation_p2p.coordination.wire import (
+        CloseCommit,
+        Finalize,
+        OpenAuction,
+        Propose,
+        Voter,
+        encode_command,
+    )
+    from foundation_p2p.errors import ConfigError
+    from foundation_p2p.wire import cbor
+
+    m = CoordinationMachine()
+    index = 0
+
+    def run(cmd: bytes) -> Any:
+        nonlocal index
+        index += 1
+        return cbor.decode(m.apply(index, cmd))
+
+    spec = OpenAuction(b"a" * 16, ("cpu",), 2, 0, 1)
+    run(encode_command(spec))
+    view = auction_view(spec)
+    rng = random.Random(1)
+    pairs = [bid_commands(Bidder(amt), view, IDS[i], rng.randbytes)
+             for i, amt in enumerate((5, 9, 7))]
+    assert bid_commands(Bidder(3), auction_view(OpenAuction(b"b" * 16, ("gpu",), 2, 0, 1)),
+                        IDS[0], rng.randbytes) is None
+    for p in pairs:
+        assert p is not None and run(p[0])[0] == 0
+        fields = cbor.decode(p[0])
+        assert fields[0] == 2 and all(type(f) is bytes for f in fields[1:])  # no amount
+    run(encode_command(CloseCommit(b"a" * 16)))
+    for p in pairs:
+        assert p is not None and run(p[1])[0] == 0
+    res = run(encode_command(Finalize(b"a" * 16)))
+    assert res[1][2] == [[IDS[1].node_id, 9]] and res[1][3] == 7
+    with pytest.raises(ConfigError):
+        bid_commands(Bidder(-1), view, IDS[0], rng.randbytes)
+    prop = Propose(b"p" * 16, "go", 1, 0, (Voter(IDS[0].node_id, IDS[0].public_key, 1),), 9)
+    run(encode_command(prop))
+    out = run(vote_command(Bidder(0, 1), proposal_view(prop), IDS[0]))
+    assert out[0] == 0 and m.votes.decision(b"p" * 16) is True
+    with pytest.raises(ConfigError):
+        vote_command(Bidder(0, 7), proposal_view(prop), IDS[0])
