@@ -351,6 +351,8 @@ def _auction_from_wire(item: Any) -> Auction:
             got = command_from_wire(c)
             if not isinstance(got, CommitBid | RevealBid) or got.auction_id != cmd.auction_id:
                 raise MalformedError(f"auction snapshot: a {what} of another kind or auction")
+            if dst and got.bidder <= max(dst):
+                raise MalformedError(f"auction snapshot: {what}s not sorted by distinct bidder")
             dst[got.bidder] = got  # type: ignore[assignment]
     for b, r in a.reveals.items():
         c2 = a.commits.get(b)
@@ -361,6 +363,8 @@ def _auction_from_wire(item: Any) -> Auction:
     for what, src2, dst2 in (("mismatched", mism, a.mismatched), ("late", late, a.late)):
         if type(src2) is not list or any(type(b) is not bytes or len(b) != 16 for b in src2):
             raise MalformedError(f"auction snapshot: {what} must be an array of ids")
+        if src2 != sorted(set(src2)):
+            raise MalformedError(f"auction snapshot: {what} not sorted without repeats")
         dst2.update(src2)
     if phase == DONE:
         a.result = compute_result(a)

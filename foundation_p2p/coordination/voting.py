@@ -21,8 +21,9 @@ deadline passes (the first entry applied after it, or a ``CloseVote``) an undeci
 proposal ends ``quorum_not_met`` (quorum rule, fewer than ``n`` votes) or ``timeout``;
 :meth:`VoteMachine.decision` raises :class:`QuorumNotMet` / :class:`ConsensusTimeout`.
 
-Bounds: at most ``max_active`` undecided proposals (more are refused ``full``) and
-``max_results`` decided ones kept (the oldest evicted, counted).
+Bounds: at most ``max_active`` undecided proposals (more are refused ``full``),
+``max_results`` decided ones kept (the oldest evicted, counted), and a deadline heap of at
+most ``2 * max_active + 16`` items (decided proposals are swept out of it in bulk).
 """
 
 from __future__ import annotations
@@ -256,6 +257,12 @@ class VoteMachine:
         p.outcome, p.final = out, final
         self.counters.inc(f"coordination.vote.{out.status}")
         self.decided[p.spec.proposal_id] = None
+        if len(self._deadlines) > 2 * self.max_active + 16:
+            # decided proposals stay in the heap until their deadline: drop them in bulk so
+            # the heap stays within twice the undecided bound
+            self._deadlines = [(d, k) for d, k in self._deadlines
+                               if k in self.proposals and self.proposals[k].outcome is None]
+            heapq.heapify(self._deadlines)
         while len(self.decided) > self.max_results:
             old, _ = self.decided.popitem(last=False)
             del self.proposals[old]
@@ -348,6 +355,8 @@ class VoteMachine:
                 vote = command_from_wire(v)
                 if not isinstance(vote, CastVote) or vote.proposal_id != cmd.proposal_id:
                     raise MalformedError("vote snapshot: a vote of another kind or proposal")
+                if p.votes and vote.voter <= max(p.votes):
+                    raise MalformedError("vote snapshot: votes not sorted by distinct voter")
                 if all(e.voter != vote.voter for e in cmd.eligible):
                     raise MalformedError("vote snapshot: a vote by a voter not eligible")
                 p.votes[vote.voter] = vote
@@ -359,11 +368,11 @@ class VoteMachine:
             if cmd.proposal_id in proposals:
                 raise MalformedError("vote snapshot: a proposal appears twice")
             proposals[cmd.proposal_id] = p
-        self.proposals = proposals
         done = {k for k, p in proposals.items() if p.outcome}
         if (type(order) is not list or any(type(k) is not bytes for k in order)
                 or len(order) != len(done) or set(order) != done):
             raise MalformedError("vote snapshot: the decided order does not list the decided")
+        self.proposals = proposals
         self.decided = OrderedDict((k, None) for k in order)
         self._deadlines = [(p.deadline_index, k) for k, p in proposals.items()
                            if p.outcome is None]

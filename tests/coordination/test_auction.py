@@ -280,3 +280,26 @@ def test_commitment_layout_and_nonce_bounds() -> None:
             commitment_hash(aid(1), nid(0), 7, bad)
     with pytest.raises(ConfigError):
         commitment_hash(aid(1), nid(0), -1, bytes(16))
+
+
+def test_a_bad_snapshot_leaves_the_state_unchanged() -> None:
+    from foundation_p2p.errors import WireError
+    from foundation_p2p.wire import cbor
+
+    log, _ = run_auction({0: 10, 1: 20})
+    before = log.m.snapshot()
+    value = cbor.decode(before)
+    forged = cbor.encode([1, value[1], 0, [[*value[3][0][:4], [value[3][0][4][0]] * 2,
+                                            *value[3][0][5:]]]])  # a reveal listed twice
+    for bad in (b"", before[:-1], cbor.encode([2, 0, 0, []]), forged):
+        with pytest.raises(WireError):
+            log.m.restore(bad) if bad != forged else _restore_strict(log.m, bad)
+        assert log.m.snapshot() == before
+    fresh = AuctionMachine()
+    fresh.restore(before)
+    assert fresh.snapshot() == before and fresh.result(aid(1)) == log.m.result(aid(1))
+
+
+def _restore_strict(m: AuctionMachine, data: bytes) -> None:
+    m.restore(data)
+    raise AssertionError("restored a snapshot listing one reveal twice")

@@ -27,6 +27,7 @@ from foundation_p2p.coordination.wire import (
     Voter,
     encode_command,
 )
+from foundation_p2p.errors import WireError
 from foundation_p2p.wire import cbor
 
 P = aid(7)
@@ -201,3 +202,30 @@ def test_snapshot_restore_midway_gives_the_same_outcome() -> None:
         m.apply(10, b"\x80")
     assert v.m.snapshot() == w.snapshot()
     assert v.m.outcome(P) == w.outcome(P) and w.outcome(P) is not None
+
+
+def test_the_deadline_heap_stays_bounded_when_proposals_decide_early() -> None:
+    m = VoteMachine(max_active=4, max_results=8)
+    one = voters([0])
+    index = 0
+    for n in range(200):
+        pid = aid(1000 + n)
+        index += 1
+        m.apply(index, encode_command(
+            Propose(pid, "x", MAJORITY, 0, one, 10**9)))  # type: ignore[arg-type]
+        index += 1
+        sig = sign_vote(IDS[0], pid, YES)
+        out = cbor.decode(m.apply(index, encode_command(CastVote(pid, IDS[0].node_id, YES, sig))))
+        assert out[0] == 0 and VoteOutcome.from_wire(out[1]).status == "accepted"
+        assert len(m._deadlines) <= 2 * 4 + 16
+    assert len(m.proposals) == 8 and m.counters["coordination.vote.results_evicted"] == 192
+
+
+def test_a_bad_snapshot_leaves_the_state_unchanged() -> None:
+    v = Votes(MAJORITY, n=3)
+    v.vote(0, YES)
+    before = v.m.snapshot()
+    for bad in (b"", before[:-1], before + b"\x00", cbor.encode([1, 2, 3, [], [b"x"]])):
+        with pytest.raises(WireError):
+            v.m.restore(bad)
+        assert v.m.snapshot() == before
