@@ -24,10 +24,20 @@ It holds the two sans-I/O cores and connects them to the rest of the node, witho
   same; the :class:`~foundation_p2p.registry.lease.QuorumView` handed to the supervisor
   holds, per member, the monotonic time it was last heard from directly, and the
   configured member set: the static ``quorum_members`` of the ``[supervisor]`` table if
-  set, else every member ever seen alive in this boot minus those that left gracefully
-  (a crashed member stays counted until an explicit :meth:`set_configured`
-  replaces the set; a partition never shrinks the set, so a minority never
-  counts itself a majority).
+  set (or the set last given to :meth:`set_configured`), else the **last-known-stable**
+  set. That set starts empty (quorum singletons run nowhere yet) and changes only once
+  every member in this node's view (membership's members, observers and members that left
+  excluded) has been ALIVE, with no membership change, for ``stable_s`` (``[supervisor]``,
+  default 10 s): it then becomes the alive members, plus every member of the previous
+  set that did not leave gracefully. So a joiner is counted only once the view is whole
+  and quiet, a crashed member is never dropped automatically (only a graceful leave or
+  :meth:`set_configured` removes one), and while a partition lasts the other side's
+  members are failed in the view, so the set does not change on either side (horde#45:
+  majorities over different sets need not intersect). Residual risk: a partition that
+  outlasts membership's ``reap_after_s`` (the other side's members are then reaped out of
+  the view) with members joining one side lets that side adopt a larger set; and a node
+  whose view is incomplete yet quiet for ``stable_s`` (e.g. started alone) adopts what it
+  sees. ``spec/supervisor.md`` section 5 states both.
 - **Outputs.** Registry changes (``take_changes``) go to the supervisor (for name
   conflicts) and to a bounded queue the runtime's ``watch`` reads
   (:meth:`take_changes`; at most ``max_changes``, the oldest dropped and counted in
@@ -112,7 +122,10 @@ class RegistrySubsystem:
         self._last_heard: dict[NodeId, float] = {}
         static = supervisor_config.quorum_members
         self._static: frozenset[NodeId] | None = static if static else None
-        self._configured: set[NodeId] = {node_id}
+        self._stable_s = supervisor_config.stable_s
+        self._stable_set: frozenset[NodeId] = frozenset()
+        self._left: set[NodeId] = set()
+        self._view_changed_at: float | None = None
         self._sent_configured: frozenset[NodeId] | None = None
         self._live: frozenset[NodeId] = frozenset()
         self._next_view: float | None = None
@@ -123,7 +136,7 @@ class RegistrySubsystem:
 
     def heard(self, now: Now, sender: NodeId) -> None:
         """``sender`` was heard from directly (an authenticated packet of its own)."""
-        if sender in self._configured or sender in self._live:
+        if sender in self._live or sender in self.configured:
             self._last_heard[sender] = now.mono
 
     def on_member_event(self, now: Now, event: Event) -> None:
@@ -141,7 +154,8 @@ class RegistrySubsystem:
                 return
             if kind is not MemberSuspect:
                 core.set_failed(member.node_id, False)
-            self._configured.add(member.node_id)
+            if kind is not MemberUpdated:
+                self._left.discard(member.node_id)
         elif kind in (MemberFailed, MemberLeft):
             member = event.member  # type: ignore[attr-defined]
             if member.observer:
@@ -149,16 +163,55 @@ class RegistrySubsystem:
             core.set_failed(member.node_id, True)
             self.messenger.forget(member.node_id)
             if kind is MemberLeft:
-                self._configured.discard(member.node_id)
+                self._left.add(member.node_id)
         else:
             return
+        if kind is not MemberUpdated:
+            self._view_changed_at = now.mono  # the stability clock starts again
         self._update_members(now)
 
     def set_configured(self, now: Now, members: Iterable[NodeId]) -> None:
         """Replace the configured member set quorum mode counts majorities over (an
-        explicit reconfiguration: after members were removed for good)."""
+        explicit reconfiguration: after members were removed for good). From then on the
+        set is static: the last-known-stable rule no longer changes it."""
         self._static = frozenset(members)
         self._update_members(now)
+
+    @property
+    def configured(self) -> frozenset[NodeId]:
+        """The configured member set handed to the supervisor (static or last-known-stable;
+        empty until the view was first stable)."""
+        return self._static if self._static is not None else self._stable_set
+
+    def _stable_view(self, now: Now) -> frozenset[NodeId] | None:
+        """The alive members if every member in the view has been alive, with no
+        membership change, for ``stable_s``; else None."""
+        if self._view_changed_at is None or now.mono - self._view_changed_at < self._stable_s:
+            return None
+        alive: set[NodeId] = {self.node_id}
+        for m in self.membership.members():
+            if m.observer or m.state is MemberState.LEFT:
+                continue
+            if m.state is not MemberState.ALIVE:
+                return None
+            alive.add(m.node_id)
+        return frozenset(alive)
+
+    def _adopt_stable(self, now: Now) -> None:
+        """Apply the last-known-stable rule (see the module docstring)."""
+        if self._static is not None or self.membership.local.observer:
+            return
+        alive = self._stable_view(now)
+        if alive is None:
+            return
+        new = alive | (self._stable_set - self._left)
+        if new != self._stable_set:
+            log.info(
+                "%s: quorum configured set: %d -> %d members (view stable for %.1f s)",
+                short_id(self.node_id), len(self._stable_set), len(new), self._stable_s,
+            )
+            self._stable_set = new
+            self.counters.inc("registry.quorum.configured_changes")
 
     def _update_members(self, now: Now) -> None:
         live = frozenset(
@@ -188,7 +241,8 @@ class RegistrySubsystem:
             self._set_peers()
 
     def _send_quorum_view(self, now: Now) -> None:
-        configured = self._static if self._static is not None else frozenset(self._configured)
+        self._adopt_stable(now)
+        configured = self.configured
         changed = configured != self._sent_configured
         self._sent_configured = configured
         self.supervisor.set_quorum_view(
@@ -290,5 +344,5 @@ class RegistrySubsystem:
         """One line for logs: live members and the configured set's size."""
         return (
             f"registry on {short_id(self.node_id)}: {len(self._live)} live, "
-            f"{len(self._static or self._configured)} configured"
+            f"{len(self.configured)} configured"
         )

@@ -300,11 +300,15 @@ class SupervisorConfig:
     quorum_members: frozenset[NodeId] = frozenset()
     """The static configured member set of quorum mode (empty: given later by
     ``QuorumView.configured``; until then quorum singletons run nowhere)."""
+    stable_s: float = 10.0
+    """Without ``quorum_members``, the integration's last-known-stable configured set
+    changes only after every member in the node's view has been alive, with no membership
+    change, for this long (``RegistrySubsystem``; ``spec/supervisor.md`` section 5)."""
 
     def __post_init__(self) -> None:
         if not self.handoff_delay_s >= 0:
             raise ConfigError(f"SupervisorConfig.handoff_delay_s: {self.handoff_delay_s} < 0")
-        for name in ("lease_s", "check_interval_s", "give_up_s"):
+        for name in ("lease_s", "check_interval_s", "give_up_s", "stable_s"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
                 raise ConfigError(

@@ -6,6 +6,8 @@ catch a broken registry, and the workload's parameter errors.
 - ``registry-partition-heal.toml``: default mode, 3/2 partition: singletons run on both
   sides, after the heal one instance survives (the others stopped with NameConflict);
 - ``registry-partition-heal-quorum.toml``: quorum mode: the minority stops, no moment has two;
+- ``registry-quorum-joiners.toml``: quorum mode, {A} | {B, C} with two joiners on A's side
+  (horde#45): the last-known-stable configured set does not grow, no moment has two;
 - ``registry-names.toml``: names across 20 nodes converge; failed starts leave the state
   bounded;
 - ``registry-churn.toml``: leaves, crashes, restarts and joins; each singleton runs once.
@@ -72,6 +74,17 @@ def test_quorum_mode_partition_stops_the_minority_and_never_runs_two(seed: int) 
     # the 2-node side held some singletons and stopped them when its lease ran out
     assert m.get("registry.stops_quorum_lost", 0) >= 1
     # ... and the 3-node side took them over: each still runs exactly once at the end
+    assert r.invariants["registry.singleton_unique"].ok
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_horde_45_joiners_on_the_minority_side_never_make_it_a_majority(seed: int) -> None:
+    r = run_file("registry-quorum-joiners.toml", seed=seed)
+    m = r.metrics
+    # with a configured set that grew with every join, n1 counted {n1, n4, n5} as 3 of 5
+    # while {n2, n3} counted 2 of 3: 6-7 moments with two instances per seed
+    assert m["registry.double_runs"] == 0
+    assert m["registry.singleton_starts"] >= 6
     assert r.invariants["registry.singleton_unique"].ok
 
 
