@@ -4,8 +4,8 @@ Every node spreads its own :class:`~foundation_p2p.health.summary.HealthSummary`
 relays the summaries it hears, so that any node holds every member's latest summary and
 can report the whole cluster's health without a round trip.
 
-- **Frame** ``[24, summary]`` (frame type 24, the first of the range spec/wire.md
-  reserves for membership frames). A summary is newer than another of its node when its
+- **Frame** ``[49, summary]`` (frame type 49, the first of the numbers spec/wire.md
+  leaves to later capabilities such as health; 24..47 stay membership's). A summary is newer than another of its node when its
   ``(epoch, version)`` is larger; the version is this subsystem's own counter, never the
   SWIM incarnation.
 - **Rounds**: every ``interval_s`` the node samples its figures (the ``sample`` callable
@@ -49,14 +49,14 @@ from foundation_p2p.wire.limits import WireLimits
 
 log = logging.getLogger("foundation_p2p.health")
 
-SUMMARY_FRAME_TYPE = 24
+SUMMARY_FRAME_TYPE = 49
 """The health-summary gossip frame (spec/health.md, spec/wire.md frame table)."""
 
 
 @register_frame
 @dataclass(slots=True)
 class SummaryFrame:
-    """``[24, summary]``: one node's health summary, first-hand or relayed."""
+    """``[49, summary]``: one node's health summary, first-hand or relayed."""
 
     TYPE: ClassVar[int] = SUMMARY_FRAME_TYPE
     summary: HealthSummary

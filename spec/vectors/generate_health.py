@@ -50,7 +50,7 @@ def valid_vectors() -> list[dict[str, Any]]:
             "fields": dict(zip(["node_id", "epoch", "version", *FIELDS],
                                [NODE.hex(), *value[2:]], strict=True)),
             "hex": dumps(value).hex(),
-            "frame_hex": dumps([24, value]).hex(),
+            "frame_hex": dumps([49, value]).hex(),
         })
     return out
 
@@ -84,7 +84,7 @@ def build() -> dict[str, Any]:
         "about": (
             "Vectors for spec/health.md sections 1 and 2. 'summary': 'hex' is the "
             "deterministic encoding of 'value' (a health-summary), which decodes to "
-            "'fields'; 'frame_hex' is the same summary in a frame of type 24. "
+            "'fields'; 'frame_hex' is the same summary in a frame of type 49. "
             "'invalid_summary': decoding 'hex' as a summary must fail with 'error' (the "
             "wire.md error codes)."
         ),

@@ -1,6 +1,6 @@
 """spec/vectors/health.json against the code (``foundation_p2p.health``) and
 ``spec/health.cddl``: valid summaries decode to their fields and re-encode byte-exact,
-also inside frame 24; invalid ones fail with their error code; the generator reproduces
+also inside frame 49; invalid ones fail with their error code; the generator reproduces
 the committed file."""
 
 from __future__ import annotations

@@ -43,6 +43,10 @@ def make(addr: Address, seed: int) -> tuple[NodeCore, HealthGossip]:
         core.membership, lambda: {**core.counters, **core.transport.stats()},
         lambda: extra_lag,
     )
+    wired = getattr(core, "health", None)
+    if wired is not None:  # NodeCore runs a HealthService itself: drive its gossip
+        wired.gossip.sample = sampler
+        return core, wired.gossip
     health = HealthGossip(
         core.membership, epoch=core.boot_epoch, rng=random.Random(seed + 7),
         counters=core.counters, sample=sampler,

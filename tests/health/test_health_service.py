@@ -32,12 +32,20 @@ def boot(n: int = 5) -> tuple[CoreNet, list[NodeCore], list[HealthService]]:
             stored={}, rng=random.Random(i + 50), secret_bytes=rng.randbytes,
         )
         cores.append(core)
-        services.append(HealthService(core, now=Now(0.0, WALL)))
+        services.append(service_of(core))
     net = CoreNet(*cores)
     for c in cores[1:]:
         c.handle_command(net.stamp(), Join((ADDRS[0],)))
     assert net.run(lambda: all_healthy(net, services), max_time_s=30.0)
     return net, cores, services
+
+
+def service_of(core: NodeCore) -> HealthService:
+    """The core's own HealthService when NodeCore wires one, else one attached here."""
+    wired = getattr(core, "health", None)
+    if isinstance(wired, HealthService):
+        return wired
+    return HealthService(core, now=Now(0.0, WALL))
 
 
 def all_healthy(net: CoreNet, services: list[HealthService]) -> bool:
@@ -114,16 +122,15 @@ def test_metrics_carry_counters_and_verdicts() -> None:
 
 
 def test_the_gossip_leaves_other_subsystems_draws_alone() -> None:
-    # the same node with and without the health service draws the same from the node's rng
-    def first_draws(with_health: bool) -> list[float]:
-        rng = random.Random(1)
-        core = NodeCore(NodeConfig(bind=ADDRS[0]), now=Now(0.0, WALL), keyring=KEYRING,
-                        stored={}, rng=random.Random(9), secret_bytes=rng.randbytes)
-        if with_health:
-            s = HealthService(core, now=Now(0.0, WALL))
-            for t in range(5):
-                core.handle_timer(Now(float(t), WALL + t))
-            assert s.gossip.own() is not None
-        return [core.rng.random() for _ in range(3)]
-
-    assert first_draws(True) == first_draws(False)
+    # rounds that choose targets draw from the gossip's own generator, never the node's
+    net, cores, services = boot(3)
+    for core, service in zip(cores, services, strict=True):
+        before = core.rng.getstate()
+        own_before = service.gossip.rng.getstate()
+        service.gossip.take_outgoing()
+        for k in range(1, 4):
+            t = net.now + k * service.gossip.config.interval_s
+            service.gossip.handle_timer(Now(t, WALL + t))
+        assert service.gossip.take_outgoing()  # it did send, to chosen members
+        assert service.gossip.rng.getstate() != own_before
+        assert core.rng.getstate() == before

@@ -42,6 +42,12 @@ async def http_get(port: int, path: str) -> tuple[int, bytes]:
 
 
 def attach(node: Node) -> HealthService:
+    """The core's own HealthService when NodeCore wires one, else one attached here;
+    rounds every 0.2 s."""
+    wired = getattr(node.core, "health", None)
+    if isinstance(wired, HealthService):
+        wired.gossip.config = HealthGossipConfig(interval_s=0.2)
+        return wired
     service = HealthService(node.core, now=machine_now(),
                             config=HealthGossipConfig(interval_s=0.2))
     node.wake()

@@ -120,5 +120,5 @@ def test_fuzz_targets_on_random_bytes(data: bytes, target: str) -> None:
 
 @given(st.lists(summaries, max_size=6))
 def test_frames_target_on_valid_frame_lists(items: list[HealthSummary]) -> None:
-    frames = [cbor.encode([24, s.to_cbor()]) for s in items]
+    frames = [cbor.encode([49, s.to_cbor()]) for s in items]
     FUZZ.HEALTH_TARGETS["health-frames"](bytes([0x80 | len(frames)]) + b"".join(frames))
