@@ -51,6 +51,7 @@ class _NoMembers:
     """The membership surface HealthGossip reads, with nobody in it."""
 
     node_id = _LOCAL
+    leaving = False
 
     def member(self, node_id: bytes) -> None:
         return None

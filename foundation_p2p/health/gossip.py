@@ -5,10 +5,11 @@ relays the summaries it hears, so that any node holds every member's latest summ
 can report the whole cluster's health without a round trip.
 
 - **Frame** ``[49, summary]`` (frame type 49, the first of the numbers spec/wire.md
-  leaves to later capabilities such as health; 24..47 stay membership's). A summary is newer than another of its node when its
-  ``(epoch, version)`` is larger; the version is this subsystem's own counter, never the
-  SWIM incarnation.
-- **Rounds**: every ``interval_s`` the node samples its figures (the ``sample`` callable
+  leaves to later capabilities such as health; 24..47 stay membership's). A summary is
+  newer than another of its node when its ``(epoch, version)`` is larger; the version is
+  this subsystem's own counter, never the SWIM incarnation.
+- **Rounds**: every ``interval_s`` (the first one ``interval_s`` after :meth:`start`,
+  none once membership is leaving) the node samples its figures (the ``sample`` callable
   handed in, typically :class:`SummarySampler`), publishes a new version when they changed
   or ``refresh_s`` passed, and sends to ``fanout`` random alive members one packet's worth
   of frames: its own summary first, then the relayed summaries with transmissions left,
@@ -193,9 +194,10 @@ class HealthGossip:
         return summary
 
     def start(self, now: Now) -> None:
-        """Arm the rounds: the first samples (and publishes) at ``now``."""
+        """Arm the rounds: the first samples (and publishes) one ``interval_s`` after
+        ``now`` (not at once: a booting node's first datagrams wait for its boot writes)."""
         if self._next_round is None:
-            self._next_round = now.mono
+            self._next_round = now.mono + self.config.interval_s
 
     # -- Subsystem protocol ------------------------------------------------------------
 
@@ -229,6 +231,9 @@ class HealthGossip:
         """A round: sample and maybe publish, forget departed nodes, send to ``fanout``."""
         if self._next_round is None or now.mono < self._next_round:
             return
+        if self.membership.leaving:  # a leaving node says nothing more about itself
+            self._next_round = None
+            return
         cfg = self.config
         self._next_round = now.mono + cfg.interval_s
         if self.sample is not None:
@@ -257,7 +262,10 @@ class HealthGossip:
         return False
 
     def next_deadline(self) -> float | None:
-        """The next round (None until something was published or heard)."""
+        """The next round (None until something was published or heard, and once the
+        node is leaving)."""
+        if self.membership.leaving:
+            return None
         return self._next_round
 
     def take_outgoing(self) -> list[tuple[Address | NodeId, Frame]]:
