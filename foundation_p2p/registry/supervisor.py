@@ -32,6 +32,8 @@ per spec, where the child should run with what this node runs, and emits actions
   of that stop; the row stays ``name_conflict`` in ``which_children``. The node runs the
   name again only if placement later gives it the name *and* the winner released it
   (handed off, or its owner failed) — a fresh start, never a restart fighting the winner.
+  "Failed" needs the winner to have been live in this view at or after the loss; a winner
+  hidden since then (a stale view after a heal) is waited for up to ``conflict_hold_s``;
 
 Handoff (the chosen path: through the registry). The old owner stops its instance with
 ``handoff=True``; the driver passes the state the service returns to ``handoff_state`` and
@@ -91,6 +93,7 @@ from foundation_p2p.registry.actions import (
     StopReason,
     StopService,
 )
+from foundation_p2p.registry.events import Conflict
 from foundation_p2p.registry.lease import LeasePolicy, QuorumView, lease_expiry
 from foundation_p2p.registry.placement import RendezvousPlacement, rendezvous_owner
 from foundation_p2p.registry.restart import (
@@ -300,6 +303,9 @@ class SupervisorConfig:
     quorum_members: frozenset[NodeId] = frozenset()
     """The static configured member set of quorum mode (empty: given later by
     ``QuorumView.configured``; until then quorum singletons run nowhere)."""
+    conflict_hold_s: float = 10.0
+    """After losing a name conflict, how long a node does not claim the name while the
+    winner is failed in its view and was not seen live since (``_held_by_winner``)."""
     stable_s: float = 10.0
     """Without ``quorum_members``, the integration's last-known-stable configured set
     changes only after every member in the node's view has been alive, with no membership
@@ -308,7 +314,7 @@ class SupervisorConfig:
     def __post_init__(self) -> None:
         if not self.handoff_delay_s >= 0:
             raise ConfigError(f"SupervisorConfig.handoff_delay_s: {self.handoff_delay_s} < 0")
-        for name in ("lease_s", "check_interval_s", "give_up_s", "stable_s"):
+        for name in ("lease_s", "check_interval_s", "give_up_s", "stable_s", "conflict_hold_s"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
                 raise ConfigError(
@@ -373,6 +379,9 @@ class _Child:
         "handoff_state",
         "instance",
         "intensity",
+        "lost_at",
+        "lost_to",
+        "lost_to_seen",
         "move_at",
         "reason",
         "restart_at",
@@ -398,6 +407,11 @@ class _Child:
         self.given_up_until: float | None = None
         self.wait_until: float | None = None
         self.move_at: float | None = None
+        self.lost_to: NodeId | None = None
+        """The owner of the claim this node last lost the name to (NameConflict)."""
+        self.lost_to_seen = False
+        """Whether ``lost_to`` was in the live set at or since the loss."""
+        self.lost_at = 0.0
 
     def update_spec(self, spec: ChildSpec) -> None:
         if (spec.max_restarts, spec.max_seconds) != (self.spec.max_restarts, self.spec.max_seconds):
@@ -450,6 +464,7 @@ class SupervisorCore:
         self._specs: dict[str, ChildSpec] = {}
         self._spec_cache: dict[str, tuple[Any, ChildSpec | None]] = {}
         self._owner_seen: dict[str, tuple[NodeId, float]] = {}
+        self._contested: dict[str, tuple[Any, NodeId, float]] = {}
         self._placement_cache: dict[str, tuple[int, frozenset[NodeId], NodeId | None]] = {}
         self._actions: list[Action] = []
         self._next_instance = 1
@@ -707,8 +722,28 @@ class SupervisorCore:
 
     def registry_changed(self, now: Now, changes: Iterable[Any] = ()) -> None:
         """A hint that the registry changed (the integration passes what it drained from
-        ``registry.take_changes()``); the supervisor re-reads what it needs."""
+        ``registry.take_changes()``); the supervisor re-reads what it needs.
+
+        One change is used as such: a ``Conflict`` in which a handoff entry beat another
+        node's running claim marks that handoff *contested* (see ``_acquire``).
+        """
+        for change in changes:
+            if isinstance(change, Conflict):
+                self._note_contested(now, change)
         self._reconcile(now)
+
+    def _note_contested(self, now: Now, change: Conflict) -> None:
+        """Remember a handoff entry that won over a claim of a node other than its writer:
+        the writer ran a duplicate (a healed partition) and handed off before it saw the
+        claim; the claim's owner may still run the instance."""
+        win, lose = change.winner, change.loser
+        if not _is_handoff(win) or change.name not in self._specs:
+            return
+        if lose.owner is None or lose.metadata.get(META_KEY) != "instance":
+            return
+        if lose.owner == win.value.get("from"):
+            return  # the writer's own claim, replaced by its handoff: the normal path
+        self._contested[change.name] = (win.stamp, lose.owner, now.mono)
 
     # ------------------------------------------------------------------ outputs
 
@@ -737,7 +772,7 @@ class SupervisorCore:
                 deadlines.append(c.restart_at)
             elif c.state == "given_up" and c.given_up_until is not None:
                 deadlines.append(c.given_up_until)
-            elif c.state == "pending" and c.wait_until is not None:
+            elif c.state in ("pending", "name_conflict") and c.wait_until is not None:
                 deadlines.append(c.wait_until)
             if c.state in _ACTIVE and c.move_at is not None:
                 deadlines.append(c.move_at)
@@ -768,6 +803,9 @@ class SupervisorCore:
         for name in list(self._owner_seen):
             if name not in self._specs:
                 del self._owner_seen[name]
+        for name in list(self._contested):
+            if name not in self._specs:
+                del self._contested[name]
         for name, spec in self._specs.items():
             self._reconcile_child(now, spec, excluded | gave_up.get(name, frozenset()))
 
@@ -917,6 +955,8 @@ class SupervisorCore:
             return
         passed: Any = None
         if spec.kind == "singleton":
+            if c.state == "name_conflict" and self._held_by_winner(now, c):
+                return
             acquired, passed = self._acquire(now, c)
             if not acquired:
                 return
@@ -940,7 +980,11 @@ class SupervisorCore:
         if entry is not None and entry.owner == self.node_id:
             return None
         if entry is not None and not _is_handoff(entry):
-            return NameConflict(name, entry.owner)
+            # the winner is the largest stamp in the replica (what every node computes),
+            # even if its owner is failed in this view and the visible entry is another
+            ranked = self.registry.conflicts_of(name)
+            best = ranked[0] if ranked else entry
+            return NameConflict(name, best.owner if best.owner is not None else entry.owner)
         if entry is None:
             # Our claim is gone. If it lost a conflict to an entry we cannot see (its owner
             # is failed in our view), we lost all the same: the registry removed our claim.
@@ -952,10 +996,12 @@ class SupervisorCore:
         else:
             # A handoff entry won over our running claim: its writer ran a duplicate (both
             # sides of a healed partition) and handed off before the registry showed it the
-            # conflict. We keep running; the duplicate's state is discarded, loudly.
+            # conflict. Expected after a heal in default mode, so debug level and counted:
+            # we keep running and restore our claim; the duplicate's state is discarded (a
+            # node placed to take the handoff leaves it alone meanwhile: _contest_wait).
             self.counters.inc("supervisor.handoffs.stale")
             sender = entry.value.get("from")
-            log.warning(
+            log.debug(
                 "%s: %s: discarding a handoff from %s that arrived while running it",
                 short_id(self.node_id), name,
                 sender.hex() if isinstance(sender, bytes) else "?",
@@ -984,6 +1030,17 @@ class SupervisorCore:
                     c.state = "pending"
                 c.wait_until = None
                 return False, None
+            waiting_until = self._contest_wait(now, name, entry)
+            if waiting_until is not None:
+                # a duplicate's handoff beat a live node's running claim: that node keeps
+                # its instance and restores its claim; taking the "free" name here would
+                # start a second instance beside it (counted once per wait)
+                if c.wait_until is None:
+                    self.counters.inc("supervisor.handoffs.contested")
+                if c.state != "name_conflict":
+                    c.state = "pending"
+                c.wait_until = waiting_until
+                return False, None
             handoff = entry.value.get("state")
             consume = True
         inherited = entry is not None and entry.owner == self.node_id and c.instance is None
@@ -1007,6 +1064,57 @@ class SupervisorCore:
         if consume:
             self.counters.inc("supervisor.handoffs.received")
         return True, handoff
+
+    def _held_by_winner(self, now: Now, c: _Child) -> bool:
+        """After a lost conflict: whether the winner may still hold the name unseen.
+
+        Right after a partition heals, the winner of a name conflict is often still failed
+        in this node's membership view (its claim hidden), so the name looks free here; a
+        new claim would start a second instance, win the next conflict with its newer
+        stamp and stop the winner: ping-pong until the views agree. So a node that lost
+        the name claims it again only once the winner was seen live and then failed (a
+        real failover), or ``conflict_hold_s`` after the loss if the winner never
+        reappeared in the live set (it may have crashed).
+        """
+        winner = c.lost_to
+        if winner is None:
+            return False
+        if winner in self._placement.members:
+            c.lost_to_seen = True
+            return False  # live: its visible claim (or its release) decides, in _acquire
+        if c.lost_to_seen or now.mono >= c.lost_at + self.config.conflict_hold_s:
+            c.lost_to = None
+            return False
+        if c.wait_until is None:
+            self.counters.inc("supervisor.claims.held_after_conflict")  # once per hold
+        c.wait_until = c.lost_at + self.config.conflict_hold_s
+        return True
+
+    def _contest_wait(self, now: Now, name: str, entry: Entry) -> float | None:
+        """Until when to leave a contested handoff entry alone (None: take it).
+
+        Contested (``_note_contested``) and the claim's owner is live here: its supervisor
+        replaces the entry with its claim at its next reconcile. If nothing replaced it
+        after ``contest_wait_s`` (the owner had stopped meanwhile), the handoff is taken.
+        """
+        noted = self._contested.get(name)
+        if noted is None:
+            return None
+        stamp, owner, since = noted
+        if stamp != entry.stamp:
+            del self._contested[name]
+            return None
+        live = owner in self._placement.members and owner not in self.registry.failed
+        until = since + self.contest_wait_s
+        if not live or owner == self.node_id or now.mono >= until:
+            return None
+        return until
+
+    @property
+    def contest_wait_s(self) -> float:
+        """How long a contested handoff entry is left for the live claimant to replace:
+        two reconcile periods plus one second for its delta to arrive."""
+        return 2.0 * self.config.check_interval_s + 1.0
 
     def _claim(self, now: Now, c: _Child, *, replace: bool = False) -> bool:
         """Register this node's claim on the singleton's name (``replace``: over a visible
@@ -1146,6 +1254,9 @@ class SupervisorCore:
         self.counters.inc("supervisor.name_conflicts")
         log.warning("%s: %s", short_id(self.node_id), lost)
         c.reason = lost
+        c.lost_to = lost.winner_node
+        c.lost_to_seen = lost.winner_node in self._placement.members
+        c.lost_at = now.mono
         if c.state in _ACTIVE:
             self._stop(c, lost, False)
         else:

@@ -243,3 +243,100 @@ def test_churn_every_singleton_runs_exactly_once_at_the_end(seed: int) -> None:
     for n in names(100):
         assert len(c.running(n)) == 1, n
         assert c.peak[n] == 1, f"{n} ran {c.peak[n]} times at once"
+
+
+def _name_placed(order_pt_x: tuple[int, int, int]) -> str:
+    """A name whose owner over {P, X} is P and over {P, T, X} is T."""
+    p, t, x = order_pt_x
+    for i in range(1000):
+        name = f"contested-{i}"
+        if (
+            rendezvous_order(name, [nid(p), nid(x)])[0] == nid(p)
+            and rendezvous_order(name, [nid(p), nid(t), nid(x)])[0] == nid(t)
+        ):
+            return name
+    raise AssertionError("no such name")
+
+
+def test_a_duplicates_handoff_never_starts_a_second_instance_beside_the_live_owner() -> None:
+    # The soak finding (registry-partition-heal-soak seed 1, s93): P runs the singleton all
+    # along; X, cut off, ran a duplicate and handed it off (to T) before its registry saw P's
+    # claim. At the heal X's handoff entry (the newest stamp) beats P's running claim. P keeps
+    # running (it restores its claim, "discarding a handoff ... while running it"); T must
+    # not take the handoff as a free name and start a second instance beside P.
+    P, T, X = 0, 1, 2
+    name = _name_placed((P, T, X))
+    c = SupCluster(3)
+    c.set_view(P, [P, X])  # P's view (T not in it): P owns the name
+    c.set_view(T, [P, T, X])  # T's and X's: T owns it, but P visibly holds it
+    c.set_view(X, [P, T, X])
+    c.partition([T], [P, X])  # T learns the spec and P's claim together, later
+    c.nodes[P].sup.start_singleton(c.now(), name, "svc")
+    c.run(2.0)
+    c.heal()
+    c.run(2.0)
+    assert c.running(name) == [P]
+    c.partition([P, T], [X])
+    c.set_view(X, [X])  # X declares P and T failed: it starts a duplicate
+    c.run(1.0)
+    assert c.running(name) == [P, X]
+    c.nodes[X].services[name].state = {"from": "the duplicate"}
+    c.set_view(X, [P, T, X])  # membership is whole again before the registry syncs
+    c.run(1.5)  # X hands off to T (handoff_delay_s = 1 s): its handoff entry is written
+    assert c.running(name) == [P]
+    assert c.nodes[X].sup.counters["supervisor.handoffs.sent"] == 1
+    c.heal()
+    c.run(5.0)
+    assert c.running(name) == [P]
+    assert c.nodes[T].starts == []  # T never ran it: the handoff was contested by P's claim
+    assert not any(isinstance(s.reason, NameConflict) for s in c.nodes[P].stops)
+    assert c.owner_everywhere(name) == {nid(P)}
+    assert c.nodes[P].sup.counters["supervisor.handoffs.stale"] >= 1
+    assert c.nodes[T].sup.counters["supervisor.handoffs.contested"] >= 1
+
+
+def test_a_conflict_loser_whose_view_still_hides_the_winner_does_not_claim_again() -> None:
+    # registry-partition-heal-soak seed 3, s5: after the heal the loser's membership still
+    # declared the winner failed (its claim hidden), so the name looked free and placement
+    # put it on the loser: it claimed again with a newer stamp, won the next conflict and
+    # stopped the winner, and so on (each side naming the other the winner) until the
+    # views agreed.
+    c = SupCluster(3)
+    c.partition([0, 1], [2])
+    c.refresh_views()
+    c.nodes[0].sup.start_singleton(c.now(), "s", "svc")
+    c.run(1.0)
+    c.nodes[2].sup.start_singleton(c.now(), "s", "svc")
+    c.run(1.0)
+    assert c.running("s") == [0, 2]
+    c.heal()  # the registries sync; node 0's membership still says node 2 failed
+    c.set_view(2, [0, 1, 2])
+    c.nodes[0].registry.set_peers([nid(1), nid(2)])  # (in the soak: learnt via a third node)
+    c.run(3.0)
+    assert c.running("s") == [2]
+    assert len(c.nodes[0].starts) == 1 and len(c.nodes[2].stops) == 0
+    assert c.nodes[0].stops[-1].reason == NameConflict("s", nid(2))
+    assert c.nodes[0].sup.counters["supervisor.claims.held_after_conflict"] == 1
+    c.set_view(0, [0, 1, 2])  # the views agree: node 2 (placement's owner) keeps it
+    c.run(3.0)
+    assert c.running("s") == [2] and len(c.nodes[0].starts) == 1
+
+
+def test_a_conflict_winner_that_really_crashed_is_replaced_after_conflict_hold_s() -> None:
+    c = SupCluster(3, config=SupervisorConfig(conflict_hold_s=4.0))
+    c.partition([0, 1], [2])
+    c.refresh_views()
+    c.nodes[0].sup.start_singleton(c.now(), "s", "svc")
+    c.run(1.0)
+    c.nodes[2].sup.start_singleton(c.now(), "s", "svc")
+    c.run(1.0)
+    c.heal()
+    c.set_view(2, [0, 1, 2])
+    c.nodes[0].registry.set_peers([nid(1), nid(2)])
+    c.run(1.0)
+    assert c.running("s") == [2]
+    c.crash(2)  # node 0 never saw it live again
+    c.run(2.0)
+    assert c.running("s") == []
+    c.run(2.0)  # conflict_hold_s after the loss: the name is taken over
+    assert c.running("s") in ([0], [1])
