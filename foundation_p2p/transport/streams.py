@@ -515,8 +515,8 @@ class SendStream:
             self._fin_lost = False
         end = offset + length
         base = self._base
-        if end <= base:
-            return
+        if end <= base or length <= 0:
+            return  # nothing to free (a FIN alone frees no bytes)
         if end > self._sent_end:
             raise ConfigError(
                 f"stream {self.stream_id}: acknowledged range ends at {end}, "

@@ -251,6 +251,21 @@ def test_the_stream_is_finished_only_when_all_data_and_the_fin_are_acked() -> No
     assert s.finished and s.buffered == 0
 
 
+def test_a_fin_alone_acked_before_its_data_frees_nothing_and_raises_nothing() -> None:
+    # found by bench/transport.py at 2% loss: the zero-length FIN frame's ack arrived
+    # while the data before it was unacknowledged, and on_acked indexed an empty range list
+    s = sender()
+    s.write(b"abc")
+    conn = unlimited()
+    assert s.next_chunk(10, conn) == (0, b"abc", False)
+    s.write(b"", end=True)
+    assert s.next_chunk(10, conn) == (3, b"", True)
+    s.on_acked(3, 0, True)
+    assert not s.finished and s.buffered == 3
+    s.on_acked(0, 3, False)
+    assert s.finished and s.buffered == 0
+
+
 def test_a_lost_fin_is_sent_again_alone_when_its_data_was_acked() -> None:
     s = sender()
     s.write(b"abc")
