@@ -11,7 +11,9 @@ can report the whole cluster's health without a round trip.
 - **Rounds**: every ``interval_s`` (the first one ``interval_s`` after :meth:`start`,
   none once membership is leaving) the node samples its figures (the ``sample`` callable
   handed in, typically :class:`SummarySampler`), publishes a new version when they changed
-  or ``refresh_s`` passed, and sends to ``fanout`` random alive members one packet's worth
+  or ``refresh_s`` passed, and sends to ``fanout`` random alive members (and to
+  ``observer_fanout`` random alive observers, so that an observer such as the ``health``
+  CLI learns every node's own summary within a round) one packet's worth
   of frames: its own summary first, then the relayed summaries with transmissions left,
   least transmitted first, at most ``max_frames_per_round`` frames in all.
 - **Relaying**: a summary newer than the one held is stored and transmitted
@@ -82,10 +84,13 @@ class HealthGossipConfig:
     max_frames_per_round: int = 8
     retransmit_mult: float = 3.0
     forget_after_s: float = 60.0
+    observer_fanout: int = 1
 
     def __post_init__(self) -> None:
         if not self.interval_s > 0 or not self.refresh_s > 0 or self.forget_after_s < 0:
             raise ConfigError("health gossip: interval_s and refresh_s must be > 0")
+        if self.observer_fanout < 0:
+            raise ConfigError("health gossip: observer_fanout must be >= 0")
         if self.fanout < 1 or self.max_nodes < 1 or self.max_frames_per_round < 1:
             raise ConfigError(
                 "health gossip: fanout, max_nodes and max_frames_per_round must be >= 1"
@@ -99,7 +104,8 @@ class HealthGossipConfig:
         value of the wrong type, is a ``ConfigError`` naming it."""
         if not isinstance(table, Mapping):
             raise ConfigError("[health]: must be a table")
-        kinds = {"fanout": int, "max_nodes": int, "max_frames_per_round": int}
+        kinds = {"fanout": int, "max_nodes": int, "max_frames_per_round": int,
+                 "observer_fanout": int}
         out: dict[str, Any] = {}
         for key, value in table.items():
             if key not in cls.__dataclass_fields__:
@@ -245,13 +251,16 @@ class HealthGossip:
         frames = self._round_frames()
         if not frames:
             return
-        peers = [
-            m for m in self.membership.members()
-            if m.state is MemberState.ALIVE and not m.observer and m.node_id != self.node_id
-        ]
-        if not peers:
+        peers = []
+        observers = []
+        for m in self.membership.members():
+            if m.state is MemberState.ALIVE and m.node_id != self.node_id:
+                (observers if m.observer else peers).append(m)
+        targets = self.rng.sample(peers, min(cfg.fanout, len(peers))) if peers else []
+        if observers and cfg.observer_fanout:
+            targets += self.rng.sample(observers, min(cfg.observer_fanout, len(observers)))
+        if not targets:
             return
-        targets = self.rng.sample(peers, min(cfg.fanout, len(peers)))
         for m in targets:
             for f in frames:
                 self._out.append((m.address, f))

@@ -52,6 +52,9 @@ class Status(enum.IntEnum):
         """``healthy``, ``degraded`` or ``critical``."""
         return self.name.lower()
 
+    def __str__(self) -> str:
+        return self.label
+
 
 @dataclass(frozen=True, slots=True)
 class Reason:

@@ -169,3 +169,28 @@ def test_config_from_the_health_table() -> None:
         HealthGossipConfig.from_mapping({"fanout": "4"})
     with pytest.raises(ConfigError, match="fanout"):
         HealthGossipConfig.from_mapping({"fanout": 0})
+
+
+def test_an_observer_hears_every_nodes_summary() -> None:
+    net, cores, healths = cluster(4)
+    rng = random.Random(99)
+    obs = NodeCore(
+        NodeConfig(bind=ADDRS[5], extra={"membership": {"observer": True}}),
+        now=net.stamp(), keyring=KEYRING, stored={}, rng=random.Random(199),
+        secret_bytes=rng.randbytes,
+    )
+    wired = getattr(obs, "health", None)
+    if wired is not None:
+        obs_health = wired.gossip
+    else:
+        obs_health = HealthGossip(obs.membership, epoch=obs.boot_epoch,
+                                  rng=random.Random(5), counters=obs.counters)
+        obs.add_subsystem("health", obs_health)
+    net.cores[ADDRS[5]] = obs
+    obs.handle_command(net.stamp(), Join((ADDRS[0],)))
+    for h in healths:
+        h.start(net.stamp())
+    ids = {c.node_id for c in cores}
+    assert net.run(lambda: ids <= set(obs_health.summaries()), max_time_s=15.0)
+    # members never send to it more than observer_fanout (1) per round each
+    assert all(c.membership.member(obs.node_id) is not None for c in cores)
