@@ -45,7 +45,7 @@ from foundation_p2p.counters import Counters
 from foundation_p2p.errors import ConfigError
 from foundation_p2p.events import Command, Event
 from foundation_p2p.health.summary import FIELD_LIMITS, HealthSummary
-from foundation_p2p.membership.state import MemberState
+from foundation_p2p.membership.state import Member, MemberState
 from foundation_p2p.membership.swim import SwimMembership
 from foundation_p2p.wire.frames import Frame, expect_frame, register_frame
 from foundation_p2p.wire.limits import WireLimits
@@ -251,8 +251,8 @@ class HealthGossip:
         frames = self._round_frames()
         if not frames:
             return
-        peers = []
-        observers = []
+        peers: list[Member] = []
+        observers: list[Member] = []
         for m in self.membership.members():
             if m.state is MemberState.ALIVE and m.node_id != self.node_id:
                 (observers if m.observer else peers).append(m)
