@@ -14,7 +14,6 @@ from foundation_p2p.coordination.wire import (
     Finalize,
     OpenAuction,
     RevealBid,
-    decode_command,
     encode_command,
 )
 from foundation_p2p.crypto.identity import Identity
@@ -93,8 +92,6 @@ def run_auction(
     assert out[0] == 0
     return log, out
 
-
-__all__ = ["decode_command"]
 
 
 def voters(idx: list[int], weights: list[int] | None = None) -> tuple[object, ...]:
