@@ -47,6 +47,13 @@ hearings). The supervisor's actions are taken by the driver with
 ``core.registry.take_changes()``. ``take_transport_events`` also sends what direct calls
 on the registry and supervisor cores left behind (``registry.flush``).
 
+Consensus (opt-in, a ``[consensus]`` table): :attr:`NodeCore.consensus` (a
+:class:`~foundation_p2p.consensus.subsystem.ConsensusSubsystem`, Raft over messenger
+service 2) sees every member event (``consensus.on_membership``) and announces itself in
+membership extension key 2. The driver hands in the recovered ``raft_storage`` and
+persists the log writes itself: ``consensus.take_log_writes()``, write + sync, then
+``consensus.log_writes_done(now, ids)``.
+
 Bounded queues, with their overflow policy (each overflow is counted):
 
 - outgoing datagrams: at most ``max_outgoing_datagrams`` between two ``take_outgoing``
@@ -74,6 +81,12 @@ from foundation_p2p.channels.core import ChannelsCore
 from foundation_p2p.channels.subsystem import ChannelsSubsystem
 from foundation_p2p.clock import Now
 from foundation_p2p.config import NodeConfig
+from foundation_p2p.consensus.storage import LogStorage
+from foundation_p2p.consensus.subsystem import (
+    ELIGIBLE_EXTENSION_KEY,
+    ConsensusConfig,
+    ConsensusSubsystem,
+)
 from foundation_p2p.counters import Counters
 from foundation_p2p.crypto.identity import Identity
 from foundation_p2p.crypto.keyring import Keyring
@@ -151,6 +164,7 @@ class NodeCore:
         rng: random.Random,
         secret_bytes: Callable[[int], bytes],
         limits: WireLimits | None = None,
+        raft_storage: LogStorage | None = None,
     ) -> None:
         """Boot a node.
 
@@ -159,6 +173,9 @@ class NodeCore:
         from ``secret_bytes``; the boot epoch is ``max(now.wall_ms, last epoch + 1)``, so
         it grows at every start even if the wall clock stepped back. Both are returned as
         durable writes, and every datagram waits until the driver confirms them.
+
+        ``raft_storage``: the Raft log (a recovered ``WalStorage``, or a ``MemoryStorage``);
+        used only when the config has a ``[consensus]`` table, and then required.
         """
         self.config = config
         self.rng = rng
@@ -282,6 +299,29 @@ class NodeCore:
         self.supervisor: SupervisorCore = self.registry.supervisor
         """The distributed supervisor core (``registry.supervisor``)."""
         self.add_subsystem("registry", self.registry)
+        consensus_config = ConsensusConfig.from_node_config(config)
+        self.consensus: ConsensusSubsystem | None = None
+        """The node's Raft member (``spec/consensus-client.md``), if ``[consensus]`` is set.
+        Its log writes are not :class:`DurableWrite` s: the driver takes them with
+        ``consensus.take_log_writes()`` and confirms them with ``log_writes_done``."""
+        if consensus_config is not None:
+            if raft_storage is None:
+                raise ConfigError("[consensus]: the driver must hand in raft_storage")
+            self.consensus = ConsensusSubsystem(
+                self.node_id,
+                messenger=self.messenger,
+                storage=raft_storage,
+                config=consensus_config,
+                counters=self.counters,
+                # its own generator, not drawn from ``rng`` (as the registry's): wiring it
+                # leaves every other subsystem's draws as they were
+                rng=random.Random(
+                    int.from_bytes(self.node_id, "big") ^ self.boot_epoch ^ 0x52414654
+                ),
+                eligible=not self.membership.local.observer,
+            )
+            self.add_subsystem("consensus", self.consensus)
+            self.consensus.on_membership(now, self.membership.members())
 
         self._emit(Started(self.node_id, self.boot_epoch, new_identity))
         log.debug(
@@ -536,6 +576,13 @@ class NodeCore:
                 self._emit(event)
                 if type(event) in _MEMBER_EVENTS:
                     self.registry.on_member_event(now, event)
+                    if self.consensus is not None:
+                        self.consensus.on_membership(now, self.membership.members())
+        if self.consensus is not None:
+            # announce eligibility, then "in the group" (membership extension key 2)
+            value = self.consensus.take_extension_change()
+            if value is not None:
+                self.membership.set_extension(now, ELIGIBLE_EXTENSION_KEY, value)
 
     def _queue_outgoing(self, outgoing: list[tuple[Address | NodeId, Frame]]) -> None:
         """:meth:`_queue_frames` for a subsystem's whole output, one frame at a time."""

@@ -25,10 +25,12 @@ from typing import Any
 
 from foundation_p2p.addresses import Address
 from foundation_p2p.config import NodeConfig
+from foundation_p2p.consensus.wal import WalStorage
 from foundation_p2p.counters import Counters
 from foundation_p2p.node import NodeCore
 from simulator.clock import SkewedClock
 from simulator.disk import TornWrite, VirtualDisk
+from simulator.vfs import MemoryVfs
 
 MAX_PILE = 100_000
 """Most items a paused host piles up; the oldest is dropped first (counted)."""
@@ -156,8 +158,9 @@ class Host:
     __slots__ = (
         "addr", "addr_text", "boots", "clock", "config", "core", "disk", "expected_durable",
         "index", "last_ack", "leaving", "name", "old_counters", "paused", "pile", "pile_dropped",
-        "secret_bytes", "slow", "slow_dropped", "slow_lag_max", "slow_lag_sum", "slow_processed",
-        "status", "timer_at", "timer_missed", "torn", "unsynced_model",
+        "raft_vfs", "raft_wal", "secret_bytes", "slow", "slow_dropped", "slow_lag_max",
+        "slow_lag_sum", "slow_processed", "status", "timer_at", "timer_missed", "torn",
+        "unsynced_model",
     )
 
     def __init__(
@@ -175,6 +178,11 @@ class Host:
         self.secret_bytes = secret_bytes
         self.clock = SkewedClock()
         self.disk = VirtualDisk()
+        self.raft_vfs = MemoryVfs(f"{name}/raft")
+        """The Raft log's disk (``[consensus]`` nodes): survives crashes, loses what was
+        not synced."""
+        self.raft_wal: WalStorage | None = None
+        """The open WAL of the current boot (``None`` when down or without consensus)."""
         self.status = NEW
         self.core: NodeCore | None = None
         self.paused = False

@@ -4,7 +4,9 @@ A workload is built once per run from its :class:`~simulator.model.WorkloadSpec`
 told when the run starts and whenever a node boots (first start, restart, late join).
 ``broadcast`` (:mod:`simulator.channels`) publishes over the nodes' channels;
 ``singleton`` (:mod:`simulator.registry`) runs supervised singletons on virtual services
-and registers names. Later capabilities add ``kv`` and ``auction`` to :data:`WORKLOADS`.
+and registers names; ``kv`` (:mod:`simulator.kv`) runs KV clients over the nodes' Raft
+group (every node gets a ``[consensus]`` table, ``World.kv_consensus_extra``) and records a
+history. Later capabilities add ``auction`` to :data:`WORKLOADS`.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from foundation_p2p.addresses import Address
 from foundation_p2p.events import Join, Leave
 from foundation_p2p.wire import cbor
 from simulator.channels import BroadcastWorkload
+from simulator.kv import KVWorkload, register_kv
 from simulator.model import WorkloadSpec
 from simulator.registry import SingletonWorkload
 
@@ -139,11 +142,21 @@ class MembershipWorkload:
         world.pump(host)
 
 
+def kv_workload_factory(spec: WorkloadSpec) -> KVWorkload:
+    """The ``kv`` workload; registers its six checkers and the ``@leader`` role first
+    (``simulator.kv.register_kv``, idempotent). Registration waits for the first kv
+    world rather than happening at import: the registered checker set is a tested
+    contract (tests/simulator/test_kv_workload.py, test_engine.py)."""
+    register_kv()
+    return KVWorkload(spec)
+
+
 WORKLOADS: dict[str, Callable[[WorkloadSpec], Workload]] = {
     "ping": PingWorkload,
     "membership": MembershipWorkload,
     "broadcast": BroadcastWorkload,
     "singleton": SingletonWorkload,
+    "kv": kv_workload_factory,
 }
 """Workload implementations by kind; later issues add theirs."""
 

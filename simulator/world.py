@@ -28,6 +28,8 @@ from typing import IO, Any, NoReturn
 from foundation_p2p.addresses import Address
 from foundation_p2p.clock import Now
 from foundation_p2p.config import NodeConfig
+from foundation_p2p.consensus.subsystem import LogWrite, save_writes
+from foundation_p2p.consensus.wal import WalStorage
 from foundation_p2p.counters import Counters
 from foundation_p2p.crypto.keyring import Keyring
 from foundation_p2p.durability import DurableWrite
@@ -191,11 +193,14 @@ class World:
         self._by_name: dict[str, Host] = {}
         self._by_addr: dict[Address, Host] = {}
         base = NodeConfig.from_mapping(scenario.node_defaults, source="[node]")
+        runs_kv = any(w.kind == "kv" for w in scenario.workloads)
         for i, name in enumerate(scenario.cluster.names):
             cfg = base
             if name in scenario.node_overrides:
                 cfg = cfg.with_overrides(scenario.node_overrides[name], source=f"[node.{name}]")
             cfg = cfg.replace(name=name, bind=(name, NODE_PORT), join=())
+            if runs_kv:
+                cfg = cfg.replace(extra=kv_consensus_extra(cfg, scenario.cluster.nodes))
             host = Host(name, i, cfg, byte_source(self.seed, f"node/{name}"))
             self.hosts.append(host)
             self._by_name[name] = host
@@ -361,6 +366,11 @@ class World:
         host.boots += 1
         now = host.clock.now(self.now)
         try:
+            raft_storage: WalStorage | None = None
+            if "consensus" in host.config.extra:
+                # recover the Raft log (a damaged one raises StorageError: boot_failed)
+                raft_storage = WalStorage.open(host.raft_vfs)
+            host.raft_wal = raft_storage
             core = NodeCore(
                 host.config,
                 now=now,
@@ -368,6 +378,7 @@ class World:
                 stored=stored,
                 rng=child_rng(self.seed, f"node/{host.name}/boot/{host.boots}"),
                 secret_bytes=host.secret_bytes,
+                raft_storage=raft_storage,
             )
         except StorageError as exc:
             # The core refused a damaged disk (a torn write): a documented refusal.
@@ -428,6 +439,8 @@ class World:
         host.retire_core()
         host.status = DOWN
         host.torn = host.disk.crash(self.fault_rng, torn=torn)
+        host.raft_vfs.crash(self.fault_rng, torn=torn)
+        host.raft_wal = None
         host.unsynced_model.clear()
         self.stats.inc("node.crashes")
         self.membership.on_down(host, "crash")
@@ -566,6 +579,8 @@ class World:
                     send(host, addr, data, len(data))
             events = core.take_events()
             writes = core.take_writes()
+            cons = core.consensus
+            raft_writes = cons.take_log_writes() if cons is not None else []
             deadline = core.next_deadline()
         except _Stop:
             raise
@@ -577,6 +592,8 @@ class World:
             self._on_events(host, events)
         if writes:
             self._on_writes(host, writes)
+        if raft_writes:
+            self._on_raft_writes(host, raft_writes)
         if self.pump_hooks:
             for hook in self.pump_hooks:
                 hook(host)
@@ -686,6 +703,36 @@ class World:
             core.writes_done(host.clock.now(self.now), ids)
         except Exception:
             self._fail(host, "writes_done")
+        self.pump(host)
+
+    def _on_raft_writes(self, host: Host, writes: list[LogWrite]) -> None:
+        """Buffer the Raft log writes in the host's WAL (not durable yet) and sync them
+        ``fsync_delay_s`` later; a crash before then loses them (the WAL recovers)."""
+        wal = host.raft_wal
+        assert wal is not None
+        try:
+            save_writes(wal, writes)
+        except Exception:
+            self._fail(host, "save_writes (Raft WAL)")
+        self.schedule(
+            self.now + self.fsync_delay_s, self._raft_synced,
+            (host, host.boots, [w.id for w in writes]),
+        )
+
+    def _raft_synced(self, arg: tuple[Host, int, list[int]]) -> None:
+        host, boot, ids = arg
+        core = host.core
+        wal = host.raft_wal
+        if host.boots != boot or core is None or core.consensus is None or wal is None:
+            return  # crashed before the sync: the writes are lost (the WAL recovers)
+        if host.paused:
+            host.pile_up(self._raft_synced, arg)
+            return
+        try:
+            wal.sync()
+            core.consensus.log_writes_done(host.clock.now(self.now), ids)
+        except Exception:
+            self._fail(host, "log_writes_done")
         self.pump(host)
 
     def _on_events(self, host: Host, events: list[Event]) -> None:
@@ -1066,6 +1113,29 @@ def _make_world(
     )
 
 
+SIM_CONSENSUS_DEFAULTS: dict[str, Any] = {
+    "tick_interval_s": 0.05,
+    "election_tick": 10,
+    "stabilization_s": 10.0,
+    "request_timeout_s": 3.0,
+}
+"""The ``[consensus]`` table every node of a scenario with a ``kv`` workload gets, under
+what the node's own config sets (``bootstrap_expect`` is 3, or 5 from 5 nodes on)."""
+
+
+def kv_consensus_extra(cfg: NodeConfig, nodes: int) -> dict[str, Any]:
+    """``cfg.extra`` with the ``consensus`` table a node of a ``kv`` scenario runs: the
+    simulator's defaults (:data:`SIM_CONSENSUS_DEFAULTS`), then the node's own table."""
+    table: dict[str, Any] = {
+        **SIM_CONSENSUS_DEFAULTS,
+        "bootstrap_expect": 5 if nodes >= 5 else 3 if nodes >= 3 else 1,
+    }
+    own = cfg.extra.get("consensus")
+    if isinstance(own, dict):
+        table.update(own)
+    return {**cfg.extra, "consensus": table}
+
+
 def run_scenario(
     scenario: Scenario,
     *,
@@ -1079,7 +1149,7 @@ def run_scenario(
     """Run ``scenario`` (``seed``/``mode`` override its own) and return the report.
 
     ``trace_path`` also writes the canonical trace there; ``history_path`` writes the KV
-    client history (empty until a KV workload exists).
+    client history (``spec/history.md``; empty without a ``kv`` workload).
     Equivalent lower-level calls: ``World(scenario, seed=..., sink=TraceSink(file)).run()``.
     """
     overrides: dict[str, Any] = {}
@@ -1098,8 +1168,12 @@ def run_scenario(
         if out is not None:
             out.close()
     if history_path is not None:
-        with open(history_path, "w", encoding="utf-8"):
-            pass  # no workload records client operations yet
+        with open(history_path, "w", encoding="utf-8", newline="\n") as f:
+            if world.has_workload("kv"):
+                from simulator.kv import kv_workload
+
+                for line in kv_workload(world).history_lines():
+                    f.write(line + "\n")
     return result
 
 

@@ -93,6 +93,11 @@ from foundation_p2p.channels.routing import RoutingDecision, explain, route_mess
 from foundation_p2p.channels.subsystem import ChannelsSubsystem
 from foundation_p2p.clock import Now
 from foundation_p2p.config import NodeConfig
+from foundation_p2p.consensus.memory_storage import MemoryStorage
+from foundation_p2p.consensus.rawnode import RawNode
+from foundation_p2p.consensus.storage import LogStorage
+from foundation_p2p.consensus.subsystem import persist
+from foundation_p2p.consensus.wal import WalStorage
 from foundation_p2p.counters import Counters
 from foundation_p2p.crypto.keyring import Keyring
 from foundation_p2p.durability import IDENTITY_KEY
@@ -110,10 +115,12 @@ from foundation_p2p.membership.events import (
 from foundation_p2p.membership.state import Member
 from foundation_p2p.membership.swim import SwimMembership
 from foundation_p2p.node import NodeCore
+from foundation_p2p.runtime.consensus import KV, Consensus
 from foundation_p2p.runtime.registry import Processes, Registry, Supervisor
 from foundation_p2p.runtime.services import ServiceRunner
 from foundation_p2p.runtime.storage import DataDirStore, MemoryStore, Store
 from foundation_p2p.runtime.udp import MAX_DATAGRAM_BYTES, bind_udp, bound_address, resolve
+from foundation_p2p.runtime.vfs import OsVfs
 from foundation_p2p.transport.connection import Connection, StreamReset
 from foundation_p2p.transport.endpoint import (
     ConnectFailed,
@@ -639,6 +646,20 @@ class Node:
         self.handoff_timeout_s = DEFAULT_HANDOFF_TIMEOUT_S
         """Longest time :meth:`hand_off` waits when the node closes."""
         self._handed_off = False
+        self.raft_storage: LogStorage | None = None
+        """The Raft log (WAL in ``data_dir/raft``, or memory) when ``[consensus]`` is set."""
+        self.consensus = Consensus(self)
+        """The Raft member's facade (:class:`~foundation_p2p.runtime.consensus.Consensus`:
+        propose, read, status; ``core.consensus`` below it)."""
+        self.kv = KV(self.consensus)
+        """The replicated KV store (:class:`~foundation_p2p.runtime.consensus.KV`)."""
+
+    @property
+    def raft(self) -> RawNode | None:
+        """The Raft core (``core.consensus.raw``), ``None`` before the group forms or
+        without ``[consensus]``."""
+        sub = self.core.consensus
+        return sub.raw if sub is not None else None
 
     # -- identity ----------------------------------------------------------------------
 
@@ -1047,6 +1068,18 @@ class Node:
                     log.debug("writes_done(%s)", ids)
                     core.writes_done(machine_now(), ids)
                 progressed = True
+            cons = core.consensus
+            if cons is not None:
+                log_writes = cons.take_log_writes()
+                if log_writes:
+                    # one thread hop and one fsync for all taken (the group commit);
+                    # shielded for the same reason as the writes above
+                    with trio.CancelScope(shield=True):
+                        await trio.to_thread.run_sync(
+                            persist, self.raft_storage, log_writes
+                        )
+                        cons.log_writes_done(machine_now(), [w.id for w in log_writes])
+                    progressed = True
             events = core.take_events()
             if events:
                 self._deliver(events)
@@ -1171,6 +1204,10 @@ class Node:
         if not self._closed and not self._handed_off:
             with contextlib.suppress(trio.ClosedResourceError):
                 await self.hand_off()
+        if not self._closed and self.core.consensus is not None:
+            with contextlib.suppress(trio.ClosedResourceError):
+                # core.consensus.transfer_leadership(now), wait <= 2 election timeouts
+                await self.consensus.transfer_leadership()
         # Refuse joins, services and subscriptions from here on: a service still running
         # must not undo the Leave below.
         self._closed = True
@@ -1221,6 +1258,18 @@ def open_store(data_dir: str | None) -> Store:
     return DataDirStore(data_dir)
 
 
+def open_raft_storage(config: NodeConfig) -> LogStorage | None:
+    """The Raft log of a ``[consensus]`` node: the WAL recovered from ``data_dir/raft``
+    (``WalStorage.open(OsVfs(...))``), or a ``MemoryStorage`` without a data directory;
+    ``None`` without ``[consensus]``. ``StorageError`` names a damaged WAL."""
+    if "consensus" not in config.extra:
+        return None
+    if config.data_dir is None:
+        log.warning("[consensus] without data_dir: the Raft log is in memory only")
+        return MemoryStorage()
+    return WalStorage.open(OsVfs(os.path.join(config.data_dir, "raft")))
+
+
 @asynccontextmanager
 async def open_node(
     config: NodeConfig,
@@ -1252,59 +1301,69 @@ async def open_node(
             )
     try:
         stored = await trio.to_thread.run_sync(store.read_all)
-        sock = await bind_udp(config.bind)
-        node: Node | None = None
+        raft_storage = await trio.to_thread.run_sync(open_raft_storage, config)
         try:
-            family = sock.family
-            join = tuple([(await resolve(a, family))[1] for a in config.join])
-            rng = random.Random(int.from_bytes(os.urandom(16), "big"))
-            # The core announces config.advertised to the membership: give it the port
-            # the socket really got (bind port 0) and the numeric host.
-            bound = bound_address(sock)
-            core_config = config if config.bind == bound else config.replace(bind=bound)
-            core = NodeCore(
-                core_config,
-                now=machine_now(),
-                keyring=keyring,
-                stored=stored,
-                rng=rng,
-                secret_bytes=os.urandom,
-            )
-            node = Node(core, config, sock, store, leave_timeout_s=leave_timeout_s)
-            log.info(
-                "node %s (%s) bound to %s, epoch %d, %s identity",
-                core.node_id.hex(),
-                node.name,
-                format_address(node.address),
-                core.boot_epoch,
-                "stored" if IDENTITY_KEY in stored else "new",
-            )
-            # An error raised by the body is re-raised as it is, after the nursery closed,
-            # rather than wrapped in the nursery's ExceptionGroup.
-            body_error: BaseException | None = None
-            if join:
-                log.debug("join %s: NodeCore.handle_command(Join)", join)
-                core.handle_command(machine_now(), Join(join))
-            # The boot writes (identity, epoch) become durable here, before any datagram
-            # can leave, and a storage failure is raised as it is.
-            await node._flush()
-            async with trio.open_nursery() as nursery:
-                node._services = ServiceRunner(nursery, core.counters)
-                await nursery.start(node._run_pump)
-                try:
-                    yield node
-                except BaseException as exc:
-                    body_error = exc
-                finally:
-                    with trio.CancelScope(shield=True):
-                        await node._shutdown()
-                    nursery.cancel_scope.cancel()
-            if body_error is not None:
-                raise body_error
+            sock = await bind_udp(config.bind)
+            node: Node | None = None
+            try:
+                family = sock.family
+                join = tuple([(await resolve(a, family))[1] for a in config.join])
+                rng = random.Random(int.from_bytes(os.urandom(16), "big"))
+                # The core announces config.advertised to the membership: give it the port
+                # the socket really got (bind port 0) and the numeric host.
+                bound = bound_address(sock)
+                core_config = config if config.bind == bound else config.replace(bind=bound)
+                core = NodeCore(
+                    core_config,
+                    now=machine_now(),
+                    keyring=keyring,
+                    stored=stored,
+                    rng=rng,
+                    secret_bytes=os.urandom,
+                    raft_storage=raft_storage,
+                )
+                node = Node(core, config, sock, store, leave_timeout_s=leave_timeout_s)
+                node.raft_storage = raft_storage
+                log.info(
+                    "node %s (%s) bound to %s, epoch %d, %s identity",
+                    core.node_id.hex(),
+                    node.name,
+                    format_address(node.address),
+                    core.boot_epoch,
+                    "stored" if IDENTITY_KEY in stored else "new",
+                )
+                # An error raised by the body is re-raised as it is, after the nursery closed,
+                # rather than wrapped in the nursery's ExceptionGroup.
+                body_error: BaseException | None = None
+                if join:
+                    log.debug("join %s: NodeCore.handle_command(Join)", join)
+                    core.handle_command(machine_now(), Join(join))
+                # The boot writes (identity, epoch) become durable here, before any datagram
+                # can leave, and a storage failure is raised as it is.
+                await node._flush()
+                async with trio.open_nursery() as nursery:
+                    node._services = ServiceRunner(nursery, core.counters)
+                    await nursery.start(node._run_pump)
+                    try:
+                        yield node
+                    except BaseException as exc:
+                        body_error = exc
+                    finally:
+                        with trio.CancelScope(shield=True):
+                            await node._shutdown()
+                        nursery.cancel_scope.cancel()
+                if body_error is not None:
+                    raise body_error
+            finally:
+                if node is not None:
+                    node._closed = True
+                sock.close()
         finally:
-            if node is not None:
-                node._closed = True
-            sock.close()
+            if isinstance(raft_storage, WalStorage):
+                raft_storage.close()
+                vfs = raft_storage.vfs
+                if isinstance(vfs, OsVfs):
+                    vfs.close()  # releases the WAL directory's lock
     finally:
         if own_store:
             store.close()

@@ -13,7 +13,7 @@ import pytest
 
 from foundation_p2p.clock import Now
 from foundation_p2p.probe import StaticProber
-from simulator.checkers import CHECKERS, probe_rounds
+from simulator.checkers import probe_rounds
 from simulator.clock import EPOCH_S, SkewedClock
 from simulator.disk import VirtualDisk
 from simulator.host import Host
@@ -266,8 +266,18 @@ def test_random_faults_are_drawn_from_the_seed_and_end_before_settle() -> None:
 # -- every checker can fail --------------------------------------------------------------
 
 
-def test_every_registered_checker_is_exercised_here() -> None:
-    assert set(CHECKERS) == {
+def test_every_registered_checker_is_exercised_here(monkeypatch: pytest.MonkeyPatch) -> None:
+    import simulator.checkers as checkers_mod
+    import simulator.kv as kv_sim
+    import simulator.nemesis as nemesis_mod
+
+    # the kv checkers are registered by the first kv world (simulator.workloads); do it
+    # here on copies, so the rest of the session sees the registry as it was
+    monkeypatch.setattr(checkers_mod, "CHECKERS", dict(checkers_mod.CHECKERS))
+    monkeypatch.setattr(nemesis_mod, "ROLE_RESOLVERS", dict(nemesis_mod.ROLE_RESOLVERS))
+    monkeypatch.setattr(kv_sim, "ROLE_RESOLVERS", nemesis_mod.ROLE_RESOLVERS)
+    kv_sim.register_kv()
+    assert set(checkers_mod.CHECKERS) == {
         "sim.no_internal_error", "wire.no_auth_failures", "net.partition_respected",
         "disk.no_unsynced_after_crash", "services.stopped_on_crash", "probe.reachable",
         # Failing cases of these two: tests/simulator/test_membership_checkers.py.
@@ -277,6 +287,9 @@ def test_every_registered_checker_is_exercised_here() -> None:
         # Failing cases of these four: tests/simulator/test_registry_scenarios.py.
         "registry.converged", "registry.singleton_unique", "registry.failover_bounded",
         "registry.state_bounded",
+        # Failing cases of these six: tests/simulator/test_kv_workload.py.
+        "raft.election_safety", "raft.log_matching", "raft.leader_completeness",
+        "raft.state_machine_safety", "kv.no_lost_ack", "kv.linearizable",
     }
 
 

@@ -1,0 +1,223 @@
+"""The Trio facades of a node's Raft member: ``node.consensus`` and ``node.kv``.
+
+Both are thin, leaky layers over :attr:`NodeCore.consensus
+<foundation_p2p.node.NodeCore.consensus>` (a
+:class:`~foundation_p2p.consensus.subsystem.ConsensusSubsystem`); each method names the
+lower-level calls it makes. They need the node's config to carry a ``[consensus]`` table
+(else :class:`ConsensusError` ``"no [consensus] table"``).
+
+Outcomes map to exceptions: ``no_leader`` and ``not_member`` raise :class:`NotLeader`
+(with the leader hint, if any), ``indeterminate`` (the request timed out: it may or may
+not have applied) raises :class:`Indeterminate`, any other definite failure
+(``dropped``, ``overloaded``) raises :class:`ConsensusError`. A KV command the state
+machine refused (session expired, bad command...) raises :class:`ConsensusError` too.
+
+The log's durability is the pump's job (``foundation_p2p.runtime.node``): it takes
+``consensus.take_log_writes()``, persists them with one fsync in a worker thread (the
+group commit: what is proposed meanwhile joins the next batch) and confirms with
+``consensus.log_writes_done``.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+import trio
+
+from foundation_p2p.addresses import NodeId
+from foundation_p2p.clock import Now
+from foundation_p2p.consensus import kv
+from foundation_p2p.consensus.rawnode import RawNode, Status
+from foundation_p2p.consensus.subsystem import ConsensusSubsystem, Outcome
+from foundation_p2p.errors import FoundationError
+
+if TYPE_CHECKING:
+    from foundation_p2p.runtime.node import Node
+
+log = logging.getLogger("foundation_p2p.consensus")
+
+
+class ConsensusError(FoundationError):
+    """A consensus request failed definitely (nothing changed); ``reason`` says why."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class NotLeader(ConsensusError):
+    """No leader known here, or this node is not a member; ``leader`` is the hint."""
+
+    def __init__(self, reason: str, leader: NodeId | None) -> None:
+        super().__init__(reason)
+        self.leader = leader
+
+
+class Indeterminate(ConsensusError):
+    """The request timed out: it may or may not have been applied."""
+
+
+def _now() -> Now:
+    from foundation_p2p.runtime.node import machine_now
+
+    return machine_now()
+
+
+class Consensus:
+    """``node.consensus``: propose commands, read, status.
+
+    Equivalent lower-level calls: ``core.consensus.propose(now, command, on_done)``,
+    ``core.consensus.read_query(now, query, on_done)``, ``core.consensus.status()``, then
+    ``node.wake()`` so the pump sends and persists what they produced.
+    """
+
+    def __init__(self, node: Node) -> None:
+        self._node = node
+
+    @property
+    def subsystem(self) -> ConsensusSubsystem:
+        """The sans-I/O member (``core.consensus``); ``ConsensusError`` if there is none."""
+        sub = self._node.core.consensus
+        if sub is None:
+            raise ConsensusError("no [consensus] table: this node runs no Raft member")
+        return sub
+
+    @property
+    def raw(self) -> RawNode | None:
+        """The Raft core (``core.consensus.raw``), ``None`` until the group is formed."""
+        return self.subsystem.raw
+
+    def status(self) -> Status | None:
+        """Term, role, leader, commit, applied, voters, learners (``None`` before the group
+        forms). Same as ``core.consensus.status()``."""
+        return self.subsystem.status()
+
+    def is_leader(self) -> bool:
+        """Whether this node leads now (``core.consensus.is_leader()``)."""
+        return self.subsystem.is_leader()
+
+    async def wait_started(self) -> None:
+        """Return once this node is a member of a formed group (``consensus.started``)."""
+        sub = self.subsystem
+        await self._node.wait_until(lambda: sub.started)
+
+    async def wait_leader(self) -> NodeId:
+        """Return the leader's id once this node knows one."""
+        sub = self.subsystem
+
+        def known() -> bool:
+            st = sub.status()
+            return st is not None and st.leader is not None
+
+        await self._node.wait_until(known)
+        st = sub.status()
+        assert st is not None and st.leader is not None
+        return st.leader
+
+    async def propose(self, command: bytes) -> bytes:
+        """Replicate ``command`` and return the state machine's encoded result once it
+        is applied here. Equivalent: ``core.consensus.propose(now, command, on_done)``."""
+        sub = self.subsystem
+        return await self._call(lambda cb: sub.propose(_now(), command, on_done=cb))
+
+    async def read(self, query: bytes) -> bytes:
+        """A linearizable read (ReadIndex, or the lease if configured) of ``query``.
+        Equivalent: ``core.consensus.read_query(now, query, on_done)``."""
+        sub = self.subsystem
+        return await self._call(lambda cb: sub.read_query(_now(), query, on_done=cb))
+
+    async def _call(self, start: Any) -> bytes:
+        node = self._node
+        node._check_open()
+        done = trio.Event()
+        box: list[Outcome] = []
+
+        def on_done(outcome: Outcome) -> None:
+            box.append(outcome)
+            done.set()
+
+        start(on_done)
+        node.wake()
+        await done.wait()
+        return _value(box[0])
+
+    async def transfer_leadership(self) -> NodeId | None:
+        """Hand leadership to the most caught-up alive voter and wait (at most two election
+        timeouts) until this node no longer leads; the transferee (``None``: not leading).
+        Equivalent: ``core.consensus.transfer_leadership(now)``."""
+        sub = self.subsystem
+        target = sub.transfer_leadership(_now())
+        if target is None:
+            return None
+        self._node.wake()
+        cfg = sub.config
+        with trio.move_on_after(2 * cfg.election_tick * cfg.tick_interval_s):
+            await self._node.wait_until(lambda: not sub.is_leader())
+        return target
+
+
+def _value(outcome: Outcome) -> bytes:
+    if outcome.status == "ok":
+        assert outcome.value is not None
+        return outcome.value
+    if outcome.status in ("no_leader", "not_member"):
+        raise NotLeader(outcome.status, outcome.leader)
+    if outcome.status == "indeterminate":
+        raise Indeterminate("indeterminate: timed out, may or may not have applied")
+    raise ConsensusError(f"{outcome.status}: {outcome.reason}" if outcome.reason
+                         else outcome.status)
+
+
+class KV:
+    """``node.kv``: the replicated key-value store.
+
+    Equivalent lower-level calls: ``kv.encode_put/get/cas/delete(...)``, then
+    ``node.consensus.propose`` (writes) or ``node.consensus.read`` (reads), then
+    ``kv.decode_result``.
+    """
+
+    def __init__(self, consensus: Consensus) -> None:
+        self._consensus = consensus
+
+    async def put(self, key: bytes, value: bytes) -> bytes | None:
+        """Set ``key``; the previous value (``None``: absent)."""
+        return _optional_bytes(await self._consensus.propose(kv.encode_put(key, value)))
+
+    async def get(self, key: bytes) -> bytes | None:
+        """The value of ``key`` (``None``: absent), read linearizably."""
+        return _optional_bytes(await self._consensus.read(kv.encode_get(key)))
+
+    async def delete(self, key: bytes) -> bytes | None:
+        """Delete ``key``; the previous value (``None``: absent)."""
+        return _optional_bytes(await self._consensus.propose(kv.encode_delete(key)))
+
+    async def cas(
+        self, key: bytes, expected: bytes | None, new: bytes | None
+    ) -> tuple[bool, bytes | None]:
+        """Set ``key`` to ``new`` if it holds ``expected`` (``None``: absent / delete);
+        ``(swapped, current value)``."""
+        result = _payload(await self._consensus.propose(kv.encode_cas(key, expected, new)))
+        if not (isinstance(result, list) and len(result) == 2):
+            raise ConsensusError(f"cas: unexpected result {result!r}")
+        return bool(result[0]), result[1]
+
+    async def range(
+        self, start: bytes, end: bytes | None = None, limit: int = 0
+    ) -> Any:
+        """Keys in ``[start, end)`` (at most ``limit``, 0: no limit), read linearizably."""
+        return _payload(await self._consensus.read(kv.encode_range(start, end, limit)))
+
+
+def _optional_bytes(data: bytes) -> bytes | None:
+    value = _payload(data)
+    if value is not None and not isinstance(value, bytes):
+        raise ConsensusError(f"kv: expected bytes or null, got {type(value).__name__}")
+    return value
+
+
+def _payload(data: bytes) -> Any:
+    result = kv.decode_result(data)
+    if not result.ok:
+        raise ConsensusError(f"kv refused: {result.status.name}: {result.value!r}")
+    return result.value
