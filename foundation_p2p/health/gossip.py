@@ -11,14 +11,18 @@ can report the whole cluster's health without a round trip.
 - **Rounds**: every ``interval_s`` (the first one ``interval_s`` after :meth:`start`,
   none once membership is leaving) the node samples its figures (the ``sample`` callable
   handed in, typically :class:`SummarySampler`), publishes a new version when they changed
-  or ``refresh_s`` passed, and sends to ``fanout`` random alive members (and to
+  significantly (:func:`significant_change`) or ``refresh_s`` passed, and sends to
+  ``fanout`` random alive members (and to
   ``observer_fanout`` random alive observers, so that an observer such as the ``health``
   CLI learns every node's own summary within a round) one packet's worth
   of frames: its own summary first, then the relayed summaries with transmissions left,
   least transmitted first, at most ``max_frames_per_round`` frames in all.
-- **Relaying**: a summary newer than the one held is stored and transmitted
-  ``ceil(retransmit_mult * log2(N + 1))`` more times (N: the table's size), like SWIM's
-  updates; an older or equal one is counted (``health.gossip.stale``) and dropped. A
+- **Relaying**: a summary newer than the one held is stored and relayed in
+  ``ceil(retransmit_mult * log2(N + 1) / fanout)`` more rounds (N: the table's size), so
+  about ``retransmit_mult * log2(N + 1)`` transmissions as SWIM's updates; an older one
+  is counted (``health.gossip.stale``) and dropped; the same one received first-hand
+  (from the node it describes) only refreshes its arrival time
+  (``health.gossip.refreshed``): the monitor's staleness rule reads that time. A
   summary about ourselves from someone else is ignored (``health.gossip.about_self``).
 - **Bounded table**: at most ``max_nodes`` summaries. When full, a summary of a new node
   replaces the entry of a node membership does not know as alive or suspect, else the
@@ -79,9 +83,9 @@ class HealthGossipConfig:
 
     interval_s: float = 1.0
     fanout: int = 3
-    refresh_s: float = 10.0
+    refresh_s: float = 30.0
     max_nodes: int = 1024
-    max_frames_per_round: int = 8
+    max_frames_per_round: int = 16
     retransmit_mult: float = 3.0
     forget_after_s: float = 60.0
     observer_fanout: int = 1
@@ -219,7 +223,12 @@ class HealthGossip:
             return
         held = self._table.get(s.node_id)
         if held is not None and not s.newer_than(held.summary):
-            counters.inc("health.gossip.stale")
+            if sender == s.node_id and s == held.summary:
+                # first-hand and unchanged: the node is still there and still says so
+                held.received_mono = now.mono
+                counters.inc("health.gossip.refreshed")
+            else:
+                counters.inc("health.gossip.stale")
             return
         if held is None and len(self._table) >= self.config.max_nodes:
             self._evict()
@@ -245,7 +254,8 @@ class HealthGossip:
         if self.sample is not None:
             figures = dict(self.sample(now))
             clamped = {k: min(max(int(v), 0), FIELD_LIMITS.get(k, 0)) for k, v in figures.items()}
-            if clamped != self._figures or now.mono - self._published_mono >= cfg.refresh_s:
+            if significant_change(self._figures, clamped) \
+                    or now.mono - self._published_mono >= cfg.refresh_s:
                 self.publish(now, figures)
         self._forget(now)
         frames = self._round_frames()
@@ -289,8 +299,11 @@ class HealthGossip:
     # -- internals ---------------------------------------------------------------------
 
     def _retransmits(self) -> int:
+        """Rounds a fresh summary is relayed: ``retransmit_mult * log2(N + 1)``
+        transmissions in all, ``fanout`` per round."""
+        cfg = self.config
         n = max(len(self._table), 1)
-        return math.ceil(self.config.retransmit_mult * math.log2(n + 1))
+        return max(1, math.ceil(cfg.retransmit_mult * math.log2(n + 1) / cfg.fanout))
 
     def _round_frames(self) -> list[Frame]:
         frames: list[Frame] = []
@@ -344,6 +357,39 @@ class HealthGossip:
             del self._table[k]
         if gone:
             self.counters.inc("health.table.forgotten", len(gone))
+
+
+SIGNIFICANT: dict[str, tuple[int, float]] = {
+    "loop_lag_ms": (50, 0.5),
+    "drop_permille": (10, 0.5),
+    "retransmit_permille": (10, 0.5),
+    "queue_depth": (100, 0.5),
+    "raft_lag": (10, 0.5),
+    "registry_lag_ms": (1000, 0.5),
+    "rss_kib": (16384, 0.25),
+    "cpu_permille": (100, 0.5),
+}
+"""Per figure, ``(absolute, relative)``: a change counts when it exceeds both (figures
+not listed, such as the awareness score and the Raft role, count at any change)."""
+
+
+def significant_change(old: Mapping[str, int] | None, new: Mapping[str, int]) -> bool:
+    """True if ``new`` differs from ``old`` enough to publish a new version: every
+    published version is relayed through the whole cluster, so jitter (a few ms of loop
+    lag, a few KiB of memory) waits for the next ``refresh_s`` instead."""
+    if old is None:
+        return True
+    for name in set(old) | set(new):
+        a, b = old.get(name, 0), new.get(name, 0)
+        if a == b:
+            continue
+        tol = SIGNIFICANT.get(name)
+        if tol is None:
+            return True
+        absolute, relative = tol
+        if abs(a - b) > absolute and abs(a - b) > relative * max(a, b):
+            return True
+    return False
 
 
 class SummarySampler:

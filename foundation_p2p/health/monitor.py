@@ -78,8 +78,9 @@ class Thresholds:
     queue_depth: tuple[int, int] = (1000, 10000)
     raft_lag: tuple[int, int] = (100, 10000)
     registry_lag_ms: tuple[int, int] = (5000, 60000)
-    summary_stale_s: float = 15.0
-    """A summary older than this says nothing current: the node is degraded."""
+    summary_stale_s: float = 75.0
+    """A summary not renewed this long (2.5 gossip refreshes of 30 s) says nothing
+    current: the node is degraded."""
     suspicions_per_min: float = 6.0
     """Cluster churn: more suspicions than this per minute degrade the cluster."""
     error_rate: tuple[float, float] = (0.05, 0.2)

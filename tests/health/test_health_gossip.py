@@ -194,3 +194,30 @@ def test_an_observer_hears_every_nodes_summary() -> None:
     assert net.run(lambda: ids <= set(obs_health.summaries()), max_time_s=15.0)
     # members never send to it more than observer_fanout (1) per round each
     assert all(c.membership.member(obs.node_id) is not None for c in cores)
+
+
+def test_jitter_is_not_published_but_real_changes_are() -> None:
+    from foundation_p2p.health.gossip import significant_change
+
+    base = {"loop_lag_ms": 10, "rss_kib": 50_000, "awareness": 0, "queue_depth": 3}
+    assert significant_change(None, base)
+    assert not significant_change(base, {**base, "loop_lag_ms": 40, "rss_kib": 52_000,
+                                         "queue_depth": 90})
+    assert significant_change(base, {**base, "loop_lag_ms": 900})
+    assert significant_change(base, {**base, "awareness": 1})  # any change of the score
+    assert significant_change(base, {**base, "rss_kib": 80_000})
+
+
+def test_first_hand_unchanged_summary_refreshes_its_age() -> None:
+    net, cores, healths = cluster(2)
+    a, b = healths
+    s = a.publish(net.stamp(), {"loop_lag_ms": 5})
+    b.handle_message(Now(100.0, WALL), cores[0].node_id, ADDRS[0], SummaryFrame(s))
+    b.handle_message(Now(130.0, WALL), cores[0].node_id, ADDRS[0], SummaryFrame(s))
+    assert b.received_at(cores[0].node_id) == 130.0
+    assert cores[1].counters["health.gossip.refreshed"] == 1
+    # relayed by someone else: no proof of life, not a refresh
+    b.handle_message(Now(160.0, WALL), cores[0].node_id, ADDRS[0], SummaryFrame(s))
+    b.handle_message(Now(170.0, WALL), bytes(16), ADDRS[0], SummaryFrame(s))
+    assert b.received_at(cores[0].node_id) == 160.0
+    assert cores[1].counters["health.gossip.stale"] == 1
