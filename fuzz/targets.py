@@ -55,7 +55,9 @@ from foundation_p2p.wire.packet import parse_packet
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import targets_channels
 import targets_consensus
+import targets_coordination
 import targets_handshake
+import targets_health
 import targets_history
 import targets_registry
 import targets_transport
@@ -330,6 +332,8 @@ TARGETS: dict[str, Callable[[bytes], None]] = {
     **targets_consensus.CONSENSUS_TARGETS,
     **targets_wal.WAL_TARGETS,
     **targets_history.HISTORY_TARGETS,
+    **targets_coordination.COORDINATION_TARGETS,
+    **targets_health.HEALTH_TARGETS,
 }
 """Target name -> function (``--target NAME``)."""
 
@@ -348,9 +352,9 @@ def _walk(value: Any, key: str) -> Iterator[Any]:
 def seeds(target: str, *, max_bytes: int = 70_000) -> list[bytes]:
     """Seed inputs for ``target`` from ``spec/vectors/*.json``, in a stable order.
 
-    The handshake, channel, registry, consensus and history targets start from their own
-    modules' seeds (whole handshake messages and payloads, whole record streams, small
-    histories), then every vector as for the others.
+    The handshake, channel, registry, consensus, history, coordination and health targets
+    start from their own modules' seeds (whole handshake messages and payloads, whole record
+    streams, small histories), then every vector as for the others.
     """
     out: list[bytes] = []
     if target in targets_handshake.TARGETS:
@@ -363,6 +367,10 @@ def seeds(target: str, *, max_bytes: int = 70_000) -> list[bytes]:
         out.extend(targets_consensus.consensus_seeds(target))
     elif target in targets_history.HISTORY_TARGETS:
         out.extend(targets_history.history_seeds(target))
+    elif target in targets_coordination.COORDINATION_TARGETS:
+        out.extend(targets_coordination.coordination_seeds(target))
+    elif target in targets_health.HEALTH_TARGETS:
+        out.extend(targets_health.health_seeds(target))
     for path in sorted(VECTORS.glob("*.json")):
         data = json.loads(path.read_text(encoding="utf-8"))
         if target == "keyring":

@@ -104,10 +104,12 @@ def mutated(draw: st.DrawFn, name: str) -> bytes:
 SIBLING_TESTED = (
     "transport-endpoint", "registry-message", "registry-state", "registry-core",
     "raft-message", "raft-conf-change", "raft-step", "wal-record", "wal-body", "wal-segment",
-    "wal-replay", "kv-apply", "history-jepsen", "history-jsonl",
+    "wal-replay", "kv-apply", "history-jepsen", "history-jsonl", "coordination-command",
+    "coordination-machine", "coordination-snapshot", "health-summary", "health-frames",
 )
 """Targets also run by their area's tests (tests/transport/test_restart.py,
-tests/registry, tests/consensus, tests/history) with their own seeds and mutations."""
+tests/registry, tests/consensus, tests/history, tests/coordination, tests/health) with
+their own seeds and mutations."""
 
 
 def test_every_decoder_has_a_target() -> None:
@@ -154,6 +156,11 @@ def test_every_decoder_has_a_target() -> None:
         "kv-apply",
         "history-jepsen",
         "history-jsonl",
+        "coordination-command",
+        "coordination-machine",
+        "coordination-snapshot",
+        "health-summary",
+        "health-frames",
     }
     assert all(SEEDS[name] for name in NAMES)
 
