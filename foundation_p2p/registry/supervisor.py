@@ -944,6 +944,8 @@ class SupervisorCore:
         if c.state in ("stopping", "exited", "given_up"):
             return
         # pending, name_conflict, remote, unplaced: should it start here?
+        if c.wait_until is not None and now.mono >= c.wait_until:
+            c.wait_until = None  # a wait that ran out is no deadline any more (no busy loop)
         why = self._why_not_here(now, spec, target)
         if why is not None:
             if c.state != "name_conflict":
@@ -1043,6 +1045,15 @@ class SupervisorCore:
                 return False, None
             handoff = entry.value.get("state")
             consume = True
+        if spec.quorum and entry is None and self._hidden_holder_heard(now, name):
+            # the name looks free only because membership still reports its holder failed,
+            # yet that holder was heard from directly within lease_s (right after a heal
+            # SWIM lags behind the packets): it may still run the instance. Wait.
+            if c.state != "name_conflict":
+                c.state = "pending"
+            c.wait_until = None  # polled every check_interval_s
+            self.counters.inc("supervisor.claims.deferred")
+            return False, None
         inherited = entry is not None and entry.owner == self.node_id and c.instance is None
         if spec.quorum and not consume and (entry is None or inherited):
             if inherited:
@@ -1089,6 +1100,21 @@ class SupervisorCore:
             self.counters.inc("supervisor.claims.held_after_conflict")  # once per hold
         c.wait_until = c.lost_at + self.config.conflict_hold_s
         return True
+
+    def _hidden_holder_heard(self, now: Now, name: str) -> bool:
+        """Whether a claim on ``name`` hidden here (owner failed in this view) belongs to a
+        node heard from directly within ``lease_s``."""
+        failed = self.registry.failed
+        for e in self.registry.conflicts_of(name):
+            owner = e.owner
+            if owner is None or owner == self.node_id or owner not in failed:
+                continue
+            if e.metadata.get(META_KEY) != "instance":
+                continue
+            heard = self._last_heard.get(owner)
+            if heard is not None and now.mono - heard < self._lease.lease_s:
+                return True
+        return False
 
     def _contest_wait(self, now: Now, name: str, entry: Entry) -> float | None:
         """Until when to leave a contested handoff entry alone (None: take it).

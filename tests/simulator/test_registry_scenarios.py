@@ -77,12 +77,16 @@ def test_quorum_mode_partition_stops_the_minority_and_never_runs_two(seed: int) 
     assert r.invariants["registry.singleton_unique"].ok
 
 
-@pytest.mark.parametrize("seed", [1, 2])
+@pytest.mark.parametrize("seed", [1, 2, 4])
 def test_horde_45_joiners_on_the_minority_side_never_make_it_a_majority(seed: int) -> None:
     r = run_file("registry-quorum-joiners.toml", seed=seed)
     m = r.metrics
     # with a configured set that grew with every join, n1 counted {n1, n4, n5} as 3 of 5
-    # while {n2, n3} counted 2 of 3: 6-7 moments with two instances per seed
+    # while {n2, n3} counted 2 of 3: 6-7 moments with two instances per seed.
+    # Seed 4: after the heal n1 regained the lease (it heard n2 and n3 directly) while its
+    # membership still reported n3 failed, hiding n3's running claim: the name looked free
+    # and n1 started s5 beside n3 (the supervisor now waits while a hidden claim's owner
+    # was heard within lease_s)
     assert m["registry.double_runs"] == 0
     assert m["registry.singleton_starts"] >= 6
     assert r.invariants["registry.singleton_unique"].ok
