@@ -1,5 +1,5 @@
-"""The ``foundation-p2p`` command: ``keygen``, ``node run``, ``members``, ``check-history``
-and ``sim``.
+"""The ``foundation-p2p`` command: ``keygen``, ``node run``, ``members``, ``kv``,
+``check-history`` and ``sim``.
 
 Exit status: 0 success (``node run``: left gracefully on SIGINT/SIGTERM); 1 a runtime
 failure (the port is in use, the node crashed; ``members``: no peer answered); 2 bad
@@ -9,7 +9,8 @@ prints one line naming the problem on stderr. ``--seed`` is reserved for random 
 (the simulator) and peers to contact are always given with ``--join``.
 
 ``check-history`` has its own statuses: 0 linearizable, 1 not linearizable, 2 bad input or
-usage, 3 unknown (the step or time budget ran out first).
+usage, 3 unknown (the step or time budget ran out first). ``kv`` exits 3 when its
+request timed out after it was sent (it may or may not have been applied).
 """
 
 from __future__ import annotations
@@ -371,6 +372,131 @@ def cmd_members(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- kv ------------------------------------------------------------------------------
+
+KV_EXIT_INDETERMINATE = 3
+"""``kv``'s exit status when the request timed out after it was sent (it may or may not
+have been applied)."""
+
+
+async def kv_request(
+    config: NodeConfig, keyring: Keyring, op: str, payload: bytes, timeout_s: float
+) -> tuple[str, bytes | None]:
+    """Join as an observer, send one request to the Raft group, leave; ``(status, value)``.
+
+    ``status`` is ``ok`` (``value`` is the KV result), ``no_members`` (no peer answered,
+    or none announces itself a Raft member), ``indeterminate`` or a definite failure.
+    Equivalent lower-level calls: ``open_node`` with ``[membership] observer = true``,
+    ``eligible_members(core.membership.members())``, ``ConsensusClient(node_id,
+    messenger=core.messenger, ...)``, ``client.request(now, op, payload)`` then
+    ``client.take_outcomes()`` (``client.handle_timer`` at the deadline).
+    """
+    from foundation_p2p.consensus.client import ConsensusClient
+    from foundation_p2p.consensus.subsystem import eligible_members
+    from foundation_p2p.runtime.node import machine_now
+
+    async with open_node(
+        config, keyring=keyring, store=MemoryStore(), leave_timeout_s=MEMBERS_LEAVE_TIMEOUT_S
+    ) as node:
+        core = node.core
+        with trio.move_on_after(timeout_s):
+            await node.wait_until(lambda: bool(eligible_members(core.membership.members())))
+        members = eligible_members(core.membership.members())
+        if not members:
+            return "no_members", None
+        client = ConsensusClient(
+            core.node_id, messenger=core.messenger, members=members,
+            counters=core.counters, timeout_s=timeout_s,
+        )
+        rid = client.request(machine_now(), op, payload)
+        node.wake()
+        got: list[Any] = []
+
+        def answered() -> bool:
+            got.extend(o for o in client.take_outcomes() if o.request_id == rid)
+            return bool(got)
+
+        with trio.move_on_after(timeout_s + 0.1):
+            await node.wait_until(answered)
+        if not got:
+            # the client's own deadline has passed: as client.handle_timer would report it
+            return ("indeterminate" if op == "propose" else "dropped"), None
+        outcome = got[0]
+        return outcome.status, outcome.value
+
+
+def kv_command(args: argparse.Namespace) -> tuple[str, bytes]:
+    """The op (``propose``/``read``) and KV command of ``kv get|put|cas|delete``."""
+    from foundation_p2p.consensus import kv
+
+    key = args.key.encode()
+    if args.kv_command == "get":
+        return "read", kv.encode_get(key)
+    if args.kv_command == "put":
+        return "propose", kv.encode_put(key, args.value.encode())
+    if args.kv_command == "delete":
+        return "propose", kv.encode_delete(key)
+    expected = None if args.expected == "-" else args.expected.encode()
+    new = None if args.new == "-" else args.new.encode()
+    return "propose", kv.encode_cas(key, expected, new)
+
+
+def _text(value: Any) -> str | None:
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else None
+
+
+def cmd_kv(args: argparse.Namespace) -> int:
+    """``kv``: one KV operation against the cluster's Raft group, as an observer."""
+    from foundation_p2p.consensus import kv
+
+    try:
+        config = build_observer_config(args)
+        assert config.cluster_key_file is not None
+        keyring = Keyring.from_file(config.cluster_key_file)
+        op, payload = kv_command(args)
+    except (ConfigError, UsageError) as exc:
+        _prog_error(str(exc))
+        return 2
+    configure_logging(args.log_level or "WARNING")
+    try:
+        status, value = trio.run(kv_request, config, keyring, op, payload, args.timeout)
+    except BindError as exc:
+        _prog_error(str(exc))
+        return 1
+    except (ConfigError, StorageError) as exc:
+        _prog_error(str(exc))
+        return 2
+    if status == "no_members":
+        _prog_error(
+            f"kv: no Raft member found within {args.timeout:g} s (is a node with a "
+            "[consensus] table running there, with this cluster key?)"
+        )
+        return 1
+    if status == "indeterminate":
+        _prog_error("kv: timed out: the operation may or may not have been applied")
+        return KV_EXIT_INDETERMINATE
+    if status != "ok" or value is None:
+        _prog_error(f"kv: failed: {status}")
+        return 1
+    result = kv.decode_result(value)
+    if not result.ok:
+        _prog_error(f"kv: refused: {result.status.name}")
+        return 1
+    record: dict[str, Any] = {"op": args.kv_command, "key": args.key}
+    if args.kv_command == "cas":
+        swapped, current = result.value
+        record.update(swapped=bool(swapped), value=_text(current))
+        text = ("swapped" if swapped else "not swapped") + f" (value: {_text(current)})"
+    elif args.kv_command == "get":
+        record["value"] = _text(result.value)
+        text = "(absent)" if result.value is None else str(_text(result.value))
+    else:
+        record["previous"] = _text(result.value)
+        text = f"ok (previous: {_text(result.value)})"
+    print(json.dumps(record) if args.json else text, flush=True)
+    return 0
+
+
 # -- check-history ---------------------------------------------------------------------
 
 CHECK_EXIT = {Verdict.LINEARIZABLE: 0, Verdict.NOT_LINEARIZABLE: 1, Verdict.UNKNOWN: 3}
@@ -508,6 +634,49 @@ def build_parser() -> argparse.ArgumentParser:
         help="diagnostics on stderr (default WARNING)",
     )
     members.set_defaults(func=cmd_members)
+
+    kvp = sub.add_parser(
+        "kv",
+        help="one operation on the cluster's replicated KV store (as an observer)",
+        description=(
+            "Join the cluster as an observer, send one KV operation to its Raft group "
+            "(members announcing themselves in membership; the client follows the leader "
+            "hint), print the result, leave. Exit status 0 done, 1 no member or a "
+            "definite failure, 2 usage, 3 timed out (may or may not have applied)."
+        ),
+    )
+    kv_sub = kvp.add_subparsers(dest="kv_command", metavar="{get,put,cas,delete}")
+    kv_sub.required = True
+    kv_get = kv_sub.add_parser("get", help="read KEY (linearizable)")
+    kv_put = kv_sub.add_parser("put", help="set KEY to VALUE")
+    kv_del = kv_sub.add_parser("delete", help="delete KEY")
+    kv_cas = kv_sub.add_parser("cas", help="set KEY to NEW if it holds EXPECTED ('-': absent)")
+    for p in (kv_get, kv_put, kv_del, kv_cas):
+        p.add_argument("key", metavar="KEY")
+    kv_put.add_argument("value", metavar="VALUE")
+    kv_cas.add_argument("expected", metavar="EXPECTED")
+    kv_cas.add_argument("new", metavar="NEW")
+    for p in (kv_get, kv_put, kv_del, kv_cas):
+        p.add_argument(
+            "--join", metavar="HOST:PORT", action="append", help="a member to ask (repeatable)"
+        )
+        p.add_argument(
+            "--cluster-key-file", metavar="F", help="keyring file (foundation-p2p keygen)"
+        )
+        p.add_argument("--json", action="store_true", help="print a JSON object")
+        p.add_argument(
+            "--timeout", metavar="S", type=float, default=MEMBERS_TIMEOUT_S,
+            help=f"longest wait for each step, in seconds (default {MEMBERS_TIMEOUT_S:g})",
+        )
+        p.add_argument("--bind", metavar="HOST:PORT", help="UDP address to bind")
+        p.add_argument("--name", metavar="N", default="kv", help="the observer's name")
+        p.add_argument("--config", metavar="FILE", help="node TOML config (flags override it)")
+        p.add_argument(
+            "--log-level", metavar="L", type=str.upper,
+            choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+            help="diagnostics on stderr (default WARNING)",
+        )
+        p.set_defaults(func=cmd_kv)
 
     history = sub.add_parser(
         "check-history",
