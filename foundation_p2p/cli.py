@@ -34,6 +34,11 @@ from foundation_p2p import __version__
 from foundation_p2p.addresses import Address, format_address, parse_address
 from foundation_p2p.config import NodeConfig
 from foundation_p2p.crypto.keyring import Keyring, key_id
+from foundation_p2p.discovery.cli import (
+    add_discover_parser,
+    add_discovery_arguments,
+    discovery_from_args,
+)
 from foundation_p2p.errors import ConfigError, StorageError
 from foundation_p2p.history import MODELS, Budget, Verdict, check, load_history
 from foundation_p2p.history.checker import DEFAULT_MAX_STEPS
@@ -115,6 +120,9 @@ def build_config(args: argparse.Namespace) -> NodeConfig:
         table["join"] = list(args.join)
     if args.log_level is not None:
         table["log_level"] = args.log_level.upper()
+    discovery = discovery_from_args(args, base.extra.get("discovery"))
+    if discovery is not None:
+        table["discovery"] = discovery
     config = base.with_overrides(table, source="command line")
     if args.bind is None and not args.config:
         raise UsageError("node run: --bind HOST:PORT is required (or bind in the --config file)")
@@ -179,6 +187,10 @@ async def run_node(
                     log_event(event)
 
             nursery.start_soon(log_events)
+            # discovery (the `discovery` key or --discovery); logs its explanation at INFO
+            from foundation_p2p.runtime.discovery import run_configured_discovery
+
+            await nursery.start(run_configured_discovery, node)
             if config.advertise is None and _is_wildcard(node.address[0]):
                 log.warning(
                     "bound to the wildcard %s without --advertise: peers cannot use that "
@@ -595,6 +607,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="DEBUG, INFO (default), WARNING or ERROR",
     )
     run.set_defaults(func=cmd_node_run)
+    add_discovery_arguments(run, join=False)
 
     members = sub.add_parser(
         "members",
@@ -719,6 +732,7 @@ def build_parser() -> argparse.ArgumentParser:
     history.set_defaults(func=cmd_check_history)
 
     _add_sim(sub)
+    add_discover_parser(sub)
     return parser
 
 

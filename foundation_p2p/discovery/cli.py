@@ -31,7 +31,6 @@ DEFAULT_LISTEN_S = 3.0
 
 # flag dest -> (option key, the choices it applies to)
 _FLAGS: dict[str, tuple[str, tuple[str, ...]]] = {
-    "seed": ("seeds", ("static",)),
     "dns_name": ("name", ("dns",)),
     "dns_record": ("record", ("dns",)),
     "dns_port": ("port", ("dns",)),
@@ -47,8 +46,12 @@ _FLAGS: dict[str, tuple[str, tuple[str, ...]]] = {
 }
 
 
-def add_discovery_arguments(parser: argparse.ArgumentParser) -> None:
-    """Add ``--discovery`` and the strategy options (``node run`` and ``discover``)."""
+def add_discovery_arguments(parser: argparse.ArgumentParser, *, join: bool = True) -> None:
+    """Add ``--discovery`` and the strategy options (``node run`` and ``discover``).
+
+    The static strategy's peers are the ``--join`` addresses (peers to contact are always
+    ``--join``; ``--seed`` always means a random seed): ``join=False`` for a parser that
+    already has ``--join`` (``node run``)."""
     group = parser.add_argument_group("discovery (spec/discovery.md)")
     group.add_argument(
         "--discovery",
@@ -56,9 +59,11 @@ def add_discovery_arguments(parser: argparse.ArgumentParser) -> None:
         help="auto (detect Kubernetes, Consul, a development machine, else multicast), "
         "static, dns, mdns, multicast or none",
     )
-    group.add_argument(
-        "--seed", metavar="HOST:PORT", action="append", help="static: a seed (repeatable)"
-    )
+    if join:
+        group.add_argument(
+            "--join", metavar="HOST:PORT", action="append",
+            help="static: a peer to contact (repeatable)",
+        )
     group.add_argument("--dns-name", metavar="NAME", help="dns: the name to query")
     group.add_argument(
         "--dns-record", metavar="TYPE", type=str.upper, help="dns: A, AAAA or SRV (default SRV)"
@@ -87,6 +92,7 @@ def discovery_from_args(
     Raises ``ConfigError`` for a flag that does not apply to the choice.
     """
     given = {dest: getattr(args, dest) for dest in _FLAGS if getattr(args, dest, None) is not None}
+    joins = getattr(args, "join", None)
     choice = getattr(args, "discovery", None)
     if choice is None and not given:
         return dict(base) if base is not None else None
@@ -108,6 +114,8 @@ def discovery_from_args(
         if use not in applies:
             raise ConfigError(f"{flag}: applies to {' or '.join(applies)}, not to {use!r}")
         table[key] = value
+    if use == "static" and joins and "seeds" not in table:
+        table["seeds"] = list(joins)
     return discovery_table(table, where="--discovery")
 
 

@@ -118,3 +118,22 @@ def test_discover_reads_the_toml_and_flags_add_options(
         7946,
         30.0,
     )
+
+
+def test_the_node_run_and_discover_commands_take_the_discovery_options() -> None:
+    # wired into foundation-p2p: `discover` exists, `node run` takes --discovery, and the
+    # static strategy's peers are --join (never --seed, which names a random seed)
+    from foundation_p2p.cli import build_config, build_parser
+
+    parser = build_parser()
+    args = parser.parse_args(
+        ["node", "run", "--bind", "127.0.0.1:0", "--join", "127.0.0.1:7001",
+         "--cluster-key-file", "unused.keyring", "--discovery", "static"]
+    )
+    config = build_config(args)
+    assert config.extra["discovery"]["use"] == "static"
+    assert list(config.extra["discovery"]["seeds"]) == ["127.0.0.1:7001"]
+    args = parser.parse_args(["discover", "--discovery", "static", "--join", "127.0.0.1:9"])
+    assert args.join == ["127.0.0.1:9"]
+    with pytest.raises(SystemExit):
+        parser.parse_args(["discover", "--seed", "127.0.0.1:9"])
