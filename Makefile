@@ -9,7 +9,11 @@ FUZZ_STAMP := $(VENV)/.installed-fuzz
 BENCH_STAMP := $(VENV)/.installed-bench
 BENCH_FLAGS ?=
 
-.PHONY: test demo bench bench-quick fuzz soak lint types clean
+.PHONY: test demo bench bench-quick fuzz soak lint types tools clean
+
+## make tools: the Debian tools some tests use (ip, nft, dnsmasq), when root; never fails
+tools:
+	@./.ci/debian-tools
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -34,7 +38,7 @@ types: $(STAMP)
 	$(BIN)/mypy
 
 ## make test: lint, types, unit, conformance, fuzz-lite, simulator (CI-sized), real UDP on 127.0.0.1
-test: lint types
+test: tools lint types
 	$(BIN)/python -m pytest -q -m "not soak" -p no:cacheprovider
 
 ## make demo: a local cluster on 127.0.0.1 showing every capability that has landed
@@ -42,7 +46,7 @@ demo: $(STAMP)
 	$(BIN)/python -m foundation_p2p.demo
 
 ## make bench: every benchmark at full size; each prints one JSON object as its last line
-bench: $(BENCH_STAMP)
+bench: tools $(BENCH_STAMP)
 	@set -e; for b in bench/*.py; do echo "== $$b"; $(BIN)/python $$b $(BENCH_FLAGS); done
 
 bench-quick: $(BENCH_STAMP)
@@ -53,7 +57,7 @@ fuzz: $(FUZZ_STAMP)
 	$(BIN)/python fuzz/atheris_main.py --all --seconds $${FUZZ_SECONDS:-20}
 
 ## make soak: full-size simulator scenarios (*-soak.toml) and longer sweeps of the CI-sized ones
-soak: $(STAMP)
+soak: tools $(STAMP)
 	$(BIN)/python -m pytest -q -m soak -p no:cacheprovider || test $$? -eq 5
 	@set -e; for s in simulator/scenarios/*-soak.toml; do \
 		flags=; case $$s in *random-faults*) flags=--random-faults;; esac; \
