@@ -49,7 +49,7 @@ demo: $(STAMP)
 bench: tools $(BENCH_STAMP)
 	@set -e; for b in bench/*.py; do echo "== $$b"; $(BIN)/python $$b $(BENCH_FLAGS); done
 
-bench-quick: $(BENCH_STAMP)
+bench-quick: tools $(BENCH_STAMP)
 	@set -e; for b in bench/*.py; do echo "== $$b"; $(BIN)/python $$b --quick; done
 
 ## make fuzz: atheris on every decoder, bounded in time, seeded from spec/vectors
