@@ -2,9 +2,10 @@
 write through a SIGKILL of the leader and a full-cluster restart.
 
 Each process runs ``open_node`` with a data directory and a ``[consensus]`` table and is
-driven over a line protocol on stdin/stdout (``put K V``, ``get K``, ``status``). The
-``foundation-p2p node run`` command cannot carry ``[consensus]`` yet: ``config.py`` does
-not list it among the extra sections (see K2_report).
+driven over a line protocol on stdin/stdout (``put K V``, ``get K``, ``status``), which
+lets the test find and SIGKILL the leader and time the failover. The second test does the
+same with ``foundation-p2p node run --config node.toml`` processes (a ``[consensus]``
+table) and the ``foundation-p2p kv`` command as the client.
 """
 
 from __future__ import annotations
@@ -187,3 +188,102 @@ def wait_leader_among(procs: list[Proc], limit_s: float) -> str:
             return leaders.pop()
         time.sleep(0.02)
     raise AssertionError(f"no new leader within {limit_s} s: {seen}")
+
+
+# -- the same with `foundation-p2p node run` processes and the `kv` command -------------
+
+TOML = """
+probe_interval_s = 0.1
+probe_timeout_s = 0.1
+
+[consensus]
+tick_interval_s = 0.05
+election_tick = 10
+bootstrap_expect = 3
+request_timeout_s = 3.0
+"""
+
+
+def node_run(config: str, key: str, data_dir: str, join: int | None) -> tuple[Any, int]:
+    args = [
+        sys.executable, "-m", "foundation_p2p", "node", "run", "--config", config,
+        "--cluster-key-file", key, "--data-dir", data_dir, "--bind", "127.0.0.1:0",
+    ] + (["--join", f"127.0.0.1:{join}"] if join else [])
+    p = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    assert p.stdout is not None
+    ready, _, _ = select.select([p.stdout], [], [], 20.0)
+    assert ready, "node run printed nothing"
+    line = p.stdout.readline().decode()
+    assert line.startswith("ready "), line
+    address = dict(w.split("=", 1) for w in line.split()[1:])["address"]
+    return p, int(address.rsplit(":", 1)[1])
+
+
+def kv_cli(key: str, port: int, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "foundation_p2p", "kv", *args, "--join", f"127.0.0.1:{port}",
+         "--cluster-key-file", key, "--timeout", "5"],
+        capture_output=True, text=True, timeout=60, check=False,
+    )
+
+
+def start_node_runs(config: str, key: str, dirs: list[str]) -> list[tuple[Any, int]]:
+    first = node_run(config, key, dirs[0], None)
+    return [first] + [node_run(config, key, d, first[1]) for d in dirs[1:]]
+
+
+def until_ok(key: str, port: int, *args: str, limit_s: float = 20.0) -> str:
+    end = time.monotonic() + limit_s
+    while True:
+        r = kv_cli(key, port, *args)
+        if r.returncode == 0:
+            return r.stdout.strip()
+        assert time.monotonic() < end, r.stderr
+        time.sleep(0.2)
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="SIGKILL and select on pipes")
+def test_node_run_processes_keep_acknowledged_writes_through_sigkill_and_restart(
+    tmp_path: Any,
+) -> None:
+    from foundation_p2p.crypto.keyring import Keyring
+
+    config = str(tmp_path / "node.toml")
+    with open(config, "w", encoding="utf-8") as f:
+        f.write(TOML)
+    key = str(tmp_path / "cluster.key")
+    with open(key, "w", encoding="utf-8") as f:
+        f.write(Keyring.generate(os.urandom).to_text())
+    os.chmod(key, 0o600)
+    dirs = [str(tmp_path / f"n{i}") for i in range(3)]
+    procs = start_node_runs(config, key, dirs)
+    acked: dict[str, str] = {}
+    try:
+        # the group forms by itself; the first write waits for it
+        until_ok(key, procs[2][1], "put", "k0", "v0")
+        acked["k0"] = "v0"
+        for i in range(1, 4):
+            r = kv_cli(key, procs[i % 3][1], "put", f"k{i}", f"v{i}")
+            assert r.returncode == 0, r.stderr
+            acked[f"k{i}"] = f"v{i}"
+        # SIGKILL the first node (the leader or not): the others keep serving
+        procs[0][0].send_signal(signal.SIGKILL)
+        procs[0][0].wait(10)
+        until_ok(key, procs[1][1], "put", "k9", "v9")
+        acked["k9"] = "v9"
+        for k, v in acked.items():
+            assert kv_cli(key, procs[2][1], "get", k).stdout.strip() == v
+    finally:
+        for p, _ in procs:
+            if p.poll() is None:
+                p.send_signal(signal.SIGKILL)
+            p.wait(10)
+    procs = start_node_runs(config, key, dirs)
+    try:
+        for k, v in acked.items():
+            assert until_ok(key, procs[1][1], "get", k) == v
+    finally:
+        for p, _ in procs:
+            if p.poll() is None:
+                p.send_signal(signal.SIGKILL)
+            p.wait(10)
