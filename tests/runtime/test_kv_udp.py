@@ -232,12 +232,13 @@ def start_node_runs(config: str, key: str, dirs: list[str]) -> list[tuple[Any, i
     return [first] + [node_run(config, key, d, first[1]) for d in dirs[1:]]
 
 
-def until_ok(key: str, port: int, *args: str, limit_s: float = 20.0) -> str:
+def until_ok(key: str, port: int, *args: str, limit_s: float = 45.0) -> str:
     end = time.monotonic() + limit_s
     while True:
         r = kv_cli(key, port, *args)
         if r.returncode == 0:
             return r.stdout.strip()
+        print(f"kv {' '.join(args)} at +{limit_s - (end - time.monotonic()):.1f} s: {r.stderr}")
         assert time.monotonic() < end, r.stderr
         time.sleep(0.2)
 
