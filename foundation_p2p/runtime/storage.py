@@ -62,6 +62,28 @@ class Store(Protocol):
         ...
 
 
+def lock_directory(path: str, lock_name: str, *, what: str, holder: str) -> IO[bytes]:
+    """Take an exclusive advisory lock (``flock``) on ``path/lock_name`` and return the open
+    lock file (keep it open: closing it releases the lock). :class:`StorageError` names
+    ``what`` and ``path`` when the lock cannot be opened or is held (by ``holder``). Where
+    ``fcntl`` does not exist (not POSIX) the file is returned unlocked."""
+    lock_path = os.path.join(path, lock_name)
+    try:
+        f = os.fdopen(os.open(lock_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600), "ab")
+    except OSError as exc:
+        raise StorageError(f"{what} {path}: cannot open the lock: {exc.strerror}") from None
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not POSIX: no advisory lock available
+        return f
+    try:
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        f.close()
+        raise StorageError(f"{what} {path}: in use by {holder} (locked)") from None
+    return f
+
+
 class MemoryStore:
     """A :class:`Store` in memory: nothing survives the process (an ephemeral identity)."""
 
@@ -110,26 +132,9 @@ class DataDirStore:
         self._remove_leftovers()
 
     def _lock(self) -> None:
-        lock_path = os.path.join(self.path, _LOCK_NAME)
-        try:
-            f = os.fdopen(os.open(lock_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600), "ab")
-        except OSError as exc:
-            raise StorageError(
-                f"data dir {self.path}: cannot open the lock: {exc.strerror}"
-            ) from None
-        try:
-            import fcntl
-        except ImportError:  # pragma: no cover - not POSIX: no advisory lock available
-            self._lock_file = f
-            return
-        try:
-            fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            f.close()
-            raise StorageError(
-                f"data dir {self.path}: in use by another running node (locked)"
-            ) from None
-        self._lock_file = f
+        self._lock_file = lock_directory(
+            self.path, _LOCK_NAME, what="data dir", holder="another running node"
+        )
 
     def _remove_leftovers(self) -> None:
         # A temporary file left by a crash mid-write was never renamed: its key still holds

@@ -19,6 +19,7 @@ import re
 from typing import IO
 
 from foundation_p2p.errors import StorageError
+from foundation_p2p.runtime.storage import lock_directory
 
 log = logging.getLogger("foundation_p2p.runtime.vfs")
 
@@ -92,24 +93,9 @@ class OsVfs:
         self._lock()
 
     def _lock(self) -> None:
-        lock_path = os.path.join(self.path, _LOCK_NAME)
-        try:
-            f = os.fdopen(os.open(lock_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600), "ab")
-        except OSError as exc:
-            raise StorageError(
-                f"wal dir {self.path}: cannot open the lock: {exc.strerror}"
-            ) from None
-        try:
-            import fcntl
-        except ImportError:  # pragma: no cover - not POSIX: no advisory lock available
-            self._lock_file = f
-            return
-        try:
-            fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            f.close()
-            raise StorageError(f"wal dir {self.path}: in use by another process (locked)") from None
-        self._lock_file = f
+        self._lock_file = lock_directory(
+            self.path, _LOCK_NAME, what="wal dir", holder="another process"
+        )
 
     def _full(self, name: str) -> str:
         return os.path.join(self.path, _check_name(name))
