@@ -187,10 +187,7 @@ async def run_node(
                     log_event(event)
 
             nursery.start_soon(log_events)
-            # discovery (the `discovery` key or --discovery); logs its explanation at INFO
-            from foundation_p2p.runtime.discovery import run_configured_discovery
-
-            await nursery.start(run_configured_discovery, node)
+            # discovery (the `discovery` key or --discovery) runs inside open_node
             if config.advertise is None and _is_wildcard(node.address[0]):
                 log.warning(
                     "bound to the wildcard %s without --advertise: peers cannot use that "

@@ -1344,6 +1344,13 @@ async def open_node(
                 async with trio.open_nursery() as nursery:
                     node._services = ServiceRunner(nursery, core.counters)
                     await nursery.start(node._run_pump)
+                    if config.extra.get("discovery") is not None:
+                        # the `discovery` key (spec/discovery.md): strategies that keep
+                        # feeding node.join; the resolved configuration is logged at INFO
+                        from foundation_p2p.runtime.discovery import run_configured_discovery
+
+                        log.debug("discovery: runtime.discovery.run_configured_discovery")
+                        await nursery.start(run_configured_discovery, node)
                     try:
                         yield node
                     except BaseException as exc:

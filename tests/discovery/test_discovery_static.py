@@ -121,3 +121,22 @@ def test_jitter_stays_within_its_band_and_varies() -> None:
     assert all(4.0 <= w <= 6.0 for w in waits)
     assert max(waits) - min(waits) > 1.5
     assert {jittered(5.0, 0.0, rng) for _ in range(10)} == {5.0}
+
+
+async def test_open_node_runs_the_discovery_its_config_names() -> None:
+    # the library path: a `discovery` key in the NodeConfig is enough (no run_discovery call)
+    keyring = Keyring.generate(os.urandom)
+    async with open_node(NodeConfig(bind=("127.0.0.1", 0), **FAST), keyring=keyring) as seed:
+        port = seed.address[1]
+        config = NodeConfig.from_mapping(
+            {
+                "bind": "127.0.0.1:0",
+                "discovery": {"use": "static", "seeds": [f"127.0.0.1:{port}"], "interval_s": 0.1},
+                **FAST,
+            }
+        )
+        async with open_node(config, keyring=keyring) as finder:
+            with trio.fail_after(5):
+                await finder.wait_until(lambda: alive_count(finder) == 2)
+                await seed.wait_until(lambda: alive_count(seed) == 2)
+            assert finder.counters["discovery.static.joins"] >= 1
