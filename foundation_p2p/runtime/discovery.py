@@ -305,8 +305,16 @@ def query_dns(config: DnsConfig) -> list[Address]:
             return [(host, port)]
         except ValueError:
             pass
-        rdtype = "AAAA" if config.record == "AAAA" else "A"
-        return [(r.address, port) for r in ask(host, rdtype)]
+        if config.record == "AAAA":
+            return [(r.address, port) for r in ask(host, "AAAA")]
+        # an SRV target: its A records, else its AAAA records (an IPv6-only target)
+        try:
+            return [(r.address, port) for r in ask(host, "A")]
+        except DiscoveryError as first:
+            try:
+                return [(r.address, port) for r in ask(host, "AAAA")]
+            except DiscoveryError:
+                raise first from None
 
     out: list[Address] = []
     if config.record == "SRV":

@@ -162,3 +162,20 @@ async def test_nxdomain_then_dead_resolver_are_retried_not_fatal(dnsmasq: Dnsmas
             while "dns" in runner.last_error:
                 await trio.sleep(0.05)
         assert runner.found["dns"] == {("127.0.0.1", port)}
+
+
+def test_query_dns_reads_aaaa_records_and_srv_targets_with_ipv6(dnsmasq: Dnsmasq) -> None:
+    # IPv6 loopback addresses only; nothing is sent to them here, they are just answers
+    dnsmasq.serve(
+        {"v6.cluster.test": "::1", "both.cluster.test": "127.0.0.3"},
+        [(SRV_NAME, "v6.cluster.test", 7003)],
+    )
+    resolver = ("127.0.0.1", dnsmasq.port)
+    assert query_dns(
+        DnsConfig(name="v6.cluster.test", record="AAAA", port=7946, resolver=resolver)
+    ) == [("::1", 7946)]
+    assert query_dns(DnsConfig(name=SRV_NAME, resolver=resolver)) == [("::1", 7003)]
+    # a name with only an A record has no AAAA answer: a clear error, not an empty success
+    with pytest.raises(DiscoveryError):
+        query_dns(DnsConfig(name="both.cluster.test", record="AAAA", port=7946,
+                            resolver=resolver))
