@@ -179,3 +179,14 @@ def test_query_dns_reads_aaaa_records_and_srv_targets_with_ipv6(dnsmasq: Dnsmasq
     with pytest.raises(DiscoveryError):
         query_dns(DnsConfig(name="both.cluster.test", record="AAAA", port=7946,
                             resolver=resolver))
+
+
+
+def test_a_malformed_answer_is_a_clear_error(dnsmasq: Dnsmasq) -> None:
+    # an SRV record with port 0 (no gossip port can be 0); dnspython itself drops answers
+    # it cannot parse (they look like spoofing) and a timeout then names the resolver
+    dnsmasq.serve({"n1.cluster.test": "127.0.0.1"}, [(SRV_NAME, "n1.cluster.test", 0)])
+    resolver = ("127.0.0.1", dnsmasq.port)
+    with pytest.raises(DiscoveryError, match="malformed answer") as info:
+        query_dns(DnsConfig(name=SRV_NAME, resolver=resolver))
+    assert SRV_NAME in str(info.value) and "port 0" in str(info.value)
