@@ -29,6 +29,7 @@ nil), so the search compares and hashes integers.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -133,7 +134,7 @@ class _Interner:
         return found
 
 
-class Model:
+class Model(ABC):
     """A register-per-key specification; subclasses name the functions and their shapes."""
 
     name = "model"
@@ -167,8 +168,8 @@ class Model:
         prepared.excluded = excluded
         return prepared
 
-    def _check_key(self, op: Operation, source: str) -> None:
-        pass
+    def _check_key(self, op: Operation, source: str) -> None:  # noqa: B027 - optional hook
+        """Refuse an operation whose key this model cannot take (the default takes any)."""
 
     def _prepare_ops(
         self,
@@ -188,8 +189,9 @@ class Model:
                 continue
             prepared.partitions.setdefault(op.key, []).append(mop)
 
+    @abstractmethod
     def _model_op(self, op: Operation, intern: _Interner, source: str) -> ModelOp | None:
-        raise NotImplementedError
+        """The model operation of ``op`` (``None``: it says nothing the search can use)."""
 
     @staticmethod
     def _make(
