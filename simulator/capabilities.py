@@ -40,10 +40,6 @@ class Pending:
 
 PENDING: tuple[Pending, ...] = (
     Pending(FAULT_OP, "transfer-leader", CONSENSUS),
-    Pending(ROLE, "@leader", CONSENSUS),
-    Pending(WORKLOAD, "kv", CONSENSUS),
-    Pending(INVARIANT, "raft.*", CONSENSUS),
-    Pending(INVARIANT, "kv.*", CONSENSUS),
     Pending(INVARIANT, "transport.*", TRANSPORT),
     Pending(WORKLOAD, "auction", COORDINATION),
     Pending(INVARIANT, "coordination.*", COORDINATION),

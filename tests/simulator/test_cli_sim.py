@@ -95,10 +95,16 @@ def test_sim_run_refuses_an_invalid_scenario_with_exit_2_naming_it(
 
 
 def test_sim_run_refuses_a_later_capability_with_exit_2_naming_it(tmp_path: Any) -> None:
-    path = write(tmp_path, "kv.toml", HEALTHY + '[[workload]]\nkind = "kv"\nrate = 50\n')
+    from simulator import capabilities
+
+    pending = [p for p in capabilities.PENDING if p.category == capabilities.FAULT_OP]
+    if not pending:
+        pytest.skip("every fault op has landed: nothing is pending to refuse")
+    op, cap = pending[0].name, pending[0].capability
+    path = write(tmp_path, "later.toml", HEALTHY + f'[[fault]]\nat = "1s"\nop = "{op}"\n')
     done = foundation_p2p("sim", "run", path)
     assert done.returncode == 2
-    assert "workload[1].kind: workload kind 'kv' needs consensus (issue 7)" in done.stderr
+    assert f"fault[0].op: fault op '{op}' needs {cap}" in done.stderr
 
 
 def test_sim_run_json_report_has_the_design_keys_and_exit_0(tmp_path: Any) -> None:

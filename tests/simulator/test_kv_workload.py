@@ -118,8 +118,13 @@ def test_register_kv_adds_the_checkers_and_the_leader_role(
     import simulator.checkers as checkers_mod
     import simulator.nemesis as nemesis_mod
 
-    monkeypatch.setattr(checkers_mod, "CHECKERS", dict(checkers_mod.CHECKERS))
-    monkeypatch.setattr(nemesis_mod, "ROLE_RESOLVERS", dict(nemesis_mod.ROLE_RESOLVERS))
+    # simulator.workloads registers them at import: start from a registry without them
+    monkeypatch.setattr(checkers_mod, "CHECKERS", {
+        k: v for k, v in checkers_mod.CHECKERS.items() if not k.startswith(("raft.", "kv."))
+    })
+    monkeypatch.setattr(nemesis_mod, "ROLE_RESOLVERS", {
+        k: v for k, v in nemesis_mod.ROLE_RESOLVERS.items() if k != "@leader"
+    })
     import simulator.kv as kv_sim
 
     monkeypatch.setattr(kv_sim, "ROLE_RESOLVERS", nemesis_mod.ROLE_RESOLVERS)

@@ -109,15 +109,9 @@ def test_issue_example_parses_into_the_model_when_capabilities_are_not_checked()
     assert s.text == ISSUE_EXAMPLE
 
 
-def test_issue_example_is_refused_naming_every_missing_capability() -> None:
-    with pytest.raises(CapabilityMissingError) as info:
-        parse_scenario_text(ISSUE_EXAMPLE, source="x.toml")
-    message = str(info.value)
-    assert "fault[1].node: role '@leader' needs consensus (issue 7)" in message
-    assert "workload[0].kind: workload kind 'kv' needs consensus (issue 7)" in message
-    # membership.converged is known since membership (issue 4) landed.
-    assert "check.invariants[0]" not in message and "membership" not in message
-    assert info.value.capabilities == ("consensus (issue 7)",)
+def test_issue_example_parses_now_that_consensus_has_landed() -> None:
+    s = parse_scenario_text(ISSUE_EXAMPLE, source="x.toml")
+    assert s.faults[1].node == "@leader" and s.workloads[0].kind == "kv"
 
 
 @pytest.mark.parametrize(
@@ -127,8 +121,6 @@ def test_issue_example_is_refused_naming_every_missing_capability() -> None:
         ('[check]\ninvariants = ["transport.no_stall"]\n', "check.invariants[0]",
          "transport (issue 5)"),
         ('[[workload]]\nkind = "auction"\n', "workload[0].kind", "coordination (issue 8)"),
-        ('[check]\ninvariants = ["raft.election_safety"]\n', "check.invariants[0]",
-         "consensus (issue 7)"),
         ('[random_faults]\nops = ["crash", "transfer-leader"]\n', "random_faults.ops[1]",
          "consensus (issue 7)"),
     ],
@@ -445,7 +437,10 @@ def test_durations_latency_ranges_and_bandwidths() -> None:
 
 def test_capability_table_matches_areas_and_role_arguments() -> None:
     C = capabilities
-    assert C.missing_capability(C.INVARIANT, "raft.log_matching") == "consensus (issue 7)"
+    # consensus (issue 7) has landed except leader transfer as a fault op
+    assert C.missing_capability(C.INVARIANT, "raft.log_matching") is None
+    assert C.missing_capability(C.ROLE, "@leader") is None
+    assert C.missing_capability(C.FAULT_OP, "transfer-leader") == "consensus (issue 7)"
     assert C.missing_capability(C.INVARIANT, "raftish.x") is None
     # the registry (issue 6) has landed: its role is known
     assert C.missing_capability(C.ROLE, "@singleton:web") is None
