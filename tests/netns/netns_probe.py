@@ -6,7 +6,9 @@ Run inside a namespace (``ip netns exec NS python netns_probe.py ...``):
   prints ``ready`` once bound.
 - ``probe COUNT HOST:PORT...``: send ``COUNT`` numbered datagrams to each echo server, in
   batches of :data:`BATCH` to all at once, and count the distinct answers; a batch ends
-  when no answer came for :data:`QUIET_S` after one did, or none in :data:`FIRST_S`.
+  when every target answered and then none for :data:`QUIET_S`, or after
+  :data:`FIRST_S` if a target has not answered (a cut one: a partition check costs
+  :data:`FIRST_S` per batch).
   Prints one JSON object ``{"answers": {"HOST:PORT": answers, ...}, "seconds": s}``.
 
 Nothing here knows about the node: these are the probes the fault is judged by, before
@@ -28,7 +30,7 @@ FIRST_S = 0.5
 """A batch's first answer is awaited this long (a loaded machine may not run the echo
 server at once)."""
 QUIET_S = 0.05
-"""After an answer, a batch's answers are awaited until none came for this long (veth
+"""Once every target answered, a batch's answers are awaited until none came for this long (veth
 round trips are well under a millisecond)."""
 
 
@@ -59,9 +61,9 @@ def probe(count: int, targets: list[str]) -> dict[str, int]:
                     sock.sendto(struct.pack("!II", tag, i), addr)
         seq += n
         first_by = time.monotonic() + FIRST_S
-        answered = False
+        answered: set[int] = set()
         while True:
-            wait = QUIET_S if answered else first_by - time.monotonic()
+            wait = QUIET_S if len(answered) == len(addrs) else first_by - time.monotonic()
             if wait <= 0:
                 break
             ready, _, _ = select.select([sock], [], [], wait)
@@ -72,7 +74,7 @@ def probe(count: int, targets: list[str]) -> dict[str, int]:
                 tag, i = struct.unpack("!II", data)
                 if tag < len(got):
                     got[tag].add(i)
-                    answered = True
+                    answered.add(tag)
     return {text: len(g) for text, g in zip(targets, got, strict=True)}
 
 

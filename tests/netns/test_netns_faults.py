@@ -177,7 +177,7 @@ def test_partition_and_heal_converge_with_exactly_one_singleton(
         capture_output=True, text=True, timeout=60, check=False,
     )
     assert cli.returncode == 0, cli.stderr
-    seen = {m["name"]: m["state"] for m in json.loads(cli.stdout) if not m["observer"]}
+    seen = {m["name"]: m["state"].upper() for m in json.loads(cli.stdout) if not m["observer"]}
     assert seen == all_alive, seen
 
 
