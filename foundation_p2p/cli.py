@@ -1,5 +1,5 @@
 """The ``foundation-p2p`` command: ``keygen``, ``node run``, ``members``, ``kv``,
-``check-history`` and ``sim``.
+``check-history``, ``health``, ``discover`` and ``sim``.
 
 Exit status: 0 success (``node run``: left gracefully on SIGINT/SIGTERM); 1 a runtime
 failure (the port is in use, the node crashed; ``members``: no peer answered); 2 bad
@@ -40,6 +40,7 @@ from foundation_p2p.discovery.cli import (
     discovery_from_args,
 )
 from foundation_p2p.errors import ConfigError, StorageError
+from foundation_p2p.health.cli import add_health_parser
 from foundation_p2p.history import MODELS, Budget, Verdict, check, load_history
 from foundation_p2p.history.checker import DEFAULT_MAX_STEPS
 from foundation_p2p.history.model import HistoryFormatError
@@ -160,10 +161,20 @@ def _is_wildcard(host: str) -> bool:
     return host in ("0.0.0.0", "::")
 
 
+def parse_admin(text: str | None) -> tuple[str, int] | None:
+    """``--admin HOST:PORT`` (``:PORT`` means 127.0.0.1); None when not given."""
+    if text is None:
+        return None
+    if text.startswith(":"):
+        text = "127.0.0.1" + text
+    return parse_address(text, what="--admin")
+
+
 async def run_node(
     config: NodeConfig,
     keyring: Keyring,
     app: Callable[..., Awaitable[Any]] | None,
+    admin: tuple[str, int] | None = None,
 ) -> int:
     """Run the node until SIGINT or SIGTERM; print the ready line; log every event.
 
@@ -174,7 +185,8 @@ async def run_node(
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with (
             open_node(
-                config.replace(join=()), keyring=keyring, leave_timeout_s=LEAVE_TIMEOUT_S
+                config.replace(join=()), keyring=keyring, leave_timeout_s=LEAVE_TIMEOUT_S,
+                admin=admin,
             ) as node,
             node.events() as events,
             trio.open_nursery() as nursery,
@@ -199,7 +211,8 @@ async def run_node(
             print(
                 f"ready node_id={node.node_id.hex()} name={node.name} "
                 f"address={format_address(node.address)} "
-                f"advertise={format_address(node.advertised)} epoch={node.boot_epoch}",
+                f"advertise={format_address(node.advertised)} epoch={node.boot_epoch}"
+                + (f" admin=http://{admin[0]}:{node.admin_port}" if admin is not None else ""),
                 flush=True,
             )
             async for signum in signals:
@@ -218,12 +231,13 @@ def cmd_node_run(args: argparse.Namespace) -> int:
         assert config.cluster_key_file is not None
         keyring = Keyring.from_file(config.cluster_key_file)
         app = load_app(config.app) if config.app else None
+        admin = parse_admin(args.admin)
     except (ConfigError, UsageError) as exc:
         _prog_error(str(exc))
         return 2
     configure_logging(config.log_level)
     try:
-        return trio.run(run_node, config, keyring, app)
+        return trio.run(run_node, config, keyring, app, admin)
     except BindError as exc:
         _prog_error(str(exc))
         return 1
@@ -603,6 +617,11 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["DEBUG", "INFO", "WARNING", "ERROR"],
         help="DEBUG, INFO (default), WARNING or ERROR",
     )
+    run.add_argument(
+        "--admin", metavar="HOST:PORT",
+        help="serve GET /health and GET /metrics over HTTP there (off by default; "
+        "':PORT' means 127.0.0.1:PORT)",
+    )
     run.set_defaults(func=cmd_node_run)
     add_discovery_arguments(run, join=False)
 
@@ -730,6 +749,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_sim(sub)
     add_discover_parser(sub)
+    add_health_parser(sub)
     return parser
 
 

@@ -54,6 +54,10 @@ membership extension key 2. The driver hands in the recovered ``raft_storage`` a
 persists the log writes itself: ``consensus.take_log_writes()``, write + sync, then
 ``consensus.log_writes_done(now, ids)``.
 
+Health: :attr:`NodeCore.health` (a :class:`~foundation_p2p.health.service.HealthService`)
+gossips the node's health summary (frame 49, ``spec/health.md``) with a version counter of
+its own, and answers ``health.report(now)`` from local state.
+
 Bounded queues, with their overflow policy (each overflow is counted):
 
 - outgoing datagrams: at most ``max_outgoing_datagrams`` between two ``take_outgoing``
@@ -94,6 +98,8 @@ from foundation_p2p.crypto.protection import GossipProtection
 from foundation_p2p.durability import BOOT_EPOCH_KEY, IDENTITY_KEY, DurableWrite
 from foundation_p2p.errors import ConfigError, StorageError, WireError
 from foundation_p2p.events import Command, Event, Started
+from foundation_p2p.health.gossip import HealthGossipConfig
+from foundation_p2p.health.service import HealthService
 from foundation_p2p.membership.config import MembershipConfig
 from foundation_p2p.membership.events import (
     MemberAlive,
@@ -299,6 +305,11 @@ class NodeCore:
         self.supervisor: SupervisorCore = self.registry.supervisor
         """The distributed supervisor core (``registry.supervisor``)."""
         self.add_subsystem("registry", self.registry)
+        self.health = HealthService(
+            self, now=now, config=HealthGossipConfig.from_mapping(config.extra.get("health", {}))
+        )
+        """Health summaries gossiped (subsystem ``health``, frame 49, ``spec/health.md``) and
+        the monitor: ``health.report(now)`` reads local state, no network round trip."""
         consensus_config = ConsensusConfig.from_node_config(config)
         self.consensus: ConsensusSubsystem | None = None
         """The node's Raft member (``spec/consensus-client.md``), if ``[consensus]`` is set.

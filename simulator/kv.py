@@ -42,7 +42,8 @@ Invariants (registered in :mod:`simulator.checkers` by :func:`register_kv`):
   search with the ``kv`` model).
 
 Metrics: ``raft.elections`` (terms in which a leader was seen), ``raft.failover_s`` (the
-longest time with no leader up, after one had been seen; also ``_count``/``_mean``),
+longest gap in commits across a change of leader term: from the last entry committed in
+the old term to the first committed in the new; also ``_count``/``_mean``),
 ``raft.commits_per_s`` (the highest commit index's growth over the client window),
 ``kv.ops_ok``, ``kv.ops_failed``, ``kv.ops_info``.
 """
@@ -116,8 +117,10 @@ class RaftObserver:
     violations: dict[str, list[str]] = field(default_factory=dict)
     counts: dict[str, int] = field(default_factory=dict)
     failovers: list[float] = field(default_factory=list)
-    leaderless_since: float | None = None
     seen_leader: bool = False
+    _gap_top: int = 0
+    _gap_term: int | None = None
+    _gap_at: float | None = None
     max_commit: int = 0
     _checked: dict[int, int] = field(default_factory=dict)
     """id(subsystem) -> the commit index checked up to (a restart is a new subsystem)."""
@@ -173,12 +176,22 @@ class RaftObserver:
             for j in range(i + 1, len(started)):
                 self._check_matching(started[i], started[j])
         if leader_up:
-            if self.leaderless_since is not None:
-                self.failovers.append(t - self.leaderless_since)
-                self.leaderless_since = None
             self.seen_leader = True
-        elif self.seen_leader and self.leaderless_since is None:
-            self.leaderless_since = t
+        self._observe_commit_gap(t)
+
+    def _observe_commit_gap(self, t: float) -> None:
+        """A failover is a change of the term that commits: its length is the time from the
+        last entry seen committed in the old term to the first seen committed in the new one
+        (a new leader commits an entry of its term at once). Measured on commits rather
+        than on "some node is leader", because an isolated leader keeps its role until
+        check-quorum steps it down, while the majority may already have elected another."""
+        top = max(self.committed, default=0)
+        if top <= self._gap_top:
+            return
+        term = self.committed[top][0]
+        if self._gap_term is not None and term > self._gap_term and self._gap_at is not None:
+            self.failovers.append(t - self._gap_at)
+        self._gap_top, self._gap_term, self._gap_at = top, term, t
 
     def _observe_committed(self, name: str, sub: ConsensusSubsystem) -> None:
         assert sub.raw is not None

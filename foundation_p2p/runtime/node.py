@@ -115,6 +115,7 @@ from foundation_p2p.membership.events import (
 from foundation_p2p.membership.state import Member
 from foundation_p2p.membership.swim import SwimMembership
 from foundation_p2p.node import NodeCore
+from foundation_p2p.runtime.admin import RuntimeHealth, RuntimeProbe
 from foundation_p2p.runtime.consensus import KV, Consensus
 from foundation_p2p.runtime.registry import Processes, Registry, Supervisor
 from foundation_p2p.runtime.services import ServiceRunner
@@ -646,6 +647,12 @@ class Node:
         self.handoff_timeout_s = DEFAULT_HANDOFF_TIMEOUT_S
         """Longest time :meth:`hand_off` waits when the node closes."""
         self._handed_off = False
+        self.health = RuntimeHealth(core.health, machine_now)
+        """The node's health (:class:`~foundation_p2p.runtime.admin.RuntimeHealth`):
+        ``health.report()`` reads the gossiped summaries (``core.health.report(now)``), no
+        network round trip; ``health.metrics_text()`` is the Prometheus text."""
+        self.admin_port: int | None = None
+        """The admin endpoint's bound port when ``open_node(admin=...)`` started one."""
         self.raft_storage: LogStorage | None = None
         """The Raft log (WAL in ``data_dir/raft``, or memory) when ``[consensus]`` is set."""
         self.consensus = Consensus(self)
@@ -1071,7 +1078,12 @@ class Node:
             cons = core.consensus
             if cons is not None:
                 log_writes = cons.take_log_writes()
-                if log_writes:
+                if log_writes and not hasattr(self.raft_storage, "sync"):
+                    # in memory (no data dir): nothing to wait for, no thread hop
+                    persist(self.raft_storage, log_writes)
+                    cons.log_writes_done(machine_now(), [w.id for w in log_writes])
+                    progressed = True
+                elif log_writes:
                     # one thread hop and one fsync for all taken (the group commit);
                     # shielded for the same reason as the writes above
                     with trio.CancelScope(shield=True):
@@ -1277,8 +1289,14 @@ async def open_node(
     keyring: Keyring | None = None,
     store: Store | None = None,
     leave_timeout_s: float = DEFAULT_LEAVE_TIMEOUT_S,
+    admin: tuple[str, int] | None = None,
 ) -> AsyncIterator[Node]:
     """Run one node over UDP for the duration of the ``async with``; yield its :class:`Node`.
+
+    ``admin=(host, port)`` also serves ``GET /health`` and ``GET /metrics`` there
+    (:class:`~foundation_p2p.runtime.admin.AdminServer`; off by default; use a loopback
+    host unless the endpoint must be reachable from elsewhere; port 0 picks one, see
+    ``node.admin_port``).
 
     ``keyring`` overrides ``config.cluster_key_file``; ``store`` overrides
     ``config.data_dir`` (any :class:`~foundation_p2p.runtime.storage.Store`). When the
@@ -1344,6 +1362,12 @@ async def open_node(
                 async with trio.open_nursery() as nursery:
                     node._services = ServiceRunner(nursery, core.counters)
                     await nursery.start(node._run_pump)
+                    nursery.start_soon(RuntimeProbe(core.health.local_figures).run)
+                    if admin is not None:
+                        log.debug("admin: runtime.admin.AdminServer(%s:%d).serve", *admin)
+                        node.admin_port = await nursery.start(
+                            node.health.admin_server(admin[0], admin[1]).serve
+                        )
                     if config.extra.get("discovery") is not None:
                         # the `discovery` key (spec/discovery.md): strategies that keep
                         # feeding node.join; the resolved configuration is logged at INFO
