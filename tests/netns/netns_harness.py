@@ -429,6 +429,25 @@ class NetnsCluster:
         self.pids.add(proc.pid)
         return proc
 
+    def lines_of(self, proc: subprocess.Popen[str]) -> list[str]:
+        """The stdout lines of ``proc`` (text mode, piped), appended as they arrive by a
+        reader thread; every line notifies :attr:`cond` (see :meth:`wait_until`)."""
+        lines: list[str] = []
+        assert proc.stdout is not None
+        stdout = proc.stdout
+
+        def read() -> None:
+            for line in stdout:
+                with self.cond:
+                    lines.append(line.rstrip("\n"))
+                    self.cond.notify_all()
+            with self.cond:
+                lines.append("")  # end of output
+                self.cond.notify_all()
+
+        threading.Thread(target=read, daemon=True).start()
+        return lines
+
     # -- faults ------------------------------------------------------------------------
 
     def _apply(self, host: str, body: str) -> None:

@@ -8,8 +8,10 @@ It joins as an observer (``[membership] observer = true``: never probed, never c
 waits for a member announcing Raft eligibility, prints ``ready``, then runs ``procs``
 client processes, each one operation at a time on a random key (put of a unique value,
 get, or cas from the value it last saw), until a line ``stop`` arrives on stdin (or
-``limit_s``). Then each key is read once more (a final get, retried until one answers),
-the history is written to ``out`` as JSON lines, and one JSON summary line is printed.
+``limit_s``), printing ``progress N`` (``ok`` answers so far) every
+:data:`PROGRESS_EVERY` completed requests. Then each key is read once more (a final get,
+retried until one answers), the history is written to ``out`` as JSON lines, and one
+JSON summary line is printed.
 
 Outcomes map to history completions as the spec asks: ``ok`` with the KV result
 (a refused command or a cas that did not swap is ``fail``: nothing changed); the client's
@@ -38,6 +40,8 @@ from foundation_p2p.history.recorder import HistoryRecorder
 from foundation_p2p.runtime.node import machine_now, open_node
 from foundation_p2p.runtime.storage import MemoryStore
 
+PROGRESS_EVERY = 10
+"""A line ``progress <ok answers so far>`` is printed every this many completed requests."""
 TIMER_S = 0.02
 """How often request deadlines are checked (``ConsensusClient.handle_timer``)."""
 
@@ -113,6 +117,8 @@ async def main(spec: dict[str, Any]) -> dict[str, Any]:
             outcome = await call(op, payload)
             now = time.monotonic()
             counts[outcome.status] = counts.get(outcome.status, 0) + 1
+            if sum(counts.values()) % PROGRESS_EVERY == 0:
+                print(f"progress {counts.get('ok', 0)}", flush=True)
             if outcome.status == "ok":
                 result = kv.decode_result(outcome.value)
                 if not result.ok:

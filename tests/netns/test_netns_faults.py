@@ -35,10 +35,9 @@ from netns_harness import HERE, NetnsCluster, NodeProc
 pytestmark = pytest.mark.usefixtures("netns_ready")
 
 FAST = """
-probe_interval_s = 0.1
-probe_timeout_s = 0.05
-
 [membership]
+probe_interval_s = 0.2
+probe_timeout_s = 0.1
 suspicion_mult = 4
 suspicion_max_mult = 3
 gossip_interval_s = 0.05
@@ -130,10 +129,10 @@ def test_partition_and_heal_converge_with_exactly_one_singleton(
     note(record_property, "partition.formed_s", round(time.monotonic() - t0, 2))
 
     major, minor = names[:3], names[3:]
+    t_cut = time.monotonic()
     c.partition(major, minor)
     matrix = c.check_partition(major, minor)
     note(record_property, "partition.probe_matrix", json.dumps(matrix))
-    t_cut = time.monotonic()
     wait_views([c.nodes[n] for n in major], {m: "FAILED" for m in minor}, 30,
                "the minority declared failed")
     wait_views([c.nodes[n] for n in minor], {m: "FAILED" for m in major}, 30,
@@ -152,9 +151,9 @@ def test_partition_and_heal_converge_with_exactly_one_singleton(
     during = running_singletons(nodes)
     note(record_property, "partition.singletons_during", during)
 
+    t_heal = time.monotonic()
     c.heal()
     c.check_partition(names)  # every pair answers again
-    t_heal = time.monotonic()
     wait_views(nodes, all_alive, 30, "5 members alive after the heal")
     note(record_property, "partition.membership_healed_s", round(time.monotonic() - t_heal, 2))
     for n in nodes:
@@ -232,31 +231,48 @@ def test_leader_sigkill_under_kv_load_keeps_the_history_linearizable(
         "key_file": str(c.key_path), "out": str(history), "procs": 4, "keys": 3,
         "timeout_s": 1.5, "limit_s": 90, "seed": 1,
     }
-    client = c.popen_in("client", [sys.executable, str(HERE / "netns_kv_client.py"),
-                                   json.dumps(spec)],
-                        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    assert client.stdout is not None and client.stdin is not None
-    assert client.stdout.readline().strip() == "ready", client.stderr
-    time.sleep(2.0)  # load before the fault: the client runs on its own meanwhile
+    client_log = tmp_path / "client.log"
+    with open(client_log, "w", encoding="utf-8") as log:
+        client = c.popen_in("client", [sys.executable, str(HERE / "netns_kv_client.py"),
+                                       json.dumps(spec)],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log)
+    assert client.stdin is not None
+    lines = c.lines_of(client)
+
+    def oks() -> int:
+        done = [int(x.split()[1]) for x in lines if x.startswith("progress ")]
+        return done[-1] if done else 0
+
+    def more_ok(count: int, timeout: float, what: str) -> None:
+        """Wait for ``count`` more acknowledged operations (the load runs meanwhile)."""
+        start = oks()
+        c.wait_until(lambda: oks() >= start + count or "" in lines, timeout, what)
+        assert "" not in lines, f"the client ended: {client_log.read_text()[-3000:]}"
+
+    c.wait_until(lambda: "ready" in lines or "" in lines, 90, "the client ready")
+    more_ok(100, 60, "100 acknowledged operations before the fault")
     victim = next(n for n in nodes if n.node_id == leader)
     killed_at = time.monotonic()
+    ok_at_kill = oks()
     victim.kill()
     assert not victim.running
     survivors = [n for n in nodes if n is not victim]
     new_leader = wait_leader(c, survivors, 20, exclude=leader)
     failover = time.monotonic() - killed_at
     note(record_property, "kv.failover_s", round(failover, 2))
-    time.sleep(2.0)  # load on the new leader
+    more_ok(100, 60, "100 acknowledged operations on the new leader")
+    note(record_property, "kv.ok_while_down", oks() - ok_at_kill)
     c.start_node(victim)  # same data directory
     victim.wait_for(lambda _o: raft_view(victim)[1] is not None, 30, "the restarted node "
                     "follows a leader")
     note(record_property, "kv.rejoin_s", round(time.monotonic() - killed_at, 2))
-    time.sleep(1.0)  # load with the old leader back
+    more_ok(50, 60, "50 acknowledged operations with the old leader back")
     client.stdin.write("stop\n")
     client.stdin.flush()
-    out, err = client.communicate(timeout=120)
-    assert client.returncode == 0, err[-3000:]
-    summary = json.loads(out.strip().splitlines()[-1])
+    client.stdin.close()
+    client.wait(120)
+    assert client.returncode == 0, client_log.read_text()[-3000:]
+    summary = json.loads([x for x in lines if x.startswith("{")][-1])
     note(record_property, "kv.client", json.dumps(summary))
     assert summary["final_reads_complete"], summary
     assert summary["ok_writes"] >= 10, summary
@@ -281,8 +297,9 @@ def percentile(values: list[float], q: float) -> float:
 def test_five_percent_loss_bulk_and_control_on_channels(
     cluster_factory: Any, record_property: Any
 ) -> None:
+    # bulk offered at 3.3 MB/s: more than the connection carries under 5 % loss
     c = cluster_factory(FAST, {"NETNS_APP_PUB_S": "6", "NETNS_APP_CTL_S": "0.05",
-                               "NETNS_APP_BULK_S": "0.05", "NETNS_APP_BULK_BYTES": "32768"})
+                               "NETNS_APP_BULK_S": "0.02", "NETNS_APP_BULK_BYTES": "65536"})
     sub, pub = c.add_nodes(2, start=False)
     sub.env["NETNS_APP_FEATURES"] = "sub"
     pub.env["NETNS_APP_FEATURES"] = "pub"
@@ -305,8 +322,8 @@ def test_five_percent_loss_bulk_and_control_on_channels(
     ctl = controls(sub.obs)
     assert sorted(o["seq"] for o in ctl) == list(range(want))
     lat = [o["lat"] * 1000 for o in ctl]
-    bulk = [o for o in sub.obs if o["kind"] == "data"]
     span = done["t"] - started["t"]
+    bulk = [o for o in sub.obs if o["kind"] == "data" and o["t"] <= done["t"]]
     for host in ("n0", "n1"):
         seen, lost = c.loss_counters(host)
         note(record_property, f"loss.{host}.rule_rate", f"{lost}/{seen} = {lost / seen:.4f}")
@@ -314,7 +331,7 @@ def test_five_percent_loss_bulk_and_control_on_channels(
     note(record_property, "loss.control_p50_ms", round(statistics.median(lat), 2))
     note(record_property, "loss.control_p99_ms", round(percentile(lat, 0.99), 2))
     note(record_property, "loss.control_max_ms", round(max(lat), 2))
-    note(record_property, "loss.bulk_delivered", f"{len(bulk)}/{done['bulk']}")
+    note(record_property, "loss.bulk_delivered_while_publishing", f"{len(bulk)}/{done['bulk']}")
     note(record_property, "loss.bulk_mb_per_s",
          round(sum(o["bytes"] for o in bulk) / span / 1e6, 3))
     note(record_property, "loss.pub_counters", json.dumps(done["counters"]))
@@ -326,19 +343,19 @@ def test_five_percent_loss_bulk_and_control_on_channels(
 # -- a frozen node and Lifeguard ---------------------------------------------------------
 
 FREEZE_CONFIG = """
+[membership]
 probe_interval_s = 0.2
 probe_timeout_s = 0.1
-
-[membership]
-suspicion_mult = 8
-suspicion_max_mult = 3
+suspicion_mult = 10
+suspicion_max_mult = 2
 gossip_interval_s = 0.05
 dead_retry_interval_s = 0.3
 dead_retry_max_interval_s = 1.0
 """
-SUSPICION_MIN_S = 8 * 0.2
+SUSPICION_MIN_S = 10 * 0.2
 """suspicion_mult * max(1, log10 3) * probe_interval_s"""
-SUSPICION_MAX_S = 3 * SUSPICION_MIN_S
+SUSPICION_MAX_S = 2 * SUSPICION_MIN_S
+"""suspicion_max_mult * the minimum (Lifeguard's upper bound, with no confirmation)"""
 
 
 def test_a_short_freeze_is_suspected_not_failed_a_long_one_fails_and_rejoins(
@@ -354,17 +371,22 @@ def test_a_short_freeze_is_suspected_not_failed_a_long_one_fails_and_rejoins(
         return {o["states"].get(frozen.name) for n in watchers for o in n.obs
                 if o["kind"] == "members" and o["t"] >= since}
 
-    # short: thawed as soon as a watcher suspects it, and at most 75 % of the minimum
+    # short: frozen for 75 % of the minimum suspicion timeout
     t_stop = time.monotonic()
     frozen.freeze()
     try:
-        c.wait_until(lambda: "SUSPECT" in states_of_frozen(t_stop), 0.75 * SUSPICION_MIN_S)
+        failed_early = c.wait_until(lambda: "FAILED" in states_of_frozen(t_stop),
+                                    0.75 * SUSPICION_MIN_S)
     finally:
         frozen.thaw()
     short = time.monotonic() - t_stop
     note(record_property, "freeze.short_s", round(short, 3))
+    assert not failed_early, "declared failed while frozen for less than the minimum"
     assert short < SUSPICION_MIN_S
     assert "SUSPECT" in states_of_frozen(t_stop), "a frozen node was never suspected"
+    suspected = min(o["t"] for n in watchers for o in n.obs if o["kind"] == "members"
+                    and o["t"] >= t_stop and o["states"].get(frozen.name) == "SUSPECT")
+    note(record_property, "freeze.suspected_after_s", round(suspected - t_stop, 3))
     wait_views(nodes, {n: "ALIVE" for n in names}, 10, "alive again after the short freeze")
     assert "FAILED" not in states_of_frozen(t_stop), "falsely declared failed"
     note(record_property, "freeze.short_recovered_s", round(time.monotonic() - t_stop, 2))
@@ -373,7 +395,7 @@ def test_a_short_freeze_is_suspected_not_failed_a_long_one_fails_and_rejoins(
     t_stop = time.monotonic()
     frozen.freeze()
     try:
-        wait_views(watchers, {frozen.name: "FAILED"}, SUSPICION_MAX_S + 10, "declared failed")
+        wait_views(watchers, {frozen.name: "FAILED"}, SUSPICION_MAX_S + 30, "declared failed")
     finally:
         frozen.thaw()
     note(record_property, "freeze.long_failed_after_s", round(time.monotonic() - t_stop, 2))
