@@ -2,10 +2,8 @@
 disks): the CI-sized kv scenarios and a random-faults sweep keep every Raft and KV
 invariant, the history file is written, and the figures are measured.
 
-The scenario files ``simulator/scenarios/kv-*.toml`` are loaded with
-``check_capabilities=False`` because ``simulator/capabilities.py`` still lists the
-consensus items as pending; a file not yet moved there is skipped (they are staged in
-/work/helpers/s3/K2_staged/scenarios until the capability lines go).
+The scenario files are ``simulator/scenarios/kv-*.toml``; the sweep runs
+``kv-random-faults.toml`` as ``sim sweep --random-faults`` does (``sweep_one`` per seed).
 """
 
 from __future__ import annotations
@@ -17,7 +15,7 @@ from typing import Any
 import pytest
 
 from simulator.cli import sweep_one
-from simulator.scenario import load_scenario, parse_scenario_text
+from simulator.scenario import load_scenario
 from simulator.world import RunResult, run_scenario
 
 SCENARIOS = os.path.join(os.path.dirname(__file__), "..", "..", "simulator", "scenarios")
@@ -32,37 +30,7 @@ KV_FILES = [
     "kv-membership-change-partition.toml",
 ]
 
-SWEEP = """
-name = "kv-random-faults"
-seed = 1
-duration = "16s"
-mode = "bytes"
-
-[cluster]
-nodes = 3
-
-[network]
-latency = "1ms..5ms"
-loss = 0.01
-
-[random_faults]
-max_concurrent = 1
-mean_interval = "2s"
-max_duration = "3s"
-end_before = "11s"
-ops = ["crash", "isolate", "partition", "pause", "loss", "skew", "clog"]
-
-[[workload]]
-kind = "kv"
-clients = 3
-keys = 2
-rate = 10
-start = "2s"
-timeout = "2s"
-
-[check]
-settle = "5s"
-"""
+SWEEP_FILE = os.path.join(SCENARIOS, "kv-random-faults.toml")
 
 
 @pytest.fixture(autouse=True)
@@ -79,11 +47,8 @@ def _private_checker_registry(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def run_file(name: str, *, seed: int = 1, history: str | None = None) -> RunResult:
-    path = os.path.join(SCENARIOS, name)
-    if not os.path.exists(path):
-        pytest.skip(f"{name} is staged, not shipped yet (capabilities.py)")
     result = run_scenario(
-        load_scenario(path, check_capabilities=False), seed=seed, history_path=history
+        load_scenario(os.path.join(SCENARIOS, name)), seed=seed, history_path=history
     )
     failed = {k: v.detail for k, v in result.invariants.items() if not v.ok}
     assert result.ok, failed
@@ -108,7 +73,7 @@ def test_leader_isolation_fails_over_within_a_few_election_timeouts() -> None:
 
 def test_history_file_is_the_kv_workloads_history(tmp_path: Any) -> None:
     path = str(tmp_path / "h.jsonl")
-    scenario = parse_scenario_text(SWEEP, source="sweep", check_capabilities=False)
+    scenario = load_scenario(SWEEP_FILE)
     result = run_scenario(scenario, seed=3, history_path=path)
     assert result.ok, {k: v.detail for k, v in result.invariants.items() if not v.ok}
     with open(path, encoding="utf-8") as f:
@@ -120,7 +85,7 @@ def test_history_file_is_the_kv_workloads_history(tmp_path: Any) -> None:
 def _sweep(seeds: range) -> list[int]:
     """``sim sweep --random-faults`` in this process (sweep_one per seed); the seeds
     that failed."""
-    scenario = parse_scenario_text(SWEEP, source="kv-random-faults", check_capabilities=False)
+    scenario = load_scenario(SWEEP_FILE)
     failed = [s for s in seeds if not sweep_one(scenario, s, "bytes", True)["ok"]]
     # the sweep did inject faults (the same runs, metrics read directly)
     faults = sum(
