@@ -85,6 +85,7 @@ from foundation_p2p.channels.core import ChannelsCore
 from foundation_p2p.channels.subsystem import ChannelsSubsystem
 from foundation_p2p.clock import Now
 from foundation_p2p.config import NodeConfig
+from foundation_p2p.consensus.machines import MachineSet
 from foundation_p2p.consensus.storage import LogStorage
 from foundation_p2p.consensus.subsystem import (
     ELIGIBLE_EXTENSION_KEY,
@@ -330,6 +331,7 @@ class NodeCore:
                     int.from_bytes(self.node_id, "big") ^ self.boot_epoch ^ 0x52414654
                 ),
                 eligible=not self.membership.local.observer,
+                state_machine=MachineSet(),
             )
             self.add_subsystem("consensus", self.consensus)
             self.consensus.on_membership(now, self.membership.members())

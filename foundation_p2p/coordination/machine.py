@@ -4,6 +4,17 @@ Commands 1..5 go to the :class:`AuctionMachine`, 16..18 to the :class:`VoteMachi
 entry, whatever it is, first lets the vote machine close proposals whose deadline it has
 passed (deadlines are counted in log entries, so the vote machine must see every index).
 
+Inside a node's Raft group it is machine 1 of the composite
+:class:`~foundation_p2p.consensus.machines.MachineSet`: its commands travel enveloped, and
+the composite calls :meth:`CoordinationMachine.observe` for every other entry (KV ones
+included) so that vote deadlines, counted in log entries, close on time.
+
+Queries (:meth:`CoordinationMachine.query`, linearizable through ``read_query``):
+``[1, auction_id]`` answers ``[0, [phase, result]]`` (phase ``"commit"``, ``"reveal"``,
+``"done"`` or ``null`` if unknown; result the auction result's wire form or ``null``);
+``[16, proposal_id]`` answers ``[0, outcome]`` (the vote outcome's wire form or ``null``).
+A bad query gets ``[2, "malformed", message]``.
+
 Equivalent lower-level calls: ``AuctionMachine.apply`` / ``VoteMachine.apply`` by command
 number, and ``VoteMachine.expire(index)`` for the entries routed elsewhere.
 """
@@ -11,12 +22,12 @@ number, and ``VoteMachine.expire(index)`` for the entries routed elsewhere.
 from __future__ import annotations
 
 from foundation_p2p.consensus.state_machine import AppliedIndex
-from foundation_p2p.errors import MalformedError
+from foundation_p2p.errors import MalformedError, WireError
 from foundation_p2p.wire import cbor
 
 from .auction import AuctionMachine
 from .voting import VoteMachine
-from .wire import PROPOSE, decode_snapshot, refused
+from .wire import OPEN, PROPOSE, applied, decode_snapshot, refused
 
 SNAPSHOT_VERSION = 1
 MAX_SNAPSHOT_BYTES = 512 * 1024 * 1024
@@ -49,6 +60,28 @@ class CoordinationMachine:
             return refused("malformed", "a coordination command is a CBOR array whose first "
                            "element is a small unsigned integer")
         return self.auctions.apply(index, command)
+
+    def observe(self, index: int) -> None:
+        """Entry ``index`` went to another machine: close the votes whose deadline it
+        passed (``VoteMachine.expire``)."""
+        self.votes.expire(index)
+
+    def query(self, op: bytes) -> bytes:
+        """Answer a read-only query (see the module docstring); never raises."""
+        try:
+            value = cbor.decode(op)
+        except WireError as exc:
+            return refused("malformed", f"coordination query: {exc}")
+        if not (type(value) is list and len(value) == 2 and value[0] in (OPEN, PROPOSE)
+                and type(value[1]) is bytes):
+            return refused("malformed", "coordination query: not [1, auction_id] or "
+                           "[16, proposal_id]")
+        if value[0] == OPEN:
+            result = self.auctions.result(value[1])
+            return applied([self.auctions.phase(value[1]),
+                            None if result is None else result.to_wire()])
+        outcome = self.votes.outcome(value[1])
+        return applied(None if outcome is None else outcome.to_wire())
 
     def snapshot(self) -> bytes:
         """``[1, applied, auction snapshot, vote snapshot]`` (the inner ones as bytes)."""
