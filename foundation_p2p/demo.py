@@ -1,13 +1,21 @@
-"""A guided tour: a small cluster on 127.0.0.1 showing each capability (``make demo``).
+"""A guided tour: a 5-node cluster on 127.0.0.1 showing each capability (``make demo``).
 
-Run it with ``python -m foundation_p2p.demo``. It starts a few nodes over real UDP on the
-loopback interface, each with its own data directory under a temporary directory and one
-shared cluster keyring, then runs the sections of :data:`SECTIONS` in order and exits by
-itself within a few seconds.
+Run it with ``python -m foundation_p2p.demo``. It starts five nodes, each in its own process
+(:mod:`foundation_p2p.demo_node`: ``open_node`` over real UDP on the loopback interface, a
+data directory under a temporary directory, one shared cluster keyring, a ``[consensus]``
+table), drives them over their stdin/stdout, and runs the steps of :data:`SECTIONS` in
+order: membership converging; a singleton placed, its node SIGKILLed, the singleton
+running elsewhere; a large message on ``data`` and small ones on ``control`` with their
+latencies; KV writes through Raft and a leader failover; the health table before and
+while a node's event loop is blocked; forged and damaged packets dropped and counted. It
+ends by itself (about 20-30 s), exit status 0; a step that fails prints what was
+expected and exits 1.
 
-Adding a capability to the demo: write ``async def section_x(cluster: DemoCluster) ->
-None`` that prints what it shows through ``cluster.out`` (and waits on conditions with a
-bounded ``trio.fail_after``, never a sleep), and append it to :data:`SECTIONS`.
+Adding a step: write ``async def section_x(cluster: DemoCluster) -> None`` that prints
+through ``cluster.out`` and asks the nodes for what it needs with ``await
+cluster.nodes[name].call(op, ...)`` (the operations are in
+:data:`foundation_p2p.demo_node.OPS`, each waiting on a condition under a bounded timeout,
+never a sleep), then append it to :data:`SECTIONS`.
 """
 
 from __future__ import annotations
@@ -16,7 +24,9 @@ import argparse
 import contextlib
 import json
 import logging
+import math
 import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -28,18 +38,15 @@ from typing import Any, TextIO
 
 import trio
 
-from foundation_p2p.addresses import Address, NodeId, format_address
-from foundation_p2p.config import NodeConfig
+from foundation_p2p.addresses import Address, format_address, parse_address
 from foundation_p2p.crypto.keyring import Keyring
-from foundation_p2p.events import PeerAcked
-from foundation_p2p.membership.events import MemberFailed, MemberLeft
-from foundation_p2p.runtime import Node, open_node
 from foundation_p2p.runtime.rawpeer import RawPeer
 from foundation_p2p.wire import cbor
-from foundation_p2p.wire.packet import parse_packet
 
-PROBE_INTERVAL_S = 0.2
-"""How often the demo nodes ping each other (faster than the default, to keep it short)."""
+log = logging.getLogger("foundation_p2p.demo")
+
+NAMES = ("n1", "n2", "n3", "n4", "n5")
+"""The demo's nodes."""
 MEMBERSHIP: dict[str, Any] = {
     "profile": "local",
     "probe_interval_s": 0.2,
@@ -47,11 +54,30 @@ MEMBERSHIP: dict[str, Any] = {
     "retransmit_mult": 4,
     "push_pull_interval_s": 2.0,
 }
-"""The demo nodes' ``[membership]`` table: the ``local`` profile with faster probes, and
-memberlist's LAN retransmit multiplier and a short push-pull so that a join reaches every
-node within the demo's step timeout."""
-STEP_TIMEOUT_S = 5.0
+"""The nodes' ``[membership]`` table: the ``local`` profile with faster probes, and
+memberlist's LAN retransmit multiplier and a short push-pull, so that joins and failures
+reach every node within a step's timeout."""
+CONSENSUS: dict[str, Any] = {
+    "tick_interval_s": 0.05,
+    "election_tick": 10,
+    "bootstrap_expect": 5,
+    "request_timeout_s": 3.0,
+}
+"""The nodes' ``[consensus]`` table: one Raft group of the five, 0.5 s election timeout."""
+HEALTH: dict[str, Any] = {"interval_s": 0.25}
+"""The nodes' ``[health]`` table: a health-gossip round every 0.25 s (default 1 s)."""
+STEP_TIMEOUT_S = 10.0
 """Longest wait for any one thing the demo expects to happen."""
+START_TIMEOUT_S = 20.0
+"""Longest wait for a node process to print its ready line (Python imports included)."""
+DATA_BYTES = 2 * 1024 * 1024
+"""The large message of the channels step."""
+CONTROL_COUNT = 40
+CONTROL_INTERVAL_S = 0.01
+
+
+class DemoFailed(Exception):
+    """A step did not see what it expected; the message says what."""
 
 
 class Printer:
@@ -59,7 +85,7 @@ class Printer:
 
     def __init__(self, stream: TextIO) -> None:
         self.stream = stream
-        self._started = time.monotonic()
+        self.started = time.monotonic()
 
     def line(self, text: str = "") -> None:
         """One line of text."""
@@ -67,9 +93,9 @@ class Printer:
 
     def title(self, number: int, text: str) -> None:
         """A section heading, with the time since the demo started."""
-        elapsed = time.monotonic() - self._started
+        elapsed = time.monotonic() - self.started
         self.line()
-        self.line(f"== {number}. {text}  (t={elapsed:.2f}s)")
+        self.line(f"== {number}. {text}  (t={elapsed:.1f}s)")
 
     def table(self, header: list[str], rows: list[list[str]], align: str = "") -> None:
         """Columns padded to their widest cell; ``align`` has one ``l`` or ``r`` per column
@@ -84,130 +110,399 @@ class Printer:
             self.line("   " + "  ".join(cells).rstrip())
 
 
+class DemoNode:
+    """One node process (:mod:`foundation_p2p.demo_node`) and its command channel."""
+
+    def __init__(self, name: str, process: trio.Process, log_path: str) -> None:
+        self.name = name
+        self.process = process
+        self.log_path = log_path
+        self.node_id = ""
+        """Its node id (hex), from the ready line."""
+        self.address: Address = ("127.0.0.1", 0)
+        self.started = 0.0
+        """When it was serving (``time.monotonic()``, the same clock in every process)."""
+        self._ready = trio.Event()
+        self._next_id = 0
+        self._waiting: dict[int, tuple[trio.Event, list[dict[str, Any]]]] = {}
+        self._ended = False
+
+    @property
+    def pid(self) -> int:
+        """The process id."""
+        return self.process.pid
+
+    async def read(self) -> None:
+        """Read the process's answers until its stdout closes (run in the cluster's nursery)."""
+        assert self.process.stdout is not None
+        buffer = b""
+        try:
+            while True:
+                chunk = await self.process.stdout.receive_some(65536)
+                if not chunk:
+                    break
+                buffer += chunk
+                while b"\n" in buffer:
+                    line, buffer = buffer.split(b"\n", 1)
+                    self._dispatch(json.loads(line))
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            pass
+        finally:
+            self._ended = True
+            self._ready.set()
+            for event, box in self._waiting.values():
+                box.append({"ok": False, "error": "the node process ended"})
+                event.set()
+            self._waiting.clear()
+
+    def _dispatch(self, record: dict[str, Any]) -> None:
+        if record.get("ready"):
+            self.node_id = str(record["node_id"])
+            self.address = parse_address(str(record["address"]))
+            self.started = float(record["started"])
+            self._ready.set()
+            return
+        waiting = self._waiting.pop(int(record["id"]), None)
+        if waiting is not None:
+            waiting[1].append(record)
+            waiting[0].set()
+
+    async def wait_ready(self) -> None:
+        """Wait for the ready line (bounded by :data:`START_TIMEOUT_S`)."""
+        with trio.move_on_after(START_TIMEOUT_S):
+            await self._ready.wait()
+        if not self.node_id:
+            raise DemoFailed(f"{self.name} did not start within {START_TIMEOUT_S:g} s"
+                             f"{self.log_tail()}")
+
+    async def call(self, op: str, **args: Any) -> dict[str, Any]:
+        """Ask the node to run ``op``; its answer, or :class:`DemoFailed` naming the error."""
+        if self._ended:
+            raise DemoFailed(f"{self.name}: {op}: the node process is not running")
+        self._next_id += 1
+        rid = self._next_id
+        event, box = trio.Event(), list[dict[str, Any]]()
+        self._waiting[rid] = (event, box)
+        assert self.process.stdin is not None
+        await self.process.stdin.send_all((json.dumps({"id": rid, "op": op, **args}) + "\n")
+                                          .encode())
+        # Every op waits at most its own "timeout"; this bound only catches a hung process.
+        with trio.move_on_after(float(args.get("timeout", STEP_TIMEOUT_S)) + STEP_TIMEOUT_S):
+            await event.wait()
+        if not box:
+            raise DemoFailed(f"{self.name}: {op}: no answer{self.log_tail()}")
+        answer: dict[str, Any] = box[0]
+        if not answer.get("ok"):
+            raise DemoFailed(f"{self.name}: {op}: {answer.get('error')}{self.log_tail()}")
+        return answer
+
+    def signal(self, sig: int) -> None:
+        """Send ``sig`` to the process (SIGKILL, SIGSTOP, SIGCONT...)."""
+        if self.process.returncode is None:
+            self.process.send_signal(sig)
+
+    async def kill(self) -> None:
+        """SIGKILL: no leave announcement, no handoff; the socket just goes silent."""
+        self.signal(signal.SIGKILL)
+        await self.process.wait()
+
+    async def close(self) -> None:
+        """End its input: the node leaves gracefully and the process exits (else: killed)."""
+        if self.process.returncode is not None:
+            return
+        assert self.process.stdin is not None
+        with contextlib.suppress(trio.BrokenResourceError):
+            await self.process.stdin.aclose()
+        with trio.move_on_after(STEP_TIMEOUT_S):
+            await self.process.wait()
+        if self.process.returncode is None:
+            log.warning("%s did not exit after its input closed; killing it", self.name)
+            await self.kill()
+
+    def log_tail(self, lines: int = 8) -> str:
+        """The last lines of the process's stderr, indented (empty if there are none)."""
+        try:
+            with open(self.log_path, encoding="utf-8", errors="replace") as f:
+                tail = f.read().splitlines()[-lines:]
+        except OSError:
+            return ""
+        return "".join(f"\n      {self.name} stderr: {t}" for t in tail)
+
+
 @dataclass
 class DemoCluster:
-    """The demo's nodes (by name), started and stopped in the main task."""
+    """The demo's node processes (by name), a keyring file, a printer."""
 
-    keyring: Keyring
     root: str
     out: Printer
-    nodes: dict[str, Node] = field(default_factory=dict)
-    _stacks: dict[str, contextlib.AsyncExitStack] = field(default_factory=dict)
+    nursery: trio.Nursery
+    keyring: Keyring = field(default_factory=lambda: Keyring.generate(os.urandom))
+    nodes: dict[str, DemoNode] = field(default_factory=dict)
+    log_level: str = "WARNING"
 
-    def config(self, name: str, join: tuple[Address, ...]) -> NodeConfig:
-        """The demo configuration of node ``name``, with its own data directory."""
-        return NodeConfig(
-            name=name,
-            bind=("127.0.0.1", 0),
-            join=join,
-            data_dir=os.path.join(self.root, name),
-            probe_interval_s=PROBE_INTERVAL_S,
-            probe_timeout_s=PROBE_INTERVAL_S,
-            extra={"membership": dict(MEMBERSHIP)},
-        )
+    @property
+    def key_file(self) -> str:
+        """The cluster keyring file every node reads."""
+        path = os.path.join(self.root, "cluster.key")
+        if not os.path.exists(path):
+            with open(path, "w", encoding="utf-8") as f:
+                f.write(self.keyring.to_text())
+        return path
 
-    async def start(self, name: str, join: tuple[Address, ...] = ()) -> Node:
-        """Open node ``name`` (``open_node``) and keep it until :meth:`stop`."""
-        stack = contextlib.AsyncExitStack()
-        node = await stack.enter_async_context(
-            open_node(self.config(name, join), keyring=self.keyring)
-        )
+    async def start(self, name: str, join: list[str]) -> DemoNode:
+        """Start node ``name`` in its own process; return once it is serving."""
+        settings = {
+            "name": name,
+            "key_file": self.key_file,
+            "data_dir": os.path.join(self.root, name),
+            "join": join,
+            "extra": {"membership": MEMBERSHIP, "consensus": CONSENSUS, "health": HEALTH},
+            "log_level": self.log_level,
+        }
+        log_path = os.path.join(self.root, f"{name}.log")
+        args = [sys.executable, "-m", "foundation_p2p.demo_node", json.dumps(settings)]
+        try:
+            with open(log_path, "ab") as stderr:
+                process = await trio.lowlevel.open_process(
+                    args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stderr
+                )
+        except OSError as exc:
+            raise DemoFailed(f"cannot start {name}'s process ({args[0]}): {exc}") from exc
+        node = DemoNode(name, process, log_path)
         self.nodes[name] = node
-        self._stacks[name] = stack
+        self.nursery.start_soon(node.read)
+        await node.wait_ready()
         return node
 
-    async def stop(self, name: str) -> None:
-        """Close node ``name``: it leaves, sends its last datagrams and closes its socket."""
-        del self.nodes[name]
-        await self._stacks.pop(name).aclose()
-
-    async def stop_all(self) -> None:
-        """Close every node, newest first."""
-        for name in reversed(list(self.nodes)):
-            await self.stop(name)
-
-    def name_of(self, node_id: NodeId) -> str:
-        """The name of the running node with this id (or its short hex id)."""
+    def name_of(self, node_id: str) -> str:
+        """The name of the node with this hex id (or its first 8 hex digits)."""
         for name, node in self.nodes.items():
             if node.node_id == node_id:
                 return name
-        return node_id.hex()[:8]
+        return node_id[:8]
+
+    def running(self, *exclude: str) -> list[DemoNode]:
+        """The nodes whose process runs, but ``exclude``."""
+        return [n for n in self.nodes.values()
+                if n.process.returncode is None and n.name not in exclude]
+
+    async def close_all(self) -> None:
+        """Close every node (gracefully: each leaves), all at once."""
+        async with trio.open_nursery() as nursery:
+            for node in self.nodes.values():
+                nursery.start_soon(node.close)
 
 
 Section = Callable[[DemoCluster], Awaitable[None]]
 
 
+def _ms(seconds: float) -> str:
+    return f"{seconds * 1000:.1f}"
+
+
+def _percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, math.ceil(q * len(ordered)) - 1))]
+
+
 # -- sections --------------------------------------------------------------------------
 
 
-async def section_authenticated_probes(cluster: DemoCluster) -> None:
-    """Three nodes ping each other over sealed UDP packets; show the round-trip times."""
+async def section_membership(cluster: DemoCluster) -> None:
+    """Five node processes: n1 first, then n2..n5 all at once, each joining through n1;
+    every node waits until it sees all five alive (SWIM gossip)."""
     out = cluster.out
-    n1 = await cluster.start("n1")
-    n2 = await cluster.start("n2", join=(n1.address,))
-    n3 = await cluster.start("n3", join=(n1.address, n2.address))
-    for node in (n1, n2, n3):
-        out.line(
-            f"   {node.name}  id {node.node_id.hex()[:16]}…  at {format_address(node.address)}"
-            f"  epoch {node.boot_epoch}"
-        )
-    out.line("   n2 joins n1; n3 joins n1 and n2; a node pings back whoever pinged it.")
-    wanted = 3
-    rtts: dict[tuple[str, str], list[float]] = {}
-    names = list(cluster.nodes)
+    n1 = await cluster.start("n1", [])
+    seed = [format_address(n1.address)]
+    async with trio.open_nursery() as nursery:
+        for name in NAMES[1:]:
+            nursery.start_soon(cluster.start, name, seed)
+    out.line("   n1 starts; n2..n5 start together and join through n1 (SWIM + Lifeguard,")
+    out.line(f"   probe every {MEMBERSHIP['probe_interval_s']} s); each waits to see all "
+             "five alive:")
+    seen: dict[str, dict[str, Any]] = {}
 
-    async def watch(node: Node) -> None:
-        others = [o for o in names if o != node.name]
-        async with node.events(PeerAcked) as events:
-            async for ev in events:
-                assert isinstance(ev, PeerAcked)
-                samples = rtts.setdefault((node.name, cluster.name_of(ev.node_id)), [])
-                samples.append(ev.rtt_s)
-                if all(len(rtts.get((node.name, o), [])) >= wanted for o in others):
-                    return
+    async def wait(node: DemoNode) -> None:
+        seen[node.name] = await node.call("wait_alive", count=len(NAMES), timeout=STEP_TIMEOUT_S)
 
-    with trio.fail_after(STEP_TIMEOUT_S):
-        async with trio.open_nursery() as nursery:
-            for node in (n1, n2, n3):
-                nursery.start_soon(watch, node)
-    out.line(f"   every node got {wanted}+ authenticated acks from every other node:")
+    async with trio.open_nursery() as nursery:
+        for node in cluster.nodes.values():
+            nursery.start_soon(wait, node)
+    last_up = max(n.started for n in cluster.nodes.values())
+    rows = [[n.name, str(n.pid), format_address(n.address), n.node_id[:16] + "…",
+             f"{seen[n.name]['at'] - last_up:.2f} s"]
+            for n in sorted(cluster.nodes.values(), key=lambda n: n.name)]
+    out.table(["node", "pid", "address", "node id", "sees all 5 alive"], rows, align="lrlll")
+    out.line("   (times from the moment the last process was serving)")
+    raft = await n1.call("wait_leader", voters=len(NAMES), timeout=STEP_TIMEOUT_S)
+    r = raft["raft"]
+    out.line(f"   the five formed one Raft group ({r['voters']} voters): leader "
+             f"{r['leader_name']}, term {r['term']}")
+
+
+async def section_singleton(cluster: DemoCluster) -> None:
+    """A singleton started everywhere runs once; SIGKILL its node; it runs elsewhere; the
+    killed node restarts from its data directory and the singleton moves back, handing
+    over its state."""
+    out = cluster.out
+    nodes = list(cluster.nodes.values())
+    for node in nodes:
+        await node.call("start_singleton", name="clock")
+    placed = await nodes[0].call("wait_singleton", name="clock", timeout=STEP_TIMEOUT_S)
+    host = cluster.nodes[cluster.name_of(placed["owner"])]
+    await host.call("wait_running", timeout=STEP_TIMEOUT_S)
+    out.line("   every node calls node.processes.start_singleton('clock', 'demo.ticker');")
+    out.line(f"   rendezvous hashing over the live nodes places it on {host.name}, "
+             "and only there")
+    observer = next(n for n in nodes if n is not host)
+    await host.kill()
+    killed = time.monotonic()
+    out.line(f"   {host.name} (pid {host.pid}) killed with SIGKILL: no goodbye, no handoff")
+    moved = await observer.call("wait_singleton", name="clock", exclude=[host.node_id],
+                                timeout=STEP_TIMEOUT_S)
+    new_host = cluster.nodes[cluster.name_of(moved["owner"])]
+    running = await new_host.call("wait_running", timeout=STEP_TIMEOUT_S)
+    out.line(f"   {observer.name} sees 'clock' placed on {new_host.name} after "
+             f"{time.monotonic() - killed:.2f} s; it started there "
+             f"{running['at'] - killed:.2f} s after the kill")
+    out.line("   (the supervisors noticed the failure through membership and placed it again)")
+    restarted = await cluster.start(host.name, [format_address(observer.address)])
+    out.line(f"   {host.name} restarts from its data directory: same node id "
+             f"{'yes' if restarted.node_id == host.node_id else 'NO'}")
+    back = await restarted.call("wait_running", timeout=STEP_TIMEOUT_S)
+    out.line(f"   placement moves 'clock' back to {host.name}; {new_host.name} hands it "
+             f"off with its state: {back['handoff']}")
+
+
+async def section_channels(cluster: DemoCluster) -> None:
+    """n1 publishes a 2 MiB message on ``data`` then 40 small ones on ``control``; n2
+    subscribes to both and measures each message's latency."""
+    out = cluster.out
+    pub, sub = cluster.nodes["n1"], cluster.nodes["n2"]
+    await sub.call("subscribe", topics=["data", "control"])
+    await pub.call("wait_subscribers", topics=["data", "control"], subscribers=[sub.node_id],
+                   timeout=STEP_TIMEOUT_S)
+    out.line("   n2 subscribes to 'data' and 'control'; its topics reach n1 in its "
+             "membership announcement")
+    out.line(f"   n1 sends {DATA_BYTES // (1024 * 1024)} MiB on 'data', then {CONTROL_COUNT} "
+             f"small messages on 'control', one every {_ms(CONTROL_INTERVAL_S)} ms")
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(lambda: pub.call(
+            "publish", data_bytes=DATA_BYTES, control_count=CONTROL_COUNT,
+            interval_s=CONTROL_INTERVAL_S, timeout=STEP_TIMEOUT_S))
+        got = await sub.call("wait_deliveries", want={"data": 1, "control": CONTROL_COUNT},
+                             timeout=STEP_TIMEOUT_S * 3)
+    data_done = float(got["deliveries"]["data"][0]["at"])
+    early = sum(1 for r in got["deliveries"]["control"] if float(r["at"]) < data_done)
     rows = []
-    for (src, dst), samples in sorted(rtts.items()):
-        rows.append(
-            [f"{src} -> {dst}", str(len(samples)), f"{statistics.median(samples) * 1e3:.3f}"]
-        )
-    out.table(["probe", "acks", "median rtt ms"], rows)
+    for topic in ("data", "control"):
+        records = got["deliveries"][topic]
+        lat = [float(r["latency_s"]) for r in records]
+        size = max(int(r["bytes"]) for r in records)
+        rows.append([topic, str(len(records)), f"{size:,}" if size else "small",
+                     _ms(statistics.median(lat)), _ms(_percentile(lat, 0.99)), _ms(max(lat))])
+    out.table(["channel", "messages", "bytes", "p50 ms", "p99 ms", "max ms"], rows)
+    out.line(f"   {early} of the {CONTROL_COUNT} control messages arrived while the large "
+             "one was still in flight:")
+    out.line("   one encrypted connection per peer, one stream per channel, 'control' at "
+             "RFC 9218 urgency 0")
+
+
+async def section_kv(cluster: DemoCluster) -> None:
+    """Writes through Raft from a follower, SIGKILL of the leader, a new leader, more
+    writes, every acknowledged write read back."""
+    out = cluster.out
+    n1 = cluster.nodes["n1"]
+    status = (await n1.call("wait_leader", timeout=STEP_TIMEOUT_S))["raft"]
+    leader = cluster.nodes[cluster.name_of(status["leader"])]
+    writer = next(n for n in cluster.running(leader.name))
+    rows = []
+    for i in range(1, 4):
+        put = await writer.call("kv_put", key=f"k{i}", value=f"v{i}", timeout=STEP_TIMEOUT_S)
+        rows.append([f"put k{i}=v{i}", writer.name, _ms(put["latency_s"])])
+    out.line(f"   leader {leader.name} (term {status['term']}); {writer.name} writes "
+             "through node.kv.put (a follower forwards to the leader):")
+    out.table(["operation", "from", "ms"], rows, align="llr")
+    await leader.kill()
+    killed = time.monotonic()
+    out.line(f"   leader {leader.name} killed with SIGKILL")
+    survivors = cluster.running()
+    new = (await survivors[0].call("wait_leader", exclude=[leader.node_id],
+                                   timeout=STEP_TIMEOUT_S))["raft"]
+    elapsed = time.monotonic() - killed
+    out.line(f"   {survivors[0].name} follows a new leader, {new['leader_name']} "
+             f"(term {new['term']}), {elapsed:.2f} s after the kill")
+    put = await survivors[-1].call("kv_put", key="k4", value="v4", timeout=STEP_TIMEOUT_S)
+    out.line(f"   {survivors[-1].name} writes k4=v4 under the new leader in "
+             f"{_ms(put['latency_s'])} ms")
+    reader = survivors[1]
+    values = []
+    for i in range(1, 5):
+        got = await reader.call("kv_get", key=f"k{i}", timeout=STEP_TIMEOUT_S)
+        if got["value"] != f"v{i}":
+            raise DemoFailed(f"kv: {reader.name} read k{i}={got['value']!r}, expected v{i}")
+        values.append(f"k{i}={got['value']}")
+    out.line(f"   {reader.name} reads them back (linearizable reads): {', '.join(values)}")
+    restarted = await cluster.start(leader.name, [format_address(reader.address)])
+    back = (await restarted.call("wait_leader", timeout=STEP_TIMEOUT_S))["raft"]
+    out.line(f"   {leader.name} restarts from its write-ahead log and rejoins as a "
+             f"{back['role']} of {back['leader_name']}")
+
+
+def _health_rows(report: dict[str, Any]) -> list[list[str]]:
+    rows = []
+    for node in sorted(report["nodes"], key=lambda n: n["name"]):
+        summary = node.get("summary") or {}
+        lag = summary.get("loop_lag_ms")
+        rows.append([node["name"], node["state"], node["status"],
+                     "-" if lag is None else str(lag),
+                     "; ".join(node["reasons"]) or "-"])
+    return rows
+
+
+async def section_health(cluster: DemoCluster) -> None:
+    """n1's health report (read from gossip, no round trip) with every node healthy, then
+    while n5's event loop is blocked, then once n5 has recovered."""
+    out = cluster.out
+    n1, slow = cluster.nodes["n1"], cluster.nodes["n5"]
+    everyone = {name: "healthy" for name in cluster.nodes}
+    before = (await n1.call("health", until=everyone, timeout=STEP_TIMEOUT_S))["report"]
+    header = ["node", "state", "status", "loop lag ms", "reasons"]
+    out.line(f"   n1's node.health.report(): cluster {before['status']}")
+    out.table(header, _health_rows(before), align="lllrl")
+    out.line("   n5's event loop is blocked 0.3 s in every 0.4 s (a task that does not "
+             "yield), for 3 s:")
+    blocked = time.monotonic()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(lambda: slow.call("block", total_s=3.0, chunk_s=0.3, gap_s=0.1,
+                                             timeout=STEP_TIMEOUT_S))
+        during = (await n1.call("health", until={"n5": "degraded"}, reason="event loop",
+                                timeout=STEP_TIMEOUT_S))["report"]
+        seen = time.monotonic() - blocked
+    out.line(f"   n1 reports n5 degraded {seen:.2f} s after the blocking began "
+             f"(cluster {during['status']}):")
+    out.table(header, _health_rows(during), align="lllrl")
+    for text in during["recommendations"]:
+        out.line(f"   recommendation: {text}")
+    await n1.call("health", until=everyone, timeout=STEP_TIMEOUT_S)
+    out.line(f"   n5 is healthy again in n1's report {time.monotonic() - blocked:.2f} s after "
+             "the blocking began")
 
 
 async def section_bad_packets(cluster: DemoCluster) -> None:
-    """An outsider's socket sends forged, damaged and replayed packets to n1; n1 counts them."""
+    """An outsider's socket sends forged, damaged and replayed packets to n1; n1 counts
+    each in its ``packets.dropped.*`` counters and still answers pings."""
     out = cluster.out
     n1 = cluster.nodes["n1"]
     peer = await RawPeer.open(cluster.keyring)
-    # Same socket, another keyring: it seals under a key n1 has never seen.
     stranger = RawPeer(peer.sock, Keyring.generate(os.urandom))
     try:
         with trio.fail_after(STEP_TIMEOUT_S):
             rtt = await peer.ping(n1.address)
-        out.line(
-            f"   a raw socket holding the cluster key pings n1 by hand: ack in {rtt * 1e3:.3f} ms"
-        )
+        out.line(f"   a raw socket holding the cluster key pings n1 by hand: ack in "
+                 f"{_ms(rtt)} ms")
         valid = peer.seal([peer.next_ping()])
-        header, aad, sealed = parse_packet(valid)
-        out.line(f"   one sealed ping is {len(valid)} bytes:")
-        out.line(
-            f"     {len(aad)}-byte clear header: version 1, gossip, sender "
-            f"{header.sender.hex()[:8]}…, epoch {header.boot_epoch},"
-        )
-        out.line(f"       key id {header.key_id:#010x}, packet number {header.packet_number}")
-        head = len(valid) - len(aad) - len(sealed)
-        out.line(
-            f"     then a {head}-byte length and {len(sealed)} sealed bytes: the encrypted "
-            "frames and a 16-byte AEAD tag"
-        )
         await peer.send(n1.address, valid)
-        # A fresh packet, damaged: the replay window has not seen its number, so only
-        # the AEAD tag can catch it.
         flipped = bytearray(peer.seal([peer.next_ping()]))
         flipped[-5] ^= 0x01
         attempts: list[tuple[str, bytes]] = [
@@ -219,244 +514,86 @@ async def section_bad_packets(cluster: DemoCluster) -> None:
         ]
         rows = []
         for label, data in attempts:
-            before = dict(n1.counters)
+            before = (await n1.call("counters", prefix="packets.dropped."))["counters"]
             await peer.send(n1.address, data)
             # n1 reads its socket in order: once the next ping is answered, the bad packet
             # before it has been handled.
             with trio.fail_after(STEP_TIMEOUT_S):
                 await peer.ping(n1.address)
-            changed = [
-                f"{k} +{v - before.get(k, 0)}"
-                for k, v in sorted(n1.counters.items())
-                if k.startswith("packets.dropped.") and v != before.get(k, 0)
-            ]
-            rows.append([label, ", ".join(changed) or "(nothing dropped!)"])
+            after = (await n1.call("counters", prefix="packets.dropped."))["counters"]
+            changed = [f"{k} +{v - before.get(k, 0)}" for k, v in sorted(after.items())
+                       if v != before.get(k, 0)]
+            if not changed:
+                raise DemoFailed(f"bad packets: n1 did not count '{label}' as dropped")
+            rows.append([label, ", ".join(changed)])
         out.table(["packet sent to n1", "n1's counter"], rows, align="ll")
-        out.line("   n1 dropped each one before decoding its frames, and still answers pings.")
     finally:
         peer.close()
 
 
-async def section_restart(cluster: DemoCluster) -> None:
-    """n3 restarts from its data directory: same node id, a larger boot epoch, accepted."""
-    out = cluster.out
-    old = cluster.nodes["n3"]
-    old_id, old_epoch, join = old.node_id, old.boot_epoch, old.config.join
-    watched = ("packets.dropped.stale_epoch", "packets.dropped.replay")
-    refused_before = sum(cluster.nodes[n].counters[k] for n in ("n1", "n2") for k in watched)
-    await cluster.stop("n3")
-    out.line(f"   n3 stopped (epoch {old_epoch}); starting it again from the same data dir")
-    n3 = await cluster.start("n3", join=join)
-    peers = {cluster.nodes["n1"].node_id, cluster.nodes["n2"].node_id}
-    with trio.fail_after(STEP_TIMEOUT_S):
-        async with n3.events(PeerAcked) as events:
-            async for ev in events:
-                assert isinstance(ev, PeerAcked)
-                peers.discard(ev.node_id)
-                if not peers:
-                    break
-    same = "the same" if n3.node_id == old_id else "a DIFFERENT"
-    out.line(f"   n3 has {same} node id {n3.node_id.hex()[:16]}…, epoch {n3.boot_epoch}")
-    out.line(
-        f"   the epoch grew by {n3.boot_epoch - old_epoch}: a new sealing subkey, so packet "
-        "numbers restart"
-    )
-    out.line("   at 0 and no (key, nonce) pair is ever used twice")
-    refused = (
-        sum(cluster.nodes[n].counters[k] for n in ("n1", "n2") for k in watched) - refused_before
-    )
-    out.line("   n1 and n2 accepted the new epoch at once: both answered n3's pings")
-    out.line(f"   (n3 packets refused as stale or replayed: {refused})")
-
-
-class NodeRunProcess:
-    """``python -m foundation_p2p node run`` in its own process (so it can be SIGKILLed)."""
-
-    def __init__(self, process: trio.Process, node_id: NodeId, address: Address) -> None:
-        self.process = process
-        self.node_id = node_id
-        self.address = address
-
-    @classmethod
-    async def start(cls, cluster: DemoCluster, name: str, join: Address) -> NodeRunProcess:
-        """Start it with the cluster's keyring and membership table; wait for its ready line."""
-        key_file = os.path.join(cluster.root, "cluster.key")
-        if not os.path.exists(key_file):
-            with open(key_file, "w", encoding="utf-8") as f:
-                f.write(cluster.keyring.to_text())
-        config_file = os.path.join(cluster.root, "membership.toml")
-        with open(config_file, "w", encoding="utf-8") as f:
-            f.write("[membership]\n")
-            for key, value in MEMBERSHIP.items():
-                f.write(f"{key} = {json.dumps(value)}\n")
-        args = [
-            sys.executable, "-m", "foundation_p2p", "node", "run", "--bind", "127.0.0.1:0",
-            "--join", format_address(join), "--name", name, "--cluster-key-file", key_file,
-            "--data-dir", os.path.join(cluster.root, name), "--config", config_file,
-            "--log-level", "ERROR",
-        ]  # fmt: skip
-        process = await trio.lowlevel.open_process(
-            args, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL
-        )
-        assert process.stdout is not None
-        buffer = b""
-        with trio.fail_after(STEP_TIMEOUT_S * 2):
-            while b"\n" not in buffer:
-                chunk = await process.stdout.receive_some()
-                if not chunk:
-                    raise RuntimeError(f"{name} exited before its ready line")
-                buffer += chunk
-        fields = dict(part.split("=", 1) for part in buffer.decode().split()[1:])
-        host, _, port = fields["address"].rpartition(":")
-        return cls(process, bytes.fromhex(fields["node_id"]), (host, int(port)))
-
-    async def kill(self) -> None:
-        """SIGKILL: no leave announcement, the socket just goes silent."""
-        self.process.kill()
-        await self.process.wait()
-
-
-def _member_rows(node: Node, names: dict[NodeId, str]) -> list[list[str]]:
-    return [
-        [
-            names.get(m.node_id, m.name),
-            format_address(m.address),
-            m.state.name.lower(),
-            str(m.incarnation),
-            m.metadata.hex() or "-",
-        ]
-        for m in node.members()
-    ]
-
-
-async def section_membership(cluster: DemoCluster) -> None:
-    """SWIM membership: a fourth node joins, n2 publishes metadata, n4 is SIGKILLed and
-    detected, n3 leaves gracefully."""
-    out = cluster.out
-    n1, n2, n3 = (cluster.nodes[n] for n in ("n1", "n2", "n3"))
-    settings = n1.membership.config
-    out.line(
-        f"   profile {settings.profile}: probe every {settings.probe_interval_s:g} s, "
-        f"timeout {settings.probe_timeout_s:g} s, {settings.indirect_checks} indirect "
-        f"probe(s), Lifeguard {'on' if settings.lifeguard else 'off'}"
-    )
-    n4 = await NodeRunProcess.start(cluster, "n4", n1.address)
-    out.line(f"   n4 runs in its own process (pid {n4.process.pid}) and joins through n1")
-    everyone = {n1.node_id, n2.node_id, n3.node_id, n4.node_id}
-    try:
-        with trio.fail_after(STEP_TIMEOUT_S):
-            for node in (n1, n2, n3):
-                await node.wait_until(
-                    lambda node=node: {  # type: ignore[misc]
-                        m.node_id for m in node.members() if m.state.name == "ALIVE"
-                    } == everyone
-                )
-        n2.update_metadata({"role": "cache"})
-        with trio.fail_after(STEP_TIMEOUT_S):
-            await n1.wait_until(lambda: n1.member(n2.node_id).metadata != b"")  # type: ignore[union-attr]
-        names = {node.node_id: name for name, node in cluster.nodes.items()}
-        names[n4.node_id] = "n4"
-        out.line("   every node sees all four alive; n2 published metadata {'role': 'cache'};")
-        out.line("   n1's view:")
-        out.table(
-            ["member", "address", "state", "incarnation", "metadata"],
-            _member_rows(n1, names),
-            align="llllr",
-        )
-        window = settings.suspicion_max_s(4) + 5 * settings.probe_interval_s
-        reports: list[list[str]] = []
-        async with (
-            n1.membership_events() as e1,
-            n2.membership_events() as e2,
-            n3.membership_events() as e3,
-        ):
-            await n4.kill()
-            killed = time.monotonic()
-            out.line(f"   n4 killed with SIGKILL; the others detect it (bound {window:.1f} s):")
-
-            async def watch(name: str, events: Any) -> None:
-                async for ev in events:
-                    if getattr(getattr(ev, "member", None), "node_id", None) != n4.node_id:
-                        continue
-                    kind = type(ev).__name__
-                    reports.append([name, kind, f"{time.monotonic() - killed:.2f} s"])
-                    if kind == "MemberFailed":
-                        return
-
-            with trio.fail_after(window + STEP_TIMEOUT_S):
-                async with trio.open_nursery() as nursery:
-                    for name, events in (("n1", e1), ("n2", e2), ("n3", e3)):
-                        nursery.start_soon(watch, name, events)
-        reports.sort(key=lambda r: float(r[2].split()[0]))
-        out.table(["seen by", "event", "after the kill"], reports, align="llr")
-    finally:
-        if n4.process.returncode is None:
-            await n4.kill()
-    async with n1.membership_events() as e1:
-        await cluster.stop("n3")
-        with trio.fail_after(STEP_TIMEOUT_S):
-            async for ev in e1:
-                if isinstance(ev, MemberLeft) and ev.member.node_id == n3.node_id:
-                    break
-                if isinstance(ev, MemberFailed) and ev.member.node_id == n3.node_id:
-                    raise AssertionError("n3 left but was declared failed")
-    out.line("   n3 closes: it signs a LEFT announcement; n1 reports MemberLeft, not failed")
-    out.table(
-        ["member", "address", "state", "incarnation", "metadata"],
-        _member_rows(n1, {**names, n3.node_id: "n3"}),
-        align="llllr",
-    )
-
-
-async def section_counters(cluster: DemoCluster) -> None:
-    """Every node's traffic and drop counters."""
-    keys = [
-        "udp.datagrams_sent",
-        "udp.datagrams_received",
-        "packets.dropped.replay",
-        "packets.dropped.unknown_key",
-        "packets.dropped.auth_failed",
-        "packets.dropped.malformed",
-        "packets.dropped.unsupported_version",
-    ]
-    rows = [[k] + [str(node.counters[k]) for node in cluster.nodes.values()] for k in keys]
-    cluster.out.table(["counter", *cluster.nodes], rows)
-
-
 SECTIONS: list[tuple[str, Section]] = [
-    ("Authenticated probes over UDP", section_authenticated_probes),
+    ("Five nodes over UDP on 127.0.0.1: membership converges", section_membership),
+    ("A singleton: placed, its node killed, running elsewhere", section_singleton),
+    ("Channels: a large message on 'data', small ones on 'control'", section_channels),
+    ("KV through Raft, and a leader failover", section_kv),
+    ("Health: the table before and while a node is slowed", section_health),
     ("Bad packets are dropped and counted", section_bad_packets),
-    ("Restart: same identity, new boot epoch", section_restart),
-    ("Membership: join, metadata, a killed node detected, a graceful leave", section_membership),
-    ("Counters", section_counters),
 ]
-"""The demo's sections, in order; later capabilities append theirs."""
+"""The demo's steps, in order."""
 
 
-async def run_demo(out: Printer) -> None:
-    """Start the cluster, run every section, stop the cluster."""
+def _describe(exc: BaseException) -> str:
+    """What went wrong, in words: a :class:`DemoFailed` message as it is, another error
+    with its type, the errors of a group one after the other."""
+    if isinstance(exc, BaseExceptionGroup):
+        return "; ".join(_describe(e) for e in exc.exceptions)
+    if isinstance(exc, DemoFailed):
+        return str(exc)
+    return f"{type(exc).__name__}: {exc}"
+
+
+async def run_demo(out: Printer, log_level: str = "WARNING") -> None:
+    """Start the cluster, run every section, close the cluster; :class:`DemoFailed` if a
+    step did not see what it expected."""
     with tempfile.TemporaryDirectory(prefix="foundation-p2p-demo-") as root:
-        cluster = DemoCluster(Keyring.generate(os.urandom), root, out)
-        out.line("foundation-p2p demo: a small cluster over UDP on 127.0.0.1")
-        out.line(f"   one cluster keyring, data directories under {root}")
-        try:
-            for number, (title, section) in enumerate(SECTIONS, 1):
-                out.title(number, title)
-                await section(cluster)
-        finally:
-            await cluster.stop_all()
+        out.line("foundation-p2p demo: five nodes, each in its own process, over UDP on "
+                 "127.0.0.1")
+        out.line(f"   one cluster keyring; data directories and logs under {root}")
+        failure: DemoFailed | None = None
+        async with trio.open_nursery() as nursery:
+            cluster = DemoCluster(root, out, nursery, log_level=log_level)
+            try:
+                for number, (title, section) in enumerate(SECTIONS, 1):
+                    out.title(number, title)
+                    try:
+                        await section(cluster)
+                    except Exception as exc:  # DemoFailed, or a bug in the demo: say where
+                        log.debug("step %d failed", number, exc_info=True)
+                        failure = DemoFailed(f"step {number} ({title}): {_describe(exc)}")
+                        break
+            finally:
+                with trio.CancelScope(shield=True):
+                    await cluster.close_all()
+        if failure is not None:
+            raise failure
     out.line()
-    out.line("done: every node left and closed its socket.")
+    out.line("done: every node left the cluster gracefully and its process exited.")
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of ``python -m foundation_p2p.demo``."""
-    parser = argparse.ArgumentParser(prog="python -m foundation_p2p.demo", description=__doc__)
-    parser.add_argument("--log-level", default="WARNING", help="logs on stderr (default WARNING)")
+    """Entry point of ``python -m foundation_p2p.demo``: 0 done, 1 a step failed."""
+    parser = argparse.ArgumentParser(prog="python -m foundation_p2p.demo", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--log-level", default="WARNING",
+                        help="the nodes' logs, in the data directory (default WARNING)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr)
     started = time.monotonic()
-    trio.run(run_demo, Printer(sys.stdout))
+    try:
+        trio.run(run_demo, Printer(sys.stdout), args.log_level.upper())
+    except DemoFailed as exc:
+        print(f"demo failed: {exc}", file=sys.stderr)
+        return 1
     print(f"(took {time.monotonic() - started:.1f} s)")
     return 0
 

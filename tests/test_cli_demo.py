@@ -1,41 +1,71 @@
-"""``python -m foundation_p2p.demo`` (what ``make demo`` runs) works and ends by itself."""
+"""``python -m foundation_p2p.demo`` (what ``make demo`` runs) works and ends by itself.
+
+The demo starts five node processes over UDP on 127.0.0.1 and checks, step by step, what
+it shows (it exits 1 naming the step that did not see what it expected); this test runs it
+whole and checks that every step printed its result.
+"""
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
-import time
 from pathlib import Path
+
+DEMO_LIMIT_S = 240
+"""Generous bound on the whole run (about 25 s alone; the suite runs tests in parallel on
+a shared machine). Speed is not asserted here."""
 
 
 def test_demo_runs_every_section_and_exits_by_itself(tmp_path: Path) -> None:
-    started = time.monotonic()
     r = subprocess.run(
         [sys.executable, "-m", "foundation_p2p.demo"],
         cwd=tmp_path,
         capture_output=True,
         text=True,
-        timeout=30,
+        timeout=DEMO_LIMIT_S,
     )
-    assert r.returncode == 0, r.stderr
-    assert time.monotonic() - started < 15
+    assert r.returncode == 0, r.stdout + r.stderr
     out = r.stdout
     for expected in (
-        "== 1. Authenticated probes over UDP",
-        "n1 -> n2",
+        "== 1. Five nodes over UDP on 127.0.0.1: membership converges",
+        "the five formed one Raft group (5 voters)",
+        "== 2. A singleton",
+        "killed with SIGKILL: no goodbye, no handoff",
+        "restarts from its data directory: same node id yes",
+        "hands it off with its state: {'ran_on': [",
+        "== 3. Channels",
+        "control        40",
+        "== 4. KV through Raft",
+        "reads them back (linearizable reads): k1=v1, k2=v2, k3=v3, k4=v4",
+        "restarts from its write-ahead log and rejoins as a follower",
+        "== 5. Health",
+        "n1's node.health.report(): cluster healthy",
+        "its event loop lags",
+        "n5 is healthy again",
         "the same packet again (a replay)    packets.dropped.replay +1",
         "sealed with a key n1 does not have  packets.dropped.unknown_key +1",
         "one bit flipped in the ciphertext   packets.dropped.auth_failed +1",
         "truncated to half its length        packets.dropped.malformed +1",
         "protocol version 2                  packets.dropped.unsupported_version +1",
-        "n3 has the same node id",
-        "(n3 packets refused as stale or replayed: 0)",
-        "== 4. Membership",
-        "n4 killed with SIGKILL",
-        "MemberFailed",
-        "n1 reports MemberLeft, not failed",
-        "done: every node left and closed its socket.",
+        "done: every node left the cluster gracefully and its process exited.",
     ):
         assert expected in out, out
-    assert "(nothing dropped!)" not in out
-    assert "Traceback" not in r.stderr
+    # the membership table: five rows, one per node
+    assert len(re.findall(r"^   n[1-5] +\d+ +127\.0\.0\.1:\d+ ", out, re.M)) == 5, out
+    assert "Traceback" not in r.stderr, r.stderr
+
+
+def test_demo_reports_a_failed_step_and_exits_1(tmp_path: Path) -> None:
+    """A step that does not see what it expects ends the demo with status 1 and a message
+    naming the step (here: a node process that cannot start, because the interpreter it
+    is started with does not exist)."""
+    code = (
+        "import sys, foundation_p2p.demo as d\n"
+        "d.sys.executable = '/nonexistent/python'\n"
+        "sys.exit(d.main([]))\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True,
+                       text=True, timeout=60)
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert "demo failed: step 1 (Five nodes over UDP on 127.0.0.1" in r.stderr, r.stderr
