@@ -118,13 +118,27 @@ class ConsensusConfig:
     stabilization_s: float = 10.0
     bootstrap_resend_s: float = 0.5
     autopilot: bool = True
+    max_append_bytes: int = 256 << 10
+    """Most entry bytes in one append message (``RaftConfig.max_size_per_msg``)."""
+    max_inflight_bytes: int = 2 << 20
+    """Most entry bytes in flight to one follower (``RaftConfig.max_inflight_bytes``).
+    Raft messages to a peer share one ordered stream, so this also bounds how much a
+    heartbeat can queue behind: with megabytes in flight a loaded leader heard nothing
+    back within an election timeout and stepped down (check-quorum) under a 2 KiB load."""
 
     def __post_init__(self) -> None:
         if not self.tick_interval_s > 0:
             raise ConfigError("consensus.tick_interval_s: must be positive")
         if not self.request_timeout_s > 0:
             raise ConfigError("consensus.request_timeout_s: must be positive")
-        for name in ("snapshot_every", "max_pending_requests", "max_results", "min_voters"):
+        for name in (
+            "snapshot_every",
+            "max_pending_requests",
+            "max_results",
+            "min_voters",
+            "max_append_bytes",
+            "max_inflight_bytes",
+        ):
             v = getattr(self, name)
             if type(v) is not int or v <= 0:
                 raise ConfigError(f"consensus.{name}: must be a positive integer, got {v!r}")
@@ -166,6 +180,8 @@ class ConsensusConfig:
             pre_vote=self.pre_vote,
             check_quorum=self.check_quorum,
             read_only=ReadOnlyOption.LEASE_BASED if self.lease_reads else ReadOnlyOption.SAFE,
+            max_size_per_msg=self.max_append_bytes,
+            max_inflight_bytes=self.max_inflight_bytes,
         )
 
 

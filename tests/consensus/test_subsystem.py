@@ -226,6 +226,30 @@ def test_config_is_checked() -> None:
         ConsensusConfig(lease_reads=True, check_quorum=False)
     with pytest.raises(ConfigError, match="tick_interval_s"):
         ConsensusConfig(tick_interval_s=0)
+    with pytest.raises(ConfigError, match="max_inflight_bytes"):
+        ConsensusConfig(max_inflight_bytes=0)
+
+
+def test_append_and_inflight_byte_bounds_reach_the_core() -> None:
+    rc = ConsensusConfig(max_append_bytes=1000, max_inflight_bytes=5000).raft_config(nid(1))
+    assert (rc.max_size_per_msg, rc.max_inflight_bytes) == (1000, 5000)
+    # with entries of about 340 bytes, one append carries at most 3 (1000 bytes of entries,
+    # at least one entry), and the group still commits all of them
+    c = Cluster(3, config=ConsensusConfig(bootstrap_expect=3, max_append_bytes=1000))
+    leader = c.wait_leader()
+    c.run(0.2)
+    leader.messenger.sent.clear()
+    tickets = [leader.sub.propose(c.now, kv.encode_put(b"b%d" % i, b"v" * 300)) for i in range(9)]
+    for t in tickets:
+        assert c.wait_outcome(leader, t).ok
+    appends = [
+        decode_message(msg[1])
+        for _, msg in leader.messenger.sent
+        if msg[0] == 0 and decode_message(msg[1]).type is MessageType.APP
+    ]
+    sizes = [sum(len(e.data) for e in m.entries) for m in appends if m.entries]
+    assert sizes and max(sizes) <= 1000 + 400
+    assert sum(len(m.entries) for m in appends) >= 2 * 9
 
 
 def test_malformed_service_message_is_refused() -> None:
