@@ -243,6 +243,8 @@ class AuctionMachine:
         if not bid.verify():
             return self._refuse("bad_signature", "commit not signed by the bidder's key "
                                 "for this auction")
+        if a.spec.bidders and cmd.bidder not in a.spec.bidders:
+            return self._refuse("not_invited", "the bidder is not among the auction's bidders")
         if a.phase != COMMIT_PHASE:
             if cmd.bidder not in a.late:
                 if len(a.late) < self.max_bidders:

@@ -2,7 +2,9 @@
 
 Every command is a CBOR array whose first element names it:
 
-- auctions: ``[1, auction_id, resources, rule, reserve, units]`` open,
+- auctions: ``[1, auction_id, resources, rule, reserve, units]`` open (or
+  ``[1, auction_id, resources, rule, reserve, units, bidders]`` naming the only bidder ids
+  that may commit: a non-empty array sorted without repeats; absent means anyone),
   ``[2, auction_id, bidder, public_key, commitment, signature]`` commit,
   ``[3, auction_id]`` close commit phase, ``[4, auction_id, bidder, amount, nonce]`` reveal,
   ``[5, auction_id]`` finalize;
@@ -55,6 +57,8 @@ class OpenAuction:
     rule: int
     reserve: int
     units: int
+    bidders: tuple[bytes, ...] = ()
+    """The only bidder ids that may commit (sorted, no repeats); empty: anyone."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,7 +131,11 @@ def encode_command(cmd: Command) -> bytes:
 def command_to_wire(cmd: Command) -> list[Any]:
     """The CBOR value of ``cmd``."""
     if isinstance(cmd, OpenAuction):
-        return [OPEN, cmd.auction_id, list(cmd.resources), cmd.rule, cmd.reserve, cmd.units]
+        out: list[Any] = [OPEN, cmd.auction_id, list(cmd.resources), cmd.rule, cmd.reserve,
+                          cmd.units]
+        if cmd.bidders:
+            out.append(list(cmd.bidders))
+        return out
     if isinstance(cmd, CommitBid):
         return [COMMIT, cmd.auction_id, cmd.bidder, cmd.public_key, cmd.commitment,
                 cmd.signature]
@@ -177,6 +185,17 @@ def _array(v: Any, n: int, what: str) -> list[Any]:
     return v
 
 
+def _bidders(v: Any) -> tuple[bytes, ...]:
+    if type(v) is not list or not v:
+        raise MalformedError("open: bidders must be a non-empty array")
+    if len(v) > MAX_ELIGIBLE:
+        raise LimitError(f"open: more than {MAX_ELIGIBLE} bidders")
+    ids = [_bstr(b, 16, "open: bidder") for b in v]
+    if ids != sorted(set(ids)):
+        raise MalformedError("open: bidders must be sorted by id, no repeats")
+    return tuple(ids)
+
+
 def command_from_wire(value: Any) -> Command:
     """The command of a decoded CBOR value; :class:`MalformedError`/:class:`LimitError`."""
     if type(value) is not list or not value:
@@ -185,6 +204,10 @@ def command_from_wire(value: Any) -> Command:
     if type(tag) is not int:
         raise MalformedError("coordination command: the first element must be an integer")
     if tag == OPEN:
+        bidders: tuple[bytes, ...] = ()
+        if len(value) == 7:
+            bidders = _bidders(value[6])
+            value = value[:6]
         _, aid, res, rule, reserve, units = _array(value, 6, "open")
         if type(res) is not list:
             raise MalformedError("open: resources must be an array")
@@ -197,7 +220,7 @@ def command_from_wire(value: Any) -> Command:
         return OpenAuction(
             _bstr(aid, 16, "open: auction id"),
             tuple(_text(r, "open: resource") for r in res),
-            rule, _uint(reserve, MAX_U64, "open: reserve"), units,
+            rule, _uint(reserve, MAX_U64, "open: reserve"), units, bidders,
         )
     if tag == COMMIT:
         _, aid, bidder, pk, com, sig = _array(value, 6, "commit")

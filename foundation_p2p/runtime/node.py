@@ -117,6 +117,7 @@ from foundation_p2p.membership.swim import SwimMembership
 from foundation_p2p.node import NodeCore
 from foundation_p2p.runtime.admin import RuntimeHealth, RuntimeProbe
 from foundation_p2p.runtime.consensus import KV, Consensus
+from foundation_p2p.runtime.coordination import Coordination
 from foundation_p2p.runtime.registry import Processes, Registry, Supervisor
 from foundation_p2p.runtime.services import ServiceRunner
 from foundation_p2p.runtime.storage import DataDirStore, MemoryStore, Store
@@ -660,6 +661,9 @@ class Node:
         propose, read, status; ``core.consensus`` below it)."""
         self.kv = KV(self.consensus)
         """The replicated KV store (:class:`~foundation_p2p.runtime.consensus.KV`)."""
+        self.coordination = Coordination(self)
+        """Agents, auctions, votes, negotiation over the Raft group
+        (:class:`~foundation_p2p.runtime.coordination.Coordination`)."""
 
     @property
     def raft(self) -> RawNode | None:
@@ -1245,6 +1249,7 @@ class Node:
             channel_sub._end()
         self._channel_subs.clear()
         self.registry._close()
+        self.coordination._close()
         for stream in list(self._streams.values()):
             stream._break("the node closed")
         self._streams.clear()

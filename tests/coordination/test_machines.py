@@ -158,3 +158,25 @@ def test_votes_expire_on_kv_entries() -> None:
     outcome = coord.votes.outcome(pid)
     assert outcome is not None, "the deadline passed during KV entries"
     assert outcome.status == "timeout"
+
+
+def test_an_auction_restricted_to_invited_bidders() -> None:
+    from foundation_p2p.coordination.wire import OpenAuction, decode_command
+
+    a = aid(11)
+    invited = tuple(sorted([IDS[0].node_id, IDS[1].node_id]))
+    open_bytes = encode_command(OpenAuction(a, ("cpu",), 2, 0, 1, invited))
+    assert decode_command(open_bytes) == OpenAuction(a, ("cpu",), 2, 0, 1, invited)
+    assert encode_command(OpenAuction(a, ("cpu",), 2, 0, 1)) == open_cmd(a), "unchanged wire"
+    with pytest.raises(WireError):
+        decode_command(cbor.encode([1, a, ["cpu"], 2, 0, 1, []]))
+    with pytest.raises(WireError):
+        decode_command(cbor.encode([1, a, ["cpu"], 2, 0, 1, list(reversed(invited))]))
+    m = MachineSet()
+    m.apply(1, coordination_envelope(open_bytes))
+    rng = random.Random(2)
+    outsider, _ = seal_bid(IDS[2], a, 5, rng.randbytes)
+    insider, _ = seal_bid(IDS[0], a, 5, rng.randbytes)
+    assert cbor.decode(m.apply(2, coordination_envelope(commit_cmd(outsider))))[1] == (
+        "not_invited")
+    assert cbor.decode(m.apply(3, coordination_envelope(commit_cmd(insider))))[0] == 0
