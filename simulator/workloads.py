@@ -6,7 +6,8 @@ told when the run starts and whenever a node boots (first start, restart, late j
 ``singleton`` (:mod:`simulator.registry`) runs supervised singletons on virtual services
 and registers names; ``kv`` (:mod:`simulator.kv`) runs KV clients over the nodes' Raft
 group (every node gets a ``[consensus]`` table, ``World.kv_consensus_extra``) and records a
-history. Later capabilities add ``auction`` to :data:`WORKLOADS`.
+history; ``auction`` (:mod:`simulator.coordination`) runs agents bidding in sealed-bid
+auctions and voting through that Raft group.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from foundation_p2p.addresses import Address
 from foundation_p2p.events import Join, Leave
 from foundation_p2p.wire import cbor
 from simulator.channels import BroadcastWorkload
+from simulator.coordination import AuctionWorkload, register_coordination
 from simulator.kv import KVWorkload, register_kv
 from simulator.model import WorkloadSpec
 from simulator.registry import SingletonWorkload
@@ -152,12 +154,20 @@ def kv_workload_factory(spec: WorkloadSpec) -> KVWorkload:
 register_kv()  # the scenario parser validates ``raft.*``/``kv.*`` invariant names at once
 
 
+def auction_workload_factory(spec: WorkloadSpec) -> AuctionWorkload:
+    """The ``auction`` workload; registers its four ``auction.*``/``vote.*`` checkers
+    (``simulator.coordination.register_coordination``, idempotent) when a scenario uses it."""
+    register_coordination()
+    return AuctionWorkload(spec)
+
+
 WORKLOADS: dict[str, Callable[[WorkloadSpec], Workload]] = {
     "ping": PingWorkload,
     "membership": MembershipWorkload,
     "broadcast": BroadcastWorkload,
     "singleton": SingletonWorkload,
     "kv": kv_workload_factory,
+    "auction": auction_workload_factory,
 }
 """Workload implementations by kind; later issues add theirs."""
 
