@@ -20,6 +20,7 @@ from foundation_p2p.events import Join, Leave
 from foundation_p2p.wire import cbor
 from simulator.channels import BroadcastWorkload
 from simulator.coordination import AuctionWorkload, register_coordination
+from simulator.health import register_health
 from simulator.kv import KVWorkload, register_kv
 from simulator.model import WorkloadSpec
 from simulator.registry import SingletonWorkload
@@ -152,6 +153,7 @@ def kv_workload_factory(spec: WorkloadSpec) -> KVWorkload:
 
 
 register_kv()  # the scenario parser validates ``raft.*``/``kv.*`` invariant names at once
+register_health()  # ``health.verdicts``, named in ``[check] invariants``
 
 
 def auction_workload_factory(spec: WorkloadSpec) -> AuctionWorkload:

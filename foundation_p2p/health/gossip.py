@@ -39,6 +39,7 @@ from __future__ import annotations
 import logging
 import math
 import random
+from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar, Self
@@ -397,11 +398,17 @@ class SummarySampler:
 
     - ``awareness`` / ``awareness_max``: the membership's Lifeguard score and its bound;
     - ``drop_permille``: packets dropped (counters ``packets.dropped.*``) per 1000 received
-      (``packets.received``) since the previous sample;
+      (``packets.received``) over the last ``window_s`` of samples;
     - ``retransmit_permille``: connection packets declared lost
       (``transport.conn.recovery.packets_lost``) per 1000 sent
-      (``transport.conn.recovery.packets_sent``) since the previous sample (both summed over
+      (``transport.conn.recovery.packets_sent``) over the same window (both summed over
       live connections, so a closing connection can make the delta negative: floored at 0);
+
+    Rates are taken over a window, not between two rounds: a node receives a few packets
+    per second, and one duplicate among six made a healthy node "drop 16 %". A rate over
+    fewer than ``min_packets`` packets is not stated (0): three duplicates among forty
+    packets say nothing about the node. The window holds at most ``max_samples`` samples
+    (the oldest is dropped first).
     - everything else from ``extra()`` (event-loop lag, queue depths, Raft, registry,
       resources: what the driver and the other subsystems know), when given.
 
@@ -414,11 +421,17 @@ class SummarySampler:
         membership: SwimMembership,
         counters: Callable[[], Mapping[str, int]],
         extra: Callable[[], Mapping[str, int]] | None = None,
+        *,
+        window_s: float = 60.0,
+        max_samples: int = 128,
+        min_packets: int = 100,
     ) -> None:
         self.membership = membership
         self.counters = counters
         self.extra = extra
-        self._last: tuple[int, int, int, int] | None = None
+        self.window_s = window_s
+        self.min_packets = min_packets
+        self._samples: deque[tuple[float, int, int, int, int]] = deque(maxlen=max_samples)
 
     def __call__(self, now: Now) -> dict[str, int]:
         c = self.counters()
@@ -426,12 +439,17 @@ class SummarySampler:
         dropped = sum(v for k, v in c.items() if k.startswith("packets.dropped."))
         sent = c.get("transport.conn.recovery.packets_sent", 0)
         lost = c.get("transport.conn.recovery.packets_lost", 0)
+        samples = self._samples
+        while len(samples) > 1 and now.mono - samples[1][0] >= self.window_s:
+            samples.popleft()
         drop_pm = retx_pm = 0
-        if self._last is not None:
-            r0, d0, s0, l0 = self._last
-            drop_pm = _permille(dropped - d0, received - r0)
-            retx_pm = _permille(lost - l0, sent - s0)
-        self._last = (received, dropped, sent, lost)
+        if samples:
+            _, r0, d0, s0, l0 = samples[0]
+            if received - r0 >= self.min_packets:
+                drop_pm = _permille(dropped - d0, received - r0)
+            if sent - s0 >= self.min_packets:
+                retx_pm = _permille(lost - l0, sent - s0)
+        samples.append((now.mono, received, dropped, sent, lost))
         m = self.membership
         out = {
             "awareness": m.awareness,

@@ -13,7 +13,8 @@ the worst its reasons argue for, ``healthy`` without reasons. Thresholds live in
 **Figures** (:class:`Figures`): rates over the last ``window_s`` of counter samples
 (the bounded sample history, one sample per :meth:`HealthMonitor.observe` or
 :meth:`HealthMonitor.report`): packets received per second, errors (dropped packets and
-refused frames) per received packet, suspicions, refutations and failures per minute
+refused frames) per received packet (once at least ``min_packets`` were received in the
+window), suspicions, refutations and failures per minute
 (counted over at least a minute: a window shorter than that is not extrapolated);
 message latency as percentiles of the RTT samples handed in.
 
@@ -456,9 +457,13 @@ class HealthMonitor:
         window_s: float = 60.0,
         samples: int = 256,
         history: int = 120,
+        min_packets: int = 100,
     ) -> None:
         self.thresholds = thresholds or Thresholds()
         self.window_s = window_s
+        self.min_packets = min_packets
+        """The error rate is not stated over fewer received packets (a handful of
+        refused duplicates among forty packets is noise, not a verdict)."""
         self._samples: deque[tuple[float, tuple[int, ...]]] = deque(maxlen=samples)
         self.history: deque[HistoryEntry] = deque(maxlen=history)
 
@@ -486,7 +491,8 @@ class HealthMonitor:
                 per = [window] + [max(window, self.window_s, 60.0) / 60.0] * 3 + [window]
                 rates = [max(d, 0) / p for d, p in zip(deltas, per, strict=True)]
                 received = deltas[0]
-                error_rate = max(deltas[4], 0) / received if received > 0 else None
+                if received >= self.min_packets:
+                    error_rate = max(deltas[4], 0) / received
         lat = [s * 1000.0 for s in rtt_samples if s > 0]
         return Figures(
             window_s=window,
