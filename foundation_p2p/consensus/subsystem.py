@@ -54,7 +54,7 @@ from foundation_p2p.addresses import NodeId, short_id
 from foundation_p2p.clock import Now
 from foundation_p2p.consensus import kv
 from foundation_p2p.consensus.autopilot import AutopilotConfig, plan
-from foundation_p2p.consensus.bootstrap import BootstrapState
+from foundation_p2p.consensus.bootstrap import BootstrapProtocol, decode_bootstrap
 from foundation_p2p.consensus.confchange import bootstrap_entry
 from foundation_p2p.consensus.messages import Message, decode_message, encode_message
 from foundation_p2p.consensus.raft import ProposalDropped, RaftConfig, ReadOnlyOption, StateRole
@@ -349,13 +349,18 @@ class ConsensusSubsystem:
         self._compacting: int | None = None
         self._snap_index = 0
         self._next_tick: float | None = None
-        self._next_boot_send = 0.0
         self._group_seen = False
         self._announced: bytes | None = None
         self._alive: frozenset[NodeId] = frozenset({node_id})
         self._down_since: dict[NodeId, float] = {}
         self._client_waiters: dict[int, tuple[NodeId, int]] = {}
-        self.boot = BootstrapState(node_id, max(config.bootstrap_expect, 1))
+        self.boot = BootstrapProtocol(
+            node_id,
+            max(config.bootstrap_expect, 1),
+            nonce=self.boot_id,
+            resend_s=config.bootstrap_resend_s,
+            counters=counters,
+        )
         self.autopilot = AutopilotConfig(
             target_voters=max(config.bootstrap_expect, 1),
             min_voters=config.min_voters,
@@ -419,8 +424,10 @@ class ConsensusSubsystem:
                 if n not in alive and n not in self._down_since:
                     self._down_since[n] = now.mono
         elif self.eligible and self.config.bootstrap_expect and not self._group_seen:
-            self.boot.set_candidates(alive)
+            self.boot.set_candidates(now.mono, alive)
         self._step(now)
+        if self.raw is None:
+            self._bootstrap_step(now)
 
     # -- client API ----------------------------------------------------------------------
 
@@ -575,9 +582,10 @@ class ConsensusSubsystem:
     def next_deadline(self) -> float | None:
         """The next time :meth:`handle_timer` has something to do."""
         best = self._next_tick
-        if self.raw is None and self.boot.proposal is not None:
-            t = self._next_boot_send
-            best = t if best is None else min(best, t)
+        if self.raw is None and not self._group_seen and self._bootstrapping is None:
+            t = self.boot.next_deadline()
+            if t is not None:
+                best = t if best is None else min(best, t)
         if self._pending:
             # insertion order is deadline order (a fixed timeout after a monotonic now)
             first = next(iter(self._pending.values())).deadline
@@ -612,9 +620,6 @@ class ConsensusSubsystem:
     def _bootstrap_step(self, now: Now) -> None:
         if self._group_seen or self._bootstrapping is not None:
             return
-        proposal = self.boot.proposal
-        if proposal is None:
-            return
         voters = self.boot.ready()
         if voters is not None and not self.has_state():
             self._bootstrapping = voters
@@ -623,11 +628,8 @@ class ConsensusSubsystem:
             entry = bootstrap_entry(ConfState(voters=voters))
             self._writes.append(LogWrite(self._write_ids, hard_state=hard, entries=(entry,)))
             self._inflight = (self._write_ids, None)
-        if now.mono >= self._next_boot_send:
-            self._next_boot_send = now.mono + self.config.bootstrap_resend_s
-            msg = [KIND_BOOTSTRAP, sorted(proposal)]
-            for peer in sorted(proposal - {self.node_id}):
-                self.messenger.send(now, peer, SERVICE_RAFT, msg)
+        for peer, msg in self.boot.poll(now.mono):
+            self.messenger.send(now, peer, SERVICE_RAFT, msg)
 
     def _autopilot_step(self, now: Now) -> None:
         assert self.raw is not None
@@ -800,16 +802,14 @@ class ConsensusSubsystem:
             assert self.raw is not None
             self.raw.step(m)
         elif kind == KIND_BOOTSTRAP:
-            voters = message[1] if len(message) == 2 else None
-            if type(voters) is not list or not all(
-                type(v) is bytes and len(v) == 16 for v in voters
+            bmsg = decode_bootstrap(message)
+            if (
+                self.raw is None
+                and self.eligible
+                and self.config.bootstrap_expect
+                and not self._group_seen
             ):
-                raise MalformedError("raft service: bootstrap proposal: expected [3, [ids]]")
-            if self.raw is None and self.config.bootstrap_expect and not self._group_seen:
-                before = self.boot.conflicts
-                self.boot.peer_proposed(peer, frozenset(voters))
-                if self.boot.conflicts > before:
-                    self.counters.inc("raft.bootstrap.conflicts")
+                self.boot.receive(now.mono, peer, bmsg)
         elif kind == KIND_CLIENT_REQUEST:
             self._client_request(now, peer, message)
         elif kind == KIND_CLIENT_RESPONSE:

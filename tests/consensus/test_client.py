@@ -149,6 +149,7 @@ def test_messages_match_the_cddl() -> None:
     import cbor2
     import pycddl
 
+    from foundation_p2p.consensus.bootstrap import ACK, COMMIT, PREPARE, RELEASE, BootstrapMessage
     from foundation_p2p.consensus.messages import Message, MessageType, encode_message
     from foundation_p2p.consensus.subsystem import encode_envelope
 
@@ -160,11 +161,15 @@ def test_messages_match_the_cddl() -> None:
         encode_request(6, "read", kv.encode_get(b"k")),
         encode_response(5, "ok", b"\x82\x00\xf6", None),
         encode_response(6, "no_leader", None, nid(3)),
-        [3, [nid(1), nid(2), nid(3)]],
+        BootstrapMessage(PREPARE, 5, 1, frozenset({nid(1), nid(2), nid(3)})).encode(),
+        BootstrapMessage(COMMIT, 5, 1, frozenset({nid(1)})).encode(),
+        BootstrapMessage(ACK, 2**63 - 1, 2**64 - 1).encode(),
+        BootstrapMessage(RELEASE, 0, 0).encode(),
     ]
     for msg in good:
         schema.validate_cbor(cbor2.dumps(msg, canonical=True))  # type: ignore[attr-defined]
-    for bad in ([4, b""], [1, 5, 2, b""], [2, 5, 9, None, None], [3, [b"x"]]):
+    for bad in ([4, b""], [1, 5, 2, b""], [2, 5, 9, None, None], [3, [b"x"]],
+                [3, 0, 5, 1, [nid(1)]], [3, [4, 5, 1, []]], [3, [0, 5, 1]]):
         with pytest.raises(pycddl.ValidationError):
             schema.validate_cbor(cbor2.dumps(bad, canonical=True))  # type: ignore[attr-defined]
     env = _schema("proposal-envelope")
@@ -176,6 +181,7 @@ def test_spec_examples_match_the_encoders() -> None:
 
     import cbor2
 
+    from foundation_p2p.consensus.bootstrap import ACK, PREPARE, BootstrapMessage
     from foundation_p2p.consensus.subsystem import encode_envelope
 
     put = kv.encode_put(b"k", b"v")
@@ -190,7 +196,11 @@ def test_spec_examples_match_the_encoders() -> None:
         "response-no-leader": cbor2.dumps(
             encode_response(9, "no_leader", None, nid(2)), canonical=True
         ),
-        "bootstrap-proposal": cbor2.dumps([3, [nid(1), nid(2), nid(3)]], canonical=True),
+        "bootstrap-prepare": cbor2.dumps(
+            BootstrapMessage(PREPARE, 5, 1, frozenset({nid(1), nid(2), nid(3)})).encode(),
+            canonical=True,
+        ),
+        "bootstrap-ack": cbor2.dumps(BootstrapMessage(ACK, 5, 1).encode(), canonical=True),
         "proposal-envelope": encode_envelope(nid(1), 5, 7, put),
     }
     with open("spec/consensus-client.md") as f:
