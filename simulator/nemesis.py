@@ -41,7 +41,7 @@ RESTORING_OPS = ("heal", "restart", "resume", "join")
 """Ops that still fire after settle begins."""
 
 RANDOM_OPS = ("partition", "isolate", "crash", "pause", "slow", "loss", "latency", "clog",
-              "swizzle", "skew")
+              "swizzle", "skew", "transfer-leader")
 """Ops the random-fault mode knows how to draw."""
 
 
@@ -384,6 +384,48 @@ class Nemesis:
             self.world.leave(h)
         return None
 
+    def _op_transfer_leader(self, spec: FaultSpec, targets: list[Host]) -> Any:
+        """Move Raft leadership. A target named by a role (``@leader``, ``@random``) that
+        leads hands leadership to its most caught-up voter (``consensus.transfer_leadership``,
+        the graceful-shutdown step); any other target gets leadership from the current
+        leader (``raw.transfer_leader(target)``); a named node that already leads keeps
+        it. Then the leader's core is pumped. The detail names the leader and the
+        transferee (``None``: no leader, a paused leader, or nothing to hand to, counted)."""
+        world = self.world
+        from simulator.kv import consensus_of, resolve_leader
+
+        by_role = bool(spec.node and spec.node.startswith("@"))
+        out: list[dict[str, Any]] = []
+        for target in targets:
+            leader_name = resolve_leader(world, "")
+            leader = world.host(leader_name) if leader_name is not None else None
+            sub = consensus_of(leader) if leader is not None else None
+            if leader is None or sub is None or sub.raw is None or leader.paused:
+                world.stats.inc("faults.transfer_leader.no_leader")
+                out.append({"leader": None, "to": None})
+                continue
+            if target is leader and not by_role:
+                world.stats.inc("faults.transfer_leader.already")
+                out.append({"leader": leader.name, "to": leader.name})
+                continue
+            now = leader.clock.now(world.now)
+            to: str | None = None
+            try:
+                if target is leader:
+                    node = sub.transfer_leadership(now)
+                    names = {h.core.node_id: h.name for h in world.hosts if h.core is not None}
+                    to = None if node is None else names.get(node)
+                elif target.core is not None and consensus_of(target) is not None:
+                    sub.raw.transfer_leader(target.core.node_id)
+                    to = target.name
+            except Exception:
+                world._fail(leader, "consensus.transfer_leadership")
+            if to is None:
+                world.stats.inc("faults.transfer_leader.refused")
+            world.pump(leader)
+            out.append({"leader": leader.name, "to": to})
+        return out
+
 
 def _call(arg: tuple[Callable[[str], None], str]) -> None:
     fn, value = arg
@@ -420,8 +462,9 @@ _OPS: dict[str, Callable[[Nemesis, FaultSpec, list[Host]], Any]] = {
     "swizzle": Nemesis._op_swizzle,
     "join": Nemesis._op_join,
     "leave": Nemesis._op_leave,
+    "transfer-leader": Nemesis._op_transfer_leader,
 }
-"""Fault ops the simulator executes (``transfer-leader`` arrives with consensus)."""
+"""Fault ops the simulator executes."""
 
 
 def draw_random_faults(world: World) -> list[FaultSpec]:
@@ -471,6 +514,9 @@ def draw_random_faults(world: World) -> list[FaultSpec]:
                 spec = replace(spec, node=None)
             elif op == "skew":
                 spec = replace(spec, kind="offset", value=round(rng.uniform(-30.0, 30.0), 3))
+            elif op == "transfer-leader":
+                # no inverse: @random is the leader (hand it on) or the node to lead next
+                spec = replace(spec, for_s=None)
             elif op == "slow":
                 # A starved handler (timers on time), then a drain rate drawn per fault.
                 params = SlowParams(drain_rate=float(rng.choice((10, 20, 50, 100, 1000))))
