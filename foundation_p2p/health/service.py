@@ -4,7 +4,9 @@ It registers a :class:`~foundation_p2p.health.gossip.HealthGossip` subsystem (na
 ``health``) on the core, samples the node's summary with a
 :class:`~foundation_p2p.health.gossip.SummarySampler`, and answers
 :meth:`report` / :meth:`metrics_text` from what the node already holds: no network round
-trip. Equivalent lower-level calls:
+trip. Each gossip round also hands the monitor a counter sample
+(``monitor.observe``), so its rates cover the last window however often it is asked.
+Equivalent lower-level calls:
 
 - ``service.gossip.summaries()`` / ``received_at()``: the gossiped summaries;
 - ``service.monitor.report(now, local=..., members=core.membership.members(),
@@ -59,13 +61,20 @@ class HealthService:
             epoch=core.boot_epoch,
             rng=random.Random(int.from_bytes(seed[:8], "big")),
             counters=core.counters,
-            sample=self.sampler,
+            sample=self._sample,
             config=config,
         )
         core.add_subsystem("health", self.gossip)
         self.monitor = HealthMonitor(thresholds)
         if start:
             self.gossip.start(now)
+
+    def _sample(self, now: Now) -> dict[str, int]:
+        # every gossip round also feeds the monitor a counter sample, so its rates
+        # (packets/s, error rate, suspicions) span the last window whoever asks, and
+        # however rarely (a /health poll every 15 s, or two polls 1 ms apart)
+        self.monitor.observe(now, self.counters())
+        return self.sampler(now)
 
     def add_provider(self, provider: Callable[[], Mapping[str, int]]) -> None:
         """Add figures to every sample (e.g. ``raft_role`` and ``raft_lag`` from Raft)."""
