@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from test_cli_node import NodeProcess, key_file, processes, run_cli  # noqa: F401
 
 ADMIN_RE = re.compile(
@@ -39,7 +38,7 @@ stop of a few seconds is suspected, never declared failed."""
 
 
 def get(url: str) -> tuple[int, str, str]:
-    with urllib.request.urlopen(url, timeout=5) as resp:  # noqa: S310 (loopback only)
+    with urllib.request.urlopen(url, timeout=5) as resp:
         return resp.status, resp.headers.get("content-type", ""), resp.read().decode()
 
 
