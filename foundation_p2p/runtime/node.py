@@ -1215,15 +1215,17 @@ class Node:
         return True
 
     async def _shutdown(self) -> None:
-        """Hand services off, stop the pump, leave, send the last datagrams; called
+        """Transfer Raft leadership, hand services off, stop the pump, leave, send the
+        last datagrams (that order: the group keeps a leader while the services move, and
+        the handoff's registry deltas go out before the LEFT announcement); called
         shielded by open_node."""
-        if not self._closed and not self._handed_off:
-            with contextlib.suppress(trio.ClosedResourceError):
-                await self.hand_off()
         if not self._closed and self.core.consensus is not None:
             with contextlib.suppress(trio.ClosedResourceError):
                 # core.consensus.transfer_leadership(now), wait <= 2 election timeouts
                 await self.consensus.transfer_leadership()
+        if not self._closed and not self._handed_off:
+            with contextlib.suppress(trio.ClosedResourceError):
+                await self.hand_off()
         # Refuse joins, services and subscriptions from here on: a service still running
         # must not undo the Leave below.
         self._closed = True

@@ -21,7 +21,6 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
-import pytest
 import trio
 
 from foundation_p2p.config import NodeConfig
@@ -117,12 +116,6 @@ def _voters(node: Node) -> int:
     return 0 if st is None else len(st.voters)
 
 
-@pytest.mark.xfail(
-    raises=ShutdownOrderError,
-    strict=True,
-    reason="runtime/node.py Node._shutdown hands the services off before it transfers "
-    "Raft leadership; the fix (transfer first) is in /work/helpers/s4/D_wiring.md",
-)
 def test_leader_hosting_a_singleton_transfers_then_hands_off_then_leaves(
     tmp_path: Any,
 ) -> None:
