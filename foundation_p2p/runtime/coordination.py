@@ -374,12 +374,15 @@ class Coordination:
 
     async def _work(self) -> None:
         node = self._node
-        async with trio.open_nursery() as nursery:
-            while True:
-                await node.wait_until(lambda: bool(self._events))
-                while self._events:
-                    _, command, result = self._events.popleft()
-                    self._handle(nursery, command, result)
+        try:
+            async with trio.open_nursery() as nursery:
+                while True:
+                    await node.wait_until(lambda: bool(self._events))
+                    while self._events:
+                        _, command, result = self._events.popleft()
+                        self._handle(nursery, command, result)
+        except* trio.ClosedResourceError:
+            log.debug("coordination worker: the node closed")
 
     def _handle(self, nursery: trio.Nursery, command: bytes, result: bytes) -> None:
         try:
@@ -541,6 +544,13 @@ class Coordination:
 
     async def _drive(self, aid: bytes, invited: tuple[bytes, ...], commit_timeout_s: float,
                      reveal_timeout_s: float) -> None:
+        try:
+            await self._drive_phases(aid, invited, commit_timeout_s, reveal_timeout_s)
+        except trio.ClosedResourceError:
+            log.debug("auction %s: the node closed before it was finalized", aid.hex())
+
+    async def _drive_phases(self, aid: bytes, invited: tuple[bytes, ...],
+                            commit_timeout_s: float, reveal_timeout_s: float) -> None:
         node = self._node
 
         def auction() -> Any:

@@ -117,6 +117,8 @@ def command_vectors() -> list[dict[str, Any]]:
     cases: list[tuple[str, str, Any]] = [
         ("open second-price", "open", [1, A1, ["cpu", "gpu-hours"], 2, 20, 1]),
         ("open multi-unit", "open", [1, A3, [], 3, 0, 2]),
+        ("open for invited bidders", "open", [1, A4, ["cpu"], 2, 0, 1,
+                                              sorted([NODES[0], NODES[1]])]),
         ("commit", "commit", commit(A1, 0, 50, 1)),
         ("close-commit", "close-commit", [3, A1]),
         ("reveal", "reveal", reveal(A1, 0, 50, 1)),
@@ -151,6 +153,9 @@ def invalid_vectors() -> list[dict[str, Any]]:
         ("quorum n for majority", dumps([16, P1, "s", [1, 1], eligible([0], [1]), 1]),
          "malformed"),
         ("quorum above eligible", dumps([16, P1, "s", [4, 2], eligible([0], [1]), 1]),
+         "malformed"),
+        ("empty bidders", dumps([1, A1, [], 2, 0, 1, []]), "malformed"),
+        ("unsorted bidders", dumps([1, A1, [], 2, 0, 1, sorted(NODES[:2])[::-1]]),
          "malformed"),
         ("truncated array", bytes.fromhex("8203"), "malformed"),
         ("not deterministic CBOR", bytes.fromhex("821803") + dumps(A1), "malformed"),
@@ -215,6 +220,14 @@ def auction_vectors() -> list[dict[str, Any]]:
     # no bidders
     log = [([1, A4, [], 2, 3, 1], 0), ([3, A4], 0)]
     out.append(("second-price: no bidders", log, auction_outcome(A4, 2, 3, 1, {}, {}, [])))
+    # invited bidders only: an outsider's commit is refused, then nothing else changes
+    invited = {0: (15, 13), 1: (25, 14)}
+    log = [([1, A2, ["cpu"], 2, 0, 1, sorted([NODES[0], NODES[1]])], 0),
+           (commit(A2, 2, 90, 15), "not_invited")]
+    log += [(commit(A2, i, a, n), 0) for i, (a, n) in invited.items()] + [([3, A2], 0)]
+    log += [(reveal(A2, i, a, n), 0) for i, (a, n) in invited.items()]
+    out.append(("second-price: invited bidders only", log,
+                auction_outcome(A2, 2, 0, 1, invited, dict.fromkeys(invited, True), [])))
     vectors = []
     for name, entries, res in out:
         auction = res[0]
@@ -259,6 +272,39 @@ def vote_vectors() -> list[dict[str, Any]]:
             for n, entries, o in cases]
 
 
+# -- spec/consensus.md, the composite state machine ---------------------------------------
+
+KV_PUT = [1, None, [1, b"k", b"v"]]  # spec/consensus-kv.md: put k = v, no session
+
+
+def envelope_vectors() -> list[dict[str, Any]]:
+    inner = dumps([1, A1, ["cpu"], 2, 20, 1])
+    cases = [("coordination open", 1, inner), ("machine 255, empty command", 255, b"")]
+    out: list[dict[str, Any]] = [
+        {"name": n, "cddl": "machine-envelope", "machine_id": m, "command": c.hex(),
+         "hex": dumps([m, c]).hex()} for n, m, c in cases]
+    out.append({"name": "a KV command is no envelope", "cddl": None, "machine_id": 0,
+                "command": dumps(KV_PUT).hex(), "hex": dumps(KV_PUT).hex()})
+    return out
+
+
+def composite_snapshot_vectors() -> list[dict[str, Any]]:
+    """KV put at index 1, an enveloped open at 2: the snapshot of the three machines."""
+    opened = [1, A1, ["cpu"], 2, 20, 1]
+    kv = dumps([1, 2, 0, [[b"k", b"v"]], []])
+    auctions = dumps([1, 2, 0, [[opened, 2, 0, [], [], [], [], 0, 0]]])
+    votes = dumps([1, 0, 0, [], []])
+    coordination = dumps([1, 2, auctions, votes])
+    snap = [2, kv, [[1, coordination]]]
+    return [{
+        "name": "kv put, then an auction opened",
+        "log": [dumps(KV_PUT).hex(), dumps([1, dumps(opened)]).hex()],
+        "cddl": "composite-snapshot",
+        "hex": dumps(snap).hex(),
+        "bare_kv_before_open": dumps([1, 1, 0, [[b"k", b"v"]], []]).hex(),
+    }]
+
+
 def build() -> dict[str, Any]:
     return {
         "format": FORMAT,
@@ -270,7 +316,11 @@ def build() -> dict[str, Any]:
             "decoding 'hex' raises 'error'. 'auction' and 'vote': apply 'log' at indexes "
             "1, 2, ... to a fresh machine; 'expect' is each result's status (0 applied, "
             "1 duplicate) or refusal code; the last result of an auction log is "
-            "'result_hex', and 'outcome' is the proposal's final outcome."
+            "'result_hex', and 'outcome' is the proposal's final outcome. "
+            "'envelope' (spec/consensus.md, the composite state machine): 'hex' is the "
+            "Raft command carrying 'command' to 'machine_id' (0: a KV command, routed as "
+            "is). 'composite_snapshot': apply 'log' at 1, 2 to a fresh MachineSet; its "
+            "snapshot is 'hex'; after the first entry alone it is 'bare_kv_before_open'."
         ),
         "commitment": commitment_vectors(),
         "signature": signature_vectors(),
@@ -278,6 +328,8 @@ def build() -> dict[str, Any]:
         "invalid_command": invalid_vectors(),
         "auction": auction_vectors(),
         "vote": vote_vectors(),
+        "envelope": envelope_vectors(),
+        "composite_snapshot": composite_snapshot_vectors(),
     }
 
 

@@ -114,25 +114,35 @@ async def test_auction_vote_and_negotiation_agree_on_every_node() -> None:
             await nodes[1].coordination.coordinate_consensus([os.urandom(16)], "x")
 
 
-async def test_negotiation_between_two_local_agents_agrees_or_fails_typed() -> None:
-    cfg = NodeConfig(bind=("127.0.0.1", 0), extra={"consensus": {**CONSENSUS,
-                                                                  "bootstrap_expect": 1}})
-    async with open_node(cfg, keyring=Keyring.generate(os.urandom)) as node:
-        seller = node.coordination.start_coordination_agent(
-            Bidder, {"amount": 0, "start": 100, "reservation": 60})
-        buyer = node.coordination.start_coordination_agent(
-            Bidder, {"amount": 0, "start": 20, "reservation": 80})
+class Trader(Bidder):
+    """Sells when it opens the negotiation (even rounds), buys when it answers."""
+
+    def offer(self, negotiation: Any) -> Offer | Accept | Reject:
+        seller = negotiation.round % 2 == 0
+        strategy = LinearConcession(100, 50) if seller else LinearConcession(20, 80)
+        return strategy.offer(negotiation)
+
+
+async def test_negotiation_between_two_agents_on_one_node_agrees_or_fails_typed() -> None:
+    async with AsyncExitStack() as stack:
+        nodes = await start_three(stack)
+        for n in nodes:
+            n.coordination.define_agent(Trader)
+        for i in range(4):  # four agents on three nodes: some node hosts two
+            nodes[i % 3].coordination.start_coordination_agent(Trader, {"amount": 0})
         with trio.fail_after(WAIT_S):
-            await node.coordination.wait_agents(2)
-            await node.wait_until(lambda: len(node.coordination.local_agents) == 2)
-        agreement = await node.coordination.negotiate(seller.agent_id, buyer.agent_id,
-                                                      round_limit=40)
-        assert 60 <= agreement.value <= 80
+            await nodes[0].coordination.wait_agents(4)
+            await nodes[0].wait_until(
+                lambda: sum(len(n.coordination.local_agents) for n in nodes) == 4)
+        host = max(nodes, key=lambda n: len(n.coordination.local_agents))
+        a, b = host.coordination.local_agents[:2]
+        agreement = await host.coordination.negotiate(a.agent_id, b.agent_id, round_limit=40)
+        assert 50 <= agreement.value <= 80
         with pytest.raises(NegotiationFailed) as info:
-            await node.coordination.negotiate(seller.agent_id, buyer.agent_id, round_limit=2)
+            await host.coordination.negotiate(a.agent_id, b.agent_id, round_limit=1)
         assert info.value.reason == "round_limit"
         with pytest.raises(CoordinationError):
-            await node.coordination.negotiate(seller.agent_id, os.urandom(16))
+            await host.coordination.negotiate(a.agent_id, os.urandom(16))
 
 
 async def test_a_vote_with_a_silent_agent_times_out_with_the_typed_error() -> None:
