@@ -594,7 +594,8 @@ class NodeCore:
         if self.consensus is not None:
             # announce eligibility, then "in the group" (membership extension key 2)
             value = self.consensus.take_extension_change()
-            if value is not None:
+            if value is not None and not self.membership.leaving:
+                # once leaving, the LEFT announcement is final: no extension after it
                 self.membership.set_extension(now, ELIGIBLE_EXTENSION_KEY, value)
 
     def _queue_outgoing(self, outgoing: list[tuple[Address | NodeId, Frame]]) -> None:
