@@ -31,8 +31,10 @@ Bounds (overflow policy, counter): applied events queued for the worker
 ``max_events`` (the oldest is dropped, ``coordination.events.dropped``); secret reveals kept
 ``max_pending_reveals`` (the oldest is dropped, its bid then counts as unrevealed,
 ``coordination.reveals.dropped``); concurrent handler calls ``max_handler_calls`` (others
-wait their turn); local agents ``max_local_agents`` (beyond: the service refuses to start,
-``coordination.agents.refused``).
+wait their turn); tasks in flight for bids, reveals and votes ``max_tasks`` (a new one
+beyond is not started, ``coordination.tasks.dropped``: that bid, reveal or vote is
+missing, as if the agent had not answered); local agents ``max_local_agents`` (beyond: the
+service refuses to start, ``coordination.agents.refused``).
 
 Known limits: if the opener dies mid-auction nobody closes or finalizes it (the phase stays
 visible in the replica); agents hosted on a node that lags behind a snapshot miss auctions
@@ -46,7 +48,7 @@ import importlib
 import logging
 import os
 from collections import OrderedDict, deque
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -181,6 +183,7 @@ class Coordination:
         max_events: int = 4096,
         max_pending_reveals: int = 4096,
         max_handler_calls: int = 16,
+        max_tasks: int = 4096,
         max_local_agents: int = 1024,
     ) -> None:
         self._node = node
@@ -194,6 +197,8 @@ class Coordination:
         self._agents: dict[bytes, _LocalAgent] = {}
         self._factories: dict[str, Callable[[Any], Any]] = {}
         self._limiter = trio.CapacityLimiter(max_handler_calls)
+        self.max_tasks = max_tasks
+        self._tasks = 0
         self._worker = False
         self._remove_listener: Callable[[], None] | None = None
         sub = node.core.consensus
@@ -398,17 +403,32 @@ class Coordination:
                     continue
                 if cmd.bidders and agent.record.agent_id not in cmd.bidders:
                     continue
-                nursery.start_soon(self._bid, agent, cmd)
+                self._spawn(nursery, self._bid, agent, cmd)
         elif isinstance(cmd, CloseCommit):
             for (aid, bidder), reveal in list(self._reveals.items()):
                 if aid == cmd.auction_id:
                     del self._reveals[(aid, bidder)]
-                    nursery.start_soon(self._submit_quietly, reveal, "reveal")
+                    self._spawn(nursery, self._submit_quietly, reveal, "reveal")
         elif isinstance(cmd, Propose):
             eligible = {v.voter for v in cmd.eligible}
             for agent in list(self._agents.values()):
                 if agent.record.agent_id in eligible and "vote" in agent.record.protocols:
-                    nursery.start_soon(self._vote, agent, cmd)
+                    self._spawn(nursery, self._vote, agent, cmd)
+
+    def _spawn(self, nursery: trio.Nursery, fn: Callable[..., Awaitable[None]],
+               *args: Any) -> None:
+        if self._tasks >= self.max_tasks:
+            self._node.counters.inc("coordination.tasks.dropped")
+            return
+        self._tasks += 1
+
+        async def run() -> None:
+            try:
+                await fn(*args)
+            finally:
+                self._tasks -= 1
+
+        nursery.start_soon(run)
 
     async def _call_handler(self, fn: Callable[[], Any], what: str) -> Any:
         async with self._limiter:

@@ -12,6 +12,8 @@ import pytest
 import trio
 
 from foundation_p2p.config import NodeConfig
+from foundation_p2p.consensus.machines import decode_envelope
+from foundation_p2p.consensus.subsystem import decode_envelope as raft_envelope
 from foundation_p2p.coordination.negotiation import (
     Accept,
     LinearConcession,
@@ -20,10 +22,12 @@ from foundation_p2p.coordination.negotiation import (
     Reject,
 )
 from foundation_p2p.coordination.voting import ConsensusTimeout
+from foundation_p2p.coordination.wire import CloseCommit, RevealBid, decode_command
 from foundation_p2p.crypto.keyring import Keyring
-from foundation_p2p.errors import ConfigError
+from foundation_p2p.errors import ConfigError, WireError
 from foundation_p2p.runtime import Node, open_node
 from foundation_p2p.runtime.coordination import CoordinationError, parse_vote_rule
+from foundation_p2p.wire import cbor
 
 CONSENSUS = {"tick_interval_s": 0.02, "election_tick": 10, "bootstrap_expect": 3}
 WAIT_S = 30.0
@@ -159,3 +163,43 @@ async def test_a_vote_with_a_silent_agent_times_out_with_the_typed_error() -> No
         with pytest.raises(ConsensusTimeout):
             await nodes[1].coordination.coordinate_consensus(
                 [r.agent_id for r in rec], "all of us?", rule="unanimous", timeout=2.0)
+
+
+async def test_no_bid_amount_is_in_the_raft_log_before_its_reveal() -> None:
+    """Scan every node's Raft log: the CBOR encoding of each (distinctive) amount appears
+    only in that bid's reveal entry, which comes after the commit phase closed."""
+    amounts = (0x5EA1ED00C0FFEE01, 0x5EA1ED00C0FFEE02, 0x5EA1ED00C0FFEE03)
+    async with AsyncExitStack() as stack:
+        nodes = await start_three(stack)
+        for n in nodes:
+            n.coordination.define_agent(Bidder)
+        records = [nodes[i].coordination.start_coordination_agent(Bidder, {"amount": a})
+                   for i, a in enumerate(amounts)]
+        with trio.fail_after(WAIT_S):
+            await nodes[0].coordination.wait_agents(3)
+        result = await nodes[1].coordination.coordinate_resource_allocation(
+            [r.agent_id for r in records], ["cpu"], timeout_s=WAIT_S)
+        assert result.winners == ((records[2].agent_id, amounts[2]),)
+        assert result.price == amounts[1]
+        for n in nodes:
+            storage = n.raft_storage
+            assert storage is not None
+            with trio.fail_after(WAIT_S):
+                await n.wait_until(lambda s=storage: s.last_index() > 0)
+            closed_at = None
+            seen = 0
+            for e in storage.entries(storage.first_index(), storage.last_index() + 1):
+                try:
+                    _, _, _, command = raft_envelope(e.data)
+                    _, inner = decode_envelope(command)
+                    cmd = decode_command(inner)
+                except WireError:
+                    continue
+                if isinstance(cmd, CloseCommit) and cmd.auction_id == result.auction_id:
+                    closed_at = e.index
+                for a in amounts:
+                    if cbor.encode(a) in e.data:
+                        assert isinstance(cmd, RevealBid) and cmd.amount == a, e.index
+                        assert closed_at is not None and e.index > closed_at
+                        seen += 1
+            assert seen == 3, "each amount appears once, in its reveal"
