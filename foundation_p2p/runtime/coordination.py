@@ -36,9 +36,16 @@ beyond is not started, ``coordination.tasks.dropped``: that bid, reveal or vote 
 missing, as if the agent had not answered); local agents ``max_local_agents`` (beyond: the
 service refuses to start, ``coordination.agents.refused``).
 
-Known limits: if the opener dies mid-auction nobody closes or finalizes it (the phase stays
-visible in the replica); agents hosted on a node that lags behind a snapshot miss auctions
-opened inside it; :meth:`Coordination.negotiate` runs between two agents hosted on this node.
+Takeover: if the opener dies mid-auction, any node that saw an auction stay in its commit
+(or reveal) phase for ``stall_timeout_s`` (default 60 s, counted from when it applied the
+open or the close) submits the close (or the finalize) itself; several nodes doing so is
+harmless (the machine takes the first and reports the others as duplicates). Auctions
+tracked for this: at most ``max_events`` (the oldest is forgotten,
+``coordination.stall.forgotten``). An opener whose own timeouts exceed ``stall_timeout_s``
+may see another node close first.
+
+Known limits: agents hosted on a node that lags behind a snapshot miss auctions opened inside
+it; :meth:`Coordination.negotiate` runs between two agents hosted on this node.
 """
 
 from __future__ import annotations
@@ -185,8 +192,12 @@ class Coordination:
         max_handler_calls: int = 16,
         max_tasks: int = 4096,
         max_local_agents: int = 1024,
+        stall_timeout_s: float = 60.0,
     ) -> None:
         self._node = node
+        self.stall_timeout_s = stall_timeout_s
+        """How long an auction may stay in one phase before any node moves it on."""
+        self._stalls: OrderedDict[bytes, tuple[int, float]] = OrderedDict()
         self.handler_timeout_s = handler_timeout_s
         """Longest an agent's handler may take to answer one request."""
         self.max_events = max_events
@@ -381,6 +392,7 @@ class Coordination:
         node = self._node
         try:
             async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._sweep)
                 while True:
                     await node.wait_until(lambda: bool(self._events))
                     while self._events:
@@ -397,6 +409,8 @@ class Coordination:
             return
         if status != 0:
             return
+        if isinstance(cmd, OpenAuction | CloseCommit | Finalize):
+            self._track(cmd)
         if isinstance(cmd, OpenAuction):
             for agent in list(self._agents.values()):
                 if "auction" not in agent.record.protocols:
@@ -414,6 +428,38 @@ class Coordination:
             for agent in list(self._agents.values()):
                 if agent.record.agent_id in eligible and "vote" in agent.record.protocols:
                     self._spawn(nursery, self._vote, agent, cmd)
+
+    def _track(self, cmd: OpenAuction | CloseCommit | Finalize) -> None:
+        aid = cmd.auction_id
+        if isinstance(cmd, Finalize):
+            self._stalls.pop(aid, None)
+            return
+        phase = 0 if isinstance(cmd, OpenAuction) else REVEAL_PHASE
+        self._stalls.pop(aid, None)
+        if len(self._stalls) >= self.max_events:
+            self._stalls.popitem(last=False)
+            self._node.counters.inc("coordination.stall.forgotten")
+        self._stalls[aid] = (phase, trio.current_time())
+
+    async def _sweep(self) -> None:
+        """Move on auctions stuck in one phase for ``stall_timeout_s`` (a timer, every
+        quarter of it)."""
+        while True:
+            await trio.sleep(self.stall_timeout_s / 4)
+            now = trio.current_time()
+            for aid, (phase, since) in list(self._stalls.items()):
+                if now - since < self.stall_timeout_s:
+                    continue
+                a = self.machine.auctions.auctions.get(aid)
+                if a is None or a.phase != phase:
+                    self._stalls.pop(aid, None)
+                    continue
+                self._stalls[aid] = (phase, now)
+                self._node.counters.inc("coordination.stall.takeovers")
+                command = CloseCommit(aid) if phase == 0 else Finalize(aid)
+                log.info("auction %s stalled in phase %d for %.1f s: submitting %s",
+                         aid.hex(), phase, now - since, type(command).__name__)
+                await self._submit_quietly(encode_command(command), "takeover")
 
     def _spawn(self, nursery: trio.Nursery, fn: Callable[..., Awaitable[None]],
                *args: Any) -> None:

@@ -22,7 +22,13 @@ from foundation_p2p.coordination.negotiation import (
     Reject,
 )
 from foundation_p2p.coordination.voting import ConsensusTimeout
-from foundation_p2p.coordination.wire import CloseCommit, RevealBid, decode_command
+from foundation_p2p.coordination.wire import (
+    CloseCommit,
+    OpenAuction,
+    RevealBid,
+    decode_command,
+    encode_command,
+)
 from foundation_p2p.crypto.keyring import Keyring
 from foundation_p2p.errors import ConfigError, WireError
 from foundation_p2p.runtime import Node, open_node
@@ -203,3 +209,25 @@ async def test_no_bid_amount_is_in_the_raft_log_before_its_reveal() -> None:
                         assert closed_at is not None and e.index > closed_at
                         seen += 1
             assert seen == 3, "each amount appears once, in its reveal"
+
+
+async def test_an_auction_whose_opener_never_drives_it_is_taken_over() -> None:
+    """Opened by a bare submit (as if the opener died right after): other nodes close and
+    finalize it after ``stall_timeout_s``, and every node gets the same result."""
+    async with AsyncExitStack() as stack:
+        nodes = await start_three(stack)
+        for n in nodes:
+            n.coordination.stall_timeout_s = 1.0
+            n.coordination.define_agent(Bidder)
+        records = [nodes[i].coordination.start_coordination_agent(Bidder, {"amount": a})
+                   for i, a in enumerate((5, 9, 7))]
+        with trio.fail_after(WAIT_S):
+            await nodes[0].coordination.wait_agents(3)
+        aid = os.urandom(16)
+        opened = await nodes[0].coordination.submit(encode_command(OpenAuction(
+            aid, ("cpu",), 2, 0, 1, tuple(sorted(r.agent_id for r in records)))))
+        assert opened[0] == 0
+        results = [await n.coordination.wait_result(aid, WAIT_S) for n in nodes]
+        assert len(set(results)) == 1
+        assert results[0].winners == ((records[1].agent_id, 9),) and results[0].price == 7
+        assert sum(n.counters["coordination.stall.takeovers"] for n in nodes) >= 2
