@@ -31,9 +31,12 @@ from foundation_p2p.clock import Now
 from foundation_p2p.health.gossip import HealthGossip, HealthGossipConfig, SummarySampler
 from foundation_p2p.health.monitor import HealthMonitor, HealthReport, Thresholds
 from foundation_p2p.health.prometheus import health_families, render
+from foundation_p2p.membership.state import MemberState
 
 if TYPE_CHECKING:
     from foundation_p2p.node import NodeCore
+
+_REACHABLE = (MemberState.ALIVE, MemberState.SUSPECT)
 
 
 class HealthService:
@@ -87,13 +90,24 @@ class HealthService:
         return out
 
     def rtt_samples(self) -> list[float]:
-        """The smoothed RTT (seconds) of every connection to a member that has a sample."""
+        """One round-trip time (seconds) per reachable member that has one: the smoothed
+        RTT of the transport connection to it when that has a sample, else the static
+        prober's last ping RTT to its address (``core.prober.rtt_s``).
+
+        Connections exist only where channels, the registry or Raft talk; the static
+        prober pings its join targets in every ``node run``. A cluster running membership
+        alone has neither (SWIM's probes are not timed yet: see H_wiring.md)."""
         out: list[float] = []
         transport = self.core.transport
+        pinged = self.core.prober.rtt_s
         for m in self.core.membership.members():
+            if m.node_id == self.core.node_id or m.state not in _REACHABLE:
+                continue
             conn = transport.connection(m.node_id)
             if conn is not None and conn.recovery.rtt.has_sample:
                 out.append(conn.smoothed_rtt)
+            elif (rtt := pinged.get(m.address)) is not None:
+                out.append(rtt)
         return out
 
     def _extra(self) -> dict[str, int]:
