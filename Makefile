@@ -52,9 +52,9 @@ bench: tools $(BENCH_STAMP)
 bench-quick: tools $(BENCH_STAMP)
 	@set -e; for b in bench/*.py; do echo "== $$b"; $(BIN)/python $$b --quick; done
 
-## make fuzz: atheris on every decoder, bounded in time, seeded from spec/vectors
+## make fuzz: atheris on every decoder (FUZZ_SECONDS each, or FUZZ_BUDGET in all); totals in fuzz/last-run.json, findings saved to tests/fuzz/regressions
 fuzz: $(FUZZ_STAMP)
-	$(BIN)/python fuzz/atheris_main.py --all --seconds $${FUZZ_SECONDS:-20}
+	$(BIN)/python fuzz/atheris_main.py --all --seconds $${FUZZ_SECONDS:-20} $${FUZZ_BUDGET:+--budget $$FUZZ_BUDGET}
 
 ## make soak: full-size simulator scenarios (*-soak.toml) and longer sweeps of the CI-sized ones
 soak: tools $(STAMP)

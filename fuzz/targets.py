@@ -59,6 +59,7 @@ import targets_coordination
 import targets_handshake
 import targets_health
 import targets_history
+import targets_inputs
 import targets_registry
 import targets_transport
 import targets_wal
@@ -334,6 +335,7 @@ TARGETS: dict[str, Callable[[bytes], None]] = {
     **targets_history.HISTORY_TARGETS,
     **targets_coordination.COORDINATION_TARGETS,
     **targets_health.HEALTH_TARGETS,
+    **targets_inputs.INPUT_TARGETS,
 }
 """Target name -> function (``--target NAME``)."""
 
@@ -371,6 +373,10 @@ def seeds(target: str, *, max_bytes: int = 70_000) -> list[bytes]:
         out.extend(targets_coordination.coordination_seeds(target))
     elif target in targets_health.HEALTH_TARGETS:
         out.extend(targets_health.health_seeds(target))
+    elif target in targets_inputs.INPUT_TARGETS:
+        out.extend(targets_inputs.input_seeds(target))
+        if target != "beacon-open":  # text inputs: the binary vectors add nothing
+            return list(dict.fromkeys(b for b in out if len(b) <= max_bytes)) or [b""]
     for path in sorted(VECTORS.glob("*.json")):
         data = json.loads(path.read_text(encoding="utf-8"))
         if target == "keyring":
