@@ -314,6 +314,87 @@ async def op_counters(w: Worker, msg: dict[str, Any]) -> dict[str, Any]:
     return {"counters": {k: v for k, v in w.node.counters.items() if k.startswith(prefix)}}
 
 
+class DemoBidder:
+    """A coordination agent's handler that bids the amount it was started with (its
+    private valuation), votes yes and accepts the first offer it is made."""
+
+    def __init__(self, args: Any) -> None:
+        self.amount = int(args["amount"])
+
+    def bid(self, auction: Any) -> int | None:
+        """The sealed bid for any auction it is invited to."""
+        return self.amount
+
+    def vote(self, proposal: Any) -> int:
+        """Yes."""
+        return 1
+
+    def offer(self, negotiation: Any) -> Any:
+        """Accept an offer made to it, else offer its amount."""
+        from foundation_p2p.coordination.negotiation import Accept, Offer
+
+        return Accept() if negotiation.last_offer is not None else Offer(self.amount)
+
+
+def make_bidder(args: Any) -> DemoBidder:
+    """The agent factory the demo names (``foundation_p2p.demo_node:make_bidder``)."""
+    return DemoBidder(args)
+
+
+async def op_start_agent(w: Worker, msg: dict[str, Any]) -> dict[str, Any]:
+    """``node.coordination.start_coordination_agent`` of a :class:`DemoBidder` bidding
+    ``amount`` (a supervised singleton, placed where the supervisor puts it)."""
+    record = w.node.coordination.start_coordination_agent(
+        "foundation_p2p.demo_node:make_bidder", {"amount": int(msg["amount"])},
+        name=str(msg["name"]), capabilities=[str(msg["capability"])],
+    )
+    return {"agent_id": record.agent_id.hex()}
+
+
+async def op_wait_agents(w: Worker, msg: dict[str, Any]) -> dict[str, Any]:
+    """Wait until ``count`` agents with ``capability`` are registered; each one's id,
+    name and the node hosting it (``node.processes.lookup_singleton("agent-<id>")``)."""
+    coord = w.node.coordination
+    timeout = float(msg["timeout"])
+    agents = await coord.wait_agents(int(msg["count"]), str(msg["capability"]), timeout)
+    names = _names(w.node)
+    out = []
+    for a in agents:
+        host = w.node.processes.lookup_singleton("agent-" + a.agent_id.hex())
+        out.append({"agent_id": a.agent_id.hex(), "name": a.name,
+                    "host": names.get(host, "?") if host is not None else None})
+    return {"agents": out}
+
+
+def _result(result: Any) -> dict[str, Any]:
+    return {
+        "auction_id": result.auction_id.hex(),
+        "winners": [[b.hex(), amount] for b, amount in result.winners],
+        "price": result.price,
+        "unrevealed": [b.hex() for b in result.unrevealed],
+    }
+
+
+async def op_auction(w: Worker, msg: dict[str, Any]) -> dict[str, Any]:
+    """``node.coordination.coordinate_resource_allocation(agent_ids, resources)``: a
+    sealed-bid second-price auction through Raft; its result and how long it took."""
+    t0 = time.monotonic()
+    result = await w.node.coordination.coordinate_resource_allocation(
+        [bytes.fromhex(a) for a in msg["agent_ids"]], [str(r) for r in msg["resources"]],
+        timeout_s=float(msg["timeout"]), commit_timeout_s=float(msg["phase_timeout"]),
+        reveal_timeout_s=float(msg["phase_timeout"]),
+    )
+    return {**_result(result), "took_s": time.monotonic() - t0}
+
+
+async def op_auction_result(w: Worker, msg: dict[str, Any]) -> dict[str, Any]:
+    """The result of auction ``auction_id`` computed by this node's own replica, once it
+    applied the ``Finalize`` entry (``node.coordination.wait_result``)."""
+    result = await w.node.coordination.wait_result(bytes.fromhex(str(msg["auction_id"])),
+                                                   float(msg["timeout"]))
+    return _result(result)
+
+
 Op = Callable[[Worker, dict[str, Any]], Awaitable[dict[str, Any]]]
 OPS: dict[str, Op] = {
     "members": op_members,
@@ -332,6 +413,10 @@ OPS: dict[str, Op] = {
     "health": op_health,
     "block": op_block,
     "counters": op_counters,
+    "start_agent": op_start_agent,
+    "wait_agents": op_wait_agents,
+    "auction": op_auction,
+    "auction_result": op_auction_result,
 }
 """The operations the demo can ask of a node."""
 

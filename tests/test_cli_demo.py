@@ -30,27 +30,32 @@ def test_demo_runs_every_section_and_exits_by_itself(tmp_path: Path) -> None:
     for expected in (
         "== 1. Five nodes over UDP on 127.0.0.1: membership converges",
         "the five formed one Raft group (5 voters)",
-        "== 2. A singleton",
-        "killed with SIGKILL: no goodbye, no handoff",
-        "restarts from its data directory: same node id yes",
-        "hands it off with its state: {'ran_on': [",
-        "== 3. Channels",
+        "== 2. Channels",
         "control        40",
-        "== 4. KV through Raft",
-        "reads them back (linearizable reads): k1=v1, k2=v2, k3=v3, k4=v4",
-        "restarts from its write-ahead log and rejoins as a follower",
-        "== 5. Health",
-        "n1's node.health.report(): cluster healthy",
+        "== 3. Health",
+        "(gossiped summaries, no round trip): cluster",
         "its event loop lags",
         "n5 is healthy again",
+        "== 4. A singleton",
+        "killed with SIGKILL: no goodbye, no handoff",
+        "(the supervisors noticed the failure through membership and placed it again)",
+        "== 5. KV through Raft",
+        "reads them back (linearizable reads): k1=v1, k2=v2, k3=v3, k4=v4",
+        "== 6. An auction among agents",
+        "winner agent-3 (bid 90) pays 70, the second-highest bid",
+        "every live node's replica computed the same winner and price",
         "the same packet again (a replay)    packets.dropped.replay +1",
-        "sealed with a key n1 does not have  packets.dropped.unknown_key +1",
+        "sealed with another cluster's key   packets.dropped.unknown_key +1",
         "one bit flipped in the ciphertext   packets.dropped.auth_failed +1",
         "truncated to half its length        packets.dropped.malformed +1",
         "protocol version 2                  packets.dropped.unsupported_version +1",
+        "== 8. The killed nodes restart",
+        "same node id, Raft log from its WAL, a follower of",
+        "membership: 5 members alive again",
         "done: every node left the cluster gracefully and its process exited.",
     ):
-        assert expected in out, out
+        # compared with runs of spaces folded (table columns are padded to their widest cell)
+        assert " ".join(expected.split()) in " ".join(out.split()), (expected, out)
     # the membership table: five rows, one per node
     assert len(re.findall(r"^   n[1-5] +\d+ +127\.0\.0\.1:\d+ ", out, re.M)) == 5, out
     assert "Traceback" not in r.stderr, r.stderr
