@@ -45,6 +45,32 @@ def _bracketed_non_ipv6(data: bytes) -> bool:
         return True
 
 
+def _mdns_foreign_instance(data: bytes) -> bool:
+    from zeroconf import BadTypeInNameException, DNSIncoming, ServiceInfo
+
+    from foundation_p2p.discovery.config import MDNS_SERVICE
+
+    incoming = DNSIncoming(data)
+    if not incoming.valid:
+        return False
+    for r in incoming.answers():
+        if r.type == 12 and r.name.lower() == MDNS_SERVICE:
+            try:
+                ServiceInfo(MDNS_SERVICE, r.alias)  # type: ignore[attr-defined]
+            except BadTypeInNameException:
+                return True
+    return False
+
+
+def _mdns_srv_port_zero(data: bytes) -> bool:
+    from zeroconf import DNSIncoming
+
+    incoming = DNSIncoming(data)
+    return incoming.valid and any(
+        r.type == 33 and r.port == 0 for r in incoming.answers()  # type: ignore[attr-defined]
+    )
+
+
 OPEN: list[Finding] = [
     Finding(
         "config-not-utf8",
@@ -59,6 +85,22 @@ OPEN: list[Finding] = [
         "parse_address accepts any text in brackets ('[3:1]:7946', '[]:1') as a host; "
         "format_address cannot write it back and a node would gossip an unusable address",
         _bracketed_non_ipv6,
+    ),
+    Finding(
+        "mdns-foreign-instance",
+        "mdns-answer",
+        "one mDNS packet whose PTR for _foundation-p2p._udp.local. names an instance of "
+        "another type makes zeroconf's BadTypeInNameException escape "
+        "_MdnsBrowser.resolve_all, which ends the node's discovery (run_strategy catches "
+        "only FoundationError/OSError)",
+        _mdns_foreign_instance,
+    ),
+    Finding(
+        "mdns-port-zero",
+        "mdns-answer",
+        "_MdnsBrowser.resolve_all returns (host, 0) for a peer whose SRV record says port 0 "
+        "(the DNS strategy refuses such an answer as malformed; mDNS passes it on to join)",
+        _mdns_srv_port_zero,
     ),
 ]
 """The open findings (see the module docstring)."""

@@ -24,6 +24,12 @@ the project's own error for that input.
   byte; the network is replaced by the bytes and the resolver's clock by a virtual one:
   ``DiscoveryError`` only (the project's error naming name, resolver and problem), or
   sorted addresses with an IP host and a port in 1..65535.
+- ``mdns-answer``: an mDNS packet parsed by zeroconf, its records cached, then
+  ``_MdnsBrowser.resolve_all`` over the service names its PTR records announce (sockets
+  replaced by that cache): ``DiscoveryError`` only, or sorted addresses with an IP host and
+  a port in 1..65535.
+- ``admin-http``: the bytes as one client connection to the admin HTTP endpoint (a memory
+  stream, a mock clock): nothing escapes the handler, and it answers HTTP/1.1 or nothing.
 - ``messenger-record``: the messenger's uni-stream records (``parse_record_head`` then
   ``decode_message``, as ``messaging.py`` reads them): ``WireError`` only; a decoded
   message re-encodes byte-exact.
@@ -45,6 +51,7 @@ import ipaddress
 import json
 import re
 import tempfile
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -65,16 +72,30 @@ from foundation_p2p.consensus.subsystem import (
     decode_envelope,
     encode_envelope,
 )
+from foundation_p2p.counters import Counters
 from foundation_p2p.crypto.keyring import Keyring
 from foundation_p2p.discovery import beacon as beacon_mod
-from foundation_p2p.discovery.config import DnsConfig, HostFacts, resolve_discovery_table
+from foundation_p2p.discovery.config import (
+    MDNS_SERVICE,
+    DnsConfig,
+    HostFacts,
+    MdnsConfig,
+    resolve_discovery_table,
+)
 from foundation_p2p.errors import ConfigError, MalformedError, WireError
 from foundation_p2p.health.gossip import HealthGossipConfig
 from foundation_p2p.history.files import load_history
 from foundation_p2p.membership.config import MembershipConfig
 from foundation_p2p.registry.config import RegistryConfig
 from foundation_p2p.registry.supervisor import SupervisorConfig
-from foundation_p2p.runtime.discovery import DiscoveryError, query_dns
+from foundation_p2p.runtime.admin import AdminServer
+from foundation_p2p.runtime.discovery import (
+    MAX_MDNS_SERVICES,
+    DiscoveryError,
+    DiscoveryRunner,
+    _MdnsBrowser,
+    query_dns,
+)
 from foundation_p2p.transport.endpoint import EndpointConfig
 from foundation_p2p.wire import cbor
 from foundation_p2p.wire.limits import DEFAULT_LIMITS
@@ -310,6 +331,120 @@ def _dns_seeds() -> list[bytes]:
     return out
 
 
+class _CacheOnlyZeroconf:
+    """The part of ``zeroconf.Zeroconf`` that ``_MdnsBrowser.resolve_all`` uses, answering
+    from a cache filled with one received mDNS packet (no sockets, no threads):
+    ``get_service_info`` builds the ``ServiceInfo`` as zeroconf does and completes it
+    from the cache, as its ``request`` would when no further answer arrives."""
+
+    def __init__(self, cache: object) -> None:
+        self.cache = cache
+
+    def get_service_info(self, type_: str, name: str, timeout: int = 3000) -> object:
+        from zeroconf import ServiceInfo
+        from zeroconf._utils.time import current_time_millis
+
+        info = ServiceInfo(type_, name)
+        return info if info.load_from_cache(self, current_time_millis()) else None  # type: ignore[arg-type]
+
+
+def mdns_announced_names(answers: list[Any]) -> set[str]:
+    """The names ``ServiceBrowser`` reports for :data:`MDNS_SERVICE`: its PTR targets."""
+    return {r.alias for r in answers if r.type == 12 and r.name.lower() == MDNS_SERVICE}
+
+
+def fuzz_mdns_answer(data: bytes) -> None:
+    """An mDNS packet as zeroconf receives it, then ``_MdnsBrowser.resolve_all``: the
+    service names its PTR records point at (as ``ServiceBrowser`` reports them) resolved
+    from the packet's records: ``DiscoveryError`` only, or good addresses."""
+    from zeroconf import DNSIncoming
+    from zeroconf._cache import DNSCache
+
+    incoming = DNSIncoming(data)
+    if not incoming.valid:
+        return  # zeroconf drops the packet
+    answers = incoming.answers()
+    cache = DNSCache()
+    cache.async_add_records(answers)
+    names = mdns_announced_names(answers)
+    import zeroconf
+
+    browser = object.__new__(_MdnsBrowser)
+    browser._zc_mod = zeroconf
+    browser.zc = _CacheOnlyZeroconf(cache)
+    browser.config = MdnsConfig(cluster="fuzz")
+    browser.runner = DiscoveryRunner(Counters())
+    browser._lock = threading.Lock()
+    browser._names = set(sorted(names)[:MAX_MDNS_SERVICES])
+    browser.info = None
+    try:
+        found = browser.resolve_all(bytes(16))
+    except DiscoveryError:
+        return
+    assert found == sorted(set(found))
+    for host, port in found:
+        ipaddress.ip_address(host)
+        assert 1 <= port <= 65_535, f"mdns: port {port} out of range"
+
+
+def _mdns_seeds() -> list[bytes]:
+    """Answers as a peer's zeroconf sends them: PTR, SRV, TXT and A/AAAA records."""
+    from zeroconf import ServiceInfo
+    from zeroconf._protocol.outgoing import DNSOutgoing
+
+    out = []
+    for cluster, port, addrs in (
+        ("fuzz", 7946, [bytes([10, 0, 0, 5])]),
+        ("fuzz", 7000, [bytes([10, 0, 0, 6]), bytes(15) + b"\x01"]),
+        ("other", 7946, [bytes([10, 0, 0, 7])]),
+    ):
+        name = f"{port}x{cluster}.{MDNS_SERVICE}"
+        info = ServiceInfo(
+            MDNS_SERVICE, name, addresses=addrs, port=port, server=f"h{port}.local.",
+            properties={"id": "00" * 16 if port == 7000 else "ab" * 16, "cluster": cluster,
+                        "version": "0.1.0"},
+        )
+        packet = DNSOutgoing(0x8400)
+        for record in (info.dns_pointer(), info.dns_service(), info.dns_text(),
+                       *info.dns_addresses()):
+            packet.add_answer_at_time(record, 0)
+        out.append(packet.packets()[0])
+    return out
+
+
+# -- the admin endpoint ------------------------------------------------------------------
+
+_ADMIN = AdminServer(
+    report=lambda: {"status": "ok"}, metrics=lambda: "up 1\n", max_request_bytes=512,
+    counters=Counters(),
+)
+
+
+def fuzz_admin_http(data: bytes) -> None:
+    """The bytes as one client connection to the admin endpoint (then end of stream):
+    nothing escapes the connection handler, and what it writes back is HTTP/1.1
+    responses (or nothing)."""
+    import trio
+    import trio.testing
+
+    received = bytearray()
+
+    async def main() -> None:
+        client, server = trio.testing.memory_stream_pair()
+        await client.send_all(data)
+        await client.send_eof()
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(_ADMIN._handle, server)
+            while chunk := await client.receive_some(65_536):
+                received.extend(chunk)
+                assert len(received) < 1 << 20, "the admin endpoint answers without bound"
+
+    trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
+    if received:
+        assert received.startswith(b"HTTP/1.1 "), f"not an HTTP response: {bytes(received[:40])!r}"
+    assert _ADMIN.active == 0
+
+
 # -- messages inside other messages ------------------------------------------------------
 
 
@@ -377,6 +512,8 @@ INPUT_TARGETS: dict[str, Callable[[bytes], None]] = {
     "history-file": fuzz_history_file,
     "beacon-open": fuzz_beacon_open,
     "dns-answer": fuzz_dns_answer,
+    "mdns-answer": fuzz_mdns_answer,
+    "admin-http": fuzz_admin_http,
     "messenger-record": fuzz_messenger_record,
     "raft-envelope": fuzz_raft_envelope,
     "consensus-client": fuzz_consensus_client,
@@ -453,6 +590,17 @@ def input_seeds(target: str) -> list[bytes]:
             out.append(b"\x00" + bytes.fromhex(entry["hex"]))
     elif target == "dns-answer":
         out += _dns_seeds()
+    elif target == "mdns-answer":
+        out += _mdns_seeds()
+    elif target == "admin-http":
+        out += [
+            b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n",
+            b"HEAD /metrics?x=1 HTTP/1.1\r\nHost: x\r\n\r\nGET /nope HTTP/1.1\r\nHost: x\r\n\r\n",
+            b"POST /health HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc",
+            b"GET /metrics HTTP/1.0\r\n\r\n",
+            b"GET /health HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+            b"3\r\nabc\r\n0\r\n\r\n",
+        ]
     elif target == "messenger-record":
         out.append(b"".join(messaging.encode_record(m) for m in ([1, b"x"], {"a": 1}, "t")))
         out += [messaging.encode_record(m) for m in _client_messages()]

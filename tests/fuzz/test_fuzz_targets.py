@@ -180,6 +180,8 @@ def test_every_decoder_has_a_target() -> None:
         "history-file",
         "beacon-open",
         "dns-answer",
+        "mdns-answer",
+        "admin-http",
         "messenger-record",
         "raft-envelope",
         "consensus-client",
