@@ -191,6 +191,13 @@ MAX_PENDING_PUSH_PULLS = 16
 """Most push-pulls this node awaits an answer to (the oldest is given up first)."""
 MAX_ANSWERED_EXCHANGES = 256
 """Most exchanges remembered as answered (the oldest is forgotten first)."""
+MAX_UNKNOWN_SENDERS = 64
+"""Most senders not in the table remembered for a pull or as recently pulled (the oldest
+is forgotten first, counted ``membership.unknown_sender.dropped``)."""
+UNKNOWN_PULL_DELAY_MULT = 1.0
+"""A sender still unknown this many probe intervals after its frame is pulled from."""
+UNKNOWN_PULL_COOLDOWN_MULT = 10.0
+"""A sender pulled from is not pulled from again for this many probe intervals."""
 MAX_JOIN_CHUNKS = 4096
 """Most chunk indices of a join answer remembered (a bigger answer never completes a join
 by itself; the periodic push-pull still merges what came)."""
@@ -282,13 +289,16 @@ class _Node:
 
 
 class _Broadcast:
-    __slots__ = ("encoded", "frame", "key", "last_dest", "sent", "serial", "subject", "tier")
+    __slots__ = (
+        "encoded", "frame", "key", "last_dest", "limit", "sent", "serial", "subject", "tier",
+    )
 
     def __init__(self, key: NodeId, frame: Frame, encoded: bytes, serial: int) -> None:
         self.key = key
         self.frame = frame
         self.encoded = encoded
         self.sent = 0
+        self.limit: int | None = None  # sends before it retires (None: the retransmit limit)
         self.serial = serial
         self.last_dest: Address | None = None
         """Where it was last sent, or where it came from (not sent there next: a gossip
@@ -420,6 +430,11 @@ class SwimMembership:
         self._retry_heap: list[tuple[float, int, NodeId]] = []  # lazily pruned
         self._pp_pending: OrderedDict[int, _PendingPushPull] = OrderedDict()
         self._pp_answered: OrderedDict[tuple[NodeId, int], None] = OrderedDict()
+        # senders of frames that are not in the table: pulled from if still unknown at
+        # _next_unknown (both bounded by MAX_UNKNOWN_SENDERS, the oldest forgotten)
+        self._unknown: OrderedDict[NodeId, Address] = OrderedDict()
+        self._unknown_pulled: OrderedDict[NodeId, float] = OrderedDict()
+        self._next_unknown: float | None = None
         self._suspicion_heap: list[tuple[float, int, NodeId]] = []
         self._heap_serial = 0
 
@@ -640,6 +655,8 @@ class SwimMembership:
         self._deadline_stale = True
         self._t = now.mono
         self._handlers[frame.TYPE](now, sender, addr, frame)
+        if sender not in self._nodes and not self._observer and not self.leaving:
+            self._note_unknown(now, sender, addr)
         if self._changed:  # a member or an update appeared: a timer may be needed
             self._changed = False
             self._arm(now.mono)
@@ -677,6 +694,9 @@ class SwimMembership:
         if self._next_maint is not None and t >= self._next_maint:
             self._next_maint = None
             self._maintenance(now)
+        if self._next_unknown is not None and t >= self._next_unknown:
+            self._next_unknown = None
+            self._pull_unknown(now)
         if self._ext_due is not None and t >= self._ext_due:
             self._ext_due = None
             if self._self.ann.extensions != self._extensions and not self.leaving:
@@ -706,6 +726,7 @@ class SwimMembership:
             self._suspicion_heap[0][0] if self._suspicion_heap else None,
             next(iter(self._relays.values())).deadline if self._relays else None,
             self._ext_due,
+            self._next_unknown,
         )
         for d in candidates:
             if d is not None and (best is None or d < best):
@@ -1429,7 +1450,7 @@ class SwimMembership:
             del levels[b.sent][key]
             b.sent += 1
             b.last_dest = dest
-            if b.sent >= limit:
+            if b.sent >= (limit if b.limit is None else max(limit, b.limit)):
                 del self._bq[key]
             else:
                 if b.sent >= len(levels):
@@ -1437,7 +1458,7 @@ class SwimMembership:
                 levels[b.sent][key] = b
         if complete:  # the bound is exact again
             for b in taken:
-                if b.sent < limit and len(b.encoded) < smallest:
+                if b.key in self._bq and len(b.encoded) < smallest:
                     smallest = len(b.encoded)
             self._bq_min = smallest
         return out
@@ -1591,6 +1612,10 @@ class SwimMembership:
                 # memberlist does), not only through the seeds: a member that missed the
                 # seeds' gossip during a join wave would otherwise wait for a push-pull.
                 self._broadcast(self.node_id, self._self.ann)
+                # ... for a whole pass of its gossip list (N - 1 sends on top of the usual
+                # limit): every member then hears from it directly at least once, and one
+                # that missed its record anyway pulls it (_note_unknown).
+                self._bq[self.node_id].limit = self._n_active - 1 + self._retransmit_limit()
 
     def _join_chunk(self, frame: PushPull) -> bool:
         """Note one chunk of the join answer; True once every chunk of it has come.
@@ -1673,6 +1698,40 @@ class SwimMembership:
         backoff = self._join_backoff
         self._next_join = now.mono + backoff * self.rng.uniform(1.0, 1.25)
         self._join_backoff = min(backoff * 2, self.config.join_retry_max_s)
+
+    def _note_unknown(self, now: Now, sender: NodeId, addr: Address) -> None:
+        """A frame came from a member not in the table (its record was missed: every copy
+        gossiped went elsewhere or was lost): pull from it a probe interval from now unless
+        its record arrives meanwhile, and at most once per cooldown."""
+        if sender == self.node_id or sender in self._unknown:
+            return
+        last = self._unknown_pulled.get(sender)
+        cooldown = UNKNOWN_PULL_COOLDOWN_MULT * self.config.probe_interval_s
+        if last is not None and now.mono - last < cooldown:
+            return
+        if len(self._unknown) >= MAX_UNKNOWN_SENDERS:
+            self._unknown.popitem(last=False)
+            self.counters.inc("membership.unknown_sender.dropped")
+        self._unknown[sender] = addr
+        if self._next_unknown is None:
+            self._next_unknown = now.mono + UNKNOWN_PULL_DELAY_MULT * self.config.probe_interval_s
+
+    def _pull_unknown(self, now: Now) -> None:
+        """Push-pull with each noted sender that is still not in the table."""
+        pulled = self._unknown_pulled
+        for sender, addr in self._unknown.items():
+            if sender in self._nodes:
+                self.counters.inc("membership.unknown_sender.learned")
+                continue
+            if len(pulled) >= MAX_UNKNOWN_SENDERS:
+                pulled.popitem(last=False)
+                self.counters.inc("membership.unknown_sender.dropped")
+            pulled.pop(sender, None)
+            pulled[sender] = now.mono
+            self.counters.inc("membership.unknown_sender.pulled")
+            log.debug("pulling from %s at %s:%d: not in the table", short_id(sender), *addr)
+            self._initiate_push_pull(now, addr, 0)
+        self._unknown.clear()
 
     def _periodic_push_pull(self, now: Now) -> None:
         picked = self._sample_peers(1)

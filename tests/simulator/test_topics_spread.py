@@ -11,6 +11,13 @@ within ``retransmit_limit(N) x gossip_interval_s`` plus the network latency, unl
 was lost more than the redundancy covers. With the ``lan`` profile and N = 50 that is
 4 x ceil(log10 51) = 8 rounds of 0.2 s: 1.6 s. (Direct frames, before, took about N/3
 seconds: ~17 s here.)
+
+Seeds 1-20: the run also checks ``membership.converged`` after a staggered start with 1 %
+loss. A member that missed every gossiped copy of a late joiner's record used to keep
+missing it until a periodic push-pull (15-30 s after its start, past the end): about one
+seed in three failed. Two repairs in the SWIM core fixed it (``swim.py``): a joiner
+gossips its own record for a whole pass of its gossip list, and a frame from a member
+not in the table makes the receiver pull from it.
 """
 
 from __future__ import annotations
@@ -109,7 +116,7 @@ class Probe:
         self.world.pump(self.publisher)
 
 
-@pytest.mark.parametrize("seed", [1, 2, 3])
+@pytest.mark.parametrize("seed", range(1, 21))
 def test_a_new_subscription_reaches_all_50_nodes_within_the_dissemination_bound(
     seed: int,
 ) -> None:
