@@ -70,9 +70,20 @@ class Ready:
     read_states: list[ReadState] = field(default_factory=list)
     """Reads that may be served once the applied index reaches their ``index``."""
 
+    term_or_vote_changed: bool = False
+    """The hard state's term or vote changed (not only its commit index)."""
+
     def must_sync(self) -> bool:
-        """True if something must be made durable before the messages go out."""
-        return bool(self.entries) or self.hard_state is not None or self.snapshot is not None
+        """True if something must be durable before the messages go out and the committed
+        entries are applied: entries, a snapshot, or a new term or vote (etcd's
+        ``MustSync``). A hard state whose only change is the commit index must still be
+        saved, but need not be waited for: the commit index is recovered from the leader,
+        and every entry it covers is already durable here (see :meth:`must_save`)."""
+        return bool(self.entries) or self.snapshot is not None or self.term_or_vote_changed
+
+    def must_save(self) -> bool:
+        """True if something is to be written: :meth:`must_sync`, or a commit-only change."""
+        return self.must_sync() or self.hard_state is not None
 
 
 @dataclass(frozen=True, slots=True)
@@ -203,6 +214,8 @@ class RawNode:
         hard = r.hard_state()
         if hard != self._prev_hard:
             rd.hard_state = hard
+            prev = self._prev_hard
+            rd.term_or_vote_changed = hard.term != prev.term or hard.vote != prev.vote
         soft = SoftState(r.leader, r.role)
         if soft != self._prev_soft:
             rd.soft_state = soft

@@ -16,7 +16,11 @@ KV store by default) and connects them to the node without I/O:
   (``WalStorage.save``), syncs once for the batch (group commit), then calls
   :meth:`log_writes_done` with their ids: only then are that Ready's messages sent, its
   committed entries applied and the core advanced. A Ready with nothing to persist goes
-  through at once. :func:`persist` is the driver's side for a ``WalStorage`` or a
+  through at once, and so does one whose only durable change is the commit index: its
+  hard state is written with the next batch, but nothing waits for that sync (etcd's
+  ``MustSync``; every entry the commit index covers is durable here already, and a
+  restarted node learns the commit index from the leader). :func:`persist` is the
+  driver's side for a ``WalStorage`` or a
   ``MemoryStorage``. The core reads the log through the storage the driver hands in.
 - **Apply.** Entry data is the proposal envelope ``[proposer, boot, ticket, command]``
   (CBOR); ``command`` goes to the state machine's ``apply``; if this node proposed it
@@ -32,7 +36,8 @@ KV store by default) and connects them to the node without I/O:
 Bounded queues (each overflow counted): pending requests (``max_pending_requests``:
 :meth:`propose`/:meth:`read` past it fail at once with ``overloaded``), outcomes not yet
 taken (``max_results``, the oldest dropped: ``raft.results.dropped``), log write
-intents (one Ready in flight, plus at most one compaction).
+intents (one Ready in flight, one hard state whose only change is the commit index
+(a newer one replaces it while the driver has not taken it), plus at most one compaction).
 
 Equivalent lower-level calls for the facade: ``raw.propose(envelope)``,
 ``raw.read_index(ctx)``, ``raw.ready()``/``raw.advance()``, ``raw.status()``.
@@ -197,6 +202,11 @@ class LogWrite:
     compact: tuple[int, ConfState, bytes] | None = None
     """``(index, conf, data)``: record the state machine's snapshot at applied ``index``
     and drop the entries it covers (``create_snapshot`` then ``compact``)."""
+
+
+def _commit_only(w: LogWrite) -> bool:
+    """A write that only records a hard state (nothing waits for it)."""
+    return w.hard_state is not None and not w.entries and w.snapshot is None and w.compact is None
 
 
 def save_writes(storage: Any, writes: Sequence[LogWrite]) -> None:
@@ -654,7 +664,17 @@ class ConsensusSubsystem:
         raw = self.raw
         while raw is not None and self._inflight is None and raw.has_ready():
             rd = raw.ready()
-            if rd.must_sync():
+            last = self._writes[-1] if self._writes else None
+            if (
+                not rd.must_sync()
+                and rd.hard_state is not None
+                and last is not None
+                and _commit_only(last)
+            ):
+                # a newer commit index replaces the one not yet taken by the driver
+                self._writes[-1] = dataclasses.replace(last, hard_state=rd.hard_state)
+                self.counters.inc("raft.writes.commit_only_coalesced")
+            elif rd.must_save():
                 self._write_ids += 1
                 self._writes.append(
                     LogWrite(
@@ -664,8 +684,12 @@ class ConsensusSubsystem:
                         snapshot=rd.snapshot,
                     )
                 )
-                self._inflight = (self._write_ids, rd)
-                return
+                if rd.must_sync():
+                    self._inflight = (self._write_ids, rd)
+                    return
+                # only the commit index moved: the write goes with the next batch, and
+                # nothing waits for it (every entry it covers is durable already)
+                self.counters.inc("raft.writes.commit_only")
             self._finish(now, rd)
 
     def _finish(self, now: Now, rd: Ready) -> None:

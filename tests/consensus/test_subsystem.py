@@ -410,3 +410,40 @@ def test_requests_expire_in_order_reads_fail_definitely() -> None:
     assert a.status == "indeterminate"
     assert b.status == "dropped" and b.reason == "timeout"
     assert follower.sub.counters["raft.reads.timeout"] == 1
+
+
+def test_commit_only_hard_state_is_saved_but_not_waited_for() -> None:
+    """etcd's MustSync: a Ready whose only durable change is the commit index is written
+    with the next batch, but its committed entries apply without waiting for that sync."""
+    c = Cluster(3)
+    leader = c.wait_leader()
+    c.run(0.2)
+    ticket = leader.sub.propose(c.now, kv.encode_put(b"c", b"1"))
+    # persist the entry on the leader, then hold the leader's writes: the followers'
+    # acknowledgements move only the commit index, which must not wait for a sync
+    c.step()
+    leader.hold_writes = True
+    for _ in range(5):
+        c.step()
+    outcome = next((o for o in leader.results if o.ticket == ticket), None)
+    assert outcome is not None and outcome.ok, "the commit waited for a sync"
+    writes = leader.sub.take_log_writes()
+    assert writes and all(
+        w.hard_state is not None and not w.entries and w.snapshot is None for w in writes
+    )
+    assert len(writes) == 1, "commit-only writes not yet taken are coalesced"
+    assert writes[0].hard_state is not None and writes[0].hard_state.commit >= 2
+    assert leader.sub.counters["raft.writes.commit_only"] >= 1
+    leader.hold_writes = False
+    c.run(0.2)
+
+
+def test_ready_of_a_commit_only_change_must_be_saved_not_synced() -> None:
+    from foundation_p2p.consensus.rawnode import Ready
+    from foundation_p2p.consensus.types import HardState
+
+    commit_only = Ready(hard_state=HardState(term=3, vote=nid(1), commit=9))
+    assert commit_only.must_save() and not commit_only.must_sync()
+    new_vote = Ready(hard_state=HardState(term=3, vote=nid(1), commit=9), term_or_vote_changed=True)
+    assert new_vote.must_sync()
+    assert not Ready().must_save()
