@@ -24,7 +24,9 @@ Features, from the comma list in ``NETNS_APP_FEATURES``:
 - ``pub``: once a subscriber of both channels is known, publishes for
   ``NETNS_APP_PUB_S`` seconds one control message every ``NETNS_APP_CTL_S`` seconds and
   one bulk message of ``NETNS_APP_BULK_BYTES`` bytes every ``NETNS_APP_BULK_S`` seconds
-  on ``data``, then reports ``{"kind": "pub_done", "ctl": n, "bulk": n, "counters": {}}``.
+  on ``data``, reporting ``{"kind": "pub_counters", ...}`` every second and then
+  ``{"kind": "pub_done", "ctl": n, "bulk": n, "counters": {}}`` (its ``channels.*`` and
+  ``transport.*`` counters).
 """
 
 from __future__ import annotations
@@ -154,10 +156,18 @@ async def publish(node: Any) -> None:
             counts["bulk"] += 1
             await trio.sleep(bulk_every)  # the publishing rate
 
+    keep = ("channels.", "transport.")
+
+    async def progress() -> None:
+        while trio.current_time() < end:
+            await trio.sleep(1.0)  # the reporting period
+            report("pub_counters", ctl=counts["ctl"], bulk=counts["bulk"], counters={
+                k: v for k, v in node.counters.items() if k.startswith(keep)})
+
     async with trio.open_nursery() as nursery:
         nursery.start_soon(controls)
         nursery.start_soon(bulks)
-    keep = ("channels.", "transport.")
+        nursery.start_soon(progress)
     report(
         "pub_done", ctl=counts["ctl"], bulk=counts["bulk"],
         counters={k: v for k, v in node.counters.items() if k.startswith(keep)},

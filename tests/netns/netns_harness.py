@@ -162,6 +162,8 @@ class NodeProc:
         self._cond = cluster.cond
         self._threads: list[threading.Thread] = []
         self.frozen = False
+        self.log_level = "WARNING"
+        """``node run --log-level`` (its stderr goes to :attr:`log_path`)."""
 
     @property
     def gossip(self) -> str:
@@ -179,7 +181,7 @@ class NodeProc:
             "ip", "netns", "exec", self.ns, sys.executable, "-m", "foundation_p2p", "node",
             "run", "--config", str(self.cluster.config_path), "--cluster-key-file",
             str(self.cluster.key_path), "--data-dir", str(self.data_dir), "--name", self.name,
-            "--bind", self.gossip, "--app", "netns_app:main", "--log-level", "WARNING",
+            "--bind", self.gossip, "--app", "netns_app:main", "--log-level", self.log_level,
         ]
         for peer in join:
             cmd += ["--join", peer]
@@ -220,6 +222,10 @@ class NodeProc:
                 with self._cond:
                     self.obs.append(item)
                     self._cond.notify_all()
+        with self._cond:
+            self.obs.append({"kind": "exit", "node": self.name, "life": life,
+                             "t": time.monotonic()})
+            self._cond.notify_all()
         ready.set()  # the process ended: let start() see it
 
     def tail(self, chars: int = 2000) -> str:
@@ -232,13 +238,19 @@ class NodeProc:
         self, predicate: Callable[[list[dict[str, Any]]], Any], timeout: float, what: str
     ) -> Any:
         """Wait until ``predicate(obs)`` is truthy (its value is returned); re-checked at each
-        new report; :class:`AssertionError` naming ``what`` after ``timeout`` seconds."""
+        new report; :class:`AssertionError` naming ``what`` after ``timeout`` seconds, or
+        at once if the process has exited (with the end of its log)."""
         end = time.monotonic() + timeout
         with self._cond:
             while True:
                 value = predicate(self.obs)
                 if value:
                     return value
+                if self.obs and self.obs[-1]["kind"] == "exit" and not self.running:
+                    raise AssertionError(
+                        f"{self.name} exited (status {self.proc and self.proc.poll()}) "
+                        f"before {what}: {self.tail()}"
+                    )
                 left = end - time.monotonic()
                 if left <= 0:
                     raise AssertionError(f"{self.name}: {what} not within {timeout} s")
