@@ -41,8 +41,6 @@ class Pending:
 PENDING: tuple[Pending, ...] = (
     Pending(FAULT_OP, "transfer-leader", CONSENSUS),
     Pending(INVARIANT, "transport.*", TRANSPORT),
-    Pending(WORKLOAD, "auction", COORDINATION),
-    Pending(INVARIANT, "coordination.*", COORDINATION),
 )
 """The table later issues edit: delete a line when its capability lands."""
 

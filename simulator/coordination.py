@@ -59,7 +59,9 @@ Metrics: ``auction.opened``, ``auction.completed``, ``auction.unfinished``,
 ``auction.duplicates``, ``auction.refused_late``, ``auction.unrevealed``,
 ``auction.mismatched``, ``auction.no_winner``, ``auction.retries``,
 ``auction.sealed_messages_scanned`` / ``_bytes_scanned``, ``vote.proposed``,
-``vote.accepted`` / ``rejected`` / ``timeout`` / ``quorum_not_met`` / ``undecided``.
+``vote.accepted`` / ``rejected`` / ``timeout`` / ``quorum_not_met`` / ``undecided`` /
+``duplicates``. (``auction.retries`` counts the auctioneer's and the vote proposer's
+repeated proposals.)
 
 Equivalent lower-level calls: ``core.consensus.propose(now, envelope, on_done)`` with
 ``consensus.machines.coordination_envelope(coordination.wire.encode_command(cmd))``;
@@ -112,6 +114,7 @@ from foundation_p2p.coordination.wire import (
 )
 from foundation_p2p.crypto.identity import Identity
 from foundation_p2p.errors import WireError
+from foundation_p2p.events import Join
 from simulator.durations import parse_duration
 from simulator.model import WorkloadSpec
 from simulator.rand import byte_source, child_rng
@@ -146,6 +149,8 @@ KNOWN_PARAMS = (
     "retry", "timeout", "participation", "strategies", "rules", "units", "votes",
     "vote_rate", "vote_start", "voters", "vote_rules", "vote_timeout", "vote_deadline",
 )
+JOINING_KINDS = ("ping", "membership", "kv", "broadcast", "singleton")
+"""Workloads that already send each booting node ``Join(seeds)``; alone, this one does."""
 MAX_ATTEMPTS = 200
 """Proposals of one auctioneer step before the workload gives that auction up."""
 
@@ -435,6 +440,7 @@ class AuctionWorkload:
         self.counts: dict[str, int] = {}
         self.stats: dict[str, int] = {k: 0 for k in (
             "opened", "completed", "bids", "reveals", "duplicates", "refused_late",
+            "vote_duplicates",
             "retries", "unrevealed", "mismatched", "no_winner", "vote_proposed",
             "vote_accepted", "vote_rejected", "vote_timeout", "vote_quorum_not_met",
         )}
@@ -446,7 +452,8 @@ class AuctionWorkload:
         self._seen_outcomes: dict[tuple[str, int], set[bytes]] = {}
         self._scanned: dict[tuple[str, int], int] = {}
         """(node, boot) -> the commit index scanned up to."""
-        self._deadline_checked: set[tuple[tuple[str, int], bytes]] = set()
+        self._deadline_seen: dict[tuple[tuple[str, int], bytes], set[bytes]] = {}
+        """((node, boot), auction) -> the bidders whose accepted commit was checked."""
         self.close_index: dict[bytes, int] = {}
         self.commit_index: dict[tuple[bytes, bytes], int] = {}
         self.entries_scanned = 0
@@ -481,6 +488,12 @@ class AuctionWorkload:
             t += self.rng.expovariate(self.vote_rate)
 
     def on_boot(self, world: World, host: Host) -> None:
+        if not any(world.has_workload(k) for k in JOINING_KINDS):
+            cluster = world.scenario.cluster
+            seeds = cluster.seeds or cluster.names[: min(3, cluster.nodes)]
+            targets = tuple(world.host(n).addr for n in seeds if n != host.name)
+            if targets:
+                world.command(host, Join(targets))
         if host.core is not None:
             self.tap.install(host)  # a boot is a new core: wrap its calls once
         for a in self.agents:
@@ -870,7 +883,7 @@ class AuctionWorkload:
                 if status == "ok":
                     st[0] = "done"
                     if isinstance(value, list) and value and value[0] == 1:
-                        self.stats["duplicates"] += 1
+                        self.stats["vote_duplicates"] += 1
                 else:
                     st[0] = "todo"
                     st[2] = self.world.now + self.retry_s
@@ -975,7 +988,9 @@ class AuctionWorkload:
             a = cm.auctions.auctions.get(aid)
             if a is None or a.phase == COMMIT_PHASE:
                 continue
-            if (key, aid) not in self._deadline_checked:
+            seen_commits = self._deadline_seen.get((key, aid))
+            if seen_commits is None or len(seen_commits) != len(a.commits):
+                # checked again whenever the set grows (after the close it must not)
                 self._check_deadline(name, key, aid, set(a.commits))
             if a.phase == DONE and a.result is not None:
                 seen.add(aid)
@@ -1014,8 +1029,9 @@ class AuctionWorkload:
         close = self.close_index.get(aid)
         if close is None:
             return  # the close entry is not seen committed yet: checked at a later poll
-        self._deadline_checked.add((key, aid))
-        for b in sorted(bidders):
+        seen = self._deadline_seen.setdefault((key, aid), set())
+        for b in sorted(bidders - seen):
+            seen.add(b)
             idx = self.commit_index.get((aid, b))
             if idx is None:
                 self.commits_unverified += 1
@@ -1067,7 +1083,7 @@ class AuctionWorkload:
         out: dict[str, float] = {}
         if self.n_auctions:
             for k in ("opened", "completed", "bids", "reveals", "retries", "unrevealed",
-                      "mismatched", "no_winner", "refused_late"):
+                      "mismatched", "no_winner", "refused_late", "duplicates"):
                 out[f"auction.{k}"] = float(s[k])
             out["auction.unfinished"] = float(len(self.runs) - s["completed"])
             lat = sorted(self.latencies)
@@ -1079,9 +1095,9 @@ class AuctionWorkload:
                 out["auction.latency_s_max"] = lat[-1]
             out["auction.sealed_messages_scanned"] = float(self.tap.messages)
             out["auction.sealed_bytes_scanned"] = float(self.tap.bytes)
-        out["auction.duplicates"] = float(s["duplicates"])
         if self.n_votes:
-            for k in ("proposed", "accepted", "rejected", "timeout", "quorum_not_met"):
+            for k in ("proposed", "accepted", "rejected", "timeout", "quorum_not_met",
+                      "duplicates"):
                 out[f"vote.{k}"] = float(s[f"vote_{k}"])
             out["vote.undecided"] = float(len(self.vote_runs) - sum(
                 1 for r in self.vote_runs.values() if r.done))

@@ -157,10 +157,14 @@ register_health()  # ``health.verdicts``, named in ``[check] invariants``
 
 
 def auction_workload_factory(spec: WorkloadSpec) -> AuctionWorkload:
-    """The ``auction`` workload; registers its four ``auction.*``/``vote.*`` checkers
-    (``simulator.coordination.register_coordination``, idempotent) when a scenario uses it."""
+    """The ``auction`` workload (its four ``auction.*``/``vote.*`` checkers are registered
+    when this module is imported: ``simulator.coordination.register_coordination``,
+    idempotent)."""
     register_coordination()
     return AuctionWorkload(spec)
+
+
+register_coordination()  # ``auction.*``/``vote.*`` names are valid in ``[check] invariants``
 
 
 WORKLOADS: dict[str, Callable[[WorkloadSpec], Workload]] = {
