@@ -72,7 +72,7 @@ def _socket_buffers(node: Any, size: int) -> None:
                 sock.setsockopt(socket.SOL_SOCKET, opt, size)
 
 
-def _ours_child(key_file: str, data_dir: str, join: str) -> None:
+def _ours_child(key_file: str, data_dir: str, join: str, datagram_bytes: int) -> None:
     """One of our nodes: ``open_node`` with ``[consensus]``, answering the line protocol."""
     import trio
 
@@ -90,6 +90,7 @@ def _ours_child(key_file: str, data_dir: str, join: str) -> None:
             cluster_key_file=key_file,
             join=((join.split(":")[0], int(join.split(":")[1])),) if join else (),
             extra={
+                **({"transport": {"max_datagram_bytes": datagram_bytes}} if datagram_bytes else {}),
                 "consensus": {
                     "tick_interval_s": HEARTBEAT_S,
                     "election_tick": round(ELECTION_MIN_S / HEARTBEAT_S),
@@ -370,6 +371,15 @@ class Proc:
         self.send(command)
         return self.line(timeout)
 
+    def cpu_s(self) -> float:
+        """User plus system CPU seconds this process used so far (all its threads)."""
+        try:
+            with open(f"/proc/{self.p.pid}/stat", encoding="ascii") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            return 0.0
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def kill(self) -> None:
         if self.p.poll() is None:
             self.p.send_signal(signal.SIGKILL)
@@ -388,7 +398,7 @@ class Proc:
 class Cluster:
     """Three node processes of one side (``ours``, ``ours_fsync`` or ``theirs``)."""
 
-    def __init__(self, side: str, workdir: str) -> None:
+    def __init__(self, side: str, workdir: str, datagram_bytes: int = 0) -> None:
         self.side = side
         self.procs: list[Proc] = []
         os.makedirs(workdir, exist_ok=True)
@@ -407,10 +417,11 @@ class Cluster:
             dirs = [
                 os.path.join(workdir, f"n{i}") if side == "ours_fsync" else "" for i in range(3)
             ]
-            first = Proc(["ours", key, dirs[0] or "-", "-"])
+            dg = str(datagram_bytes)
+            first = Proc(["ours", key, dirs[0] or "-", "-", dg])
             self.procs.append(first)
             for d in dirs[1:]:
-                self.procs.append(Proc(["ours", key, d or "-", f"127.0.0.1:{first.port}"]))
+                self.procs.append(Proc(["ours", key, d or "-", f"127.0.0.1:{first.port}", dg]))
 
     def leader(self, limit_s: float = 60.0) -> Proc:
         """The process that leads, once one does and every process knows the group."""
@@ -450,15 +461,20 @@ def commits_once(
 ) -> dict[str, Any]:
     """One burst of ``count`` puts of ``size`` bytes from the leader; commits per second."""
     leader = cluster.leader()
+    cpu0 = [p.cpu_s() for p in cluster.procs]
     words = leader.ask(f"burst {count} {size} {window} {limit}", timeout=limit + 60).split()
+    cpu = [p.cpu_s() - c for p, c in zip(cluster.procs, cpu0, strict=True)]
     if words[0] != "BURST":
         raise RuntimeError(f"{cluster.side}: burst failed: {words}")
     ok, failed, elapsed = int(words[1]), int(words[2]), float(words[3])
+    lead_cpu = cpu[cluster.procs.index(leader)]
     return {
         "ok": ok,
         "failed": failed,
         "seconds": round(elapsed, 4),
         "commits_per_s": round(ok / elapsed, 1) if elapsed > 0 else 0.0,
+        "leader_cpu_ms_per_1000": round(lead_cpu / ok * 1e6, 1) if ok else 0.0,
+        "cluster_cpu_ms_per_1000": round(sum(cpu) / ok * 1e6, 1) if ok else 0.0,
     }
 
 
@@ -476,9 +492,11 @@ def latency_once(cluster: Cluster, count: int, limit: float) -> dict[str, Any]:
     }
 
 
-def failover_once(side: str, workdir: str, limit: float = 30.0) -> dict[str, Any]:
+def failover_once(
+    side: str, workdir: str, limit: float = 30.0, datagram_bytes: int = 0
+) -> dict[str, Any]:
     """A fresh cluster: SIGKILL of its leader, then the time until a survivor commits."""
-    cluster = Cluster(side, workdir)
+    cluster = Cluster(side, workdir, datagram_bytes)
     try:
         leader = cluster.leader()
         leader.ask("commit 10")
@@ -525,17 +543,18 @@ def run(
     failovers: int,
     fsync_line: bool,
     workdir: str,
+    datagram_bytes: int = 0,
 ) -> dict[str, Any]:
     """Everything, interleaved; the JSON-ready result."""
     sides = ["ours", "theirs"] + (["ours_fsync"] if fsync_line else [])
-    clusters = {s: Cluster(s, os.path.join(workdir, s)) for s in sides}
+    clusters = {s: Cluster(s, os.path.join(workdir, s), datagram_bytes) for s in sides}
     samples: dict[str, Any] = {
         s: {"commits": {str(z): [] for z in SIZES}, "latency": []} for s in sides
     }
     try:
         for c in clusters.values():
-            c.leader()
             c.leader().ask("commit 10")  # the group works before timing starts
+            commits_once(c, 200, max(1, count // 4), window, seconds)  # warm-up, not counted
         for r in range(runs):
             order = sides if r % 2 == 0 else list(reversed(sides))
             for size in SIZES:
@@ -555,7 +574,11 @@ def run(
     for r in range(failovers):
         order = ["ours", "theirs"] if r % 2 == 0 else ["theirs", "ours"]
         for s in order:
-            fo[s].append(failover_once(s, os.path.join(workdir, f"fo-{s}-{r}"))["failover_s"])
+            fo[s].append(
+                failover_once(
+                    s, os.path.join(workdir, f"fo-{s}-{r}"), datagram_bytes=datagram_bytes
+                )["failover_s"]
+            )
 
     result: dict[str, Any] = {"commits_per_s": {}, "latency_ms": {}, "failover_s": {}}
     for size in SIZES:
@@ -565,6 +588,9 @@ def run(
             row[s] = _median([x["commits_per_s"] for x in runs_s])
             row[f"{s}_samples"] = [x["commits_per_s"] for x in runs_s]
             row[f"{s}_failed"] = sum(x["failed"] for x in runs_s)
+            row[f"{s}_leader_cpu_ms_per_1000"] = _median(
+                [x["leader_cpu_ms_per_1000"] for x in runs_s]
+            )
         row["ratio"] = _ratio(row["ours"], row["theirs"])
         if fsync_line:
             row["ratio_fsync"] = _ratio(row["ours_fsync"], row["theirs"])
@@ -599,6 +625,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--failovers", type=int, default=None, help="failover samples (5; quick 1)")
     ap.add_argument("--no-fsync-line", action="store_true", help="skip ours with the WAL")
     ap.add_argument("--dir", default=None, help="where the WAL data directories go")
+    ap.add_argument(
+        "--datagram-bytes",
+        type=int,
+        default=0,
+        help="ours: [transport] max_datagram_bytes (default: the transport's 1200)",
+    )
     args = ap.parse_args(argv)
     quick = args.quick
     runs = args.runs if args.runs is not None else (1 if quick else 5)
@@ -611,6 +643,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             ap.error(f"--{name} must be positive, got {v}")
     if failovers < 0:
         ap.error("--failovers must be >= 0")
+    if args.datagram_bytes and not 1200 <= args.datagram_bytes <= 65507:
+        ap.error(f"--datagram-bytes must be in 1200..65507, got {args.datagram_bytes}")
     workdir = tempfile.mkdtemp(prefix="bench-consensus-", dir=args.dir)
     try:
         result = run(
@@ -622,6 +656,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             failovers=failovers,
             fsync_line=not args.no_fsync_line,
             workdir=workdir,
+            datagram_bytes=args.datagram_bytes,
         )
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
@@ -638,6 +673,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "pysyncobj": getattr(pysyncobj, "__version__", "unknown"),
         "cpus": os.cpu_count(),
         "wal_dir": args.dir or tempfile.gettempdir(),
+        "ours_datagram_bytes": args.datagram_bytes or 1200,
+        "socket_buffer_bytes": SOCKET_BUFFER_BYTES,
+        "load_average_at_end": list(os.getloadavg()),
     }
     for size, row in result["commits_per_s"].items():
         print(
@@ -657,8 +695,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 if __name__ == "__main__":
     if len(sys.argv) > 2 and sys.argv[1] == "--child":
         if sys.argv[2] == "ours":
-            key, data_dir, join = sys.argv[3:6]
-            _ours_child(key, "" if data_dir == "-" else data_dir, "" if join == "-" else join)
+            key, data_dir, join, datagram = sys.argv[3:7]
+            _ours_child(
+                key, "" if data_dir == "-" else data_dir, "" if join == "-" else join,
+                int(datagram),
+            )
         else:
             _theirs_child(int(sys.argv[3]), sys.argv[4])
     else:
