@@ -71,6 +71,9 @@ _INSTRUMENT: list[tuple[tuple[str, ...], tuple[str, ...]]] = [
     (("beacon-",), ("foundation_p2p.discovery", "foundation_p2p.wire")),
     (("dns-",), ("foundation_p2p.runtime.discovery", "foundation_p2p.discovery")),
     (("messenger-",), ("foundation_p2p.messaging", "foundation_p2p.wire")),
+    (("mdns-",), ("foundation_p2p.runtime.discovery",)),
+    (("admin-",), ("foundation_p2p.runtime.admin",)),
+    (("data-dir",), ("foundation_p2p.node", "foundation_p2p.crypto", "foundation_p2p.wire")),
 ]
 """Target name prefixes -> the modules whose coverage guides them. Instrumenting only
 these keeps a target's start-up short (instrumenting every module takes several CPU

@@ -71,6 +71,19 @@ def _mdns_srv_port_zero(data: bytes) -> bool:
     )
 
 
+def _boot_epoch_at_u64_max(data: bytes) -> bool:
+    from foundation_p2p.errors import WireError
+    from foundation_p2p.wire import cbor
+
+    if not data or data[0] % 2:
+        return False
+    try:
+        value = cbor.decode(data[1:])
+    except WireError:
+        return False
+    return type(value) is int and value >= (1 << 64) - 1
+
+
 OPEN: list[Finding] = [
     Finding(
         "config-not-utf8",
@@ -101,6 +114,14 @@ OPEN: list[Finding] = [
         "_MdnsBrowser.resolve_all returns (host, 0) for a peer whose SRV record says port 0 "
         "(the DNS strategy refuses such an answer as malformed; mDNS passes it on to join)",
         _mdns_srv_port_zero,
+    ),
+    Finding(
+        "boot-epoch-overflow",
+        "data-dir",
+        "a data directory whose boot_epoch file holds 2**64-1 makes NodeCore raise "
+        "OverflowError (epoch + 1 does not fit 8 bytes in derive_subkey) instead of a "
+        "StorageError naming the file",
+        _boot_epoch_at_u64_max,
     ),
 ]
 """The open findings (see the module docstring)."""

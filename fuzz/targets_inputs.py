@@ -30,6 +30,10 @@ the project's own error for that input.
   a port in 1..65535.
 - ``admin-http``: the bytes as one client connection to the admin HTTP endpoint (a memory
   stream, a mock clock): nothing escapes the handler, and it answers HTTP/1.1 or nothing.
+- ``raft-bootstrap``: ``decode_bootstrap`` (the Raft service's bootstrap messages from
+  peers): ``MalformedError`` or a message that re-encodes.
+- ``data-dir``: ``NodeCore`` booting from a data directory whose ``boot_epoch`` or
+  ``identity`` file holds the bytes: ``StorageError`` only; the boot epoch fits a header.
 - ``messenger-record``: the messenger's uni-stream records (``parse_record_head`` then
   ``decode_message``, as ``messaging.py`` reads them): ``WireError`` only; a decoded
   message re-encodes byte-exact.
@@ -49,6 +53,7 @@ import atexit
 import contextlib
 import ipaddress
 import json
+import random
 import re
 import tempfile
 import threading
@@ -65,8 +70,10 @@ import dns.rrset
 
 from foundation_p2p import messaging
 from foundation_p2p.addresses import format_address, parse_address
+from foundation_p2p.clock import Now
 from foundation_p2p.config import NodeConfig
 from foundation_p2p.consensus import client as consensus_client
+from foundation_p2p.consensus.bootstrap import BootstrapMessage, decode_bootstrap
 from foundation_p2p.consensus.subsystem import (
     ConsensusConfig,
     decode_envelope,
@@ -82,7 +89,8 @@ from foundation_p2p.discovery.config import (
     MdnsConfig,
     resolve_discovery_table,
 )
-from foundation_p2p.errors import ConfigError, MalformedError, WireError
+from foundation_p2p.durability import BOOT_EPOCH_KEY, IDENTITY_KEY
+from foundation_p2p.errors import ConfigError, MalformedError, StorageError, WireError
 from foundation_p2p.health.gossip import HealthGossipConfig
 from foundation_p2p.history.files import load_history
 from foundation_p2p.membership.config import MembershipConfig
@@ -505,6 +513,55 @@ def fuzz_consensus_client(data: bytes) -> None:
     assert again == message, "a client response does not re-encode"
 
 
+def fuzz_raft_bootstrap(data: bytes) -> None:
+    """``decode_bootstrap`` of a decoded messenger message: ``MalformedError`` or a
+    message that encodes back to the same value."""
+    try:
+        message = messaging.decode_message(data, DEFAULT_LIMITS)
+    except WireError:
+        return
+    try:
+        decoded = decode_bootstrap(message)
+    except MalformedError:
+        return
+    assert isinstance(decoded, BootstrapMessage)
+    assert decoded.encode() == message, "a bootstrap message does not re-encode"
+
+
+# -- the data directory ------------------------------------------------------------------
+
+_STORED_IDENTITY = bytes(range(0x40, 0x60))
+
+
+def fuzz_data_dir(data: bytes) -> None:
+    """``NodeCore`` booting from a data directory whose ``boot_epoch`` (first byte even)
+    or ``identity`` file (odd) holds the rest of the bytes: ``StorageError`` only, and a
+    booted node's epoch is above the stored one and fits a packet header."""
+    from foundation_p2p.crypto.identity import Identity
+    from foundation_p2p.node import NodeCore
+
+    if not data:
+        return
+    good_identity = Identity(_STORED_IDENTITY).to_bytes()
+    stored = (
+        {IDENTITY_KEY: good_identity, BOOT_EPOCH_KEY: data[1:]}
+        if data[0] % 2 == 0
+        else {IDENTITY_KEY: data[1:], BOOT_EPOCH_KEY: cbor.encode(7)}
+    )
+    try:
+        core = NodeCore(
+            NodeConfig(),
+            now=Now(100.0, 1_790_000_000.0),
+            keyring=_BEACON_RING,
+            stored=stored,
+            rng=random.Random(0),
+            secret_bytes=lambda n: bytes(n),
+        )
+    except StorageError:
+        return
+    assert 0 < core.boot_epoch < 1 << 64, f"boot epoch {core.boot_epoch} does not fit a header"
+
+
 INPUT_TARGETS: dict[str, Callable[[bytes], None]] = {
     "node-config": fuzz_node_config,
     "address": fuzz_address,
@@ -517,6 +574,8 @@ INPUT_TARGETS: dict[str, Callable[[bytes], None]] = {
     "messenger-record": fuzz_messenger_record,
     "raft-envelope": fuzz_raft_envelope,
     "consensus-client": fuzz_consensus_client,
+    "raft-bootstrap": fuzz_raft_bootstrap,
+    "data-dir": fuzz_data_dir,
 }
 """Target name -> function, merged into ``fuzz/targets.py``'s ``TARGETS``."""
 
@@ -608,6 +667,16 @@ def input_seeds(target: str) -> list[bytes]:
         out.append(encode_envelope(bytes(range(16)), 3, 42, b"\x01k\x01v"))  # type: ignore[arg-type]
     elif target == "consensus-client":
         out += _client_seeds()
+    elif target == "raft-bootstrap":
+        voters = frozenset(bytes([n]) * 16 for n in (1, 2, 3))
+        for op in range(4):
+            ids = voters if op in (0, 3) else frozenset()
+            out.append(cbor.encode(BootstrapMessage(op, 99, 2, ids).encode()))
+    elif target == "data-dir":
+        from foundation_p2p.crypto.identity import Identity
+
+        out += [b"\x00" + cbor.encode(1_790_000_000_500), b"\x00" + cbor.encode(0)]
+        out.append(b"\x01" + Identity(_STORED_IDENTITY).to_bytes())
     return out
 
 

@@ -185,6 +185,8 @@ def test_every_decoder_has_a_target() -> None:
         "messenger-record",
         "raft-envelope",
         "consensus-client",
+        "raft-bootstrap",
+        "data-dir",
     }
     assert all(SEEDS[name] for name in NAMES)
 
