@@ -88,7 +88,7 @@ from foundation_p2p.consensus.machines import (
 from foundation_p2p.consensus.subsystem import ConsensusSubsystem, Outcome
 from foundation_p2p.consensus.subsystem import decode_envelope as decode_entry
 from foundation_p2p.coordination.auction import COMMIT_PHASE, DONE, AuctionResult
-from foundation_p2p.coordination.commitments import seal_bid, sign_vote
+from foundation_p2p.coordination.commitments import Reveal, SealedBid, seal_bid, sign_vote
 from foundation_p2p.coordination.machine import CoordinationMachine
 from foundation_p2p.coordination.voting import STATUSES, ConsensusTimeout, QuorumNotMet
 from foundation_p2p.coordination.wire import (
@@ -448,6 +448,11 @@ class AuctionWorkload:
         # the observer
         self.results: dict[bytes, tuple[tuple[Any, ...], str]] = {}
         self.outcomes: dict[bytes, tuple[tuple[Any, ...], str]] = {}
+        self.ledger: dict[bytes, list[tuple[int, Any]]] = {}
+        """auction id -> its committed commands (index, command), as seen in the logs."""
+        self._logged: set[int] = set()
+        self._oracle_done: set[bytes] = set()
+        self.oracle_checked = 0
         self._seen_results: dict[tuple[str, int], set[bytes]] = {}
         self._seen_outcomes: dict[tuple[str, int], set[bytes]] = {}
         self._scanned: dict[tuple[str, int], int] = {}
@@ -923,6 +928,22 @@ class AuctionWorkload:
             cm = coordination_of(sub)
             if cm is not None:
                 self._observe_machine(host.name, key, cm)
+        for aid, (value, who) in self.results.items():
+            if aid in self._oracle_done:
+                continue
+            expected = reference_result(self.ledger.get(aid, []))
+            if expected is None:
+                continue  # its finalize entry is not seen committed yet
+            self._oracle_done.add(aid)
+            self.oracle_checked += 1
+            if expected != value:
+                self._violate(
+                    "auction.agreement",
+                    f"auction {aid.hex()[:8]}: {who} computed price {value[1]} for "
+                    f"{len(value[0])} winners, the log's commits and reveals give price "
+                    f"{expected[1]} for {len(expected[0])} winners" + (
+                        "" if expected[:2] != value[:2] else " (the reported lists differ)"),
+                )
 
     def _scan_log(self, name: str, key: tuple[str, int], sub: ConsensusSubsystem) -> None:
         assert sub.raw is not None
@@ -967,6 +988,9 @@ class AuctionWorkload:
             cmd = decode_command(inner)
         except WireError:
             return
+        if index not in self._logged and not isinstance(cmd, Propose | CastVote | CloseVote):
+            self._logged.add(index)
+            self.ledger.setdefault(cmd.auction_id, []).append((index, cmd))
         if isinstance(cmd, CloseCommit):
             old = self.close_index.get(cmd.auction_id)
             if old is None or index < old:
@@ -1066,7 +1090,8 @@ class AuctionWorkload:
             return False, f"{n} violations: " + "; ".join(self.violations[name][:3])
         if name == "auction.agreement":
             return True, (f"{len(self.results)} finalized auctions, {self.records} node "
-                          "results, all equal")
+                          f"results, all equal; {self.oracle_checked} replayed from the log, "
+                          "the same")
         if name == "auction.sealed":
             return True, (f"{len(self.bids)} bids; {self.tap.messages} plaintext messages "
                           f"({self.tap.bytes} bytes) and {self.entries_scanned} committed "
@@ -1102,6 +1127,72 @@ class AuctionWorkload:
             out["vote.undecided"] = float(len(self.vote_runs) - sum(
                 1 for r in self.vote_runs.values() if r.done))
         return out
+
+
+def reference_result(events: list[tuple[int, Any]]) -> tuple[Any, ...] | None:
+    """The result an auction's committed commands give, replayed in log order by the
+    rules of issue 8 (independently of ``AuctionMachine``), as the tuple
+    ``_record_result`` compares; ``None`` while its finalize entry is not in ``events``.
+
+    A commit counts if its signature holds, the bidder is invited (when the auction names
+    bidders) and it comes before the first close; later ones list the bidder as late. A
+    bidder's first accepted commit stands. Between the close and the finalize, a
+    bidder's first reveal that opens its commitment is its bid; one that does not marks
+    it mismatched. Bids below the reserve never win; ties go to the lower commitment.
+    First price: the winner pays its bid. Second price: max(second-highest valid bid,
+    reserve). Multi-unit (k units): the k highest win and pay max((k+1)-th valid bid,
+    reserve)."""
+    spec: OpenAuction | None = None
+    closed = False
+    commits: dict[bytes, CommitBid] = {}
+    amounts: dict[bytes, int] = {}
+    mismatched: set[bytes] = set()
+    late: set[bytes] = set()
+    for _, cmd in sorted(events, key=lambda e: e[0]):
+        if isinstance(cmd, OpenAuction):
+            spec = spec or cmd
+        elif spec is None:
+            continue
+        elif isinstance(cmd, CommitBid):
+            if not SealedBid(cmd.auction_id, cmd.bidder, cmd.public_key, cmd.commitment,
+                             cmd.signature).verify():
+                continue
+            if getattr(spec, "bidders", ()) and cmd.bidder not in spec.bidders:
+                continue
+            if closed:
+                late.add(cmd.bidder)
+            else:
+                commits.setdefault(cmd.bidder, cmd)
+        elif isinstance(cmd, CloseCommit):
+            closed = True
+        elif isinstance(cmd, RevealBid):
+            c = commits.get(cmd.bidder)
+            if not closed or c is None or cmd.bidder in amounts:
+                continue
+            if Reveal(cmd.auction_id, cmd.bidder, cmd.amount, cmd.nonce).matches(c.commitment):
+                amounts[cmd.bidder] = cmd.amount
+            else:
+                mismatched.add(cmd.bidder)
+        elif isinstance(cmd, Finalize) and closed:
+            break
+    else:
+        return None
+    assert spec is not None
+    ranked = sorted(amounts, key=lambda b: (-amounts[b], commits[b].commitment))
+    eligible = [b for b in ranked if amounts[b] >= spec.reserve]
+    k = spec.units if spec.rule == MULTI_UNIT else 1
+    winners = eligible[:k]
+    price: int | None = None
+    if winners and spec.rule == FIRST_PRICE:
+        price = amounts[winners[0]]
+    elif winners:
+        price = max(amounts[ranked[k]], spec.reserve) if len(ranked) > k else spec.reserve
+    return (
+        tuple((b, amounts[b]) for b in winners), price,
+        tuple(sorted(set(commits) - set(amounts) - mismatched)),
+        tuple(sorted(mismatched - set(amounts))),
+        tuple(sorted(b for b in amounts if amounts[b] < spec.reserve)), tuple(sorted(late)),
+    )
 
 
 def _rid(run: AuctionRun | VoteRun) -> str:

@@ -88,7 +88,8 @@ def test_the_small_run_keeps_every_invariant_and_exercises_each() -> None:
     assert m["auction.unrevealed"] > 0 and m["auction.mismatched"] > 0
     assert m["auction.duplicates"] > 0
     assert m["vote.proposed"] == 6 and m["vote.undecided"] == 0
-    assert r.invariants["auction.agreement"].detail.startswith("6 finalized auctions")
+    detail = r.invariants["auction.agreement"].detail
+    assert detail.startswith("6 finalized auctions") and "6 replayed from the log" in detail
     assert r.invariants["auction.deadline"].detail.split()[0] != "0"
 
 
@@ -111,6 +112,26 @@ def test_agreement_fails_when_a_node_computes_another_price(
     bad = failed(r)
     assert set(bad) == {"auction.agreement"}, bad
     assert "computed price" in bad["auction.agreement"]
+
+
+def test_agreement_fails_when_every_node_computes_the_same_wrong_price(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    original = auction_mod.compute_result
+
+    def first_price_always(a: Any) -> AuctionResult:
+        out = original(a)
+        if not out.winners:
+            return out
+        # the bug: every replica charges the winner its own bid, whatever the rule
+        return AuctionResult(out.auction_id, out.rule, out.winners, out.winners[0][1],
+                             out.unrevealed, out.mismatched, out.below_reserve, out.late)
+
+    monkeypatch.setattr(auction_mod, "compute_result", first_price_always)
+    r = run_small()
+    bad = failed(r)
+    assert set(bad) == {"auction.agreement"}, bad
+    assert "the log's commits and reveals give price" in bad["auction.agreement"]
 
 
 def test_sealed_fails_when_an_agent_reveals_before_the_close(
