@@ -74,3 +74,34 @@ def test_demo_reports_a_failed_step_and_exits_1(tmp_path: Path) -> None:
                        text=True, timeout=60)
     assert r.returncode == 1, r.stdout + r.stderr
     assert "demo failed: step 1 (Five nodes over UDP on 127.0.0.1" in r.stderr, r.stderr
+
+
+README = Path(__file__).resolve().parent.parent / "README.md"
+EXAMPLE_MARKER = "<!-- readme-example: embed"
+
+
+def readme_example() -> str:
+    """The Python block that follows the embedding example's marker in README.md."""
+    text = README.read_text(encoding="utf-8")
+    start = text.index(EXAMPLE_MARKER)
+    body = text.index("```python\n", start) + len("```python\n")
+    return text[body : text.index("```\n", body)]
+
+
+def test_the_readme_embedding_example_runs(tmp_path: Path) -> None:
+    """README's "Embedding a node in a Trio application" is a complete program: it runs,
+    prints what the README says it prints, and exits 0."""
+    script = tmp_path / "app.py"
+    script.write_text(readme_example(), encoding="utf-8")
+    r = subprocess.run([sys.executable, str(script)], cwd=tmp_path, capture_output=True,
+                       text=True, timeout=DEMO_LIMIT_S)
+    assert r.returncode == 0, r.stdout + r.stderr
+    for expected in (
+        "members: ['a', 'b', 'c']",
+        "c received {'order': 42} on events",
+        "c reads b'db1:5432'",
+        "reporter runs on",
+        "auction: the agent that bid 50 wins and pays 40",
+        "health: ",
+    ):
+        assert expected in r.stdout, (expected, r.stdout, r.stderr)
