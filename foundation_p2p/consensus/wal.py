@@ -54,7 +54,7 @@ import logging
 import re
 import zlib
 from array import array
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -202,7 +202,9 @@ class RecoveryReport:
 class WalStorage:
     """A Raft log on a :class:`Vfs`: write with ``save``/``sync``, read as a ``LogStorage``.
 
-    Not thread-safe: one driver calls it (the runtime through ``trio.to_thread``).
+    Not thread-safe: one driver calls it. The one exception is the blocking part
+    :meth:`sync_start` returns (the ``fdatasync`` calls), which may run in a worker thread
+    while the driver's thread reads the log (the runtime does this).
     """
 
     def __init__(self, vfs: Vfs, options: WalOptions, counters: Counters) -> None:
@@ -233,6 +235,8 @@ class WalStorage:
         self._stale_snapshots: list[str] = []
         self._dir_dirty = False
         """A file was created, renamed or removed since the directory was last synced."""
+        self._synced_parts = 0
+        """fsyncs the last blocking part of :meth:`sync_start` made (for the counter)."""
         self._failed: str | None = None
         """Why a disk operation failed; every later write is refused (fsync errors are not
         retried: after one, what the kernel kept of the unsynced pages is unknown)."""
@@ -731,19 +735,55 @@ class WalStorage:
     def sync(self) -> None:
         """Make everything saved so far durable: one write and one ``fsync`` of the
         current segment (plus the directory if a segment was created), then remove what
-        a durable snapshot marker made stale."""
+        a durable snapshot marker made stale. Same as :meth:`sync_start`, calling what it
+        returns, then :meth:`sync_finish`."""
+        blocking = self.sync_start()
+        if blocking is not None:
+            blocking()
+        self.sync_finish()
+
+    def sync_start(self) -> Callable[[], None] | None:
+        """The first part of :meth:`sync`, for a driver that waits for the disk in another
+        thread while its own thread goes on reading the log: write the buffered records
+        (here), and return the blocking part (``fdatasync`` of the segment, and of the
+        directory if a segment was created; ``None``: nothing to sync). Run it anywhere,
+        then call :meth:`sync_finish` here. No :meth:`save` may come in between (the
+        records it writes would not be covered); reads may."""
         self._check_open()
+        file = self._file if self._unsynced else None
+        sync_dir = self._dir_dirty
+        if file is None and not sync_dir:
+            return None
         try:
-            if self._unsynced:
-                self._flush()
-                assert self._file is not None
-                self._file.sync()
-                self.counters.inc("wal.fsyncs")
-                self._unsynced = False
-            if self._dir_dirty:
-                self.vfs.sync_dir()
-                self.counters.inc("wal.fsyncs")
-                self._dir_dirty = False
+            self._flush()
+        except StorageError as exc:
+            self._failed = str(exc)
+            raise
+
+        def blocking() -> None:
+            try:
+                if file is not None:
+                    file.sync()
+                if sync_dir:
+                    self.vfs.sync_dir()
+            except StorageError as exc:
+                self._failed = str(exc)
+                raise
+            self._synced_parts = int(file is not None) + int(sync_dir)
+
+        self._synced_parts = 0
+        return blocking
+
+    def sync_finish(self) -> None:
+        """The last part of :meth:`sync`, once the blocking part returned: record what is
+        durable now and remove what a durable snapshot marker made stale."""
+        self._check_open()
+        if self._synced_parts:
+            self.counters.inc("wal.fsyncs", self._synced_parts)
+            self._unsynced = False
+            self._dir_dirty = False
+            self._synced_parts = 0
+        try:
             self._remove_stale()
         except StorageError as exc:
             self._failed = str(exc)

@@ -12,24 +12,34 @@ not have applied) raises :class:`Indeterminate`, any other definite failure
 (``dropped``, ``overloaded``) raises :class:`ConsensusError`. A KV command the state
 machine refused (session expired, bad command...) raises :class:`ConsensusError` too.
 
-The log's durability is the pump's job (``foundation_p2p.runtime.node``): it takes
-``consensus.take_log_writes()``, persists them with one fsync in a worker thread (the
-group commit: what is proposed meanwhile joins the next batch) and confirms with
-``consensus.log_writes_done``.
+The log's durability is the pump's job (``foundation_p2p.runtime.node``), through
+:class:`RaftLogDriver`: it takes ``consensus.take_log_writes()``, makes them durable with
+one fsync (the group commit: what is proposed meanwhile joins the next batch) and confirms
+with ``consensus.log_writes_done``; the fsync runs in a worker thread while the pump goes
+on receiving.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from typing import TYPE_CHECKING, Any
 
+import outcome
 import trio
 
 from foundation_p2p.addresses import NodeId
 from foundation_p2p.clock import Now
 from foundation_p2p.consensus import kv
 from foundation_p2p.consensus.rawnode import RawNode, Status
-from foundation_p2p.consensus.subsystem import ConsensusSubsystem, Outcome
+from foundation_p2p.consensus.subsystem import (
+    ConsensusSubsystem,
+    LogWrite,
+    Outcome,
+    persist,
+    save_writes,
+)
+from foundation_p2p.consensus.wal import WalStorage
 from foundation_p2p.errors import FoundationError
 
 if TYPE_CHECKING:
@@ -155,6 +165,111 @@ class Consensus:
         with trio.move_on_after(2 * cfg.election_tick * cfg.tick_interval_s):
             await self._node.wait_until(lambda: not sub.is_leader())
         return target
+
+
+class RaftLogDriver:
+    """The pump's side of ``core.consensus.take_log_writes()`` and ``log_writes_done``:
+    each batch taken becomes durable with one sync (group commit), and the subsystem
+    releases the messages and applies the entries that depend on it only after that.
+
+    - **Memory** (no data directory, ``MemoryStorage``): saved at once, confirmed at once.
+    - **The WAL, plain batches** (entries, hard states): saved in the pump's thread
+      (``save_writes``: encoding, indexing, one ``write`` of the records via
+      ``WalStorage.sync_start``), then the ``fdatasync`` runs in a worker thread while the
+      pump goes on receiving datagrams and stepping Raft. When it returns,
+      ``sync_finish`` and ``log_writes_done`` run in the pump's thread and the pump is
+      woken. One sync is in flight at a time: what the subsystem produces meanwhile stays
+      in it (its own bound: one Ready in flight) and forms the next batch.
+    - **Batches with a snapshot or a compaction** (files written and renamed): the whole
+      ``persist`` runs in a worker thread and the pump waits for it, shielded.
+
+    A failed sync is raised from the next :meth:`step` (the pump stops: after a failed
+    fsync nothing unsynced can be trusted). Equivalent lower-level calls:
+    ``take_log_writes``, ``save_writes``, ``WalStorage.sync_start`` / the blocking part in
+    ``trio.lowlevel.start_thread_soon`` / ``sync_finish``, ``log_writes_done``.
+    """
+
+    def __init__(self, node: Node) -> None:
+        self._node = node
+        self._done: trio.Event | None = None
+        self._error: BaseException | None = None
+
+    @property
+    def busy(self) -> bool:
+        """True while a sync runs in the worker thread."""
+        return self._done is not None
+
+    async def step(self, cons: ConsensusSubsystem) -> bool:
+        """Take the subsystem's writes if no sync is in flight and persist them (see the
+        class docstring); True if something was confirmed durable already."""
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise error
+        if self._done is not None:
+            return False
+        writes = cons.take_log_writes()
+        if not writes:
+            return False
+        storage = self._node.raft_storage
+        ids = [w.id for w in writes]
+        if not hasattr(storage, "sync"):
+            persist(storage, writes)
+            cons.log_writes_done(_now(), ids)
+            return True
+        if not isinstance(storage, WalStorage) or any(_writes_files(w) for w in writes):
+            # shielded: once a write is on disk the subsystem must hear about it
+            with trio.CancelScope(shield=True):
+                await trio.to_thread.run_sync(persist, storage, writes)
+                cons.log_writes_done(_now(), ids)
+            return True
+        save_writes(storage, writes)
+        blocking = storage.sync_start()
+        if blocking is None:
+            storage.sync_finish()
+            cons.log_writes_done(_now(), ids)
+            return True
+        done = trio.Event()
+        self._done = done
+        token = trio.lowlevel.current_trio_token()
+
+        def deliver(result: outcome.Outcome[None]) -> None:  # in the worker thread
+            with contextlib.suppress(trio.RunFinishedError):
+                token.run_sync_soon(self._synced, cons, storage, ids, result, done)
+
+        log.debug("raft log: %d writes saved; fdatasync in a worker thread", len(writes))
+        trio.lowlevel.start_thread_soon(blocking, deliver)
+        return False
+
+    def _synced(
+        self,
+        cons: ConsensusSubsystem,
+        storage: WalStorage,
+        ids: list[int],
+        result: outcome.Outcome[None],
+        done: trio.Event,
+    ) -> None:
+        self._done = None
+        done.set()
+        try:
+            result.unwrap()
+            storage.sync_finish()
+        except Exception as exc:
+            self._error = exc
+        else:
+            log.debug("raft log: synced; log_writes_done(%s)", ids)
+            cons.log_writes_done(_now(), ids)
+        self._node.wake()
+
+    async def drain(self) -> None:
+        """Wait (shielded) until no sync is in flight: before the WAL is closed."""
+        done = self._done
+        if done is not None:
+            with trio.CancelScope(shield=True):
+                await done.wait()
+
+
+def _writes_files(w: LogWrite) -> bool:
+    return w.snapshot is not None or w.compact is not None
 
 
 def _value(outcome: Outcome) -> bytes:

@@ -96,7 +96,6 @@ from foundation_p2p.config import NodeConfig
 from foundation_p2p.consensus.memory_storage import MemoryStorage
 from foundation_p2p.consensus.rawnode import RawNode
 from foundation_p2p.consensus.storage import LogStorage
-from foundation_p2p.consensus.subsystem import persist
 from foundation_p2p.consensus.wal import WalStorage
 from foundation_p2p.counters import Counters
 from foundation_p2p.crypto.keyring import Keyring
@@ -116,7 +115,7 @@ from foundation_p2p.membership.state import Member
 from foundation_p2p.membership.swim import SwimMembership
 from foundation_p2p.node import NodeCore
 from foundation_p2p.runtime.admin import RuntimeHealth, RuntimeProbe
-from foundation_p2p.runtime.consensus import KV, Consensus
+from foundation_p2p.runtime.consensus import KV, Consensus, RaftLogDriver
 from foundation_p2p.runtime.coordination import Coordination
 from foundation_p2p.runtime.registry import Processes, Registry, Supervisor
 from foundation_p2p.runtime.services import ServiceRunner
@@ -654,6 +653,7 @@ class Node:
         network round trip; ``health.metrics_text()`` is the Prometheus text."""
         self.admin_port: int | None = None
         """The admin endpoint's bound port when ``open_node(admin=...)`` started one."""
+        self._raft_log = RaftLogDriver(self)
         self.raft_storage: LogStorage | None = None
         """The Raft log (WAL in ``data_dir/raft``, or memory) when ``[consensus]`` is set."""
         self.consensus = Consensus(self)
@@ -1080,22 +1080,10 @@ class Node:
                     core.writes_done(machine_now(), ids)
                 progressed = True
             cons = core.consensus
-            if cons is not None:
-                log_writes = cons.take_log_writes()
-                if log_writes and not hasattr(self.raft_storage, "sync"):
-                    # in memory (no data dir): nothing to wait for, no thread hop
-                    persist(self.raft_storage, log_writes)
-                    cons.log_writes_done(machine_now(), [w.id for w in log_writes])
-                    progressed = True
-                elif log_writes:
-                    # one thread hop and one fsync for all taken (the group commit);
-                    # shielded for the same reason as the writes above
-                    with trio.CancelScope(shield=True):
-                        await trio.to_thread.run_sync(
-                            persist, self.raft_storage, log_writes
-                        )
-                        cons.log_writes_done(machine_now(), [w.id for w in log_writes])
-                    progressed = True
+            if cons is not None and await self._raft_log.step(cons):
+                # the Raft log's group commit (runtime.consensus.RaftLogDriver): the
+                # fdatasync runs in a worker thread while the pump goes on
+                progressed = True
             events = core.take_events()
             if events:
                 self._deliver(events)
@@ -1114,6 +1102,9 @@ class Node:
                 self.registry._deliver(changes)
             self._notify_channels()
             if not progressed:
+                if self._closed and self._raft_log.busy:
+                    await self._raft_log.drain()  # before the WAL closes
+                    continue
                 self._stepped.set()
                 self._stepped = trio.Event()
                 return
