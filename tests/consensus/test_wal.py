@@ -492,3 +492,28 @@ def test_a_refused_batch_changes_nothing() -> None:
     with pytest.raises(ConfigError, match="gap after the last entry 20"):
         wal.save(None, entries(22, 23), snapshot=(SnapshotMeta(20, 3), b"s"))
     assert wal.snapshot()[0].index == 2, "the refused install wrote nothing"
+
+
+def test_sync_in_two_parts_reads_go_on_and_only_the_blocking_part_makes_it_durable() -> None:
+    """sync_start writes the records and hands back the fdatasync (the runtime runs it in
+    a worker thread); the log stays readable meanwhile; durable only once it ran."""
+    vfs = MemoryVfs()
+    wal = WalStorage.open(vfs)
+    wal.save(HardState(1, A, 0), entries(1, 4))
+    syncs = vfs.file_syncs
+    blocking = wal.sync_start()
+    assert blocking is not None and vfs.file_syncs == syncs, "sync_start must not fsync"
+    assert wal.entries(1, 4) == entries(1, 4) and wal.last_index() == 3
+    blocking()
+    assert vfs.file_syncs == syncs + 1
+    wal.sync_finish()
+    assert wal.counters["wal.fsyncs"] >= 1
+    assert wal.sync_start() is None, "nothing new to sync"
+    wal.sync_finish()
+    wal.save(HardState(2, B, 3), entries(4, 6, term=2))
+    lost = wal.sync_start()
+    assert lost is not None
+    vfs.crash()  # before the blocking part ran: the second batch is not durable
+    again = reopen(vfs)
+    assert again.last_index() == 3
+    assert again.initial_state()[0] == HardState(1, A, 0)
