@@ -4,6 +4,80 @@ Each test quotes the sentence of the paper (Ongaro and Ousterhout, "In Search of
 Understandable Consensus Algorithm (Extended Version)", 2014) it checks. The tests drive a
 bare :class:`Raft` (messages in, its outbox out) with pre-vote and check-quorum off, the
 algorithm as the paper states it; pre-vote and check-quorum have their own tests.
+
+Rule -> test (every rule of Figure 2, the Figure 3 properties, 5.4.1, 5.4.2 and Figure 8,
+5.4.3; ``test_the_rule_table_names_every_test`` keeps this table and the tests in step):
+
+- State: persistent currentTerm, votedFor (before replying):
+  ``test_persistent_state_is_in_the_ready_before_the_vote_is_sent``
+- State: persistent log[] (before replying):
+  ``test_follower_persists_entries_before_acknowledging_them``
+- State: volatile commitIndex, lastApplied (0, monotonic):
+  ``test_volatile_state_starts_at_zero_and_commit_never_decreases``
+- State: leaders' nextIndex = last + 1, matchIndex = 0:
+  ``test_leader_state_is_reinitialized_after_each_election``
+- AppendEntries receiver 1 (term < currentTerm):
+  ``test_append_rejected_for_stale_term``
+- AppendEntries receiver 2 (prevLogIndex/Term mismatch):
+  ``test_append_rejected_when_prev_entry_does_not_match``
+- AppendEntries receiver 3 (delete conflicting suffix):
+  ``test_append_deletes_conflicting_entries_and_appends_new_ones``
+- AppendEntries receiver 4 (append new entries):
+  ``test_append_deletes_conflicting_entries_and_appends_new_ones``
+- AppendEntries receiver 5 (commit = min(leaderCommit, ..)):
+  ``test_append_advances_commit_to_min_of_leader_commit_and_last_new_entry``
+- RequestVote receiver 1 (term < currentTerm):
+  ``test_vote_rejected_for_stale_term``
+- RequestVote receiver 2 (votedFor, up-to-date log):
+  ``test_vote_granted_once_per_term_to_an_up_to_date_candidate``
+- All servers: apply committed entries in order:
+  ``test_all_servers_apply_committed_entries_in_order``
+- All servers: term T > currentTerm -> follower:
+  ``test_higher_term_converts_any_role_to_follower``
+- Followers: respond to candidates and leaders:
+  ``test_follower_responds_to_leaders_and_candidates``
+- Followers: election timeout -> candidate:
+  ``test_follower_becomes_candidate_after_election_timeout``
+  ``test_follower_heartbeats_and_votes_reset_the_election_timer``
+- Candidates: start election (term+1, self vote, timer, RV):
+  ``test_candidate_starts_an_election``
+- Candidates: majority -> leader:
+  ``test_candidate_with_majority_becomes_leader``
+- Candidates: AppendEntries from new leader -> follower:
+  ``test_candidate_steps_down_on_append_from_new_leader``
+- Candidates: election timeout -> new election:
+  ``test_candidate_starts_a_new_election_after_timeout``
+- Leaders: initial empty AppendEntries, heartbeats:
+  ``test_leader_sends_initial_appends_and_heartbeats``
+- Leaders: client command -> append, respond once applied:
+  ``test_leader_appends_client_command_and_replicates_it``
+- Leaders: send from nextIndex; success -> next/match:
+  ``test_leader_sends_from_next_index_and_updates_match_on_success``
+- Leaders: inconsistency -> decrement nextIndex, retry:
+  ``test_leader_decrements_next_index_on_inconsistency_and_retries``
+- Leaders: commitIndex = N if majority and term == current:
+  ``test_leader_commits_only_current_term_entries_by_counting``
+- 5.2 randomized election timeouts:
+  ``test_election_timeouts_are_randomized``
+- 5.2 a candidate that cannot win steps down:
+  ``test_candidate_loses_with_a_majority_of_rejections``
+- Figure 3 Leader Append-Only:
+  ``test_leader_never_overwrites_or_deletes_its_own_entries``
+- 5.4.1 election restriction:
+  ``test_election_restriction_a_stale_log_cannot_win``
+- 5.4.1 "more up-to-date" (last term, then length):
+  ``test_vote_granted_once_per_term_to_an_up_to_date_candidate``
+- 5.4.2 / Figure 8 (a)-(d): old-term entry not committed:
+  ``test_figure_8_an_old_term_entry_on_a_majority_is_not_committed``
+- 5.4.2 / Figure 8 (e): current-term entry commits older:
+  ``test_figure_8_e_current_term_entry_commits_the_older_ones``
+- 5.4.3 State Machine Safety (same entry applied per index):
+  ``test_state_machine_safety_every_node_applies_the_same_entry_per_index``
+- 5.5 RPCs are idempotent (a repeated append changes nothing):
+  ``test_append_deletes_conflicting_entries_and_appends_new_ones``
+
+Election Safety, Log Matching and Leader Completeness (Figure 3) are also checked after
+every step of the randomized runs (``test_raft_random.py``, ``safety_checks.py``).
 """
 
 from __future__ import annotations
@@ -493,3 +567,133 @@ def test_figure_8_e_current_term_entry_commits_the_older_ones() -> None:
     net.campaign(s2)
     assert net.raft(s2).role is StateRole.LEADER
     assert net.raft(s2).log.committed >= committed
+
+
+# --- Figure 2 state, Figure 3 properties, 5.4.3 ---------------------------------------
+
+
+def test_follower_persists_entries_before_acknowledging_them() -> None:
+    """Figure 2, persistent state: "log[]: log entries" is "Updated on stable storage before
+    responding to RPCs". The appended entries are in the same Ready as the AppendEntries
+    answer, which the driver sends only after persisting them."""
+    st = MemoryStorage(ConfState(voters=frozenset(ids(1, 2, 3))))
+    node = RawNode(make_raft(1, (1, 2, 3), storage=st, **PAPER).config, st,
+                   __import__("random").Random(1))
+    node.step(Message(M.APP, to=nid(1), sender=nid(2), term=1, index=0, log_term=0,
+                      entries=[Entry(1, 1, data=b"a"), Entry(1, 2, data=b"b")]))
+    rd = node.ready()
+    assert [(e.index, e.term) for e in rd.entries] == [(1, 1), (2, 1)]
+    assert rd.must_sync()
+    assert [(m.type, m.index, m.reject) for m in rd.messages] == [(M.APP_RESP, 2, False)]
+    assert st.last_index() == 0, "nothing is stored by the core itself: the driver does it"
+
+
+def test_volatile_state_starts_at_zero_and_commit_never_decreases() -> None:
+    """Figure 2, volatile state: "commitIndex: index of highest log entry known to be
+    committed (initialized to 0, increases monotonically)" and "lastApplied: ...
+    (initialized to 0, increases monotonically)"."""
+    r = make_raft(1, (1, 2, 3), storage=storage_with([(1, 1), (2, 1), (3, 1)], term=1),
+                  **PAPER)  # type: ignore[arg-type]
+    assert r.log.committed == 0 and r.log.applied == 0
+    r.step(Message(M.APP, to=r.id, sender=nid(2), term=1, index=3, log_term=1, commit=3))
+    assert r.log.committed == 3
+    # a delayed append with an older leaderCommit does not move commitIndex back
+    r.step(Message(M.APP, to=r.id, sender=nid(2), term=1, index=1, log_term=1, commit=1,
+                   entries=[Entry(1, 2)]))
+    assert r.log.committed == 3
+    r.step(Message(M.HEARTBEAT, to=r.id, sender=nid(2), term=1, commit=2))
+    assert r.log.committed == 3
+
+
+def test_leader_state_is_reinitialized_after_each_election() -> None:
+    """Figure 2, volatile state on leaders "(Reinitialized after election)": "nextIndex[] ...
+    (initialized to leader last log index + 1)" and "matchIndex[] ... (initialized to 0,
+    increases monotonically)". Here the leader's last index is counted before its §8
+    no-op, which is then sent from nextIndex like any entry."""
+    st = storage_with([(1, 1), (2, 1), (3, 2)], term=2)
+    r = make_raft(1, (1, 2, 3), storage=st, **PAPER)  # type: ignore[arg-type]
+    r.step(Message(M.HUP, sender=r.id))
+    last = r.log.last_index()
+    r.step(Message(M.VOTE_RESP, to=r.id, sender=nid(2), term=r.term))
+    assert r.role is StateRole.LEADER
+    for peer in (nid(2), nid(3)):
+        assert (r.prs[peer].next, r.prs[peer].match) == (last + 1, 0)
+    take(r)
+    r.step(Message(M.APP_RESP, to=r.id, sender=nid(2), term=r.term, index=4))
+    assert r.prs[nid(2)].match == 4
+    # a stale, lower acknowledgement does not lower matchIndex
+    r.step(Message(M.APP_RESP, to=r.id, sender=nid(2), term=r.term, index=2))
+    assert r.prs[nid(2)].match == 4
+    # a new term, a new election: reinitialized again
+    r.step(Message(M.APP, to=r.id, sender=nid(3), term=r.term + 1, index=4, log_term=r.term))
+    assert r.role is StateRole.FOLLOWER
+    r.step(Message(M.HUP, sender=r.id))
+    last = r.log.last_index()
+    r.step(Message(M.VOTE_RESP, to=r.id, sender=nid(3), term=r.term))
+    assert r.role is StateRole.LEADER
+    for peer in (nid(2), nid(3)):
+        assert (r.prs[peer].next, r.prs[peer].match) == (last + 1, 0)
+
+
+def test_leader_never_overwrites_or_deletes_its_own_entries() -> None:
+    """Figure 3, Leader Append-Only: "a leader never overwrites or deletes entries in its
+    log; it only appends new entries. §5.3". An AppendEntries of the leader's own term from
+    another node (which cannot exist: Election Safety) or a stale one from an older term
+    leaves its log as it is."""
+    r = paper_raft()
+    elect(r)
+    r.step(Message(M.PROP, sender=r.id, entries=[Entry(0, 0, data=b"mine")]))
+    take(r)
+    before = [(e.index, e.term, e.data) for e in r.log.slice(1, r.log.last_index() + 1)]
+    r.step(Message(M.APP, to=r.id, sender=nid(2), term=r.term - 1, index=0, log_term=0,
+                   entries=[Entry(r.term - 1, 1, data=b"other")]))
+    assert r.role is StateRole.LEADER
+    after = [(e.index, e.term, e.data) for e in r.log.slice(1, r.log.last_index() + 1)]
+    assert after == before
+    r.step(Message(M.PROP, sender=r.id, entries=[Entry(0, 0, data=b"next")]))
+    grown = [(e.index, e.term, e.data) for e in r.log.slice(1, r.log.last_index() + 1)]
+    assert grown[: len(before)] == before and len(grown) == len(before) + 1
+
+
+def test_state_machine_safety_every_node_applies_the_same_entry_per_index() -> None:
+    """§5.4.3, State Machine Safety: "if a server has applied a log entry at a given index
+    to its state machine, no other server will ever apply a different log entry for the
+    same index". Leaders change under partitions and crashes while entries are proposed;
+    what each node applies is recorded and compared index by index."""
+    net = Network([1, 2, 3, 4, 5], **PAPER)
+    checker = SafetyChecker()
+    net.observers.append(checker)
+    nodes = ids(1, 2, 3, 4, 5)
+    net.campaign(nodes[0])
+    for rnd in range(6):
+        leader = nodes[rnd % 5]
+        minority = [nodes[(rnd + 1) % 5], nodes[(rnd + 2) % 5]]
+        net.partition([n for n in nodes if n not in minority], minority)
+        net.campaign(leader)
+        if net.raft(leader).role is StateRole.LEADER:
+            net.nodes[leader].propose(f"v{rnd}".encode())
+        net.stabilize()
+        net.heal()
+        net.stabilize()
+    applied: dict[int, set[tuple[int, bytes]]] = {}
+    for n in nodes:
+        log = net.raft(n).log
+        for e in log.slice(1, log.applied + 1):
+            applied.setdefault(e.index, set()).add((e.term, e.data))
+    assert applied and all(len(v) == 1 for v in applied.values()), applied
+    assert checker.checks > 0
+    assert any(data.startswith(b"v") for v in applied.values() for _, data in v)
+
+
+def test_the_rule_table_names_every_test() -> None:
+    """The docstring's rule table lists only tests that exist, and every test of this
+    module is in it (so a rule cannot lose its test silently)."""
+    import re
+    import sys
+
+    module = sys.modules[__name__]
+    doc = module.__doc__ or ""
+    named = set(re.findall(r"``(test_[a-z0-9_]+)``", doc))
+    tests = {n for n in dir(module) if n.startswith("test_")}
+    assert named - tests == set(), named - tests
+    assert tests - named == set(), tests - named
