@@ -27,7 +27,9 @@ and the invariant holds when
 2. a pair bad for ``missing`` seconds shows ``s`` failed, and ``o``'s cluster reasons name
    it among the missing members;
 3. a pair good for ``healthy`` seconds shows ``s`` healthy and alive; when every pair of
-   ``o`` is, ``o``'s cluster status is healthy.
+   ``o`` is, ``o``'s cluster status is healthy (or degraded by the churn rule alone,
+   within a monitor window of a recovery: after a heal the accusations made across the
+   cut arrive and are refuted, and those suspicions are real).
 
 The bounds come from ``o``'s own configuration (``[node.membership]``, ``[node.health]``),
 with N the cluster size:
@@ -36,13 +38,23 @@ with N the cluster size:
   observer's own round-robin reaches every member within N - 1 periods, the others'
   probes and their gossip usually sooner, then the probe and indirect probes take one);
   multiplied by ``ceil(unreachable / reachable)`` when the observer's side of a cut has
-  fewer nodes than the members it lost (each side's probers share the work, and
-  Lifeguard slows a prober whose probes fail);
+  fewer nodes than the members it lost (each side's probers share the work), and doubled
+  when at least half of the members it probes are unreachable (Lifeguard's awareness
+  score then climbs with each failed probe, stretching the probe interval up to
+  ``awareness_max + 1`` times: a 3/3 split took up to 9 s, a 12/12 split of 24 nodes up
+  to 14 s, against 8 probe periods);
 - ``missing = detect + suspicion_max_s(N)`` (Lifeguard's longest suspicion timeout);
 - ``healthy = min(dead_retry_max_interval_s, B + dead_retry_interval_s) + detect +
   HEALTHY_ROUNDS x health interval_s``, where B is how long the pair was last not good
   (a member declared failed is found again by the dead-member retries, whose gap doubles
-  up to ``dead_retry_max_interval_s``; then its summary must arrive).
+  up to ``dead_retry_max_interval_s``; then its summary must arrive); plus, when ``s``
+  ran with at least half of the members it probes unreachable during that stretch (an
+  isolated node, either side of an even split), the time its Lifeguard awareness score
+  takes to fall from the maximum below the monitor's degraded line, one successful
+  probe per (score + 1) probe periods (35 s with the lan profile): until then its own
+  summary rightly says it probes at several times the interval; plus the health gossip's
+  ``refresh_s`` when B was long enough for ``s``'s summary to go stale at ``o``
+  (``summary_stale_s - refresh_s``): the next refresh renews it.
 
 **Figures.** A :class:`NetworkTap` records, independently of the nodes, every datagram the
 virtual network routes: when it arrives where, whether it is a duplicate, and each
@@ -224,6 +236,8 @@ class _Bounds:
     retry_s: float
     retry_max_s: float
     rounds_s: float
+    stale_s: float = 75.0
+    refresh_s: float = 30.0
 
     def scaled(self, factor: int) -> _Bounds:
         """The bounds when each prober has ``factor`` unreachable members to find."""
@@ -231,7 +245,7 @@ class _Bounds:
             return self
         detect = self.detect_s * factor
         return _Bounds(detect, self.missing_s - self.detect_s + detect, self.retry_s,
-                       self.retry_max_s, self.rounds_s)
+                       self.retry_max_s, self.rounds_s, self.stale_s, self.refresh_s)
 
     def healthy_s(self, last_bad_s: float) -> float:
         return (min(self.retry_max_s, last_bad_s + self.retry_s) + self.detect_s
@@ -263,6 +277,9 @@ class HealthJudge:
         )
         self.bytes_mode = not world.messages_mode
         self._bounds: dict[str, _Bounds] = {}
+        self.probes_failing: dict[str, float] = {}
+        """When each node last ran with at least half of the members it probes
+        unreachable (its Lifeguard awareness score climbs then)."""
         self.recoveries: deque[float] = deque(maxlen=MAX_EPISODES)
         """When some pair stopped being bad (a heal, a resume, a restart)."""
 
@@ -281,6 +298,8 @@ class HealthJudge:
                 retry_s=m.dead_retry_interval_s,
                 retry_max_s=m.dead_retry_max_interval_s,
                 rounds_s=HEALTHY_ROUNDS * core.health.gossip.config.interval_s,
+                stale_s=core.health.monitor.thresholds.summary_stale_s,
+                refresh_s=core.health.gossip.config.refresh_s,
             )
             self._bounds[host.name] = b
         return b
@@ -353,6 +372,13 @@ class HealthJudge:
         observer = world.membership.observer
         whole = len(running) == len(tracked) and len(set(comp.values())) <= 1 and all(
             h.slow is None for h in running)
+        members = [h for h in tracked if not observer.get(h.name, False)]
+        for h in running:
+            if h.slow is None and not observer.get(h.name, False) and len(members) > 1:
+                lost = sum(1 for x in members if x is not h and (
+                    x.core is None or x.paused or comp.get(x.name) != comp.get(h.name)))
+                if 2 * lost >= len(members) - 1:
+                    self.probes_failing[h.name] = now
         for o in running:
             if o.slow is not None:
                 continue
@@ -365,13 +391,19 @@ class HealthJudge:
                       if s is not o and not observer.get(s.name, False)]
             lost = sum(1 for _, state, _ in truths if state == BAD)
             side = sum(1 for h in running if comp.get(h.name) == comp.get(o.name))
-            bounds = self._bounds_of(o).scaled(max(1, math.ceil(lost / max(1, side))))
+            share = max(1, math.ceil(lost / max(1, side)))
+            lifeguard = 2 if lost and 2 * lost >= lost + side - 1 else 1
+            bounds = self._bounds_of(o).scaled(share * lifeguard)
             all_good = True
             for s, state, cause in truths:
                 pair = self._pair(o, s, state, cause, now)
                 if not self._judge_pair(o, s, pair, report, bounds, now):
                     all_good = False
-            if all_good and report.status is not Status.HEALTHY:
+            # a heal makes suspicions (accusations made across the cut arrive, and are
+            # refuted): the churn rule may speak for a monitor window after one
+            churn_ok = any(now - t <= core.health.monitor.window_s for t in self.recoveries)
+            if all_good and report.status is not Status.HEALTHY and not (
+                    churn_ok and all(r.rule == "churn" for r in report.reasons)):
                 self._violate(
                     f"t={now:.3f}s: {o.name}'s cluster status is {report.status.label} "
                     f"({'; '.join(r.text for r in report.reasons)}) though every node has "
@@ -452,6 +484,11 @@ class HealthJudge:
             if pair.last_bad_s > 0:
                 self.stats.recover_s.append(elapsed)
         bound = bounds.healthy_s(pair.last_bad_s)
+        if self.probes_failing.get(s.name, -1.0) >= pair.left_good:
+            bound += self._awareness_recovery_s(s)
+        if pair.last_bad_s >= bounds.stale_s - bounds.refresh_s:
+            # s's summary may have gone stale at o meanwhile: the next refresh renews it
+            bound += bounds.refresh_s
         if elapsed < bound:
             return False
         if not healthy:
@@ -460,6 +497,18 @@ class HealthJudge:
                 f"reachable for {elapsed:.1f} s (bound {bound:g} s)"
             )
         return True
+
+    def _awareness_recovery_s(self, host: Host) -> float:
+        """How long ``host``'s Lifeguard awareness score takes to fall from its maximum
+        below the monitor's degraded line, one successful probe per (score + 1) probe
+        periods: the time its own figures rightly say "probing at Nx interval"."""
+        core = host.core
+        if core is None:
+            return 0.0
+        m = core.membership.config
+        line = core.health.monitor.thresholds.awareness_fraction[0] * m.awareness_max
+        return sum((a + 1) * m.probe_interval_s
+                   for a in range(m.awareness_max, 0, -1) if a >= line)
 
     # -- figures -------------------------------------------------------------------------
 
@@ -536,7 +585,7 @@ class HealthJudge:
         # accusation made across the cut, and refutes it (no new unreachability). So the
         # count must equal the truth in windows without a recovery, and not fall short of
         # it in the others.
-        healed = any(start < t <= now for t in self.recoveries)
+        healed = any(start - edge <= t <= now for t in self.recoveries)
         self.stats.suspicions.append((count, truth))
         self.stats.keep(self.stats.suspicions)
         if count + 1e-9 < truth - SUSPICION_TOLERANCE or (

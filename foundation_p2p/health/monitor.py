@@ -215,12 +215,18 @@ def rule_member_state(v: NodeView, t: Thresholds) -> Reason | None:
 
 
 def rule_summary_fresh(v: NodeView, t: Thresholds) -> Reason | None:
-    """A node whose health summary is missing or stale tells us nothing current."""
+    """A node whose health summary is missing or stale tells us nothing current.
+
+    Stale counts from when the member last changed state too: a member found again after
+    a partition (failed, then alive) cannot have sent us a summary while it was cut off,
+    so its old summary is not held against it until it has been back ``summary_stale_s``.
+    """
     if v.is_local or v.member.state is MemberState.FAILED:
         return None
     if v.summary is None or v.summary_age_s is None:
         return Reason("summary_fresh", Status.DEGRADED, "no health summary received yet")
-    if v.summary_age_s > t.summary_stale_s:
+    if v.summary_age_s > t.summary_stale_s and v.now_mono - v.member.since_mono > (
+            t.summary_stale_s):
         return Reason("summary_fresh", Status.DEGRADED,
                       f"its health summary is {v.summary_age_s:.0f} s old")
     return None

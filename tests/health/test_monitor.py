@@ -106,6 +106,16 @@ def test_missing_and_stale_summaries_degrade_but_not_the_local_node() -> None:
     assert verdict(view(age=None, local=True)) == (Status.HEALTHY, [])
 
 
+def test_a_stale_summary_is_not_held_against_a_member_back_for_a_short_while() -> None:
+    # back (alive again) 20 s ago, last summary 84 s old: it could not reach us before
+    back = NodeView(member(2, since=80.0), summary(2), 84.0, False, 100.0)
+    assert HealthMonitor().assess_node(back).status is Status.HEALTHY
+    # back for longer than the staleness line: stale
+    long_back = NodeView(member(2, since=10.0), summary(2), 84.0, False, 100.0)
+    n = HealthMonitor().assess_node(long_back)
+    assert [r.text for r in n.reasons] == ["its health summary is 84 s old"]
+
+
 def test_worst_reason_wins_and_all_reasons_are_listed_in_rule_order() -> None:
     n = HealthMonitor().assess_node(view(awareness=6, loop_lag_ms=1200, drop_permille=60))
     assert n.status is Status.CRITICAL
