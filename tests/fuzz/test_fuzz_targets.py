@@ -200,10 +200,13 @@ def test_seeds_are_accepted_outcomes(name: str) -> None:
 EXAMPLES = dict.fromkeys(NAMES, 600) | dict.fromkeys(
     ("swim-ping", "swim-ack", "ping-req", "nack", "announcement", "suspect", "dead", "push-pull"),
     250,
-) | dict.fromkeys(SIBLING_TESTED, 100)
+) | dict.fromkeys(SIBLING_TESTED, 100) | dict.fromkeys(
+    ("node-config", "scenario", "history-file", "dns-answer", "admin-http", "data-dir"), 200
+)
 """Examples per target: fewer for the small membership frame decoders (each is one
-shape check), and for the targets whose own test modules already run them at length
-(:data:`SIBLING_TESTED`), so the whole module stays within seconds; ``make fuzz`` runs
+shape check), for the targets whose own test modules already run them at length
+(:data:`SIBLING_TESTED`), and for the targets that read a file, run a resolver or an
+event loop per input, so the whole module stays within seconds; ``make fuzz`` runs
 them longer."""
 
 
