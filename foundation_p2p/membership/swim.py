@@ -80,8 +80,11 @@ bring it back.
 **Observers.** A member whose record says ``observer`` is never probed, never a ping-req
 relay, never a gossip or push-pull target, and never counted in N. An observer itself
 does not probe and does not gossip: it joins by push-pull and refreshes by push-pull
-every ``min(push_pull interval, observer_expiry_s / 3)``; members forget an observer not
-heard from (push-pull) for ``observer_expiry_s`` (``MemberReaped``).
+every ``min(push_pull interval, observer_expiry_s / 3)``, sooner at first (the first
+refresh ``probe_interval_s`` after its join, the gap doubling up to that interval, so
+an observer that joined a forming cluster sees the members' records of the next seconds,
+such as a Raft eligibility extension); members forget an observer not heard from
+(push-pull) for ``observer_expiry_s`` (``MemberReaped``).
 
 **Leave.** ``Leave()`` signs a LEFT announcement at incarnation + 1 and gossips it; the
 node stops probing, push-pull and retries, keeps answering pings and push-pulls, and
@@ -405,6 +408,9 @@ class SwimMembership:
         self.leaving = False
         """True once ``Leave()`` was given."""
         self._observer = config.observer
+        # an observer's refresh interval: probe_interval_s at first, doubling at each
+        # refresh up to its normal one (it receives no gossip: news reaches it only so)
+        self._observer_refresh = config.probe_interval_s
         self._name = name
         self._address = address
         self._metadata = b""
@@ -797,7 +803,7 @@ class SwimMembership:
     def _push_pull_interval(self) -> float:
         interval = self.config.push_pull_interval(self._n_active)
         if self._observer:
-            interval = min(interval, self.config.observer_expiry_s / 3)
+            interval = min(interval, self.config.observer_expiry_s / 3, self._observer_refresh)
         return interval
 
     # -- probing ------------------------------------------------------------------------
@@ -1734,6 +1740,8 @@ class SwimMembership:
         self._unknown.clear()
 
     def _periodic_push_pull(self, now: Now) -> None:
+        if self._observer:
+            self._observer_refresh *= 2
         picked = self._sample_peers(1)
         if picked:
             node = self._nodes[picked[0]]

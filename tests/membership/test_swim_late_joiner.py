@@ -162,3 +162,32 @@ def test_a_member_that_misses_every_copy_of_a_joiners_record_pulls_it() -> None:
     net.run_until(36.0)
     assert victim.member(joiner.node_id) is not None
     assert victim.counters["membership.unknown_sender.pulled"] >= 1
+
+
+def test_an_observer_refreshes_soon_after_joining_then_less_and_less_often() -> None:
+    """An observer receives no gossip: a member's record that changes just after the
+    observer joined (a Raft node announcing its eligibility) reaches it at its next
+    refresh, which comes ``probe_interval_s`` after the join, then at doubling gaps."""
+    net = Net(seed=11)
+    for name in ("a", "b", "c"):
+        net.add(name)
+    for name in ("b", "c"):
+        net.command(net.node(name), Join((("a", 7946),)))
+    net.run_until(5.0)
+    obs = net.add("obs", observer=True)
+    net.command(obs, Join((("a", 7946),)))
+    net.run_until(5.2)
+    assert obs.joined
+    b = net.node("b")
+    b.set_extension(net.now(), 2, b"\x01")
+    net._pump(net.addr(b))
+    net.run_until(7.5)  # within the first refresh gaps (about 0.5-1 s, then 1-2 s)
+    seen = obs.member(b.node_id)
+    assert seen is not None and seen.extensions.get(2) == b"\x01"
+    # the gaps double: few refreshes over a minute, then the normal interval
+    net.run_until(65.0)
+    sent = obs.counters["membership.push_pull.sent"]
+    assert 6 <= sent <= 12, sent
+    assert obs._push_pull_interval() == min(
+        obs.config.push_pull_interval(obs.alive_count()), obs.config.observer_expiry_s / 3
+    )
