@@ -617,12 +617,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     """Parse the arguments, run, print a summary and the JSON line; the result."""
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="small sizes: about a minute")
-    ap.add_argument("--runs", type=int, default=None, help="repetitions (default 5; quick 1)")
-    ap.add_argument("--count", type=int, default=None, help="puts per burst (20000; quick 2000)")
+    ap.add_argument("--runs", type=int, default=None, help="repetitions (default 3; quick 1)")
+    ap.add_argument("--count", type=int, default=None, help="puts per burst (10000; quick 2000)")
     ap.add_argument("--window", type=int, default=1000, help="puts in flight at most")
     ap.add_argument("--seconds", type=float, default=None, help="time bound of one burst")
-    ap.add_argument("--seq", type=int, default=None, help="sequential puts (500; quick 100)")
-    ap.add_argument("--failovers", type=int, default=None, help="failover samples (5; quick 1)")
+    ap.add_argument("--seq", type=int, default=None, help="sequential puts (200; quick 100)")
+    ap.add_argument("--failovers", type=int, default=None, help="failover samples (3; quick 1)")
     ap.add_argument("--no-fsync-line", action="store_true", help="skip ours with the WAL")
     ap.add_argument("--dir", default=None, help="where the WAL data directories go")
     ap.add_argument(
@@ -633,11 +633,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     )
     args = ap.parse_args(argv)
     quick = args.quick
-    runs = args.runs if args.runs is not None else (1 if quick else 5)
-    count = args.count if args.count is not None else (2000 if quick else 20000)
+    runs = args.runs if args.runs is not None else (1 if quick else 3)
+    count = args.count if args.count is not None else (2000 if quick else 10000)
     seconds = args.seconds if args.seconds is not None else (10.0 if quick else 30.0)
-    seq = args.seq if args.seq is not None else (100 if quick else 500)
-    failovers = args.failovers if args.failovers is not None else (1 if quick else 5)
+    seq = args.seq if args.seq is not None else (100 if quick else 200)
+    failovers = args.failovers if args.failovers is not None else (1 if quick else 3)
     for name, v in (("runs", runs), ("count", count), ("seq", seq), ("window", args.window)):
         if v <= 0:
             ap.error(f"--{name} must be positive, got {v}")
