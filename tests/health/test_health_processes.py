@@ -130,6 +130,16 @@ def test_three_node_processes_answer_health_metrics_and_the_health_command(
     assert {n["name"]: n["status"] for n in out["nodes"]} == all_healthy
     assert out["status"] == "healthy" and out["recommendations"] == []
     assert {n["address"] for n in out["nodes"]} == {n["address"] for n in nodes}
+
+    # --watch: one report a second until interrupted, then exit 0
+    watch = NodeProcess(["health", "--watch", "--json", "--join", nodes[1]["address"],
+                         "--cluster-key-file", str(key_file), "--config", str(conf)], tmp_path)
+    processes.append(watch)
+    first = json.loads(watch.expect("stdout", r"^\{").string)
+    second = json.loads(watch.expect("stdout", r"^\{").string)
+    assert first["status"] == second["status"] == "healthy"
+    assert len(second["nodes"]) == 3
+    assert watch.stop(signal.SIGINT) == 0
     print(f"ready {t_ready:.2f} s, all healthy {t_conv:.2f} s later, health CLI {t_cli:.2f} s")
 
 

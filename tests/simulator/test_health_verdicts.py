@@ -8,7 +8,10 @@ with a detail naming the problem.
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
+import sys
 from dataclasses import replace
 
 import pytest
@@ -62,6 +65,21 @@ def test_the_run_is_deterministic() -> None:
     b = run_file("health-partition-heal.toml", 4)
     assert a.trace_digest == b.trace_digest
     assert verdict(a) == verdict(b)
+
+
+def test_same_digest_and_verdict_under_another_hash_seed() -> None:
+    def run(hash_seed: str) -> tuple[str, str]:
+        done = subprocess.run(
+            [sys.executable, "-m", "foundation_p2p", "sim", "run",
+             os.path.join(SCENARIOS, "health-partition-heal.toml"), "--seed", "2", "--json"],
+            capture_output=True, text=True, timeout=300, check=False,
+            env=dict(os.environ, PYTHONHASHSEED=hash_seed),
+        )
+        assert done.returncode == 0, done.stderr
+        report = json.loads(done.stdout)
+        return report["trace_digest"], report["invariants"]["health.verdicts"]["detail"]
+
+    assert run("1") == run("4242")
 
 
 def test_a_monitor_blind_to_membership_fails_the_invariant(
