@@ -57,13 +57,17 @@ NAMES = ("n1", "n2", "n3", "n4", "n5")
 MEMBERSHIP: dict[str, Any] = {
     "profile": "local",
     "probe_interval_s": 0.2,
-    "probe_timeout_s": 0.1,
+    "probe_timeout_s": 0.15,
+    "indirect_checks": 2,
+    "suspicion_mult": 8,
     "retransmit_mult": 4,
     "push_pull_interval_s": 2.0,
 }
-"""The nodes' ``[membership]`` table: the ``local`` profile with faster probes, and
-memberlist's LAN retransmit multiplier and a short push-pull, so that joins and failures
-reach every node within a step's timeout."""
+"""The nodes' ``[membership]`` table: the ``local`` profile with faster probes, a
+suspicion timeout of at least 1.6 s (8 probe periods: a node whose event loop stalls for
+a second on a loaded machine is suspected, not declared failed), memberlist's LAN
+retransmit multiplier and a short push-pull, so that joins and failures reach every node
+within a step's timeout."""
 CONSENSUS: dict[str, Any] = {
     "tick_interval_s": 0.05,
     "election_tick": 10,
@@ -77,7 +81,7 @@ STEP_TIMEOUT_S = 10.0
 """Longest wait for any one thing the demo expects to happen."""
 START_TIMEOUT_S = 20.0
 """Longest wait for a node process to print its ready line (Python imports included)."""
-DATA_BYTES = 2 * 1024 * 1024
+DATA_BYTES = 1024 * 1024
 """The large message of the channels step."""
 CONTROL_COUNT = 40
 CONTROL_INTERVAL_S = 0.01
@@ -376,7 +380,7 @@ async def section_singleton(cluster: DemoCluster) -> None:
 
 
 async def section_channels(cluster: DemoCluster) -> None:
-    """n1 publishes a 2 MiB message on ``data`` then 40 small ones on ``control``; n2
+    """n1 publishes a 1 MiB message on ``data`` then 40 small ones on ``control``; n2
     subscribes to both and measures each message's latency."""
     out = cluster.out
     pub, sub = cluster.nodes["n1"], cluster.nodes["n2"]
@@ -593,15 +597,24 @@ async def section_restart(cluster: DemoCluster) -> None:
     out = cluster.out
     dead = [n for n in cluster.nodes.values() if n.process.returncode is not None]
     seed = format_address(cluster.running()[0].address)
-    for old in dead:
+    lines: dict[str, str] = {}
+
+    async def restart(old: DemoNode) -> None:
         new = await cluster.start(old.name, [seed])
         raft = (await new.call("wait_leader", timeout=STEP_TIMEOUT_S))["raft"]
         got = await new.call("kv_get", key="k4", timeout=STEP_TIMEOUT_S)
         if got["value"] != "v4":
             raise DemoFailed(f"restart: {new.name} read k4={got['value']!r}, expected v4")
         same = "same node id" if new.node_id == old.node_id else "a NEW node id"
-        out.line(f"   {new.name}: {same}, Raft log from its WAL, a {raft['role']} of "
-                 f"{raft['leader_name']} (term {raft['term']}); reads k4={got['value']}")
+        lines[old.name] = (f"   {new.name}: {same}, Raft log from its WAL, a {raft['role']} "
+                           f"of {raft['leader_name']} (term {raft['term']}); reads "
+                           f"k4={got['value']}")
+
+    async with trio.open_nursery() as nursery:
+        for old in dead:
+            nursery.start_soon(restart, old)
+    for name in sorted(lines):
+        out.line(lines[name])
     alive = await cluster.running()[0].call("wait_alive", count=len(NAMES),
                                             timeout=STEP_TIMEOUT_S)
     out.line(f"   membership: {alive['alive']} members alive again")
