@@ -41,7 +41,7 @@ types: $(STAMP)
 test: tools lint types
 	$(BIN)/python -m pytest -q -m "not soak" -p no:cacheprovider
 
-## make demo: five node processes over UDP on 127.0.0.1, every capability step by step (20-40 s); exit 1 names a failed step
+## make demo: five node processes over UDP on 127.0.0.1, every capability step by step (under a minute); exit 1 names a failed step
 demo: $(STAMP)
 	$(BIN)/python -m foundation_p2p.demo
 

@@ -9,9 +9,9 @@ and small ones on ``control`` with their latencies; the health table before and 
 node's event loop is blocked; a singleton placed, its node SIGKILLed, the singleton
 running elsewhere; KV writes through Raft and a leader SIGKILL with failover; a sealed-bid
 auction among agents, with its winner and price; forged and damaged packets dropped and
-counted; the killed nodes restarted from their data directories. It ends by itself (20-40 s
-on a loaded 2-CPU machine), exit status 0; a step that fails prints which and what it
-expected, and the demo exits 1.
+counted; the killed nodes restarted from their data directories. It ends by itself (22 s
+at load average 9, 33-40 s at 18-22 on a shared 2-CPU machine), exit status 0; a step that
+fails prints which and what it expected, and the demo exits 1.
 
 The killed nodes stay down until the last step: a node restarted with the same node id
 does not get its new registry writes accepted by the peers that knew its previous boot
