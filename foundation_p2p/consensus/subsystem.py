@@ -123,9 +123,9 @@ class ConsensusConfig:
     stabilization_s: float = 10.0
     bootstrap_resend_s: float = 0.5
     autopilot: bool = True
-    max_append_bytes: int = 256 << 10
+    max_append_bytes: int = 64 << 10
     """Most entry bytes in one append message (``RaftConfig.max_size_per_msg``)."""
-    max_inflight_bytes: int = 2 << 20
+    max_inflight_bytes: int = 256 << 10
     """Most entry bytes in flight to one follower (``RaftConfig.max_inflight_bytes``).
     Raft messages to a peer share one ordered stream, so this also bounds how much a
     heartbeat can queue behind: with megabytes in flight a loaded leader heard nothing
