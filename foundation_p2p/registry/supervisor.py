@@ -460,6 +460,7 @@ class SupervisorCore:
         self._members_version = 0
         self._configured: frozenset[NodeId] = self.config.quorum_members
         self._last_heard: dict[NodeId, float] = {}
+        self._readmitted: dict[NodeId, float] = {}
         self._children: dict[str, _Child] = {}
         self._specs: dict[str, ChildSpec] = {}
         self._spec_cache: dict[str, tuple[Any, ChildSpec | None]] = {}
@@ -487,6 +488,11 @@ class SupervisorCore:
         old = self._placement.members
         self._appeared = {
             m: self._appeared.get(m, now.wall) if m in old else now.wall for m in members
+        }
+        # when each configured member (bounded by the configured set) last came back
+        self._readmitted = {
+            m: self._readmitted.get(m, now.mono) if m in old else now.mono
+            for m in members if m in self._configured and m != self.node_id
         }
         if self._placement.set_members(members):
             self._members_version += 1
@@ -1045,7 +1051,11 @@ class SupervisorCore:
                 return False, None
             handoff = entry.value.get("state")
             consume = True
-        if spec.quorum and entry is None and self._hidden_holder_heard(now, name):
+        inherited = entry is not None and entry.owner == self.node_id and c.instance is None
+        if spec.quorum and (
+            (entry is None and self._hidden_holder_heard(now, name))
+            or ((entry is None or inherited) and self._unsynced_member_heard(now))
+        ):
             # the name looks free only because membership still reports its holder failed,
             # yet that holder was heard from directly within lease_s (right after a heal
             # SWIM lags behind the packets): it may still run the instance. Wait.
@@ -1054,7 +1064,6 @@ class SupervisorCore:
             c.wait_until = None  # polled every check_interval_s
             self.counters.inc("supervisor.claims.deferred")
             return False, None
-        inherited = entry is not None and entry.owner == self.node_id and c.instance is None
         if spec.quorum and not consume and (entry is None or inherited):
             if inherited:
                 # a claim from this node's previous life: nothing local vouches for it
@@ -1100,6 +1109,30 @@ class SupervisorCore:
             self.counters.inc("supervisor.claims.held_after_conflict")  # once per hold
         c.wait_until = c.lost_at + self.config.conflict_hold_s
         return True
+
+    def _unsynced_member_heard(self, now: Now) -> bool:
+        """Whether a member of the configured set was heard from directly within
+        ``lease_s`` while membership does not call it live here (so the registry does not
+        sync with it): right after a heal it counts toward this node's lease, yet a claim it
+        made while cut off cannot have reached this registry. A name that looks free may
+        be its. Assumption S of spec/supervisor.md section 7 then counts from the moment
+        membership takes the member back (the registry syncs with it from then on), not
+        from the heal."""
+        live = self._placement.members
+        for member in self._configured:
+            if member == self.node_id:
+                continue
+            if member in live:
+                # taken back: its registry's claims reach this one within successor_wait_s
+                # (assumption S, counted from the readmission)
+                back = self._readmitted.get(member)
+                if back is not None and now.mono - back < self._lease.successor_wait_s:
+                    return True
+                continue
+            heard = self._last_heard.get(member)
+            if heard is not None and now.mono - heard < self._lease.lease_s:
+                return True
+        return False
 
     def _hidden_holder_heard(self, now: Now, name: str) -> bool:
         """Whether a claim on ``name`` hidden here (owner failed in this view) belongs to a
