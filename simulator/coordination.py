@@ -41,14 +41,17 @@ Invariants (registered in :mod:`simulator.checkers` by :func:`register_coordinat
 
 - ``auction.agreement`` (safety): every node (every boot) that finalized an auction holds
   the same result (winners and bids, price, unrevealed, mismatched, below-reserve and late
-  lists), and so did the proposer's answer.
+  lists), and so did the proposer's answer; and it is the result the auction's applied
+  commands give when replayed by :func:`reference_result` (the issue's rules, written
+  independently of ``AuctionMachine``). The commands are followed as each replica applies
+  them (``MachineSet.add_listener``), so log compaction hides none.
 - ``auction.sealed`` (safety): no bid amount appears in any plaintext message or in any
   Raft entry (the committed ones, and each node's uncommitted tail) before its reveal: a
   bid opens when its agent releases the reveal *after* its node applied the auction's
   close; an entry carrying the amount must also sit after the auction's ``CloseCommit``
   entry in the log.
-- ``auction.deadline`` (safety): no node's machine holds a commit whose first entry in the
-  log comes after the auction's ``CloseCommit`` entry (log order, not clocks, decides).
+- ``auction.deadline`` (safety): no node's machine holds a commit whose first applied
+  entry comes after the auction's ``CloseCommit`` entry (log order, not clocks, decides).
 - ``vote.agreement`` (safety): no two nodes hold different outcomes for one proposal, and
   each typed result (accepted, rejected, ``ConsensusTimeout``, ``QuorumNotMet``) is the one
   its status names.
@@ -82,11 +85,8 @@ from foundation_p2p.consensus.machines import (
     MACHINE_COORDINATION,
     MachineSet,
     coordination_envelope,
-    decode_envelope,
-    is_envelope,
 )
 from foundation_p2p.consensus.subsystem import ConsensusSubsystem, Outcome
-from foundation_p2p.consensus.subsystem import decode_envelope as decode_entry
 from foundation_p2p.coordination.auction import COMMIT_PHASE, DONE, AuctionResult
 from foundation_p2p.coordination.commitments import Reveal, SealedBid, seal_bid, sign_vote
 from foundation_p2p.coordination.machine import CoordinationMachine
@@ -501,6 +501,10 @@ class AuctionWorkload:
                 world.command(host, Join(targets))
         if host.core is not None:
             self.tap.install(host)  # a boot is a new core: wrap its calls once
+            sub = consensus_of(host)
+            sm = sub.state_machine if sub is not None else None
+            if isinstance(sm, MachineSet):
+                sm.add_listener(MACHINE_COORDINATION, self._on_applied)
         for a in self.agents:
             if a.host == host.name:
                 a.boot = host.boots
@@ -960,6 +964,7 @@ class AuctionWorkload:
                 self._entry(name, e.index, e.data, committed=False)
 
     def _entry(self, name: str, index: int, data: bytes, *, committed: bool) -> None:
+        """Search one log entry for amounts (see ``auction.sealed``)."""
         if committed:
             self.entries_scanned += 1
         i = data.find(MARK_BYTES)
@@ -976,15 +981,12 @@ class AuctionWorkload:
                                       f"agent/{bid.agent:02d}'s amount in auction "
                                       f"{bid.auction.hex()[:8]} before its close at {close}")
             i = data.find(MARK_BYTES, i + 1)
-        if not committed:
-            return
+
+    def _on_applied(self, index: int, inner: bytes, result: bytes) -> None:
+        """A node applied coordination command ``inner`` at ``index`` (the composite
+        machine's listener, called on every replica as it applies, so compaction cannot
+        hide an entry from it). Never raises."""
         try:
-            command = decode_entry(data)[3]
-            if not is_envelope(command):
-                return
-            mid, inner = decode_envelope(command)
-            if mid != MACHINE_COORDINATION:
-                return
             cmd = decode_command(inner)
         except WireError:
             return
