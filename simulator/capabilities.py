@@ -39,7 +39,6 @@ class Pending:
 
 
 PENDING: tuple[Pending, ...] = (
-    Pending(FAULT_OP, "transfer-leader", CONSENSUS),
     Pending(INVARIANT, "transport.*", TRANSPORT),
 )
 """The table later issues edit: delete a line when its capability lands."""

@@ -97,14 +97,17 @@ def test_sim_run_refuses_an_invalid_scenario_with_exit_2_naming_it(
 def test_sim_run_refuses_a_later_capability_with_exit_2_naming_it(tmp_path: Any) -> None:
     from simulator import capabilities
 
-    pending = [p for p in capabilities.PENDING if p.category == capabilities.FAULT_OP]
+    pending = [p for p in capabilities.PENDING if p.category == capabilities.INVARIANT]
     if not pending:
-        pytest.skip("every fault op has landed: nothing is pending to refuse")
-    op, cap = pending[0].name, pending[0].capability
-    path = write(tmp_path, "later.toml", HEALTHY + f'[[fault]]\nat = "1s"\nop = "{op}"\n')
+        pytest.skip("every invariant has landed: nothing is pending to refuse")
+    name, cap = pending[0].name.replace("*", "x"), pending[0].capability
+    text = HEALTHY + f'[check]\ninvariants = ["{name}"]\n'
+    if "[check]" in HEALTHY:
+        text = HEALTHY.replace("[check]\n", f'[check]\ninvariants = ["{name}"]\n', 1)
+    path = write(tmp_path, "later.toml", text)
     done = foundation_p2p("sim", "run", path)
-    assert done.returncode == 2
-    assert f"fault[0].op: fault op '{op}' needs {cap}" in done.stderr
+    assert done.returncode == 2, done.stderr
+    assert f"invariant '{name}' needs {cap}" in done.stderr
 
 
 def test_sim_run_json_report_has_the_design_keys_and_exit_0(tmp_path: Any) -> None:

@@ -117,12 +117,8 @@ def test_issue_example_parses_now_that_consensus_has_landed() -> None:
 @pytest.mark.parametrize(
     ("extra", "key", "fragment"),
     [
-        ('[[fault]]\nat = "1s"\nop = "transfer-leader"\n', "fault[0].op", "consensus (issue 7)"),
         ('[check]\ninvariants = ["transport.no_stall"]\n', "check.invariants[0]",
          "transport (issue 5)"),
-        ('[[workload]]\nkind = "auction"\n', "workload[0].kind", "coordination (issue 8)"),
-        ('[random_faults]\nops = ["crash", "transfer-leader"]\n', "random_faults.ops[1]",
-         "consensus (issue 7)"),
     ],
 )
 def test_items_of_later_capabilities_are_refused_naming_the_capability(
@@ -437,10 +433,10 @@ def test_durations_latency_ranges_and_bandwidths() -> None:
 
 def test_capability_table_matches_areas_and_role_arguments() -> None:
     C = capabilities
-    # consensus (issue 7) has landed except leader transfer as a fault op
+    # consensus (issue 7) has landed, leader transfer as a fault op included
     assert C.missing_capability(C.INVARIANT, "raft.log_matching") is None
     assert C.missing_capability(C.ROLE, "@leader") is None
-    assert C.missing_capability(C.FAULT_OP, "transfer-leader") == "consensus (issue 7)"
+    assert C.missing_capability(C.FAULT_OP, "transfer-leader") is None
     assert C.missing_capability(C.INVARIANT, "raftish.x") is None
     # the registry (issue 6) has landed: its role is known
     assert C.missing_capability(C.ROLE, "@singleton:web") is None
