@@ -105,6 +105,11 @@ def register(subparsers: Any) -> None:
         "--jobs", type=_jobs_arg, default=None, metavar="N",
         help="parallel processes (default: the CPU count)",
     )
+    sweep.add_argument(
+        "--budget", type=_budget_arg, default=None, metavar="DURATION",
+        help="wall-time budget, e.g. 60m: no seed starts after it; if seeds are left "
+        "unrun the sweep fails (exit 1) and says how many ran",
+    )
     _add_run_options(sweep)
     sweep.set_defaults(func=cmd_sweep)
 
@@ -122,6 +127,18 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
 
 
 # -- argument types ----------------------------------------------------------------------
+
+
+def _budget_arg(text: str) -> float:
+    from simulator.durations import parse_duration
+
+    try:
+        value = parse_duration(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{text!r}: {exc}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: the budget must be positive")
+    return value
 
 
 def _seed_arg(text: str) -> int:
@@ -330,19 +347,35 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     mode = args.mode or scenario.mode
     jobs = min(args.jobs or os.cpu_count() or 1, len(seeds))
     started = time.monotonic()
+    budget: float | None = getattr(args, "budget", None)
+    deadline = None if budget is None else started + budget
     results: dict[int, Report] = {}
     progress = _SweepProgress(len(seeds), sys.stderr)
     if jobs == 1:
         for seed in seeds:
+            if deadline is not None and time.monotonic() >= deadline:
+                break
             results[seed] = sweep_one(scenario, seed, mode, args.random_faults)
             progress.done(results[seed])
     else:
         with ProcessPoolExecutor(max_workers=jobs) as pool:
-            futures: dict[Future[Report], int] = {
-                pool.submit(sweep_one, scenario, seed, mode, args.random_faults): seed
-                for seed in seeds
-            }
-            for future, seed in futures.items():
+            # at most 2 x jobs seeds in flight (a bounded queue): none starts after the budget
+            pending = iter(seeds)
+            futures: dict[Future[Report], int] = {}
+
+            def submit_next() -> None:
+                if deadline is not None and time.monotonic() >= deadline:
+                    return
+                seed = next(pending, None)
+                if seed is not None:
+                    futures[pool.submit(sweep_one, scenario, seed, mode,
+                                        args.random_faults)] = seed
+
+            for _ in range(2 * jobs):
+                submit_next()
+            while futures:
+                future = next(iter(futures))
+                seed = futures.pop(future)
                 try:
                     results[seed] = future.result()
                 except Exception as exc:  # the worker process itself died
@@ -352,9 +385,12 @@ def cmd_sweep(args: argparse.Namespace) -> int:
                         "virtual_seconds": 0.0, "events": 0,
                     }
                 progress.done(results[seed])
+                submit_next()
+    ran = [seed for seed in seeds if seed in results]
+    unrun = len(seeds) - len(ran)
     failed = []
     internal = False
-    for seed in seeds:
+    for seed in ran:
         res = results[seed]
         if res["ok"]:
             continue
@@ -368,26 +404,35 @@ def cmd_sweep(args: argparse.Namespace) -> int:
             entry["internal_error"] = res["internal_error"].strip().splitlines()[-1]
         failed.append(entry)
     summary: Report = {
-        "ok": not failed,
+        "ok": not failed and not unrun,
         "scenario": scenario.name,
         "mode": mode,
         "random_faults": bool(args.random_faults),
-        "seeds": len(seeds),
+        "seeds": len(ran),
         "seed_range": [low, high],
-        "passed": len(seeds) - len(failed),
+        "passed": len(ran) - len(failed),
         "failed": failed,
         "jobs": jobs,
-        "virtual_seconds": sum(float(results[s]["virtual_seconds"]) for s in seeds),
-        "events": sum(int(results[s]["events"]) for s in seeds),
+        "virtual_seconds": sum(float(results[s]["virtual_seconds"]) for s in ran),
+        "events": sum(int(results[s]["events"]) for s in ran),
         "wall_seconds": round(time.monotonic() - started, 3),
     }
+    if budget is not None:
+        summary["budget_seconds"] = budget
+        summary["unrun"] = unrun
     if args.json:
         print(json.dumps(summary, sort_keys=True))
     else:
         print(format_sweep(summary))
+    if unrun:
+        print(
+            f"{PROGRAM} sim sweep: the budget of {budget:g} s ran out after {len(ran)} of "
+            f"{len(seeds)} seeds ({unrun} not run)",
+            file=sys.stderr,
+        )
     if internal:
         return EXIT_INTERNAL_ERROR
-    return EXIT_OK if not failed else EXIT_INVARIANT_FAILED
+    return EXIT_OK if not failed and not unrun else EXIT_INVARIANT_FAILED
 
 
 class _SweepProgress:
@@ -468,12 +513,14 @@ def format_report(report: Report) -> str:
 def format_sweep(summary: Report) -> str:
     """The human-readable form of a sweep summary."""
     low, high = summary["seed_range"]
+    unrun = summary.get("unrun", 0)
     lines = [
         f"sweep {summary['scenario']}: seeds {low}..{high}, mode {summary['mode']}"
         f"{', random faults' if summary['random_faults'] else ''}, {summary['jobs']} "
         f"process{'es' if summary['jobs'] != 1 else ''}",
         f"  {summary['passed']} passed, {len(summary['failed'])} failed "
-        f"in {summary['wall_seconds']:.2f} wall s",
+        f"in {summary['wall_seconds']:.2f} wall s"
+        + (f"; budget ran out: {unrun} seeds not run" if unrun else ""),
     ]
     for entry in summary["failed"]:
         why = ", ".join(entry["failed_invariants"]) or entry.get("internal_error", "")

@@ -323,3 +323,24 @@ def test_progress_line_is_silent_for_short_runs_then_reports() -> None:
     assert line.startswith("sim: 30.0/60.0 virtual s (50%)") and "s wall" in line
     progress(31.0, 60.0)
     assert stream.getvalue() == line  # at most one line every PROGRESS_EVERY_S
+
+
+def test_sim_sweep_budget_stops_starting_seeds_and_fails_naming_how_many_ran(
+    tmp_path: Any,
+) -> None:
+    path = write(tmp_path, "healthy.toml", HEALTHY)
+    # a budget far below one seed's wall time: only the first seeds in flight run
+    done = foundation_p2p("sim", "sweep", path, "--seeds", "1..500", "--jobs", "1",
+                          "--budget", "1ms", "--json")
+    assert done.returncode == 1, done.stderr
+    summary = json.loads(done.stdout.strip().splitlines()[-1])
+    assert summary["ok"] is False and summary["failed"] == []
+    assert summary["seeds"] < 500 and summary["unrun"] == 500 - summary["seeds"]
+    assert f"ran out after {summary['seeds']} of 500 seeds" in done.stderr
+    # a budget that suffices changes nothing
+    done = foundation_p2p("sim", "sweep", path, "--seeds", "1..2", "--budget", "10m", "--json")
+    assert done.returncode == 0, done.stderr
+    summary = json.loads(done.stdout.strip().splitlines()[-1])
+    assert summary["ok"] is True and summary["seeds"] == 2 and summary["unrun"] == 0
+    done = foundation_p2p("sim", "sweep", path, "--seeds", "1..2", "--budget=-1s")
+    assert done.returncode == 2 and "--budget" in done.stderr
