@@ -56,15 +56,20 @@ bench-quick: tools $(BENCH_STAMP)
 fuzz: $(FUZZ_STAMP)
 	$(BIN)/python fuzz/atheris_main.py --all --seconds $${FUZZ_SECONDS:-20} $${FUZZ_BUDGET:+--budget $$FUZZ_BUDGET}
 
-## make soak: full-size simulator scenarios (*-soak.toml) and longer sweeps of the CI-sized ones
+## make soak: pytest -m soak, the full-size simulator scenarios (*-soak.toml), a 1,000-seed
+## KV random-fault sweep within SOAK_MINUTES (fails if the budget ends first), and longer
+## sweeps of the other CI-sized scenarios
 soak: tools $(STAMP)
 	$(BIN)/python -m pytest -q -m soak -p no:cacheprovider || test $$? -eq 5
 	@set -e; for s in simulator/scenarios/*-soak.toml; do \
 		flags=; case $$s in *random-faults*) flags=--random-faults;; esac; \
 		echo "== $$s $$flags"; $(BIN)/foundation-p2p sim sweep $$s --seeds 1..$${SOAK_SEEDS:-4} $$flags --json | tail -n 1; done
-	@set -e; for s in simulator/scenarios/*.toml; do case $$s in *-soak.toml) continue;; esac; \
+	@echo "== simulator/scenarios/kv-random-faults.toml --random-faults: $${SOAK_KV_SEEDS:-1000} seeds within $${SOAK_MINUTES:-60} min"
+	$(BIN)/foundation-p2p sim sweep simulator/scenarios/kv-random-faults.toml --random-faults \
+		--seeds 1..$${SOAK_KV_SEEDS:-1000} --budget $${SOAK_MINUTES:-60}m --json | tail -n 1
+	@set -e; for s in simulator/scenarios/*.toml; do case $$s in *-soak.toml|*/kv-random-faults.toml) continue;; esac; \
 		flags=; case $$s in *random-faults*) flags=--random-faults;; esac; \
-		echo "== $$s $$flags"; $(BIN)/foundation-p2p sim sweep $$s --seeds 1..$${SWEEP_SEEDS:-200} $$flags --json | tail -n 1; done
+		echo "== $$s $$flags"; $(BIN)/foundation-p2p sim sweep $$s --seeds 1..$${SWEEP_SEEDS:-20} $$flags --json | tail -n 1; done
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis build *.egg-info
