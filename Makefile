@@ -61,15 +61,20 @@ fuzz: $(FUZZ_STAMP)
 ## sweeps of the other CI-sized scenarios
 soak: tools $(STAMP)
 	$(BIN)/python -m pytest -q -m soak -p no:cacheprovider || test $$? -eq 5
-	@set -e; for s in simulator/scenarios/*-soak.toml; do \
+	@st=0; for s in simulator/scenarios/*-soak.toml; do \
 		flags=; case $$s in *random-faults*) flags=--random-faults;; esac; \
-		echo "== $$s $$flags"; $(BIN)/foundation-p2p sim sweep $$s --seeds 1..$${SOAK_SEEDS:-4} $$flags --json | tail -n 1; done
+		echo "== $$s $$flags"; \
+		out=$$($(BIN)/foundation-p2p sim sweep $$s --seeds 1..$${SOAK_SEEDS:-4} $$flags --json) || st=1; \
+		echo "$$out" | tail -n 1; done; exit $$st
 	@echo "== simulator/scenarios/kv-random-faults.toml --random-faults: $${SOAK_KV_SEEDS:-1000} seeds within $${SOAK_MINUTES:-60} min"
-	$(BIN)/foundation-p2p sim sweep simulator/scenarios/kv-random-faults.toml --random-faults \
-		--seeds 1..$${SOAK_KV_SEEDS:-1000} --budget $${SOAK_MINUTES:-60}m --json | tail -n 1
-	@set -e; for s in simulator/scenarios/*.toml; do case $$s in *-soak.toml|*/kv-random-faults.toml) continue;; esac; \
+	@out=$$($(BIN)/foundation-p2p sim sweep simulator/scenarios/kv-random-faults.toml --random-faults \
+		--seeds 1..$${SOAK_KV_SEEDS:-1000} --budget $${SOAK_MINUTES:-60}m --json); st=$$?; \
+		echo "$$out" | tail -n 1; exit $$st
+	@st=0; for s in simulator/scenarios/*.toml; do case $$s in *-soak.toml|*/kv-random-faults.toml) continue;; esac; \
 		flags=; case $$s in *random-faults*) flags=--random-faults;; esac; \
-		echo "== $$s $$flags"; $(BIN)/foundation-p2p sim sweep $$s --seeds 1..$${SWEEP_SEEDS:-20} $$flags --json | tail -n 1; done
+		echo "== $$s $$flags"; \
+		out=$$($(BIN)/foundation-p2p sim sweep $$s --seeds 1..$${SWEEP_SEEDS:-20} $$flags --json) || st=1; \
+		echo "$$out" | tail -n 1; done; exit $$st
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis build *.egg-info
