@@ -537,23 +537,38 @@ class NetnsCluster:
 
     def probe(self, src: str, dsts: list[str], count: int) -> dict[str, int]:
         """Answers out of ``count`` probes from ``src`` to each of ``dsts``' echo servers."""
-        for d in dsts:
-            self._ensure_echo(d)
-        targets = [f"{self.hosts[d]}:{ECHO_PORT}" for d in dsts]
-        out = run(["ip", "netns", "exec", self.ns_name(src), sys.executable, str(PROBE),
-                   "probe", str(count), *targets], timeout=120)
-        answers = json.loads(out.strip().splitlines()[-1])["answers"]
-        return {d: int(answers[t]) for d, t in zip(dsts, targets, strict=True)}
+        return self.probe_many({src: dsts}, count)[src]
+
+    def probe_many(self, plan: dict[str, list[str]], count: int) -> dict[str, dict[str, int]]:
+        """:meth:`probe` from several sources at once (one probe process each)."""
+        for dsts in plan.values():
+            for d in dsts:
+                self._ensure_echo(d)
+        procs = {}
+        for src, dsts in plan.items():
+            targets = [f"{self.hosts[d]}:{ECHO_PORT}" for d in dsts]
+            procs[src] = (dsts, targets, self.popen_in(
+                src, [sys.executable, str(PROBE), "probe", str(count), *targets],
+                stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            ))
+        out: dict[str, dict[str, int]] = {}
+        for src, (dsts, targets, proc) in procs.items():
+            stdout, stderr = proc.communicate(timeout=120)
+            self.pids.discard(proc.pid)
+            if proc.returncode != 0:
+                raise HarnessError(f"probe from {src} failed: {stderr.strip()[-2000:]}")
+            answers = json.loads(stdout.strip().splitlines()[-1])["answers"]
+            out[src] = {d: int(answers[t]) for d, t in zip(dsts, targets, strict=True)}
+        return out
 
     def check_partition(self, *sides: Iterable[str], count: int = 20) -> dict[str, Any]:
         """Probe every ordered pair; raises :class:`HarnessError` unless no probe crosses
         the cut and every pair on one side answers. Returns the answer matrix."""
         groups = [list(s) for s in sides]
         side_of = {h: i for i, g in enumerate(groups) for h in g}
-        matrix: dict[str, dict[str, int]] = {}
+        matrix = self.probe_many({src: [d for d in side_of if d != src] for src in side_of},
+                                 count)
         for src in side_of:
-            dsts = [d for d in side_of if d != src]
-            matrix[src] = self.probe(src, dsts, count)
             for d, got in matrix[src].items():
                 crosses = side_of[d] != side_of[src]
                 if crosses and got != 0:

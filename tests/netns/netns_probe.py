@@ -8,7 +8,7 @@ Run inside a namespace (``ip netns exec NS python netns_probe.py ...``):
   batches of :data:`BATCH` to all at once, and count the distinct answers; a batch ends
   when every target answered and then none for :data:`QUIET_S`, or after
   :data:`FIRST_S` if a target has not answered (a cut one: a partition check costs
-  :data:`FIRST_S` per batch).
+  :data:`FIRST_S` per batch); late answers count until none came for :data:`DRAIN_S`.
   Prints one JSON object ``{"answers": {"HOST:PORT": answers, ...}, "seconds": s}``.
 
 Nothing here knows about the node: these are the probes the fault is judged by, before
@@ -26,12 +26,14 @@ import sys
 import time
 
 BATCH = 50
-FIRST_S = 0.5
+FIRST_S = 2.0
 """A batch's first answer is awaited this long (a loaded machine may not run the echo
 server at once)."""
 QUIET_S = 0.05
 """Once every target answered, a batch's answers are awaited until none came for this long (veth
 round trips are well under a millisecond)."""
+DRAIN_S = 0.3
+"""After the last batch, answers are still counted until none came for this long."""
 
 
 def echo(port: int) -> None:
@@ -41,6 +43,20 @@ def echo(port: int) -> None:
     while True:
         data, src = sock.recvfrom(2048)
         sock.sendto(data, src)
+
+
+def _collect(sock: socket.socket, got: list[set[int]], wait: float) -> int | None:
+    """Receive one answer within ``wait`` seconds into ``got``; its target's tag, or None."""
+    ready, _, _ = select.select([sock], [], [], max(wait, 0.0))
+    if not ready:
+        return None
+    data, _src = sock.recvfrom(2048)
+    if len(data) == 8:
+        tag, i = struct.unpack("!II", data)
+        if tag < len(got):
+            got[tag].add(i)
+            return int(tag)
+    return -1
 
 
 def probe(count: int, targets: list[str]) -> dict[str, int]:
@@ -66,15 +82,13 @@ def probe(count: int, targets: list[str]) -> dict[str, int]:
             wait = QUIET_S if len(answered) == len(addrs) else first_by - time.monotonic()
             if wait <= 0:
                 break
-            ready, _, _ = select.select([sock], [], [], wait)
-            if not ready:
+            tag = _collect(sock, got, wait)
+            if tag is None:
                 break
-            data, _src = sock.recvfrom(2048)
-            if len(data) == 8:
-                tag, i = struct.unpack("!II", data)
-                if tag < len(got):
-                    got[tag].add(i)
-                    answered.add(tag)
+            answered.add(tag)
+    # stragglers of the last batches (a loaded machine answers late, not never)
+    while _collect(sock, got, DRAIN_S) is not None:
+        pass
     return {text: len(g) for text, g in zip(targets, got, strict=True)}
 
 
