@@ -18,7 +18,8 @@ error, an input that runs longer than ``--timeout`` seconds, or memory above
 one line per target with its executions, then the total, and writes the totals to
 ``--summary`` (default ``fuzz/last-run.json``). A finding does not stop the others: its
 input is minimized here (chunks deleted while the target still fails the same way) and
-saved as ``tests/fuzz/regressions/<target>-<sha1>.bin`` (``--regressions``), where
+saved as ``tests/fuzz/regressions/<target>-<sha1>.bin`` (``--regressions``; an input
+that ran too long is saved as found, as ``.timeout``), where
 ``tests/fuzz/test_regressions.py`` replays it. Exit status: 0 no finding, 1 a finding,
 2 usage.
 """
@@ -197,21 +198,30 @@ def minimize(target: Callable[[bytes], None], data: bytes, *, budget_s: float = 
     return best
 
 
-def save_regression(name: str, data: bytes, directory: Path = REGRESSIONS) -> Path:
-    """Write ``data`` as ``<name>-<sha1 prefix>.bin`` under ``directory``; its path."""
+def save_regression(
+    name: str, data: bytes, directory: Path = REGRESSIONS, *, kind: str = "bin"
+) -> Path:
+    """Write ``data`` as ``<name>-<sha1 prefix>.<kind>`` under ``directory``; its path.
+    ``kind`` is ``bin`` for an input that raises, ``timeout`` for one that runs too long
+    (``tests/fuzz/test_regressions.py`` replays those in a subprocess with a time limit)."""
     directory.mkdir(parents=True, exist_ok=True)
-    path = directory / f"{name}-{hashlib.sha1(data).hexdigest()[:12]}.bin"
+    path = directory / f"{name}-{hashlib.sha1(data).hexdigest()[:12]}.{kind}"
     path.write_bytes(data)
     return path
 
 
 def _handle_artifact(name: str, artifact: Path, args: argparse.Namespace) -> dict[str, Any]:
-    """Minimize a crashing input, save it as a regression input, describe it."""
+    """Minimize a crashing input, save it as a regression input, describe it. A timeout
+    or out-of-memory input is saved as it is (running it here could take as long again)."""
+    data = artifact.read_bytes()
+    kind = artifact.name[len(name) + 1 :].split("-", 1)[0]  # crash, timeout, oom, leak...
+    if kind != "crash":
+        saved = save_regression(name, data, Path(args.regressions), kind="timeout")
+        return {"artifact": str(artifact), "saved": str(saved), "kind": kind, "bytes": len(data)}
     targets = _load_targets()
     target = targets.TARGETS[name]
-    data = artifact.read_bytes()
     failure = _failure(target, data)
-    if failure is None:  # a timeout, out-of-memory, or a non-reproducible run
+    if failure is None:  # not reproducible outside libFuzzer
         saved = save_regression(name, data, Path(args.regressions))
         return {"artifact": str(artifact), "saved": str(saved), "reproduces": False}
     small = minimize(target, data)
@@ -219,6 +229,7 @@ def _handle_artifact(name: str, artifact: Path, args: argparse.Namespace) -> dic
     return {
         "artifact": str(artifact),
         "saved": str(saved),
+        "kind": kind,
         "reproduces": True,
         "exception": failure[0],
         "where": failure[1],

@@ -84,6 +84,19 @@ def _boot_epoch_at_u64_max(data: bytes) -> bool:
     return type(value) is int and value >= (1 << 64) - 1
 
 
+def _cbor_deeper_than_16(data: bytes) -> bool:
+    from foundation_p2p.errors import LimitError, WireError
+    from foundation_p2p.wire import cbor
+
+    try:
+        cbor.decode(data)
+    except LimitError as exc:
+        return "nesting" in str(exc)
+    except WireError:
+        return False
+    return False
+
+
 OPEN: list[Finding] = [
     Finding(
         "config-not-utf8",
@@ -122,6 +135,14 @@ OPEN: list[Finding] = [
         "OverflowError (epoch + 1 does not fit 8 bytes in derive_subkey) instead of a "
         "StorageError naming the file",
         _boot_epoch_at_u64_max,
+    ),
+    Finding(
+        "conf-change-nested-keys",
+        "raft-conf-change",
+        "decode_conf_change calls cbor2.loads without max_depth, then re-encodes canonically: "
+        "a 3 KB entry of maps nested ~100 deep as map keys takes exponential time (a "
+        "conf-change entry from the leader stalls every node that applies it)",
+        _cbor_deeper_than_16,
     ),
 ]
 """The open findings (see the module docstring)."""

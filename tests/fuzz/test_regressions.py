@@ -1,7 +1,9 @@
 """Replay every input ``make fuzz`` saved under ``tests/fuzz/regressions/``.
 
 Each file ``<target>-<sha1 prefix>.bin`` is a minimized input that once made its target
-fail (an exception other than the project's own error, or a broken round trip). It runs
+fail (an exception other than the project's own error, or a broken round trip); a
+``.timeout`` file is an input that once ran longer than the fuzzer's per-input limit, and
+is replayed in a subprocess that must finish within :data:`TIMEOUT_S`. Each runs
 against the unguarded target: a fixed finding passes; an open one (listed in
 ``fuzz/known_findings.py``) is a strict xfail naming the finding, so that the fix shows up
 as an unexpected pass and the entry must then leave ``OPEN``.
@@ -10,6 +12,7 @@ as an unexpected pass and the entry must then leave ``OPEN``.
 from __future__ import annotations
 
 import importlib.util
+import subprocess
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -35,11 +38,23 @@ targets = _load("foundation_fuzz_targets", ROOT / "fuzz" / "targets.py")
 known_findings = _load("foundation_fuzz_known_findings", ROOT / "fuzz" / "known_findings.py")
 atheris_main = _load("foundation_fuzz_atheris_main", ROOT / "fuzz" / "atheris_main.py")
 
-FILES = sorted(REGRESSIONS.glob("*.bin"))
+FILES = sorted([*REGRESSIONS.glob("*.bin"), *REGRESSIONS.glob("*.timeout")])
+TIMEOUT_S = 20.0
+"""How long a saved slow input may take (the fuzzer flagged it past 10 s)."""
 
 
 def _target_of(path: Path) -> str:
     return path.stem.rsplit("-", 1)[0]
+
+
+_REPLAY = """
+import importlib.util, sys
+spec = importlib.util.spec_from_file_location("t", sys.argv[1])
+module = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(module)
+with open(sys.argv[3], "rb") as f:
+    module.TARGETS[sys.argv[2]](f.read())
+"""
 
 
 def _cases() -> list[object]:
@@ -60,6 +75,14 @@ def _cases() -> list[object]:
 def test_saved_input_is_handled(path: Path) -> None:
     name = _target_of(path)
     assert name in targets.TARGETS, f"{path.name}: no target {name!r}"
+    if path.suffix == ".timeout":
+        cmd = [sys.executable, "-c", _REPLAY, str(ROOT / "fuzz" / "targets.py"), name, str(path)]
+        try:
+            done = subprocess.run(cmd, capture_output=True, text=True, timeout=TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(f"{path.name}: still running after {TIMEOUT_S} s") from None
+        assert done.returncode == 0, done.stderr[-2000:]
+        return
     targets.TARGETS[name](path.read_bytes())
 
 
@@ -89,5 +112,7 @@ def test_minimize_keeps_the_failure_and_shrinks() -> None:
 def test_a_saved_input_is_named_by_target_and_content(tmp_path: Path) -> None:
     path = atheris_main.save_regression("node-config", b"\xff", tmp_path)
     assert path.name.startswith("node-config-") and path.suffix == ".bin"
+    slow = atheris_main.save_regression("raft-step", b"\x00", tmp_path, kind="timeout")
+    assert slow.suffix == ".timeout" and _target_of(slow) == "raft-step"
     assert _target_of(path) == "node-config"
     assert path.read_bytes() == b"\xff"
