@@ -57,8 +57,9 @@ fuzz: $(FUZZ_STAMP)
 	$(BIN)/python fuzz/atheris_main.py --all --seconds $${FUZZ_SECONDS:-20} $${FUZZ_BUDGET:+--budget $$FUZZ_BUDGET}
 
 ## make soak: pytest -m soak, the full-size simulator scenarios (*-soak.toml), a 1,000-seed
-## KV random-fault sweep within SOAK_MINUTES (fails if the budget ends first), and longer
-## sweeps of the other CI-sized scenarios
+## KV random-fault sweep within SOAK_MINUTES (fails if the budget ends first), longer
+## sweeps of the other CI-sized scenarios, and a real 5-process cluster on 127.0.0.1 under
+## churn for SOAK_CLUSTER_MINUTES (default 10; soak/cluster.py: flat memory, zero errors)
 soak: tools $(STAMP)
 	$(BIN)/python -m pytest -q -m soak -p no:cacheprovider || test $$? -eq 5
 	@st=0; for s in simulator/scenarios/*-soak.toml; do \
@@ -75,6 +76,8 @@ soak: tools $(STAMP)
 		echo "== $$s $$flags"; \
 		out=$$($(BIN)/foundation-p2p sim sweep $$s --seeds 1..$${SWEEP_SEEDS:-20} $$flags --json) || st=1; \
 		echo "$$out" | tail -n 1; done; exit $$st
+	@echo "== soak/cluster.py: 5 node processes on 127.0.0.1 for $${SOAK_CLUSTER_MINUTES:-10} min, one killed and restarted every 30 s"
+	$(BIN)/python -m soak.cluster --minutes $${SOAK_CLUSTER_MINUTES:-10}
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis build *.egg-info

@@ -1,0 +1,1 @@
+"""Real-cluster soak tools (``make soak``): see soak/README.md."""
