@@ -8,10 +8,11 @@ name), ``SOAK_PERIOD_S`` (seconds between two rounds of traffic, default 0.5),
 Traffic starts once the Raft group has a leader (``node.consensus.wait_leader()``, at most
 ``START_TIMEOUT_S``). Each round: one broadcast on the ``soak`` topic (every node
 subscribes to it), one KV put of ``soak/<name>`` then a linearizable get of another
-node's key (``node.kv``), one registry ``put`` of ``soak/<name>`` and a ``count("soak/")`` (``node.registry``). Each KV
-op waits at most ``OP_TIMEOUT_S``. A failed op is reported with its wall time, kind and
-error, and judged by the controller (soak/cluster.py): expected while a node of the
-cluster was just killed or restarted, an error otherwise.
+node's key (``node.kv``), one registry ``put`` of ``soak/<name>`` and a
+``count("soak/")`` (``node.registry``). Each KV op waits at most ``OP_TIMEOUT_S``. A
+failed op is reported with its wall time, kind and error, and judged by the controller
+(soak/cluster.py): expected while a node of the cluster was just killed or restarted,
+an error otherwise.
 
 A stats line: ``{"t": wall, "name", "pid", "tasks": live Trio tasks (walked from the root
 task), "ops": {kind: ok count}, "fails": [[wall, kind, error], ...] since the last line,
