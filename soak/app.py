@@ -41,7 +41,8 @@ TOPIC = "soak"
 
 def count_tasks() -> int:
     """Live Trio tasks of this run: the root task and every task in its nurseries, down."""
-    todo = [trio.lowlevel.current_root_task()]
+    root = trio.lowlevel.current_root_task()
+    todo = [] if root is None else [root]
     n = 0
     while todo:
         task = todo.pop()

@@ -313,20 +313,19 @@ class Soak:
         last = max(0, int(self.args.minutes) - 1) if self.args.minutes >= 1 else 0
         memory: dict[str, Any] = {}
         flat = True
-        for slot in self.slots:
-            for life in slot.lives:
-                second = self.minute_rows.get((slot.name, life.index, 1))
-                final = self.minute_rows.get((slot.name, life.index, last))
-                if last <= 1 or second is None or final is None or not second["rss"]:
-                    continue
-                ratio = final["rss"] / second["rss"]
-                ok = ratio <= 1 + self.args.mem_tolerance
-                flat = flat and ok
-                memory[f"{slot.name}#{life.index}"] = {
-                    "second_minute_rss": second["rss"], "last_minute_rss": final["rss"],
-                    "ratio": round(ratio, 4), "fds": [second["fds"], final["fds"]],
-                    "tasks": [second["tasks"], final["tasks"]], "flat": ok,
-                }
+        for node, life in sorted({(n, li) for n, li, _m in self.minute_rows}):
+            second = self.minute_rows.get((node, life, 1))
+            final = self.minute_rows.get((node, life, last))
+            if last <= 1 or second is None or final is None or not second["rss"]:
+                continue
+            ratio = final["rss"] / second["rss"]
+            ok = ratio <= 1 + self.args.mem_tolerance
+            flat = flat and ok
+            memory[f"{node}#{life}"] = {
+                "second_minute_rss": second["rss"], "last_minute_rss": final["rss"],
+                "ratio": round(ratio, 4), "fds": [second["fds"], final["fds"]],
+                "tasks": [second["tasks"], final["tasks"]], "flat": ok,
+            }
         if not memory:
             self.errors.append("no node lifetime spans the second and the last minute "
                                "(run at least 3 minutes, and leave a node out of the churn)")
