@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import re
 import signal
@@ -188,7 +189,10 @@ class Soak:
         self.errors.append(f"t={time.monotonic() - self.t0:7.1f}s {node}: {text}")
 
     def minute(self, t: float | None = None) -> int:
-        return int(((t if t is not None else time.monotonic()) - self.t0) // 60)
+        """The run's minute (0-based) at monotonic ``t`` (default now); the final sample,
+        taken at the very end, counts in the last minute."""
+        m = int(((t if t is not None else time.monotonic()) - self.t0) // 60)
+        return min(m, max(0, math.ceil(self.args.minutes) - 1))
 
     def sample(self) -> None:
         """One sample of every running node; stderr and stats lines read so far."""
@@ -310,7 +314,7 @@ class Soak:
         return self.verdict(restarts)
 
     def verdict(self, restarts: int) -> dict[str, Any]:
-        last = max(0, int(self.args.minutes) - 1) if self.args.minutes >= 1 else 0
+        last = max(0, math.ceil(self.args.minutes) - 1)
         memory: dict[str, Any] = {}
         flat = True
         for node, life in sorted({(n, li) for n, li, _m in self.minute_rows}):
