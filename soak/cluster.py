@@ -192,7 +192,8 @@ class Soak:
         """The run's minute (0-based) at monotonic ``t`` (default now); the final sample,
         taken at the very end, counts in the last minute."""
         m = int(((t if t is not None else time.monotonic()) - self.t0) // 60)
-        return min(m, max(0, math.ceil(self.args.minutes) - 1))
+        last: int = max(0, math.ceil(self.args.minutes) - 1)
+        return min(m, last)
 
     def sample(self) -> None:
         """One sample of every running node; stderr and stats lines read so far."""
