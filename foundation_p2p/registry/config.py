@@ -46,6 +46,16 @@ class RegistryConfig:
     following it (the entry is kept; the clock is clamped; counted ``registry.hlc.clamped``)."""
     max_recent_conflicts: int = 1024
     """Names whose last conflict ``conflicts_of`` remembers (oldest forgotten first)."""
+    max_entries: int = 100_000
+    """Most live entries a replica holds. An entry of a name new here that a delta or a
+    sync reply brings beyond it is refused (counted ``registry.entries.refused``): it is
+    not taken later either (its dot is in the context, as if removed), unless its writer
+    writes the name again. Names already held still update; removals always apply. A local
+    write of a new name beyond it raises ``ConfigError`` naming the bound."""
+    max_entries_per_writer: int = 10_000
+    """Most live entries written by one node (a dot's node); beyond it, as for
+    ``max_entries`` (counted ``registry.entries.refused_writer``). A peer flooding ever new
+    names fills at most this much of every replica."""
 
     def __post_init__(self) -> None:
         for name in ("sync_interval_s", "sync_timeout_s", "max_clock_lead_s"):
@@ -64,6 +74,8 @@ class RegistryConfig:
             "max_changes",
             "max_value_bytes",
             "max_recent_conflicts",
+            "max_entries",
+            "max_entries_per_writer",
         ):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value <= 0:

@@ -359,8 +359,9 @@ class RegistryCore:
             raise
         self.counters.inc("registry.messages.received")
         if isinstance(m, Delta):
-            self._observe(now, (e for s in m.state.entries.values() for e in s.values()))
-            self._after_join(self.state.join(m.state))
+            incoming = self._admit(m.state)
+            self._observe(now, (e for s in incoming.entries.values() for e in s.values()))
+            self._after_join(self.state.join(incoming))
         elif isinstance(m, SyncRequest):
             self._answer_request(peer, m)
         elif isinstance(m, SyncReply):
@@ -461,6 +462,19 @@ class RegistryCore:
             owner_id = owner
         else:
             raise ConfigError(f"owner: expected 'self', None or a 16-byte node id, got {owner!r}")
+        if name not in self.state.entries:
+            cfg = self.config
+            if len(self.state.dot_names) >= cfg.max_entries:
+                raise ConfigError(
+                    f"registry: {name!r}: the replica holds max_entries = {cfg.max_entries} "
+                    "entries; remove some or raise [registry] max_entries"
+                )
+            if self.state.live_by_writer.get(self.node_id, 0) >= cfg.max_entries_per_writer:
+                raise ConfigError(
+                    f"registry: {name!r}: this node wrote max_entries_per_writer = "
+                    f"{cfg.max_entries_per_writer} live entries; remove some or raise "
+                    "[registry] max_entries_per_writer"
+                )
         stamp = self.clock.tick(now.wall)
         dot = self.state.ctx.next_dot(self.node_id)
         entry = Entry(name, value, meta, owner_id, stamp)
@@ -474,6 +488,66 @@ class RegistryCore:
             who = owner_id.hex() if owner_id else "cluster"
             log.debug("registered %r (owner %s, %s)", name, who, stamp)
         return entry
+
+    def _refuses(self, name: str, writer: NodeId, live: int, by_writer: dict[NodeId, int]) -> bool:
+        """Whether a new entry of ``name`` written by ``writer`` is beyond the entry bounds
+        (``live`` entries held, ``by_writer`` per writer, both counting what this message
+        already admitted); counted."""
+        if name in self.state.entries:
+            return False
+        cfg = self.config
+        if live >= cfg.max_entries:
+            self.counters.inc("registry.entries.refused")
+            return True
+        if by_writer.get(writer, 0) >= cfg.max_entries_per_writer:
+            self.counters.inc("registry.entries.refused_writer")
+            return True
+        return False
+
+    def _admit(self, delta: RegistryState) -> RegistryState:
+        """``delta`` without the entries of new names beyond ``max_entries`` or their
+        writer's ``max_entries_per_writer`` (the context is kept: see the config)."""
+        state = self.state
+        live = len(state.dot_names)
+        cfg = self.config
+        if live + len(delta.dot_names) < cfg.max_entries and all(
+            state.live_by_writer.get(w, 0) + n < cfg.max_entries_per_writer
+            for w, n in delta.live_by_writer.items()
+        ):
+            return delta  # the common case: nothing near a bound
+        by_writer = dict(state.live_by_writer)
+        kept = RegistryState(indexed=False)
+        for name, slot in delta.entries.items():
+            for dot, entry in slot.items():
+                if self._refuses(name, dot[0], live, by_writer):
+                    continue
+                kept._add_live(name, dot, entry)
+                live += 1
+                by_writer[dot[0]] = by_writer.get(dot[0], 0) + 1
+        kept.ctx = delta.ctx
+        return kept
+
+    def _admit_entries(self, entries: list[tuple[Dot, Entry]]) -> list[tuple[Dot, Entry]]:
+        """A sync reply's entries without those beyond the entry bounds (as :meth:`_admit`)."""
+        state = self.state
+        live = len(state.dot_names)
+        cfg = self.config
+        if live + len(entries) < cfg.max_entries and len(entries) < (
+            cfg.max_entries_per_writer - max(state.live_by_writer.values(), default=0)
+        ):
+            return entries
+        by_writer = dict(state.live_by_writer)
+        out: list[tuple[Dot, Entry]] = []
+        for dot, entry in entries:
+            if dot in state.dot_names or state.ctx.contains(dot):
+                out.append((dot, entry))  # add_entries skips it anyway
+                continue
+            if self._refuses(entry.name, dot[0], live, by_writer):
+                continue
+            out.append((dot, entry))
+            live += 1
+            by_writer[dot[0]] = by_writer.get(dot[0], 0) + 1
+        return out
 
     def _mutate(
         self,
@@ -725,8 +799,9 @@ class RegistryCore:
         if sync is None or sync.sid != rep.sid:
             self.counters.inc("registry.sync.stale")
             return
-        self._observe(now, (e for _, e in rep.entries))
-        self._after_join(self.state.add_entries(rep.entries))
+        entries = self._admit_entries(rep.entries)
+        self._observe(now, (e for _, e in entries))
+        self._after_join(self.state.add_entries(entries))
         if rep.context is not None:
             self.state.ctx.merge(rep.context)
         sync.more = rep.more

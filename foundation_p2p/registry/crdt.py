@@ -208,6 +208,7 @@ class RegistryState:
         "entries",
         "entry_sizes",
         "indexed",
+        "live_by_writer",
         "names",
         "sizer",
     )
@@ -223,6 +224,8 @@ class RegistryState:
         """The names with at least one live dot, sorted (for prefix selects)."""
         self.dot_names: dict[Dot, str] = {}
         """Live dot -> its name."""
+        self.live_by_writer: dict[NodeId, int] = {}
+        """Writer (a dot's node) -> how many live dots it wrote (for the entry bounds)."""
         self.buckets: list[int] = [0] * BUCKETS if indexed else []
         """Per bucket, the XOR of :func:`item_hash` over its live ``(name, dot)``."""
         self.bucket_names: dict[int, set[str]] = {}
@@ -309,6 +312,7 @@ class RegistryState:
                 self.bucket_names.setdefault(b, set()).add(name)
         slot[dot] = entry
         self.dot_names[dot] = name
+        self.live_by_writer[dot[0]] = self.live_by_writer.get(dot[0], 0) + 1
         if self.sizer is not None:
             self._unsized.add(dot)
         if self.indexed:
@@ -318,6 +322,11 @@ class RegistryState:
         slot = self.entries[name]
         del slot[dot]
         del self.dot_names[dot]
+        left = self.live_by_writer[dot[0]] - 1
+        if left:
+            self.live_by_writer[dot[0]] = left
+        else:
+            del self.live_by_writer[dot[0]]
         if self.sizer is not None:
             size = self.entry_sizes.pop(dot, None)
             if size is None:

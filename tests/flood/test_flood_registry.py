@@ -1,14 +1,13 @@
 """Registry floods against a ``RegistryCore``: a peer shipping deltas as fast as it likes.
 
 Same method as test_flood_packets.py. A peer that rewrites one name forever leaves one entry
-and a bounded change queue; a peer that registers ever new names grows the replica without
-limit: there is no bound on entries (nor per owner), so that test is a strict xfail naming
-the missing bound, with the fix written in /work/helpers/s4/S_wiring.md section 1.
+and a bounded change queue; a peer that registers ever new names fills the replica up to
+``max_entries_per_writer`` (``RegistryConfig``) and every entry beyond is refused and
+counted, while the node's own writes still go in.
 """
 
 from __future__ import annotations
 
-import pytest
 from flood import flood
 
 from foundation_p2p.clock import Now
@@ -20,6 +19,8 @@ ATTACKER = bytes([2]) * 16
 WALL = 1_700_000_000.0
 HEAP_SLACK = 96 * 1024
 MAX_CHANGES = 256
+PER_WRITER = 300
+"""``max_entries_per_writer`` of the ever-new-names flood: below its smaller size (400)."""
 
 
 def sizes(core: RegistryCore) -> dict[str, int]:
@@ -37,8 +38,8 @@ def sizes(core: RegistryCore) -> dict[str, int]:
     }
 
 
-def _pair() -> tuple[RegistryCore, RegistryCore]:
-    home = RegistryCore(HOME, config=RegistryConfig(max_changes=MAX_CHANGES))
+def _pair(**bounds: int) -> tuple[RegistryCore, RegistryCore]:
+    home = RegistryCore(HOME, config=RegistryConfig(max_changes=MAX_CHANGES, **bounds))
     attacker = RegistryCore(ATTACKER)
     home.set_peers([ATTACKER])
     attacker.set_peers([HOME])
@@ -75,13 +76,8 @@ def test_one_name_rewritten_forever_keeps_one_entry_and_a_bounded_change_queue()
     assert res.heap_growth < HEAP_SLACK, res
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="RegistryCore has no max_entries bound: every new name a peer ships is kept "
-    "(fix: /work/helpers/s4/S_wiring.md section 1)",
-)
 def test_ever_new_names_from_one_peer_stop_at_a_bound_and_are_counted() -> None:
-    home, attacker = _pair()
+    home, attacker = _pair(max_entries_per_writer=PER_WRITER)
 
     def attack(i: int) -> None:
         now = Now(1.0 + i * 1e-3, WALL + 1.0 + i * 1e-3)
@@ -90,4 +86,8 @@ def test_ever_new_names_from_one_peer_stop_at_a_bound_and_are_counted() -> None:
 
     res = flood(attack, lambda: sizes(home), 400, 1600)
     _flat(res.small, res.large)
-    assert home.counters["registry.entries.refused"] == 1600 - res.large["entries"]
+    assert res.large["entries"] == PER_WRITER
+    assert home.counters["registry.entries.refused_writer"] == 1600 - PER_WRITER
+    # the home node's own writes still go in: the bound is per writer
+    home.register(Now(9.0, WALL + 9.0), "mine", 1)
+    assert home.lookup("mine") is not None
