@@ -245,6 +245,10 @@ class AuctionMachine:
                                 "for this auction")
         if a.spec.bidders and cmd.bidder not in a.spec.bidders:
             return self._refuse("not_invited", "the bidder is not among the auction's bidders")
+        if a.commits.get(cmd.bidder) == cmd:
+            # a retried submission of a commit already taken: a duplicate in any phase
+            # (never "late": its first copy counts)
+            return self._dup(None)
         if a.phase != COMMIT_PHASE:
             if cmd.bidder not in a.late:
                 if len(a.late) < self.max_bidders:
@@ -253,10 +257,7 @@ class AuctionMachine:
                     a.late_unlisted += 1
                     self.counters.inc("coordination.auction.late_unlisted")
             return self._refuse("late", "commit after the commit phase closed")
-        old = a.commits.get(cmd.bidder)
-        if old is not None:
-            if old == cmd:
-                return self._dup(None)
+        if cmd.bidder in a.commits:
             return self._refuse("conflict", "the bidder already committed another bid")
         if len(a.commits) >= self.max_bidders:
             return self._refuse("full", f"{self.max_bidders} bids already committed")

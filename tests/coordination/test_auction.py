@@ -201,12 +201,16 @@ def test_retried_commands_are_deduplicated() -> None:
     assert log.run(commit_cmd(other))[1] == "conflict"
     assert log.run(close_cmd(a))[0] == 0
     assert log.run(close_cmd(a))[0] == 1
+    # the same commit retried after the close is a duplicate, not a late bid
+    assert log.run(commit_cmd(bid))[0] == 1
     assert log.run(reveal_cmd(r))[0] == 0
     assert log.run(reveal_cmd(r))[0] == 1
     first = log.run(final_cmd(a))
     again = log.run(final_cmd(a))
     assert first[0] == 0 and again[0] == 1 and first[1] == again[1]
     assert len(log.m.auctions[a].commits) == 1
+    assert log.m.auctions[a].late == set()
+    assert log.run(commit_cmd(bid))[0] == 1  # and after the finalize too
 
 
 def test_phase_order_is_enforced() -> None:

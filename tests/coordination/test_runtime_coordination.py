@@ -190,8 +190,8 @@ async def test_no_bid_amount_is_in_the_raft_log_before_its_reveal() -> None:
         for n in nodes:
             storage = n.raft_storage
             assert storage is not None
-            with trio.fail_after(WAIT_S):
-                await n.wait_until(lambda s=storage: s.last_index() > 0)
+            # every node has applied (so stored) the whole auction, finalize included
+            await n.coordination.wait_result(result.auction_id, timeout_s=WAIT_S)
             closed_at = None
             seen = 0
             for e in storage.entries(storage.first_index(), storage.last_index() + 1):
