@@ -182,7 +182,8 @@ async def test_no_bid_amount_is_in_the_raft_log_before_its_reveal() -> None:
         records = [nodes[i].coordination.start_coordination_agent(Bidder, {"amount": a})
                    for i, a in enumerate(amounts)]
         with trio.fail_after(WAIT_S):
-            await nodes[0].coordination.wait_agents(3)
+            for n in nodes:  # every node's registry shows the three (any may open)
+                await n.coordination.wait_agents(3)
         result = await nodes[1].coordination.coordinate_resource_allocation(
             [r.agent_id for r in records], ["cpu"], timeout_s=WAIT_S)
         assert result.winners == ((records[2].agent_id, amounts[2]),)
@@ -222,7 +223,8 @@ async def test_an_auction_whose_opener_never_drives_it_is_taken_over() -> None:
         records = [nodes[i].coordination.start_coordination_agent(Bidder, {"amount": a})
                    for i, a in enumerate((5, 9, 7))]
         with trio.fail_after(WAIT_S):
-            await nodes[0].coordination.wait_agents(3)
+            for n in nodes:  # every node's registry shows the three (any may open)
+                await n.coordination.wait_agents(3)
         aid = os.urandom(16)
         opened = await nodes[0].coordination.submit(encode_command(OpenAuction(
             aid, ("cpu",), 2, 0, 1, tuple(sorted(r.agent_id for r in records)))))
