@@ -95,6 +95,7 @@ from foundation_p2p.transport.endpoint import (
     StreamData,
     TransportEndpoint,
 )
+from foundation_p2p.transport.errors import ErrorCode
 from foundation_p2p.wire.frames import Frame
 
 log = logging.getLogger("foundation_p2p.channels")
@@ -316,6 +317,12 @@ class ChannelsSubsystem:
         written = 0
         for number, q in enumerate(out.pending):
             sid = out.sids[number]
+            if q and not conn.send_open(sid):
+                # The peer stopped the stream (STOP_SENDING: a record it could not
+                # decode) or it is gone: never write to it; replace the connection.
+                out.pending_bytes -= written
+                self._stream_stopped(node_id, out, number, sid)
+                return
             while q:
                 room = conn.writable(sid)
                 if room <= 0:
@@ -340,6 +347,36 @@ class ChannelsSubsystem:
         if not out.pending_bytes:
             self._blocked.discard(node_id)
 
+    def _stream_stopped(self, node_id: NodeId, out: _Out, number: int, sid: int) -> None:
+        """Our channel stream ``sid`` can take no more bytes (the peer sent STOP_SENDING, or
+        it was reset): drop what waited for it, counted in records
+        (``channels.send.dropped_stream_stopped``), and close the connection: a channel's
+        stream id is fixed on a connection (spec/channels.md section 1), so only a new
+        connection carries the channel again. The close reports ``PeerDisconnected``, which
+        marks the peer unreachable until the retry redials it."""
+        q = out.pending[number]
+        dropped = len(q)
+        out.pending_bytes -= sum(len(p) for pieces in q for p in pieces)
+        q.clear()
+        out.started[number] = False
+        self.counters["channels.send.dropped_stream_stopped"] += dropped
+        self.counters["channels.connections_closed.stream_stopped"] += 1
+        log.warning(
+            "channel %s: the peer %s stopped stream %d (STOP_SENDING); %d records dropped, "
+            "closing the connection (TransportEndpoint.close) to carry the channel on a new one",
+            STANDARD_CHANNELS[number].name, short_id(node_id), sid, dropped,
+        )
+        self._close_connection(node_id, out, "channel stream stopped")
+
+    def _close_connection(self, node_id: NodeId, out: _Out, reason: str) -> None:
+        """Close the peer's connection (its channel streams are unusable) and forget them;
+        a record partly written on one of them is dropped (``_drop_partial``), the others
+        wait for the next connection."""
+        self._drop_partial(out)
+        out.cid = None
+        out.sids = []
+        self.transport.close(node_id, int(ErrorCode.NO_ERROR), reason)
+
     def _ensure_streams(self, node_id: NodeId, conn: Connection, out: _Out) -> bool:
         """Make ``conn`` (established) the one our records to ``node_id`` use."""
         if out.cid == conn.local_cid:
@@ -350,7 +387,11 @@ class ChannelsSubsystem:
             self._drop_partial(out)
             out.cid = None
         if not self._open_streams(conn, out):
+            # The numbering is fixed per connection: only a new connection can carry the
+            # channels. Close this one (the retry redials) instead of retrying on it.
+            self.counters["channels.connections_closed.misnumbered"] += 1
             self._unreachable(node_id, "channels.send.dropped_misnumbered")
+            self._close_connection(node_id, out, "channel streams misnumbered")
             return False
         return True
 
@@ -358,6 +399,10 @@ class ChannelsSubsystem:
         """Open our four channel streams on ``conn`` (spec/channels.md section 1)."""
         sids = []
         for channel in STANDARD_CHANNELS:
+            if not conn.can_open_stream(uni=True):
+                log.warning("channel %s: the peer's unidirectional stream limit is reached; "
+                            "no channels on this connection", channel.name)
+                return False
             sid = conn.open_stream(
                 urgency=channel.urgency, incremental=channel.incremental, uni=True
             )
@@ -502,6 +547,12 @@ class ChannelsSubsystem:
         for node_id in list(self.core.peers()):
             m = self.membership.member(node_id)
             if m is not None and m.state in (MemberState.FAILED, MemberState.LEFT):
+                if transport.connection(node_id) is not None:
+                    # Its connection still runs (membership flaps under loss): forgetting
+                    # now would reset the receive framing mid-record and orphan our
+                    # channel streams. Forgotten once the connection is gone.
+                    self.counters["channels.forget_deferred_connected"] += 1
+                    continue
                 self.core.forget_node(node_id)
                 gone = self._out.pop(node_id, None)
                 if gone is not None:

@@ -986,6 +986,18 @@ class Connection:
             self._set_ready(stream_id, True)
         return accepted
 
+    def send_open(self, stream_id: int) -> bool:
+        """True if :meth:`send` can take bytes on the stream: it has a sending side that
+        is neither reset (by us, or in answer to the peer's STOP_SENDING) nor finished,
+        and the connection is open. A driver checks this before :meth:`writable` when
+        the peer may have stopped the stream: those two raise ``ConfigError`` for a
+        stream that is gone."""
+        if self.state >= CLOSING:
+            return False
+        stream = self._streams.get(stream_id)
+        send = stream.send if stream is not None else None
+        return send is not None and send.reset_code is None and not send.fin_written
+
     def writable(self, stream_id: int) -> int:
         """How many bytes :meth:`send` would accept on the stream now."""
         stream = self._send_side(stream_id)

@@ -582,6 +582,11 @@ class SendStream:
             self.lost_ranges_coalesced += 1
 
     @property
+    def fin_written(self) -> bool:
+        """True once the application ended the stream (``write(..., end=True)`` took all)."""
+        return self._fin_written
+
+    @property
     def finished(self) -> bool:
         """True once every byte and the FIN are acknowledged."""
         return self._fin_acked and self.reset_code is None and self._base == self.final_size
