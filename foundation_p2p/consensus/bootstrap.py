@@ -49,7 +49,7 @@ is dropped (counted ``raft.bootstrap.dropped.peers``) and the coordinator resend
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from foundation_p2p.addresses import NodeId
@@ -376,78 +376,3 @@ class BootstrapProtocol:
         if self._out or self._dirty:
             return self._next_send if self._next_send is not None else 0.0
         return self._next_send
-
-
-@dataclass(slots=True)
-class BootstrapState:
-    """The earlier one-round rule (kept until the subsystem uses :class:`BootstrapProtocol`).
-
-    A node keeps its first proposal and bootstraps once every proposed voter proposed the
-    same set. Safe, but not live: with more eligible nodes than ``expect`` starting a few
-    milliseconds apart, first proposals made from different views conflict for ever
-    (``raft.bootstrap.conflicts`` rises and no group forms). :class:`BootstrapProtocol`
-    replaces it; delete this class once ``subsystem.py`` no longer imports it.
-
-    Inputs: :meth:`set_candidates` (the eligible alive members, this node included),
-    :meth:`peer_proposed` (a peer's proposal arrived). Output: :meth:`ready` is the voter
-    set once every proposed voter proposed it; :attr:`proposal` is what to send to the
-    other voters meanwhile.
-    """
-
-    node_id: NodeId
-    expect: int
-    proposal: frozenset[NodeId] | None = None
-    """This node's proposal, fixed for the boot once made."""
-    confirmed: set[NodeId] = field(default_factory=set)
-    """Proposed voters (not this node) that proposed the same set."""
-    conflicts: int = 0
-    """Peer proposals that named another set after ours was fixed."""
-    _candidates: frozenset[NodeId] = frozenset()
-    _heard: dict[NodeId, frozenset[NodeId]] = field(default_factory=dict)
-
-    def set_candidates(self, candidates: Iterable[NodeId]) -> None:
-        """The eligible alive members as seen now (this node is added if missing)."""
-        self._candidates = frozenset(candidates) | {self.node_id}
-        if self.proposal is None:
-            for proposal in sorted(self._heard.values(), key=sorted):
-                if self._adoptable(proposal):
-                    self._fix(proposal)
-                    return
-            voters = initial_voters(self._candidates, self.expect)
-            if voters is not None and self.node_id in voters:
-                self._fix(voters)
-
-    def peer_proposed(self, peer: NodeId, voters: frozenset[NodeId]) -> None:
-        """``peer`` proposed ``voters``; adopt it if we have not proposed yet and it fits."""
-        if peer not in voters or len(voters) != self.expect:
-            self.conflicts += 1
-            return
-        self._heard[peer] = voters
-        if self.proposal is None:
-            if self._adoptable(voters):
-                self._fix(voters)
-            return
-        if voters == self.proposal:
-            self.confirmed.add(peer)
-        else:
-            self.conflicts += 1
-
-    def _adoptable(self, voters: frozenset[NodeId]) -> bool:
-        return (
-            len(voters) == self.expect
-            and self.node_id in voters
-            and voters <= self._candidates
-        )
-
-    def _fix(self, voters: frozenset[NodeId]) -> None:
-        self.proposal = voters
-        self.confirmed = {p for p, v in self._heard.items() if v == voters and p in voters}
-
-    def ready(self) -> frozenset[NodeId] | None:
-        """The voter set to bootstrap with, once all the other proposed voters agree."""
-        p = self.proposal
-        if p is None:
-            return None
-        if self.confirmed >= p - {self.node_id}:
-            return p
-        return None

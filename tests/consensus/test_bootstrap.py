@@ -26,21 +26,11 @@ from foundation_p2p.consensus.bootstrap import (
     RELEASE,
     BootstrapMessage,
     BootstrapProtocol,
-    BootstrapState,
     decode_bootstrap,
     initial_voters,
 )
 from foundation_p2p.consensus.subsystem import ConsensusConfig
 from foundation_p2p.errors import ConfigError, MalformedError
-
-WIRED = isinstance(
-    Cluster(1, config=ConsensusConfig(bootstrap_expect=1)).node(1).sub.boot, BootstrapProtocol
-)
-"""True once ``subsystem.py`` drives :class:`BootstrapProtocol` (helpers/s4/RB_wiring.md);
-the harness-level tests of the two-phase rule wait for it."""
-needs_wiring = pytest.mark.skipif(
-    not WIRED, reason="subsystem.py still uses BootstrapState (RB_wiring.md not applied)"
-)
 
 
 def test_initial_voters_are_the_smallest_ids_in_any_order() -> None:
@@ -51,46 +41,6 @@ def test_initial_voters_are_the_smallest_ids_in_any_order() -> None:
     assert initial_voters(ids[:2], 3) is None
     with pytest.raises(ConfigError):
         initial_voters(ids, 0)
-
-
-def test_state_fixes_its_first_proposal_and_needs_every_voter() -> None:
-    b = BootstrapState(nid(1), 3)
-    b.set_candidates([nid(1), nid(2)])
-    assert b.proposal is None and b.ready() is None
-    b.set_candidates([nid(1), nid(2), nid(3)])
-    assert b.proposal == {nid(1), nid(2), nid(3)}
-    # a smaller id appearing later does not change a fixed proposal
-    b.set_candidates([nid(0), nid(1), nid(2), nid(3)])
-    assert b.proposal == {nid(1), nid(2), nid(3)}
-    b.peer_proposed(nid(2), frozenset({nid(1), nid(2), nid(3)}))
-    assert b.ready() is None, "nid(3) has not confirmed"
-    b.peer_proposed(nid(3), frozenset({nid(0), nid(1), nid(3)}))
-    assert b.conflicts == 1 and b.ready() is None
-    b.peer_proposed(nid(3), frozenset({nid(1), nid(2), nid(3)}))
-    ready = b.ready()
-    assert ready == frozenset({nid(1), nid(2), nid(3)})
-
-
-def test_state_adopts_a_peer_proposal_that_fits_its_view() -> None:
-    b = BootstrapState(nid(4), 3)
-    b.peer_proposed(nid(2), frozenset({nid(2), nid(4), nid(6)}))
-    assert b.proposal is None, "needs its own view first"
-    b.set_candidates([nid(1), nid(2), nid(4), nid(6)])
-    # it would compute {1, 2, 4}, but adopts the proposal already heard
-    assert b.proposal == {nid(2), nid(4), nid(6)}
-    assert nid(2) in b.confirmed
-
-
-def test_proposal_not_naming_its_sender_is_a_conflict() -> None:
-    b = BootstrapState(nid(1), 3)
-    b.peer_proposed(nid(9), frozenset({nid(1), nid(2), nid(3)}))
-    assert b.conflicts == 1
-
-
-def test_node_not_among_the_smallest_never_proposes() -> None:
-    b = BootstrapState(nid(9), 3)
-    b.set_candidates([nid(1), nid(2), nid(3), nid(9)])
-    assert b.proposal is None and b.ready() is None
 
 
 def test_five_nodes_bootstrap_expect_five() -> None:
@@ -136,17 +86,11 @@ def test_differing_views_never_form_two_groups() -> None:
     assert len(firsts) <= 1, "two different bootstrap entries"
     sets = {m.sub.boot.proposal for m in c.members.values() if m.sub.counters["raft.bootstrapped"]}
     assert len(sets) <= 1
-    if not WIRED:
-        # the one-round rule: the proposals conflict ({1,2,3} against {1,2,4}); they wait
-        assert not any(m.sub.started for m in c.members.values())
-        assert c.node(1).sub.counters["raft.bootstrap.conflicts"] > 0
-        return
     # two phases: node 1 coordinates {1, 2, 3} (node 2 knows no smaller id): one group
     assert sets == {frozenset({nid(1), nid(2), nid(3)})}
     assert c.leader() is not None
 
 
-@needs_wiring
 def test_four_eligible_nodes_expect_three_form_one_group() -> None:
     c = Cluster(4, config=ConsensusConfig(bootstrap_expect=3, stabilization_s=1.0))
     leader = c.wait_leader()
@@ -505,7 +449,6 @@ def sim_bootstrap(nodes: int, expect: int, start: str, seed: int) -> dict[str, A
     return {"result": result, "booted": booted, "voters": voters}
 
 
-@needs_wiring
 @pytest.mark.parametrize("nodes, expect, start", SIM_CASES)
 def test_simulated_clusters_bootstrap_once_over_seeds(nodes: int, expect: int, start: str) -> None:
     for seed in range(1, 9):
