@@ -40,10 +40,21 @@ Bounded buffers and their policies (each counted in the node's counters):
   ``retry_after_s``; what was pending for it is dropped
   (``channels.send.dropped_disconnected`` / ``channels.send.dropped_no_address``, in
   records) and its receive streams are reset (``ChannelsCore.stream_reset``). After
-  ``retry_after_s`` the next record dials again.
+  ``retry_after_s`` (doubled at each failure in a row, at most ``retry_max_s``; reset
+  by a connection) it is reachable again: a peer that membership holds alive or
+  suspected is redialled at once (``channels.redials``), any other by its next record.
+- **A channel stream the peer stopped** (STOP_SENDING, or a stream otherwise unusable,
+  or channel streams that cannot get their numbers on a connection): what waited for
+  that stream is dropped (``channels.send.dropped_stream_stopped``) and the connection
+  is closed (``channels.connections_closed.stream_stopped`` / ``.misnumbered``): stream
+  ids are fixed per connection, so only a new connection carries the channels again.
 - A member that membership declares failed or left is forgotten
   (``ChannelsCore.forget_node``) at the next maintenance tick (every
-  ``maintenance_interval_s``).
+  ``maintenance_interval_s``) at which no connection to it remains
+  (``channels.forget_deferred_connected`` counts the ticks it waited): forgetting it
+  mid-stream would restart the receive framing inside a record (a broken stream) and
+  orphan our channel streams on a connection that still runs (membership flaps under
+  loss).
 
 Topic sets (``spec/channels.md`` section 6) ride the membership: our set is membership
 announcement extension 1 (``SwimMembership.set_extension``, equivalent lower-level
@@ -108,7 +119,7 @@ class _Out:
     """Our sending side toward one peer: the connection's channel streams and the
     records waiting for them."""
 
-    __slots__ = ("cid", "pending", "pending_bytes", "retry_at", "sids", "started")
+    __slots__ = ("cid", "failures", "pending", "pending_bytes", "retry_at", "sids", "started")
 
     def __init__(self) -> None:
         self.cid: bytes | None = None
@@ -119,6 +130,7 @@ class _Out:
         self.started = [False] * len(STANDARD_CHANNELS)
         self.pending_bytes = 0
         self.retry_at: float | None = None
+        self.failures = 0  # times marked unreachable since the last connection: the backoff
 
 
 class ChannelsSubsystem:
@@ -139,6 +151,7 @@ class ChannelsSubsystem:
         max_pending_bytes: int = DEFAULT_MAX_PENDING_BYTES,
         maintenance_interval_s: float = 1.0,
         retry_after_s: float = 1.0,
+        retry_max_s: float = 8.0,
     ) -> None:
         """``rng`` and ``max_packet_bytes`` are kept for the constructor's callers; nothing
         here draws randomness or sizes a packet since topic sets ride the membership."""
@@ -155,6 +168,7 @@ class ChannelsSubsystem:
         self.max_pending_bytes = max_pending_bytes
         self.maintenance_interval_s = maintenance_interval_s
         self.retry_after_s = retry_after_s
+        self.retry_max_s = retry_max_s
         self._out: dict[NodeId, _Out] = {}
         self._blocked: set[NodeId] = set()  # peers with pending bytes
         self._next_maint: float | None = None  # None: at the first timer
@@ -257,6 +271,7 @@ class ChannelsSubsystem:
                 if out is None:
                     out = self._out[event.node_id] = _Out()
                 out.retry_at = None
+                out.failures = 0
                 conn = self.transport.connection(event.node_id)
                 if conn is not None and conn.is_established and conn.local_cid == event.cid:
                     # our four channel streams first, as the handshake completes
@@ -427,7 +442,10 @@ class ChannelsSubsystem:
         self._drop_pending(out, counter)
         out.cid = None
         out.sids = []
-        out.retry_at = self._now + self.retry_after_s
+        out.failures += 1
+        delay = min(self.retry_after_s * 2 ** min(out.failures - 1, 16),
+                    max(self.retry_max_s, self.retry_after_s))
+        out.retry_at = self._now + delay
         if self._retry_next is None or out.retry_at < self._retry_next:
             self._retry_next = out.retry_at
         self._blocked.discard(node_id)
@@ -483,15 +501,40 @@ class ChannelsSubsystem:
             self._forget_departed()
         if self._retry_next is not None and mono >= self._retry_next:
             self._retry_next = None
+            due: list[NodeId] = []
             for node_id, out in self._out.items():
                 if out.retry_at is None:
                     continue
                 if out.retry_at <= mono:
                     out.retry_at = None
                     self.core.set_reachable(node_id, True)
+                    due.append(node_id)
                 elif self._retry_next is None or out.retry_at < self._retry_next:
                     self._retry_next = out.retry_at
+            for node_id in due:
+                self._redial(now, node_id)
         self.drive_pending(now)
+
+    def _redial(self, now: Now, node_id: NodeId) -> None:
+        """The retry of an unreachable peer is due: if membership holds it alive (or
+        suspected), dial it now (``NodeCore.connect``) instead of waiting for a record, so
+        its channels come back even while every record to it was being skipped. A failed
+        dial marks it unreachable again, for twice as long (up to ``retry_max_s``)."""
+        member = self.membership.member(node_id)
+        if member is None or member.state not in (MemberState.ALIVE, MemberState.SUSPECT):
+            return
+        conn = self.transport.connection(node_id)
+        if conn is not None and conn.state_name in ("handshake", "established"):
+            return
+        try:
+            self._connect(now, node_id)
+        except ConfigError as exc:
+            log.debug("channels: cannot redial %s: %s", short_id(node_id), exc)
+            self._unreachable(node_id, "channels.send.dropped_no_address")
+            return
+        self.counters["channels.redials"] += 1
+        log.debug("channels: redial %s, alive in membership (NodeCore.connect)",
+                  short_id(node_id))
 
     def _announce_topics(self, now: Now) -> None:
         """Put our topic list in membership extension 1 (the wildcard if it does not fit)."""

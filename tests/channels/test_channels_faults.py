@@ -8,12 +8,15 @@ deterministically on NodeCore in memory, virtual time):
   the member is not forgotten mid-stream (the receive framing would restart inside a
   record and break the stream: the WireError the soak saw);
 - our channel streams cannot be the connection's first unidirectional streams: the
-  connection is closed and replaced instead of warning every second for good.
+  connection is closed and replaced instead of warning every second for good;
+- a connection ends while membership holds the peer alive: the retry redials it without
+  waiting for a record (which was skipped while unreachable), with a doubling backoff.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import random
 from typing import Any
 
@@ -21,6 +24,7 @@ from test_channels_node import B, cluster
 
 from foundation_p2p.addresses import NodeId
 from foundation_p2p.channels.names import DATA, channel_stream_id
+from foundation_p2p.errors import ConfigError
 from foundation_p2p.membership.state import Member, MemberState
 
 
@@ -112,3 +116,48 @@ def test_misnumbered_channel_streams_replace_the_connection() -> None:
     assert sub.take()[-1].value == [2, b""]
     assert a.counters["channels.connections_closed.misnumbered"] == 1  # not every second
     assert B in net.cores
+
+
+def test_a_peer_alive_in_membership_is_redialled_after_its_connection_ends() -> None:
+    net, a, b, _ = cluster()
+    sub = b.channels.subscribe("data")
+    assert net.run(lambda: a.channels.core.subscribers_of("data") == [b.node_id])
+    a.channels.broadcast(net.stamp(), "data", [0, b""])
+    assert net.run(lambda: len(sub) == 1)
+    sub.take()
+    dials = a.counters["transport.dials"] + b.counters["transport.dials"]
+    b.transport.close(a.node_id, 0, "test")  # the connection ends; both stay members
+    assert net.run(lambda: a.transport.connection(b.node_id) is None, 5.0)
+    # no record is published meanwhile: the retry alone dials again
+    assert net.run(lambda: a.counters["channels.redials"] + b.counters["channels.redials"] >= 1,
+                   5.0)
+    assert a.counters["transport.dials"] + b.counters["transport.dials"] > dials
+
+    def connected() -> bool:
+        conn = a.transport.connection(b.node_id)
+        return conn is not None and conn.is_established
+
+    assert net.run(connected, 5.0)
+    assert a.counters["channels.send.skipped_unreachable"] == 0
+    a.channels.broadcast(net.stamp(), "data", [1, b"again"])
+    assert net.run(lambda: len(sub) == 1, 5.0)
+    assert sub.take()[0].value == [1, b"again"]
+
+
+def test_failed_redials_back_off_up_to_retry_max_s() -> None:
+    net, a, b, _ = cluster()
+    out_of_reach: list[float] = []
+    real = a.channels._connect
+
+    def refuse(now: Any, node_id: NodeId) -> Any:
+        if node_id == b.node_id:
+            out_of_reach.append(net.now)
+            raise ConfigError("test: no route")
+        return real(now, node_id)
+
+    a.channels._connect = refuse
+    a.channels.direct_broadcast(net.stamp(), b.node_id, "x", 0)  # first failure
+    assert net.run(lambda: len(out_of_reach) >= 6, 60.0)
+    gaps = [round(y - x, 1) for x, y in itertools.pairwise(out_of_reach)]
+    assert gaps[:4] == [1.0, 2.0, 4.0, 8.0], gaps
+    assert max(gaps) <= a.channels.retry_max_s + 0.1
