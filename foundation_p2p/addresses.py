@@ -25,6 +25,11 @@ def parse_address(text: str, *, what: str = "address") -> Address:
         host, sep, rest = text[1:].partition("]")
         if not sep or not rest.startswith(":"):
             raise ConfigError(f"{what}: {text!r} is not [HOST]:PORT")
+        try:
+            if ipaddress.ip_address(host).version != 6:
+                raise ValueError(host)
+        except ValueError:
+            raise ConfigError(f"{what}: {text!r}: only an IPv6 address goes in brackets") from None
         port_text = rest[1:]
     else:
         host, sep, port_text = text.rpartition(":")

@@ -206,8 +206,8 @@ class NodeCore:
                 last_epoch = cbor.decode(epoch_bytes)
             except WireError as exc:
                 raise StorageError(f"{BOOT_EPOCH_KEY}: unreadable: {exc}") from None
-            if type(last_epoch) is not int or last_epoch < 0:
-                raise StorageError(f"{BOOT_EPOCH_KEY}: not an unsigned integer")
+            if type(last_epoch) is not int or not 0 <= last_epoch < (1 << 64) - 1:
+                raise StorageError(f"{BOOT_EPOCH_KEY}: not an unsigned integer below 2**64 - 1")
         self.boot_epoch: int = max(now.wall_ms, last_epoch + 1)
         self._write(BOOT_EPOCH_KEY, cbor.encode(self.boot_epoch))
         self.node_id: NodeId = self.identity.node_id

@@ -80,7 +80,9 @@ def decode_conf_change(data: bytes) -> ConfChange:
     if len(data) > 64 + MAX_CONF_CHANGE_OPS * 24:
         raise LimitError(f"conf change: {len(data)} bytes is too large")
     try:
-        value: Any = cbor2.loads(data)
+        # a conf change is [[op, node_id], ...]: depth 2 (a deeper value, e.g. maps nested as
+        # map keys, would make the canonical re-encoding below take exponential time)
+        value: Any = cbor2.loads(data, max_depth=3, allow_indefinite=False)
         again = cbor2.dumps(value, canonical=True)
     except Exception as exc:
         raise MalformedError(f"conf change: not decodable CBOR: {type(exc).__name__}") from None

@@ -414,9 +414,16 @@ class _MdnsBrowser:
             names = sorted(self._names)
         out: list[Address] = []
         for name in names:
-            info = self.zc.get_service_info(
-                self.config.service, name, timeout=MDNS_QUERY_TIMEOUT_MS
-            )
+            try:
+                info = self.zc.get_service_info(
+                    self.config.service, name, timeout=MDNS_QUERY_TIMEOUT_MS
+                )
+            except self._zc_mod.BadTypeInNameException:
+                # a PTR of our type naming an instance of another type (anyone on the LAN
+                # can send one): skipped, never the end of discovery
+                self.runner.counters.inc("discovery.mdns.bad_name")
+                log.debug("mdns: %r is not a %s instance: ignored", name, self.config.service)
+                continue
             if info is None:
                 continue
             props = {
@@ -429,7 +436,9 @@ class _MdnsBrowser:
                 continue
             if own is not None and props.get("id") == own.hex():
                 continue
-            if info.port is None:
+            if info.port is None or not 1 <= info.port <= 65_535:
+                self.runner.counters.inc("discovery.mdns.bad_port")
+                log.debug("mdns: %s announces port %r: ignored", name, info.port)
                 continue
             for host in info.parsed_addresses():
                 out.append((host, info.port))
