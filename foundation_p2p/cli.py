@@ -427,6 +427,11 @@ async def kv_request(
         members = eligible_members(core.membership.members())
         if not members:
             return "no_members", None
+        # the member it joined through answered just now: ask it first (a member that
+        # failed a moment ago may still be listed alive and would cost the whole timeout)
+        by_address = {m.address: m.node_id for m in core.membership.members()}
+        first = [by_address[a] for a in config.join if by_address.get(a) in members]
+        members = first + [m for m in members if m not in first]
         client = ConsensusClient(
             core.node_id, messenger=core.messenger, members=members,
             counters=core.counters, timeout_s=timeout_s,
