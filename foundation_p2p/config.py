@@ -44,9 +44,12 @@ class NodeConfig:
     max_packet_bytes: int = 1400
     """Largest gossip datagram this node sends (fits a 1500-byte MTU with headers)."""
     probe_interval_s: float = 1.0
-    """How often each probe target is pinged."""
+    """How often the static prober (``foundation_p2p.probe``) pings each probe target.
+    Not SWIM's probe period: membership takes its timings from the ``[membership]`` table
+    (``probe_interval_s`` there, default 1.0 s, or a ``profile``)."""
     probe_timeout_s: float = 0.5
-    """How long a ping waits for its ack before it counts as unanswered."""
+    """How long a static-prober ping waits for its ack before it counts as unanswered (SWIM's
+    is ``[membership] probe_timeout_s``)."""
     max_probe_targets: int = 256
     """Most peers the static prober keeps (join targets and peers that pinged us)."""
     max_outstanding_pings: int = 1024
