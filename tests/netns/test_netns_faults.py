@@ -410,18 +410,6 @@ def test_five_percent_loss_bulk_and_control_on_channels(
 
 
 @pytest.mark.soak
-@pytest.mark.xfail(
-    strict=False,
-    reason="finding (channels/transport, open): under 10 % loss with bulk offered above what "
-    "gets through, the channels to the subscriber die in one of three ways, about one run in "
-    "three: (1) the publisher's node crashes: ConfigError 'stream 10: no open sending side' "
-    "from ChannelsSubsystem._drive -> Connection.writable after the subscriber sent "
-    "STOP_SENDING on the data stream (a WireError decoding a record there), (2) after a "
-    "replaced connection the channel streams are not the first unidirectional streams "
-    "('stream N is not the channel's ... no channels on this connection', every second, "
-    "for good), (3) the connection ends and no new dial follows (transport.dials stays 1, "
-    "channels.send.skipped_unreachable grows) while membership says the peer is alive",
-)
 def test_soak_ten_percent_loss_for_a_minute(cluster_factory: Any, record_property: Any) -> None:
     loss_scenario(cluster_factory, record_property, percent=10, publish_s=60)
 
