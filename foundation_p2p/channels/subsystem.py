@@ -307,7 +307,9 @@ class ChannelsSubsystem:
                 channel.name, short_id(event.node_id), exc, event.stream_id,
             )
             conn = self.transport.connection(event.node_id)
-            if conn is not None and conn.local_cid == event.cid and conn.is_established:
+            if conn is not None and conn.local_cid == event.cid and conn.is_established \
+                    and not conn.stream_finished(event.stream_id):
+                # (a stream that already ended, or is gone, has nothing left to stop)
                 conn.stop_sending(event.stream_id)
         if event.end:
             self.core.stream_reset(event.node_id, channel)

@@ -161,3 +161,21 @@ def test_failed_redials_back_off_up_to_retry_max_s() -> None:
     gaps = [round(y - x, 1) for x, y in itertools.pairwise(out_of_reach)]
     assert gaps[:4] == [1.0, 2.0, 4.0, 8.0], gaps
     assert max(gaps) <= a.channels.retry_max_s + 0.1
+
+
+def test_a_bad_record_with_the_stream_end_never_raises_out_of_the_receiver() -> None:
+    net, a, b, _ = cluster()
+    sub = a.channels.subscribe("data")
+    assert net.run(lambda: b.channels.core.subscribers_of("data") == [a.node_id])
+    b.channels.broadcast(net.stamp(), "data", [0, b""])
+    assert net.run(lambda: len(sub) == 1)
+    conn = b.transport.connection(a.node_id)
+    assert conn is not None
+    sid = b.channels._out[a.node_id].sids[DATA.number]
+    # a hostile peer: garbage on its channel stream, then the stream's end at once
+    b.transport.send(net.now, a.node_id, sid, b"\xff" * 64, end=True)
+    assert net.run(lambda: any(k.startswith("channels.receive.dropped.")
+                               for k in a.counters.snapshot()), 5.0)
+    # before the fix: ConfigError "stream 10: no open receiving side" (STOP_SENDING on a
+    # stream that had already ended) out of take_transport_events
+    assert a.transport.connection(b.node_id) is not None
