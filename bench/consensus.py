@@ -350,12 +350,12 @@ def _theirs_child(port: int, others: str) -> None:
 class Proc:
     """A child process spoken to line by line."""
 
-    def __init__(self, args: list[str]) -> None:
+    def __init__(self, args: list[str], stderr: Any = None) -> None:
         self.p = subprocess.Popen(
             [sys.executable, os.path.abspath(__file__), "--child", *args],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
+            stderr=stderr if stderr is not None else subprocess.DEVNULL,
         )
         words = self.line(30.0).split()
         if not words or words[0] != "READY":
@@ -583,14 +583,19 @@ def run(
         for c in clusters.values():
             c.close()
     fo: dict[str, list[float]] = {s: [] for s in ("ours", "theirs")}
+    fo_errors: dict[str, list[str]] = {s: [] for s in ("ours", "theirs")}
     for r in range(failovers):
         order = ["ours", "theirs"] if r % 2 == 0 else ["theirs", "ours"]
         for s in order:
-            fo[s].append(
-                failover_once(
-                    s, os.path.join(workdir, f"fo-{s}-{r}"), datagram_bytes=datagram_bytes
-                )["failover_s"]
-            )
+            try:
+                fo[s].append(
+                    failover_once(
+                        s, os.path.join(workdir, f"fo-{s}-{r}"), datagram_bytes=datagram_bytes
+                    )["failover_s"]
+                )
+            except (RuntimeError, TimeoutError) as exc:
+                # a node process that died or a cluster that never formed: counted, named
+                fo_errors[s].append(str(exc))
 
     result: dict[str, Any] = {"commits_per_s": {}, "latency_ms": {}, "failover_s": {}}
     for size in SIZES:
@@ -622,6 +627,7 @@ def run(
         "theirs_samples": fo["theirs"],
         "ratio": _ratio(_median(fo["ours"]), _median(fo["theirs"])),
         "election_timeout_s": [ELECTION_MIN_S, ELECTION_MAX_S],
+        "errors": fo_errors,
     }
     result["applied_per_node"] = {s: samples[s]["applied_per_node"] for s in sides}
     return result
