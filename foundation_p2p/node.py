@@ -86,6 +86,7 @@ from foundation_p2p.channels.subsystem import ChannelsSubsystem
 from foundation_p2p.clock import Now
 from foundation_p2p.config import NodeConfig
 from foundation_p2p.consensus.machines import MachineSet
+from foundation_p2p.consensus.raft import StateRole
 from foundation_p2p.consensus.storage import LogStorage
 from foundation_p2p.consensus.subsystem import (
     ELIGIBLE_EXTENSION_KEY,
@@ -101,6 +102,7 @@ from foundation_p2p.errors import ConfigError, StorageError, WireError
 from foundation_p2p.events import Command, Event, Started
 from foundation_p2p.health.gossip import HealthGossipConfig
 from foundation_p2p.health.service import HealthService
+from foundation_p2p.health.summary import RaftRole
 from foundation_p2p.membership.config import MembershipConfig
 from foundation_p2p.membership.events import (
     MemberAlive,
@@ -300,6 +302,7 @@ class NodeCore:
             # its own generator, derived without drawing from ``rng``: the registry's
             # choices (sync ids, jitter) leave the other subsystems' draws as they were
             rng=random.Random(int.from_bytes(self.node_id, "big") ^ self.boot_epoch),
+            boot_epoch=self.boot_epoch,
         )
         """The replicated registry and the supervisor (``registry.core`` is the
         :class:`~foundation_p2p.registry.core.RegistryCore`)."""
@@ -335,6 +338,8 @@ class NodeCore:
             )
             self.add_subsystem("consensus", self.consensus)
             self.consensus.on_membership(now, self.membership.members())
+            self.health.add_provider(self._raft_health)
+        self.health.add_provider(self._registry_health)
 
         self._emit(Started(self.node_id, self.boot_epoch, new_identity))
         log.debug(
@@ -570,6 +575,37 @@ class NodeCore:
             self._events.popleft()
             self.counters.inc("events.dropped_full")
         self._events.append(event)
+
+    def _raft_health(self, now: Now) -> dict[str, int]:
+        """The health summary's Raft figures: the role, and ``raft_lag`` = entries
+        committed here but not yet applied, or on a leader the slowest voter's distance
+        from the log's end (``last_index - match``)."""
+        sub = self.consensus
+        raw = sub.raw if sub is not None else None
+        if raw is None:
+            return {"raft_role": RaftRole.NONE, "raft_lag": 0}
+        r = raw.raft
+        lag = r.log.committed - r.log.applied
+        if r.role is StateRole.LEADER:
+            role = RaftRole.LEADER
+            last = r.log.last_index()
+            lag = max([lag] + [last - p.match for v, p in r.prs.items() if v in r.conf.voters])
+        elif r.role in (StateRole.CANDIDATE, StateRole.PRE_CANDIDATE):
+            role = RaftRole.CANDIDATE
+        elif r.id in r.conf.learners:
+            role = RaftRole.LEARNER
+        else:
+            role = RaftRole.FOLLOWER
+        return {"raft_role": role, "raft_lag": max(0, lag)}
+
+    def _registry_health(self, now: Now) -> dict[str, int]:
+        """The health summary's ``registry_lag_ms``: the age of this node's last completed
+        anti-entropy round (0 before the registry syncs with anyone)."""
+        core = self.registry.core
+        done = core.last_sync_completed
+        if done is None or not core.peers:  # nothing synced yet, or nobody to sync with
+            return {"registry_lag_ms": 0}
+        return {"registry_lag_ms": int(max(0.0, now.mono - done) * 1000)}
 
     def _collect(self, now: Now) -> None:
         peers = self.peer_addresses

@@ -54,7 +54,8 @@ class HealthService:
         self.core = core
         self.local_figures: dict[str, int] = {}
         """Figures set by the driver: ``loop_lag_ms``, ``rss_kib``, ``cpu_permille``..."""
-        self._providers: list[Callable[[], Mapping[str, int]]] = []
+        self._providers: list[Callable[[Now], Mapping[str, int]]] = []
+        self._sampled_at: Now | None = None
         seed = hashlib.sha256(
             b"foundation-p2p health" + core.node_id + core.boot_epoch.to_bytes(8, "big")
         ).digest()
@@ -77,10 +78,13 @@ class HealthService:
         # (packets/s, error rate, suspicions) span the last window whoever asks, and
         # however rarely (a /health poll every 15 s, or two polls 1 ms apart)
         self.monitor.observe(now, self.counters())
+        self._sampled_at = now
         return self.sampler(now)
 
-    def add_provider(self, provider: Callable[[], Mapping[str, int]]) -> None:
-        """Add figures to every sample (e.g. ``raft_role`` and ``raft_lag`` from Raft)."""
+    def add_provider(self, provider: Callable[[Now], Mapping[str, int]]) -> None:
+        """Add figures to every sample: ``provider(now)`` returns some of the summary's
+        fields (NodeCore adds ``raft_role``/``raft_lag`` from Raft and ``registry_lag_ms``
+        from the registry)."""
         self._providers.append(provider)
 
     def counters(self) -> dict[str, int]:
@@ -112,8 +116,10 @@ class HealthService:
 
     def _extra(self) -> dict[str, int]:
         out = {"queue_depth": self.core.membership.pending_broadcasts()}
-        for provider in self._providers:
-            out.update(provider())
+        now = self._sampled_at
+        if now is not None:
+            for provider in self._providers:
+                out.update(provider(now))
         for k, v in self.local_figures.items():
             out[k] = max(out.get(k, 0), v) if k == "queue_depth" else v
         return out

@@ -46,6 +46,7 @@ heals.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import random
 from collections import OrderedDict, deque
@@ -143,10 +144,18 @@ class RegistryCore:
         config: RegistryConfig | None = None,
         counters: Counters | None = None,
         rng: random.Random | None = None,
+        replica_id: NodeId | None = None,
     ) -> None:
         if not isinstance(node_id, bytes) or len(node_id) != 16:
             raise ConfigError(f"node_id: expected 16 bytes, got {node_id!r}")
+        if replica_id is not None and (not isinstance(replica_id, bytes) or len(replica_id) != 16):
+            raise ConfigError(f"replica_id: expected 16 bytes, got {replica_id!r}")
         self.node_id = node_id
+        self.replica_id: NodeId = replica_id if replica_id is not None else node_id
+        """The writer id in this replica's dots. Dot counters start at 1 in every replica
+        that starts empty, so a node that restarts must write under a new replica id (the
+        node integration derives one per boot: :func:`replica_id_for`), or its peers, which
+        saw its earlier counters, would take its new writes as already seen."""
         self.config = config if config is not None else RegistryConfig()
         self.counters = counters if counters is not None else Counters()
         self.rng = rng if rng is not None else random.Random(0)
@@ -163,6 +172,9 @@ class RegistryCore:
         self._delta_bytes = 0
         self._changes: deque[Change] = deque()
         self._syncs: dict[NodeId, _Sync] = {}
+        self.last_sync_completed: float | None = None
+        """Monotonic time of the last anti-entropy round this node completed (None: none
+        yet); the health summary's ``registry_lag_ms`` is its age."""
         self._next_sync: float | None = None
         self._sid = self.rng.getrandbits(32)
         self._recent_conflicts: OrderedDict[str, list[Entry]] = OrderedDict()
@@ -469,14 +481,14 @@ class RegistryCore:
                     f"registry: {name!r}: the replica holds max_entries = {cfg.max_entries} "
                     "entries; remove some or raise [registry] max_entries"
                 )
-            if self.state.live_by_writer.get(self.node_id, 0) >= cfg.max_entries_per_writer:
+            if self.state.live_by_writer.get(self.replica_id, 0) >= cfg.max_entries_per_writer:
                 raise ConfigError(
                     f"registry: {name!r}: this node wrote max_entries_per_writer = "
                     f"{cfg.max_entries_per_writer} live entries; remove some or raise "
                     "[registry] max_entries_per_writer"
                 )
         stamp = self.clock.tick(now.wall)
-        dot = self.state.ctx.next_dot(self.node_id)
+        dot = self.state.ctx.next_dot(self.replica_id)
         entry = Entry(name, value, meta, owner_id, stamp)
         old: list[Dot] = []
         if supersede:
@@ -650,8 +662,8 @@ class RegistryCore:
         return _takewhile_prefix(tail, prefix)
 
     def _responsible(self, dot: Dot, entry: Entry) -> NodeId:
-        """The node that removes ``entry`` when it loses a conflict: its owner, or for a
-        cluster-scoped entry the node that wrote it."""
+        """Who removes ``entry`` when it loses a conflict: its owner (a node id), or for a
+        cluster-scoped entry the replica that wrote it (a replica id)."""
         return entry.owner if entry.owner is not None else dot[0]
 
     # -- internals: changes -------------------------------------------------------------
@@ -681,7 +693,7 @@ class RegistryCore:
                     self._record_conflict(name, win, [e for _, e in losers])
                     for dot, loser in losers:
                         self._emit(Conflict(name, win, loser))
-                        if self._responsible(dot, loser) == self.node_id:
+                        if self._responsible(dot, loser) in (self.node_id, self.replica_id):
                             retract.append(dot)
                     continue
             old = self._visible_winner(before_slot) if before_slot else None
@@ -745,6 +757,7 @@ class RegistryCore:
     def _finish_sync(self, now: Now, peer: NodeId, sync: _Sync) -> None:
         del self._syncs[peer]
         self.counters.inc("registry.sync.completed")
+        self.last_sync_completed = now.mono
         if sync.more and peer in self._peers:
             self.counters.inc("registry.sync.continued")
             self._start_sync(now, peer)
@@ -867,3 +880,12 @@ def _takewhile_prefix(names: Iterable[str], prefix: str) -> Iterable[str]:
 
 
 __all__ = ["AlreadyRegistered", "RegistryCore"]
+
+
+def replica_id_for(node_id: NodeId, boot_epoch: int) -> NodeId:
+    """The replica id of ``node_id``'s registry in the boot ``boot_epoch``: 16 bytes of
+    SHA-256 over a label, the node id and the epoch (``spec/registry.md`` section 3)."""
+    digest = hashlib.sha256(
+        b"foundation-p2p registry replica\x00" + node_id + boot_epoch.to_bytes(8, "big")
+    ).digest()
+    return digest[:16]

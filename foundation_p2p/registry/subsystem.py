@@ -74,7 +74,7 @@ from foundation_p2p.membership.state import MemberState
 from foundation_p2p.membership.swim import SwimMembership
 from foundation_p2p.messaging import SERVICE_REGISTRY, Messenger
 from foundation_p2p.registry.config import RegistryConfig
-from foundation_p2p.registry.core import RegistryCore
+from foundation_p2p.registry.core import RegistryCore, replica_id_for
 from foundation_p2p.registry.events import Change
 from foundation_p2p.registry.lease import QuorumView
 from foundation_p2p.registry.supervisor import SupervisorConfig, SupervisorCore
@@ -106,12 +106,17 @@ class RegistrySubsystem:
         counters: Counters,
         rng: random.Random,
         max_changes: int = DEFAULT_MAX_CHANGES,
+        boot_epoch: int | None = None,
     ) -> None:
         self.node_id = node_id
         self.messenger = messenger
         self.membership = membership
         self.counters = counters
-        self.core = RegistryCore(node_id, config=config, counters=counters, rng=rng)
+        # a replica id per boot: the replica restarts empty and counts its dots from 1
+        replica = replica_id_for(node_id, boot_epoch) if boot_epoch is not None else None
+        self.core = RegistryCore(
+            node_id, config=config, counters=counters, rng=rng, replica_id=replica
+        )
         """The CRDT registry (``foundation_p2p.registry.core``), public: the leaky facade."""
         self.supervisor = SupervisorCore(
             node_id, self.core, config=supervisor_config, counters=counters, rng=rng

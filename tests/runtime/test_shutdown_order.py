@@ -21,7 +21,6 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
-import pytest
 import trio
 
 from foundation_p2p.config import NodeConfig
@@ -263,13 +262,6 @@ class NotSeenError(AssertionError):
     """A restarted node's registry write never reached a peer."""
 
 
-@pytest.mark.xfail(
-    raises=NotSeenError,
-    strict=True,
-    reason="registry dots are (node id, counter) with the counter from 1 at every boot: a "
-    "node restarted with the same id reuses dots its peers have seen, so they drop its new "
-    "writes (finding in /work/helpers/s4/D_wiring.md section 2)",
-)
 def test_a_node_restarted_after_a_graceful_close_is_heard_again(tmp_path: Any) -> None:
     trio.run(restart_scenario, tmp_path)
 
