@@ -15,9 +15,9 @@ failed op is reported with its wall time, kind and error, and judged by the cont
 an error otherwise.
 
 A stats line: ``{"t": wall, "name", "pid", "tasks": live Trio tasks (walked from the root
-task), "ops": {kind: ok count}, "fails": [[wall, kind, error], ...] since the last line,
-"received": channel deliveries, "dropped": deliveries the subscription dropped,
-"registry_names": visible soak/ names}``.
+task), "ops": {kind: ok count}, "fails": [[started, ended, kind, error], ...] (wall
+times) since the last line, "received": channel deliveries, "dropped": deliveries the
+subscription dropped, "registry_names": visible soak/ names}``.
 """
 
 from __future__ import annotations
@@ -58,8 +58,10 @@ class _Stats:
         self.fails: list[list[Any]] = []
         self.received = 0
 
-    def fail(self, kind: str, exc: BaseException) -> None:
-        self.fails.append([time.time(), kind, f"{type(exc).__name__}: {exc}"[:200]])
+    def fail(self, kind: str, exc: BaseException, started: float | None = None) -> None:
+        now = time.time()
+        self.fails.append([now if started is None else started, now, kind,
+                           f"{type(exc).__name__}: {exc}"[:200]])
 
 
 async def run(node: Node) -> None:
@@ -110,18 +112,20 @@ async def _round(node: Node, name: str, i: int, stats: _Stats) -> None:
         stats.ops["channel"] += 1
     except Exception as exc:  # every failure is reported, and judged by the controller
         stats.fail("channel", exc)
+    started = time.time()
     try:
         with trio.fail_after(OP_TIMEOUT_S):
             await node.kv.put(f"soak/{name}".encode(), str(i).encode())
         stats.ops["kv_put"] += 1
     except Exception as exc:
-        stats.fail("kv_put", exc)
+        stats.fail("kv_put", exc, started)
+    started = time.time()
     try:
         with trio.fail_after(OP_TIMEOUT_S):
             await node.kv.get(f"soak/n{1 + i % 5}".encode())
         stats.ops["kv_get"] += 1
     except Exception as exc:
-        stats.fail("kv_get", exc)
+        stats.fail("kv_get", exc, started)
     try:
         node.registry.put(f"soak/{name}", i)
         node.registry.count("soak/")

@@ -15,7 +15,7 @@ the app's latest stats line (live Trio tasks, ops done, ops failed). It reads ea
 stderr for lines logged at ERROR (and tracebacks).
 
 Errors (each one fails the run): a stderr line at ERROR or a traceback; an app op that
-failed more than ``--grace-s`` after the last kill or restart in the cluster (failures
+failed and was not in flight at any time from a kill or restart to ``--grace-s`` after it (failures
 within it are the expected churn failures, counted apart); a node process that ended
 without being killed; a node that did not print its ready line within ``START_TIMEOUT_S``.
 
@@ -263,8 +263,10 @@ class Soak:
             row = self._row(slot.name, life, self.minute())
             ops_before = sum(prev.get("ops", {}).values())
             row["ops"] += sum(stats["ops"].values()) - ops_before
-            for wall, kind, err in stats["fails"]:
-                if any(0 <= wall - d <= self.args.grace_s for d in self.disruptions):
+            for started, ended, kind, err in stats["fails"]:
+                # expected: the op was in flight at some point of [disruption, + grace]
+                if any(started <= d + self.args.grace_s and ended >= d
+                       for d in self.disruptions):
                     self.expected_failures += 1
                     row["expected"] += 1
                 else:

@@ -89,11 +89,13 @@ def test_failed_ops_are_expected_only_within_the_grace_after_a_disruption(
     soak.disruptions.append(now - 100)
     line: dict[str, Any] = {
         "t": now, "name": "n1", "pid": 4242, "tasks": 9, "ops": {"kv_put": 3},
-        "fails": [[now - 95, "kv_put", "Indeterminate: x"], [now - 50, "kv_get", "TooSlow"]],
+        "fails": [[now - 95, now - 90, "kv_put", "Indeterminate: x"],
+                  [now - 86, now - 81, "kv_get", "Indeterminate: y"],  # started in the grace
+                  [now - 50, now - 45, "kv_get", "TooSlow"]],
     }
     Path(slot.stats_path).write_text(json.dumps(line) + "\n" + '{"partial')
     soak._read_stats(slot)
-    assert soak.expected_failures == 1
+    assert soak.expected_failures == 2
     assert len(soak.errors) == 1 and "kv_get failed outside the churn grace" in soak.errors[0]
     assert slot.stats_offset == len(json.dumps(line)) + 1  # the partial line waits
 
