@@ -11,12 +11,15 @@ from __future__ import annotations
 
 import errno
 import ipaddress
+import logging
 import socket as stdlib_socket
 
 import trio
 
 from foundation_p2p.addresses import Address, format_address
 from foundation_p2p.errors import ConfigError, FoundationError
+
+log = logging.getLogger("foundation_p2p.runtime.udp")
 
 MAX_DATAGRAM_BYTES = 65_535
 """Receive buffer size: the largest UDP payload (larger packets are refused by the core)."""
@@ -76,6 +79,23 @@ async def resolve(address: Address, family: int | None = None) -> tuple[int, Add
     return int(fam_found), (str(sockaddr[0]), int(sockaddr[1]))
 
 
+SOCKET_BUFFER_BYTES = 4 << 20
+"""SO_RCVBUF/SO_SNDBUF asked for the node's socket: bursts of datagrams wait there while the
+pump is busy (the usual default of ~208 KiB overflowed under bulk Raft traffic on a loaded
+machine). The kernel caps it at ``net.core.rmem_max``/``wmem_max``; it is fixed, never
+grown by what peers send."""
+
+
+def grow_buffers(sock: trio.socket.SocketType, size: int) -> None:
+    """Ask for ``size``-byte receive and send buffers; what the kernel refuses or caps stays
+    as the kernel allows (best effort: never an error)."""
+    for opt in (stdlib_socket.SO_RCVBUF, stdlib_socket.SO_SNDBUF):
+        try:
+            sock.setsockopt(stdlib_socket.SOL_SOCKET, opt, size)
+        except OSError:
+            log.debug("setsockopt(%s, %d) refused: the kernel's default stays", opt, size)
+
+
 async def bind_udp(address: Address) -> trio.socket.SocketType:
     """A UDP socket bound to ``address`` (port 0 picks a free port).
 
@@ -89,6 +109,7 @@ async def bind_udp(address: Address) -> trio.socket.SocketType:
             # An explicit IPv6 bind means IPv6 only; "::" would otherwise also take IPv4.
             sock.setsockopt(stdlib_socket.IPPROTO_IPV6, stdlib_socket.IPV6_V6ONLY, 1)
         await sock.bind(numeric)
+        grow_buffers(sock, SOCKET_BUFFER_BYTES)
     except OSError as exc:
         sock.close()
         reason = "address already in use" if exc.errno == errno.EADDRINUSE else exc.strerror
