@@ -196,6 +196,15 @@ class ConsensusClient:
                 del self._pending[rid]
                 status = "indeterminate" if p.op == "propose" else "dropped"
                 self._outcomes.append(ClientOutcome(rid, status))
+                if self.leader is not None and self.leader == p.target:
+                    # a hinted leader that never answered may be gone: the next request
+                    # goes to the members in turn again, not to it for ever
+                    self.leader = None
+                    self.counters.inc("raft.client.leader_forgotten")
+                if p.target in self.members and len(self.members) > 1:
+                    # and the silent member goes last
+                    self.members.remove(p.target)
+                    self.members.append(p.target)
 
     def next_deadline(self) -> float | None:
         """The earliest request deadline."""

@@ -213,3 +213,27 @@ def test_spec_examples_match_the_encoders() -> None:
     for name in expected:
         if name != "proposal-envelope":
             schema.validate_cbor(bytes.fromhex(rows[name]))  # type: ignore[attr-defined]
+
+
+def test_a_hinted_leader_that_dies_is_forgotten_after_one_timeout() -> None:
+    # found by the netns KV test: the client kept the dead leader as its hint, so every
+    # later request timed out as indeterminate
+    c = Cluster(3)
+    leader = c.wait_leader()
+    c.run(0.5)
+    obs = nid(203)
+    client = ConsensusClient(
+        obs, messenger=c.add_observer(obs), members=[m.id for m in c.members.values()],
+        counters=Counters(), timeout_s=0.5,
+    )
+    out = run_client(c, client, client.request(c.now, "propose", kv.encode_put(b"a", b"1")))
+    assert out.status == "ok" and client.leader == leader.id
+    c.crash(leader.id)
+    rid = client.request(c.now, "propose", kv.encode_put(b"a", b"2"))
+    assert run_client(c, client, rid).status == "indeterminate"
+    assert client.leader is None and client.members[-1] == leader.id
+    assert client.counters["raft.client.leader_forgotten"] == 1
+    c.wait_leader()
+    c.run(0.5)
+    out = run_client(c, client, client.request(c.now, "propose", kv.encode_put(b"a", b"3")))
+    assert out.status == "ok"
