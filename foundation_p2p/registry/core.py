@@ -159,8 +159,11 @@ class RegistryCore:
         self.config = config if config is not None else RegistryConfig()
         self.counters = counters if counters is not None else Counters()
         self.rng = rng if rng is not None else random.Random(0)
+        # stamps carry the writer id of the dot (the wire form derives a stamp's node id
+        # from its dot), so the clock ticks under the replica id too
         self.clock = HybridClock(
-            node_id, max_clock_lead_s=self.config.max_clock_lead_s, counters=self.counters
+            self.replica_id, max_clock_lead_s=self.config.max_clock_lead_s,
+            counters=self.counters,
         )
         self.state = RegistryState()
         """The CRDT replica (read it, never mutate it from outside)."""
