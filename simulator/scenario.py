@@ -204,7 +204,9 @@ def find_missing_capabilities(scenario: Scenario) -> list[tuple[str, str, str]]:
 
 
 def known_invariants() -> list[str]:
-    """Invariant names a scenario may list today: the registered checkers."""
+    """Invariant names a scenario may list today: the registered checkers (importing
+    ``simulator.workloads`` first, which registers the workloads' own checkers)."""
+    import simulator.workloads  # noqa: F401  (registers kv, auction, health checkers)
     from simulator.checkers import CHECKERS
 
     return list(CHECKERS)
