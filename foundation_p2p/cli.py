@@ -574,6 +574,39 @@ def _add_sim(subparsers: Any) -> None:
     module.register(subparsers)
 
 
+def add_observer_arguments(
+    parser: argparse.ArgumentParser,
+    *,
+    name: str,
+    timeout_s: float,
+    json_help: str,
+    timeout_help: str,
+    bind_help: str = "UDP address to bind",
+) -> None:
+    """The flags of a command that joins as an observer (``members``, ``kv``, ``health``):
+    ``--join``, ``--cluster-key-file``, ``--json``, ``--timeout``, ``--bind``, ``--name``,
+    ``--config``, ``--log-level`` (read by :func:`build_observer_config`)."""
+    parser.add_argument(
+        "--join", metavar="HOST:PORT", action="append", help="a member to ask (repeatable)"
+    )
+    parser.add_argument(
+        "--cluster-key-file", metavar="F", help="keyring file (foundation-p2p keygen)"
+    )
+    parser.add_argument("--json", action="store_true", help=json_help)
+    parser.add_argument(
+        "--timeout", metavar="S", type=float, default=timeout_s,
+        help=f"{timeout_help}, in seconds (default {timeout_s:g})",
+    )
+    parser.add_argument("--bind", metavar="HOST:PORT", help=bind_help)
+    parser.add_argument("--name", metavar="N", default=name, help="the observer's name")
+    parser.add_argument("--config", metavar="FILE", help="node TOML config (flags override it)")
+    parser.add_argument(
+        "--log-level", metavar="L", type=str.upper,
+        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+        help="diagnostics on stderr (default WARNING)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every subcommand; each leaf sets ``func(args) -> int``."""
     parser = argparse.ArgumentParser(
@@ -640,32 +673,11 @@ def build_parser() -> argparse.ArgumentParser:
             "metadata_hex, observer}), leave. Exit status 1 if no peer answered."
         ),
     )
-    members.add_argument(
-        "--join", metavar="HOST:PORT", action="append", help="a member to ask (repeatable)"
-    )
-    members.add_argument(
-        "--cluster-key-file", metavar="F", help="keyring file (foundation-p2p keygen)"
-    )
-    members.add_argument("--json", action="store_true", help="print a JSON list")
-    members.add_argument(
-        "--timeout",
-        metavar="S",
-        type=float,
-        default=MEMBERS_TIMEOUT_S,
-        help=f"longest wait for an answer, in seconds (default {MEMBERS_TIMEOUT_S:g})",
-    )
-    members.add_argument(
-        "--bind", metavar="HOST:PORT", help="UDP address to bind (default: a free port on "
-        "the address that reaches the first --join peer)"
-    )
-    members.add_argument("--name", metavar="N", default="members", help="the observer's name")
-    members.add_argument("--config", metavar="FILE", help="node TOML config (flags override it)")
-    members.add_argument(
-        "--log-level",
-        metavar="L",
-        type=str.upper,
-        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
-        help="diagnostics on stderr (default WARNING)",
+    add_observer_arguments(
+        members, name="members", timeout_s=MEMBERS_TIMEOUT_S, json_help="print a JSON list",
+        timeout_help="longest wait for an answer",
+        bind_help="UDP address to bind (default: a free port on the address that reaches "
+        "the first --join peer)",
     )
     members.set_defaults(func=cmd_members)
 
@@ -691,24 +703,9 @@ def build_parser() -> argparse.ArgumentParser:
     kv_cas.add_argument("expected", metavar="EXPECTED")
     kv_cas.add_argument("new", metavar="NEW")
     for p in (kv_get, kv_put, kv_del, kv_cas):
-        p.add_argument(
-            "--join", metavar="HOST:PORT", action="append", help="a member to ask (repeatable)"
-        )
-        p.add_argument(
-            "--cluster-key-file", metavar="F", help="keyring file (foundation-p2p keygen)"
-        )
-        p.add_argument("--json", action="store_true", help="print a JSON object")
-        p.add_argument(
-            "--timeout", metavar="S", type=float, default=MEMBERS_TIMEOUT_S,
-            help=f"longest wait for each step, in seconds (default {MEMBERS_TIMEOUT_S:g})",
-        )
-        p.add_argument("--bind", metavar="HOST:PORT", help="UDP address to bind")
-        p.add_argument("--name", metavar="N", default="kv", help="the observer's name")
-        p.add_argument("--config", metavar="FILE", help="node TOML config (flags override it)")
-        p.add_argument(
-            "--log-level", metavar="L", type=str.upper,
-            choices=["DEBUG", "INFO", "WARNING", "ERROR"],
-            help="diagnostics on stderr (default WARNING)",
+        add_observer_arguments(
+            p, name="kv", timeout_s=MEMBERS_TIMEOUT_S, json_help="print a JSON object",
+            timeout_help="longest wait for each step",
         )
         p.set_defaults(func=cmd_kv)
 

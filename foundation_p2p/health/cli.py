@@ -144,23 +144,11 @@ def add_health_parser(sub: Any) -> None:
             "until interrupted. Exit status 1 if no peer answered, 2 usage."
         ),
     )
-    health.add_argument(
-        "--join", metavar="HOST:PORT", action="append", help="a member to ask (repeatable)"
+    from foundation_p2p.cli import add_observer_arguments
+
+    add_observer_arguments(
+        health, name="health", timeout_s=HEALTH_TIMEOUT_S, json_help="print one JSON object",
+        timeout_help="longest wait for a member to answer",
     )
-    health.add_argument(
-        "--cluster-key-file", metavar="F", help="keyring file (foundation-p2p keygen)"
-    )
-    health.add_argument("--json", action="store_true", help="print one JSON object")
     health.add_argument("--watch", action="store_true", help="print a report every second")
-    health.add_argument(
-        "--timeout", metavar="S", type=float, default=HEALTH_TIMEOUT_S,
-        help=f"longest wait for a member to answer, in seconds (default {HEALTH_TIMEOUT_S:g})",
-    )
-    health.add_argument("--bind", metavar="HOST:PORT", help="UDP address to bind")
-    health.add_argument("--name", metavar="N", default="health", help="the observer's name")
-    health.add_argument("--config", metavar="FILE", help="node TOML config (flags override it)")
-    health.add_argument(
-        "--log-level", metavar="L", type=str.upper, choices=["DEBUG", "INFO", "WARNING", "ERROR"],
-        help="diagnostics on stderr (default WARNING)",
-    )
     health.set_defaults(func=cmd_health)
