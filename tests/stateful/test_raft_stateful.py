@@ -27,7 +27,6 @@ import sys
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
     RuleBasedStateMachine,
@@ -35,6 +34,7 @@ from hypothesis.stateful import (
     precondition,
     rule,
 )
+from stateful_run import run_machine
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "consensus"))
 from raft_harness import Network, nid, wire
@@ -322,23 +322,10 @@ class RaftCluster(RuleBasedStateMachine):
             )
 
 
-def _settings(examples: int, steps: int) -> settings:
-    return settings(
-        max_examples=examples,
-        stateful_step_count=steps,
-        deadline=None,
-        derandomize=True,
-        database=None,
-        suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
-    )
-
-
 def test_raft_cluster() -> None:
-    RaftCluster.TestCase.settings = _settings(60, 40)
-    RaftCluster.TestCase().runTest()
+    run_machine(RaftCluster, 60, 40)
 
 
 @pytest.mark.soak
 def test_raft_cluster_soak() -> None:
-    RaftCluster.TestCase.settings = settings(_settings(1000, 100), derandomize=False)
-    RaftCluster.TestCase().runTest()
+    run_machine(RaftCluster, 1000, 100, soak=True)

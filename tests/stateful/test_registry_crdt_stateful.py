@@ -26,9 +26,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import pytest
-from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
+from stateful_run import run_machine
 
 from foundation_p2p.registry import wire as rwire
 from foundation_p2p.registry.crdt import (
@@ -215,23 +215,10 @@ class RegistryReplicas(RuleBasedStateMachine):
         self.replicas_match_the_model()
 
 
-def _settings(examples: int, steps: int) -> settings:
-    return settings(
-        max_examples=examples,
-        stateful_step_count=steps,
-        deadline=None,
-        derandomize=True,
-        database=None,
-        suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
-    )
-
-
 def test_registry_crdt() -> None:
-    RegistryReplicas.TestCase.settings = _settings(100, 40)
-    RegistryReplicas.TestCase().runTest()
+    run_machine(RegistryReplicas, 100, 40)
 
 
 @pytest.mark.soak
 def test_registry_crdt_soak() -> None:
-    RegistryReplicas.TestCase.settings = settings(_settings(2000, 80), derandomize=False)
-    RegistryReplicas.TestCase().runTest()
+    run_machine(RegistryReplicas, 2000, 80, soak=True)

@@ -29,9 +29,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
+from stateful_run import run_machine
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "membership"))
 from membership_harness import Net
@@ -250,23 +250,10 @@ class SwimCluster(RuleBasedStateMachine):
         self.running.add(name)
 
 
-def _settings(examples: int, steps: int) -> settings:
-    return settings(
-        max_examples=examples,
-        stateful_step_count=steps,
-        deadline=None,
-        derandomize=True,
-        database=None,
-        suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
-    )
-
-
 def test_swim_membership() -> None:
-    SwimCluster.TestCase.settings = _settings(40, 30)
-    SwimCluster.TestCase().runTest()
+    run_machine(SwimCluster, 40, 30)
 
 
 @pytest.mark.soak
 def test_swim_membership_soak() -> None:
-    SwimCluster.TestCase.settings = settings(_settings(500, 60), derandomize=False)
-    SwimCluster.TestCase().runTest()
+    run_machine(SwimCluster, 500, 60, soak=True)
