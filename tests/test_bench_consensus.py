@@ -43,7 +43,8 @@ def test_burst_and_sequential_figures_are_consistent(side: str, tmp_path: Path) 
         assert burst["ok"] == 60 and burst["failed"] == 0
         assert burst["seconds"] > 0
         assert burst["commits_per_s"] == pytest.approx(60 / burst["seconds"], rel=0.01)
-        assert burst["leader_cpu_ms_per_1000"] > 0
+        # /proc counts CPU in 10 ms ticks: 60 small commits may cost less than one tick
+        assert burst["leader_cpu_ms_per_1000"] >= 0
         assert burst["cluster_cpu_ms_per_1000"] >= burst["leader_cpu_ms_per_1000"]
         lat = bc.latency_once(cluster, 8, 60.0)
         assert lat["count"] == 8 and lat["failed"] == 0
