@@ -184,9 +184,12 @@ def partition_scenario(
     assert cli.returncode == 0, cli.stderr
     seen = {m["name"]: m["state"].upper() for m in json.loads(cli.stdout) if not m["observer"]}
     assert seen == all_alive, seen
-    # still one singleton, on the same node, after that time
-    assert running_singletons(nodes) == [runner]
-    assert {(last_of(n, "lookup") or {}).get("owner") for n in nodes} == {owner}
+    # still exactly one singleton, agreed by every node, after that time: it may have moved
+    # once to its placement owner after the heal (a handoff: stopped, then started), so wait
+    # for the agreement rather than demand the same node
+    c.wait_until(one_owner, 30, "one singleton, agreed by every node, after the CLI")
+    final = last_of(nodes[0], "lookup")["owner"]  # type: ignore[index]
+    assert running_singletons(nodes) == [c.node_ids()[final]]
 
 
 def test_partition_and_heal_converge_with_exactly_one_singleton(
