@@ -107,8 +107,18 @@ async def app_main(node: Any) -> None:
     await node.consensus.wait_leader()
     agents = await coord.wait_agents(NODES, "cpu", timeout_s=120.0)
     ids = [a.agent_id for a in agents]
-    await node.kv.put(b"warm-up", b"x")
-    await coord.coordinate_resource_allocation(ids, ["cpu"], timeout_s=60.0)  # warm-up
+    # warm-up, retried while the group settles (a leader change right after formation
+    # makes a first put or auction fail; the measured rounds below are not retried)
+    for attempt in range(20):
+        try:
+            await node.kv.put(b"warm-up", b"x")
+            await coord.coordinate_resource_allocation(ids, ["cpu"], timeout_s=60.0)
+            break
+        except Exception as exc:  # ConsensusError, CoordinationError...: retry, bounded
+            print(f"warm-up attempt {attempt + 1} failed: {exc!r}", file=sys.stderr, flush=True)
+            await trio.sleep(0.5)
+    else:
+        raise RuntimeError("the warm-up never succeeded in 20 attempts")
 
     commit_s = []
     for i in range(commits):
