@@ -116,6 +116,7 @@ from foundation_p2p.crypto.identity import Identity
 from foundation_p2p.errors import WireError
 from foundation_p2p.events import Join
 from simulator.durations import parse_duration
+from simulator.kv import consensus_of
 from simulator.model import WorkloadSpec
 from simulator.rand import byte_source, child_rng
 
@@ -157,15 +158,6 @@ MAX_ATTEMPTS = 200
 
 def _err(key: str, problem: str) -> ValueError:
     return ValueError(f"workload auction: {key}: {problem}")
-
-
-def consensus_of(host: Host) -> ConsensusSubsystem | None:
-    """The host's consensus subsystem, if it is up and has one."""
-    core = host.core
-    if core is None:
-        return None
-    sub = getattr(core, "consensus", None)
-    return sub if isinstance(sub, ConsensusSubsystem) else None
 
 
 def coordination_of(sub: ConsensusSubsystem) -> CoordinationMachine | None:
