@@ -34,6 +34,17 @@ def _load() -> ModuleType:
 bc = _load()
 
 
+def _converged_applied(cluster: object, limit_s: float) -> set[int]:
+    """The distinct applied counts of the cluster's nodes, polled until they agree or
+    ``limit_s`` passes."""
+    end = time.monotonic() + limit_s
+    while True:
+        applied = {int(p.ask("applied").split()[1]) for p in cluster.procs}  # type: ignore[attr-defined]
+        if len(applied) == 1 or time.monotonic() > end:
+            return applied
+        time.sleep(0.05)
+
+
 @pytest.mark.skipif(sys.platform != "linux", reason="reads /proc for CPU time")
 @pytest.mark.parametrize("side", ["ours", "theirs"])
 def test_burst_and_sequential_figures_are_consistent(side: str, tmp_path: Path) -> None:
@@ -50,14 +61,17 @@ def test_burst_and_sequential_figures_are_consistent(side: str, tmp_path: Path) 
         assert lat["count"] == 8 and lat["failed"] == 0
         assert 0 < lat["p50_ms"] <= lat["p99_ms"]
         # every node ends up applying the same commands (followers learn the last commit
-        # index with the next append or heartbeat: wait for it, bounded)
-        end = time.monotonic() + 20.0
-        while True:
-            applied = {int(p.ask("applied").split()[1]) for p in cluster.procs}
-            if len(applied) == 1 or time.monotonic() > end:
-                break
-            time.sleep(0.05)
-        assert len(applied) == 1 and applied.pop() >= 60 + 8
+        # index with the next append or heartbeat: wait for it, bounded). A loaded machine
+        # has once left a PySyncObj follower one entry behind for 20 s; one more commit
+        # carries the commit index to it, so a second bounded wait follows that nudge.
+        expected = 60 + 8
+        applied = _converged_applied(cluster, 20.0)
+        if len(applied) != 1:
+            nudge = bc.latency_once(cluster, 1, 60.0)
+            assert nudge["count"] == 1 and nudge["failed"] == 0
+            expected += 1
+            applied = _converged_applied(cluster, 20.0)
+        assert len(applied) == 1 and applied.pop() >= expected, applied
     finally:
         cluster.close()
 
