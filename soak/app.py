@@ -17,12 +17,18 @@ an error otherwise.
 A stats line: ``{"t": wall, "name", "pid", "tasks": live Trio tasks (walked from the root
 task), "ops": {kind: ok count}, "fails": [[started, ended, kind, error], ...] (wall
 times) since the last line, "received": channel deliveries, "dropped": deliveries the
-subscription dropped, "registry_names": visible soak/ names}``.
+subscription dropped, "registry_names": visible soak/ names, "raft": this member's Raft
+status (term, role, leader, commit, applied; on the leader every peer's
+``[match, next, state]``), for the diagnosis of a stall}``.
+
+``SOAK_DEBUG_LOGGERS`` (comma-separated logger names, e.g. ``foundation_p2p.consensus``)
+sets those loggers to DEBUG in the node process (the rest stays at ``--log-level``).
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import time
 from collections import Counter
@@ -30,6 +36,7 @@ from typing import Any
 
 import trio
 
+from foundation_p2p.addresses import short_id
 from foundation_p2p.runtime import Node
 
 OP_TIMEOUT_S = 5.0
@@ -52,6 +59,20 @@ def count_tasks() -> int:
     return n
 
 
+def raft_status(node: Node) -> dict[str, Any] | None:
+    """This member's Raft status as JSON (``node.consensus.status()``; None before the
+    group forms): term, role, leader, commit, applied, and the leader's progress per peer."""
+    st = node.consensus.status()
+    if st is None:
+        return None
+    return {
+        "term": st.term, "role": st.role.value,
+        "leader": short_id(st.leader) if st.leader is not None else None,
+        "commit": st.commit, "applied": st.applied,
+        "progress": {short_id(n): list(p) for n, p in st.progress.items()},
+    }
+
+
 class _Stats:
     def __init__(self) -> None:
         self.ops: Counter[str] = Counter()
@@ -70,6 +91,8 @@ async def run(node: Node) -> None:
     name = os.environ.get("SOAK_NAME", node.name)
     period = float(os.environ.get("SOAK_PERIOD_S", "0.5"))
     report_s = float(os.environ.get("SOAK_REPORT_S", "5"))
+    for logger in filter(None, os.environ.get("SOAK_DEBUG_LOGGERS", "").split(",")):
+        logging.getLogger(logger.strip()).setLevel(logging.DEBUG)
     stats = _Stats()
     async with trio.open_nursery() as nursery, node.channels.subscribe(
         TOPIC, max_queued=256
@@ -87,6 +110,7 @@ async def run(node: Node) -> None:
                     "tasks": count_tasks(), "ops": dict(stats.ops), "fails": stats.fails,
                     "received": stats.received, "dropped": sub.dropped,
                     "registry_names": node.registry.count("soak/"),
+                    "raft": raft_status(node),
                 }
                 stats.fails = []
                 with open(path, "a", encoding="utf-8") as f:

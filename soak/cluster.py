@@ -136,10 +136,11 @@ class Soak:
             "--bind", f"127.0.0.1:{slot.port}", "--name", slot.name,
             "--data-dir", slot.data_dir, "--cluster-key-file", self.key_path,
             "--config", self.config_path, "--app", "soak.app:run",
-            "--log-level", "WARNING", *joins,
+            "--log-level", self.args.log_level, *joins,
         ]
         env = dict(os.environ, SOAK_STATS=slot.stats_path, SOAK_NAME=slot.name,
                    SOAK_REPORT_S=str(self.args.sample_s),
+                   SOAK_DEBUG_LOGGERS=self.args.debug_loggers,
                    PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
         with open(slot.out_path, "ab") as out, open(slot.err_path, "ab") as err:
             proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=err,
@@ -392,6 +393,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="failed ops this long after a kill or restart are expected")
     p.add_argument("--mem-tolerance", type=float, default=0.10,
                    help="last minute's max RSS over the second minute's, at most 1 + this")
+    p.add_argument("--log-level", type=str.upper, default="WARNING",
+                   choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+                   help="the nodes' --log-level (default WARNING; their stderr is in nX.err)")
+    p.add_argument("--debug-loggers", default="", metavar="NAMES",
+                   help="comma-separated loggers set to DEBUG in every node (diagnosis, e.g. "
+                   "foundation_p2p.consensus)")
     p.add_argument("--keep", metavar="DIR", help="put data and logs in DIR and keep them")
     args = p.parse_args(argv)
     if not args.minutes > 0 or args.nodes < 3 or args.sample_s <= 0 or args.churn_s < 0:
