@@ -13,7 +13,11 @@
   ``handle_datagram`` / ``handle_timer``; after each step it sends ``take_outgoing()``,
   makes ``take_writes()`` durable (in a worker thread) and only then calls
   ``writes_done`` (which releases the datagrams that waited for them), and hands
-  ``take_events()`` to the subscribers;
+  ``take_events()`` to the subscribers. A step takes every datagram already waiting in
+  the socket, up to :data:`RECEIVE_BATCH` (non-blocking ``recvfrom`` until
+  ``BlockingIOError``, each given to ``handle_datagram``), then does one such flush;
+  datagrams go out with non-blocking ``sendto`` (waiting ``trio.lowlevel.wait_writable``
+  only when the kernel's send buffer is full);
 - application services run in the node's nursery (``Node.start_service``).
 
 Membership: ``node.membership`` is the SWIM core (``core.membership``, a
@@ -54,7 +58,8 @@ Failures: a bad datagram is the core's business (dropped and counted, see
 ``NodeCore.handle_datagram``); an exception escaping a ``NodeCore`` call is a bug and
 ends the node with that exception, as does a storage failure (a node that cannot make
 its state durable must not go on). Send and receive errors of the socket are counted
-(``udp.send_errors``, ``udp.receive_errors``) and the pump goes on.
+(``udp.send_errors``, ``udp.receive_errors``; an oversize datagram refused by the kernel,
+``EMSGSIZE``, also in ``udp.send_too_big``) and the pump goes on.
 
 Clocks: ``NodeCore`` deadlines are ``time.monotonic()`` seconds; Trio's own clock
 (``trio.current_time()``) has another origin, so the pump converts a deadline into a Trio
@@ -66,9 +71,11 @@ Logging goes to ``foundation_p2p.runtime``; debug lines name the ``NodeCore`` ca
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import os
 import random
+import socket as stdlib_socket
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
@@ -120,7 +127,13 @@ from foundation_p2p.runtime.coordination import Coordination
 from foundation_p2p.runtime.registry import Processes, Registry, Supervisor
 from foundation_p2p.runtime.services import ServiceRunner
 from foundation_p2p.runtime.storage import DataDirStore, MemoryStore, Store
-from foundation_p2p.runtime.udp import MAX_DATAGRAM_BYTES, bind_udp, bound_address, resolve
+from foundation_p2p.runtime.udp import (
+    MAX_DATAGRAM_BYTES,
+    bind_udp_socket,
+    bound_address,
+    is_numeric_host,
+    resolve,
+)
 from foundation_p2p.runtime.vfs import OsVfs
 from foundation_p2p.transport.connection import Connection, StreamReset
 from foundation_p2p.transport.endpoint import (
@@ -160,6 +173,14 @@ DEFAULT_SEND_TIMEOUT_S = 30.0
 """Longest :meth:`TransportStream.send` waits for flow-control credit before giving up."""
 DEFAULT_CONNECT_TIMEOUT_S = 10.0
 """Longest :meth:`Node.connect` waits for the handshake."""
+RECEIVE_BATCH = 64
+"""Datagrams the pump reads from the socket in one step before one flush. Bound: a step
+that reaches it stops reading (``udp.receive_batch_cut`` counts it), flushes, checks the
+core's timers and lets the other Trio tasks run before reading on; the rest waits in the
+kernel's receive buffer."""
+MAX_NUMERIC_HOSTS = 4096
+"""Destination hosts remembered as numeric or not (so a send needs no lookup); when full
+the memory is cleared and rebuilt (bounded, never wrong: it is only a cache)."""
 
 
 def machine_now() -> Now:
@@ -603,6 +624,7 @@ class Node:
         store: Store,
         *,
         leave_timeout_s: float = DEFAULT_LEAVE_TIMEOUT_S,
+        raw: stdlib_socket.socket,
     ) -> None:
         self.core = core
         """The sans-I/O ``NodeCore`` this node drives (public: the leaky facade)."""
@@ -613,7 +635,14 @@ class Node:
         self.store = store
         """Where durable writes go (a data directory, or memory)."""
         self.leave_timeout_s = leave_timeout_s
+        if raw.fileno() != sock.fileno():
+            raise ValueError("Node: raw must be the standard-library socket sock wraps")
         self._sock = sock
+        """The Trio socket (Trio code may use it; the pump does not)."""
+        raw.setblocking(False)
+        self._raw = raw
+        """The same socket as a standard-library object: the pump's non-blocking calls."""
+        self._numeric_hosts: dict[str, bool] = {}
         self._family = sock.family
         self._subscribers: list[Subscription] = []
         self._services: ServiceRunner | None = None
@@ -840,8 +869,9 @@ class Node:
 
         Bound it with ``trio.fail_after``/``move_on_after``. Raises
         ``trio.ClosedResourceError`` if the node closes first. Equivalent lower-level
-        calls: none (the pump signals each step it completes; a step is one datagram,
-        timer or wake-up handled and its outputs sent).
+        calls: none (the pump signals each step it completes; a step is one batch of
+        waiting datagrams (at most :data:`RECEIVE_BATCH`), a timer or a wake-up handled and
+        its outputs sent).
         """
         while not predicate():
             self._check_open()
@@ -1042,17 +1072,58 @@ class Node:
             self._unsubscribe(sub)
 
     async def _send(self, datagrams: list[tuple[Address, bytes]]) -> None:
+        """Send ``datagrams`` in order with the standard-library socket's non-blocking
+        ``sendto``.
+
+        When the kernel's send buffer is full (``BlockingIOError``) the datagram waits for
+        ``trio.lowlevel.wait_writable`` and is sent again (counted: ``udp.send_blocked``);
+        the wait is bounded by this list, itself bounded by the core's queues. Any other
+        ``OSError`` is counted (``udp.send_errors``; ``EMSGSIZE``, a datagram larger than
+        the path allows with "don't fragment" set, also in ``udp.send_too_big``) and the
+        datagram skipped. A host name (not a literal address; normally the runtime only
+        hands numeric addresses to the core) goes through ``trio.socket``'s ``sendto``,
+        which resolves it without blocking the pump's thread. Nothing is sent if the
+        caller is already cancelled (``trio.lowlevel.checkpoint_if_cancelled``).
+        """
+        # a cancelled caller sends nothing (closing with leave_timeout_s=0 is a crash)
+        await trio.lowlevel.checkpoint_if_cancelled()
         counters = self.core.counters
-        sock = self._sock
-        for addr, data in datagrams:
-            try:
-                await sock.sendto(data, addr)
-            except OSError as exc:
-                counters.inc("udp.send_errors")
-                log.debug("sendto %s failed: %s", addr, exc)
-                continue
-            counters.inc("udp.datagrams_sent")
-            counters.inc("udp.bytes_sent", len(data))
+        raw = self._raw
+        numeric = self._numeric_hosts
+        sent = 0
+        sent_bytes = 0
+        try:
+            for addr, data in datagrams:
+                is_numeric = numeric.get(addr[0])
+                if is_numeric is None:
+                    if len(numeric) >= MAX_NUMERIC_HOSTS:
+                        numeric.clear()
+                    is_numeric = numeric[addr[0]] = is_numeric_host(addr[0])
+                while True:
+                    try:
+                        if is_numeric:
+                            raw.sendto(data, addr)
+                        else:
+                            await self._sock.sendto(data, addr)
+                    except BlockingIOError:
+                        counters.inc("udp.send_blocked")
+                        log.debug("sendto %s: send buffer full; wait_writable", addr)
+                        await trio.lowlevel.wait_writable(raw)
+                        continue
+                    except OSError as exc:
+                        counters.inc("udp.send_errors")
+                        if exc.errno == errno.EMSGSIZE:
+                            counters.inc("udp.send_too_big")
+                        log.debug("sendto %s (%d bytes) failed: %s", addr, len(data), exc)
+                        break
+                    sent += 1
+                    sent_bytes += len(data)
+                    break
+        finally:
+            # also when cancelled while waiting: what left is counted exactly
+            if sent:
+                counters.inc("udp.datagrams_sent", sent)
+                counters.inc("udp.bytes_sent", sent_bytes)
 
     async def _flush(self) -> None:
         """Send, persist and deliver until the core has nothing more to give."""
@@ -1109,33 +1180,78 @@ class Node:
                 self._stepped = trio.Event()
                 return
 
-    async def _receive(self, deadline: float | None) -> tuple[bytes, Address] | None:
-        """One datagram, or ``None`` at the deadline or when woken."""
+    def _receive_batch(self) -> int:
+        """Read the datagrams waiting in the socket, at most :data:`RECEIVE_BATCH`, with the
+        standard-library socket's non-blocking ``recvfrom`` until ``BlockingIOError``,
+        giving each to ``core.handle_datagram``; how many reads were made (0: the socket
+        was empty).
+
+        A receive error (some systems report ICMP errors of earlier sends here) is counted
+        (``udp.receive_errors``) and reading goes on; it counts towards the bound. Reaching
+        the bound is counted (``udp.receive_batch_cut``).
+        """
+        core = self.core
+        counters = core.counters
+        handle = core.handle_datagram
+        recvfrom = self._raw.recvfrom
+        reads = 0
+        received = 0
+        received_bytes = 0
+        try:
+            while reads < RECEIVE_BATCH:
+                try:
+                    data, src = recvfrom(MAX_DATAGRAM_BYTES)
+                except BlockingIOError:
+                    return reads
+                except OSError as exc:
+                    reads += 1
+                    counters.inc("udp.receive_errors")
+                    log.debug("recvfrom failed: %s", exc)
+                    continue
+                reads += 1
+                received += 1
+                received_bytes += len(data)
+                log.debug("handle_datagram from %s (%d bytes)", src, len(data))
+                handle(machine_now(), (src[0], src[1]), data)
+            counters.inc("udp.receive_batch_cut")
+            return reads
+        finally:
+            if received:
+                counters.inc("udp.datagrams_received", received)
+                counters.inc("udp.bytes_received", received_bytes)
+
+    async def _wait_readable(self, deadline: float | None) -> None:
+        """Wait until a datagram can be read, the core's ``deadline`` passes or :meth:`wake`
+        cancels the wait (``trio.lowlevel.wait_readable`` under ``_wait_scope``)."""
         with trio.CancelScope() as scope:
             if deadline is not None:
                 scope.deadline = trio.current_time() + max(0.0, deadline - time.monotonic())
             self._wait_scope = scope
             try:
-                data, src = await self._sock.recvfrom(MAX_DATAGRAM_BYTES)
-            except OSError as exc:
-                # Some systems report ICMP errors of earlier sends here; not fatal.
-                self.core.counters.inc("udp.receive_errors")
-                log.debug("recvfrom failed: %s", exc)
-                return None
+                await trio.lowlevel.wait_readable(self._raw)
             finally:
                 self._wait_scope = None
-            return data, (str(src[0]), int(src[1]))
-        return None
 
     async def _run_pump(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
-        """The one pump task: datagrams and timers in, datagrams, writes and events out."""
+        """The one pump task: datagrams and timers in, datagrams, writes and events out.
+
+        Each round, in order: a wake-up (:meth:`wake`) is flushed; a due timer is handled
+        (``core.handle_timer``) and flushed; else the waiting datagrams are read
+        (:meth:`_receive_batch`) and flushed once; else the pump waits for the socket, the
+        next deadline or a wake-up. Timers are checked between batches, so they fire on
+        time while datagrams keep arriving, and a round that did not wait passes a
+        ``trio.lowlevel.checkpoint()`` so the other Trio tasks run between rounds.
+        """
         core = self.core
-        counters = core.counters
         try:
             with self._pump_scope:
                 await self._flush()
                 task_status.started()
+                waited = True
                 while True:
+                    if not waited:
+                        await trio.lowlevel.checkpoint()
+                    waited = False
                     if self._dirty:
                         self._dirty = False
                         await self._flush()
@@ -1146,15 +1262,11 @@ class Node:
                         core.handle_timer(machine_now())
                         await self._flush()
                         continue
-                    got = await self._receive(deadline)
-                    if got is None:
+                    if self._receive_batch():
+                        await self._flush()
                         continue
-                    data, src = got
-                    counters.inc("udp.datagrams_received")
-                    counters.inc("udp.bytes_received", len(data))
-                    log.debug("handle_datagram from %s (%d bytes)", src, len(data))
-                    core.handle_datagram(machine_now(), src, data)
-                    await self._flush()
+                    await self._wait_readable(deadline)
+                    waited = True
         finally:
             self._pump_done.set()
 
@@ -1319,7 +1431,8 @@ async def open_node(
         stored = await trio.to_thread.run_sync(store.read_all)
         raft_storage = await trio.to_thread.run_sync(open_raft_storage, config)
         try:
-            sock = await bind_udp(config.bind)
+            raw = await bind_udp_socket(config.bind)
+            sock = trio.socket.from_stdlib_socket(raw)
             node: Node | None = None
             try:
                 family = sock.family
@@ -1338,7 +1451,9 @@ async def open_node(
                     secret_bytes=os.urandom,
                     raft_storage=raft_storage,
                 )
-                node = Node(core, config, sock, store, leave_timeout_s=leave_timeout_s)
+                node = Node(
+                    core, config, sock, store, leave_timeout_s=leave_timeout_s, raw=raw
+                )
                 node.raft_storage = raft_storage
                 log.info(
                     "node %s (%s) bound to %s, epoch %d, %s identity",

@@ -5,6 +5,10 @@ socket, an IPv4 literal an IPv4 one, and a name is resolved and its first addres
 Peer addresses are resolved to numeric form once, before ``NodeCore`` sees them, so
 that the address a ping is sent to is the address its answer comes from (``recvfrom``
 always reports numeric addresses).
+
+The socket is created non-blocking with big buffers and "don't fragment, probe" set
+(:func:`bind_udp_socket`): an oversize datagram is refused (``EMSGSIZE``, counted by the
+runtime) or lost, never fragmented, which the transport's path-MTU probing needs.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import errno
 import ipaddress
 import logging
 import socket as stdlib_socket
+import sys
 
 import trio
 
@@ -22,7 +27,8 @@ from foundation_p2p.errors import ConfigError, FoundationError
 log = logging.getLogger("foundation_p2p.runtime.udp")
 
 MAX_DATAGRAM_BYTES = 65_535
-"""Receive buffer size: the largest UDP payload (larger packets are refused by the core)."""
+"""Size asked of each ``recvfrom``: every UDP datagram fits whole (IPv4 payloads are at most
+65,507 bytes; what the core does not accept it drops and counts), so nothing is truncated."""
 
 
 class BindError(FoundationError):
@@ -86,7 +92,7 @@ machine). The kernel caps it at ``net.core.rmem_max``/``wmem_max``; it is fixed,
 grown by what peers send."""
 
 
-def grow_buffers(sock: trio.socket.SocketType, size: int) -> None:
+def grow_buffers(sock: stdlib_socket.socket | trio.socket.SocketType, size: int) -> None:
     """Ask for ``size``-byte receive and send buffers; what the kernel refuses or caps stays
     as the kernel allows (best effort: never an error)."""
     for opt in (stdlib_socket.SO_RCVBUF, stdlib_socket.SO_SNDBUF):
@@ -96,20 +102,64 @@ def grow_buffers(sock: trio.socket.SocketType, size: int) -> None:
             log.debug("setsockopt(%s, %d) refused: the kernel's default stays", opt, size)
 
 
-async def bind_udp(address: Address) -> trio.socket.SocketType:
-    """A UDP socket bound to ``address`` (port 0 picks a free port).
+IP_MTU_DISCOVER = getattr(
+    stdlib_socket, "IP_MTU_DISCOVER", 10 if sys.platform.startswith("linux") else None
+)
+"""The IPv4 socket option choosing the "don't fragment" policy (Linux ``<linux/in.h>``:
+10; Python 3.11 does not export it). ``None`` where unknown: the option is skipped."""
+IPV6_MTU_DISCOVER = getattr(
+    stdlib_socket, "IPV6_MTU_DISCOVER", 23 if sys.platform.startswith("linux") else None
+)
+"""The IPv6 counterpart (Linux ``<linux/in6.h>``: 23); ``None`` where unknown."""
+PMTUDISC_PROBE = getattr(
+    stdlib_socket, "IP_PMTUDISC_PROBE", 3 if sys.platform.startswith("linux") else None
+)
+"""``IP_PMTUDISC_PROBE``/``IPV6_PMTUDISC_PROBE`` (3 on Linux for both): the kernel sets
+"don't fragment" and ignores its path-MTU cache, so an oversize datagram is refused at once
+(``sendto`` raises ``EMSGSIZE``, above the interface MTU) or dropped on the path, never
+fragmented. The transport's path-MTU probing (DPLPMTUD) relies on that."""
 
-    Raises :class:`BindError` (``address_in_use`` when the port is taken) or
-    :class:`ConfigError` if the host cannot be resolved.
+
+def set_dont_fragment(sock: stdlib_socket.socket | trio.socket.SocketType) -> bool:
+    """Set "don't fragment, probe" (``IP_MTU_DISCOVER`` / ``IPV6_MTU_DISCOVER`` =
+    ``PMTUDISC_PROBE``) on a UDP socket; False (and a debug line) where the platform lacks
+    the option or refuses it. Best effort: never an error."""
+    if sock.family == stdlib_socket.AF_INET6:
+        level, opt = stdlib_socket.IPPROTO_IPV6, IPV6_MTU_DISCOVER
+    else:
+        level, opt = stdlib_socket.IPPROTO_IP, IP_MTU_DISCOVER
+    if opt is None or PMTUDISC_PROBE is None:
+        log.debug("no MTU_DISCOVER option on %s: datagrams may be fragmented", sys.platform)
+        return False
+    try:
+        sock.setsockopt(level, opt, PMTUDISC_PROBE)
+    except OSError as exc:
+        log.debug("setsockopt(%d, %d, %d) refused: %s", level, opt, PMTUDISC_PROBE, exc)
+        return False
+    return True
+
+
+async def bind_udp_socket(address: Address) -> stdlib_socket.socket:
+    """A non-blocking standard-library UDP socket bound to ``address`` (port 0 picks a free
+    port), with big buffers (:data:`SOCKET_BUFFER_BYTES`) and "don't fragment"
+    (:func:`set_dont_fragment`).
+
+    The runtime's pump reads and writes it directly (``recvfrom``/``sendto`` until
+    ``BlockingIOError``) and waits with ``trio.lowlevel.wait_readable``/``wait_writable``;
+    ``trio.socket.from_stdlib_socket`` wraps the same object for Trio code. Raises
+    :class:`BindError` (``address_in_use`` when the port is taken) or :class:`ConfigError`
+    if the host cannot be resolved.
     """
     family, numeric = await resolve(address)
-    sock = trio.socket.socket(family, stdlib_socket.SOCK_DGRAM)
+    sock = stdlib_socket.socket(family, stdlib_socket.SOCK_DGRAM)
     try:
+        sock.setblocking(False)
         if family == stdlib_socket.AF_INET6:
             # An explicit IPv6 bind means IPv6 only; "::" would otherwise also take IPv4.
             sock.setsockopt(stdlib_socket.IPPROTO_IPV6, stdlib_socket.IPV6_V6ONLY, 1)
-        await sock.bind(numeric)
+        sock.bind(numeric)
         grow_buffers(sock, SOCKET_BUFFER_BYTES)
+        set_dont_fragment(sock)
     except OSError as exc:
         sock.close()
         reason = "address already in use" if exc.errno == errno.EADDRINUSE else exc.strerror
@@ -117,6 +167,17 @@ async def bind_udp(address: Address) -> trio.socket.SocketType:
             f"cannot bind UDP {format_address(address)}: {reason}", address, exc.errno
         ) from None
     return sock
+
+
+async def bind_udp(address: Address) -> trio.socket.SocketType:
+    """A Trio UDP socket bound to ``address``: :func:`bind_udp_socket` wrapped by
+    ``trio.socket.from_stdlib_socket``. Same errors."""
+    return trio.socket.from_stdlib_socket(await bind_udp_socket(address))
+
+
+def is_numeric_host(host: str) -> bool:
+    """True if ``host`` is an IPv4 or IPv6 literal (sending to it needs no name lookup)."""
+    return _literal_family(host) is not None
 
 
 def bound_address(sock: trio.socket.SocketType) -> Address:
