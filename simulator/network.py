@@ -5,6 +5,12 @@ partitions and clogs.
 time ``t``: dropped (with a reason), held (a clogged link or node), or delivered at one or
 two arrival times (two when duplicated). The world schedules the deliveries.
 
+- **MTU**: every link carries IP packets of at most ``mtu`` bytes (``[network] mtu``,
+  default :data:`DEFAULT_MTU_BYTES`, Ethernet's 1500); a datagram whose UDP payload plus
+  the 28 bytes of IPv4 and UDP headers exceeds it is dropped at send time (``mtu``,
+  counted in ``net.dropped_mtu``), as a router drops a don't-fragment packet too large
+  for the next hop. Path MTU discovery's probes meet this limit, so their outcome is
+  deterministic: on the default network connections settle just under 1472 bytes.
 - **Latency** is uniform in ``[low_s, high_s]`` per datagram. Without reordering a link is
   FIFO (a datagram never arrives before one sent earlier on the same link); with
   probability ``reorder`` a datagram skips that rule and takes extra delay up to twice the
@@ -35,6 +41,17 @@ from typing import Any
 
 from simulator.model import LatencySpec, NetworkSpec
 
+DEFAULT_MTU_BYTES = 1500
+"""The links' MTU when the scenario sets none: Ethernet's. Cluster members on one LAN see
+this; loopback (65536) would let every datagram through and never exercise a search."""
+IP_UDP_HEADER_BYTES = 28
+"""IPv4 (20) plus UDP (8) header bytes: a datagram's payload fits when payload + 28 <= mtu."""
+MIN_MTU_BYTES = 1200 + IP_UDP_HEADER_BYTES
+"""Smallest MTU accepted: the transport's 1200-byte datagrams must pass (RFC 9000 needs a
+path to carry them; a smaller MTU would stop every connection)."""
+MAX_MTU_BYTES = 65_535
+"""Largest MTU accepted (an IPv4 packet's total length field)."""
+
 MAX_QUEUE_S = 1.0
 """Longest a datagram may wait in a bandwidth-limited link's send queue (seconds)."""
 MAX_HELD = 10_000
@@ -43,6 +60,17 @@ MAX_LINK_STATE = 200_000
 """Most links with remembered send state (FIFO order, bandwidth queue, settings cache).
 When full, state that no longer matters (arrivals and queues already in the past) is
 forgotten; the settings cache is simply rebuilt (counted in ``net.link_state_pruned``)."""
+
+
+def check_mtu(value: object, where: str) -> None:
+    """Raise ``ValueError`` naming ``where`` unless ``value`` is an MTU the network models:
+    an integer in ``MIN_MTU_BYTES..MAX_MTU_BYTES`` (bytes of an IP packet)."""
+    if type(value) is not int or not MIN_MTU_BYTES <= value <= MAX_MTU_BYTES:
+        raise ValueError(
+            f"{where}: must be an integer number of bytes in {MIN_MTU_BYTES}..{MAX_MTU_BYTES} "
+            f"(an IP packet carrying at least the transport's 1200-byte datagrams), "
+            f"got {value!r}"
+        )
 
 
 @dataclass(slots=True)
@@ -177,8 +205,21 @@ class Network:
     """The virtual network; see the module docstring."""
 
     def __init__(
-        self, spec: NetworkSpec, rng: random.Random, partitions: PartitionState | None = None
+        self,
+        spec: NetworkSpec,
+        rng: random.Random,
+        partitions: PartitionState | None = None,
+        *,
+        mtu: int | None = None,
     ) -> None:
+        """``mtu``: the links' MTU in bytes; None takes ``spec.mtu`` (``[network] mtu``),
+        or :data:`DEFAULT_MTU_BYTES` when the spec has none. Raises ``ValueError`` for an
+        MTU outside ``MIN_MTU_BYTES..MAX_MTU_BYTES``."""
+        if mtu is None:
+            mtu = getattr(spec, "mtu", DEFAULT_MTU_BYTES)
+        check_mtu(mtu, "network.mtu")
+        self.mtu = mtu
+        self._max_payload = mtu - IP_UDP_HEADER_BYTES
         self.spec = spec
         self.rng = rng
         self.partitions = partitions or PartitionState()
@@ -223,6 +264,7 @@ class Network:
             "net.dropped_partition": 0,
             "net.dropped_queue": 0,
             "net.dropped_clog_overflow": 0,
+            "net.dropped_mtu": 0,
             "net.link_state_pruned": 0,
         }
 
@@ -330,6 +372,9 @@ class Network:
         """
         counts = self.counts
         counts["net.sent"] += 1
+        if size > self._max_payload:
+            counts["net.dropped_mtu"] += 1
+            return "mtu", 0.0, -1.0
         if self._cuts and self.partitions.blocks(src, dst):
             counts["net.dropped_partition"] += 1
             return "partition", 0.0, -1.0

@@ -26,7 +26,22 @@ class TransportConfig:
     """How one connection behaves and how much it may hold; every field is checked."""
 
     max_datagram_bytes: int = 1200
-    """Largest UDP payload this connection sends (QUIC's 1200: fits any IPv6 path)."""
+    """The base datagram size: the largest UDP payload a connection sends until path MTU
+    discovery confirms a larger one, and what it falls back to on a black hole (QUIC's
+    1200: fits any IPv6 path)."""
+    pmtu_max_bytes: int = 16384
+    """Path MTU discovery's ceiling: the largest UDP payload a connection probes for and
+    may use (RFC 8899 DPLPMTUD, :mod:`~foundation_p2p.transport.pmtu`). Equal to
+    ``max_datagram_bytes``: no discovery. On Ethernet the search settles near 1472 bytes
+    (IPv4) or 1452 (IPv6); on loopback it reaches this ceiling. 16384 because larger
+    datagrams bring little more on loopback (bench/transport_core.py) while a loss costs
+    more to resend."""
+    pmtu_probe_tries: int = 3
+    """Probes of one size declared lost before that size counts as too large (RFC 8899's
+    MAX_PROBES)."""
+    pmtu_raise_interval_s: float = 600.0
+    """After a search ended below the ceiling, search again this long after (RFC 8899's
+    PMTU_RAISE_TIMER), in case the path grew."""
     idle_timeout_s: float = 30.0
     """Close silently after this long without receiving an authenticated packet."""
     max_probe_timeouts: int = 6
@@ -107,6 +122,12 @@ class TransportConfig:
             raise ConfigError(
                 f"TransportConfig.max_datagram_bytes: must be in 1200..65507, got "
                 f"{self.max_datagram_bytes}"
+            )
+        if not self.max_datagram_bytes <= self.pmtu_max_bytes <= 65507:
+            raise ConfigError(
+                f"TransportConfig.pmtu_max_bytes: must be in max_datagram_bytes "
+                f"({self.max_datagram_bytes})..65507 (the largest UDP payload), got "
+                f"{self.pmtu_max_bytes}"
             )
         if self.keep_alive_s is not None and self.keep_alive_s >= self.idle_timeout_s:
             raise ConfigError(

@@ -35,7 +35,9 @@ class CongestionController(Protocol):
     ``on_packet_sent`` is called for every packet that counts toward bytes in flight;
     ``on_packets_acked`` and ``on_packets_lost`` with the in-flight packets among those newly
     acknowledged or declared lost (ascending packet numbers). ``persistent`` tells that the
-    losses establish persistent congestion (RFC 9002 section 7.6).
+    losses establish persistent congestion (RFC 9002 section 7.6). ``on_discarded`` takes a
+    packet out of flight that is neither acknowledged nor a congestion signal (a lost path
+    MTU probe).
     """
 
     congestion_window: int
@@ -47,6 +49,8 @@ class CongestionController(Protocol):
     def on_packets_lost(self, lost: list[SentPacket], now: float, persistent: bool) -> None: ...
 
     def can_send(self, bytes_in_flight: int, size: int) -> bool: ...
+
+    def on_discarded(self, size: int) -> None: ...
 
 
 class NewReno:
@@ -233,6 +237,31 @@ class NewReno:
         """Forget an in-flight packet that is neither acknowledged nor lost (it was dropped)."""
         self._bytes_in_flight = max(0, self._bytes_in_flight - size)
 
+    def set_max_datagram_size(self, mds: int) -> None:
+        """Follow a change of the datagram size (path MTU discovery, RFC 9002 section 7.2).
+
+        The minimum window becomes ``2 * mds``, and the window is at least that. While no
+        congestion event has happened (``ssthresh`` still infinite), the window is also at
+        least the initial window recomputed for the new size, as section 7.2 recommends:
+        otherwise a raise to 16 KiB would leave the 14,720-byte initial window unable to
+        hold one full packet. A smaller size leaves the window as it is.
+        """
+        if mds < 1200:
+            raise ValueError(f"max_datagram_size must be at least 1200, got {mds}")
+        old = self.max_datagram_size
+        self.max_datagram_size = mds
+        self.minimum_window = 2 * mds
+        cwnd = self.congestion_window
+        if mds > old and self.ssthresh == float("inf"):
+            initial = min(10 * mds, max(14720, 2 * mds))
+            if cwnd < initial:
+                cwnd = initial
+        if cwnd < self.minimum_window:
+            cwnd = self.minimum_window
+        if self.max_window < self.minimum_window:
+            self.max_window = self.minimum_window  # the bound must hold two datagrams
+        self.congestion_window = min(cwnd, self.max_window)
+
 
 class Pacer:
     """Spreads a congestion window over a round trip (RFC 9002 section 7.7), a token bucket.
@@ -249,7 +278,7 @@ class Pacer:
     ``pacer.on_sent(now, size)``, else set a timer for ``t``.
     """
 
-    __slots__ = ("_capacity", "_cc", "_last", "_rtt", "_tokens", "n")
+    __slots__ = ("_burst_packets", "_capacity", "_cc", "_last", "_rtt", "_tokens", "n")
 
     def __init__(
         self,
@@ -267,9 +296,17 @@ class Pacer:
         self._cc = cc
         self._rtt = rtt
         self.n = n
+        self._burst_packets = burst_packets
         self._capacity = float(burst_packets * max_datagram_size)
         self._tokens = self._capacity
         self._last: float | None = None
+
+    def set_max_datagram_size(self, mds: int) -> None:
+        """Follow a change of the datagram size: the burst allowance is ``burst_packets``
+        datagrams of the new size (tokens above the new capacity are dropped)."""
+        self._capacity = float(self._burst_packets * mds)
+        if self._tokens > self._capacity:
+            self._tokens = self._capacity
 
     def rate(self) -> float:
         """The pacing rate now, in bytes per second."""

@@ -90,6 +90,7 @@ from foundation_p2p.transport.frames import (
     MaxData,
     MaxStreamData,
     MaxStreams,
+    Padding,
     Parameters,
     Ping,
     ResetStream,
@@ -101,6 +102,7 @@ from foundation_p2p.transport.frames import (
     uint_bytes,
 )
 from foundation_p2p.transport.packet import (
+    AEAD_TAG_BYTES,
     CID_BYTES,
     MIN_INITIAL_BYTES,
     ONE_RTT_OVERHEAD,
@@ -112,6 +114,7 @@ from foundation_p2p.transport.packet import (
     parse_handshake,
     parse_one_rtt,
 )
+from foundation_p2p.transport.pmtu import PathMtuSearch
 from foundation_p2p.transport.recovery import AckOutcome, LossRecovery, SentPacket
 from foundation_p2p.transport.reset import ResetKey
 from foundation_p2p.transport.scheduler import DEFAULT_URGENCY, StreamScheduler
@@ -271,6 +274,18 @@ class Connection:
         )
         self.pacer = Pacer(self.cc, self.recovery.rtt, max_datagram_size=cfg.max_datagram_bytes)
         self._payload_budget = cfg.max_datagram_bytes - ONE_RTT_OVERHEAD
+        self._base_mds = cfg.max_datagram_bytes
+        self.pmtu: PathMtuSearch | None = (
+            PathMtuSearch(
+                cfg.max_datagram_bytes,
+                cfg.pmtu_max_bytes,
+                max_probes=cfg.pmtu_probe_tries,
+                raise_interval_s=cfg.pmtu_raise_interval_s,
+            )
+            if cfg.pmtu_max_bytes > cfg.max_datagram_bytes
+            else None
+        )
+        """Path MTU discovery (None when ``pmtu_max_bytes == max_datagram_bytes``)."""
 
         # flow control (connection level); the peer's limits start at the protocol floor
         self.conn_credit = FlowCredit(FLOOR_MAX_DATA)
@@ -425,10 +440,21 @@ class Connection:
         """The current smoothed RTT estimate, seconds."""
         return self.recovery.rtt.smoothed_rtt
 
+    @property
+    def max_datagram_size(self) -> int:
+        """The largest datagram this connection sends now, bytes: ``max_datagram_bytes``
+        until path MTU discovery confirms more (:attr:`pmtu`)."""
+        return self._mds
+
     def stats(self) -> dict[str, int]:
-        """Counters of the connection and of its loss recovery, by name."""
+        """Counters of the connection and of its loss recovery, by name.
+
+        ``pmtu.current_bytes`` is a gauge (the datagram size in use), the rest count."""
         out = dict(self.counters)
         out.update(self.recovery.stats())
+        if self.pmtu is not None:
+            out.update(self.pmtu.stats())
+        out["pmtu.current_bytes"] = self._mds
         out["acks.ranges_dropped"] = self.acks.ranges_dropped
         out["scheduler.fair_overrides"] = self.scheduler.fair_overrides
         return out
@@ -610,6 +636,8 @@ class Connection:
                     self._on_close_frame(frame, now)
                     acks.on_received(pn, False, now)
                     return True
+                elif type(frame) is Padding:
+                    pass  # filler of a path MTU probe; not ack-eliciting
                 else:
                     eliciting = True
                     self._on_control_frame(frame, now)
@@ -636,6 +664,8 @@ class Connection:
 
     def _apply_outcome(self, outcome: AckOutcome) -> None:
         streams = self._streams
+        if self.pmtu is not None:
+            self._pmtu_outcome(outcome)
         for p in outcome.acked:
             records = p.payload
             if records is None:
@@ -649,7 +679,7 @@ class Connection:
                             self._maybe_retire(stream)
         lost = outcome.lost
         if lost:
-            self.counters.inc("lost", len(lost))
+            self.counters.inc("lost", len(lost))  # path MTU probes included
             for p in lost:
                 records = p.payload
                 if records is None:
@@ -663,6 +693,83 @@ class Connection:
                                 self._set_ready(rec[1], True)
                     else:
                         self._requeue_control(rec[1])
+
+    def _pmtu_outcome(self, outcome: AckOutcome) -> None:
+        """Tell path MTU discovery about acknowledged and lost probes and large packets."""
+        pmtu = self.pmtu
+        assert pmtu is not None
+        now = self._now
+        base = self._base_mds
+        acked = outcome.acked
+        if acked:
+            probe_pn = pmtu.probe_pn
+            if probe_pn is not None and acked[0].pn <= probe_pn <= acked[-1].pn:
+                for p in acked:
+                    if p.pn == probe_pn:
+                        size = pmtu.on_probe_acked(p.pn, now)
+                        if size is not None:
+                            self._set_datagram_size(size)
+                        break
+            if self._mds > base:
+                for p in reversed(acked):
+                    if p.size > base and not p.pmtu_probe:
+                        pmtu.on_large_acked(p.size, p.time_sent)
+                        break
+        for p in outcome.lost:
+            if p.pmtu_probe:
+                pmtu.on_probe_lost(p.pn, now)
+            elif p.size > base and self._mds > base:
+                size = pmtu.on_large_lost(p.size, p.time_sent, now)
+                if size is not None:
+                    self.counters.inc("pmtu.black_holes_by_loss")
+                    self._set_datagram_size(size)
+
+    def _set_datagram_size(self, size: int) -> None:
+        """Use datagrams of up to ``size`` bytes from now on (path MTU discovery)."""
+        log.debug(
+            "datagram size %d -> %d bytes (NewReno.set_max_datagram_size, "
+            "Pacer.set_max_datagram_size)", self._mds, size,
+        )
+        self._mds = size
+        self._payload_budget = size - ONE_RTT_OVERHEAD
+        self.cc.set_max_datagram_size(size)
+        self.pacer.set_max_datagram_size(size)
+
+    def _build_probe(self, now: float, size: int) -> bytes | None:
+        """A path MTU probe of exactly ``size`` bytes (PING + PADDING), or None when the
+        congestion window, the tracking bound or the pacer does not let it go now.
+
+        The window and the pacer are asked for a packet of the current size, as for any
+        packet: the probe may overshoot them by the difference (one probe at a time). Asked
+        for the probe's own size, a window that is not growing (a lightly used connection)
+        would never let a probe above it go, and the search would stall."""
+        recovery = self.recovery
+        mds = self._mds
+        if not recovery.can_track() or not self.cc.can_send(recovery.bytes_in_flight, mds):
+            return None
+        if self._pacing and self.pacer.next_send_time(now, mds) > now:
+            return None
+        protection = self._protection
+        assert protection is not None and self.remote_cid is not None
+        pn = self._next_pn
+        # packet = prefix (4 + cid + pn) + sealed head (3) + PING (2) + PADDING head
+        # (2 + 3) + padding + tag; the 3-byte heads hold for every size in 1200..65507
+        prefix = 4 + len(self.remote_cid) + len(uint_bytes(pn))
+        padding = size - prefix - 3 - 2 - 5 - AEAD_TAG_BYTES
+        packet = protection.seal(
+            self.remote_cid, pn, b"\x81\x01" + Padding(padding).encode()
+        )
+        self._next_pn = pn + 1
+        actual = len(packet)
+        recovery.on_packet_sent(SentPacket(pn, now, actual, True, True, None, True))
+        self.pacer.on_sent(now, actual)
+        self._last_eliciting_sent = now
+        if not self._sent_eliciting_since_receive:
+            self._sent_eliciting_since_receive = True
+            self._idle_start = now
+        assert self.pmtu is not None
+        self.pmtu.on_probe_sent(pn, actual)
+        return packet
 
     def _requeue_control(self, frame: Frame) -> None:
         """A control frame was lost: send it again if it still matters (its current value)."""
@@ -1225,6 +1332,11 @@ class Connection:
                     return
                 self.counters.inc("probes", result)
                 self._probes += result
+                if self.pmtu is not None and self._mds > self._base_mds:
+                    size = self.pmtu.on_pto(self.recovery.pto_count, now)
+                    if size is not None:
+                        self.counters.inc("pmtu.black_holes_by_pto")
+                        self._set_datagram_size(size)
         keep = self.config.keep_alive_s
         if keep is not None and now >= max(self._last_eliciting_sent, self._last_received) + keep:
             self._ping = True
@@ -1246,6 +1358,13 @@ class Connection:
         state = self.state
         if state == ESTABLISHED:
             self._pace_at = None
+            pmtu = self.pmtu
+            if pmtu is not None and self._hs_confirmed:
+                size = pmtu.probe_size(now)
+                if size is not None:
+                    probe = self._build_probe(now, size)
+                    if probe is not None:
+                        out.append(probe)
             build = self._build_packet
             while True:
                 packet = build(now)

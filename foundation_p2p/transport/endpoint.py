@@ -211,6 +211,11 @@ class EndpointConfig:
             raise ConfigError(f"{source}: {exc}") from None
 
 
+_CONN_GAUGES = frozenset({"pmtu.current_bytes"})
+"""Keys of ``Connection.stats()`` that are levels, not counts: not summed over
+connections (``transport.pmtu.largest_bytes`` is the largest datagram size in use)."""
+
+
 # --- events -----------------------------------------------------------------------------
 
 
@@ -376,12 +381,20 @@ class TransportEndpoint:
 
     def stats(self) -> dict[str, int]:
         """The ``transport.*`` counters, with the live connections' own added under
-        ``transport.conn.``."""
+        ``transport.conn.``, and ``transport.pmtu.largest_bytes``: the largest datagram
+        size a live connection uses (path MTU discovery; 0 with no connection)."""
         out = {k: v for k, v in self.counters.items() if k.startswith("transport.")}
+        largest = 0
         for entry in self._by_cid.values():
             for key, value in entry.conn.stats().items():
+                if key in _CONN_GAUGES:
+                    continue
                 name = "transport.conn." + key
                 out[name] = out.get(name, 0) + value
+            size = entry.conn.max_datagram_size
+            if size > largest:
+                largest = size
+        out["transport.pmtu.largest_bytes"] = largest
         out["transport.connections"] = len(self._by_cid)
         out["transport.half_open"] = self._half_open
         return out
@@ -869,7 +882,7 @@ class TransportEndpoint:
         if token is not None and self._by_token.get(token) is entry:
             del self._by_token[token]
         for key, value in conn.stats().items():
-            if value:
+            if value and key not in _CONN_GAUGES:
                 self.counters.inc("transport.conn." + key, value)
 
 

@@ -3,6 +3,7 @@
 A packet's plaintext is a CBOR *sequence* (RFC 8742) of frames, each an array whose first
 element is the frame type (``spec/transport.md`` section 4, ``spec/transport.cddl``)::
 
+    PADDING             [0, padding: bstr]
     PING                [1]
     ACK                 [2, largest, ack-delay-us, first-range, (gap, range)*]
     RESET_STREAM        [4, stream-id, error-code, final-size]
@@ -47,6 +48,7 @@ MAX_FRAME_BYTES = 65_507
 class FrameType(IntEnum):
     """Frame types of connection packets (a numbering space separate from gossip frames)."""
 
+    PADDING = 0
     PING = 1
     ACK = 2
     RESET_STREAM = 4
@@ -107,6 +109,20 @@ def _tstr(text: str) -> bytes:
 
 
 # --- frames -----------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class Padding:
+    """PADDING: filler bytes that make a packet a given size (path MTU probes).
+
+    Not ack-eliciting; the receiver ignores the content (the sender writes zeros)."""
+
+    length: int
+    """How many filler bytes the frame's byte string holds."""
+
+    def encode(self) -> bytes:
+        """``[0, padding]`` with ``length`` zero bytes."""
+        return b"\x82\x00" + bstr_head(self.length) + bytes(self.length)
 
 
 @dataclass(slots=True)
@@ -333,7 +349,8 @@ class Parameters:
 
 
 Frame = (
-    Ping
+    Padding
+    | Ping
     | HandshakeDone
     | AckFrame
     | StreamFrame
@@ -349,7 +366,7 @@ Frame = (
     | Parameters
 )
 
-ACK_ELICITING_EXEMPT = (AckFrame, ConnectionClose)
+ACK_ELICITING_EXEMPT = (AckFrame, ConnectionClose, Padding)
 """Frames that do not by themselves ask for an acknowledgement (RFC 9000 section 13.2)."""
 
 
@@ -484,6 +501,12 @@ def _decode_other(ftype: int, data: bytes, pos: int, count: int) -> tuple[Frame,
     frame: Frame
     if ftype == FrameType.PING:
         frame = Ping()
+    elif ftype == FrameType.PADDING:
+        length, start = _length(data, pos, 0x40)
+        pos = start + length
+        if pos > len(data):
+            raise MalformedError("PADDING frame: byte string runs past the packet")
+        frame = Padding(length)
     elif ftype == FrameType.HANDSHAKE_DONE:
         frame = HandshakeDone()
     elif ftype == FrameType.RESET_STREAM:
@@ -548,6 +571,7 @@ def _decode_other(ftype: int, data: bytes, pos: int, count: int) -> tuple[Frame,
 
 
 _COUNTS: dict[int, int] = {
+    FrameType.PADDING: 2,
     FrameType.PING: 1,
     FrameType.HANDSHAKE_DONE: 1,
     FrameType.RESET_STREAM: 4,

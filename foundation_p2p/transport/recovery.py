@@ -77,10 +77,12 @@ class SentPacket:
     ``pn``: packet number; ``time_sent``: when it was sent (seconds); ``size``: bytes on the
     wire; ``ack_eliciting``: it carries a frame the peer must acknowledge; ``in_flight``: it
     counts toward bytes in flight (ack-eliciting or padding); ``payload``: the connection's
-    own record of what the packet carried, handed back when acknowledged or lost.
+    own record of what the packet carried, handed back when acknowledged or lost;
+    ``pmtu_probe``: a path MTU probe (:mod:`~foundation_p2p.transport.pmtu`), whose loss is
+    not reported to the congestion controller as congestion.
     """
 
-    __slots__ = ("ack_eliciting", "in_flight", "payload", "pn", "size", "time_sent")
+    __slots__ = ("ack_eliciting", "in_flight", "payload", "pmtu_probe", "pn", "size", "time_sent")
 
     def __init__(
         self,
@@ -90,6 +92,7 @@ class SentPacket:
         ack_eliciting: bool = True,
         in_flight: bool = True,
         payload: object = None,
+        pmtu_probe: bool = False,
     ) -> None:
         self.pn = pn
         self.time_sent = time_sent
@@ -97,6 +100,7 @@ class SentPacket:
         self.ack_eliciting = ack_eliciting
         self.in_flight = in_flight
         self.payload = payload
+        self.pmtu_probe = pmtu_probe
 
     def __repr__(self) -> str:
         return (
@@ -213,7 +217,9 @@ class LossRecovery:
     Counters (plain int attributes, see :meth:`stats`): ``packets_sent``, ``packets_acked``,
     ``packets_lost``, ``lost_by_packet_threshold``, ``lost_by_time_threshold``,
     ``loss_timer_expiries``, ``probe_timeouts``, ``persistent_congestion_events``,
-    ``untracked_packets``.
+    ``untracked_packets``, ``pmtu_probes_lost`` (path MTU probes declared lost:
+    taken out of flight without a congestion event, and never part of persistent
+    congestion).
     """
 
     def __init__(
@@ -268,6 +274,7 @@ class LossRecovery:
         self.probe_timeouts = 0
         self.persistent_congestion_events = 0
         self.untracked_packets = 0
+        self.pmtu_probes_lost = 0
 
     # -- queries ---------------------------------------------------------------------------
 
@@ -322,6 +329,7 @@ class LossRecovery:
             "recovery.probe_timeouts": self.probe_timeouts,
             "recovery.persistent_congestion_events": self.persistent_congestion_events,
             "recovery.untracked_packets": self.untracked_packets,
+            "recovery.pmtu_probes_lost": self.pmtu_probes_lost,
         }
 
     # -- events ----------------------------------------------------------------------------
@@ -538,7 +546,12 @@ class LossRecovery:
                     break
             del sent[pn]
             lost.append(p)
-            if first_sample is not None and p.ack_eliciting and p.time_sent > first_sample:
+            if (
+                first_sample is not None
+                and p.ack_eliciting
+                and p.time_sent > first_sample
+                and not p.pmtu_probe
+            ):
                 if run_start is None:
                     run_start = p.time_sent
                 elif p.time_sent - run_start > pc_duration:
@@ -551,17 +564,30 @@ class LossRecovery:
         return lost, persistent
 
     def _report_lost(self, lost: list[SentPacket], now: float, persistent: bool) -> None:
-        """Take lost packets out of flight and tell the congestion controller."""
-        self.packets_lost += len(lost)
+        """Take lost packets out of flight and tell the congestion controller.
+
+        Path MTU probes are counted apart (``pmtu_probes_lost``), not in
+        ``packets_lost``: that one feeds the node's loss-rate health signal, and a probe
+        lost for its size says nothing about the path's loss rate."""
+        probes = 0
         in_flight: list[SentPacket] = []
         bif = self.bytes_in_flight
         ae = 0
+        cc = self.cc
         for p in lost:
             if p.in_flight:
-                in_flight.append(p)
                 bif -= p.size
                 if p.ack_eliciting:
                     ae += 1
+                if p.pmtu_probe:
+                    # a probe too large for the path is not congestion (RFC 9000 section
+                    # 14.4): it only leaves the controller's bytes in flight
+                    probes += 1
+                    cc.on_discarded(p.size)
+                else:
+                    in_flight.append(p)
+        self.pmtu_probes_lost += probes
+        self.packets_lost += len(lost) - probes
         self.bytes_in_flight = bif
         self._ack_eliciting_in_flight -= ae
         if persistent:
