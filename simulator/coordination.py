@@ -2,8 +2,12 @@
 and the ``auction.*`` / ``vote.*`` invariants.
 
 Agents are virtual services (``agent/NN``, :attr:`World.services`) hosted round-robin on
-the nodes, each with its own Ed25519 identity (drawn from the run's seed) and a scripted
-strategy. They act on what their own node's replicated state machine shows (the
+the nodes, each with a 16-byte agent id (drawn from the run's seed; no key) and a scripted
+strategy. At each boot of its host an agent is bound to the host through the log (a
+``Bind`` signed by the host's node key, epoch one above the binding its node shows;
+retried until applied) and acts only once its node shows it bound there; its commits and
+votes are signed by the host's node key (``core.identity``). They act on what their own
+node's replicated state machine shows (the
 coordination machine inside the node's composite ``MachineSet``, ``spec/consensus.md``):
 an auction seen in its commit phase is bid on, one seen in its reveal phase is revealed,
 a proposal seen open is voted on. What an agent knows lives in memory: a crash of its
@@ -59,8 +63,8 @@ Invariants (registered in :mod:`simulator.checkers` by :func:`register_coordinat
 Metrics: ``auction.opened``, ``auction.completed``, ``auction.unfinished``,
 ``auction.latency_s`` (first open proposal to the finalize answer:
 ``_p50``/``_p99``/``_mean``/``_max``/``_count``), ``auction.bids``, ``auction.reveals``,
-``auction.duplicates``, ``auction.refused_late``, ``auction.unrevealed``,
-``auction.mismatched``, ``auction.no_winner``, ``auction.retries``,
+``auction.duplicates``, ``auction.refused_late``, ``auction.binds`` (bind proposals),
+``auction.unrevealed``, ``auction.mismatched``, ``auction.no_winner``, ``auction.retries``,
 ``auction.sealed_messages_scanned`` / ``_bytes_scanned``, ``vote.proposed``,
 ``vote.accepted`` / ``rejected`` / ``timeout`` / ``quorum_not_met`` / ``undecided`` /
 ``duplicates``. (``auction.retries`` counts the auctioneer's and the vote proposer's
@@ -68,14 +72,14 @@ repeated proposals.)
 
 Equivalent lower-level calls: ``core.consensus.propose(now, envelope, on_done)`` with
 ``consensus.machines.coordination_envelope(coordination.wire.encode_command(cmd))``;
-``commitments.seal_bid`` and ``sign_vote``; reading ``core.consensus.state_machine
-.machines[1]`` (``CoordinationMachine``: ``auctions.phase/result``, ``votes.outcome/
-decision``).
+``agents.bind_command``, ``commitments.seal_bid`` and ``sign_vote``; reading
+``core.consensus.state_machine.machines[1]`` (``CoordinationMachine``:
+``bindings.get/epoch``, ``auctions.phase/result``, ``votes.outcome/decision``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -87,8 +91,15 @@ from foundation_p2p.consensus.machines import (
     coordination_envelope,
 )
 from foundation_p2p.consensus.subsystem import ConsensusSubsystem, Outcome
+from foundation_p2p.coordination.agents import bind_command
 from foundation_p2p.coordination.auction import COMMIT_PHASE, DONE, AuctionResult
-from foundation_p2p.coordination.commitments import Reveal, SealedBid, seal_bid, sign_vote
+from foundation_p2p.coordination.commitments import (
+    Reveal,
+    SealedBid,
+    bind_signed_bytes,
+    seal_bid,
+    sign_vote,
+)
 from foundation_p2p.coordination.machine import CoordinationMachine
 from foundation_p2p.coordination.voting import STATUSES, ConsensusTimeout, QuorumNotMet
 from foundation_p2p.coordination.wire import (
@@ -100,6 +111,7 @@ from foundation_p2p.coordination.wire import (
     SUPERMAJORITY,
     UNANIMOUS,
     WEIGHTED,
+    Bind,
     CastVote,
     CloseCommit,
     CloseVote,
@@ -112,7 +124,7 @@ from foundation_p2p.coordination.wire import (
     decode_command,
     encode_command,
 )
-from foundation_p2p.crypto.identity import Identity
+from foundation_p2p.crypto.identity import node_id_from_public_key, verify_signature
 from foundation_p2p.errors import WireError
 from foundation_p2p.events import Join
 from simulator.durations import parse_duration
@@ -281,16 +293,19 @@ class AgentBid:
 
 @dataclass
 class Agent:
-    """A scripted agent: identity, host node, strategy, and what it remembers."""
+    """A scripted agent: id, host node, strategy, and what it remembers."""
 
     index: int
     name: str
-    identity: Identity
+    agent_id: bytes
     host: str
     strategy: str
     nonce: Callable[[int], bytes]
     boot: int = 0
     """The host boot it runs in (0: not running)."""
+    bind: str = "todo"
+    """Its bind this boot: ``todo``, ``pending`` or ``done`` (applied or a duplicate)."""
+    bind_retry_at: float = 0.0
     auctions: dict[bytes, AgentBid] = field(default_factory=dict)
     votes: dict[bytes, list[Any]] = field(default_factory=dict)
     """proposal id -> [state, sends, retry_at]."""
@@ -431,7 +446,7 @@ class AuctionWorkload:
         self.violations: dict[str, list[str]] = {}
         self.counts: dict[str, int] = {}
         self.stats: dict[str, int] = {k: 0 for k in (
-            "opened", "completed", "bids", "reveals", "duplicates", "refused_late",
+            "opened", "completed", "bids", "reveals", "duplicates", "refused_late", "binds",
             "vote_duplicates",
             "retries", "unrevealed", "mismatched", "no_winner", "vote_proposed",
             "vote_accepted", "vote_rejected", "vote_timeout", "vote_quorum_not_met",
@@ -442,6 +457,9 @@ class AuctionWorkload:
         self.outcomes: dict[bytes, tuple[tuple[Any, ...], str]] = {}
         self.ledger: dict[bytes, list[tuple[int, Any]]] = {}
         """auction id -> its committed commands (index, command), as seen in the logs."""
+        self.bind_ledger: list[tuple[int, Bind]] = []
+        """Every committed ``Bind`` (index, command), as seen in the logs (one per agent
+        and boot of its host: bounded by the run)."""
         self._logged: set[int] = set()
         self._oracle_done: set[bytes] = set()
         self.oracle_checked = 0
@@ -500,6 +518,7 @@ class AuctionWorkload:
         for a in self.agents:
             if a.host == host.name:
                 a.boot = host.boots
+                a.bind, a.bind_retry_at = "todo", 0.0
                 a.auctions.clear()
                 a.votes.clear()
                 world.services.start(a.name, host.name, world.now)
@@ -518,12 +537,12 @@ class AuctionWorkload:
         plan = [k for k in STRATEGIES for _ in range(counts.get(k, 0))]
         self.rng.shuffle(plan)
         for i in range(self.n_agents):
-            ident = Identity.generate(byte_source(world.seed, f"agent/{i}"))
+            agent_id = byte_source(world.seed, f"agent/{i}")(16)
             self.agents.append(Agent(
-                i, f"agent/{i:02d}", ident, names[i % len(names)], plan[i],
+                i, f"agent/{i:02d}", agent_id, names[i % len(names)], plan[i],
                 byte_source(world.seed, f"agent/{i}/nonce"),
             ))
-        self._by_id = {a.identity.node_id: a for a in self.agents}
+        self._by_id = {a.agent_id: a for a in self.agents}
 
     # -- proposals -----------------------------------------------------------------------
 
@@ -690,8 +709,8 @@ class AuctionWorkload:
         rule = self.vote_rules[k % len(self.vote_rules)]
         chosen = self.rng.sample(self.agents, self.voters)
         eligible = tuple(sorted(
-            (Voter(a.identity.node_id, a.identity.public_key,
-                   self.rng.randint(1, 4) if rule == WEIGHTED else 1) for a in chosen),
+            (Voter(a.agent_id, self.rng.randint(1, 4) if rule == WEIGHTED else 1)
+             for a in chosen),
             key=lambda v: v.voter,
         ))
         quorum = self.voters // 2 + 1 if rule == QUORUM else 0
@@ -735,8 +754,6 @@ class AuctionWorkload:
 
     def _agents_act(self) -> None:
         world = self.world
-        if not self.active and not self.active_votes:
-            return
         by_host: dict[str, list[Agent]] = {}
         for a in self.agents:
             by_host.setdefault(a.host, []).append(a)
@@ -748,22 +765,50 @@ class AuctionWorkload:
             if sub is None or not sub.started:
                 continue
             cm = coordination_of(sub)
-            if cm is None:
+            if cm is None or host.core is None:
                 continue
+            node_id = host.core.identity.node_id
+            ready = []
+            for a in agents:
+                if a.boot != host.boots:
+                    continue
+                if a.bind == "todo" and world.now >= a.bind_retry_at:
+                    self._send_bind(a, host, cm.bindings.epoch(a.agent_id) + 1)
+                b = cm.bindings.get(a.agent_id)
+                if a.bind == "done" and b is not None and b.node_id == node_id:
+                    ready.append(a)
             for run in list(self.active):
                 phase = cm.auctions.phase(run.spec.auction_id)
                 if phase is None or phase == "done":
                     continue
-                for a in agents:
-                    if a.boot == host.boots:
-                        self._agent_auction(a, host, run, phase)
+                for a in ready:
+                    self._agent_auction(a, host, run, phase)
             for vrun in list(self.active_votes):
                 p = cm.votes.proposals.get(vrun.spec.proposal_id)
                 if p is None or p.outcome is not None:
                     continue
-                for a in agents:
-                    if a.boot == host.boots:
-                        self._agent_vote(a, host, vrun)
+                for a in ready:
+                    self._agent_vote(a, host, vrun)
+
+    def _send_bind(self, a: Agent, host: Host, epoch: int) -> None:
+        """Bind ``a`` to ``host`` at ``epoch`` (signed by the host's node key)."""
+        assert host.core is not None
+        a.bind = "pending"
+        boot = a.boot
+        self.stats["binds"] += 1
+
+        def on_result(status: str, value: Any) -> None:
+            if a.boot != boot:
+                return
+            code = value[0] if isinstance(value, list) and value else None
+            if status == "ok" and code in (0, 1):
+                a.bind = "done"
+            else:  # refused stale (a newer binding seen first), or no answer: again
+                a.bind = "todo"
+                if status != "ok":
+                    a.bind_retry_at = self.world.now + self.retry_s
+
+        self._propose(host, bind_command(host.core.identity, a.agent_id, epoch), on_result)
 
     def wants_reveal(self, agent: Agent, phase: str) -> bool:
         """Whether ``agent`` reveals now (its node shows ``phase``): in the reveal phase,
@@ -799,9 +844,10 @@ class AuctionWorkload:
     def _make_bid(self, a: Agent, host: Host, run: AuctionRun, ab: AgentBid) -> None:
         aid = run.spec.auction_id
         amount = self._fresh_amount(1 << 40)
-        sealed, reveal = seal_bid(a.identity, aid, amount, a.nonce)
+        assert host.core is not None
+        sealed, reveal = seal_bid(host.core.identity, a.agent_id, aid, amount, a.nonce)
         ab.commit_cmd = encode_command(CommitBid(
-            aid, sealed.bidder, sealed.public_key, sealed.commitment, sealed.signature))
+            aid, sealed.bidder, sealed.node_id, sealed.commitment, sealed.signature))
         shown_amount, shown_nonce = amount, reveal.nonce
         if a.strategy == "wrong_amount":
             shown_amount = self._fresh_amount(1 << 40)
@@ -858,7 +904,7 @@ class AuctionWorkload:
 
     def _agent_vote(self, a: Agent, host: Host, run: VoteRun) -> None:
         pid = run.spec.proposal_id
-        if all(v.voter != a.identity.node_id for v in run.spec.eligible):
+        if all(v.voter != a.agent_id for v in run.spec.eligible):
             return
         if a.strategy in ("never_reveal", "late"):
             return
@@ -867,8 +913,10 @@ class AuctionWorkload:
         if st is None:
             x = self.rng.random()
             choice = 1 if x < 0.6 else 0 if x < 0.9 else 2
-            cmd = encode_command(CastVote(pid, a.identity.node_id, choice,
-                                          sign_vote(a.identity, pid, choice)))
+            assert host.core is not None
+            node = host.core.identity
+            cmd = encode_command(CastVote(pid, a.agent_id, node.node_id, choice,
+                                          sign_vote(node, a.agent_id, pid, choice)))
             st = a.votes[pid] = ["todo", 0, 0.0, cmd]
         state, sends, retry_at, cmd = st
         if now < retry_at:
@@ -927,7 +975,7 @@ class AuctionWorkload:
         for aid, (value, who) in self.results.items():
             if aid in self._oracle_done:
                 continue
-            expected = reference_result(self.ledger.get(aid, []))
+            expected = reference_result(self.ledger.get(aid, []), self.bind_ledger)
             if expected is None:
                 continue  # its finalize entry is not seen committed yet
             self._oracle_done.add(aid)
@@ -982,7 +1030,11 @@ class AuctionWorkload:
             cmd = decode_command(inner)
         except WireError:
             return
-        if index not in self._logged and not isinstance(cmd, Propose | CastVote | CloseVote):
+        if isinstance(cmd, Bind):
+            if index not in self._logged:
+                self._logged.add(index)
+                self.bind_ledger.append((index, cmd))
+        elif index not in self._logged and not isinstance(cmd, Propose | CastVote | CloseVote):
             self._logged.add(index)
             self.ledger.setdefault(cmd.auction_id, []).append((index, cmd))
         if isinstance(cmd, CloseCommit):
@@ -1102,7 +1154,7 @@ class AuctionWorkload:
         out: dict[str, float] = {}
         if self.n_auctions:
             for k in ("opened", "completed", "bids", "reveals", "retries", "unrevealed",
-                      "mismatched", "no_winner", "refused_late", "duplicates"):
+                      "mismatched", "no_winner", "refused_late", "duplicates", "binds"):
                 out[f"auction.{k}"] = float(s[k])
             out["auction.unfinished"] = float(len(self.runs) - s["completed"])
             lat = sorted(self.latencies)
@@ -1123,14 +1175,20 @@ class AuctionWorkload:
         return out
 
 
-def reference_result(events: list[tuple[int, Any]]) -> tuple[Any, ...] | None:
+def reference_result(
+    events: list[tuple[int, Any]], binds: Sequence[tuple[int, Bind]] = (),
+) -> tuple[Any, ...] | None:
     """The result an auction's committed commands give, replayed in log order by the
-    rules of issue 8 (independently of ``AuctionMachine``), as the tuple
-    ``_record_result`` compares; ``None`` while its finalize entry is not in ``events``.
+    rules of issue 8 (independently of ``AuctionMachine`` and ``BindingTable``), as the
+    tuple ``_record_result`` compares; ``None`` while its finalize entry is not in
+    ``events``. ``binds``: the committed ``Bind`` commands (index, command) of the log.
 
-    A commit counts if its signature holds, the bidder is invited (when the auction names
-    bidders) and it comes before the first close; later ones list the bidder as late. A
-    bidder's first accepted commit stands. Between the close and the finalize, a
+    A bind counts if its node id is its key's, its signature holds and its epoch is above
+    the agent's last counted one. A commit counts if, at its index, its bidder is bound to
+    the node it names and the signature holds under that node's key, the bidder is invited
+    (when the auction names bidders) and it comes before the first close; later ones list
+    the bidder as late. A bidder's first accepted commit stands (the same commit again is
+    a retry). Between the close and the finalize, a
     bidder's first reveal that opens its commitment is its bid; one that does not marks
     it mismatched. Bids below the reserve never win; ties go to the lower commitment.
     First price: the winner pays its bid. Second price: max(second-highest valid bid,
@@ -1142,14 +1200,28 @@ def reference_result(events: list[tuple[int, Any]]) -> tuple[Any, ...] | None:
     amounts: dict[bytes, int] = {}
     mismatched: set[bytes] = set()
     late: set[bytes] = set()
-    for _, cmd in sorted(events, key=lambda e: e[0]):
+    bound: dict[bytes, tuple[bytes, bytes, int]] = {}  # agent -> (node, key, epoch)
+    merged = sorted([*events, *binds], key=lambda e: e[0])
+    for _, cmd in merged:
+        if isinstance(cmd, Bind):
+            prior = bound.get(cmd.agent_id)
+            if (node_id_from_public_key(cmd.public_key) == cmd.node_id
+                    and verify_signature(cmd.public_key, cmd.signature, bind_signed_bytes(
+                        cmd.agent_id, cmd.node_id, cmd.epoch))
+                    and (prior is None or cmd.epoch > prior[2])):
+                bound[cmd.agent_id] = (cmd.node_id, cmd.public_key, cmd.epoch)
+            continue
         if isinstance(cmd, OpenAuction):
             spec = spec or cmd
         elif spec is None:
             continue
         elif isinstance(cmd, CommitBid):
-            if not SealedBid(cmd.auction_id, cmd.bidder, cmd.public_key, cmd.commitment,
-                             cmd.signature).verify():
+            if commits.get(cmd.bidder) == cmd:
+                continue  # a retry of the commit taken
+            host = bound.get(cmd.bidder)
+            if host is None or host[0] != cmd.node_id or not SealedBid(
+                    cmd.auction_id, cmd.bidder, cmd.node_id, cmd.commitment,
+                    cmd.signature).verify(host[1]):
                 continue
             if getattr(spec, "bidders", ()) and cmd.bidder not in spec.bidders:
                 continue

@@ -1,6 +1,8 @@
 """Agent coordination, sans-I/O: sealed-bid auctions, votes, negotiation, agent records.
 
-- :mod:`.commitments`: the commitment hash, commit and vote signatures, reveals;
+- :mod:`.commitments`: the commitment hash, commit, vote and binding signatures (by the
+  node hosting the agent), reveals;
+- :mod:`.bindings`: :class:`BindingTable`, which node hosts each agent, agreed in log order;
 - :mod:`.wire`: the commands (Raft entry data) and results;
 - :mod:`.auction`: :class:`AuctionMachine` (first-price, second-price, multi-unit);
 - :mod:`.voting`: :class:`VoteMachine`, :class:`ConsensusTimeout`, :class:`QuorumNotMet`;
@@ -12,9 +14,25 @@ Nothing here reads a clock or draws randomness of its own (nonces come from a ha
 ``secret_bytes``); ``spec/coordination.md`` is the reference.
 """
 
-from .agents import AgentHandler, AgentRecord, bid_commands, find_by_capability, vote_command
+from .agents import (
+    AgentHandler,
+    AgentRecord,
+    bid_commands,
+    bind_command,
+    find_by_capability,
+    vote_command,
+)
 from .auction import AuctionMachine, AuctionResult
-from .commitments import Reveal, SealedBid, commitment_hash, seal_bid, sign_vote
+from .bindings import Binding, BindingTable
+from .commitments import (
+    Reveal,
+    SealedBid,
+    commitment_hash,
+    new_agent_id,
+    seal_bid,
+    sign_binding,
+    sign_vote,
+)
 from .machine import CoordinationMachine
 from .negotiation import (
     Accept,
@@ -35,6 +53,8 @@ __all__ = [
     "Agreement",
     "AuctionMachine",
     "AuctionResult",
+    "Binding",
+    "BindingTable",
     "ConsensusTimeout",
     "CoordinationMachine",
     "LinearConcession",
@@ -48,10 +68,13 @@ __all__ = [
     "VoteMachine",
     "VoteOutcome",
     "bid_commands",
+    "bind_command",
     "commitment_hash",
     "find_by_capability",
+    "new_agent_id",
     "run_negotiation",
     "seal_bid",
+    "sign_binding",
     "sign_vote",
     "vote_command",
 ]

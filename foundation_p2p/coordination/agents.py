@@ -1,10 +1,11 @@
 """Agent records as stored in the registry, find-by-capability, and the handler interface.
 
 An agent is registered under ``agent/<agent id hex>`` with a value
-``[1, agent_id, name, public_key, capabilities, protocols, requirements]`` and metadata
-``{"kind": "coordination-agent", "capabilities": [...]}`` (``spec/coordination.md`` 6).
-The agent id is the node id of ``public_key`` (``crypto.identity.node_id_from_public_key``):
-the key that signs the agent's bids and votes, its own or its node's.
+``[2, agent_id, name, capabilities, protocols, requirements]`` and metadata
+``{"kind": "coordination-agent", "capabilities": [...]}`` (``spec/coordination.md`` 7).
+The agent id is 16 random bytes drawn where the agent is started (:func:`new_agent_id`);
+the agent holds no key: its bids and votes are signed by the node hosting it, which first
+binds the agent to itself through the log (:func:`bind_command`).
 
 Equivalent lower-level calls: ``RegistryCore.register(now, *record.to_registry())`` to
 publish, ``RegistryCore.select(AGENT_PREFIX)`` then :func:`find_by_capability` to find.
@@ -16,17 +17,17 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from foundation_p2p.crypto.identity import Identity, node_id_from_public_key
+from foundation_p2p.crypto.identity import Identity
 from foundation_p2p.errors import ConfigError, LimitError, MalformedError, WireError
 from foundation_p2p.wire import cbor
 
-from .commitments import MAX_AMOUNT, seal_bid, sign_vote
+from .commitments import MAX_AMOUNT, new_agent_id, seal_bid, sign_binding, sign_vote
 from .negotiation import Move, NegotiationView
-from .wire import CastVote, CommitBid, OpenAuction, Propose, RevealBid, encode_command
+from .wire import Bind, CastVote, CommitBid, OpenAuction, Propose, RevealBid, encode_command
 
 AGENT_PREFIX = "agent/"
 AGENT_KIND = "coordination-agent"
-RECORD_VERSION = 1
+RECORD_VERSION = 2
 MAX_ITEMS = 64
 MAX_TEXT = 128
 MAX_U64 = (1 << 64) - 1
@@ -34,25 +35,22 @@ MAX_U64 = (1 << 64) - 1
 
 @dataclass(frozen=True, slots=True)
 class AgentRecord:
-    """An agent: id, display name, signing key, capabilities, protocols, requirements
+    """An agent: id, display name, capabilities, protocols, requirements
     (``(resource, amount)`` pairs). Build with :meth:`create` to normalise and check."""
 
     agent_id: bytes
     name: str
-    public_key: bytes
     capabilities: tuple[str, ...]
     protocols: tuple[str, ...]
     requirements: tuple[tuple[str, int], ...]
 
     @classmethod
-    def create(cls, name: str, public_key: bytes, capabilities: Iterable[str] = (),
+    def create(cls, name: str, agent_id: bytes, capabilities: Iterable[str] = (),
                protocols: Iterable[str] = ("auction", "vote", "negotiation"),
                requirements: Mapping[str, int] | None = None) -> AgentRecord:
         """A checked record (sorted, deduplicated lists); :class:`MalformedError` or
-        :class:`LimitError` naming the bad field."""
-        if type(public_key) is not bytes or len(public_key) != 32:
-            raise MalformedError("agent: public key must be 32 bytes")
-        value = [RECORD_VERSION, node_id_from_public_key(public_key), name, public_key,
+        :class:`LimitError` naming the bad field. ``agent_id``: :func:`new_agent_id`."""
+        value = [RECORD_VERSION, agent_id, name,
                  sorted(set(capabilities)), sorted(set(protocols)),
                  [[k, v] for k, v in sorted((requirements or {}).items())]]
         return record_from_value(value)
@@ -64,7 +62,7 @@ class AgentRecord:
 
     def to_value(self) -> list[Any]:
         """The registry value (a CBOR array)."""
-        return [RECORD_VERSION, self.agent_id, self.name, self.public_key,
+        return [RECORD_VERSION, self.agent_id, self.name,
                 list(self.capabilities), list(self.protocols),
                 [[k, v] for k, v in self.requirements]]
 
@@ -86,14 +84,12 @@ def _texts(v: Any, what: str) -> tuple[str, ...]:
 
 def record_from_value(value: Any) -> AgentRecord:
     """The record of a registry value; :class:`MalformedError`/:class:`LimitError`."""
-    if type(value) is not list or len(value) != 7 or value[0] != RECORD_VERSION:
-        raise MalformedError("agent: expected [1, id, name, key, capabilities, protocols, "
+    if type(value) is not list or len(value) != 6 or value[0] != RECORD_VERSION:
+        raise MalformedError("agent: expected [2, id, name, capabilities, protocols, "
                              "requirements]")
-    _, agent_id, name, key, caps, protos, reqs = value
-    if type(key) is not bytes or len(key) != 32:
-        raise MalformedError("agent: public key must be 32 bytes")
-    if type(agent_id) is not bytes or agent_id != node_id_from_public_key(key):
-        raise MalformedError("agent: the id is not the node id of the public key")
+    _, agent_id, name, caps, protos, reqs = value
+    if type(agent_id) is not bytes or len(agent_id) != 16:
+        raise MalformedError("agent: the id must be 16 bytes")
     if type(name) is not str or cbor.utf8_longer_than(name, MAX_TEXT):
         raise MalformedError(f"agent: name must be text of at most {MAX_TEXT} bytes")
     if type(reqs) is not list or len(reqs) > MAX_ITEMS:
@@ -105,7 +101,7 @@ def record_from_value(value: Any) -> AgentRecord:
             raise MalformedError("agent: a requirement is not [resource, amount]")
         pairs.append((r[0], r[1]))
     _texts([p[0] for p in pairs], "requirement names")
-    return AgentRecord(agent_id, name, key, _texts(caps, "capabilities"),
+    return AgentRecord(agent_id, name, _texts(caps, "capabilities"),
                        _texts(protos, "protocols"), tuple(pairs))
 
 
@@ -190,12 +186,24 @@ def proposal_view(cmd: Propose) -> ProposalView:
     return ProposalView(cmd.proposal_id, cmd.subject, cmd.rule, cmd.quorum)
 
 
+def bind_command(node: Identity, agent_id: bytes, epoch: int) -> bytes:
+    """The signed command binding ``agent_id`` to ``node`` at ``epoch`` (greater than the
+    agent's current binding epoch, ``BindingTable.epoch``).
+
+    Equivalent lower-level calls: :func:`commitments.sign_binding`,
+    :func:`wire.encode_command` of ``Bind``.
+    """
+    return encode_command(Bind(agent_id, node.node_id, node.public_key, epoch,
+                               sign_binding(node, agent_id, epoch)))
+
+
 def bid_commands(
-    handler: AgentHandler, auction: AuctionView, identity: Identity,
+    handler: AgentHandler, auction: AuctionView, agent_id: bytes, node: Identity,
     secret_bytes: Callable[[int], bytes],
 ) -> tuple[bytes, bytes] | None:
-    """Ask ``handler`` for its bid; ``None`` if it stays out, else the commit command to
-    submit now and the reveal command to keep secret until the commit phase closes.
+    """Ask ``handler`` (agent ``agent_id``, hosted by ``node``) for its bid; ``None`` if it
+    stays out, else the commit command (signed by ``node``) to submit now and the reveal
+    command to keep secret until the commit phase closes.
 
     :class:`ConfigError` if the handler returns something that is not an amount.
     Equivalent lower-level calls: ``handler.bid``, :func:`commitments.seal_bid`,
@@ -206,17 +214,19 @@ def bid_commands(
         return None
     if type(amount) is not int or not 0 <= amount <= MAX_AMOUNT:
         raise ConfigError(f"agent bid {amount!r} is not an amount in 0..2**64-1")
-    bid, reveal = seal_bid(identity, auction.auction_id, amount, secret_bytes)
+    bid, reveal = seal_bid(node, agent_id, auction.auction_id, amount, secret_bytes)
     return (
-        encode_command(CommitBid(bid.auction_id, bid.bidder, bid.public_key, bid.commitment,
+        encode_command(CommitBid(bid.auction_id, bid.bidder, bid.node_id, bid.commitment,
                                  bid.signature)),
         encode_command(RevealBid(reveal.auction_id, reveal.bidder, reveal.amount,
                                  reveal.nonce)),
     )
 
 
-def vote_command(handler: AgentHandler, proposal: ProposalView, identity: Identity) -> bytes:
-    """Ask ``handler`` for its vote and return the signed vote command.
+def vote_command(handler: AgentHandler, proposal: ProposalView, agent_id: bytes,
+                 node: Identity) -> bytes:
+    """Ask ``handler`` (agent ``agent_id``, hosted by ``node``) for its vote and return the
+    vote command signed by ``node``.
 
     Equivalent lower-level calls: ``handler.vote``, :func:`commitments.sign_vote`,
     :func:`wire.encode_command` of ``CastVote``.
@@ -224,5 +234,23 @@ def vote_command(handler: AgentHandler, proposal: ProposalView, identity: Identi
     choice = handler.vote(proposal)
     if choice not in (0, 1, 2) or type(choice) is not int:
         raise ConfigError(f"agent vote {choice!r} is not 0 (no), 1 (yes) or 2 (abstain)")
-    return encode_command(CastVote(proposal.proposal_id, identity.node_id, choice,
-                                   sign_vote(identity, proposal.proposal_id, choice)))
+    return encode_command(CastVote(proposal.proposal_id, agent_id, node.node_id, choice,
+                                   sign_vote(node, agent_id, proposal.proposal_id, choice)))
+
+
+__all__ = [
+    "AGENT_KIND",
+    "AGENT_PREFIX",
+    "AgentHandler",
+    "AgentRecord",
+    "AuctionView",
+    "ProposalView",
+    "auction_view",
+    "bid_commands",
+    "bind_command",
+    "find_by_capability",
+    "new_agent_id",
+    "proposal_view",
+    "record_from_value",
+    "vote_command",
+]

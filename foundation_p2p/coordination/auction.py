@@ -8,6 +8,13 @@ commit came before the commit phase closed. An auction moves through three phase
 reveals checked against commitments; commits refused as late and reported) -> ``done``
 (after ``Finalize``; the result is fixed).
 
+A commit names its bidder (an agent id) and the node that signed it; it is taken only if,
+at its log position, the agent is bound to that node in the shared :class:`BindingTable`
+(else refused ``not_bound`` / ``not_host``) and the signature verifies with the bound key
+(else ``bad_signature``). A retried commit identical to one already taken is a duplicate
+whatever the bindings say since. ``Bind`` commands applied to this machine alone (outside
+a :class:`~foundation_p2p.coordination.machine.CoordinationMachine`) go to its table.
+
 Results (:func:`compute_result`): bids whose reveal opened their commitment are valid;
 those below the reserve never win. Ties are broken by the lower commitment hash (replicated
 data no bidder can choose after seeing others). First-price: the highest bid pays its bid.
@@ -34,10 +41,12 @@ from foundation_p2p.counters import Counters
 from foundation_p2p.errors import MalformedError, WireError
 from foundation_p2p.wire import cbor
 
+from .bindings import BindingTable
 from .commitments import Reveal, SealedBid
 from .wire import (
     FIRST_PRICE,
     MULTI_UNIT,
+    Bind,
     CloseCommit,
     CommitBid,
     Finalize,
@@ -155,8 +164,12 @@ class AuctionMachine:
     """
 
     def __init__(
-        self, *, max_active: int = 1024, max_bidders: int = 1024, max_results: int = 4096
+        self, *, max_active: int = 1024, max_bidders: int = 1024, max_results: int = 4096,
+        bindings: BindingTable | None = None,
     ) -> None:
+        self.bindings = bindings if bindings is not None else BindingTable()
+        """The agent -> node bindings (shared with the vote machine in a
+        ``CoordinationMachine``; its own otherwise, and then not in :meth:`snapshot`)."""
         self.max_active = max_active
         self.max_bidders = max_bidders
         self.max_results = max_results
@@ -194,6 +207,8 @@ class AuctionMachine:
             return self._refuse("malformed", str(exc))
         if isinstance(cmd, OpenAuction):
             return self._open(index, cmd)
+        if isinstance(cmd, Bind):
+            return self.bindings.apply(index, cmd)
         if not isinstance(cmd, CommitBid | CloseCommit | RevealBid | Finalize):
             return self._refuse("unknown_command", "not an auction command")
         a = self.auctions.get(cmd.auction_id)
@@ -238,17 +253,20 @@ class AuctionMachine:
         return applied(None)
 
     def _commit(self, a: Auction, cmd: CommitBid) -> bytes:
-        bid = SealedBid(cmd.auction_id, cmd.bidder, cmd.public_key, cmd.commitment,
-                        cmd.signature)
-        if not bid.verify():
-            return self._refuse("bad_signature", "commit not signed by the bidder's key "
-                                "for this auction")
-        if a.spec.bidders and cmd.bidder not in a.spec.bidders:
-            return self._refuse("not_invited", "the bidder is not among the auction's bidders")
         if a.commits.get(cmd.bidder) == cmd:
             # a retried submission of a commit already taken: a duplicate in any phase
-            # (never "late": its first copy counts)
+            # (never "late": its first copy counts), even if the agent moved since
             return self._dup(None)
+        if a.spec.bidders and cmd.bidder not in a.spec.bidders:
+            return self._refuse("not_invited", "the bidder is not among the auction's bidders")
+        binding, code, message = self.bindings.check(cmd.bidder, cmd.node_id)
+        if binding is None:
+            return self._refuse(code, message)
+        bid = SealedBid(cmd.auction_id, cmd.bidder, cmd.node_id, cmd.commitment,
+                        cmd.signature)
+        if not bid.verify(binding.public_key):
+            return self._refuse("bad_signature", "commit not signed by the key of the node "
+                                "hosting the bidder, for this auction")
         if a.phase != COMMIT_PHASE:
             if cmd.bidder not in a.late:
                 if len(a.late) < self.max_bidders:

@@ -1,15 +1,24 @@
-"""Sealed bids and signed votes: the commitment hash, its signature and reveal checks.
+"""Sealed bids, votes and agent bindings: the commitment hash, node signatures, reveals.
 
 Byte layouts (``spec/coordination.md`` section 2):
 
 - commitment = SHA-256(``COMMIT_LABEL`` || auction_id (16) || bidder (16) || amount (8, big
   endian) || len(nonce) (1) || nonce), with a nonce of 16..64 bytes;
-- commit signature = Ed25519 over ``COMMIT_SIGN_LABEL`` || auction_id || bidder || commitment;
-- vote signature = Ed25519 over ``VOTE_SIGN_LABEL`` || proposal_id || voter || choice (1).
+- commit signature = Ed25519 over ``COMMIT_SIGN_LABEL`` || auction_id || bidder (agent id)
+  || node_id || commitment;
+- vote signature = Ed25519 over ``VOTE_SIGN_LABEL`` || proposal_id || voter (agent id) ||
+  node_id || choice (1);
+- binding signature = Ed25519 over ``BIND_SIGN_LABEL`` || agent_id || node_id || epoch (8,
+  big endian).
 
-The auction id sits inside both the hash and the signed bytes, so a commitment (or its
-signed commit command) copied from another auction is refused. The bidder id is the node
-id of the signing key (:func:`foundation_p2p.crypto.identity.node_id_from_public_key`).
+Every signature is made with the key of the node hosting the agent (the node's
+:class:`~foundation_p2p.crypto.identity.Identity`, the one membership uses): an agent has
+an id (16 random bytes, not a secret) and no key of its own. The replicated log binds each
+agent id to one node (``bindings.py``); a commit or vote is taken only if, at its log
+position, its agent is bound to the node named in it and the signature verifies with that
+node's bound key. The auction (or proposal) id inside the signed bytes makes a command
+copied into another auction fail verification; the node id makes it worthless once the
+agent is bound elsewhere.
 """
 
 from __future__ import annotations
@@ -18,17 +27,18 @@ import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from foundation_p2p.addresses import NODE_ID_BYTES
-from foundation_p2p.crypto.identity import Identity, node_id_from_public_key, verify_signature
+from foundation_p2p.crypto.identity import Identity, verify_signature
 from foundation_p2p.errors import ConfigError
 
 COMMIT_LABEL = b"foundation-p2p auction commitment v1\x00"
-COMMIT_SIGN_LABEL = b"foundation-p2p auction commit signature v1\x00"
-VOTE_SIGN_LABEL = b"foundation-p2p vote signature v1\x00"
+COMMIT_SIGN_LABEL = b"foundation-p2p auction commit signature v2\x00"
+VOTE_SIGN_LABEL = b"foundation-p2p vote signature v2\x00"
+BIND_SIGN_LABEL = b"foundation-p2p agent binding v1\x00"
 ID_BYTES = 16
 MIN_NONCE_BYTES = 16
 MAX_NONCE_BYTES = 64
 MAX_AMOUNT = (1 << 64) - 1
+MAX_EPOCH = (1 << 64) - 1
 
 
 def _check_id(value: bytes, what: str) -> None:
@@ -36,8 +46,16 @@ def _check_id(value: bytes, what: str) -> None:
         raise ConfigError(f"{what} must be {ID_BYTES} bytes")
 
 
+def new_agent_id(secret_bytes: Callable[[int], bytes]) -> bytes:
+    """A fresh 16-byte agent id from ``secret_bytes`` (``os.urandom`` in production). It is
+    an identifier, not a secret: it may travel in replicated child arguments."""
+    value = secret_bytes(ID_BYTES)
+    _check_id(value, "agent id")
+    return value
+
+
 def commitment_hash(auction_id: bytes, bidder: bytes, amount: int, nonce: bytes) -> bytes:
-    """The 32-byte commitment to ``amount`` by ``bidder`` in ``auction_id``.
+    """The 32-byte commitment to ``amount`` by agent ``bidder`` in ``auction_id``.
 
     :class:`ConfigError` for an id that is not 16 bytes, an amount outside ``0..2**64-1``
     or a nonce outside 16..64 bytes.
@@ -55,37 +73,40 @@ def commitment_hash(auction_id: bytes, bidder: bytes, amount: int, nonce: bytes)
     return hashlib.sha256(data).digest()
 
 
-def commit_signed_bytes(auction_id: bytes, bidder: bytes, commitment: bytes) -> bytes:
-    """The bytes a bidder signs for its commit command."""
-    return COMMIT_SIGN_LABEL + auction_id + bidder + commitment
+def commit_signed_bytes(auction_id: bytes, bidder: bytes, node_id: bytes,
+                        commitment: bytes) -> bytes:
+    """The bytes the hosting node ``node_id`` signs for agent ``bidder``'s commit."""
+    return COMMIT_SIGN_LABEL + auction_id + bidder + node_id + commitment
 
 
-def vote_signed_bytes(proposal_id: bytes, voter: bytes, choice: int) -> bytes:
-    """The bytes a voter signs for its vote (``choice`` 0 no, 1 yes, 2 abstain)."""
-    return VOTE_SIGN_LABEL + proposal_id + voter + bytes([choice])
+def vote_signed_bytes(proposal_id: bytes, voter: bytes, node_id: bytes, choice: int) -> bytes:
+    """The bytes the hosting node signs for agent ``voter``'s vote (``choice`` 0 no, 1 yes,
+    2 abstain)."""
+    return VOTE_SIGN_LABEL + proposal_id + voter + node_id + bytes([choice])
+
+
+def bind_signed_bytes(agent_id: bytes, node_id: bytes, epoch: int) -> bytes:
+    """The bytes node ``node_id`` signs to bind ``agent_id`` to itself at ``epoch``."""
+    return BIND_SIGN_LABEL + agent_id + node_id + epoch.to_bytes(8, "big")
 
 
 @dataclass(frozen=True, slots=True)
 class SealedBid:
-    """What a bidder publishes in the commit phase: no amount, only its commitment."""
+    """What a bidder publishes in the commit phase: no amount, only its commitment, signed
+    by the node hosting the bidding agent."""
 
     auction_id: bytes
     bidder: bytes
-    public_key: bytes
+    node_id: bytes
     commitment: bytes
     signature: bytes
 
-    def verify(self) -> bool:
-        """True if the key is the bidder's (node id of the key) and the signature holds."""
-        return (
-            len(self.public_key) == 32
-            and len(self.bidder) == NODE_ID_BYTES
-            and node_id_from_public_key(self.public_key) == self.bidder
-            and verify_signature(
-                self.public_key,
-                self.signature,
-                commit_signed_bytes(self.auction_id, self.bidder, self.commitment),
-            )
+    def verify(self, public_key: bytes) -> bool:
+        """True if the signature holds under ``public_key`` (the key the agent is bound to;
+        whether that key is ``node_id``'s is the binding's check)."""
+        return len(public_key) == 32 and verify_signature(
+            public_key, self.signature,
+            commit_signed_bytes(self.auction_id, self.bidder, self.node_id, self.commitment),
         )
 
 
@@ -109,36 +130,48 @@ class Reveal:
 
 
 def seal_bid(
-    identity: Identity,
+    node: Identity,
+    agent_id: bytes,
     auction_id: bytes,
     amount: int,
     secret_bytes: Callable[[int], bytes],
     *,
     nonce_bytes: int = 32,
 ) -> tuple[SealedBid, Reveal]:
-    """A signed sealed bid for ``amount`` and the reveal that opens it later.
+    """Agent ``agent_id``'s sealed bid for ``amount``, signed by its hosting ``node``'s key,
+    and the reveal that opens it later.
 
     The nonce is ``secret_bytes(nonce_bytes)`` (16..64; ``os.urandom`` in production).
     Equivalent lower-level calls: :func:`commitment_hash`, :func:`commit_signed_bytes`,
-    ``identity.sign``.
+    ``node.sign``.
     """
+    _check_id(agent_id, "agent id")
     if not MIN_NONCE_BYTES <= nonce_bytes <= MAX_NONCE_BYTES:
         raise ConfigError(f"nonce_bytes must be {MIN_NONCE_BYTES}..{MAX_NONCE_BYTES}")
     nonce = secret_bytes(nonce_bytes)
     if len(nonce) != nonce_bytes:
         raise ConfigError(f"secret_bytes({nonce_bytes}) returned {len(nonce)} bytes")
-    bidder = identity.node_id
-    commitment = commitment_hash(auction_id, bidder, amount, nonce)
-    signature = identity.sign(commit_signed_bytes(auction_id, bidder, commitment))
+    commitment = commitment_hash(auction_id, agent_id, amount, nonce)
+    signature = node.sign(commit_signed_bytes(auction_id, agent_id, node.node_id, commitment))
     return (
-        SealedBid(auction_id, bidder, identity.public_key, commitment, signature),
-        Reveal(auction_id, bidder, amount, nonce),
+        SealedBid(auction_id, agent_id, node.node_id, commitment, signature),
+        Reveal(auction_id, agent_id, amount, nonce),
     )
 
 
-def sign_vote(identity: Identity, proposal_id: bytes, choice: int) -> bytes:
-    """The signature of ``identity``'s vote ``choice`` on ``proposal_id``."""
+def sign_vote(node: Identity, agent_id: bytes, proposal_id: bytes, choice: int) -> bytes:
+    """The hosting ``node``'s signature of agent ``agent_id``'s vote ``choice`` on
+    ``proposal_id``."""
     _check_id(proposal_id, "proposal id")
-    if choice not in (0, 1, 2):
+    _check_id(agent_id, "agent id")
+    if choice not in (0, 1, 2) or type(choice) is not int:
         raise ConfigError(f"vote choice must be 0 (no), 1 (yes) or 2 (abstain), not {choice!r}")
-    return identity.sign(vote_signed_bytes(proposal_id, identity.node_id, choice))
+    return node.sign(vote_signed_bytes(proposal_id, agent_id, node.node_id, choice))
+
+
+def sign_binding(node: Identity, agent_id: bytes, epoch: int) -> bytes:
+    """``node``'s signature binding ``agent_id`` to itself at ``epoch`` (1..2**64-1)."""
+    _check_id(agent_id, "agent id")
+    if type(epoch) is not int or not 1 <= epoch <= MAX_EPOCH:
+        raise ConfigError(f"binding epoch must be an integer in 1..2**64-1, not {epoch!r}")
+    return node.sign(bind_signed_bytes(agent_id, node.node_id, epoch))

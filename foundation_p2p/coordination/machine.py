@@ -1,8 +1,11 @@
-"""``CoordinationMachine``: auctions and votes in one replicated state machine.
+"""``CoordinationMachine``: agent bindings, auctions and votes in one replicated state machine.
 
-Commands 1..5 go to the :class:`AuctionMachine`, 16..18 to the :class:`VoteMachine`; every
-entry, whatever it is, first lets the vote machine close proposals whose deadline it has
-passed (deadlines are counted in log entries, so the vote machine must see every index).
+Commands 1..5 go to the :class:`AuctionMachine`, 16..18 to the :class:`VoteMachine`, 8
+(bind) to the :class:`~foundation_p2p.coordination.bindings.BindingTable` both machines
+share (commits and votes are checked against the binding of their agent at their log
+position); every entry, whatever it is, first lets the vote machine close proposals whose
+deadline it has passed (deadlines are counted in log entries, so the vote machine must see
+every index).
 
 Inside a node's Raft group it is machine 1 of the composite
 :class:`~foundation_p2p.consensus.machines.MachineSet`: its commands travel enveloped, and
@@ -15,8 +18,12 @@ Queries (:meth:`CoordinationMachine.query`, linearizable through ``read_query``)
 ``[16, proposal_id]`` answers ``[0, outcome]`` (the vote outcome's wire form or ``null``).
 A bad query gets ``[2, "malformed", message]``.
 
-Equivalent lower-level calls: ``AuctionMachine.apply`` / ``VoteMachine.apply`` by command
-number, and ``VoteMachine.expire(index)`` for the entries routed elsewhere.
+``[8, agent_id]`` answers ``[0, binding]`` (``[agent_id, node_id, public_key, epoch,
+bound_at]`` or ``null``).
+
+Equivalent lower-level calls: ``AuctionMachine.apply`` / ``VoteMachine.apply`` /
+``BindingTable.apply`` by command number, and ``VoteMachine.expire(index)`` for the entries
+routed elsewhere.
 """
 
 from __future__ import annotations
@@ -26,20 +33,21 @@ from foundation_p2p.errors import MalformedError, WireError
 from foundation_p2p.wire import cbor
 
 from .auction import AuctionMachine
+from .bindings import DEFAULT_MAX_AGENTS, BindingTable
 from .voting import VoteMachine
-from .wire import OPEN, PROPOSE, applied, decode_snapshot, refused
+from .wire import BIND, OPEN, PROPOSE, Bind, applied, decode_command, decode_snapshot, refused
 
-SNAPSHOT_VERSION = 1
+SNAPSHOT_VERSION = 2
 MAX_SNAPSHOT_BYTES = 512 * 1024 * 1024
 
 
 class CoordinationMachine:
-    """Both coordination state machines behind one ``StateMachine``."""
+    """Bindings and both coordination state machines behind one ``StateMachine``."""
 
-    def __init__(self, auctions: AuctionMachine | None = None,
-                 votes: VoteMachine | None = None) -> None:
-        self.auctions = auctions if auctions is not None else AuctionMachine()
-        self.votes = votes if votes is not None else VoteMachine()
+    def __init__(self, *, max_agents: int = DEFAULT_MAX_AGENTS) -> None:
+        self.bindings = BindingTable(max_agents=max_agents)
+        self.auctions = AuctionMachine(bindings=self.bindings)
+        self.votes = VoteMachine(bindings=self.bindings)
         self._applied = AppliedIndex()
 
     @property
@@ -55,6 +63,14 @@ class CoordinationMachine:
         if tag is not None and tag >= PROPOSE:
             return self.votes.apply(index, command)
         self.votes.expire(index)
+        if tag == BIND:
+            try:
+                cmd = decode_command(command)
+            except WireError as exc:
+                self.bindings.counters.inc("coordination.binding.refused.malformed")
+                return refused("malformed", str(exc))
+            assert isinstance(cmd, Bind)
+            return self.bindings.apply(index, cmd)
         if tag is None:
             self.auctions.counters.inc("coordination.auction.refused.malformed")
             return refused("malformed", "a coordination command is a CBOR array whose first "
@@ -72,10 +88,13 @@ class CoordinationMachine:
             value = cbor.decode(op)
         except WireError as exc:
             return refused("malformed", f"coordination query: {exc}")
-        if not (type(value) is list and len(value) == 2 and value[0] in (OPEN, PROPOSE)
+        if not (type(value) is list and len(value) == 2 and value[0] in (OPEN, PROPOSE, BIND)
                 and type(value[1]) is bytes):
-            return refused("malformed", "coordination query: not [1, auction_id] or "
-                           "[16, proposal_id]")
+            return refused("malformed", "coordination query: not [1, auction_id], "
+                           "[16, proposal_id] or [8, agent_id]")
+        if value[0] == BIND:
+            binding = self.bindings.get(value[1])
+            return applied(None if binding is None else binding.to_wire())
         if value[0] == OPEN:
             result = self.auctions.result(value[1])
             return applied([self.auctions.phase(value[1]),
@@ -84,25 +103,31 @@ class CoordinationMachine:
         return applied(None if outcome is None else outcome.to_wire())
 
     def snapshot(self) -> bytes:
-        """``[1, applied, auction snapshot, vote snapshot]`` (the inner ones as bytes)."""
+        """``[2, applied, auction snapshot, vote snapshot, bindings]`` (the two snapshots as
+        bytes, the bindings as ``BindingTable.to_wire``)."""
         return cbor.encode([SNAPSHOT_VERSION, self._applied.index, self.auctions.snapshot(),
-                            self.votes.snapshot()])
+                            self.votes.snapshot(), self.bindings.to_wire()])
 
     def restore(self, data: bytes) -> None:
         """Replace both states by a snapshot's; a ``WireError`` leaves them unchanged."""
         value = decode_snapshot(data, MAX_SNAPSHOT_BYTES, "coordination snapshot")
-        if (type(value) is not list or len(value) != 4 or value[0] != SNAPSHOT_VERSION
+        if (type(value) is not list or len(value) != 5 or value[0] != SNAPSHOT_VERSION
                 or type(value[1]) is not int or value[1] < 0
                 or type(value[2]) is not bytes or type(value[3]) is not bytes):
-            raise MalformedError("coordination snapshot: expected [1, applied, bytes, bytes]")
+            raise MalformedError("coordination snapshot: expected [2, applied, bytes, bytes, "
+                                 "bindings]")
+        bindings = BindingTable(max_agents=self.bindings.max_agents)
+        bindings.restore_wire(value[4])
         auctions, votes = AuctionMachine(
             max_active=self.auctions.max_active, max_bidders=self.auctions.max_bidders,
-            max_results=self.auctions.max_results,
-        ), VoteMachine(max_active=self.votes.max_active, max_results=self.votes.max_results)
+            max_results=self.auctions.max_results, bindings=bindings,
+        ), VoteMachine(max_active=self.votes.max_active, max_results=self.votes.max_results,
+                       bindings=bindings)
         auctions.restore(value[2])
         votes.restore(value[3])
         auctions.counters, votes.counters = self.auctions.counters, self.votes.counters
-        self.auctions, self.votes = auctions, votes
+        bindings.counters = self.bindings.counters
+        self.auctions, self.votes, self.bindings = auctions, votes, bindings
         self._applied = AppliedIndex(value[1])
 
 

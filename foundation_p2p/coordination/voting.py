@@ -1,10 +1,14 @@
 """``VoteMachine``: signed votes on proposals, decided in log order on every replica.
 
-A proposal (``Propose``) names its rule, its eligible voters (id, Ed25519 public key,
-weight; the id is the node id of the key) and a deadline: the number of log entries after
-its own during which votes count. Votes (``CastVote``) are signed over the proposal id,
-the voter and the choice (``commitments.vote_signed_bytes``), so a vote cannot be moved
-to another proposal. The first vote of a voter stands: a different one is refused
+A proposal (``Propose``) names its rule, its eligible voters (agent id, weight) and a
+deadline: the number of log entries after its own during which votes count. A vote
+(``CastVote``) names its voter (an agent id) and the node hosting it, and is signed with
+that node's key over the proposal id, the voter, the node id and the choice
+(``commitments.vote_signed_bytes``), so it cannot be moved to another proposal. It counts
+only if, at its log position, the voter is bound to that node in the shared
+:class:`~foundation_p2p.coordination.bindings.BindingTable` (else ``not_bound`` /
+``not_host``) and the signature verifies with the bound key (else ``bad_signature``).
+The first vote of a voter stands: a different one is refused
 ``conflict``, the same one again is a duplicate.
 
 Rules, with ``W`` the total weight (each voter weighs 1 except under ``weighted``) and
@@ -36,10 +40,11 @@ from typing import Any
 
 from foundation_p2p.consensus.state_machine import AppliedIndex
 from foundation_p2p.counters import Counters
-from foundation_p2p.crypto.identity import node_id_from_public_key, verify_signature
+from foundation_p2p.crypto.identity import verify_signature
 from foundation_p2p.errors import FoundationError, MalformedError, WireError
 from foundation_p2p.wire import cbor
 
+from .bindings import BindingTable
 from .commitments import vote_signed_bytes
 from .wire import (
     ABSTAIN,
@@ -49,6 +54,7 @@ from .wire import (
     UNANIMOUS,
     WEIGHTED,
     YES,
+    Bind,
     CastVote,
     CloseVote,
     Propose,
@@ -181,7 +187,11 @@ class VoteMachine:
     :func:`~foundation_p2p.crypto.identity.verify_signature`, then :func:`decide`.
     """
 
-    def __init__(self, *, max_active: int = 1024, max_results: int = 4096) -> None:
+    def __init__(self, *, max_active: int = 1024, max_results: int = 4096,
+                 bindings: BindingTable | None = None) -> None:
+        self.bindings = bindings if bindings is not None else BindingTable()
+        """The agent -> node bindings (shared with the auction machine in a
+        ``CoordinationMachine``; its own otherwise, and then not in :meth:`snapshot`)."""
         self.max_active = max_active
         self.max_results = max_results
         self.proposals: OrderedDict[bytes, Proposal] = OrderedDict()
@@ -224,6 +234,8 @@ class VoteMachine:
             return self._refuse("malformed", str(exc))
         if isinstance(cmd, Propose):
             return self._propose(index, cmd)
+        if isinstance(cmd, Bind):
+            return self.bindings.apply(index, cmd)
         if not isinstance(cmd, CastVote | CloseVote):
             return self._refuse("unknown_command", "not a voting command")
         p = self.proposals.get(cmd.proposal_id)
@@ -277,8 +289,6 @@ class VoteMachine:
             if old.spec == cmd:
                 return self._dup(None)
             return self._refuse("exists", f"proposal {cmd.proposal_id.hex()} already exists")
-        if any(node_id_from_public_key(v.public_key) != v.voter for v in cmd.eligible):
-            return self._refuse("bad_voter", "a voter id is not the node id of its key")
         if cmd.deadline < 1:
             return self._refuse("bad_deadline", "the deadline must be at least one entry")
         if len(self.proposals) - len(self.decided) >= self.max_active:
@@ -298,10 +308,13 @@ class VoteMachine:
         voter = next((v for v in p.spec.eligible if v.voter == cmd.voter), None)
         if voter is None:
             return self._refuse("not_eligible", "the voter is not eligible")
-        if not verify_signature(voter.public_key, cmd.signature,
-                                vote_signed_bytes(cmd.proposal_id, cmd.voter, cmd.choice)):
-            return self._refuse("bad_signature", "vote not signed by the voter's key for "
-                                "this proposal and choice")
+        binding, code, message = self.bindings.check(cmd.voter, cmd.node_id)
+        if binding is None:
+            return self._refuse(code, message)
+        if not verify_signature(binding.public_key, cmd.signature, vote_signed_bytes(
+                cmd.proposal_id, cmd.voter, cmd.node_id, cmd.choice)):
+            return self._refuse("bad_signature", "vote not signed by the key of the node "
+                                "hosting the voter, for this proposal and choice")
         if old is not None:
             return self._refuse("conflict", "the voter already cast another vote")
         p.votes[cmd.voter] = cmd

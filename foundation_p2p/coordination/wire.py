@@ -5,12 +5,15 @@ Every command is a CBOR array whose first element names it:
 - auctions: ``[1, auction_id, resources, rule, reserve, units]`` open (or
   ``[1, auction_id, resources, rule, reserve, units, bidders]`` naming the only bidder ids
   that may commit: a non-empty array sorted without repeats; absent means anyone),
-  ``[2, auction_id, bidder, public_key, commitment, signature]`` commit,
+  ``[2, auction_id, bidder, node_id, commitment, signature]`` commit (bidder: an agent id;
+  node_id: the node hosting it, whose key made the signature),
   ``[3, auction_id]`` close commit phase, ``[4, auction_id, bidder, amount, nonce]`` reveal,
   ``[5, auction_id]`` finalize;
 - votes: ``[16, proposal_id, subject, [rule, n], eligible, deadline]`` propose with
-  eligible ``[[voter, public_key, weight], ...]``, ``[17, proposal_id, voter, choice,
-  signature]`` vote, ``[18, proposal_id]`` close.
+  eligible ``[[voter, weight], ...]`` (agent ids), ``[17, proposal_id, voter, node_id,
+  choice, signature]`` vote, ``[18, proposal_id]`` close;
+- agents: ``[8, agent_id, node_id, public_key, epoch, signature]`` bind (the node
+  ``node_id``, whose key is ``public_key``, hosts ``agent_id`` from now on).
 
 A result is ``[0, detail]`` (applied), ``[1, detail]`` (a duplicate of an applied command:
 nothing changed) or ``[2, code, message]`` (refused). Decoders raise only
@@ -28,6 +31,7 @@ from foundation_p2p.errors import LimitError, MalformedError
 from foundation_p2p.wire import cbor
 
 OPEN, COMMIT, CLOSE_COMMIT, REVEAL, FINALIZE = 1, 2, 3, 4, 5
+BIND = 8
 PROPOSE, VOTE, CLOSE_VOTE = 16, 17, 18
 
 FIRST_PRICE, SECOND_PRICE, MULTI_UNIT = 1, 2, 3
@@ -65,7 +69,9 @@ class OpenAuction:
 class CommitBid:
     auction_id: bytes
     bidder: bytes
-    public_key: bytes
+    """The bidding agent's id."""
+    node_id: bytes
+    """The node hosting the agent, whose key signed the commit."""
     commitment: bytes
     signature: bytes
 
@@ -91,7 +97,7 @@ class Finalize:
 @dataclass(frozen=True, slots=True)
 class Voter:
     voter: bytes
-    public_key: bytes
+    """An agent id (its key is the one of the node it is bound to when it votes)."""
     weight: int
 
 
@@ -109,6 +115,8 @@ class Propose:
 class CastVote:
     proposal_id: bytes
     voter: bytes
+    node_id: bytes
+    """The node hosting the voting agent, whose key signed the vote."""
     choice: int
     signature: bytes
 
@@ -118,8 +126,21 @@ class CloseVote:
     proposal_id: bytes
 
 
+@dataclass(frozen=True, slots=True)
+class Bind:
+    """Node ``node_id`` (key ``public_key``) hosts agent ``agent_id`` from this entry on;
+    ``epoch`` orders the bindings of one agent (each must exceed the last)."""
+
+    agent_id: bytes
+    node_id: bytes
+    public_key: bytes
+    epoch: int
+    signature: bytes
+
+
 Command = (
-    OpenAuction | CommitBid | CloseCommit | RevealBid | Finalize | Propose | CastVote | CloseVote
+    OpenAuction | CommitBid | CloseCommit | RevealBid | Finalize | Propose | CastVote
+    | CloseVote | Bind
 )
 
 
@@ -137,7 +158,7 @@ def command_to_wire(cmd: Command) -> list[Any]:
             out.append(list(cmd.bidders))
         return out
     if isinstance(cmd, CommitBid):
-        return [COMMIT, cmd.auction_id, cmd.bidder, cmd.public_key, cmd.commitment,
+        return [COMMIT, cmd.auction_id, cmd.bidder, cmd.node_id, cmd.commitment,
                 cmd.signature]
     if isinstance(cmd, CloseCommit):
         return [CLOSE_COMMIT, cmd.auction_id]
@@ -147,9 +168,11 @@ def command_to_wire(cmd: Command) -> list[Any]:
         return [FINALIZE, cmd.auction_id]
     if isinstance(cmd, Propose):
         return [PROPOSE, cmd.proposal_id, cmd.subject, [cmd.rule, cmd.quorum],
-                [[v.voter, v.public_key, v.weight] for v in cmd.eligible], cmd.deadline]
+                [[v.voter, v.weight] for v in cmd.eligible], cmd.deadline]
     if isinstance(cmd, CastVote):
-        return [VOTE, cmd.proposal_id, cmd.voter, cmd.choice, cmd.signature]
+        return [VOTE, cmd.proposal_id, cmd.voter, cmd.node_id, cmd.choice, cmd.signature]
+    if isinstance(cmd, Bind):
+        return [BIND, cmd.agent_id, cmd.node_id, cmd.public_key, cmd.epoch, cmd.signature]
     return [CLOSE_VOTE, cmd.proposal_id]
 
 
@@ -223,10 +246,10 @@ def command_from_wire(value: Any) -> Command:
             rule, _uint(reserve, MAX_U64, "open: reserve"), units, bidders,
         )
     if tag == COMMIT:
-        _, aid, bidder, pk, com, sig = _array(value, 6, "commit")
+        _, aid, bidder, node, com, sig = _array(value, 6, "commit")
         return CommitBid(
             _bstr(aid, 16, "commit: auction id"), _bstr(bidder, 16, "commit: bidder"),
-            _bstr(pk, 32, "commit: public key"), _bstr(com, 32, "commit: commitment"),
+            _bstr(node, 16, "commit: node id"), _bstr(com, 32, "commit: commitment"),
             _bstr(sig, 64, "commit: signature"),
         )
     if tag == CLOSE_COMMIT:
@@ -249,9 +272,9 @@ def command_from_wire(value: Any) -> Command:
             raise LimitError(f"propose: more than {MAX_ELIGIBLE} eligible voters")
         voters = []
         for e in eligible:
-            voter, pk, weight = _array(e, 3, "propose: eligible voter")
+            voter, weight = _array(e, 2, "propose: eligible voter")
             voters.append(Voter(
-                _bstr(voter, 16, "propose: voter"), _bstr(pk, 32, "propose: public key"),
+                _bstr(voter, 16, "propose: voter"),
                 _uint(weight, MAX_WEIGHT, "propose: weight", 1),
             ))
         ids = [v.voter for v in voters]
@@ -265,13 +288,21 @@ def command_from_wire(value: Any) -> Command:
             kind, quorum, tuple(voters), _uint(deadline, MAX_U64, "propose: deadline"),
         )
     if tag == VOTE:
-        _, pid, voter, choice, sig = _array(value, 5, "vote")
+        _, pid, voter, node, choice, sig = _array(value, 6, "vote")
         return CastVote(
             _bstr(pid, 16, "vote: proposal id"), _bstr(voter, 16, "vote: voter"),
-            _uint(choice, 2, "vote: choice"), _bstr(sig, 64, "vote: signature"),
+            _bstr(node, 16, "vote: node id"), _uint(choice, 2, "vote: choice"),
+            _bstr(sig, 64, "vote: signature"),
         )
     if tag == CLOSE_VOTE:
         return CloseVote(_bstr(_array(value, 2, "close-vote")[1], 16, "close-vote: id"))
+    if tag == BIND:
+        _, agent, node, pk, epoch, sig = _array(value, 6, "bind")
+        return Bind(
+            _bstr(agent, 16, "bind: agent id"), _bstr(node, 16, "bind: node id"),
+            _bstr(pk, 32, "bind: public key"), _uint(epoch, MAX_U64, "bind: epoch", 1),
+            _bstr(sig, 64, "bind: signature"),
+        )
     raise MalformedError(f"coordination command: unknown command {tag}")
 
 

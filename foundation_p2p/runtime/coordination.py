@@ -12,10 +12,15 @@ Agents. An agent is a supervised singleton (``node.supervisor.start_singleton(na
 builds its handler (``factory(args)``: an object with ``bid(auction)``, ``vote(proposal)``,
 ``offer(negotiation)``, see :class:`~foundation_p2p.coordination.agents.AgentHandler`),
 publishes its :class:`~foundation_p2p.coordination.agents.AgentRecord` with
-``node.registry.put("agent/<id hex>", ...)``, and serves until stopped. The agent's signing
-key comes from a 32-byte seed drawn by the node that started it and carried in the child's
-arguments (so the agent keeps its id when the supervisor moves it; the seed is as visible
-as any child argument inside the cluster).
+``node.registry.put("agent/<id hex>", ...)``, and serves until stopped. The agent's id is
+16 random bytes drawn by the node that started it and carried in the child's arguments (so
+the agent keeps its id when the supervisor moves it; an id is no secret). The agent has no
+key: before publishing its record, the instance binds the agent to its node through the
+log (``submit(bind_command(core.identity, agent_id, epoch))``, epoch one above the
+binding this replica holds; a ``stale`` refusal is retried at most ``BIND_ATTEMPTS``
+times with the newer epoch, then the instance fails and the supervisor restarts it), and
+every commit and vote of the agent is signed with the node's key (``core.identity``, the
+one membership uses). The machines take them only while the agent is bound to that node.
 
 Auctions. Each node watches the coordination commands its replica applies (a
 ``MachineSet`` listener feeding a bounded queue). When an ``OpenAuction`` is applied, every
@@ -44,7 +49,8 @@ tracked for this: at most ``max_events`` (the oldest is forgotten,
 ``coordination.stall.forgotten``). An opener whose own timeouts exceed ``stall_timeout_s``
 may see another node close first.
 
-Known limits: agents hosted on a node that lags behind a snapshot miss auctions opened inside
+Known limits: any member may bind any agent to itself (signed and logged, not prevented);
+agents hosted on a node that lags behind a snapshot miss auctions opened inside
 it; :meth:`Coordination.negotiate` runs between two agents hosted on this node.
 """
 
@@ -72,7 +78,9 @@ from foundation_p2p.coordination.agents import (
     AgentRecord,
     auction_view,
     bid_commands,
+    bind_command,
     find_by_capability,
+    new_agent_id,
     proposal_view,
     record_from_value,
     vote_command,
@@ -101,7 +109,6 @@ from foundation_p2p.coordination.wire import (
     decode_command,
     encode_command,
 )
-from foundation_p2p.crypto.identity import Identity
 from foundation_p2p.errors import ConfigError, FoundationError, WireError
 from foundation_p2p.runtime.consensus import ConsensusError, Indeterminate, NotLeader
 from foundation_p2p.wire import cbor
@@ -118,6 +125,9 @@ VOTE_RULES = {"majority": MAJORITY, "supermajority": SUPERMAJORITY, "unanimous":
               "quorum": QUORUM, "weighted": WEIGHTED}
 VOTE_DEADLINE_ENTRIES = 1_000_000
 """The backstop deadline of a vote, in log entries (the proposer closes it on timeout)."""
+BIND_ATTEMPTS = 4
+"""Bind submissions an agent instance makes (each refused ``stale`` is retried with the
+newer epoch) before it fails."""
 
 
 class CoordinationError(FoundationError):
@@ -131,7 +141,6 @@ class CoordinationTimeout(CoordinationError):
 @dataclass(slots=True)
 class _LocalAgent:
     record: AgentRecord
-    identity: Identity
     handler: AgentHandler
 
 
@@ -271,20 +280,19 @@ class Coordination:
         returns the handler.
 
         Equivalent lower-level calls: ``node.supervisor.define_service("coordination-agent",
-        ...)`` (done on every node), ``Identity(os.urandom(32))`` for the agent key,
+        ...)`` (done on every node), ``new_agent_id(os.urandom)`` for the agent id,
         ``AgentRecord.create(...)``, ``node.supervisor.start_singleton("agent-<id hex>",
-        "coordination-agent", args)``; the instance then calls
+        "coordination-agent", args)``; the instance then calls :meth:`submit` of
+        ``bind_command(core.identity, agent_id, epoch)`` and
         ``node.registry.put("agent/<id hex>", record.to_value(), metadata)``.
         """
         target = _target_name(module_or_callable)
         if not isinstance(module_or_callable, str):
             self._factories[target] = module_or_callable
-        seed = os.urandom(32)
-        identity = Identity(seed)
-        record = AgentRecord.create(name or f"agent-{identity.node_id.hex()[:8]}",
-                                    identity.public_key, capabilities, protocols,
-                                    requirements)
-        spec_args = {"target": target, "args": args, "seed": seed, "record": record.to_value()}
+        agent_id = new_agent_id(os.urandom)
+        record = AgentRecord.create(name or f"agent-{agent_id.hex()[:8]}", agent_id,
+                                    capabilities, protocols, requirements)
+        spec_args = {"target": target, "args": args, "record": record.to_value()}
         log.debug("start_coordination_agent %s: Supervisor.start_singleton", record.name)
         self._node.supervisor.start_singleton("agent-" + record.agent_id.hex(), AGENT_SERVICE,
                                               spec_args)
@@ -344,12 +352,9 @@ class Coordination:
 
     async def _agent_service(self, node: Node, args: Any, handoff: Any) -> Any:
         """The supervised body of one agent (see the module docstring)."""
-        if not isinstance(args, dict) or not {"target", "seed", "record"} <= set(args):
-            raise ConfigError("coordination-agent: args must carry target, seed and record")
-        identity = Identity(args["seed"])
+        if not isinstance(args, dict) or not {"target", "record"} <= set(args):
+            raise ConfigError("coordination-agent: args must carry target and record")
         record = record_from_value(args["record"])
-        if record.public_key != identity.public_key:
-            raise ConfigError("coordination-agent: the record's key is not the seed's")
         if len(self._agents) >= self.max_local_agents:
             node.counters.inc("coordination.agents.refused")
             raise CoordinationError(f"this node already hosts {self.max_local_agents} agents")
@@ -361,7 +366,8 @@ class Coordination:
                 if isinstance(item, list) and len(item) == 2 and all(
                         isinstance(x, bytes) for x in item):
                     self._keep_reveal(item[0], record.agent_id, item[1])
-        self._agents[record.agent_id] = _LocalAgent(record, identity, handler)
+        await self.bind(record.agent_id)
+        self._agents[record.agent_id] = _LocalAgent(record, handler)
         name, value, metadata = record.to_registry()
         node.registry.put(name, value, metadata)
         log.info("agent %s (%s) runs here", record.name, record.agent_id.hex())
@@ -373,6 +379,30 @@ class Coordination:
             self._agents.pop(record.agent_id, None)
             if not node._closed:
                 node.registry.unregister(name)
+
+    async def bind(self, agent_id: bytes, timeout_s: float = 30.0) -> int:
+        """Bind ``agent_id`` to this node through the log; the epoch it was bound at.
+
+        ``CoordinationError`` if every one of ``BIND_ATTEMPTS`` binds was refused (each
+        ``stale`` refusal is retried with the epoch this replica shows then).
+        Equivalent lower-level calls: ``machine.bindings.epoch(agent_id)``,
+        ``bind_command(core.identity, agent_id, epoch + 1)``, :meth:`submit`.
+        """
+        identity = self._node.core.identity
+        last: list[Any] = []
+        for _ in range(BIND_ATTEMPTS):
+            epoch = self.machine.bindings.epoch(agent_id) + 1
+            log.debug("agent %s: submit(bind_command(core.identity, epoch %d))",
+                      agent_id.hex(), epoch)
+            last = await self.submit(bind_command(identity, agent_id, epoch), timeout_s)
+            if last[0] in (0, 1):
+                self._node.counters.inc("coordination.binding.submitted")
+                return epoch
+            self._node.counters.inc("coordination.binding.retried")
+            if last[1] != "stale":
+                break
+        self._node.counters.inc("coordination.binding.failed")
+        raise CoordinationError(f"agent {agent_id.hex()}: bind refused: {last[1:]}")
 
     # -- the applied log --------------------------------------------------------------
 
@@ -490,7 +520,8 @@ class Coordination:
                   agent.record.name, cmd.auction_id.hex())
         try:
             cmds = await self._call_handler(
-                lambda: bid_commands(agent.handler, view, agent.identity, os.urandom),
+                lambda: bid_commands(agent.handler, view, agent.record.agent_id,
+                                     self._node.core.identity, os.urandom),
                 f"agent {agent.record.name} bid")
         except Exception as exc:  # a handler's failure is the agent's
             self._node.counters.inc("coordination.handler.errors")
@@ -518,7 +549,8 @@ class Coordination:
         view = proposal_view(cmd)
         try:
             vote = await self._call_handler(
-                lambda: vote_command(agent.handler, view, agent.identity),
+                lambda: vote_command(agent.handler, view, agent.record.agent_id,
+                                     self._node.core.identity),
                 f"agent {agent.record.name} vote")
         except Exception as exc:  # a handler's failure is the agent's
             self._node.counters.inc("coordination.handler.errors")
@@ -692,7 +724,7 @@ class Coordination:
         decide it within ``timeout`` seconds, :class:`~foundation_p2p.coordination.voting.
         QuorumNotMet` if too few voted.
 
-        Equivalent lower-level calls: :meth:`agent` for each id (keys), :meth:`submit` of
+        Equivalent lower-level calls: :meth:`agent` for each id, :meth:`submit` of
         ``Propose`` (every node's agents then submit signed ``CastVote`` s), ``node.wait_until``
         (``machine.votes.outcome(id)``) bounded by ``timeout``, :meth:`submit` of
         ``CloseVote`` if undecided, then ``machine.votes.decision(id)``.
@@ -719,7 +751,7 @@ class Coordination:
         records = [self.agent(a) for a in sorted(set(agent_ids))]
         if not records:
             raise ConfigError("vote: no agent ids")
-        voters = tuple(Voter(r.agent_id, r.public_key, (weights or {}).get(r.agent_id, 1))
+        voters = tuple(Voter(r.agent_id, (weights or {}).get(r.agent_id, 1))
                        for r in records)
         pid = os.urandom(16)
         self._ensure_worker()

@@ -25,12 +25,15 @@ HERE = Path(__file__).resolve().parent
 FILE = "coordination.json"
 
 COMMIT_LABEL = b"foundation-p2p auction commitment v1\x00"
-COMMIT_SIGN_LABEL = b"foundation-p2p auction commit signature v1\x00"
-VOTE_SIGN_LABEL = b"foundation-p2p vote signature v1\x00"
+COMMIT_SIGN_LABEL = b"foundation-p2p auction commit signature v2\x00"
+VOTE_SIGN_LABEL = b"foundation-p2p vote signature v2\x00"
+BIND_SIGN_LABEL = b"foundation-p2p agent binding v1\x00"
 
 SEEDS = [hashlib.sha256(b"coordination vectors seed %d" % i).digest() for i in range(8)]
 PUBS = [public_key(s) for s in SEEDS]
 NODES = [node_id(p) for p in PUBS]
+# agent i is hosted by node i unless a vector moves it; agent ids are any 16 bytes
+AGENTS = [hashlib.sha256(b"coordination vectors agent %d" % i).digest()[:16] for i in range(8)]
 A1 = bytes.fromhex("a1") * 16
 A2 = bytes.fromhex("a2") * 16
 A3 = bytes.fromhex("a3") * 16
@@ -56,23 +59,38 @@ def sign(i: int, data: bytes) -> bytes:
     return Ed25519PrivateKey.from_private_bytes(SEEDS[i]).sign(data)
 
 
-def commit(auction: bytes, i: int, amount: int, n: int) -> list[Any]:
-    c = commitment(auction, NODES[i], amount, nonce(n))
-    sig = sign(i, COMMIT_SIGN_LABEL + auction + NODES[i] + c)
-    return [2, auction, NODES[i], PUBS[i], c, sig]
+def bind(agent: int, node: int, epoch: int = 1) -> list[Any]:
+    """Node ``node`` binds agent ``agent`` to itself at ``epoch``."""
+    sig = sign(node, BIND_SIGN_LABEL + AGENTS[agent] + NODES[node] + epoch.to_bytes(8, "big"))
+    return [8, AGENTS[agent], NODES[node], PUBS[node], epoch, sig]
+
+
+def commit(auction: bytes, i: int, amount: int, n: int, host: int | None = None) -> list[Any]:
+    """Agent ``i``'s commit, signed by node ``host`` (default: node ``i``)."""
+    h = i if host is None else host
+    c = commitment(auction, AGENTS[i], amount, nonce(n))
+    sig = sign(h, COMMIT_SIGN_LABEL + auction + AGENTS[i] + NODES[h] + c)
+    return [2, auction, AGENTS[i], NODES[h], c, sig]
 
 
 def reveal(auction: bytes, i: int, amount: int, n: int) -> list[Any]:
-    return [4, auction, NODES[i], amount, nonce(n)]
+    return [4, auction, AGENTS[i], amount, nonce(n)]
 
 
-def vote(pid: bytes, i: int, choice: int) -> list[Any]:
-    sig = sign(i, VOTE_SIGN_LABEL + pid + NODES[i] + bytes([choice]))
-    return [17, pid, NODES[i], choice, sig]
+def vote(pid: bytes, i: int, choice: int, host: int | None = None) -> list[Any]:
+    """Agent ``i``'s vote, signed by node ``host`` (default: node ``i``)."""
+    h = i if host is None else host
+    sig = sign(h, VOTE_SIGN_LABEL + pid + AGENTS[i] + NODES[h] + bytes([choice]))
+    return [17, pid, AGENTS[i], NODES[h], choice, sig]
 
 
 def eligible(idx: list[int], weights: list[int]) -> list[Any]:
-    return sorted([[NODES[i], PUBS[i], w] for i, w in zip(idx, weights, strict=True)])
+    return sorted([[AGENTS[i], w] for i, w in zip(idx, weights, strict=True)])
+
+
+def binds(idx: list[int]) -> list[tuple[Any, Any]]:
+    """Agents ``idx`` bound to their nodes (epoch 1): log entries expected applied."""
+    return [(bind(i, i), 0) for i in idx]
 
 
 # -- section 2 ----------------------------------------------------------------------------
@@ -88,25 +106,25 @@ def commitment_vectors() -> list[dict[str, Any]]:
     ):
         n = nonce(100 + nb, nb)
         out.append({
-            "name": name, "auction_id": auction.hex(), "bidder": NODES[i].hex(),
-            "amount": amount, "nonce": n.hex(), "preimage": preimage(auction, NODES[i],
+            "name": name, "auction_id": auction.hex(), "bidder": AGENTS[i].hex(),
+            "amount": amount, "nonce": n.hex(), "preimage": preimage(auction, AGENTS[i],
                                                                      amount, n).hex(),
-            "commitment": commitment(auction, NODES[i], amount, n).hex(),
+            "commitment": commitment(auction, AGENTS[i], amount, n).hex(),
         })
     return out
 
 
 def signature_vectors() -> list[dict[str, Any]]:
-    c = commitment(A1, NODES[0], 42, nonce(1))
-    commit_bytes = COMMIT_SIGN_LABEL + A1 + NODES[0] + c
-    vote_bytes = VOTE_SIGN_LABEL + P1 + NODES[1] + bytes([1])
+    c = commitment(A1, AGENTS[0], 42, nonce(1))
+    commit_bytes = COMMIT_SIGN_LABEL + A1 + AGENTS[0] + NODES[0] + c
+    vote_bytes = VOTE_SIGN_LABEL + P1 + AGENTS[1] + NODES[1] + bytes([1])
+    bind_bytes = BIND_SIGN_LABEL + AGENTS[2] + NODES[2] + (7).to_bytes(8, "big")
     return [
-        {"name": "commit", "seed": SEEDS[0].hex(), "public_key": PUBS[0].hex(),
-         "node_id": NODES[0].hex(), "signed": commit_bytes.hex(),
-         "signature": sign(0, commit_bytes).hex()},
-        {"name": "vote yes", "seed": SEEDS[1].hex(), "public_key": PUBS[1].hex(),
-         "node_id": NODES[1].hex(), "signed": vote_bytes.hex(),
-         "signature": sign(1, vote_bytes).hex()},
+        {"name": name, "seed": SEEDS[i].hex(), "public_key": PUBS[i].hex(),
+         "node_id": NODES[i].hex(), "agent_id": AGENTS[i].hex(), "signed": data.hex(),
+         "signature": sign(i, data).hex()}
+        for name, i, data in (("commit", 0, commit_bytes), ("vote yes", 1, vote_bytes),
+                              ("bind epoch 7", 2, bind_bytes))
     ]
 
 
@@ -118,7 +136,7 @@ def command_vectors() -> list[dict[str, Any]]:
         ("open second-price", "open", [1, A1, ["cpu", "gpu-hours"], 2, 20, 1]),
         ("open multi-unit", "open", [1, A3, [], 3, 0, 2]),
         ("open for invited bidders", "open", [1, A4, ["cpu"], 2, 0, 1,
-                                              sorted([NODES[0], NODES[1]])]),
+                                              sorted([AGENTS[0], AGENTS[1]])]),
         ("commit", "commit", commit(A1, 0, 50, 1)),
         ("close-commit", "close-commit", [3, A1]),
         ("reveal", "reveal", reveal(A1, 0, 50, 1)),
@@ -129,6 +147,7 @@ def command_vectors() -> list[dict[str, Any]]:
                                           3]),
         ("vote", "vote", vote(P1, 1, 1)),
         ("close-vote", "close-vote", [18, P1]),
+        ("bind", "bind", bind(2, 2, 7)),
     ]
     return [{"name": n, "cddl": rule, "value": to_json(v), "hex": dumps(v).hex()}
             for n, rule, v in cases]
@@ -144,10 +163,19 @@ def invalid_vectors() -> list[dict[str, Any]]:
         ("rule 4", dumps([1, A1, [], 4, 0, 1]), "limit"),
         ("two units second-price", dumps([1, A1, [], 2, 0, 2]), "malformed"),
         ("too many resources", dumps([1, A1, ["r"] * 65, 1, 0, 1]), "limit"),
-        ("15-byte nonce", dumps([4, A1, NODES[0], 1, bytes(15)]), "malformed"),
-        ("negative amount", dumps([4, A1, NODES[0], -1, bytes(16)]), "malformed"),
+        ("15-byte nonce", dumps([4, A1, AGENTS[0], 1, bytes(15)]), "malformed"),
+        ("negative amount", dumps([4, A1, AGENTS[0], -1, bytes(16)]), "malformed"),
         ("short signature", dumps([*good_commit[:5], good_commit[5][:63]]), "malformed"),
-        ("choice 3", dumps([17, P1, NODES[0], 3, bytes(64)]), "limit"),
+        ("choice 3", dumps([17, P1, AGENTS[0], NODES[0], 3, bytes(64)]), "limit"),
+        ("vote without node id (version 1)", dumps([17, P1, AGENTS[0], 1, bytes(64)]),
+         "malformed"),
+        ("commit with a public key (version 1)",
+         dumps([2, A1, AGENTS[0], PUBS[0], bytes(32), bytes(64)]), "malformed"),
+        ("eligible voter with a key (version 1)",
+         dumps([16, P1, "s", [1, 0], [[AGENTS[0], PUBS[0], 1]], 1]), "malformed"),
+        ("bind epoch 0", dumps([*bind(0, 0)[:4], 0, bind(0, 0)[5]]), "limit"),
+        ("bind short key", dumps([*bind(0, 0)[:3], PUBS[0][:31], *bind(0, 0)[4:]]),
+         "malformed"),
         ("unsorted eligible", dumps([16, P1, "s", [1, 0], eligible([0, 1], [1, 1])[::-1], 1]),
          "malformed"),
         ("quorum n for majority", dumps([16, P1, "s", [1, 1], eligible([0], [1]), 1]),
@@ -155,7 +183,7 @@ def invalid_vectors() -> list[dict[str, Any]]:
         ("quorum above eligible", dumps([16, P1, "s", [4, 2], eligible([0], [1]), 1]),
          "malformed"),
         ("empty bidders", dumps([1, A1, [], 2, 0, 1, []]), "malformed"),
-        ("unsorted bidders", dumps([1, A1, [], 2, 0, 1, sorted(NODES[:2])[::-1]]),
+        ("unsorted bidders", dumps([1, A1, [], 2, 0, 1, sorted(AGENTS[:2])[::-1]]),
          "malformed"),
         ("truncated array", bytes.fromhex("8203"), "malformed"),
         ("not deterministic CBOR", bytes.fromhex("821803") + dumps(A1), "malformed"),
@@ -171,7 +199,7 @@ def auction_outcome(auction: bytes, rule: int, reserve: int, units: int,
                     commits: dict[int, tuple[int, int]], revealed: dict[int, bool],
                     late: list[int]) -> list[Any]:
     """commits: bidder -> (amount, nonce no.); revealed: bidder -> reveal matched."""
-    valid = [(amount, commitment(auction, NODES[i], amount, nonce(n)), NODES[i])
+    valid = [(amount, commitment(auction, AGENTS[i], amount, nonce(n)), AGENTS[i])
              for i, (amount, n) in commits.items() if revealed.get(i)]
     eligible_ = sorted((v for v in valid if v[0] >= reserve), key=lambda v: (-v[0], v[1]))
     k = units if rule == 3 else 1
@@ -184,10 +212,10 @@ def auction_outcome(auction: bytes, rule: int, reserve: int, units: int,
         price = max(eligible_[k][0], reserve) if len(eligible_) > k else reserve
     return [
         auction, rule, [[w[2], w[0]] for w in winners], price,
-        sorted(NODES[i] for i in commits if i not in revealed),
-        sorted(NODES[i] for i in commits if revealed.get(i) is False),
+        sorted(AGENTS[i] for i in commits if i not in revealed),
+        sorted(AGENTS[i] for i in commits if revealed.get(i) is False),
         sorted(v[2] for v in valid if v[0] < reserve),
-        sorted(NODES[i] for i in late),
+        sorted(AGENTS[i] for i in late),
     ]
 
 
@@ -196,7 +224,7 @@ def auction_vectors() -> list[dict[str, Any]]:
     # second-price, reserve 20: a tie at 50 (the lower commitment wins, pays 50), an
     # unrevealed 99, a bid below the reserve, a wrong reveal, a late commit, a retry.
     bids = {0: (50, 1), 1: (50, 2), 2: (30, 3), 3: (99, 4), 4: (10, 5), 5: (60, 6)}
-    log: list[tuple[Any, Any]] = [([1, A1, ["cpu"], 2, 20, 1], 0)]
+    log: list[tuple[Any, Any]] = [*binds(list(range(7))), ([1, A1, ["cpu"], 2, 20, 1], 0)]
     log += [(commit(A1, i, a, n), 0) for i, (a, n) in bids.items()]
     log += [(commit(A1, 0, 50, 1), 1), ([3, A1], 0), (commit(A1, 6, 80, 7), "late")]
     log += [(reveal(A1, i, a, n), 0) for i, (a, n) in bids.items() if i in (0, 1, 2, 4)]
@@ -206,14 +234,14 @@ def auction_vectors() -> list[dict[str, Any]]:
     out.append(("second-price: tie, reserve, unrevealed, mismatched, late", log, result))
     # first-price, one bidder
     one = {0: (7, 8)}
-    log = [([1, A2, ["disk"], 1, 0, 1], 0), (commit(A2, 0, 7, 8), 0), ([3, A2], 0),
-           (reveal(A2, 0, 7, 8), 0)]
+    log = [*binds([0]), ([1, A2, ["disk"], 1, 0, 1], 0), (commit(A2, 0, 7, 8), 0),
+           ([3, A2], 0), (reveal(A2, 0, 7, 8), 0)]
     out.append(("first-price: a single bidder", log,
                 auction_outcome(A2, 1, 0, 1, one, {0: True}, [])))
     # multi-unit, 2 units, 4 bids: the two highest pay the third
     multi = {0: (40, 9), 1: (10, 10), 2: (30, 11), 3: (20, 12)}
-    log = [([1, A3, [], 3, 5, 2], 0)] + [(commit(A3, i, a, n), 0) for i, (a, n) in
-                                         multi.items()]
+    log = [*binds(list(multi)), ([1, A3, [], 3, 5, 2], 0)]
+    log += [(commit(A3, i, a, n), 0) for i, (a, n) in multi.items()]
     log += [([3, A3], 0)] + [(reveal(A3, i, a, n), 0) for i, (a, n) in multi.items()]
     out.append(("multi-unit: k=2, uniform third price", log,
                 auction_outcome(A3, 3, 5, 2, multi, dict.fromkeys(multi, True), [])))
@@ -222,12 +250,33 @@ def auction_vectors() -> list[dict[str, Any]]:
     out.append(("second-price: no bidders", log, auction_outcome(A4, 2, 3, 1, {}, {}, [])))
     # invited bidders only: an outsider's commit is refused, then nothing else changes
     invited = {0: (15, 13), 1: (25, 14)}
-    log = [([1, A2, ["cpu"], 2, 0, 1, sorted([NODES[0], NODES[1]])], 0),
+    log = [*binds([0, 1, 2]), ([1, A2, ["cpu"], 2, 0, 1, sorted([AGENTS[0], AGENTS[1]])], 0),
            (commit(A2, 2, 90, 15), "not_invited")]
     log += [(commit(A2, i, a, n), 0) for i, (a, n) in invited.items()] + [([3, A2], 0)]
     log += [(reveal(A2, i, a, n), 0) for i, (a, n) in invited.items()]
     out.append(("second-price: invited bidders only", log,
                 auction_outcome(A2, 2, 0, 1, invited, dict.fromkeys(invited, True), [])))
+    # bindings (section 2.1): a node signing for an agent bound to another node, an unbound
+    # agent, a move (the old host's commit refused once the new binding is in the log),
+    # a replayed old binding, a bind naming another node's id, a forged bind
+    moved = {0: (40, 16), 1: (45, 17)}
+    forged = bind(3, 3)
+    log = [*binds([0, 1]), ([1, A1, ["cpu"], 1, 0, 1], 0),
+           (commit(A1, 0, 99, 18, host=2), "not_host"),
+           (commit(A1, 3, 99, 19), "not_bound"),
+           (commit(A1, 0, *moved[0]), 0),
+           (bind(1, 2, 2), 0),
+           (commit(A1, 1, 46, 20, host=1), "not_host"),
+           (commit(A1, 1, *moved[1], host=2), 0),
+           (commit(A1, 1, *moved[1], host=2), 1),
+           (bind(1, 1, 1), "stale"),
+           ([*bind(3, 3)[:2], NODES[4], *bind(3, 3)[3:]], "bad_key"),
+           ([*forged[:5], bytes([forged[5][0] ^ 1]) + forged[5][1:]], "bad_signature"),
+           (bind(1, 2, 2), 1),
+           ([3, A1], 0)]
+    log += [(reveal(A1, i, a, n), 0) for i, (a, n) in moved.items()]
+    out.append(("first-price: bids only from the node each agent is bound to", log,
+                auction_outcome(A1, 1, 0, 1, moved, dict.fromkeys(moved, True), [])))
     vectors = []
     for name, entries, res in out:
         auction = res[0]
@@ -243,6 +292,10 @@ def auction_vectors() -> list[dict[str, Any]]:
 
 
 def vote_vectors() -> list[dict[str, Any]]:
+    """Each case is written for a log whose propose is entry 1 and whose votes follow; the
+    binds of agents 0..3 (4 entries) are then inserted after the propose, whose deadline
+    grows by 4, and every outcome index by 4 (the propose stays first: its id is read
+    from entry 1)."""
     e3 = eligible([0, 1, 2], [1, 1, 1])
     ew = eligible([0, 1, 2], [5, 1, 1])
     heavy = 0
@@ -266,10 +319,24 @@ def vote_vectors() -> list[dict[str, Any]]:
         ("quorum not met", [([16, P2, "q", [4, 2], e3, 9], 0), (vote(P2, 0, 1), 0),
                             ([18, P2], 0)],
          [P2, 3, 1, 0, 0, 1, 3]),
+        # votes signed by a node the voter is not bound to: refused; agent 2 moves to
+        # node 3, whose vote for it then counts; agent 3 is not eligible
+        ("majority: votes only from the voter's node", [
+            ([16, P1, "b", [1, 0], e3, 20], 0), (vote(P1, 0, 1, host=1), "not_host"),
+            (vote(P1, 0, 1), 0), (bind(2, 3, 2), 0), (vote(P1, 2, 1, host=2), "not_host"),
+            (vote(P1, 2, 1, host=3), 0), (vote(P1, 1, 0), "closed")],
+         [P1, 0, 2, 0, 0, 2, 6]),
     ]
-    return [{"name": n, "log": [dumps(c).hex() for c, _ in entries],
-             "expect": [s for _, s in entries], "outcome": to_json(o)}
-            for n, entries, o in cases]
+    pre = binds([0, 1, 2, 3])
+    out = []
+    for n, entries, o in cases:
+        propose = list(entries[0][0])
+        propose[5] += len(pre)
+        entries = [(propose, entries[0][1]), *pre, *entries[1:]]
+        outcome = [*o[:6], o[6] + len(pre)]
+        out.append({"name": n, "log": [dumps(c).hex() for c, _ in entries],
+                    "expect": [s for _, s in entries], "outcome": to_json(outcome)})
+    return out
 
 
 # -- spec/consensus.md, the composite state machine ---------------------------------------
@@ -294,7 +361,7 @@ def composite_snapshot_vectors() -> list[dict[str, Any]]:
     kv = dumps([1, 2, 0, [[b"k", b"v"]], []])
     auctions = dumps([1, 2, 0, [[opened, 2, 0, [], [], [], [], 0, 0]]])
     votes = dumps([1, 0, 0, [], []])
-    coordination = dumps([1, 2, auctions, votes])
+    coordination = dumps([2, 2, auctions, votes, []])
     snap = [2, kv, [[1, coordination]]]
     return [{
         "name": "kv put, then an auction opened",
@@ -314,7 +381,8 @@ def build() -> dict[str, Any]:
             "'command': valid commands with their 'cddl' rule of spec/coordination.cddl; "
             "decoding 'hex' gives 'value', re-encoding gives 'hex'. 'invalid_command': "
             "decoding 'hex' raises 'error'. 'auction' and 'vote': apply 'log' at indexes "
-            "1, 2, ... to a fresh machine; 'expect' is each result's status (0 applied, "
+            "1, 2, ... to a fresh machine (agents are bound by the bind entries of the log "
+            "itself); 'expect' is each result's status (0 applied, "
             "1 duplicate) or refusal code; the last result of an auction log is "
             "'result_hex', and 'outcome' is the proposal's final outcome. "
             "'envelope' (spec/consensus.md, the composite state machine): 'hex' is the "

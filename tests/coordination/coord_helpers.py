@@ -1,4 +1,10 @@
-"""Shared builders for the coordination tests: fixed identities and command bytes."""
+"""Shared builders for the coordination tests: fixed node identities, agent ids, bindings
+and command bytes.
+
+Agent ``i`` (id ``AG[i]``) is hosted by node ``IDS[i]``: :func:`bind_agents` records those
+bindings in a machine's table (outside the log, so log indexes stay those of the test).
+``AG[i]`` is ``IDS[i].node_id``: any 16 bytes make an agent id; these keep the expected
+values readable."""
 
 from __future__ import annotations
 
@@ -7,8 +13,10 @@ import random
 from collections.abc import Callable
 
 from foundation_p2p.coordination.auction import AuctionMachine
-from foundation_p2p.coordination.commitments import Reveal, SealedBid, seal_bid
+from foundation_p2p.coordination.bindings import BindingTable
+from foundation_p2p.coordination.commitments import Reveal, SealedBid, seal_bid, sign_binding
 from foundation_p2p.coordination.wire import (
+    Bind,
     CloseCommit,
     CommitBid,
     Finalize,
@@ -20,6 +28,24 @@ from foundation_p2p.crypto.identity import Identity
 from foundation_p2p.wire import cbor
 
 IDS = [Identity(hashlib.sha256(b"coordination test agent %d" % i).digest()) for i in range(12)]
+AG = [ident.node_id for ident in IDS]
+
+
+def bind(agent: int, node: int, epoch: int = 1) -> Bind:
+    """Node ``IDS[node]`` binds agent ``AG[agent]`` at ``epoch``."""
+    return Bind(AG[agent], IDS[node].node_id, IDS[node].public_key, epoch,
+                sign_binding(IDS[node], AG[agent], epoch))
+
+
+def bind_cmd(agent: int, node: int, epoch: int = 1) -> bytes:
+    return encode_command(bind(agent, node, epoch))
+
+
+def bind_agents(table: BindingTable) -> None:
+    """Bind every agent ``i`` to node ``i`` (epoch 1), straight into ``table``."""
+    for i in range(len(IDS)):
+        out = cbor.decode(table.apply(1, bind(i, i)))
+        assert out[0] == 0, out
 
 
 def aid(n: int) -> bytes:
@@ -37,7 +63,7 @@ def open_cmd(a: bytes, rule: int = 2, reserve: int = 0, units: int = 1) -> bytes
 
 def commit_cmd(bid: SealedBid) -> bytes:
     return encode_command(
-        CommitBid(bid.auction_id, bid.bidder, bid.public_key, bid.commitment, bid.signature)
+        CommitBid(bid.auction_id, bid.bidder, bid.node_id, bid.commitment, bid.signature)
     )
 
 
@@ -56,8 +82,10 @@ def final_cmd(a: bytes) -> bytes:
 class Log:
     """A machine plus the next log index; ``run`` applies and returns the decoded result."""
 
-    def __init__(self, machine: AuctionMachine | None = None) -> None:
+    def __init__(self, machine: AuctionMachine | None = None, *, bound: bool = True) -> None:
         self.m = machine if machine is not None else AuctionMachine()
+        if bound:
+            bind_agents(self.m.bindings)
         self.index = 0
         self.entries: list[bytes] = []
 
@@ -81,7 +109,7 @@ def run_auction(
     assert log.run(open_cmd(a, rule, reserve, units))[0] == 0
     reveals = []
     for i, amount in bids.items():
-        bid, r = seal_bid(IDS[i], a, amount, rng.randbytes)
+        bid, r = seal_bid(IDS[i], AG[i], a, amount, rng.randbytes)
         assert log.run(commit_cmd(bid))[0] == 0
         reveals.append((i, r))
     assert log.run(close_cmd(a))[0] == 0
@@ -99,5 +127,5 @@ def voters(idx: list[int], weights: list[int] | None = None) -> tuple[object, ..
     from foundation_p2p.coordination.wire import Voter
 
     ws = weights or [1] * len(idx)
-    out = [Voter(IDS[i].node_id, IDS[i].public_key, w) for i, w in zip(idx, ws, strict=True)]
+    out = [Voter(AG[i], w) for i, w in zip(idx, ws, strict=True)]
     return tuple(sorted(out, key=lambda v: v.voter))

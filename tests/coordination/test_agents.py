@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
-from coord_helpers import IDS
+from coord_helpers import AG, IDS, bind_agents
 
 from foundation_p2p.clock import Now
 from foundation_p2p.coordination.agents import (
@@ -25,7 +25,7 @@ class E:
 
 
 def rec(i: int, caps: list[str], protocols: tuple[str, ...] = ("auction", "vote")) -> AgentRecord:
-    return AgentRecord.create(f"agent-{i}", IDS[i].public_key, caps, protocols, {"cpu": i})
+    return AgentRecord.create(f"agent-{i}", AG[i], caps, protocols, {"cpu": i})
 
 
 def test_a_record_round_trips_through_its_registry_value() -> None:
@@ -57,10 +57,11 @@ def test_bad_values_name_the_problem() -> None:
     good = rec(0, ["gpu"]).to_value()
     cases = [
         (good[:3], MalformedError),
-        ([*good[:1], IDS[1].node_id, *good[2:]], MalformedError),  # id not of the key
-        ([*good[:4], ["b", "a"], *good[5:]], MalformedError),  # unsorted
-        ([*good[:4], ["x" * 200], *good[5:]], LimitError),
-        ([*good[:6], [["cpu", -1]]], MalformedError),
+        ([*good[:1], AG[1][:15], *good[2:]], MalformedError),  # not a 16-byte id
+        ([1, *good[1:]], MalformedError),  # version 1 (agent keys) is gone
+        ([*good[:3], ["b", "a"], *good[4:]], MalformedError),  # unsorted
+        ([*good[:3], ["x" * 200], *good[4:]], LimitError),
+        ([*good[:5], [["cpu", -1]]], MalformedError),
     ]
     for value, err in cases:
         with pytest.raises(err):
@@ -113,6 +114,7 @@ def test_handlers_drive_a_sealed_auction_and_a_vote() -> None:
     from foundation_p2p.wire import cbor
 
     m = CoordinationMachine()
+    bind_agents(m.bindings)
     index = 0
 
     def run(cmd: bytes) -> Any:
@@ -124,10 +126,10 @@ def test_handlers_drive_a_sealed_auction_and_a_vote() -> None:
     run(encode_command(spec))
     view = auction_view(spec)
     rng = random.Random(1)
-    pairs = [bid_commands(Bidder(amt), view, IDS[i], rng.randbytes)
+    pairs = [bid_commands(Bidder(amt), view, AG[i], IDS[i], rng.randbytes)
              for i, amt in enumerate((5, 9, 7))]
     assert bid_commands(Bidder(3), auction_view(OpenAuction(b"b" * 16, ("gpu",), 2, 0, 1)),
-                        IDS[0], rng.randbytes) is None
+                        AG[0], IDS[0], rng.randbytes) is None
     for p in pairs:
         assert p is not None and run(p[0])[0] == 0
         fields = cbor.decode(p[0])
@@ -138,10 +140,10 @@ def test_handlers_drive_a_sealed_auction_and_a_vote() -> None:
     res = run(encode_command(Finalize(b"a" * 16)))
     assert res[1][2] == [[IDS[1].node_id, 9]] and res[1][3] == 7
     with pytest.raises(ConfigError):
-        bid_commands(Bidder(-1), view, IDS[0], rng.randbytes)
-    prop = Propose(b"p" * 16, "go", 1, 0, (Voter(IDS[0].node_id, IDS[0].public_key, 1),), 9)
+        bid_commands(Bidder(-1), view, AG[0], IDS[0], rng.randbytes)
+    prop = Propose(b"p" * 16, "go", 1, 0, (Voter(AG[0], 1),), 9)
     run(encode_command(prop))
-    out = run(vote_command(Bidder(0, 1), proposal_view(prop), IDS[0]))
+    out = run(vote_command(Bidder(0, 1), proposal_view(prop), AG[0], IDS[0]))
     assert out[0] == 0 and m.votes.decision(b"p" * 16) is True
     with pytest.raises(ConfigError):
-        vote_command(Bidder(0, 7), proposal_view(prop), IDS[0])
+        vote_command(Bidder(0, 7), proposal_view(prop), AG[0], IDS[0])

@@ -6,6 +6,7 @@ import random
 
 import pytest
 from coord_helpers import (
+    AG,
     IDS,
     Log,
     aid,
@@ -117,8 +118,8 @@ def test_a_mismatched_reveal_counts_as_no_bid_and_is_reported() -> None:
     a = aid(1)
     rng = random.Random(1)
     log.run(open_cmd(a))
-    bid0, r0 = seal_bid(IDS[0], a, 99, rng.randbytes)
-    bid1, r1 = seal_bid(IDS[1], a, 30, rng.randbytes)
+    bid0, r0 = seal_bid(IDS[0], AG[0], a, 99, rng.randbytes)
+    bid1, r1 = seal_bid(IDS[1], AG[1], a, 30, rng.randbytes)
     log.run(commit_cmd(bid0))
     log.run(commit_cmd(bid1))
     log.run(close_cmd(a))
@@ -133,7 +134,7 @@ def test_a_wrong_reveal_by_someone_else_does_not_cancel_the_true_one() -> None:
     log = Log()
     a = aid(1)
     log.run(open_cmd(a))
-    bid, r = seal_bid(IDS[0], a, 40, random.Random(2).randbytes)
+    bid, r = seal_bid(IDS[0], AG[0], a, 40, random.Random(2).randbytes)
     log.run(commit_cmd(bid))
     log.run(close_cmd(a))
     assert log.run(reveal_cmd(Reveal(a, r.bidder, 1, bytes(16))))[1] == "mismatch"
@@ -146,16 +147,19 @@ def test_a_forged_signature_is_refused() -> None:
     log = Log()
     a = aid(1)
     log.run(open_cmd(a))
-    bid, _ = seal_bid(IDS[0], a, 40, random.Random(3).randbytes)
-    forged = SealedBid(a, bid.bidder, bid.public_key, bid.commitment,
+    bid, _ = seal_bid(IDS[0], AG[0], a, 40, random.Random(3).randbytes)
+    forged = SealedBid(a, bid.bidder, bid.node_id, bid.commitment,
                        bytes([bid.signature[0] ^ 1]) + bid.signature[1:])
     assert log.run(commit_cmd(forged))[1] == "bad_signature"
-    # someone else's key for the bidder's id, properly signed by that key
-    other, _ = seal_bid(IDS[1], a, 40, random.Random(3).randbytes)
-    stolen = SealedBid(a, bid.bidder, other.public_key, other.commitment, other.signature)
-    assert log.run(commit_cmd(stolen))[1] == "bad_signature"
+    # node 1 signs, properly, a bid for agent 0 (hosted by node 0), naming itself: not_host
+    other, _ = seal_bid(IDS[1], AG[0], a, 40, random.Random(3).randbytes)
+    assert log.run(commit_cmd(other))[1] == "not_host"
+    # ... or naming node 0 (the host), with its own signature: bad_signature
+    posing = SealedBid(a, bid.bidder, IDS[0].node_id, other.commitment, other.signature)
+    assert log.run(commit_cmd(posing))[1] == "bad_signature"
     assert log.m.auctions[a].commits == {}
     assert log.m.counters["coordination.auction.refused.bad_signature"] == 2
+    assert log.m.counters["coordination.auction.refused.not_host"] == 1
 
 
 def test_a_commitment_replayed_from_another_auction_is_refused() -> None:
@@ -163,9 +167,9 @@ def test_a_commitment_replayed_from_another_auction_is_refused() -> None:
     a, b = aid(1), aid(2)
     log.run(open_cmd(a))
     log.run(open_cmd(b))
-    bid, reveal = seal_bid(IDS[0], a, 40, random.Random(4).randbytes)
+    bid, reveal = seal_bid(IDS[0], AG[0], a, 40, random.Random(4).randbytes)
     assert log.run(commit_cmd(bid))[0] == 0
-    replay = SealedBid(b, bid.bidder, bid.public_key, bid.commitment, bid.signature)
+    replay = SealedBid(b, bid.bidder, bid.node_id, bid.commitment, bid.signature)
     assert log.run(commit_cmd(replay))[1] == "bad_signature"
     # and the reveal cannot open it in the other auction even if it got in
     assert not Reveal(b, reveal.bidder, reveal.amount, reveal.nonce).matches(bid.commitment)
@@ -176,10 +180,10 @@ def test_a_commit_after_close_is_refused_and_reported_late() -> None:
     a = aid(1)
     rng = random.Random(5)
     log.run(open_cmd(a))
-    bid0, r0 = seal_bid(IDS[0], a, 10, rng.randbytes)
+    bid0, r0 = seal_bid(IDS[0], AG[0], a, 10, rng.randbytes)
     log.run(commit_cmd(bid0))
     log.run(close_cmd(a))
-    late, _ = seal_bid(IDS[1], a, 500, rng.randbytes)
+    late, _ = seal_bid(IDS[1], AG[1], a, 500, rng.randbytes)
     out = log.run(commit_cmd(late))
     assert out[0] == 2 and out[1] == "late"
     log.run(reveal_cmd(r0))
@@ -194,10 +198,10 @@ def test_retried_commands_are_deduplicated() -> None:
     assert log.run(open_cmd(a))[0] == 0
     assert log.run(open_cmd(a))[0] == 1
     assert log.run(open_cmd(a, rule=FIRST_PRICE))[1] == "exists"
-    bid, r = seal_bid(IDS[0], a, 10, rng.randbytes)
+    bid, r = seal_bid(IDS[0], AG[0], a, 10, rng.randbytes)
     assert log.run(commit_cmd(bid))[0] == 0
     assert log.run(commit_cmd(bid))[0] == 1
-    other, _ = seal_bid(IDS[0], a, 11, rng.randbytes)
+    other, _ = seal_bid(IDS[0], AG[0], a, 11, rng.randbytes)
     assert log.run(commit_cmd(other))[1] == "conflict"
     assert log.run(close_cmd(a))[0] == 0
     assert log.run(close_cmd(a))[0] == 1
@@ -217,7 +221,7 @@ def test_phase_order_is_enforced() -> None:
     log = Log()
     a = aid(1)
     rng = random.Random(7)
-    bid, r = seal_bid(IDS[0], a, 10, rng.randbytes)
+    bid, r = seal_bid(IDS[0], AG[0], a, 10, rng.randbytes)
     assert log.run(commit_cmd(bid))[1] == "unknown_auction"
     log.run(open_cmd(a))
     log.run(commit_cmd(bid))
@@ -226,7 +230,7 @@ def test_phase_order_is_enforced() -> None:
     log.run(close_cmd(a))
     log.run(final_cmd(a))
     assert log.run(reveal_cmd(r))[1] == "late"
-    _, r2 = seal_bid(IDS[1], a, 10, rng.randbytes)
+    _, r2 = seal_bid(IDS[1], AG[1], a, 10, rng.randbytes)
     assert log.run(reveal_cmd(r2))[1] == "late"
 
 
@@ -235,7 +239,7 @@ def test_reveal_without_commitment_is_refused() -> None:
     a = aid(1)
     log.run(open_cmd(a))
     log.run(close_cmd(a))
-    _, r = seal_bid(IDS[0], a, 10, random.Random(8).randbytes)
+    _, r = seal_bid(IDS[0], AG[0], a, 10, random.Random(8).randbytes)
     assert log.run(reveal_cmd(r))[1] == "no_commitment"
 
 
@@ -263,8 +267,8 @@ def test_bounds_refuse_and_count() -> None:
     log.run(open_cmd(aid(1)))
     log.run(open_cmd(aid(2)))
     assert log.run(open_cmd(aid(3)))[1] == "full"
-    b0, _ = seal_bid(IDS[0], aid(1), 1, rng.randbytes)
-    b1, _ = seal_bid(IDS[1], aid(1), 1, rng.randbytes)
+    b0, _ = seal_bid(IDS[0], AG[0], aid(1), 1, rng.randbytes)
+    b1, _ = seal_bid(IDS[1], AG[1], aid(1), 1, rng.randbytes)
     log.run(commit_cmd(b0))
     assert log.run(commit_cmd(b1))[1] == "full"
     for a in (aid(1), aid(2)):

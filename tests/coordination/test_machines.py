@@ -6,7 +6,17 @@ from __future__ import annotations
 import random
 
 import pytest
-from coord_helpers import IDS, aid, close_cmd, commit_cmd, final_cmd, open_cmd, reveal_cmd
+from coord_helpers import (
+    AG,
+    IDS,
+    aid,
+    bind_cmd,
+    close_cmd,
+    commit_cmd,
+    final_cmd,
+    open_cmd,
+    reveal_cmd,
+)
 
 from foundation_p2p.consensus import kv
 from foundation_p2p.consensus.machines import (
@@ -90,8 +100,8 @@ def test_unknown_machine_and_bad_ids() -> None:
 def _auction_through(m: MachineSet, start: int) -> tuple[int, list[bytes]]:
     rng = random.Random(1)
     a = aid(5)
-    cmds = [open_cmd(a, rule=2, reserve=3)]
-    sealed = [seal_bid(IDS[i], a, amt, rng.randbytes) for i, amt in enumerate((10, 20))]
+    cmds = [bind_cmd(0, 0), bind_cmd(1, 1), open_cmd(a, rule=2, reserve=3)]
+    sealed = [seal_bid(IDS[i], AG[i], a, amt, rng.randbytes) for i, amt in enumerate((10, 20))]
     cmds += [commit_cmd(b) for b, _ in sealed] + [close_cmd(a)]
     cmds += [reveal_cmd(r) for _, r in sealed] + [final_cmd(a)]
     results = []
@@ -147,13 +157,15 @@ def test_bad_snapshots_leave_everything_unchanged() -> None:
 def test_votes_expire_on_kv_entries() -> None:
     m = MachineSet()
     pid = aid(9)
-    voters = tuple(Voter(IDS[i].node_id, IDS[i].public_key, 1) for i in range(3))
-    m.apply(1, coordination_envelope(encode_command(Propose(pid, "s", 1, 0, voters, 3))))
-    m.apply(2, coordination_envelope(encode_command(
-        CastVote(pid, IDS[0].node_id, 1, sign_vote(IDS[0], pid, 1)))))
+    voters = tuple(Voter(AG[i], 1) for i in range(3))
+    m.apply(1, coordination_envelope(encode_command(Propose(pid, "s", 1, 0, voters, 4))))
+    m.apply(2, coordination_envelope(bind_cmd(0, 0)))
+    m.apply(3, coordination_envelope(encode_command(
+        CastVote(pid, AG[0], IDS[0].node_id, 1, sign_vote(IDS[0], AG[0], pid, 1)))))
     coord = m.machine(MACHINE_COORDINATION)
     assert isinstance(coord, CoordinationMachine)
-    for i in range(3, 8):
+    assert coord.votes.proposals[pid].votes, "the vote by a bound agent counted"
+    for i in range(4, 9):
         m.apply(i, kv.encode_put(b"k", b"v"))
     outcome = coord.votes.outcome(pid)
     assert outcome is not None, "the deadline passed during KV entries"
@@ -174,9 +186,11 @@ def test_an_auction_restricted_to_invited_bidders() -> None:
         decode_command(cbor.encode([1, a, ["cpu"], 2, 0, 1, list(reversed(invited))]))
     m = MachineSet()
     m.apply(1, coordination_envelope(open_bytes))
+    m.apply(2, coordination_envelope(bind_cmd(0, 0)))
+    m.apply(3, coordination_envelope(bind_cmd(2, 2)))
     rng = random.Random(2)
-    outsider, _ = seal_bid(IDS[2], a, 5, rng.randbytes)
-    insider, _ = seal_bid(IDS[0], a, 5, rng.randbytes)
-    assert cbor.decode(m.apply(2, coordination_envelope(commit_cmd(outsider))))[1] == (
+    outsider, _ = seal_bid(IDS[2], AG[2], a, 5, rng.randbytes)
+    insider, _ = seal_bid(IDS[0], AG[0], a, 5, rng.randbytes)
+    assert cbor.decode(m.apply(4, coordination_envelope(commit_cmd(outsider))))[1] == (
         "not_invited")
-    assert cbor.decode(m.apply(3, coordination_envelope(commit_cmd(insider))))[0] == 0
+    assert cbor.decode(m.apply(5, coordination_envelope(commit_cmd(insider))))[0] == 0

@@ -8,7 +8,17 @@ from __future__ import annotations
 import random
 
 from consensus.test_subsystem_harness import Cluster
-from coord_helpers import IDS, aid, close_cmd, commit_cmd, final_cmd, open_cmd, reveal_cmd
+from coord_helpers import (
+    AG,
+    IDS,
+    aid,
+    bind_cmd,
+    close_cmd,
+    commit_cmd,
+    final_cmd,
+    open_cmd,
+    reveal_cmd,
+)
 
 from foundation_p2p.consensus.state_machine import StateMachine
 from foundation_p2p.coordination.auction import AuctionResult
@@ -33,8 +43,11 @@ def test_an_auction_through_raft_agrees_on_every_node() -> None:
         assert isinstance(value, list)
         return value
 
+    for i in range(3):  # agent i is hosted by node IDS[i]: bound through the log
+        assert submit(bind_cmd(i, i))[0] == 0
     assert submit(open_cmd(a, rule=2, reserve=5))[0] == 0
-    sealed = [seal_bid(IDS[i], a, amount, rng.randbytes) for i, amount in enumerate((30, 70, 50))]
+    sealed = [seal_bid(IDS[i], AG[i], a, amount, rng.randbytes)
+              for i, amount in enumerate((30, 70, 50))]
     for bid, _ in sealed:
         assert submit(commit_cmd(bid))[0] == 0
     assert submit(commit_cmd(sealed[0][0]))[0] == 1  # a retried submission

@@ -9,7 +9,18 @@ from __future__ import annotations
 
 import random
 
-from coord_helpers import IDS, aid, close_cmd, commit_cmd, final_cmd, open_cmd, reveal_cmd, voters
+from coord_helpers import (
+    AG,
+    IDS,
+    aid,
+    bind_cmd,
+    close_cmd,
+    commit_cmd,
+    final_cmd,
+    open_cmd,
+    reveal_cmd,
+    voters,
+)
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -37,7 +48,8 @@ def auction_script(n: int, plan: tuple[int, int, dict[int, tuple[int, str]]],
     rule, reserve, bids = plan
     a = aid(n)
     out = [open_cmd(a, rule, reserve, units=2 if rule == 3 else 1)]
-    sealed = {i: seal_bid(IDS[i], a, amount, rng.randbytes) for i, (amount, _) in bids.items()}
+    sealed = {i: seal_bid(IDS[i], AG[i], a, amount, rng.randbytes)
+              for i, (amount, _) in bids.items()}
     out += [commit_cmd(sealed[i][0]) for i, (_, how) in bids.items() if how != "late"]
     out.append(close_cmd(a))
     for i, (_, how) in bids.items():
@@ -58,7 +70,8 @@ def vote_script(n: int, plan: tuple[int, int, bool, dict[int, int]]) -> list[byt
     out = [encode_command(Propose(
         pid, "p", rule, 2 if rule == 4 else 0,
         voters(list(range(AGENTS)), [1, 2, 3, 1, 2, 3]), deadline))]  # type: ignore[arg-type]
-    out += [encode_command(CastVote(pid, IDS[i].node_id, c, sign_vote(IDS[i], pid, c)))
+    out += [encode_command(CastVote(pid, AG[i], IDS[i].node_id, c,
+                                    sign_vote(IDS[i], AG[i], pid, c)))
             for i, c in votes.items()]
     if close:
         out.append(encode_command(CloseVote(pid)))
@@ -91,7 +104,8 @@ def test_three_replicas_agree_with_snapshots_midway(
     rng = random.Random(seed)
     scripts = [auction_script(n, plan, rng) for n, plan in enumerate(auctions)]
     scripts += [vote_script(n, plan) for n, plan in enumerate(proposals)]
-    log = interleave(scripts, rng)
+    # the agents are bound to their nodes through the log first (the snapshots carry it)
+    log = [bind_cmd(i, i) for i in range(AGENTS)] + interleave(scripts, rng)
     replicas = [CoordinationMachine() for _ in range(3)]
     results: list[list[bytes]] = [[], [], []]
     for index, cmd in enumerate(log, 1):

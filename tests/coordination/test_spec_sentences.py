@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 
-from coord_helpers import IDS, Log, aid, close_cmd, commit_cmd, final_cmd, open_cmd, reveal_cmd
+from coord_helpers import AG, IDS, Log, aid, close_cmd, commit_cmd, final_cmd, open_cmd, reveal_cmd
 
 from foundation_p2p.coordination.auction import AuctionResult
 from foundation_p2p.coordination.commitments import SealedBid, commitment_hash, seal_bid
@@ -20,32 +20,32 @@ def test_the_bidder_id_prevents_another_bidder_from_opening_a_copied_commitment(
     a = aid(1)
     log.run(open_cmd(a))
     rng = random.Random(1)
-    victim, victim_reveal = seal_bid(IDS[0], a, 70, rng.randbytes)
+    victim, victim_reveal = seal_bid(IDS[0], AG[0], a, 70, rng.randbytes)
     log.run(commit_cmd(victim))
-    # the copier signs the victim's commitment with its own key, as itself
+    # the copier's node signs the victim's commitment with its own key, for its own agent
     copier = IDS[1]
     from foundation_p2p.coordination.commitments import commit_signed_bytes
 
-    sig = copier.sign(commit_signed_bytes(a, copier.node_id, victim.commitment))
-    copy = SealedBid(a, copier.node_id, copier.public_key, victim.commitment, sig)
+    sig = copier.sign(commit_signed_bytes(a, AG[1], copier.node_id, victim.commitment))
+    copy = SealedBid(a, AG[1], copier.node_id, victim.commitment, sig)
     assert log.run(commit_cmd(copy))[0] == 0
     log.run(close_cmd(a))
     log.run(reveal_cmd(victim_reveal))
     from foundation_p2p.coordination.commitments import Reveal
 
-    stolen = Reveal(a, copier.node_id, victim_reveal.amount, victim_reveal.nonce)
+    stolen = Reveal(a, AG[1], victim_reveal.amount, victim_reveal.nonce)
     assert log.run(reveal_cmd(stolen))[1] == "mismatch"
     res = AuctionResult.from_wire(log.run(final_cmd(a))[1])
-    assert res.winners == ((IDS[0].node_id, 70),) and res.mismatched == (copier.node_id,)
+    assert res.winners == ((AG[0], 70),) and res.mismatched == (AG[1],)
 
 
 def test_no_command_before_a_reveal_carries_an_amount() -> None:
     """Section 3: "a commit only the commitment"."""
-    bid, reveal = seal_bid(IDS[0], aid(1), 123456789, random.Random(2).randbytes)
+    bid, reveal = seal_bid(IDS[0], AG[0], aid(1), 123456789, random.Random(2).randbytes)
     fields = cbor.decode(commit_cmd(bid))
     assert [type(f) for f in fields[1:]] == [bytes] * 5
     assert (123456789).to_bytes(4, "big") not in commit_cmd(bid)
-    assert bid.commitment == commitment_hash(aid(1), IDS[0].node_id, 123456789, reveal.nonce)
+    assert bid.commitment == commitment_hash(aid(1), AG[0], 123456789, reveal.nonce)
 
 
 def test_the_deadline_passes_with_any_entry_after_it() -> None:

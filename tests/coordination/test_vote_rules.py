@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import itertools
 
-from coord_helpers import IDS, voters
+from coord_helpers import AG, IDS, voters
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -20,7 +20,7 @@ def proposal(rule: int, quorum: int, weights: list[int], votes: dict[int, int]) 
     assert all(isinstance(v, Voter) for v in eligible)
     p = Proposal(Propose(b"p" * 16, "", rule, quorum, eligible, 5), 1)  # type: ignore[arg-type]
     for i, c in votes.items():
-        p.votes[IDS[i].node_id] = CastVote(b"p" * 16, IDS[i].node_id, c, bytes(64))
+        p.votes[IDS[i].node_id] = CastVote(b"p" * 16, AG[i], IDS[i].node_id, c, bytes(64))
     return p
 
 

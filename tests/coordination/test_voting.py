@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from coord_helpers import IDS, aid, voters
+from coord_helpers import AG, IDS, aid, bind_agents, voters
 
 from foundation_p2p.coordination.commitments import sign_vote
 from foundation_p2p.coordination.voting import (
@@ -37,6 +37,7 @@ class Votes:
     def __init__(self, rule: int, n: int = 5, quorum: int = 0, deadline: int = 100,
                  weights: list[int] | None = None) -> None:
         self.m = VoteMachine()
+        bind_agents(self.m.bindings)
         self.index = 0
         eligible = voters(list(range(n)), weights)
         assert all(isinstance(v, Voter) for v in eligible)
@@ -51,8 +52,8 @@ class Votes:
         return out
 
     def vote(self, i: int, choice: int, pid: bytes = P) -> list[object]:
-        sig = sign_vote(IDS[i], pid, choice)
-        return self.run(encode_command(CastVote(pid, IDS[i].node_id, choice, sig)))
+        sig = sign_vote(IDS[i], AG[i], pid, choice)
+        return self.run(encode_command(CastVote(pid, AG[i], IDS[i].node_id, choice, sig)))
 
     def close(self) -> list[object]:
         return self.run(encode_command(CloseVote(P)))
@@ -172,32 +173,26 @@ def test_a_changed_vote_is_refused() -> None:
 
 def test_forged_and_replayed_votes_are_refused() -> None:
     v = Votes(MAJORITY, n=3)
-    sig = sign_vote(IDS[0], aid(8), YES)  # signed for another proposal
-    out = v.run(encode_command(CastVote(P, IDS[0].node_id, YES, sig)))
+    sig = sign_vote(IDS[0], AG[0], aid(8), YES)  # signed for another proposal
+    out = v.run(encode_command(CastVote(P, AG[0], IDS[0].node_id, YES, sig)))
     assert out[1] == "bad_signature"
-    sig = sign_vote(IDS[0], P, NO)  # signed no, claimed yes
-    out = v.run(encode_command(CastVote(P, IDS[0].node_id, YES, sig)))
+    sig = sign_vote(IDS[0], AG[0], P, NO)  # signed no, claimed yes
+    out = v.run(encode_command(CastVote(P, AG[0], IDS[0].node_id, YES, sig)))
     assert out[1] == "bad_signature"
     assert v.vote(9, YES)[1] == "not_eligible"
     assert v.m.proposals[P].votes == {}
-
-
-def test_a_proposal_with_a_foreign_key_is_refused() -> None:
-    m = VoteMachine()
-    bad = (Voter(IDS[0].node_id, IDS[1].public_key, 1),)
-    out = cbor.decode(m.apply(1, encode_command(Propose(P, "x", MAJORITY, 0, bad, 5))))
-    assert out[1] == "bad_voter"
 
 
 def test_snapshot_restore_midway_gives_the_same_outcome() -> None:
     v = Votes(MAJORITY, n=5, deadline=4)
     v.vote(0, YES)
     w = VoteMachine()
+    bind_agents(w.bindings)  # a standalone machine's snapshot holds no bindings
     w.restore(v.m.snapshot())
     assert w.snapshot() == v.m.snapshot()
     v.vote(1, YES)
-    sig = sign_vote(IDS[1], P, YES)
-    w.apply(3, encode_command(CastVote(P, IDS[1].node_id, YES, sig)))
+    sig = sign_vote(IDS[1], AG[1], P, YES)
+    w.apply(3, encode_command(CastVote(P, AG[1], IDS[1].node_id, YES, sig)))
     for m in (v.m, w):
         m.apply(10, b"\x80")
     assert v.m.snapshot() == w.snapshot()
@@ -206,6 +201,7 @@ def test_snapshot_restore_midway_gives_the_same_outcome() -> None:
 
 def test_the_deadline_heap_stays_bounded_when_proposals_decide_early() -> None:
     m = VoteMachine(max_active=4, max_results=8)
+    bind_agents(m.bindings)
     one = voters([0])
     index = 0
     for n in range(200):
@@ -214,8 +210,9 @@ def test_the_deadline_heap_stays_bounded_when_proposals_decide_early() -> None:
         m.apply(index, encode_command(
             Propose(pid, "x", MAJORITY, 0, one, 10**9)))  # type: ignore[arg-type]
         index += 1
-        sig = sign_vote(IDS[0], pid, YES)
-        out = cbor.decode(m.apply(index, encode_command(CastVote(pid, IDS[0].node_id, YES, sig))))
+        sig = sign_vote(IDS[0], AG[0], pid, YES)
+        vote = CastVote(pid, AG[0], IDS[0].node_id, YES, sig)
+        out = cbor.decode(m.apply(index, encode_command(vote)))
         assert out[0] == 0 and VoteOutcome.from_wire(out[1]).status == "accepted"
         assert len(m._deadlines) <= 2 * 4 + 16
     assert len(m.proposals) == 8 and m.counters["coordination.vote.results_evicted"] == 192
