@@ -37,6 +37,7 @@ from typing import Any
 import cbor2
 from sortedcontainers import SortedDict  # type: ignore[import-untyped]
 
+from foundation_p2p.consensus.fastcbor import encode_bytes, read_bytes, read_head
 from foundation_p2p.consensus.sessions import (
     Session,
     SessionLimits,
@@ -79,6 +80,17 @@ _VERDICT_STATUS = {
     SessionVerdict.TOO_MANY_PENDING: Status.TOO_MANY_PENDING,
 }
 _READ_OPS = (Op.GET, Op.RANGE)
+_OPS = tuple(Op)  # by code: Op(code) without the enum lookup
+_ARITY = {
+    Op.GET: 1,
+    Op.PUT: 2,
+    Op.DELETE: 1,
+    Op.CAS: 3,
+    Op.RANGE: 3,
+    Op.REGISTER: 0,
+    Op.CLOSE: 0,
+}
+"""Arguments each operation takes."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -225,7 +237,15 @@ def decode_result(data: bytes) -> KVResult:
     return KVResult(status, payload)
 
 
+_OK_NULL = b"\x82\x00\xf6"  # [0, null]
+
+
 def _ok(payload: Any) -> bytes:
+    # [0, null] and [0, bytes] by hand (the same bytes as cbor2's canonical encoding)
+    if payload is None:
+        return _OK_NULL
+    if type(payload) is bytes:
+        return b"\x82\x00" + encode_bytes(payload)
     return _dumps([Status.OK, payload])
 
 
@@ -430,6 +450,9 @@ class KVStore:
             )
 
     def _parse(self, command: bytes) -> _Parsed:
+        fast = self._parse_fast(command)
+        if fast is not None:
+            return fast
         value = _loads(command, self.limits.max_command_bytes, "kv command")
         if not (isinstance(value, list) and len(value) == 3):
             raise MalformedError("kv command: not [version, session, op]")
@@ -453,15 +476,7 @@ class KVStore:
         except ValueError:
             raise MalformedError(f"kv command: unknown op {op[0]}") from None
         args = op[1:]
-        want = {
-            Op.GET: 1,
-            Op.PUT: 2,
-            Op.DELETE: 1,
-            Op.CAS: 3,
-            Op.RANGE: 3,
-            Op.REGISTER: 0,
-            Op.CLOSE: 0,
-        }[code]
+        want = _ARITY[code]
         if len(args) != want:
             raise MalformedError(f"kv command: {code.name.lower()} takes {want} arguments")
         what = f"kv {code.name.lower()}"
@@ -480,6 +495,95 @@ class KVStore:
             if not _is_uint(args[2]):
                 raise MalformedError(f"{what}: limit must be an unsigned integer")
         return _Parsed(ref, code, args)
+
+    def _parse_fast(self, data: bytes) -> _Parsed | None:
+        """:meth:`_parse` for a well-formed command in deterministic CBOR, read by hand
+        (``fastcbor``); ``None`` for anything else, which :meth:`_parse` then decodes
+        with ``cbor2`` and accepts or refuses with the precise error. Accepts nothing
+        that path refuses."""
+        limits = self.limits
+        n = len(data)
+        if type(data) is not bytes or n > limits.max_command_bytes or n < 5:
+            return None
+        if data[0] != 0x83 or data[1] != COMMAND_VERSION:
+            return None
+        ref: SessionRef | None = None
+        b = data[2]
+        if b == 0xF6:
+            pos = 3
+        elif b == 0x83:
+            h1 = read_head(data, 3, 0)
+            if h1 is None:
+                return None
+            h2 = read_head(data, h1[1], 0)
+            if h2 is None or h2[0] < 1:
+                return None
+            h3 = read_head(data, h2[1], 0)
+            if h3 is None:
+                return None
+            ref = SessionRef(h1[0], h2[0], h3[0])
+            pos = h3[1]
+        else:
+            return None
+        if pos + 2 > n:
+            return None
+        b = data[pos]
+        code = data[pos + 1]  # an op code below 24 is one byte of major type 0
+        if b >> 5 != 4 or code > 6:
+            return None
+        op = _OPS[code]
+        want = _ARITY[op]
+        if (b & 0x1F) != want + 1:
+            return None
+        pos += 2
+        args: list[Any] = []
+        for _ in range(want):
+            if pos >= n:
+                return None
+            b = data[pos]
+            if b == 0xF6:
+                args.append(None)
+                pos += 1
+                continue
+            major = b >> 5
+            if major == 2:
+                string = read_bytes(data, pos)
+                if string is None:
+                    return None
+                args.append(string[0])
+                pos = string[1]
+            elif major == 0:
+                number = read_head(data, pos, 0)
+                if number is None:
+                    return None
+                args.append(number[0])
+                pos = number[1]
+            else:
+                return None
+        if pos != n:
+            return None
+        # the checks of _parse; a failing one takes the slow path for its error
+        max_key = limits.max_key_bytes
+        max_value = limits.max_value_bytes
+        if op <= Op.CAS or op == Op.RANGE:
+            k = args[0]
+            if type(k) is not bytes or len(k) > max_key:
+                return None
+        if op == Op.PUT:
+            v = args[1]
+            if type(v) is not bytes or len(v) > max_value:
+                return None
+        elif op == Op.CAS:
+            for v in args[1:]:
+                if v is not None and (type(v) is not bytes or len(v) > max_value):
+                    return None
+        elif op == Op.RANGE:
+            end = args[1]
+            if end is not None and (type(end) is not bytes or len(end) > max_key):
+                return None
+            if type(args[2]) is not int:
+                return None
+        return _Parsed(ref, op, args)
 
     def _execute(self, p: _Parsed) -> bytes:
         data = self._data

@@ -130,7 +130,13 @@ class MachineSet(KVStore):
                 raise ConfigError(f"MachineSet: machine id {mid!r} is not in 1..{MAX_MACHINE_ID}")
         self._factories = dict(sorted(chosen.items()))
         self.machines: dict[int, StateMachine] = {m: f() for m, f in self._factories.items()}
-        """The other machines by id (the KV store is ``self``)."""
+        """The other machines by id (the KV store is ``self``); fixed at construction
+        (``restore`` changes their states, never the objects)."""
+        self._observers: tuple[tuple[int, Callable[[int], None]], ...] = tuple(
+            (mid, m.observe) for mid, m in self.machines.items()  # type: ignore[attr-defined]
+            if getattr(m, "observe", None) is not None
+        )
+        """``(machine_id, observe)`` of the machines that have one, looked up once."""
         self._listeners: list[tuple[int, Listener]] = []
 
     def machine(self, machine_id: int) -> StateMachine:
@@ -190,11 +196,9 @@ class MachineSet(KVStore):
         return result
 
     def _observe(self, index: int, skip: int | None) -> None:
-        for mid, m in self.machines.items():
+        for mid, observe in self._observers:
             if mid != skip:
-                observe = getattr(m, "observe", None)
-                if observe is not None:
-                    observe(index)
+                observe(index)
 
     def query(self, op: bytes) -> bytes:
         """Answer a read-only query: an enveloped one by its machine's ``query``, any

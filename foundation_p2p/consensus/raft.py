@@ -636,11 +636,44 @@ class Raft:
         ]
         last = self.log.append(stamped)
         self.prs[self.id].maybe_update(last)
-        # Followers cannot have acknowledged entries not yet sent, so only a group whose
-        # quorum is this node alone commits them here.
-        me = frozenset({self.id})
-        if self.conf.voters == me and self.conf.voters_outgoing in (frozenset(), me):
+        if self._alone():
             self._maybe_commit()
+        return None
+
+    def _alone(self) -> bool:
+        """True if this node alone is the quorum (the only voter, in both halves of a
+        joint configuration). Followers cannot have acknowledged entries not yet sent, so
+        only such a group commits a leader's new entries at once."""
+        voters = self.conf.voters
+        if len(voters) != 1 or self.id not in voters:
+            return False
+        outgoing = self.conf.voters_outgoing
+        return not outgoing or (len(outgoing) == 1 and self.id in outgoing)
+
+    def propose_normal(self, data: bytes) -> str | None:
+        """Leader: append one application command, sent at the next
+        :meth:`flush_appends`; the reason if refused. The one-entry, deferred case of
+        :meth:`_leader_propose` (same checks, same counters, in the same order) without
+        building the entry twice: the proposal path of every client command."""
+        if len(data) > self.config.max_entry_bytes:
+            return self._drop_proposal("too_large")
+        if self.id not in self.prs:
+            return self._drop_proposal("removed")
+        if self.lead_transferee is not None:
+            return self._drop_proposal("transferring")
+        size = len(data)
+        limit = self.config.max_uncommitted_bytes
+        pending = self.uncommitted_bytes
+        if limit and pending and pending + size > limit:
+            return self._drop_proposal("uncommitted_full")
+        self.uncommitted_bytes = pending + size
+        log_ = self.log
+        index = log_.last_index() + 1
+        last = log_.append([Entry(self.term, index, EntryKind.NORMAL, data)])
+        self.prs[self.id].maybe_update(last)
+        if self._alone():
+            self._maybe_commit()
+        self.appends_pending = True
         return None
 
     def _leader_propose(self, entries: list[Entry], defer: bool = False) -> str | None:

@@ -144,6 +144,13 @@ class RawNode:
 
     def propose(self, data: bytes) -> None:
         """Propose an application command; ``ProposalDropped`` if refused here."""
+        r = self.raft
+        if r.role is StateRole.LEADER:
+            # the common case, without the intermediate entry (Raft.propose_normal)
+            reason = r.propose_normal(data)
+            if reason is not None:
+                raise ProposalDropped(reason)
+            return
         self._propose(Entry(0, 0, EntryKind.NORMAL, data))
 
     def propose_conf_change(self, cc: ConfChange) -> None:

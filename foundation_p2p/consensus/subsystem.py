@@ -362,6 +362,8 @@ class ConsensusSubsystem:
         self._group_seen = False
         self._announced: bytes | None = None
         self._alive: frozenset[NodeId] = frozenset({node_id})
+        self._autopilot_due = True
+        """Run the autopilot at the next timer call even if no tick is due."""
         self._down_since: dict[NodeId, float] = {}
         self._client_waiters: dict[int, tuple[NodeId, int]] = {}
         self.boot = BootstrapProtocol(
@@ -425,6 +427,7 @@ class ConsensusSubsystem:
         self._now = now
         alive = frozenset(members) | {self.node_id}
         self._alive = alive
+        self._autopilot_due = True
         for n in list(self._down_since):
             if n in alive:
                 del self._down_since[n]
@@ -570,14 +573,18 @@ class ConsensusSubsystem:
     # -- driver: the Subsystem side --------------------------------------------------------
 
     def handle_timer(self, now: Now) -> None:
-        """Ticks, request timeouts, bootstrap proposals, autopilot; then the Ready cycle."""
+        """Ticks, request timeouts, bootstrap proposals, autopilot (leader: on each tick
+        and after a membership, leadership or configuration change); then the Ready
+        cycle."""
         self._now = now
         interval = self.config.tick_interval_s
+        ticked = False
         if self._next_tick is None:
             self._next_tick = now.mono + interval
         elif now.mono >= self._next_tick:
             if self.raw is not None:
                 self.raw.tick()
+                ticked = True
             self._next_tick += interval
             if self._next_tick <= now.mono:
                 self.counters.inc("raft.ticks.skipped")
@@ -585,7 +592,11 @@ class ConsensusSubsystem:
         self._expire(now)
         if self.raw is None:
             self._bootstrap_step(now)
-        elif self.is_leader():
+        elif (ticked or self._autopilot_due) and self.is_leader():
+            # once per tick, or at once after what may change its plan (membership,
+            # leadership, an applied configuration change): not on every timer call,
+            # which under load comes for every transport deadline
+            self._autopilot_due = False
             self._autopilot_step(now)
         self._step(now)
 
@@ -696,6 +707,7 @@ class ConsensusSubsystem:
         raw = self.raw
         assert raw is not None
         if rd.soft_state is not None:
+            self._autopilot_due = True
             if rd.soft_state.role is StateRole.LEADER:
                 self.elections_won += 1
                 self.counters.inc("raft.leader.elected")
@@ -708,9 +720,14 @@ class ConsensusSubsystem:
             self.state_machine.restore(data)
             self._snap_index = meta.index
             self.counters.inc("raft.snapshots.installed")
+        applied = self._applied_sm()
         for e in rd.committed_entries:
-            if e.kind is EntryKind.NORMAL and e.index > self._applied_sm():
-                self._apply(e)
+            if e.kind is EntryKind.NORMAL:
+                if e.index > applied:
+                    self._apply(e)
+                    applied = self._applied_sm()
+            else:
+                self._autopilot_due = True  # a configuration change may free its next step
         for rs in rd.read_states:
             ticket = self._reads_by_ctx.pop(rs.context, None)
             req = self._pending.get(ticket) if ticket is not None else None
