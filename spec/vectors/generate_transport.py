@@ -348,6 +348,49 @@ def invalid_packets() -> list[dict[str, Any]]:
     return [{"name": n, "parser": p, "hex": h.hex(), "error": e} for n, p, h, e in cases]
 
 
+def padding_vectors() -> dict[str, Any]:
+    """PADDING frames and a path MTU probe packet (sections 4 and 8.1): kept apart from
+    'frames' so that a decoder predating PADDING is tested on the rest unchanged."""
+    frames = [
+        {"name": f"PADDING of {n} bytes", "cddl": "padding-frame", "length": n,
+         "hex": dumps([0, bytes(n)]).hex()}
+        for n in (0, 3, 1400)
+    ]
+    invalid = [
+        {"name": n, "hex": h.hex(), "error": e}
+        for n, h, e in [
+            ("PADDING without its byte string", dumps([0]), "malformed"),
+            ("PADDING with an integer for the bytes", dumps([0, 5]), "malformed"),
+            ("PADDING running past the payload", dumps([0, bytes(10)])[:-1], "malformed"),
+        ]
+    ]
+    # A probe of exactly 1472 bytes (an IPv4 path with a 1500-byte MTU): PING + PADDING,
+    # sealed as any 1-RTT packet. prefix (4 + cid + pn) + sealed head (3) + tag (16) +
+    # PING (2) + PADDING head (2 + 3) + filler = 1472.
+    pn = 9
+    size = 1472
+    aad = b"\x85" + dumps([1, 4, CID_SERVER, pn])[1:]
+    filler = size - len(aad) - 3 - 16 - 2 - 5
+    plaintext = dumps([1]) + dumps([0, bytes(filler)])
+    nonce = (int.from_bytes(SEND_IV, "big") ^ pn).to_bytes(12, "big")
+    sealed = ChaCha20Poly1305(SEND_KEY).encrypt(nonce, plaintext, aad)
+    packet = dumps([1, 4, CID_SERVER, pn, sealed])
+    assert len(packet) == size and packet.startswith(aad)
+    probe = {
+        "name": f"path MTU probe of {size} bytes, pn {pn}",
+        "cddl": "one-rtt-packet",
+        "size": size,
+        "dcid": CID_SERVER.hex(),
+        "pn": pn,
+        "key": SEND_KEY.hex(),
+        "iv": SEND_IV.hex(),
+        "padding_length": filler,
+        "plaintext": plaintext.hex(),
+        "hex": packet.hex(),
+    }
+    return {"frames": frames, "invalid_frames": invalid, "probe": probe}
+
+
 def build() -> dict[str, Any]:
     frames = frame_vectors()
     return {
@@ -365,7 +408,10 @@ def build() -> dict[str, Any]:
             "raises the WireError with code 'error'. 'stateless_resets' (section 11.3): "
             "reset_key = HKDF-SHA256(identity_seed, salt empty, info 'foundation-p2p "
             "stateless reset v1'), token = HMAC-SHA256(reset_key, cid)[:16], and the reset "
-            "packet [1, 4, random[0:8], random[8], random[9:10] || token] (31 bytes)."
+            "packet [1, 4, random[0:8], random[8], random[9:10] || token] (31 bytes). "
+            "'padding' (sections 4 and 8.1): PADDING 'frames' ('length' filler bytes), "
+            "'invalid_frames' as above, and 'probe': a path MTU probe, PING + PADDING "
+            "sealed like 'one_rtt' to exactly 'size' bytes."
         ),
         "frames": frames,
         "frame_sequences": frame_sequences(frames),
@@ -373,6 +419,7 @@ def build() -> dict[str, Any]:
         "packets": packet_vectors(frames),
         "invalid_packets": invalid_packets(),
         "stateless_resets": stateless_resets(),
+        "padding": padding_vectors(),
     }
 
 
