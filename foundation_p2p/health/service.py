@@ -96,22 +96,28 @@ class HealthService:
     def rtt_samples(self) -> list[float]:
         """One round-trip time (seconds) per reachable member that has one: the smoothed
         RTT of the transport connection to it when that has a sample, else the static
-        prober's last ping RTT to its address (``core.prober.rtt_s``).
+        prober's last ping RTT to its address (``core.prober.rtt_s``), else the round trip
+        of SWIM's last direct probe to it (``core.membership.probe_rtts()``).
 
         Connections exist only where channels, the registry or Raft talk; the static
-        prober pings its join targets in every ``node run``. A cluster running membership
-        alone has neither (SWIM's probes are not timed yet: see H_wiring.md)."""
+        prober pings its join targets in every ``node run``; SWIM probes every member in
+        turn, so a cluster running membership alone still has samples."""
         out: list[float] = []
         transport = self.core.transport
         pinged = self.core.prober.rtt_s
+        probed = self.core.membership.probe_rtts()
         for m in self.core.membership.members():
             if m.node_id == self.core.node_id or m.state not in _REACHABLE:
                 continue
             conn = transport.connection(m.node_id)
             if conn is not None and conn.recovery.rtt.has_sample:
                 out.append(conn.smoothed_rtt)
-            elif (rtt := pinged.get(m.address)) is not None:
-                out.append(rtt)
+            else:
+                rtt = pinged.get(m.address)
+                if rtt is None:
+                    rtt = probed.get(m.node_id)
+                if rtt is not None:
+                    out.append(rtt)
         return out
 
     def _extra(self) -> dict[str, int]:

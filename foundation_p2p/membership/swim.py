@@ -188,6 +188,10 @@ wide, so the retries of the many (node, failed member) pairs of a partition spre
 instead of arriving in waves after the same number of doublings)."""
 PUSH_PULL_TIMEOUT_MULT = 4.0
 """An initiated push-pull not answered within this many probe timeouts is sent again."""
+RTT_MIN_SAMPLES = 4
+"""Directly acked probes to a member before :meth:`SwimMembership.probe_rtts` reports it."""
+RTT_SMOOTHING = 8
+"""Probe round trips: a plain mean of the first 8 samples, then an average weighted 1/8."""
 PUSH_PULL_RETRIES = 2
 """Most times an unanswered push-pull is sent again (each under a fresh exchange)."""
 MAX_PENDING_PUSH_PULLS = 16
@@ -499,6 +503,8 @@ class SwimMembership:
             PUSH_PULL: self._on_push_pull,  # type: ignore[dict-item]
         }
 
+        self._probe_rtt: dict[NodeId, tuple[int, float]] = {}
+        """Last direct probe round trip per member (see :meth:`probe_rtts`)."""
         own = self._sign(incarnation, ALIVE)
         self._self = _Node(own, ALIVE, now.mono)
         self._nodes[self.node_id] = self._self
@@ -919,6 +925,10 @@ class SwimMembership:
                 probe.acked = True
                 self.counters.inc("membership.probes.acked")
                 self._adjust_awareness(-1)
+                if sender == probe.target and probe.target in self._nodes:
+                    # A direct ack: the ping's round trip (a relayed one also holds the
+                    # relay's two hops, so it is not a sample of this path).
+                    self._rtt_sample(probe.target, now.mono - probe.start)
             return
         retried = self._retry_pings.pop(frame.seq, None) if self._retry_pings else None
         if retried is not None:
@@ -1469,6 +1479,20 @@ class SwimMembership:
             self._bq_min = smallest
         return out
 
+    def probe_rtts(self) -> dict[NodeId, float]:
+        """The smoothed probe round-trip time (seconds) to each member with at least
+        ``RTT_MIN_SAMPLES`` directly acked probes (from the ping's send to its ack, both at
+        the core's ``now``): the mean of the first ``RTT_SMOOTHING`` samples, then an
+        exponential average with weight 1/``RTT_SMOOTHING`` (as TCP's SRTT), so one noisy
+        sample does not stand for the path. Bounded by the member table: a forgotten
+        member's entry goes with it."""
+        return {k: v[1] for k, v in self._probe_rtt.items() if v[0] >= RTT_MIN_SAMPLES}
+
+    def _rtt_sample(self, node_id: NodeId, rtt: float) -> None:
+        count, srtt = self._probe_rtt.get(node_id, (0, 0.0))
+        weight = min(count + 1, RTT_SMOOTHING)
+        self._probe_rtt[node_id] = (count + 1, srtt + (rtt - srtt) / weight)
+
     def pending_broadcasts(self) -> int:
         """How many updates are queued for dissemination."""
         return len(self._bq)
@@ -1897,6 +1921,7 @@ class SwimMembership:
         self._failed.discard(node.node_id)
         self._left.discard(node.node_id)
         self._watchers.discard(node.node_id)
+        self._probe_rtt.pop(node.node_id, None)
         del self._nodes[node.node_id]
         self._table_version += 1
         b = self._bq.get(node.node_id)

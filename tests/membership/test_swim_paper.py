@@ -744,3 +744,33 @@ def test_a_new_member_is_reached_by_the_current_gossip_pass() -> None:
     # Without insertion the next 19 picks would be exactly the old pass, without n40.
     chosen = [core._gossip_targets(1)[0] for _ in range(19)]
     assert nid(40) in chosen
+
+
+def _address_of(target: bytes) -> tuple[str, int]:
+    return next(addr(i) for i in range(64) if nid(i) == target)
+
+
+def test_a_direct_ack_records_the_probe_round_trip() -> None:
+    core = lone(members=2)  # one peer: every probe goes to it
+    samples = [0.012, 0.004, 0.008, 0.006, 0.010, 0.002, 0.006, 0.008, 0.040]
+    for n, rtt in enumerate(samples, 1):
+        t, ping = _start_probe(core)
+        core.handle_message(at(t + rtt), ping.target, _address_of(ping.target), SwimAck(ping.seq))
+        got = core.probe_rtts()
+        if n < 4:
+            assert got == {}  # too few samples to stand for the path
+        elif n <= 8:
+            assert got == {ping.target: pytest.approx(sum(samples[:n]) / n)}
+    # from the ninth sample on, each weighs 1/8: 0.0070 + (0.040 - 0.0070) / 8
+    assert got == {ping.target: pytest.approx(0.007 + 0.033 / 8)}
+
+
+def test_an_ack_forwarded_by_a_relay_is_not_a_round_trip_sample() -> None:
+    core = lone(members=5)
+    t, ping = _start_probe(core)
+    core.handle_timer(at(t + 0.5))
+    core.take_outgoing()
+    relay = next(i for i in range(1, 5) if nid(i) != ping.target)
+    core.handle_message(at(t + 0.7), nid(relay), addr(relay), SwimAck(ping.seq))
+    assert core.counters["membership.probes.acked"] == 1
+    assert core.probe_rtts() == {}
