@@ -20,7 +20,11 @@ Strategies (``strategies``, weights; each agent gets one, in proportion):
 - ``wrong_amount``: reveals another amount than it committed (a mismatch);
 - ``wrong_nonce``: reveals its amount with another nonce (a mismatch);
 - ``duplicate``: submits each commit, reveal and vote twice (retries are deduplicated);
-- ``late``: commits only once its node shows the commit phase closed (refused ``late``).
+- ``late``: commits only once its node shows the commit phase closed (refused ``late``);
+- ``impostor``: bids honestly, and another node (the next live one in the cluster's
+  order) also submits a commit for it, signed with that node's key and naming that node:
+  refused ``not_host`` by every replica (``auction.refused_binding``); not in the default
+  mix.
 
 The auctioneer (the workload itself, a client of no particular node) opens ``auctions``
 auctions at ``rate`` per second from ``start``: each goes through ``OpenAuction``, after
@@ -64,6 +68,7 @@ Metrics: ``auction.opened``, ``auction.completed``, ``auction.unfinished``,
 ``auction.latency_s`` (first open proposal to the finalize answer:
 ``_p50``/``_p99``/``_mean``/``_max``/``_count``), ``auction.bids``, ``auction.reveals``,
 ``auction.duplicates``, ``auction.refused_late``, ``auction.binds`` (bind proposals),
+``auction.refused_binding`` (impostor commits refused; only with that strategy),
 ``auction.unrevealed``, ``auction.mismatched``, ``auction.no_winner``, ``auction.retries``,
 ``auction.sealed_messages_scanned`` / ``_bytes_scanned``, ``vote.proposed``,
 ``vote.accepted`` / ``rejected`` / ``timeout`` / ``quorum_not_met`` / ``undecided`` /
@@ -147,7 +152,8 @@ AMOUNT_BASE = MARK << 48
 """Every bid amount and reserve is ``AMOUNT_BASE + v``, ``v < 2**48``."""
 MARK_BYTES = MARK.to_bytes(2, "big")
 
-STRATEGIES = ("honest", "never_reveal", "wrong_amount", "wrong_nonce", "duplicate", "late")
+STRATEGIES = ("honest", "never_reveal", "wrong_amount", "wrong_nonce", "duplicate", "late",
+              "impostor")
 DEFAULT_STRATEGIES = {
     "honest": 0.5, "never_reveal": 0.1, "wrong_amount": 0.1, "wrong_nonce": 0.1,
     "duplicate": 0.1, "late": 0.1,
@@ -288,6 +294,8 @@ class AgentBid:
     reveal: str = "todo"
     commits_sent: int = 0
     reveals_sent: int = 0
+    impostor: str = "todo"
+    """For the ``impostor`` strategy: the other node's commit, ``todo``/``pending``/``done``."""
     retry_at: float = 0.0
 
 
@@ -447,6 +455,7 @@ class AuctionWorkload:
         self.counts: dict[str, int] = {}
         self.stats: dict[str, int] = {k: 0 for k in (
             "opened", "completed", "bids", "reveals", "duplicates", "refused_late", "binds",
+            "refused_binding",
             "vote_duplicates",
             "retries", "unrevealed", "mismatched", "no_winner", "vote_proposed",
             "vote_accepted", "vote_rejected", "vote_timeout", "vote_quorum_not_met",
@@ -830,6 +839,8 @@ class AuctionWorkload:
         first = ab.commit == "todo" and (a.strategy != "late" or phase == "reveal")
         again = (ab.commit == "done" and a.strategy == "duplicate" and ab.commits_sent == 1
                  and phase == "commit")
+        if a.strategy == "impostor" and ab.impostor == "todo" and phase == "commit":
+            self._send_impostor(a, host, run, ab)  # first: it often reaches the log first
         if first or again:
             self._send_commit(a, host, ab)
         if ab.reveal == "todo" and ab.commit != "todo" and self.wants_reveal(a, phase):
@@ -880,6 +891,40 @@ class AuctionWorkload:
                 ab.retry_at = self.world.now + self.retry_s
 
         self._propose(host, ab.commit_cmd, on_result)
+
+    def _send_impostor(self, a: Agent, host: Host, run: AuctionRun, ab: AgentBid) -> None:
+        """Another node signs a commit for ``a`` as if it hosted it (must be refused)."""
+        names = [h.name for h in self.world.hosts]
+        start = names.index(host.name)
+        other = None
+        for k in range(1, len(names)):
+            h = self.world.hosts[(start + k) % len(names)]
+            sub = consensus_of(h)
+            if h.is_live and h.core is not None and sub is not None and sub.started:
+                other = h
+                break
+        if other is None or other.core is None:
+            return
+        ab.impostor = "pending"
+        sealed, _ = seal_bid(other.core.identity, a.agent_id, run.spec.auction_id,
+                             AMOUNT_BASE + self.rng.randrange(1 << 40), a.nonce)
+        cmd = encode_command(CommitBid(run.spec.auction_id, sealed.bidder, sealed.node_id,
+                                       sealed.commitment, sealed.signature))
+        boot = a.boot
+
+        def on_result(status: str, value: Any) -> None:
+            if a.boot != boot:
+                return
+            if status == "ok" and isinstance(value, list) and value[:1] == [2]:
+                ab.impostor = "done"
+                if value[1:2] in (["not_host"], ["not_bound"]):
+                    self.stats["refused_binding"] += 1
+            elif status == "ok":
+                ab.impostor = "done"  # taken: auction.agreement reports it
+            else:
+                ab.impostor = "todo"
+
+        self._propose(other, cmd, on_result)
 
     def _send_reveal(self, a: Agent, host: Host, ab: AgentBid) -> None:
         ab.reveal = "pending"
@@ -1156,6 +1201,8 @@ class AuctionWorkload:
             for k in ("opened", "completed", "bids", "reveals", "retries", "unrevealed",
                       "mismatched", "no_winner", "refused_late", "duplicates", "binds"):
                 out[f"auction.{k}"] = float(s[k])
+            if self.strategy_weights.get("impostor", 0) > 0:
+                out["auction.refused_binding"] = float(s["refused_binding"])
             out["auction.unfinished"] = float(len(self.runs) - s["completed"])
             lat = sorted(self.latencies)
             if lat:

@@ -234,3 +234,41 @@ def test_bad_parameters_are_refused_naming_the_key(params: dict[str, Any], key: 
     with pytest.raises(ValueError) as info:
         AuctionWorkload(WorkloadSpec("auction", params))
     assert f"workload auction: {key}" in str(info.value)
+
+
+IMPOSTORS = SMALL.replace(
+    "strategies = { honest = 3, late = 2, never_reveal = 1, wrong_nonce = 1, duplicate = 1 }",
+    "strategies = { honest = 3, impostor = 3, never_reveal = 1, wrong_nonce = 1 }")
+
+
+def test_commits_signed_by_a_node_the_agent_is_not_bound_to_are_refused() -> None:
+    r = run_scenario(parse_scenario_text(IMPOSTORS, source="impostors.toml"), seed=2)
+    assert failed(r) == {}
+    assert r.metrics["auction.refused_binding"] > 0
+    assert r.metrics["auction.binds"] >= 8
+    assert r.metrics["auction.completed"] == 6
+
+
+def test_agreement_fails_when_the_machine_ignores_which_node_an_agent_is_bound_to(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import foundation_p2p.coordination.bindings as bindings_mod
+    from foundation_p2p.coordination.commitments import SealedBid
+
+    def any_host(self: Any, agent_id: bytes, node_id: bytes) -> tuple[Any, str, str]:
+        b = self.bindings.get(agent_id)
+        return (b, "", "") if b is not None else (None, "not_bound", "unbound")
+
+    # the bug: any node's commit for a bound agent is taken (the node is not compared, so
+    # no bound key applies: signatures go unchecked); the replay oracle is not fooled
+    class Unchecked(SealedBid):
+        __slots__ = ()
+
+        def verify(self, public_key: bytes) -> bool:
+            return True
+
+    monkeypatch.setattr(bindings_mod.BindingTable, "check", any_host)
+    monkeypatch.setattr(auction_mod, "SealedBid", Unchecked)  # the machine's, not the oracle's
+    r = run_scenario(parse_scenario_text(IMPOSTORS, source="impostors.toml"), seed=2)
+    bad = failed(r)
+    assert set(bad) == {"auction.agreement"}, bad
