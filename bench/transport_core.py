@@ -20,8 +20,10 @@ Prints one JSON object as its last line: MB/s of CPU for each, the ratio ``ours 
 aioquic``, microseconds of CPU per packet (all datagrams both sides sent), and the packet
 counts, and ``time_skips``: how often the loop let 1 ms of virtual time pass because a
 connection's timer stayed due without effect (aioquic does this under loss; ours never
-should). Usage: ``python bench/transport_core.py [--quick] [--mb N] [--delay-ms D] [--loss P]``
-(50 MB by default, 5 MB with ``--quick``).
+should). ``ours_pmtu``: ours again with path MTU discovery up to each ``--pmtu`` ceiling
+(16384 by default; the pipe has no MTU, so the connections reach it): what datagram size
+buys on loopback. Usage: ``python bench/transport_core.py [--quick] [--mb N]
+[--delay-ms D] [--loss P] [--pmtu BYTES]...`` (50 MB by default, 5 MB with ``--quick``).
 """
 
 from __future__ import annotations
@@ -48,8 +50,13 @@ STREAM_WINDOW = 1024 * 1024
 WRITE_CHUNK = 256 * 1024
 
 
-def run_ours(total: int, delay: float, seed: int = 1, loss: float = 0.0) -> dict[str, Any]:
-    """Move ``total`` bytes over one stream between two of our connections."""
+def run_ours(
+    total: int, delay: float, seed: int = 1, loss: float = 0.0, pmtu_max: int = DATAGRAM
+) -> dict[str, Any]:
+    """Move ``total`` bytes over one stream between two of our connections.
+
+    ``pmtu_max``: path MTU discovery's ceiling (the pipe has no MTU, so the connections
+    reach it); the default, ``DATAGRAM``, keeps them at 1200 bytes like aioquic."""
     rng = random.Random(seed)
     drop = random.Random(seed + 1000)
 
@@ -64,6 +71,7 @@ def run_ours(total: int, delay: float, seed: int = 1, loss: float = 0.0) -> dict
         initial_max_stream_data=STREAM_WINDOW,
         max_stream_data_window=STREAM_WINDOW,
         stream_send_buffer_bytes=STREAM_WINDOW,
+        pmtu_max_bytes=pmtu_max,
     )
     a_id, b_id = Identity.generate(secret_bytes), Identity.generate(secret_bytes)
     payload = memoryview(rng.randbytes(min(total, 8 * 1024 * 1024)))
@@ -155,6 +163,7 @@ def run_ours(total: int, delay: float, seed: int = 1, loss: float = 0.0) -> dict
         "us_per_packet": round(cpu / packets * 1e6, 1),
         "retransmits": stats.get("retransmits", 0),
         "time_skips": time_skips,
+        "datagram_bytes": client.max_datagram_size,
     }
 
 
@@ -287,12 +296,21 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--loss", type=float, default=0.0, help="share of datagrams dropped after the first"
     )
+    parser.add_argument(
+        "--pmtu", type=int, action="append", default=None, metavar="BYTES",
+        help="also run ours with path MTU discovery up to BYTES (repeatable; default: 16384)",
+    )
     args = parser.parse_args(argv)
     mb = args.mb if args.mb is not None else (5.0 if args.quick else 50.0)
     total = int(mb * 1_000_000)
     delay = args.delay_ms / 1000
     ours = run_ours(total, delay, loss=args.loss)
     print(f"ours:    {ours}", file=sys.stderr)
+    pmtu_runs: dict[str, Any] = {}
+    for ceiling in args.pmtu or [16384]:
+        run = run_ours(total, delay, loss=args.loss, pmtu_max=ceiling)
+        pmtu_runs[str(ceiling)] = run
+        print(f"ours, pmtu up to {ceiling}: {run}", file=sys.stderr)
     try:
         import aioquic
 
@@ -315,6 +333,7 @@ def main(argv: list[str] | None = None) -> None:
         "ratio_ours_over_aioquic": (
             round(ours["mb_per_s"] / baseline["mb_per_s"], 2) if baseline else None
         ),
+        "ours_pmtu": pmtu_runs,
     }
     print(json.dumps(result))
 
