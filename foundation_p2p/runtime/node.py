@@ -76,6 +76,7 @@ import logging
 import os
 import random
 import socket as stdlib_socket
+import sys
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
@@ -128,11 +129,16 @@ from foundation_p2p.runtime.registry import Processes, Registry, Supervisor
 from foundation_p2p.runtime.services import ServiceRunner
 from foundation_p2p.runtime.storage import DataDirStore, MemoryStore, Store
 from foundation_p2p.runtime.udp import (
+    GSO_MAX_BYTES,
+    GSO_MAX_SEGMENTS,
     MAX_DATAGRAM_BYTES,
+    SOL_UDP,
+    UDP_SEGMENT,
     bind_udp_socket,
     bound_address,
     is_numeric_host,
     resolve,
+    supports_gso,
 )
 from foundation_p2p.runtime.vfs import OsVfs
 from foundation_p2p.transport.connection import Connection, StreamReset
@@ -642,6 +648,11 @@ class Node:
         raw.setblocking(False)
         self._raw = raw
         """The same socket as a standard-library object: the pump's non-blocking calls."""
+        self.gso = supports_gso(raw)
+        """Send runs of equal-size datagrams to one peer in one ``sendmsg`` with Linux UDP
+        segmentation offload (``UDP_SEGMENT``): True where the kernel knows it; set it
+        False to send one datagram per system call. Turned off by itself if the kernel
+        refuses (see :meth:`_send`)."""
         self._numeric_hosts: dict[str, bool] = {}
         self._family = sock.family
         self._subscribers: list[Subscription] = []
@@ -1073,10 +1084,19 @@ class Node:
 
     async def _send(self, datagrams: list[tuple[Address, bytes]]) -> None:
         """Send ``datagrams`` in order with the standard-library socket's non-blocking
-        ``sendto``.
+        ``sendto``, or several at once with UDP segmentation offload.
 
-        When the kernel's send buffer is full (``BlockingIOError``) the datagram waits for
-        ``trio.lowlevel.wait_writable`` and is sent again (counted: ``udp.send_blocked``);
+        Segmentation offload (:attr:`gso`, Linux ``UDP_SEGMENT``): a run of consecutive
+        datagrams to one address, all of one size but the last (which may be shorter), at
+        most ``GSO_MAX_SEGMENTS`` and ``GSO_MAX_BYTES`` together, leaves in one
+        ``sendmsg`` (the kernel cuts it apart; counted: ``udp.gso_sends``,
+        ``udp.gso_datagrams``). If the kernel refuses such a send, its datagrams are sent
+        one by one instead (``udp.gso_fallbacks``); a refusal saying the socket or the
+        device cannot do it (``EIO``, ``ENOPROTOOPT``, ``EOPNOTSUPP``) also turns
+        :attr:`gso` off for good.
+
+        When the kernel's send buffer is full (``BlockingIOError``) the send waits for
+        ``trio.lowlevel.wait_writable`` and is made again (counted: ``udp.send_blocked``);
         the wait is bounded by this list, itself bounded by the core's queues. Any other
         ``OSError`` is counted (``udp.send_errors``; ``EMSGSIZE``, a datagram larger than
         the path allows with "don't fragment" set, also in ``udp.send_too_big``) and the
@@ -1088,42 +1108,105 @@ class Node:
         # a cancelled caller sends nothing (closing with leave_timeout_s=0 is a crash)
         await trio.lowlevel.checkpoint_if_cancelled()
         counters = self.core.counters
-        raw = self._raw
         numeric = self._numeric_hosts
-        sent = 0
-        sent_bytes = 0
+        tally = [0, 0]  # datagrams and bytes that left (counted even if cancelled)
+        n = len(datagrams)
+        i = 0
         try:
-            for addr, data in datagrams:
+            while i < n:
+                addr, data = datagrams[i]
                 is_numeric = numeric.get(addr[0])
                 if is_numeric is None:
                     if len(numeric) >= MAX_NUMERIC_HOSTS:
                         numeric.clear()
                     is_numeric = numeric[addr[0]] = is_numeric_host(addr[0])
-                while True:
-                    try:
-                        if is_numeric:
-                            raw.sendto(data, addr)
-                        else:
-                            await self._sock.sendto(data, addr)
-                    except BlockingIOError:
-                        counters.inc("udp.send_blocked")
-                        log.debug("sendto %s: send buffer full; wait_writable", addr)
-                        await trio.lowlevel.wait_writable(raw)
+                j = i + 1
+                if self.gso and is_numeric:
+                    size = total = len(data)
+                    while j < n and j - i < GSO_MAX_SEGMENTS:
+                        next_addr, next_data = datagrams[j]
+                        k = len(next_data)
+                        if k > size or total + k > GSO_MAX_BYTES or next_addr != addr:
+                            break
+                        total += k
+                        j += 1
+                        if k < size:  # only the last may be shorter
+                            break
+                    if j - i > 1 and await self._send_segmented(
+                        addr, datagrams[i:j], size, total, tally
+                    ):
+                        i = j
                         continue
-                    except OSError as exc:
-                        counters.inc("udp.send_errors")
-                        if exc.errno == errno.EMSGSIZE:
-                            counters.inc("udp.send_too_big")
-                        log.debug("sendto %s (%d bytes) failed: %s", addr, len(data), exc)
-                        break
-                    sent += 1
-                    sent_bytes += len(data)
-                    break
+                for addr, data in datagrams[i:j]:
+                    await self._send_one(addr, data, is_numeric, tally)
+                i = j
         finally:
-            # also when cancelled while waiting: what left is counted exactly
-            if sent:
-                counters.inc("udp.datagrams_sent", sent)
-                counters.inc("udp.bytes_sent", sent_bytes)
+            if tally[0]:
+                counters.inc("udp.datagrams_sent", tally[0])
+                counters.inc("udp.bytes_sent", tally[1])
+
+    async def _send_one(
+        self, addr: Address, data: bytes, is_numeric: bool, tally: list[int]
+    ) -> None:
+        """One datagram: ``sendto`` (see :meth:`_send`); ``tally`` gains it if it left."""
+        raw = self._raw
+        while True:
+            try:
+                if is_numeric:
+                    raw.sendto(data, addr)
+                else:
+                    await self._sock.sendto(data, addr)
+            except BlockingIOError:
+                self.core.counters.inc("udp.send_blocked")
+                log.debug("sendto %s: send buffer full; wait_writable", addr)
+                await trio.lowlevel.wait_writable(raw)
+                continue
+            except OSError as exc:
+                counters = self.core.counters
+                counters.inc("udp.send_errors")
+                if exc.errno == errno.EMSGSIZE:
+                    counters.inc("udp.send_too_big")
+                log.debug("sendto %s (%d bytes) failed: %s", addr, len(data), exc)
+                return
+            tally[0] += 1
+            tally[1] += len(data)
+            return
+
+    async def _send_segmented(
+        self, addr: Address, group: list[tuple[Address, bytes]], size: int, total: int,
+        tally: list[int],
+    ) -> bool:
+        """``group`` (to ``addr``, each ``size`` bytes but the last) in one ``sendmsg``
+        with ``UDP_SEGMENT`` = ``size``; False if the kernel refused it (see :meth:`_send`)."""
+        raw = self._raw
+        counters = self.core.counters
+        assert UDP_SEGMENT is not None  # self.gso is False without it
+        ancillary = [(SOL_UDP, UDP_SEGMENT, size.to_bytes(2, sys.byteorder))]
+        buffers = [data for _, data in group]
+        while True:
+            try:
+                raw.sendmsg(buffers, ancillary, 0, addr)
+            except BlockingIOError:
+                counters.inc("udp.send_blocked")
+                log.debug("sendmsg %s: send buffer full; wait_writable", addr)
+                await trio.lowlevel.wait_writable(raw)
+                continue
+            except OSError as exc:
+                counters.inc("udp.gso_fallbacks")
+                if exc.errno in (errno.EIO, errno.ENOPROTOOPT, errno.EOPNOTSUPP):
+                    self.gso = False
+                    log.debug("sendmsg UDP_SEGMENT refused (%s): segmentation offload off", exc)
+                else:
+                    log.debug(
+                        "sendmsg UDP_SEGMENT %s (%d x %d bytes) refused: %s; one by one",
+                        addr, len(group), size, exc,
+                    )
+                return False
+            counters.inc("udp.gso_sends")
+            counters.inc("udp.gso_datagrams", len(group))
+            tally[0] += len(group)
+            tally[1] += total
+            return True
 
     async def _flush(self) -> None:
         """Send, persist and deliver until the core has nothing more to give."""

@@ -139,6 +139,33 @@ def set_dont_fragment(sock: stdlib_socket.socket | trio.socket.SocketType) -> bo
     return True
 
 
+SOL_UDP = getattr(stdlib_socket, "SOL_UDP", 17)
+"""The UDP protocol level of socket options (``IPPROTO_UDP``)."""
+UDP_SEGMENT = getattr(
+    stdlib_socket, "UDP_SEGMENT", 103 if sys.platform.startswith("linux") else None
+)
+"""Linux UDP generic segmentation offload (``<linux/udp.h>``: 103, Linux 4.18+): one
+``sendmsg`` carries several datagrams of one size to one address, the kernel (or the
+network card) cuts them apart. ``None`` where unknown."""
+GSO_MAX_SEGMENTS = 64
+"""Datagrams one segmentation-offload send carries at most (the kernel's
+``UDP_MAX_SEGMENTS``)."""
+GSO_MAX_BYTES = 65_507
+"""Bytes one segmentation-offload send carries at most (one IPv4 UDP payload)."""
+
+
+def supports_gso(sock: stdlib_socket.socket | trio.socket.SocketType) -> bool:
+    """True if the kernel knows UDP segmentation offload (``UDP_SEGMENT``) on ``sock``:
+    reading the option works (Linux 4.18+). Best effort: never an error."""
+    if UDP_SEGMENT is None:
+        return False
+    try:
+        sock.getsockopt(SOL_UDP, UDP_SEGMENT)
+    except OSError:
+        return False
+    return True
+
+
 async def bind_udp_socket(address: Address) -> stdlib_socket.socket:
     """A non-blocking standard-library UDP socket bound to ``address`` (port 0 picks a free
     port), with big buffers (:data:`SOCKET_BUFFER_BYTES`) and "don't fragment"

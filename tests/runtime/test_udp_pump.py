@@ -180,6 +180,7 @@ async def test_a_full_send_buffer_waits_and_sends_each_datagram_once(
             dest = sink.getsockname()
             busy = BusyOnce(real)
             a._raw = busy  # type: ignore[assignment]
+            a.gso = False  # one sendto per datagram here
             before = dict(a.counters)
             await a._send([(dest, b"one"), (dest, b"two")])
             a._raw = real
@@ -192,6 +193,108 @@ async def test_a_full_send_buffer_waits_and_sends_each_datagram_once(
                     got.append(sink.recvfrom(65535)[0])
             assert got == [b"one", b"two"]
             assert a.counters["udp.send_errors"] == before.get("udp.send_errors", 0)
+        finally:
+            a._raw = real
+            sink.close()
+
+
+def drain(sock: socket.socket) -> list[bytes]:
+    got = []
+    while True:
+        try:
+            got.append(sock.recvfrom(65535)[0])
+        except BlockingIOError:
+            return got
+
+
+async def receive_count(sock: socket.socket, count: int) -> list[bytes]:
+    got: list[bytes] = []
+    with trio.fail_after(WAIT_S):
+        while len(got) < count:
+            await trio.lowlevel.wait_readable(sock)
+            got.extend(drain(sock))
+    return got
+
+
+async def test_runs_of_equal_datagrams_to_one_peer_leave_in_one_segmented_send(
+    keyring: Keyring, make_config: Callable[..., NodeConfig]
+) -> None:
+    async with open_node(make_config(name="a"), keyring=keyring) as a:
+        if not a.gso:
+            pytest.skip("no UDP segmentation offload on this kernel")
+        sink_a, sink_b = junk_sender(), junk_sender()
+        sink_a.setblocking(False)
+        sink_b.setblocking(False)
+        try:
+            to_a, to_b = sink_a.getsockname(), sink_b.getsockname()
+            run1 = [bytes([i]) * 1000 for i in range(10)] + [b"s" * 300]  # last shorter
+            run2 = [bytes([50 + i]) * 500 for i in range(3)]
+            out = (
+                [(to_a, d) for d in run1]
+                + [(to_a, b"t" * 1000), (to_b, b"u" * 1000)]
+                + [(to_a, d) for d in run2]
+            )
+            before = dict(a.counters)
+
+            def delta(name: str) -> int:
+                return a.counters[name] - before.get(name, 0)
+
+            await a._send(out)
+            assert delta("udp.gso_sends") == 2
+            assert delta("udp.gso_datagrams") == len(run1) + len(run2)
+            assert delta("udp.datagrams_sent") == len(out)
+            assert delta("udp.bytes_sent") == sum(len(d) for _, d in out)
+            assert delta("udp.gso_fallbacks") == 0
+            # the peer gets each datagram whole, in order, never glued together
+            assert await receive_count(sink_a, len(out) - 1) == [*run1, b"t" * 1000, *run2]
+            assert await receive_count(sink_b, 1) == [b"u" * 1000]
+        finally:
+            sink_a.close()
+            sink_b.close()
+
+
+class RefusesSegments:
+    """A socket whose ``sendmsg`` fails with ``code``; ``sendto`` works."""
+
+    def __init__(self, sock: socket.socket, code: int) -> None:
+        self.sock = sock
+        self.code = code
+        self.refused = 0
+
+    def fileno(self) -> int:
+        return self.sock.fileno()
+
+    def sendto(self, data: bytes, addr: Any) -> int:
+        return self.sock.sendto(data, addr)
+
+    def sendmsg(self, *args: Any) -> int:
+        self.refused += 1
+        raise OSError(self.code, "refused")
+
+
+@pytest.mark.parametrize("code,stays_on", [(errno.EIO, False), (errno.EINVAL, True)])
+async def test_a_refused_segmented_send_falls_back_to_one_by_one(
+    keyring: Keyring, make_config: Callable[..., NodeConfig], code: int, stays_on: bool
+) -> None:
+    async with open_node(make_config(name="a"), keyring=keyring) as a:
+        sink = junk_sender()
+        sink.setblocking(False)
+        real = a._raw
+        try:
+            a.gso = True
+            fake = RefusesSegments(real, code)
+            a._raw = fake  # type: ignore[assignment]
+            out = [(sink.getsockname(), bytes([i]) * 700) for i in range(5)]
+            before = dict(a.counters)
+            await a._send(out)
+            a._raw = real
+            assert fake.refused == 1
+            assert a.gso is stays_on
+            assert a.counters["udp.gso_fallbacks"] - before.get("udp.gso_fallbacks", 0) == 1
+            assert a.counters["udp.gso_sends"] == before.get("udp.gso_sends", 0)
+            sent = a.counters["udp.datagrams_sent"] - before.get("udp.datagrams_sent", 0)
+            assert sent == 5
+            assert await receive_count(sink, 5) == [d for _, d in out]
         finally:
             a._raw = real
             sink.close()
