@@ -18,7 +18,10 @@ running clusters, medians reported with every sample:
 - ``commits_per_s`` for 10 B, 200 B and 2 KiB values: the leader proposes ``--count``
   puts asynchronously (callbacks, at most ``--window`` in flight, as PySyncObj's own
   benchmark sends from its leader) and counts acknowledged commits per second until all
-  are acknowledged or ``--seconds`` pass;
+  are acknowledged or ``--seconds`` pass; with each, the leader's CPU per 1000 commits
+  and, for our sides, the leader's UDP datagrams per commit (in and out) and its UDP
+  system calls per commit (several datagrams leave in one ``sendmsg`` with segmentation
+  offload);
 - ``latency``: ``--seq`` puts of 200 B one at a time from the leader, p50 / p99 in ms;
 - ``failover``: a fresh cluster per sample; SIGKILL of the leader, then the survivors
   retry one put each until one commits; the time from the kill to that commit.
@@ -472,14 +475,17 @@ def commits_once(
 ) -> dict[str, Any]:
     """One burst of ``count`` puts of ``size`` bytes from the leader; commits per second."""
     leader = cluster.leader()
+    ours = cluster.side != "theirs"
+    udp0 = _udp_counters(leader) if ours else {}
     cpu0 = [p.cpu_s() for p in cluster.procs]
     words = leader.ask(f"burst {count} {size} {window} {limit}", timeout=limit + 60).split()
     cpu = [p.cpu_s() - c for p, c in zip(cluster.procs, cpu0, strict=True)]
+    udp1 = _udp_counters(leader) if ours else {}
     if words[0] != "BURST":
         raise RuntimeError(f"{cluster.side}: burst failed: {words}")
     ok, failed, elapsed = int(words[1]), int(words[2]), float(words[3])
     lead_cpu = cpu[cluster.procs.index(leader)]
-    return {
+    result = {
         "ok": ok,
         "failed": failed,
         "seconds": round(elapsed, 4),
@@ -487,6 +493,28 @@ def commits_once(
         "leader_cpu_ms_per_1000": round(lead_cpu / ok * 1e6, 1) if ok else 0.0,
         "cluster_cpu_ms_per_1000": round(sum(cpu) / ok * 1e6, 1) if ok else 0.0,
     }
+    if ours and ok:
+        # the leader's UDP system calls per commit: datagrams in and out (several leave
+        # in one sendmsg with segmentation offload: the sends are counted apart)
+        d = {k: udp1.get(k, 0) - udp0.get(k, 0) for k in udp1}
+        sends = d.get("udp.datagrams_sent", 0) - d.get("udp.gso_datagrams", 0) + d.get(
+            "udp.gso_sends", 0
+        )
+        result["leader_datagrams_per_commit"] = round(
+            (d.get("udp.datagrams_sent", 0) + d.get("udp.datagrams_received", 0)) / ok, 3
+        )
+        result["leader_udp_syscalls_per_commit"] = round(
+            (sends + d.get("udp.datagrams_received", 0)) / ok, 3
+        )
+    return result
+
+
+def _udp_counters(proc: Proc) -> dict[str, int]:
+    """One of our node processes' ``udp.*`` counters (the child's ``counters`` command)."""
+    words = proc.ask("counters udp.").split(" ", 1)
+    if words[0] != "COUNTERS":
+        raise RuntimeError(f"counters failed: {words}")
+    return {k: int(v) for k, v in json.loads(words[1]).items()}
 
 
 def latency_once(cluster: Cluster, count: int, limit: float) -> dict[str, Any]:
@@ -608,6 +636,9 @@ def run(
             row[f"{s}_leader_cpu_ms_per_1000"] = _median(
                 [x["leader_cpu_ms_per_1000"] for x in runs_s]
             )
+            if s != "theirs":  # PySyncObj speaks TCP: no datagrams to count
+                for key in ("leader_datagrams_per_commit", "leader_udp_syscalls_per_commit"):
+                    row[f"{s}_{key}"] = _median([x[key] for x in runs_s if key in x])
         row["ratio"] = _ratio(row["ours"], row["theirs"])
         if fsync_line:
             row["ratio_fsync"] = _ratio(row["ours_fsync"], row["theirs"])
@@ -700,7 +731,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     for size, row in result["commits_per_s"].items():
         print(
             f"commits/s {size:>6}: ours {row['ours']:>9} theirs {row['theirs']:>9} "
-            f"ratio {row['ratio']}"
+            f"ratio {row['ratio']}  leader CPU us/commit: ours "
+            f"{row['ours_leader_cpu_ms_per_1000']} theirs {row['theirs_leader_cpu_ms_per_1000']}"
+            f"  ours leader datagrams/commit {row.get('ours_leader_datagrams_per_commit')}"
             + (f"  ours+fsync {row['ours_fsync']} ({row['ratio_fsync']})"
                if "ours_fsync" in row else "")
         )
