@@ -59,7 +59,8 @@ Failures: a bad datagram is the core's business (dropped and counted, see
 ends the node with that exception, as does a storage failure (a node that cannot make
 its state durable must not go on). Send and receive errors of the socket are counted
 (``udp.send_errors``, ``udp.receive_errors``; an oversize datagram refused by the kernel,
-``EMSGSIZE``, also in ``udp.send_too_big``) and the pump goes on.
+``EMSGSIZE``, is counted apart in ``udp.send_too_big``: path-MTU probes expect it) and the
+pump goes on.
 
 Clocks: ``NodeCore`` deadlines are ``time.monotonic()`` seconds; Trio's own clock
 (``trio.current_time()``) has another origin, so the pump converts a deadline into a Trio
@@ -1099,7 +1100,8 @@ class Node:
         ``trio.lowlevel.wait_writable`` and is made again (counted: ``udp.send_blocked``);
         the wait is bounded by this list, itself bounded by the core's queues. Any other
         ``OSError`` is counted (``udp.send_errors``; ``EMSGSIZE``, a datagram larger than
-        the path allows with "don't fragment" set, also in ``udp.send_too_big``) and the
+        the interface allows with "don't fragment" set, in ``udp.send_too_big`` instead:
+        the transport's path-MTU probes meet it on purpose, and lose the probe) and the
         datagram skipped. A host name (not a literal address; normally the runtime only
         hands numeric addresses to the core) goes through ``trio.socket``'s ``sendto``,
         which resolves it without blocking the pump's thread. Nothing is sent if the
@@ -1162,10 +1164,9 @@ class Node:
                 await trio.lowlevel.wait_writable(raw)
                 continue
             except OSError as exc:
-                counters = self.core.counters
-                counters.inc("udp.send_errors")
-                if exc.errno == errno.EMSGSIZE:
-                    counters.inc("udp.send_too_big")
+                # EMSGSIZE is expected (path-MTU probes larger than the interface allows)
+                too_big = exc.errno == errno.EMSGSIZE
+                self.core.counters.inc("udp.send_too_big" if too_big else "udp.send_errors")
                 log.debug("sendto %s (%d bytes) failed: %s", addr, len(data), exc)
                 return
             tally[0] += 1
