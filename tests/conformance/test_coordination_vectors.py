@@ -21,8 +21,10 @@ from vector_json import from_json, ids
 from foundation_p2p.coordination.agents import AgentRecord
 from foundation_p2p.coordination.commitments import (
     SealedBid,
+    bind_signed_bytes,
     commit_signed_bytes,
     commitment_hash,
+    move_signed_bytes,
     vote_signed_bytes,
 )
 from foundation_p2p.coordination.machine import CoordinationMachine
@@ -64,14 +66,23 @@ def test_signatures(entry: dict[str, Any]) -> None:
     assert ident.public_key.hex() == entry["public_key"]
     assert ident.node_id.hex() == entry["node_id"]
     signed = bytes.fromhex(entry["signed"])
+    agent, node = bytes.fromhex(entry["agent_id"]), ident.node_id
     if entry["name"] == "commit":
-        auction, bidder, c = signed[-64:-48], signed[-48:-32], signed[-32:]
-        assert commit_signed_bytes(auction, bidder, c) == signed
-        bid = SealedBid(auction, bidder, ident.public_key, c, bytes.fromhex(entry["signature"]))
-        assert bid.verify()
+        auction, c = signed[-80:-64], signed[-32:]
+        assert commit_signed_bytes(auction, agent, node, c) == signed
+        bid = SealedBid(auction, agent, node, c, bytes.fromhex(entry["signature"]))
+        assert bid.verify(ident.public_key)
+    elif entry["name"].startswith("bind"):
+        epoch = int.from_bytes(signed[-8:], "big")
+        assert bind_signed_bytes(agent, node, epoch) == signed
+    elif entry["name"].startswith("move"):
+        nid, rnd, kind = signed[-59:-43], signed[-11:-9], signed[-9]
+        value = int.from_bytes(signed[-8:], "big")
+        assert move_signed_bytes(nid, agent, node, int.from_bytes(rnd, "big"), kind,
+                                 value) == signed
     else:
-        pid, voter, choice = signed[-33:-17], signed[-17:-1], signed[-1]
-        assert vote_signed_bytes(pid, voter, choice) == signed
+        pid, choice = signed[-49:-33], signed[-1]
+        assert vote_signed_bytes(pid, agent, node, choice) == signed
     assert ident.sign(signed).hex() == entry["signature"]  # Ed25519 is deterministic
 
 
@@ -123,6 +134,5 @@ def test_vote_logs(entry: dict[str, Any]) -> None:
 
 
 def test_agent_records_match_the_cddl() -> None:
-    ident = Identity(bytes(range(32)))
-    rec = AgentRecord.create("a", ident.public_key, ["gpu"], ["auction"], {"cpu": 2})
+    rec = AgentRecord.create("a", bytes(range(16)), ["gpu"], ["auction"], {"cpu": 2})
     schema("agent-record").validate_cbor(cbor.encode(rec.to_value()))
