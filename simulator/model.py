@@ -58,6 +58,8 @@ class NetworkSpec:
     reorder: float = 0.0
     bandwidth_bytes_per_s: float | None = None
     links: tuple[LinkSpec, ...] = ()
+    mtu: int = 1500
+    """Bytes of the largest IP packet a link carries (``simulator.network.DEFAULT_MTU_BYTES``)."""
 
 
 @dataclass(frozen=True)

@@ -39,6 +39,7 @@ from simulator.model import (
     WorkloadSpec,
 )
 from simulator.nemesis import SlowFaultSpec
+from simulator.network import DEFAULT_MTU_BYTES, check_mtu
 
 FAULT_OPS = (*MODEL_FAULT_OPS, "slow")
 """Every fault op the parser knows: the model's and ``slow`` (the slow-node model)."""
@@ -77,7 +78,7 @@ _TOP_KEYS = (
     "check", "random_faults",
 )
 _CLUSTER_KEYS = ("nodes", "profile", "start", "start_interval", "late", "seeds")
-_NETWORK_KEYS = ("latency", "loss", "duplicate", "reorder", "bandwidth", "link")
+_NETWORK_KEYS = ("latency", "loss", "duplicate", "reorder", "bandwidth", "link", "mtu")
 _LINK_KEYS = ("from", "to", "latency", "loss", "duplicate", "reorder", "bandwidth", "symmetric")
 _CHECK_KEYS = ("invariants", "settle")
 _RANDOM_KEYS = ("max_concurrent", "mean_interval", "max_duration", "ops", "end_before")
@@ -510,6 +511,11 @@ class _Parser:
         bandwidth = None
         if "bandwidth" in table:
             bandwidth = self.bandwidth(table["bandwidth"], "network.bandwidth")
+        mtu = table.get("mtu", DEFAULT_MTU_BYTES)
+        try:
+            check_mtu(mtu, "network.mtu")
+        except ValueError as exc:
+            self.fail("network.mtu", str(exc).split(": ", 1)[1])
         links_value = table.get("link", [])
         if not isinstance(links_value, list):
             self.fail("network.link", "must be an array of tables ([[network.link]])")
@@ -536,6 +542,7 @@ class _Parser:
             reorder=reorder,
             bandwidth_bytes_per_s=bandwidth,
             links=tuple(links),
+            mtu=mtu,
         )
 
     def _link(self, value: Any, path: str) -> LinkSpec:

@@ -487,3 +487,12 @@ def test_readme_documents_every_key_op_kind_and_invariant() -> None:
     assert not missing, f"simulator/README.md does not document: {missing}"
     for item in capabilities.PENDING:
         assert item.capability in readme and item.name.rstrip("*") in readme
+
+
+def test_network_mtu_is_parsed_defaulted_and_checked() -> None:
+    assert parse("").network.mtu == 1500
+    assert parse("[network]\nmtu = 9000\n").network.mtu == 9000
+    for bad in ("1000", '"big"', "70000", "1500.5"):
+        error = refused(f"[network]\nmtu = {bad}\n")
+        assert error.key == "network.mtu", str(error)
+        assert "1228..65535" in error.problem, str(error)
