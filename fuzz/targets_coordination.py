@@ -40,7 +40,7 @@ def _vectors() -> dict[str, list[dict[str, object]]]:
 def _logs() -> list[list[bytes]]:
     v = _vectors()
     return [[bytes.fromhex(h) for h in e["log"]]  # type: ignore[attr-defined]
-            for e in v["auction"] + v["vote"]]
+            for e in v["auction"] + v["vote"] + v.get("negotiation", [])]
 
 
 def fuzz_coordination_command(data: bytes) -> None:

@@ -1079,7 +1079,8 @@ class AuctionWorkload:
             if index not in self._logged:
                 self._logged.add(index)
                 self.bind_ledger.append((index, cmd))
-        elif index not in self._logged and not isinstance(cmd, Propose | CastVote | CloseVote):
+        elif index not in self._logged and isinstance(
+                cmd, OpenAuction | CommitBid | CloseCommit | RevealBid | Finalize):
             self._logged.add(index)
             self.ledger.setdefault(cmd.auction_id, []).append((index, cmd))
         if isinstance(cmd, CloseCommit):

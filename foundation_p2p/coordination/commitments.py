@@ -9,7 +9,9 @@ Byte layouts (``spec/coordination.md`` section 2):
 - vote signature = Ed25519 over ``VOTE_SIGN_LABEL`` || proposal_id || voter (agent id) ||
   node_id || choice (1);
 - binding signature = Ed25519 over ``BIND_SIGN_LABEL`` || agent_id || node_id || epoch (8,
-  big endian).
+  big endian);
+- negotiation move signature = Ed25519 over ``MOVE_SIGN_LABEL`` || negotiation_id || party
+  (agent id) || node_id || round (2, big endian) || kind (1) || value (8, big endian).
 
 Every signature is made with the key of the node hosting the agent (the node's
 :class:`~foundation_p2p.crypto.identity.Identity`, the one membership uses): an agent has
@@ -34,6 +36,7 @@ COMMIT_LABEL = b"foundation-p2p auction commitment v1\x00"
 COMMIT_SIGN_LABEL = b"foundation-p2p auction commit signature v2\x00"
 VOTE_SIGN_LABEL = b"foundation-p2p vote signature v2\x00"
 BIND_SIGN_LABEL = b"foundation-p2p agent binding v1\x00"
+MOVE_SIGN_LABEL = b"foundation-p2p negotiation move v1\x00"
 ID_BYTES = 16
 MIN_NONCE_BYTES = 16
 MAX_NONCE_BYTES = 64
@@ -88,6 +91,29 @@ def vote_signed_bytes(proposal_id: bytes, voter: bytes, node_id: bytes, choice: 
 def bind_signed_bytes(agent_id: bytes, node_id: bytes, epoch: int) -> bytes:
     """The bytes node ``node_id`` signs to bind ``agent_id`` to itself at ``epoch``."""
     return BIND_SIGN_LABEL + agent_id + node_id + epoch.to_bytes(8, "big")
+
+
+def move_signed_bytes(negotiation_id: bytes, party: bytes, node_id: bytes, round_: int,
+                      kind: int, value: int) -> bytes:
+    """The bytes the hosting node signs for agent ``party``'s negotiation move."""
+    return (MOVE_SIGN_LABEL + negotiation_id + party + node_id + round_.to_bytes(2, "big")
+            + bytes([kind]) + value.to_bytes(8, "big"))
+
+
+def sign_move(node: Identity, agent_id: bytes, negotiation_id: bytes, round_: int, kind: int,
+              value: int) -> bytes:
+    """The hosting ``node``'s signature of agent ``agent_id``'s move (kind 0 offer of
+    ``value``, 1 accept, 2 reject) in round ``round_`` of ``negotiation_id``."""
+    _check_id(agent_id, "agent id")
+    _check_id(negotiation_id, "negotiation id")
+    if kind not in (0, 1, 2) or type(kind) is not int:
+        raise ConfigError(f"move kind must be 0 (offer), 1 (accept) or 2 (reject), not {kind!r}")
+    if type(value) is not int or not 0 <= value <= MAX_AMOUNT or (kind != 0 and value):
+        raise ConfigError(f"move value must be 0..2**64-1 (0 unless an offer), not {value!r}")
+    if type(round_) is not int or not 0 <= round_ <= 1024:
+        raise ConfigError(f"move round must be 0..1024, not {round_!r}")
+    return node.sign(move_signed_bytes(negotiation_id, agent_id, node.node_id, round_, kind,
+                                       value))
 
 
 @dataclass(frozen=True, slots=True)

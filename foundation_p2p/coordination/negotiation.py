@@ -168,6 +168,15 @@ class Negotiation:
         self.round += 1
         return None
 
+    def close(self, reason: str, detail: str) -> None:
+        """End the negotiation without agreement (e.g. ``deadline`` when its deadline
+        passed with no move: a close entry or any later entry of the log)."""
+        if self.done:
+            raise ConfigError("the negotiation is over")
+        if reason not in REASONS:
+            raise ConfigError(f"negotiation failure reason must be one of {REASONS}")
+        self._fail(reason, detail)
+
     def result(self) -> Agreement:
         """The agreement; raises :class:`NegotiationFailed`, or :class:`ConfigError` while
         it is still going."""

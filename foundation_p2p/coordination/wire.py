@@ -13,7 +13,11 @@ Every command is a CBOR array whose first element names it:
   eligible ``[[voter, weight], ...]`` (agent ids), ``[17, proposal_id, voter, node_id,
   choice, signature]`` vote, ``[18, proposal_id]`` close;
 - agents: ``[8, agent_id, node_id, public_key, epoch, signature]`` bind (the node
-  ``node_id``, whose key is ``public_key``, hosts ``agent_id`` from now on).
+  ``node_id``, whose key is ``public_key``, hosts ``agent_id`` from now on);
+- negotiations: ``[9, negotiation_id, subject, initiator, responder, round_limit,
+  deadline]`` open, ``[10, negotiation_id, party, node_id, round, kind, value, signature]``
+  move (kind 0 offer of ``value``, 1 accept, 2 reject; ``value`` 0 unless an offer),
+  ``[11, negotiation_id]`` close.
 
 A result is ``[0, detail]`` (applied), ``[1, detail]`` (a duplicate of an applied command:
 nothing changed) or ``[2, code, message]`` (refused). Decoders raise only
@@ -32,6 +36,9 @@ from foundation_p2p.wire import cbor
 
 OPEN, COMMIT, CLOSE_COMMIT, REVEAL, FINALIZE = 1, 2, 3, 4, 5
 BIND = 8
+NEGOTIATE, MOVE, CLOSE_NEGOTIATION = 9, 10, 11
+OFFER_MOVE, ACCEPT_MOVE, REJECT_MOVE = 0, 1, 2
+MAX_ROUND_LIMIT = 1024
 PROPOSE, VOTE, CLOSE_VOTE = 16, 17, 18
 
 FIRST_PRICE, SECOND_PRICE, MULTI_UNIT = 1, 2, 3
@@ -138,9 +145,40 @@ class Bind:
     signature: bytes
 
 
+@dataclass(frozen=True, slots=True)
+class OpenNegotiation:
+    """Alternating offers between agents ``initiator`` (first) and ``responder``;
+    ``deadline`` counts log entries after this one."""
+
+    negotiation_id: bytes
+    subject: str
+    initiator: bytes
+    responder: bytes
+    round_limit: int
+    deadline: int
+
+
+@dataclass(frozen=True, slots=True)
+class NegotiationMove:
+    """Agent ``party``'s move in round ``round``, signed by its host ``node_id``."""
+
+    negotiation_id: bytes
+    party: bytes
+    node_id: bytes
+    round: int
+    kind: int
+    value: int
+    signature: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class CloseNegotiation:
+    negotiation_id: bytes
+
+
 Command = (
     OpenAuction | CommitBid | CloseCommit | RevealBid | Finalize | Propose | CastVote
-    | CloseVote | Bind
+    | CloseVote | Bind | OpenNegotiation | NegotiationMove | CloseNegotiation
 )
 
 
@@ -173,6 +211,14 @@ def command_to_wire(cmd: Command) -> list[Any]:
         return [VOTE, cmd.proposal_id, cmd.voter, cmd.node_id, cmd.choice, cmd.signature]
     if isinstance(cmd, Bind):
         return [BIND, cmd.agent_id, cmd.node_id, cmd.public_key, cmd.epoch, cmd.signature]
+    if isinstance(cmd, OpenNegotiation):
+        return [NEGOTIATE, cmd.negotiation_id, cmd.subject, cmd.initiator, cmd.responder,
+                cmd.round_limit, cmd.deadline]
+    if isinstance(cmd, NegotiationMove):
+        return [MOVE, cmd.negotiation_id, cmd.party, cmd.node_id, cmd.round, cmd.kind,
+                cmd.value, cmd.signature]
+    if isinstance(cmd, CloseNegotiation):
+        return [CLOSE_NEGOTIATION, cmd.negotiation_id]
     return [CLOSE_VOTE, cmd.proposal_id]
 
 
@@ -303,6 +349,30 @@ def command_from_wire(value: Any) -> Command:
             _bstr(pk, 32, "bind: public key"), _uint(epoch, MAX_U64, "bind: epoch", 1),
             _bstr(sig, 64, "bind: signature"),
         )
+    if tag == NEGOTIATE:
+        _, nid, subject, init, resp, limit, deadline = _array(value, 7, "negotiate")
+        init = _bstr(init, 16, "negotiate: initiator")
+        if _bstr(resp, 16, "negotiate: responder") == init:
+            raise MalformedError("negotiate: the initiator and the responder must differ")
+        return OpenNegotiation(
+            _bstr(nid, 16, "negotiate: negotiation id"), _text(subject, "negotiate: subject"),
+            init, resp, _uint(limit, MAX_ROUND_LIMIT, "negotiate: round limit", 1),
+            _uint(deadline, MAX_U64, "negotiate: deadline", 1),
+        )
+    if tag == MOVE:
+        _, nid, party, node, rnd, kind, val, sig = _array(value, 8, "move")
+        kind = _uint(kind, REJECT_MOVE, "move: kind")
+        val = _uint(val, MAX_U64, "move: value")
+        if kind != OFFER_MOVE and val != 0:
+            raise MalformedError("move: the value is 0 unless the move is an offer")
+        return NegotiationMove(
+            _bstr(nid, 16, "move: negotiation id"), _bstr(party, 16, "move: party"),
+            _bstr(node, 16, "move: node id"), _uint(rnd, MAX_ROUND_LIMIT, "move: round"),
+            kind, val, _bstr(sig, 64, "move: signature"),
+        )
+    if tag == CLOSE_NEGOTIATION:
+        return CloseNegotiation(_bstr(_array(value, 2, "close-negotiation")[1], 16,
+                                      "close-negotiation: id"))
     raise MalformedError(f"coordination command: unknown command {tag}")
 
 

@@ -49,9 +49,18 @@ tracked for this: at most ``max_events`` (the oldest is forgotten,
 ``coordination.stall.forgotten``). An opener whose own timeouts exceed ``stall_timeout_s``
 may see another node close first.
 
+Negotiation. Between two agents hosted here, :meth:`Coordination.negotiate` runs in this
+process (handler calls in turn). Otherwise (or with ``replicated=True``) it goes through
+the log: the caller submits ``OpenNegotiation``; every node, on applying the open or a
+move, asks the handler of the party whose turn it is if it hosts that party, and submits
+the move signed with its node key (``NegotiationMove``, at most once per negotiation and
+round: ``max_events`` kept, the oldest forgotten); the caller submits
+``CloseNegotiation`` once ``deadline_s`` passed without an outcome, and every node reads
+the same agreement or typed failure from its replica.
+
 Known limits: any member may bind any agent to itself (signed and logged, not prevented);
 agents hosted on a node that lags behind a snapshot miss auctions opened inside
-it; :meth:`Coordination.negotiate` runs between two agents hosted on this node.
+it.
 """
 
 from __future__ import annotations
@@ -86,24 +95,33 @@ from foundation_p2p.coordination.agents import (
     vote_command,
 )
 from foundation_p2p.coordination.auction import DONE, REVEAL_PHASE, AuctionResult
+from foundation_p2p.coordination.commitments import MAX_AMOUNT, sign_move
 from foundation_p2p.coordination.machine import CoordinationMachine
 from foundation_p2p.coordination.negotiation import (
+    Accept,
     Agreement,
     Negotiation,
     NegotiationFailed,
+    Offer,
+    Reject,
 )
+from foundation_p2p.coordination.negotiation_machine import AGREED
 from foundation_p2p.coordination.voting import VoteOutcome
 from foundation_p2p.coordination.wire import (
     MAJORITY,
+    MAX_ROUND_LIMIT,
     QUORUM,
     RULE_NAMES,
     SUPERMAJORITY,
     UNANIMOUS,
     WEIGHTED,
     CloseCommit,
+    CloseNegotiation,
     CloseVote,
     Finalize,
+    NegotiationMove,
     OpenAuction,
+    OpenNegotiation,
     Propose,
     Voter,
     decode_command,
@@ -125,6 +143,9 @@ VOTE_RULES = {"majority": MAJORITY, "supermajority": SUPERMAJORITY, "unanimous":
               "quorum": QUORUM, "weighted": WEIGHTED}
 VOTE_DEADLINE_ENTRIES = 1_000_000
 """The backstop deadline of a vote, in log entries (the proposer closes it on timeout)."""
+NEGOTIATION_DEADLINE_ENTRIES = 1_000_000
+"""The backstop deadline of a replicated negotiation, in log entries (the caller closes it
+after ``deadline_s``)."""
 BIND_ATTEMPTS = 4
 """Bind submissions an agent instance makes (each refused ``stale`` is retried with the
 newer epoch) before it fails."""
@@ -215,6 +236,7 @@ class Coordination:
         self._events: deque[tuple[int, bytes, bytes]] = deque()
         self._reveals: OrderedDict[tuple[bytes, bytes], bytes] = OrderedDict()
         self._agents: dict[bytes, _LocalAgent] = {}
+        self._moves_started: OrderedDict[tuple[bytes, int], None] = OrderedDict()
         self._factories: dict[str, Callable[[Any], Any]] = {}
         self._limiter = trio.CapacityLimiter(max_handler_calls)
         self.max_tasks = max_tasks
@@ -453,11 +475,60 @@ class Coordination:
                 if aid == cmd.auction_id:
                     del self._reveals[(aid, bidder)]
                     self._spawn(nursery, self._submit_quietly, reveal, "reveal")
+        elif isinstance(cmd, OpenNegotiation | NegotiationMove):
+            self._next_move(nursery, cmd.negotiation_id)
         elif isinstance(cmd, Propose):
             eligible = {v.voter for v in cmd.eligible}
             for agent in list(self._agents.values()):
                 if agent.record.agent_id in eligible and "vote" in agent.record.protocols:
                     self._spawn(nursery, self._vote, agent, cmd)
+
+    def _next_move(self, nursery: trio.Nursery, nid: bytes) -> None:
+        """If the party whose turn it is in negotiation ``nid`` is hosted here, ask it for
+        its move (once per negotiation and round)."""
+        b = self.machine.negotiations.bargains.get(nid)
+        if b is None or b.outcome is not None:
+            return
+        agent = self._agents.get(b.state.turn)
+        if agent is None or "negotiation" not in agent.record.protocols:
+            return
+        key = (nid, b.state.round)
+        if key in self._moves_started:
+            return
+        if len(self._moves_started) >= self.max_events:
+            self._moves_started.popitem(last=False)
+        self._moves_started[key] = None
+        self._spawn(nursery, self._negotiation_move, agent, nid, b.state.round)
+
+    async def _negotiation_move(self, agent: _LocalAgent, nid: bytes, rnd: int) -> None:
+        b = self.machine.negotiations.bargains.get(nid)
+        if b is None or b.outcome is not None or b.state.round != rnd:
+            return
+        view = b.state.view(agent.record.agent_id)
+        try:
+            move = await self._call_handler(functools.partial(agent.handler.offer, view),
+                                            f"agent {agent.record.name} offer")
+        except Exception as exc:  # a handler's failure is the agent's: no move
+            self._node.counters.inc("coordination.handler.errors")
+            log.warning("agent %s: no move in negotiation %s: %s", agent.record.name,
+                        nid.hex(), exc)
+            return
+        if isinstance(move, Offer) and type(move.value) is int and 0 <= move.value <= (
+                MAX_AMOUNT):
+            kind, value = 0, move.value
+        elif isinstance(move, Accept | Reject):
+            kind, value = (1 if isinstance(move, Accept) else 2), 0
+        else:
+            self._node.counters.inc("coordination.handler.errors")
+            log.warning("agent %s: move %r in negotiation %s is not an Offer (0..2**64-1), "
+                        "Accept or Reject", agent.record.name, move, nid.hex())
+            return
+        identity = self._node.core.identity
+        log.debug("agent %s moves in %s round %d: submit(NegotiationMove, sign_move)",
+                  agent.record.name, nid.hex(), rnd)
+        await self._submit_quietly(encode_command(NegotiationMove(
+            nid, agent.record.agent_id, identity.node_id, rnd, kind, value,
+            sign_move(identity, agent.record.agent_id, nid, rnd, kind, value))), "move")
 
     def _track(self, cmd: OpenAuction | CloseCommit | Finalize) -> None:
         aid = cmd.auction_id
@@ -778,16 +849,28 @@ class Coordination:
         subject: str = "",
         round_limit: int = 16,
         deadline_s: float = 10.0,
+        replicated: bool | None = None,
     ) -> Agreement:
-        """Alternating offers between two agents hosted on this node, ``initiator`` first;
-        the agreement, or :class:`NegotiationFailed` (``rejected``, ``round_limit``,
-        ``deadline``, ``invalid_move``). Positions are milliseconds since the start, the
-        deadline ``deadline_s`` later.
+        """Alternating offers between two agents, ``initiator`` first; the agreement, or
+        :class:`NegotiationFailed` (``rejected``, ``round_limit``, ``deadline``,
+        ``invalid_move``).
 
-        Equivalent lower-level calls: ``Negotiation(id, initiator, responder, ...)``, then
+        Both agents hosted here (and ``replicated`` not true): in this process, positions
+        in milliseconds since the start, the deadline ``deadline_s`` later. Equivalent
+        lower-level calls: ``Negotiation(id, initiator, responder, ...)``, then
         ``negotiation.move(party, handler.offer(negotiation.view(party)), position)`` in
         turn (each handler call bounded by ``handler_timeout_s``).
+
+        Otherwise through the log (the agents may be hosted anywhere): :meth:`submit` of
+        ``OpenNegotiation``; the parties' nodes submit signed ``NegotiationMove`` s;
+        ``node.wait_until(machine.negotiations.outcome(id))`` bounded by ``deadline_s``;
+        :meth:`submit` of ``CloseNegotiation`` if undecided; the outcome as an
+        :class:`Agreement` or :class:`NegotiationFailed`.
         """
+        if replicated or (replicated is None and not (
+                initiator in self._agents and responder in self._agents)):
+            return await self._negotiate_logged(initiator, responder, subject, round_limit,
+                                                deadline_s)
         parties = {}
         for a in (initiator, responder):
             agent = self._agents.get(a)
@@ -814,6 +897,34 @@ class Coordination:
         if neg.failure is not None:
             raise neg.failure
         return neg.result()
+
+    async def _negotiate_logged(self, initiator: bytes, responder: bytes, subject: str,
+                                round_limit: int, deadline_s: float) -> Agreement:
+        if initiator == responder:
+            raise ConfigError("a negotiation needs two different parties")
+        if not 1 <= round_limit <= MAX_ROUND_LIMIT:
+            raise ConfigError(f"round_limit must be 1..{MAX_ROUND_LIMIT}")
+        for a in (initiator, responder):
+            self.agent(a)  # registered somewhere (CoordinationError if not)
+        nid = os.urandom(16)
+        self._ensure_worker()
+        log.debug("negotiate %s: submit(OpenNegotiation)", nid.hex())
+        result = await self.submit(encode_command(OpenNegotiation(
+            nid, subject, initiator, responder, round_limit, NEGOTIATION_DEADLINE_ENTRIES)))
+        if result[0] == 2:
+            raise CoordinationError(f"negotiation refused: {result[1]}: {result[2]}")
+        negotiations = self.machine.negotiations
+        with trio.move_on_after(deadline_s):
+            await self._node.wait_until(lambda: negotiations.outcome(nid) is not None)
+        if self.machine.negotiations.outcome(nid) is None:
+            await self.submit(encode_command(CloseNegotiation(nid)))
+        out = self.machine.negotiations.outcome(nid)
+        if out is None:
+            raise CoordinationError(f"negotiation {nid.hex()}: no outcome after close")
+        if out.status == AGREED:
+            assert out.value is not None and out.offered_by and out.accepted_by
+            return Agreement(nid, out.value, out.offered_by, out.accepted_by, out.rounds)
+        raise NegotiationFailed(nid, out.status, out.detail or f"at entry {out.decided_at}")
 
     # -- closing ----------------------------------------------------------------------
 

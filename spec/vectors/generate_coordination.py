@@ -28,6 +28,7 @@ COMMIT_LABEL = b"foundation-p2p auction commitment v1\x00"
 COMMIT_SIGN_LABEL = b"foundation-p2p auction commit signature v2\x00"
 VOTE_SIGN_LABEL = b"foundation-p2p vote signature v2\x00"
 BIND_SIGN_LABEL = b"foundation-p2p agent binding v1\x00"
+MOVE_SIGN_LABEL = b"foundation-p2p negotiation move v1\x00"
 
 SEEDS = [hashlib.sha256(b"coordination vectors seed %d" % i).digest() for i in range(8)]
 PUBS = [public_key(s) for s in SEEDS]
@@ -40,6 +41,8 @@ A3 = bytes.fromhex("a3") * 16
 A4 = bytes.fromhex("a4") * 16
 P1 = bytes.fromhex("b1") * 16
 P2 = bytes.fromhex("b2") * 16
+N1 = bytes.fromhex("c1") * 16
+N2 = bytes.fromhex("c2") * 16
 
 
 def nonce(i: int, n: int = 16) -> bytes:
@@ -84,6 +87,19 @@ def vote(pid: bytes, i: int, choice: int, host: int | None = None) -> list[Any]:
     return [17, pid, AGENTS[i], NODES[h], choice, sig]
 
 
+def move_bytes(nid: bytes, party: int, host: int, rnd: int, kind: int, value: int) -> bytes:
+    return (MOVE_SIGN_LABEL + nid + AGENTS[party] + NODES[host] + rnd.to_bytes(2, "big")
+            + bytes([kind]) + value.to_bytes(8, "big"))
+
+
+def move(nid: bytes, party: int, rnd: int, kind: int, value: int = 0,
+         host: int | None = None) -> list[Any]:
+    """Agent ``party``'s negotiation move, signed by node ``host`` (default: ``party``)."""
+    h = party if host is None else host
+    sig = sign(h, move_bytes(nid, party, h, rnd, kind, value))
+    return [10, nid, AGENTS[party], NODES[h], rnd, kind, value, sig]
+
+
 def eligible(idx: list[int], weights: list[int]) -> list[Any]:
     return sorted([[AGENTS[i], w] for i, w in zip(idx, weights, strict=True)])
 
@@ -119,12 +135,14 @@ def signature_vectors() -> list[dict[str, Any]]:
     commit_bytes = COMMIT_SIGN_LABEL + A1 + AGENTS[0] + NODES[0] + c
     vote_bytes = VOTE_SIGN_LABEL + P1 + AGENTS[1] + NODES[1] + bytes([1])
     bind_bytes = BIND_SIGN_LABEL + AGENTS[2] + NODES[2] + (7).to_bytes(8, "big")
+    move_signed = move_bytes(N1, 3, 3, 2, 0, 70)
     return [
         {"name": name, "seed": SEEDS[i].hex(), "public_key": PUBS[i].hex(),
          "node_id": NODES[i].hex(), "agent_id": AGENTS[i].hex(), "signed": data.hex(),
          "signature": sign(i, data).hex()}
         for name, i, data in (("commit", 0, commit_bytes), ("vote yes", 1, vote_bytes),
-                              ("bind epoch 7", 2, bind_bytes))
+                              ("bind epoch 7", 2, bind_bytes),
+                              ("move: offer 70 in round 2", 3, move_signed))
     ]
 
 
@@ -148,6 +166,10 @@ def command_vectors() -> list[dict[str, Any]]:
         ("vote", "vote", vote(P1, 1, 1)),
         ("close-vote", "close-vote", [18, P1]),
         ("bind", "bind", bind(2, 2, 7)),
+        ("negotiate", "negotiate", [9, N1, "cpu-hours", AGENTS[0], AGENTS[1], 4, 50]),
+        ("move: offer", "move", move(N1, 0, 0, 0, 100)),
+        ("move: accept", "move", move(N1, 1, 1, 1)),
+        ("close-negotiation", "close-negotiation", [11, N1]),
     ]
     return [{"name": n, "cddl": rule, "value": to_json(v), "hex": dumps(v).hex()}
             for n, rule, v in cases]
@@ -185,6 +207,12 @@ def invalid_vectors() -> list[dict[str, Any]]:
         ("empty bidders", dumps([1, A1, [], 2, 0, 1, []]), "malformed"),
         ("unsorted bidders", dumps([1, A1, [], 2, 0, 1, sorted(AGENTS[:2])[::-1]]),
          "malformed"),
+        ("negotiate: one party twice", dumps([9, N1, "s", AGENTS[0], AGENTS[0], 4, 5]),
+         "malformed"),
+        ("negotiate: round limit 0", dumps([9, N1, "s", AGENTS[0], AGENTS[1], 0, 5]), "limit"),
+        ("move: accept with a value", dumps([*move(N1, 1, 1, 1)[:6], 5, bytes(64)]),
+         "malformed"),
+        ("move: kind 3", dumps([*move(N1, 1, 1, 1)[:5], 3, 0, bytes(64)]), "limit"),
         ("truncated array", bytes.fromhex("8203"), "malformed"),
         ("not deterministic CBOR", bytes.fromhex("821803") + dumps(A1), "malformed"),
         ("trailing bytes", dumps([3, A1]) + b"\x00", "malformed"),
@@ -339,6 +367,39 @@ def vote_vectors() -> list[dict[str, Any]]:
     return out
 
 
+def negotiation_vectors() -> list[dict[str, Any]]:
+    """Outcomes written out by the rules of section 8 (entry indexes from 1)."""
+    pre = binds([0, 1])  # entries 1, 2
+    cases: list[tuple[str, list[tuple[Any, Any]], list[Any]]] = [
+        # open at 3; offers at 4, 6 (a retry at 5), 7; accept at 8: value 80 offered by 0
+        ("agreed after three offers", [
+            ([9, N1, "cpu", AGENTS[0], AGENTS[1], 8, 50], 0),
+            (move(N1, 0, 0, 0, 100), 0), (move(N1, 0, 0, 0, 100), 1),
+            (move(N1, 1, 1, 0, 60), 0), (move(N1, 0, 2, 0, 80), 0), (move(N1, 1, 3, 1), 0),
+            (move(N1, 0, 3, 0, 1), "closed")],
+         [N1, "agreed", 80, AGENTS[0], AGENTS[1], 3, 8]),
+        # refusals change nothing; agent 1 moves to node 2; a reject ends it at entry 10
+        ("only the bound node moves for a party; rejected", [
+            ([9, N2, "gpu", AGENTS[0], AGENTS[1], 8, 50], 0),
+            (move(N2, 0, 0, 0, 9, host=1), "not_host"), (move(N2, 2, 0, 0, 9), "not_party"),
+            (move(N2, 0, 1, 0, 9), "wrong_round"), (move(N2, 0, 0, 0, 9), 0),
+            (bind(1, 2, 2), 0), (move(N2, 1, 1, 2), "not_host"),
+            (move(N2, 1, 1, 2, host=2), 0)],
+         [N2, "rejected", None, None, None, 1, 10]),
+        # deadline 2: open at 3, the move at 5 counts, the entry at 6 ends it at 5
+        ("the deadline passes in log order", [
+            ([9, N1, "cpu", AGENTS[0], AGENTS[1], 8, 2], 0), (move(N1, 0, 0, 0, 5), 0),
+            (move(N1, 1, 1, 0, 4), 0), ([11, N1], 1), (move(N1, 0, 2, 1), "late")],
+         [N1, "deadline", None, None, None, 2, 5]),
+    ]
+    out = []
+    for name, entries, outcome in cases:
+        entries = [*pre, *entries]
+        out.append({"name": name, "log": [dumps(c).hex() for c, _ in entries],
+                    "expect": [st for _, st in entries], "outcome": to_json(outcome)})
+    return out
+
+
 # -- spec/consensus.md, the composite state machine ---------------------------------------
 
 KV_PUT = [1, None, [1, b"k", b"v"]]  # spec/consensus-kv.md: put k = v, no session
@@ -361,7 +422,7 @@ def composite_snapshot_vectors() -> list[dict[str, Any]]:
     kv = dumps([1, 2, 0, [[b"k", b"v"]], []])
     auctions = dumps([1, 2, 0, [[opened, 2, 0, [], [], [], [], 0, 0]]])
     votes = dumps([1, 0, 0, [], []])
-    coordination = dumps([2, 2, auctions, votes, []])
+    coordination = dumps([2, 2, auctions, votes, [], [0, [], []]])
     snap = [2, kv, [[1, coordination]]]
     return [{
         "name": "kv put, then an auction opened",
@@ -384,7 +445,8 @@ def build() -> dict[str, Any]:
             "1, 2, ... to a fresh machine (agents are bound by the bind entries of the log "
             "itself); 'expect' is each result's status (0 applied, "
             "1 duplicate) or refusal code; the last result of an auction log is "
-            "'result_hex', and 'outcome' is the proposal's final outcome. "
+            "'result_hex', and 'outcome' is the proposal's (or the negotiation's) final "
+            "outcome. "
             "'envelope' (spec/consensus.md, the composite state machine): 'hex' is the "
             "Raft command carrying 'command' to 'machine_id' (0: a KV command, routed as "
             "is). 'composite_snapshot': apply 'log' at 1, 2 to a fresh MachineSet; its "
@@ -396,6 +458,7 @@ def build() -> dict[str, Any]:
         "invalid_command": invalid_vectors(),
         "auction": auction_vectors(),
         "vote": vote_vectors(),
+        "negotiation": negotiation_vectors(),
         "envelope": envelope_vectors(),
         "composite_snapshot": composite_snapshot_vectors(),
     }

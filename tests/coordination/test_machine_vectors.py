@@ -50,3 +50,42 @@ def test_composite_snapshots(entry: dict[str, Any]) -> None:
     other = MachineSet()
     other.restore(snap)
     assert other.snapshot() == snap
+
+
+@pytest.mark.parametrize("entry", VECTORS["negotiation"], ids=lambda e: e["name"])
+def test_negotiation_logs(entry: dict[str, Any]) -> None:
+    """'negotiation': each entry's status or refusal code, then the outcome (CDDL
+    ``negotiation-outcome``), identical after a snapshot round trip."""
+    from foundation_p2p.coordination.machine import CoordinationMachine
+    from foundation_p2p.wire import cbor
+
+    m = CoordinationMachine()
+    nid = None
+    for index, (hex_cmd, expect) in enumerate(zip(entry["log"], entry["expect"], strict=True),
+                                              1):
+        data = bytes.fromhex(hex_cmd)
+        out = m.apply(index, data)
+        schema("result").validate_cbor(out)
+        value = cbor.decode(out)
+        assert (value[0] if value[0] < 2 else value[1]) == expect, (index, value)
+        cmd = cbor.decode(data)
+        if cmd[0] == 9:
+            nid = cmd[1]
+    assert nid is not None
+    outcome = m.negotiations.outcome(nid)
+    assert outcome is not None
+    wire = outcome.to_wire()
+    assert wire == _plain(entry["outcome"])
+    schema("negotiation-outcome").validate_cbor(cbor.encode(wire))
+    other = CoordinationMachine()
+    other.restore(m.snapshot())
+    assert other.negotiations.outcome(nid) == outcome
+
+
+def _plain(value: Any) -> Any:
+    """The value of the vectors' JSON form (byte strings are ``{"bytes": hex}``)."""
+    if isinstance(value, dict) and set(value) == {"bytes"}:
+        return bytes.fromhex(value["bytes"])
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    return value

@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 from contextlib import AsyncExitStack
 
+import pytest
 import trio
 from test_runtime_coordination import WAIT_S, Bidder, start_three
 
@@ -17,6 +18,7 @@ from foundation_p2p.coordination.wire import (
     CastVote,
     CommitBid,
     OpenAuction,
+    OpenNegotiation,
     Propose,
     Voter,
     encode_command,
@@ -125,3 +127,62 @@ async def test_only_the_bound_node_signs_for_an_agent() -> None:
         assert await host.coordination.bind(agent) == epoch + 1
         for n in nodes:
             assert n.counters["coordination.binding.failed"] == 0
+
+
+async def test_a_negotiation_between_agents_on_two_nodes_goes_through_the_log() -> None:
+    from test_runtime_coordination import Trader
+
+    from foundation_p2p.coordination.commitments import sign_move
+    from foundation_p2p.coordination.negotiation import NegotiationFailed
+    from foundation_p2p.coordination.wire import NegotiationMove
+
+    async with AsyncExitStack() as stack:
+        nodes = await start_three(stack)
+        for n in nodes:
+            n.coordination.define_agent(Trader)
+        # agents land by rendezvous placement of their random ids: start three at a time
+        # until two nodes host some (all of 15 on one node: probability 3**-14)
+        started = 0
+        hosting: list[Node] = []
+        while len(hosting) < 2 and started < 15:
+            for i in range(3):
+                nodes[i].coordination.start_coordination_agent(Trader, {"amount": 0})
+            started += 3
+            with trio.fail_after(WAIT_S):
+                await nodes[0].coordination.wait_agents(started)
+                await nodes[0].wait_until(
+                    lambda k=started: sum(len(n.coordination.local_agents) for n in nodes) == k)
+            hosting = [n for n in nodes if n.coordination.local_agents]
+        assert len(hosting) >= 2
+        a = hosting[0].coordination.local_agents[0].agent_id
+        b = hosting[1].coordination.local_agents[0].agent_id
+        caller = nodes[2]
+        agreement = await caller.coordination.negotiate(a, b, subject="cpu", round_limit=40,
+                                                        deadline_s=WAIT_S)
+        assert 50 <= agreement.value <= 80
+        assert {agreement.offered_by, agreement.accepted_by} == {a, b}
+        nid = agreement.negotiation_id
+        with trio.fail_after(WAIT_S):
+            for n in nodes:
+                await n.wait_until(
+                    lambda n=n: n.coordination.machine.negotiations.outcome(nid) is not None)
+        machines = [n.coordination.machine.negotiations for n in nodes]
+        outcomes = {tuple(m.outcome(nid).to_wire()) for m in machines}  # type: ignore[union-attr]
+        assert len(outcomes) == 1, outcomes
+        bargain = nodes[0].coordination.machine.negotiations.bargains[nid]
+        assert {m.node_id for _, m in bargain.moves} == {hosting[0].node_id,
+                                                           hosting[1].node_id}
+
+        with pytest.raises(NegotiationFailed) as info:
+            await caller.coordination.negotiate(a, b, round_limit=1, deadline_s=WAIT_S)
+        assert info.value.reason == "round_limit"
+
+        # a node not hosting the party cannot move for it
+        outsider = next(n for n in nodes if n is not hosting[0])
+        nid2 = os.urandom(16)
+        await outsider.coordination.submit(encode_command(OpenNegotiation(
+            nid2, "x", a, b, 4, 1_000_000)))
+        ident = outsider.core.identity
+        forged = await outsider.coordination.submit(encode_command(NegotiationMove(
+            nid2, a, ident.node_id, 0, 0, 1, sign_move(ident, a, nid2, 0, 0, 1))))
+        assert forged[:2] == [2, "not_host"], forged
