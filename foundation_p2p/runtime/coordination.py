@@ -21,6 +21,8 @@ binding this replica holds; a ``stale`` refusal is retried at most ``BIND_ATTEMP
 times with the newer epoch, then the instance fails and the supervisor restarts it), and
 every commit and vote of the agent is signed with the node's key (``core.identity``, the
 one membership uses). The machines take them only while the agent is bound to that node.
+A node without ``[consensus]`` hosts agents unbound (``coordination.binding.skipped``):
+they are found by capability but cannot bid or vote.
 
 Auctions. Each node watches the coordination commands its replica applies (a
 ``MachineSet`` listener feeding a bounded queue). When an ``OpenAuction`` is applied, every
@@ -388,7 +390,12 @@ class Coordination:
                 if isinstance(item, list) and len(item) == 2 and all(
                         isinstance(x, bytes) for x in item):
                     self._keep_reveal(item[0], record.agent_id, item[1])
-        await self.bind(record.agent_id)
+        if node.core.consensus is not None:
+            await self.bind(record.agent_id)
+        else:  # no Raft member here: the agent is found, but cannot bid or vote
+            node.counters.inc("coordination.binding.skipped")
+            log.warning("agent %s runs on a node without [consensus]: not bound, its bids "
+                        "and votes cannot be submitted", record.name)
         self._agents[record.agent_id] = _LocalAgent(record, handler)
         name, value, metadata = record.to_registry()
         node.registry.put(name, value, metadata)
