@@ -15,9 +15,14 @@ the app's latest stats line (live Trio tasks, ops done, ops failed). It reads ea
 stderr for lines logged at ERROR (and tracebacks).
 
 Errors (each one fails the run): a stderr line at ERROR or a traceback; an app op that
-failed and was not in flight at any time from a kill or restart to ``--grace-s`` after it (failures
-within it are the expected churn failures, counted apart); a node process that ended
-without being killed; a node that did not print its ready line within ``START_TIMEOUT_S``.
+failed, unless it was in flight during the group's formation (until ``--election-window-s``
+after every node was ready) or within ``--election-window-s`` of the SIGKILL of the node
+that led the group at that moment (each node's stats lines report its Raft view changes:
+the leader at a kill is the one most other nodes believed in) -- a failure after a
+follower's kill or restart, or after a leader change nobody caused, is an error; a node
+process that ended without being killed; a node that did not print its ready line within
+``START_TIMEOUT_S``. Ops in flight when the final stop began (SIGTERM: the nodes leave)
+are counted apart (``shutdown_failures``). Failures are judged once the run is over.
 
 Verdict: for every node lifetime (one process) that spans the run's second minute and its
 last minute, the last minute's maximum RSS is within ``--mem-tolerance`` (10%) of the
@@ -48,6 +53,15 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 START_TIMEOUT_S = 60.0
 """Longest wait for a node process's ready line (interpreter start and imports, loaded)."""
 SNAPSHOT_EVERY = 500
+ELECTION_WINDOW_S = 3.0
+"""How long after the leader's SIGKILL a failed op is expected (``--election-window-s``).
+With ``tick_interval_s = 0.05`` and ``election_tick = 10`` a follower notices the silence
+after its randomized election timeout, 0.5 to 1.0 s; pre-vote and vote are a round trip
+each on loopback; a split vote costs one more timeout (up to 1.0 s); the followers then
+learn the new leader from its first heartbeat. That is at most ~2 s; 1 s more is the
+margin for this loaded 2-CPU machine. An op in flight then fails by ``request_timeout_s``
+(it was forwarded to the dead leader) or at once (``no_leader``). A follower's kill or
+restart leaves a quorum and its leader in place: no op may fail for it."""
 CONFIG = """\
 [membership]
 profile = "local"
@@ -95,6 +109,19 @@ class NodeSlot:
     last_stats: dict[str, Any] = field(default_factory=dict)
 
 
+@dataclass
+class Failure:
+    """An app op that failed, as reported in a stats line (wall times)."""
+
+    node: str
+    life: int
+    minute: int
+    started: float
+    ended: float
+    kind: str
+    error: str
+
+
 class Soak:
     """The cluster, its churn and its measurements (see the module docstring)."""
 
@@ -105,8 +132,19 @@ class Soak:
         self.wall0 = time.time()
         self.errors: list[str] = []
         self.expected_failures = 0
-        self.disruptions: list[float] = []
-        """Wall times of every kill and restart (failures shortly after are expected)."""
+        self.stopping: float | None = None
+        """Wall time the final stop began (ops in flight then or later fail by design)."""
+        self.shutdown_failures = 0
+        self.formation: tuple[float, float] = (time.time(), time.time())
+        """Wall times from the first start to every node ready (the group forms)."""
+        self.kills: list[tuple[float, str]] = []
+        """``(wall time, node)`` of every SIGKILL."""
+        self.failures: list[Failure] = []
+        self.views: dict[str, list[tuple[float, int, str | None]]] = {}
+        """Per node, its Raft view changes ``(wall, term, leader short id)`` (app.py)."""
+        self.ids: dict[str, str] = {}
+        """Node name -> short node id (from its stats lines)."""
+        self.leader_kills: list[dict[str, Any]] = []
         self.minute_rows: dict[tuple[str, int, int], dict[str, Any]] = {}
         key_path = os.path.join(root, "cluster.key")
         with open(key_path, "w", encoding="utf-8") as f:
@@ -171,6 +209,8 @@ class Soak:
 
     def stop_all(self) -> None:
         """SIGTERM every node (it leaves), SIGKILL what is still running after 10 s."""
+        if self.stopping is None:
+            self.stopping = time.time()
         lives = [s.lives[-1] for s in self.slots if s.lives and s.lives[-1].ended is None]
         for life in lives:
             life.killed = True
@@ -264,27 +304,27 @@ class Soak:
             row = self._row(slot.name, life, self.minute())
             ops_before = sum(prev.get("ops", {}).values())
             row["ops"] += sum(stats["ops"].values()) - ops_before
+            if "id" in stats:
+                self.ids[slot.name] = stats["id"]
+            self.views.setdefault(slot.name, []).extend(
+                (float(w), int(term), leader) for w, term, leader in stats.get("leaders", ())
+            )
             for started, ended, kind, err in stats["fails"]:
-                # expected: the op was in flight at some point of [disruption, + grace]
-                if any(started <= d + self.args.grace_s and ended >= d
-                       for d in self.disruptions):
-                    self.expected_failures += 1
-                    row["expected"] += 1
-                else:
-                    row["errors"] += 1
-                    self.error(slot.name, f"{kind} failed outside the churn grace: {err}")
+                self.failures.append(
+                    Failure(slot.name, life, self.minute(), started, ended, kind, err)
+                )
 
     # -- the run ------------------------------------------------------------------------
 
     def run(self) -> dict[str, Any]:
         args = self.args
-        self.disruptions.append(time.time())  # the group forms: failures expected at first
+        formed_from = time.time()
         for slot in self.slots:
             self.start(slot)
         for slot in self.slots:
             self.wait_ready(slot)
         self.t0 = time.monotonic()  # minutes count from a running cluster
-        self.disruptions.append(time.time())
+        self.formation = (formed_from, time.time())
         end = self.t0 + args.minutes * 60
         next_sample = self.t0
         next_churn = self.t0 + args.churn_s
@@ -301,11 +341,10 @@ class Soak:
             if churn and now >= next_churn:
                 slot = churn[turn % len(churn)]
                 turn += 1
-                self.disruptions.append(time.time())
+                self.kills.append((time.time(), slot.name))
                 self.kill(slot)
                 self.start(slot)
                 self.wait_ready(slot)
-                self.disruptions.append(time.time())
                 restarts += 1
                 next_churn += args.churn_s
             time.sleep(max(0.0, min(next_sample, next_churn if churn else end, end)
@@ -315,7 +354,71 @@ class Soak:
         for slot in self.slots:
             self._read_stderr(slot)
             self._read_stats(slot)
+        self.judge_failures()
         return self.verdict(restarts)
+
+    # -- judging failed ops -------------------------------------------------------------
+
+    def leader_at(self, wall: float, exclude: str | None = None) -> str | None:
+        """The leader (short id) most nodes other than ``exclude`` believed in at ``wall``
+        (each node's last view change at or before it); None if none known."""
+        votes: dict[str, int] = {}
+        for name, views in self.views.items():
+            if name == exclude:
+                continue
+            before = [v for v in views if v[0] <= wall]
+            if before and before[-1][2] is not None:
+                leader = before[-1][2]
+                votes[leader] = votes.get(leader, 0) + 1
+        return max(sorted(votes), key=lambda k: votes[k]) if votes else None
+
+    def election_s(self, wall: float, dead: str) -> float | None:
+        """Seconds from ``wall`` until every node but ``dead`` saw a leader other than
+        ``dead`` (its first view change after ``wall`` naming one); None if one never did."""
+        worst = 0.0
+        for name, views in self.views.items():
+            if self.ids.get(name) == dead:
+                continue
+            seen = next((v[0] for v in views if v[0] >= wall and v[2] not in (None, dead)),
+                        None)
+            if seen is None:
+                return None
+            worst = max(worst, seen - wall)
+        return worst
+
+    def judge_failures(self) -> None:
+        """Count every failed op as expected, shutdown or error (see the module docstring):
+        expected only if in flight during the group's formation (to ``--election-window-s``
+        after every node was ready) or within ``--election-window-s`` of the SIGKILL of the
+        node that led the group then; every other failure, after a follower's kill or
+        restart too, is an error."""
+        w = self.args.election_window_s
+        windows = [(self.formation[0], self.formation[1] + w)]
+        for wall, name in self.kills:
+            dead = self.ids.get(name)
+            if dead is None or self.leader_at(wall, exclude=name) != dead:
+                continue
+            windows.append((wall, wall + w))
+            took = self.election_s(wall, dead)
+            self.leader_kills.append({
+                "t": round(wall - self.formation[1], 1), "node": name,
+                "new_leader_seen_by_all_s": None if took is None else round(took, 2),
+            })
+        for f in sorted(self.failures, key=lambda f: f.started):
+            row = self._row(f.node, f.life, f.minute)
+            if self.stopping is not None and f.ended >= self.stopping:
+                # in flight when the nodes began leaving (SIGTERM): the group winds down
+                self.shutdown_failures += 1
+            elif any(f.started <= end and f.ended >= start for start, end in windows):
+                self.expected_failures += 1
+                row["expected"] += 1
+            else:
+                row["errors"] += 1
+                self.errors.append(
+                    f"t={f.started - self.formation[1]:7.1f}s {f.node}: {f.kind} failed "
+                    f"after {f.ended - f.started:.1f} s outside a leader-election window: "
+                    f"{f.error} (leader then: {self.leader_at(f.started)})"
+                )
 
     def verdict(self, restarts: int) -> dict[str, Any]:
         last = max(0, math.ceil(self.args.minutes) - 1)
@@ -341,7 +444,9 @@ class Soak:
         return {
             "ok": flat and not self.errors, "minutes": self.args.minutes,
             "nodes": self.args.nodes, "restarts": restarts, "ops": ops,
-            "expected_failures": self.expected_failures, "errors": len(self.errors),
+            "expected_failures": self.expected_failures,
+            "shutdown_failures": self.shutdown_failures, "errors": len(self.errors),
+            "leader_kills": self.leader_kills,
             "memory_flat": flat, "memory": memory, "data_dir": self.root,
         }
 
@@ -389,8 +494,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="comma-separated nodes killed in turn (default n5: the other "
                    "nodes live the whole run, so their memory is judged)")
     p.add_argument("--sample-s", type=float, default=5.0, help="seconds between samples")
-    p.add_argument("--grace-s", type=float, default=15.0,
-                   help="failed ops this long after a kill or restart are expected")
+    p.add_argument("--election-window-s", type=float, default=ELECTION_WINDOW_S,
+                   help="failed ops in flight this long after the leader's SIGKILL (or the "
+                   f"group's formation) are expected (default {ELECTION_WINDOW_S:g})")
     p.add_argument("--mem-tolerance", type=float, default=0.10,
                    help="last minute's max RSS over the second minute's, at most 1 + this")
     p.add_argument("--log-level", type=str.upper, default="WARNING",
@@ -401,8 +507,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    "foundation_p2p.consensus)")
     p.add_argument("--keep", metavar="DIR", help="put data and logs in DIR and keep them")
     args = p.parse_args(argv)
-    if not args.minutes > 0 or args.nodes < 3 or args.sample_s <= 0 or args.churn_s < 0:
-        p.error("--minutes > 0, --nodes >= 3, --sample-s > 0, --churn-s >= 0")
+    if (not args.minutes > 0 or args.nodes < 3 or args.sample_s <= 0 or args.churn_s < 0
+            or args.election_window_s < 0):
+        p.error("--minutes > 0, --nodes >= 3, --sample-s > 0, --churn-s >= 0, "
+                "--election-window-s >= 0")
     names = [s for s in args.churn.split(",") if s] if args.churn_s > 0 else []
     bad = [s for s in names if s not in {f"n{i + 1}" for i in range(args.nodes)}]
     if bad:

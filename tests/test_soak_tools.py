@@ -80,24 +80,51 @@ def test_verdict_fails_without_a_judged_lifetime(tmp_path: Path) -> None:
     assert not result["ok"] and "no node lifetime spans" in soak.errors[0]
 
 
-def test_failed_ops_are_expected_only_within_the_grace_after_a_disruption(
-    tmp_path: Path,
-) -> None:
-    soak = _soak(tmp_path, "--grace-s", "15")
-    slot = soak.slots[0]
+def _line(name: str, pid: int, t: float, **extra: Any) -> str:
+    line = {"t": t, "name": name, "pid": pid, "id": f"id{name}", "tasks": 9, "ops": {},
+            "fails": [], "leaders": []}
+    line.update(extra)
+    return json.dumps(line) + "\n"
+
+
+def test_failed_ops_are_expected_only_around_the_leaders_kill(tmp_path: Path) -> None:
+    soak = _soak(tmp_path, "--election-window-s", "3")
     now = time.time()
-    soak.disruptions.append(now - 100)
-    line: dict[str, Any] = {
-        "t": now, "name": "n1", "pid": 4242, "tasks": 9, "ops": {"kv_put": 3},
-        "fails": [[now - 95, now - 90, "kv_put", "Indeterminate: x"],
-                  [now - 86, now - 81, "kv_get", "Indeterminate: y"],  # started in the grace
-                  [now - 50, now - 45, "kv_get", "TooSlow"]],
-    }
-    Path(slot.stats_path).write_text(json.dumps(line) + "\n" + '{"partial')
-    soak._read_stats(slot)
-    assert soak.expected_failures == 2
-    assert len(soak.errors) == 1 and "kv_get failed outside the churn grace" in soak.errors[0]
-    assert slot.stats_offset == len(json.dumps(line)) + 1  # the partial line waits
+    soak.formation = (now - 300, now - 290)
+    k1, k2 = now - 200, now - 100  # n5 killed while it led; then n5 killed as a follower
+    soak.kills = [(k1, "n5"), (k2, "n5")]
+    for slot in soak.slots:
+        views = [[now - 289, 2, "idn5"]]
+        if slot.name != "n5":
+            views.append([k1 + 0.8, 3, None])
+            views.append([k1 + 1.2, 3, "idn1"])
+        fails = []
+        if slot.name == "n2":
+            fails = [
+                [now - 291, now - 288, "kv_put", "Indeterminate: formation"],
+                [k1 - 1, k1 + 2, "kv_put", "Indeterminate: in flight at the kill"],
+                [k1 + 2.9, k1 + 5.9, "kv_put", "Indeterminate: started in the window"],
+                [k1 + 3.5, k1 + 6.5, "kv_put", "Indeterminate: after the window"],
+                [k2 + 0.5, k2 + 3.5, "kv_get", "ConsensusError: a follower's kill"],
+                [now - 10, now - 9, "kv_put", "NotLeader: stopping"],
+            ]
+        line = _line(slot.name, 4242, now, leaders=views, fails=fails)
+        Path(slot.stats_path).write_text(line + '{"partial')
+        soak._read_stats(slot)
+        assert slot.stats_offset == len(line)  # the partial line waits
+    assert soak.leader_at(k1 - 1, exclude="n5") == "idn5"
+    assert soak.leader_at(k2, exclude="n5") == "idn1"
+    assert soak.election_s(k1, "idn5") == pytest.approx(1.2)
+    soak.stopping = now - 9.5
+    soak.judge_failures()
+    assert soak.expected_failures == 3
+    assert soak.shutdown_failures == 1
+    assert len(soak.errors) == 2, soak.errors
+    assert "after the window" in soak.errors[0] and "leader then: idn1" in soak.errors[0]
+    assert "a follower's kill" in soak.errors[1]
+    assert soak.leader_kills == [
+        {"t": -200.0 + 290.0, "node": "n5", "new_leader_seen_by_all_s": 1.2}
+    ]
 
 
 def test_error_lines_on_stderr_are_errors(tmp_path: Path) -> None:
