@@ -175,11 +175,36 @@ def parse_record_head(buf: bytes | bytearray, pos: int) -> tuple[int, int] | Non
     return pos + 1 + size, length
 
 
+def _kind_and_bytes(data: bytes, limits: WireLimits) -> list[Any] | None:
+    """``[kind, payload]`` (a uint below 24 and a byte string), the shape of every Raft
+    record, read by hand when it is in deterministic CBOR and within ``limits``;
+    ``None`` for anything else (``decode_message``'s general path then decides). The
+    same value that path returns, without its decode, re-encode and compare."""
+    n = len(data)
+    if type(data) is not bytes or n < 3 or data[0] != 0x82 or data[1] >= 24 or data[2] >> 5 != 2:
+        return None
+    if _SMALL_CBOR_BYTES >= n > limits.max_packet_bytes or limits.max_depth < 1:
+        return None
+    try:
+        head = parse_record_head(data, 2)
+    except WireError:
+        return None
+    if head is None:
+        return None
+    start, length = head
+    if start + length != n or length > limits.max_bytes_bytes or limits.max_collection_items < 2:
+        return None
+    return [data[1], data[start:]]
+
+
 def decode_message(data: bytes, limits: WireLimits) -> Any:
     """The message a record's payload carries: one deterministic CBOR item of plain data.
 
     Raises only ``WireError`` subclasses (``MalformedError``, ``LimitError``).
     """
+    fast = _kind_and_bytes(data, limits)
+    if fast is not None:
+        return fast
     if len(data) <= _SMALL_CBOR_BYTES:
         value = cbor.decode(data, limits)
     else:
@@ -216,6 +241,18 @@ class _Service:
     on_peer_lost: Callable[[NodeId], None] | None
     urgency: int
     max_pending_bytes: int
+    # its per-message counter names, built once
+    sent: str = ""
+    sent_bytes: str = ""
+    received: str = ""
+    received_bytes: str = ""
+
+    def __post_init__(self) -> None:
+        prefix = f"messaging.{self.name}."
+        self.sent = prefix + "sent"
+        self.sent_bytes = prefix + "sent_bytes"
+        self.received = prefix + "received"
+        self.received_bytes = prefix + "received_bytes"
 
 
 class _Out:
@@ -369,8 +406,8 @@ class Messenger:
             q = out.pending[service] = deque()
         q.append(memoryview(record))
         out.pending_bytes[service] = queued + len(record)
-        counters.inc(f"messaging.{svc.name}.sent")
-        counters.inc(f"messaging.{svc.name}.sent_bytes", len(record))
+        counters.inc(svc.sent)
+        counters.inc(svc.sent_bytes, len(record))
         self._blocked.add(node_id)
         self._drive(now, node_id)
         # a peer found unreachable while driving lost this message with the others
@@ -658,8 +695,8 @@ class Messenger:
                 break
             message = decode_message(bytes(buf[start:end]), self.limits)
             pos = end
-            counters.inc(f"messaging.{svc.name}.received")
-            counters.inc(f"messaging.{svc.name}.received_bytes", end - start)
+            counters.inc(svc.received)
+            counters.inc(svc.received_bytes, end - start)
             try:
                 svc.on_message(now, node_id, message)
             except WireError as exc:

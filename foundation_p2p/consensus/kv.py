@@ -37,7 +37,7 @@ from typing import Any
 import cbor2
 from sortedcontainers import SortedDict  # type: ignore[import-untyped]
 
-from foundation_p2p.consensus.fastcbor import encode_bytes, read_bytes, read_head
+from foundation_p2p.consensus.fastcbor import read_bytes, read_head, uint_head
 from foundation_p2p.consensus.sessions import (
     Session,
     SessionLimits,
@@ -81,6 +81,9 @@ _VERDICT_STATUS = {
 }
 _READ_OPS = (Op.GET, Op.RANGE)
 _OPS = tuple(Op)  # by code: Op(code) without the enum lookup
+# The members as module constants: on Python 3.11 ``Op.PUT`` is a descriptor call on
+# the enum class, several times slower than a global (the apply path reads them often).
+_GET, _PUT, _DELETE, _CAS, _RANGE, _REGISTER, _CLOSE = _OPS
 _ARITY = {
     Op.GET: 1,
     Op.PUT: 2,
@@ -91,6 +94,7 @@ _ARITY = {
     Op.CLOSE: 0,
 }
 """Arguments each operation takes."""
+_ARITY_BY_CODE = tuple(_ARITY[op] for op in _OPS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -245,7 +249,7 @@ def _ok(payload: Any) -> bytes:
     if payload is None:
         return _OK_NULL
     if type(payload) is bytes:
-        return b"\x82\x00" + encode_bytes(payload)
+        return b"".join((b"\x82\x00", uint_head(2, len(payload)), payload))  # one copy
     return _dumps([Status.OK, payload])
 
 
@@ -256,8 +260,8 @@ def _refuse(status: Status, message: str) -> bytes:
 # -- the store ------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class _Parsed:
+@dataclass(slots=True)
+class _Parsed:  # not frozen: built once per command applied, and a frozen init is slower
     session: SessionRef | None
     op: Op
     args: list[Any]
@@ -291,7 +295,7 @@ class KVStore:
             return self._count(_refuse(Status.LIMIT, str(exc)), Status.LIMIT)
         except WireError as exc:
             return self._count(_refuse(Status.BAD_COMMAND, str(exc)), Status.BAD_COMMAND)
-        if parsed.op == Op.REGISTER:
+        if parsed.op == _REGISTER:
             if parsed.session is not None:
                 return self._count(
                     _refuse(Status.BAD_COMMAND, "register takes no session"), Status.BAD_COMMAND
@@ -300,7 +304,7 @@ class KVStore:
             return _ok(client_id)
         session = parsed.session
         if session is None:
-            if parsed.op == Op.CLOSE:
+            if parsed.op == _CLOSE:
                 return self._count(
                     _refuse(Status.BAD_COMMAND, "close needs a session"), Status.BAD_COMMAND
                 )
@@ -315,7 +319,7 @@ class KVStore:
             return self._count(
                 _refuse(status, f"client {session.client_id} seq {session.seq}"), status
             )
-        if parsed.op == Op.CLOSE:
+        if parsed.op == _CLOSE:
             self.sessions.close(session.client_id)
             return _ok(None)
         result = self._execute(parsed)
@@ -532,7 +536,7 @@ class KVStore:
         if b >> 5 != 4 or code > 6:
             return None
         op = _OPS[code]
-        want = _ARITY[op]
+        want = _ARITY_BY_CODE[code]
         if (b & 0x1F) != want + 1:
             return None
         pos += 2
@@ -565,19 +569,19 @@ class KVStore:
         # the checks of _parse; a failing one takes the slow path for its error
         max_key = limits.max_key_bytes
         max_value = limits.max_value_bytes
-        if op <= Op.CAS or op == Op.RANGE:
+        if op <= _CAS or op == _RANGE:
             k = args[0]
             if type(k) is not bytes or len(k) > max_key:
                 return None
-        if op == Op.PUT:
+        if op == _PUT:
             v = args[1]
             if type(v) is not bytes or len(v) > max_value:
                 return None
-        elif op == Op.CAS:
+        elif op == _CAS:
             for v in args[1:]:
                 if v is not None and (type(v) is not bytes or len(v) > max_value):
                     return None
-        elif op == Op.RANGE:
+        elif op == _RANGE:
             end = args[1]
             if end is not None and (type(end) is not bytes or len(end) > max_key):
                 return None
@@ -588,15 +592,15 @@ class KVStore:
     def _execute(self, p: _Parsed) -> bytes:
         data = self._data
         args = p.args
-        if p.op == Op.GET:
+        if p.op == _GET:
             return _ok(data.get(args[0]))
-        if p.op == Op.PUT:
+        if p.op == _PUT:
             prev = data.get(args[0])
             data[args[0]] = args[1]
             return _ok(prev)
-        if p.op == Op.DELETE:
+        if p.op == _DELETE:
             return _ok(data.pop(args[0], None))
-        if p.op == Op.CAS:
+        if p.op == _CAS:
             key, expected, new = args
             current = data.get(key)
             if current != expected:

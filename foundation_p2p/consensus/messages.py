@@ -18,12 +18,12 @@ from __future__ import annotations
 import itertools
 from dataclasses import dataclass, field
 from enum import IntEnum
-from typing import Any
+from typing import Any, Final
 
 import cbor2
 
 from foundation_p2p.addresses import NodeId
-from foundation_p2p.consensus.types import ConfState, Entry, EntryKind, SnapshotMeta
+from foundation_p2p.consensus.types import ConfState, Entry, EntryKind, SnapshotMeta, make_entry
 from foundation_p2p.errors import ConfigError, LimitError, MalformedError, WireError
 
 NODE_ID_BYTES = 16
@@ -76,24 +76,51 @@ class MessageType(IntEnum):
     """The transport failed (``reject``) or finished sending a snapshot to ``sender``."""
 
 
+class M:
+    """The :class:`MessageType` members as plain class attributes (``M.APP is MessageType.APP``).
+    Reading a member off an enum class goes through the enum metaclass's
+    ``__getattr__`` hook on Python 3.11, several times slower; hot paths use these."""
+
+    PROP: Final = MessageType.PROP
+    APP: Final = MessageType.APP
+    APP_RESP: Final = MessageType.APP_RESP
+    VOTE: Final = MessageType.VOTE
+    VOTE_RESP: Final = MessageType.VOTE_RESP
+    PRE_VOTE: Final = MessageType.PRE_VOTE
+    PRE_VOTE_RESP: Final = MessageType.PRE_VOTE_RESP
+    SNAP: Final = MessageType.SNAP
+    SNAP_RESP: Final = MessageType.SNAP_RESP
+    HEARTBEAT: Final = MessageType.HEARTBEAT
+    HEARTBEAT_RESP: Final = MessageType.HEARTBEAT_RESP
+    TRANSFER_LEADER: Final = MessageType.TRANSFER_LEADER
+    TIMEOUT_NOW: Final = MessageType.TIMEOUT_NOW
+    READ_INDEX: Final = MessageType.READ_INDEX
+    READ_INDEX_RESP: Final = MessageType.READ_INDEX_RESP
+    HUP: Final = MessageType.HUP
+    BEAT: Final = MessageType.BEAT
+    CHECK_QUORUM: Final = MessageType.CHECK_QUORUM
+    UNREACHABLE: Final = MessageType.UNREACHABLE
+    SNAP_STATUS: Final = MessageType.SNAP_STATUS
+
+
 LOCAL_TYPES = frozenset(
     {
-        MessageType.HUP,
-        MessageType.BEAT,
-        MessageType.CHECK_QUORUM,
-        MessageType.UNREACHABLE,
-        MessageType.SNAP_STATUS,
+        M.HUP,
+        M.BEAT,
+        M.CHECK_QUORUM,
+        M.UNREACHABLE,
+        M.SNAP_STATUS,
     }
 )
 
 RESPONSE_TYPES = frozenset(
     {
-        MessageType.APP_RESP,
-        MessageType.VOTE_RESP,
-        MessageType.PRE_VOTE_RESP,
-        MessageType.SNAP_RESP,
-        MessageType.HEARTBEAT_RESP,
-        MessageType.READ_INDEX_RESP,
+        M.APP_RESP,
+        M.VOTE_RESP,
+        M.PRE_VOTE_RESP,
+        M.SNAP_RESP,
+        M.HEARTBEAT_RESP,
+        M.READ_INDEX_RESP,
     }
 )
 
@@ -188,17 +215,17 @@ def encode_message(m: Message) -> bytes:
     """The deterministic CBOR bytes of ``m`` (``ConfigError`` for a local message type)."""
     t = m.type
     head: list[Any] = [int(t), m.to, m.sender, m.term]
-    if t == MessageType.PROP:
+    if t == M.PROP:
         tail: list[Any] = [[_entry_wire(e) for e in m.entries]]
-    elif t == MessageType.APP:
+    elif t == M.APP:
         tail = [m.log_term, m.index, m.commit, [_entry_wire(e) for e in m.entries]]
-    elif t == MessageType.APP_RESP:
+    elif t == M.APP_RESP:
         tail = [m.index, m.reject, m.reject_hint, m.log_term]
-    elif t in (MessageType.VOTE, MessageType.PRE_VOTE):
+    elif t in (M.VOTE, M.PRE_VOTE):
         tail = [m.log_term, m.index, m.context]
-    elif t in (MessageType.VOTE_RESP, MessageType.PRE_VOTE_RESP):
+    elif t in (M.VOTE_RESP, M.PRE_VOTE_RESP):
         tail = [m.reject]
-    elif t == MessageType.SNAP:
+    elif t == M.SNAP:
         meta = m.snapshot if m.snapshot is not None else SnapshotMeta(0, 0)
         tail = [
             [meta.index, meta.term, _conf_wire(meta.conf)],
@@ -206,15 +233,15 @@ def encode_message(m: Message) -> bytes:
             m.snap_total,
             m.snap_data,
         ]
-    elif t == MessageType.SNAP_RESP:
+    elif t == M.SNAP_RESP:
         tail = [m.index, m.snap_offset, m.reject]
-    elif t == MessageType.HEARTBEAT:
+    elif t == M.HEARTBEAT:
         tail = [m.commit, m.context]
-    elif t in (MessageType.HEARTBEAT_RESP, MessageType.READ_INDEX):
+    elif t in (M.HEARTBEAT_RESP, M.READ_INDEX):
         tail = [m.context]
-    elif t in (MessageType.TRANSFER_LEADER, MessageType.TIMEOUT_NOW):
+    elif t in (M.TRANSFER_LEADER, M.TIMEOUT_NOW):
         tail = []
-    elif t == MessageType.READ_INDEX_RESP:
+    elif t == M.READ_INDEX_RESP:
         tail = [m.index, m.context]
     else:
         raise ConfigError(f"message type {t.name} is local and has no wire form")
@@ -224,26 +251,62 @@ def encode_message(m: Message) -> bytes:
         raise ConfigError(f"cannot encode a {t.name} message: {exc}") from None
 
 
+def encode_messages(messages: list[Message]) -> list[bytes]:
+    """``[encode_message(m) for m in messages]``, with the entries of appends that carry
+    the same entries (a leader's round to several followers) encoded once.
+
+    An append's encoding is the head ``[type, to, from, term, log_term, index, commit]``
+    followed by the entries array: every element is an integer or a byte string, so the
+    8-element array is the 7-element head's bytes with its first byte ``0x87`` made
+    ``0x88``, then the entries array's bytes (the same bytes ``cbor2`` writes for the
+    whole list). Appends share an encoding when they hold the very same entry objects.
+    """
+    out: list[bytes] = []
+    if sum(m.type is M.APP for m in messages) < 2:
+        return [encode_message(m) for m in messages]
+    # keyed by the entries' identities: they are alive (held by the messages) meanwhile
+    shared: dict[tuple[int, ...], bytes] = {}
+    for m in messages:
+        entries = m.entries
+        if m.type is not M.APP or not entries:
+            out.append(encode_message(m))
+            continue
+        key = tuple(map(id, entries))
+        body = shared.get(key)
+        try:
+            if body is None:
+                body = shared[key] = cbor2.dumps([_entry_wire(e) for e in entries],
+                                                 canonical=True)
+            head = cbor2.dumps(
+                [int(M.APP), m.to, m.sender, m.term, m.log_term, m.index, m.commit],
+                canonical=True,
+            )
+        except (cbor2.CBOREncodeError, TypeError, ValueError, OverflowError) as exc:
+            raise ConfigError(f"cannot encode a APP message: {exc}") from None
+        out.append(b"".join((b"\x88", memoryview(head)[1:], body)))
+    return out
+
+
 # ---------------------------------------------------------------------------------------
 # Decoding
 
 # Number of elements after the 4-element header, per type.
 _TAIL_LENGTH: dict[int, int] = {
-    MessageType.PROP: 1,
-    MessageType.APP: 4,
-    MessageType.APP_RESP: 4,
-    MessageType.VOTE: 3,
-    MessageType.PRE_VOTE: 3,
-    MessageType.VOTE_RESP: 1,
-    MessageType.PRE_VOTE_RESP: 1,
-    MessageType.SNAP: 4,
-    MessageType.SNAP_RESP: 3,
-    MessageType.HEARTBEAT: 2,
-    MessageType.HEARTBEAT_RESP: 1,
-    MessageType.TRANSFER_LEADER: 0,
-    MessageType.TIMEOUT_NOW: 0,
-    MessageType.READ_INDEX: 1,
-    MessageType.READ_INDEX_RESP: 2,
+    M.PROP: 1,
+    M.APP: 4,
+    M.APP_RESP: 4,
+    M.VOTE: 3,
+    M.PRE_VOTE: 3,
+    M.VOTE_RESP: 1,
+    M.PRE_VOTE_RESP: 1,
+    M.SNAP: 4,
+    M.SNAP_RESP: 3,
+    M.HEARTBEAT: 2,
+    M.HEARTBEAT_RESP: 1,
+    M.TRANSFER_LEADER: 0,
+    M.TIMEOUT_NOW: 0,
+    M.READ_INDEX: 1,
+    M.READ_INDEX_RESP: 2,
 }
 
 
@@ -320,7 +383,7 @@ def _entries(value: Any, what: str, limits: MessageLimits, after: int | None) ->
             and 0 <= raw[2] < 3
             and len(raw[3]) <= max_data
         ):
-            e = Entry(raw[0], raw[1], _KINDS[raw[2]], raw[3])
+            e = make_entry(raw[0], raw[1], _KINDS[raw[2]], raw[3])
         else:
             e = _entry_slow(raw, f"{what}[{i}]", limits)
         if after is not None and (e.term == 0 or e.index != after + 1 + i):
@@ -400,25 +463,25 @@ def _message_from(value: Any, limits: MessageLimits) -> Message:
     )
     tail = value[4:]
     name = t.name
-    if t == MessageType.PROP:
+    if t == M.PROP:
         m.entries = _entries(tail[0], f"{name}.entries", limits, None)
-    elif t == MessageType.APP:
+    elif t == M.APP:
         m.log_term = _uint(tail[0], f"{name}.log_term")
         m.index = _uint(tail[1], f"{name}.index")
         m.commit = _uint(tail[2], f"{name}.commit")
         m.entries = _entries(tail[3], f"{name}.entries", limits, m.index)
-    elif t == MessageType.APP_RESP:
+    elif t == M.APP_RESP:
         m.index = _uint(tail[0], f"{name}.index")
         m.reject = _bool(tail[1], f"{name}.reject")
         m.reject_hint = _uint(tail[2], f"{name}.reject_hint")
         m.log_term = _uint(tail[3], f"{name}.log_term")
-    elif t in (MessageType.VOTE, MessageType.PRE_VOTE):
+    elif t in (M.VOTE, M.PRE_VOTE):
         m.log_term = _uint(tail[0], f"{name}.log_term")
         m.index = _uint(tail[1], f"{name}.index")
         m.context = _bytes(tail[2], f"{name}.context", limits.max_context_bytes)
-    elif t in (MessageType.VOTE_RESP, MessageType.PRE_VOTE_RESP):
+    elif t in (M.VOTE_RESP, M.PRE_VOTE_RESP):
         m.reject = _bool(tail[0], f"{name}.reject")
-    elif t == MessageType.SNAP:
+    elif t == M.SNAP:
         meta = tail[0]
         if type(meta) is not list or len(meta) != 3:
             raise MalformedError(f"{name}.snapshot: expected an array [index, term, conf]")
@@ -446,16 +509,16 @@ def _message_from(value: Any, limits: MessageLimits) -> Message:
             )
         if m.snapshot.index == 0:
             raise MalformedError(f"{name}.snapshot.index: a snapshot starts at index 1 or later")
-    elif t == MessageType.SNAP_RESP:
+    elif t == M.SNAP_RESP:
         m.index = _uint(tail[0], f"{name}.index")
         m.snap_offset = _uint(tail[1], f"{name}.offset")
         m.reject = _bool(tail[2], f"{name}.reject")
-    elif t == MessageType.HEARTBEAT:
+    elif t == M.HEARTBEAT:
         m.commit = _uint(tail[0], f"{name}.commit")
         m.context = _bytes(tail[1], f"{name}.context", limits.max_context_bytes)
-    elif t in (MessageType.HEARTBEAT_RESP, MessageType.READ_INDEX):
+    elif t in (M.HEARTBEAT_RESP, M.READ_INDEX):
         m.context = _bytes(tail[0], f"{name}.context", limits.max_context_bytes)
-    elif t == MessageType.READ_INDEX_RESP:
+    elif t == M.READ_INDEX_RESP:
         m.index = _uint(tail[0], f"{name}.index")
         m.context = _bytes(tail[1], f"{name}.context", limits.max_context_bytes)
     return m
@@ -463,4 +526,4 @@ def _message_from(value: Any, limits: MessageLimits) -> Message:
 
 def entry_bytes(entries: list[Entry]) -> int:
     """The payload size of ``entries`` as the flow-control bounds count it (``data`` bytes)."""
-    return sum(len(e.data) for e in entries)
+    return sum([len(e.data) for e in entries])

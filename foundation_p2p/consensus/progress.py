@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass
 from enum import Enum
+from typing import Final
 
 
 class ProgressState(Enum):
@@ -23,6 +24,17 @@ class ProgressState(Enum):
     PROBE = "probe"
     REPLICATE = "replicate"
     SNAPSHOT = "snapshot"
+
+
+class PState:
+    """The :class:`ProgressState` members as plain class attributes (``PState.PROBE is
+    ProgressState.PROBE``). Reading a member off an enum class goes through the enum
+    metaclass's ``__getattr__`` hook on Python 3.11, several times slower; hot paths use
+    these."""
+
+    PROBE: Final = ProgressState.PROBE
+    REPLICATE: Final = ProgressState.REPLICATE
+    SNAPSHOT: Final = ProgressState.SNAPSHOT
 
 
 class Inflights:
@@ -85,7 +97,7 @@ class Progress:
     """Next index to send."""
     inflights: Inflights
     is_learner: bool = False
-    state: ProgressState = ProgressState.PROBE
+    state: ProgressState = PState.PROBE
     pending_snapshot: int = 0
     """In ``SNAPSHOT``: the index of the snapshot being sent."""
     recent_active: bool = False
@@ -113,22 +125,22 @@ class Progress:
 
     def become_probe(self) -> None:
         """Back to probing: from a snapshot, continue after it; else after ``match``."""
-        if self.state is ProgressState.SNAPSHOT:
+        if self.state is PState.SNAPSHOT:
             pending = self.pending_snapshot
-            self._reset_state(ProgressState.PROBE)
+            self._reset_state(PState.PROBE)
             self.next = max(self.match + 1, pending + 1)
         else:
-            self._reset_state(ProgressState.PROBE)
+            self._reset_state(PState.PROBE)
             self.next = self.match + 1
 
     def become_replicate(self) -> None:
         """Stream appends from ``match + 1``."""
-        self._reset_state(ProgressState.REPLICATE)
+        self._reset_state(PState.REPLICATE)
         self.next = self.match + 1
 
     def become_snapshot(self, snapshot_index: int) -> None:
         """Send the snapshot ending at ``snapshot_index``."""
-        self._reset_state(ProgressState.SNAPSHOT)
+        self._reset_state(PState.SNAPSHOT)
         self.pending_snapshot = snapshot_index
 
     def maybe_update(self, index: int) -> bool:
@@ -143,16 +155,16 @@ class Progress:
 
     def sent_entries(self, last_index: int, size: int, count: int) -> None:
         """Account for an append carrying ``count`` entries up to ``last_index``."""
-        if self.state is ProgressState.REPLICATE:
+        if self.state is PState.REPLICATE:
             if count:
                 self.next = last_index + 1
                 self.inflights.add(last_index, size)
-        elif self.state is ProgressState.PROBE:
+        elif self.state is PState.PROBE:
             self.probe_sent = True
 
     def maybe_decr_to(self, rejected: int, match_hint: int) -> bool:
         """The peer rejected an append at ``rejected``; back ``next`` off. False if stale."""
-        if self.state is ProgressState.REPLICATE:
+        if self.state is PState.REPLICATE:
             if rejected <= self.match:
                 return False
             self.next = self.match + 1
@@ -169,8 +181,8 @@ class Progress:
 
     def is_paused(self) -> bool:
         """True when the leader should send no append to this peer now."""
-        if self.state is ProgressState.PROBE:
+        if self.state is PState.PROBE:
             return self.probe_sent
-        if self.state is ProgressState.REPLICATE:
+        if self.state is PState.REPLICATE:
             return self.inflights.full()
         return True

@@ -34,6 +34,7 @@ import logging
 import random
 from dataclasses import dataclass, field
 from enum import Enum
+from typing import Final
 
 from foundation_p2p.addresses import NodeId, short_id
 from foundation_p2p.consensus.confchange import (
@@ -44,12 +45,19 @@ from foundation_p2p.consensus.confchange import (
     encode_conf_change,
 )
 from foundation_p2p.consensus.log import RaftLog
-from foundation_p2p.consensus.messages import Message, MessageType
-from foundation_p2p.consensus.progress import Inflights, Progress, ProgressState
+from foundation_p2p.consensus.messages import M, Message
+from foundation_p2p.consensus.progress import Inflights, Progress, PState
 from foundation_p2p.consensus.quorum import VoteResult, all_voters, committed_index, vote_result
 from foundation_p2p.consensus.readonly import ReadOnly
 from foundation_p2p.consensus.storage import LogCompacted, LogStorage, LogUnavailable
-from foundation_p2p.consensus.types import ConfState, Entry, EntryKind, HardState, SnapshotMeta
+from foundation_p2p.consensus.types import (
+    ConfState,
+    Entry,
+    HardState,
+    Kind,
+    SnapshotMeta,
+    make_entry,
+)
 from foundation_p2p.counters import Counters
 from foundation_p2p.errors import ConfigError, FoundationError, WireError
 
@@ -57,8 +65,6 @@ log = logging.getLogger("foundation_p2p.consensus")
 
 CAMPAIGN_TRANSFER = b"transfer"
 """The ``context`` of a vote request caused by a leader transfer (it bypasses the lease)."""
-
-M = MessageType
 
 
 class StateRole(Enum):
@@ -68,6 +74,18 @@ class StateRole(Enum):
     PRE_CANDIDATE = "pre-candidate"
     CANDIDATE = "candidate"
     LEADER = "leader"
+
+
+class Role:
+    """The :class:`StateRole` members as plain class attributes (``Role.LEADER is
+    StateRole.LEADER``). Reading a member off an enum class goes through the enum
+    metaclass's ``__getattr__`` hook on Python 3.11, several times slower; hot paths
+    use these."""
+
+    FOLLOWER: Final = StateRole.FOLLOWER
+    PRE_CANDIDATE: Final = StateRole.PRE_CANDIDATE
+    CANDIDATE: Final = StateRole.CANDIDATE
+    LEADER: Final = StateRole.LEADER
 
 
 class ReadOnlyOption(Enum):
@@ -203,7 +221,7 @@ class Raft:
         self.term = hard.term
         self.vote: NodeId | None = hard.vote
         self.conf = conf
-        self.role = StateRole.FOLLOWER
+        self.role = Role.FOLLOWER
         self.leader: NodeId | None = None
         self.prs: dict[NodeId, Progress] = {}
         self.votes: dict[NodeId, bool] = {}
@@ -320,37 +338,37 @@ class Raft:
     def become_follower(self, term: int, leader: NodeId | None) -> None:
         self._reset(term)
         self.leader = leader
-        self.role = StateRole.FOLLOWER
+        self.role = Role.FOLLOWER
         log.debug("%s became follower at term %d", short_id(self.id), self.term)
 
     def become_pre_candidate(self) -> None:
-        if self.role is StateRole.LEADER:
+        if self.role is Role.LEADER:
             raise RuntimeError("invalid transition leader -> pre-candidate")
         # A pre-vote changes neither term nor vote (thesis 9.6).
         self.votes = {}
         self.leader = None
-        self.role = StateRole.PRE_CANDIDATE
+        self.role = Role.PRE_CANDIDATE
 
     def become_candidate(self) -> None:
-        if self.role is StateRole.LEADER:
+        if self.role is Role.LEADER:
             raise RuntimeError("invalid transition leader -> candidate")
         self._reset(self.term + 1)
         self.vote = self.id
-        self.role = StateRole.CANDIDATE
+        self.role = Role.CANDIDATE
         self.counters.inc("raft.elections.started")
 
     def become_leader(self) -> None:
-        if self.role is StateRole.FOLLOWER:
+        if self.role is Role.FOLLOWER:
             raise RuntimeError("invalid transition follower -> leader")
         self._reset(self.term)
         self.leader = self.id
-        self.role = StateRole.LEADER
+        self.role = Role.LEADER
         self.prs[self.id].become_replicate()
         # Conf changes in the uncommitted tail may exist; a new one waits until they apply.
         self.pending_conf_index = self.log.last_index()
         self.counters.inc("raft.elections.won")
         # Section 8: a no-op entry of the new term, so that earlier entries commit (5.4.2).
-        self._append_entries([Entry(0, 0, EntryKind.NOOP)], exempt=True)
+        self._append_entries([Entry(0, 0, Kind.NOOP)], exempt=True)
         log.info("%s became leader at term %d", short_id(self.id), self.term)
 
     # ------------------------------------------------------------------------------------
@@ -359,7 +377,7 @@ class Raft:
     def tick(self) -> None:
         """Advance time by one tick."""
         self.ticks += 1
-        if self.role is StateRole.LEADER:
+        if self.role is Role.LEADER:
             self._tick_heartbeat()
         else:
             self._tick_election()
@@ -380,11 +398,11 @@ class Raft:
             self.election_elapsed = 0
             if self.config.check_quorum:
                 self.step(Message(M.CHECK_QUORUM, sender=self.id))
-            if self.role is StateRole.LEADER and self.lead_transferee is not None:
+            if self.role is Role.LEADER and self.lead_transferee is not None:
                 # A transfer must finish within one election timeout.
                 self.counters.inc("raft.transfers.aborted.timeout")
                 self.lead_transferee = None
-        if self.role is not StateRole.LEADER:
+        if self.role is not Role.LEADER:
             return
         if self.heartbeat_elapsed >= self.config.heartbeat_tick:
             self.heartbeat_elapsed = 0
@@ -401,10 +419,10 @@ class Raft:
             entries = self.log.slice(lo, hi)
         except (LogCompacted, LogUnavailable):
             return False
-        return any(e.kind is EntryKind.CONF_CHANGE for e in entries)
+        return any(e.kind is Kind.CONF_CHANGE for e in entries)
 
     def _hup(self, transfer: bool) -> None:
-        if self.role is StateRole.LEADER:
+        if self.role is Role.LEADER:
             return
         if not self.promotable():
             self.counters.inc("raft.elections.refused.not_promotable")
@@ -514,9 +532,9 @@ class Raft:
                     self.vote = m.sender
             else:
                 self.send(Message(resp, to=m.sender, term=self.term, reject=True))
-        elif self.role is StateRole.LEADER:
+        elif self.role is Role.LEADER:
             self._step_leader(m)
-        elif self.role is StateRole.FOLLOWER:
+        elif self.role is Role.FOLLOWER:
             self._step_follower(m)
         else:
             self._step_candidate(m)
@@ -554,12 +572,12 @@ class Raft:
         elif t is M.HEARTBEAT_RESP:
             pr.recent_active = True
             pr.probe_sent = False
-            if pr.state is ProgressState.REPLICATE and pr.inflights.full():
+            if pr.state is PState.REPLICATE and pr.inflights.full():
                 # Appends (or their answers) may have been lost: free one slot so that
                 # the heartbeat round moves things again instead of waiting forever.
                 pr.inflights.free_first()
                 self.counters.inc("raft.inflights.freed_on_heartbeat")
-            if pr.state is ProgressState.SNAPSHOT:
+            if pr.state is PState.SNAPSHOT:
                 pass
             elif pr.match < self.log.last_index():
                 self._send_append(m.sender)
@@ -573,7 +591,7 @@ class Raft:
                 self._read_ack(m.sender, ctx)
         elif t is M.SNAP_RESP:
             pr.recent_active = True
-            if pr.state is not ProgressState.SNAPSHOT or m.index != pr.pending_snapshot:
+            if pr.state is not PState.SNAPSHOT or m.index != pr.pending_snapshot:
                 return
             if m.reject:
                 self.counters.inc("raft.snapshots.refused_by_peer")
@@ -599,14 +617,14 @@ class Raft:
                 return
             self._send_snapshot_chunks(m.sender, pr)
         elif t is M.SNAP_STATUS:
-            if pr.state is not ProgressState.SNAPSHOT:
+            if pr.state is not PState.SNAPSHOT:
                 return
             if m.reject:
                 pr.pending_snapshot = 0
             pr.become_probe()
             pr.probe_sent = True
         elif t is M.UNREACHABLE:
-            if pr.state is ProgressState.REPLICATE:
+            if pr.state is PState.REPLICATE:
                 pr.become_probe()
         elif t is M.TRANSFER_LEADER:
             self._leader_transfer(m.sender, pr)
@@ -625,7 +643,7 @@ class Raft:
     def _append_entries(self, entries: list[Entry], exempt: bool = False) -> str | None:
         """Leader: append ``entries`` with our term; the reason if refused."""
         last = self.log.last_index()
-        size = sum(len(e.data) for e in entries)
+        size = sum([len(e.data) for e in entries])
         limit = self.config.max_uncommitted_bytes
         pending = self.uncommitted_bytes
         if not exempt and limit and pending and pending + size > limit:
@@ -669,7 +687,7 @@ class Raft:
         self.uncommitted_bytes = pending + size
         log_ = self.log
         index = log_.last_index() + 1
-        last = log_.append([Entry(self.term, index, EntryKind.NORMAL, data)])
+        last = log_.append([make_entry(self.term, index, Kind.NORMAL, data)])
         self.prs[self.id].maybe_update(last)
         if self._alone():
             self._maybe_commit()
@@ -690,7 +708,7 @@ class Raft:
             return self._drop_proposal("transferring")
         conf = self.conf
         for i, e in enumerate(entries):
-            if e.kind is not EntryKind.CONF_CHANGE:
+            if e.kind is not Kind.CONF_CHANGE:
                 continue
             try:
                 cc = decode_conf_change(e.data)
@@ -720,7 +738,7 @@ class Raft:
         """Send the appends deferred by proposals (RawNode calls this in ``ready()``)."""
         if self.appends_pending:
             self.appends_pending = False
-            if self.role is StateRole.LEADER:
+            if self.role is Role.LEADER:
                 self._bcast_append()
 
     def _drop_proposal(self, reason: str) -> str:
@@ -734,19 +752,19 @@ class Raft:
             if m.log_term > 0:
                 next_probe = self.log.find_conflict_by_term(m.reject_hint, m.log_term)[0]
             if pr.maybe_decr_to(m.index, next_probe):
-                if pr.state is ProgressState.REPLICATE:
+                if pr.state is PState.REPLICATE:
                     pr.become_probe()
                 self._send_append(m.sender)
             return
         old_paused = pr.is_paused()
         if not pr.maybe_update(m.index):
             return
-        if pr.state is ProgressState.PROBE:
+        if pr.state is PState.PROBE:
             pr.become_replicate()
-        elif pr.state is ProgressState.SNAPSHOT and pr.match + 1 >= self.log.first_index():
+        elif pr.state is PState.SNAPSHOT and pr.match + 1 >= self.log.first_index():
             pr.become_probe()
             pr.become_replicate()
-        elif pr.state is ProgressState.REPLICATE:
+        elif pr.state is PState.REPLICATE:
             pr.inflights.free_le(m.index)
         if self._maybe_commit():
             self._release_pending_read_index_messages()
@@ -795,7 +813,7 @@ class Raft:
     def _maybe_send_append(self, to: NodeId, send_if_empty: bool) -> bool:
         pr = self.prs[to]
         if pr.is_paused():
-            if pr.state is ProgressState.REPLICATE and pr.last_index_pending(self.log.last_index()):
+            if pr.state is PState.REPLICATE and pr.last_index_pending(self.log.last_index()):
                 # The in-flight bound (messages or bytes) holds entries back.
                 self.counters.inc("raft.replication.paused.inflight_full")
             return False
@@ -823,7 +841,8 @@ class Raft:
                 )
             )
             if entries:
-                pr.sent_entries(entries[-1].index, sum(len(e.data) for e in entries), len(entries))
+                size = sum([len(e.data) for e in entries])
+                pr.sent_entries(entries[-1].index, size, len(entries))
             else:
                 pr.sent_entries(prev, 0, 0)
             return True
@@ -885,7 +904,7 @@ class Raft:
             context = self.ticks.to_bytes(8, "big") + context
         for nid in self._peers():
             pr = self.prs[nid]
-            if pr.state is ProgressState.SNAPSHOT:
+            if pr.state is PState.SNAPSHOT:
                 pr.snap_idle_ticks += 1
                 if pr.snap_idle_ticks >= self.config.snapshot_resend_heartbeats:
                     # Chunks or their acknowledgements were lost: resend from the last ack.
@@ -985,7 +1004,7 @@ class Raft:
 
     def _step_candidate(self, m: Message) -> None:
         t = m.type
-        my_resp = M.PRE_VOTE_RESP if self.role is StateRole.PRE_CANDIDATE else M.VOTE_RESP
+        my_resp = M.PRE_VOTE_RESP if self.role is Role.PRE_CANDIDATE else M.VOTE_RESP
         if t is M.PROP:
             self._drop_proposal("no_leader")
         elif t is M.APP:
@@ -1000,7 +1019,7 @@ class Raft:
         elif t is my_resp:
             result = self._poll(m.sender, not m.reject)
             if result is VoteResult.WON:
-                if self.role is StateRole.PRE_CANDIDATE:
+                if self.role is Role.PRE_CANDIDATE:
                     self._campaign(pre=False, transfer=False)
                 else:
                     self.become_leader()
@@ -1161,7 +1180,7 @@ class Raft:
     def _switch_conf(self, conf: ConfState) -> None:
         self.conf = conf
         self._rebuild_progress()
-        if self.role is not StateRole.LEADER:
+        if self.role is not Role.LEADER:
             return
         if self.id not in all_voters(conf):
             # Removed (or demoted): step down; the others elect a leader among themselves.
@@ -1179,10 +1198,10 @@ class Raft:
     def maybe_leave_joint(self) -> None:
         """Leader: once the joint configuration is applied, propose leaving it."""
         if (
-            self.role is StateRole.LEADER
+            self.role is Role.LEADER
             and self.conf.voters_outgoing
             and self.pending_conf_index <= self.log.applied
         ):
-            entry = Entry(0, 0, EntryKind.CONF_CHANGE, encode_conf_change(ConfChange()))
+            entry = Entry(0, 0, Kind.CONF_CHANGE, encode_conf_change(ConfChange()))
             if self._leader_propose([entry]) is None:
                 self.counters.inc("raft.conf_changes.auto_leave")

@@ -27,19 +27,18 @@ from dataclasses import dataclass, field
 from foundation_p2p.addresses import NodeId
 from foundation_p2p.consensus.confchange import ConfChange, encode_conf_change
 from foundation_p2p.consensus.log import RaftLog
-from foundation_p2p.consensus.messages import LOCAL_TYPES, Message, MessageType
+from foundation_p2p.consensus.messages import LOCAL_TYPES, M, Message
 from foundation_p2p.consensus.raft import (
     ProposalDropped,
     Raft,
     RaftConfig,
     ReadState,
+    Role,
     StateRole,
 )
 from foundation_p2p.consensus.storage import LogStorage
-from foundation_p2p.consensus.types import ConfState, Entry, EntryKind, HardState, SnapshotMeta
+from foundation_p2p.consensus.types import ConfState, Entry, HardState, Kind, SnapshotMeta
 from foundation_p2p.errors import ConfigError
-
-M = MessageType
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,30 +144,30 @@ class RawNode:
     def propose(self, data: bytes) -> None:
         """Propose an application command; ``ProposalDropped`` if refused here."""
         r = self.raft
-        if r.role is StateRole.LEADER:
+        if r.role is Role.LEADER:
             # the common case, without the intermediate entry (Raft.propose_normal)
             reason = r.propose_normal(data)
             if reason is not None:
                 raise ProposalDropped(reason)
             return
-        self._propose(Entry(0, 0, EntryKind.NORMAL, data))
+        self._propose(Entry(0, 0, Kind.NORMAL, data))
 
     def propose_conf_change(self, cc: ConfChange) -> None:
         """Propose a configuration change; ``ProposalDropped`` if refused here (for
         example while an earlier change is not yet applied)."""
-        self._propose(Entry(0, 0, EntryKind.CONF_CHANGE, encode_conf_change(cc)))
+        self._propose(Entry(0, 0, Kind.CONF_CHANGE, encode_conf_change(cc)))
 
     def _propose(self, entry: Entry) -> None:
         r = self.raft
         if len(entry.data) > r.config.max_entry_bytes:
             r._drop_proposal("too_large")
             raise ProposalDropped("too_large")
-        if r.role is StateRole.LEADER:
+        if r.role is Role.LEADER:
             reason = r._leader_propose([entry], defer=True)
             if reason is not None:
                 raise ProposalDropped(reason)
             return
-        if r.role is not StateRole.FOLLOWER or r.leader is None:
+        if r.role is not Role.FOLLOWER or r.leader is None:
             r._drop_proposal("no_leader")
             raise ProposalDropped("no_leader")
         if r.config.disable_proposal_forwarding:
@@ -236,9 +235,9 @@ class RawNode:
             r.counters.inc("raft.ready.committed_split")
         rd.messages, r.msgs = r.msgs, []
         rd.read_states, r.read_states = r.read_states, []
-        if rd.committed_entries and r.role is StateRole.LEADER:
+        if rd.committed_entries and r.role is Role.LEADER:
             r.uncommitted_bytes = max(
-                0, r.uncommitted_bytes - sum(len(e.data) for e in rd.committed_entries)
+                0, r.uncommitted_bytes - sum([len(e.data) for e in rd.committed_entries])
             )
         self._outstanding = rd
         return rd
@@ -263,7 +262,7 @@ class RawNode:
             last = rd.entries[-1]
             rlog.unstable.stable_to(last.index, last.term)
         for e in rd.committed_entries:
-            if e.kind is EntryKind.CONF_CHANGE and e.index > rlog.applied:
+            if e.kind is Kind.CONF_CHANGE and e.index > rlog.applied:
                 rlog.applied_to(e.index)
                 r.apply_conf_change_entry(e)
         if rd.committed_entries and rd.committed_entries[-1].index > rlog.applied:
@@ -282,7 +281,7 @@ class RawNode:
         """The node's term, role, leader, indexes, configuration and (leader) progress."""
         r = self.raft
         progress: dict[NodeId, tuple[int, int, str]] = {}
-        if r.role is StateRole.LEADER:
+        if r.role is Role.LEADER:
             progress = {nid: (p.match, p.next, p.state.value) for nid, p in r.prs.items()}
         return Status(
             id=r.id,

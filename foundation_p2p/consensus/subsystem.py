@@ -61,12 +61,18 @@ from foundation_p2p.consensus import kv
 from foundation_p2p.consensus.autopilot import AutopilotConfig, plan
 from foundation_p2p.consensus.bootstrap import BootstrapProtocol, decode_bootstrap
 from foundation_p2p.consensus.confchange import bootstrap_entry
-from foundation_p2p.consensus.messages import Message, decode_message, encode_message
-from foundation_p2p.consensus.raft import ProposalDropped, RaftConfig, ReadOnlyOption, StateRole
+from foundation_p2p.consensus.fastcbor import encode_uint, uint_head
+from foundation_p2p.consensus.messages import Message, decode_message, encode_messages
+from foundation_p2p.consensus.raft import (
+    ProposalDropped,
+    RaftConfig,
+    ReadOnlyOption,
+    Role,
+)
 from foundation_p2p.consensus.rawnode import RawNode, Ready, Status
 from foundation_p2p.consensus.state_machine import StateMachine
 from foundation_p2p.consensus.storage import LogStorage
-from foundation_p2p.consensus.types import ConfState, Entry, EntryKind, HardState, SnapshotMeta
+from foundation_p2p.consensus.types import ConfState, Entry, HardState, Kind, SnapshotMeta
 from foundation_p2p.counters import Counters
 from foundation_p2p.errors import ConfigError, MalformedError, WireError
 
@@ -264,6 +270,24 @@ class Outcome:
         return self.status == "ok"
 
 
+_new = object.__new__
+_set_ticket, _set_status, _set_value, _set_leader, _set_reason = (
+    Outcome.__dict__[name].__set__ for name in ("ticket", "status", "value", "leader", "reason")
+)
+
+
+def _ok_outcome(ticket: int, value: bytes) -> Outcome:
+    """``Outcome(ticket, "ok", value=value)``, the same frozen object, built without the
+    frozen dataclass's ``object.__setattr__`` per field (one per proposal applied)."""
+    o = _new(Outcome)
+    _set_ticket(o, ticket)
+    _set_status(o, "ok")
+    _set_value(o, value)
+    _set_leader(o, None)
+    _set_reason(o, "")
+    return o
+
+
 @dataclass(slots=True)
 class _Request:
     ticket: int
@@ -347,6 +371,13 @@ class ConsensusSubsystem:
         self.raw: RawNode | None = None
         """The core (``node.raft``'s RawNode), ``None`` until the group exists here."""
         self.boot_id = rng.getrandbits(63)
+        self._envelope_head: bytes | None = (
+            b"\x84\x50" + node_id + encode_uint(self.boot_id)
+            if type(node_id) is bytes and len(node_id) == 16
+            else None
+        )
+        """``[node_id, boot, ...`` of every envelope this node proposes: a CBOR array of
+        four, the 16-byte string head, the node id, the boot number."""
         self._tickets = 0
         self._write_ids = 0
         self._pending: dict[int, _Request] = {}
@@ -417,7 +448,7 @@ class ConsensusSubsystem:
 
     def is_leader(self) -> bool:
         """True if this node leads the group now."""
-        return self.raw is not None and self.raw.raft.role is StateRole.LEADER
+        return self.raw is not None and self.raw.raft.role is Role.LEADER
 
     # -- membership input ------------------------------------------------------------------
 
@@ -468,8 +499,15 @@ class ConsensusSubsystem:
             self._report(req, on_done)
             return req.ticket
         assert self.raw is not None
+        if self._envelope_head is not None and type(command) is bytes:
+            # encode_envelope's bytes, the constant head (node id, boot) built once
+            data = b"".join(
+                (self._envelope_head, encode_uint(req.ticket), uint_head(2, len(command)), command)
+            )
+        else:
+            data = encode_envelope(self.node_id, self.boot_id, req.ticket, command)
         try:
-            self.raw.propose(encode_envelope(self.node_id, self.boot_id, req.ticket, command))
+            self.raw.propose(data)
         except ProposalDropped as exc:
             leader = self.raw.raft.leader
             status = "no_leader" if exc.reason == "no_leader" else "dropped"
@@ -504,7 +542,7 @@ class ConsensusSubsystem:
         req.read_op = op
         ctx = b"r" + self.boot_id.to_bytes(8, "big") + req.ticket.to_bytes(8, "big")
         r = self.raw.raft
-        if r.role is not StateRole.LEADER and r.leader is None:
+        if r.role is not Role.LEADER and r.leader is None:
             self._report(Outcome(req.ticket, "no_leader"), on_done)
             return req.ticket
         self.raw.read_index(ctx)
@@ -708,13 +746,14 @@ class ConsensusSubsystem:
         assert raw is not None
         if rd.soft_state is not None:
             self._autopilot_due = True
-            if rd.soft_state.role is StateRole.LEADER:
+            if rd.soft_state.role is Role.LEADER:
                 self.elections_won += 1
                 self.counters.inc("raft.leader.elected")
             log.debug("%s: role %s, leader %s", short_id(self.node_id), rd.soft_state.role,
                       short_id(rd.soft_state.leader) if rd.soft_state.leader else None)
-        for m in rd.messages:
-            self._send_raft(now, m)
+        if rd.messages:
+            for m, data in zip(rd.messages, encode_messages(rd.messages), strict=True):
+                self._send_raft(now, m, data)
         if rd.snapshot is not None:
             meta, data = rd.snapshot
             self.state_machine.restore(data)
@@ -722,7 +761,7 @@ class ConsensusSubsystem:
             self.counters.inc("raft.snapshots.installed")
         applied = self._applied_sm()
         for e in rd.committed_entries:
-            if e.kind is EntryKind.NORMAL:
+            if e.kind is Kind.NORMAL:
                 if e.index > applied:
                     self._apply(e)
                     applied = self._applied_sm()
@@ -757,7 +796,7 @@ class ConsensusSubsystem:
         if proposer == self.node_id and boot == self.boot_id:
             req = self._pending.pop(ticket, None)
             if req is not None and req.read_key is None:
-                self._report(Outcome(ticket, "ok", value=result), req.on_done)
+                self._report(_ok_outcome(ticket, result), req.on_done)
 
     def _serve_reads(self) -> None:
         if not self._waiting_reads or self.raw is None:
@@ -811,8 +850,8 @@ class ConsensusSubsystem:
 
     # -- messages ------------------------------------------------------------------------
 
-    def _send_raft(self, now: Now, m: Message) -> None:
-        if not self.messenger.send(now, m.to, SERVICE_RAFT, [KIND_RAFT, encode_message(m)]):
+    def _send_raft(self, now: Now, m: Message, data: bytes) -> None:
+        if not self.messenger.send(now, m.to, SERVICE_RAFT, [KIND_RAFT, data]):
             self.counters.inc("raft.send.dropped")
             assert self.raw is not None
             if m.to in self.raw.raft.prs:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import IntEnum
+from typing import Final
 
 from foundation_p2p.addresses import NodeId
 
@@ -26,6 +27,17 @@ class EntryKind(IntEnum):
     (Raft section 8); ``data`` is empty."""
 
 
+class Kind:
+    """The :class:`EntryKind` members as plain class attributes (``Kind.NORMAL is
+    EntryKind.NORMAL``). Reading a member off an enum class goes through the enum
+    metaclass's ``__getattr__`` hook on Python 3.11, several times slower; hot paths use
+    these."""
+
+    NORMAL: Final = EntryKind.NORMAL
+    CONF_CHANGE: Final = EntryKind.CONF_CHANGE
+    NOOP: Final = EntryKind.NOOP
+
+
 @dataclass(frozen=True, slots=True)
 class Entry:
     """One log entry."""
@@ -36,6 +48,24 @@ class Entry:
     """Its position in the log (>= 1)."""
     kind: EntryKind = EntryKind.NORMAL
     data: bytes = b""
+
+
+_new = object.__new__
+_set_term, _set_index, _set_kind, _set_data = (
+    Entry.__dict__[name].__set__ for name in ("term", "index", "kind", "data")
+)
+
+
+def make_entry(term: int, index: int, kind: EntryKind, data: bytes) -> Entry:
+    """``Entry(term, index, kind, data)``, the same frozen object, built without the
+    frozen dataclass's ``object.__setattr__`` call per field (several times faster: the
+    leader builds one per proposal, a follower one per entry received)."""
+    e = _new(Entry)
+    _set_term(e, term)
+    _set_index(e, index)
+    _set_kind(e, kind)
+    _set_data(e, data)
+    return e
 
 
 @dataclass(frozen=True, slots=True)

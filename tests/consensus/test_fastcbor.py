@@ -153,3 +153,68 @@ def test_apply_results_are_unchanged() -> None:
     for i, c in enumerate(_commands(rng), start=1):
         assert fast.apply(i, c) == slow.apply(i, c)
     assert fast.snapshot() == slow.snapshot()
+
+
+def test_a_proposal_carries_the_envelope_encode_envelope_builds() -> None:
+    from test_subsystem_harness import Cluster
+
+    from foundation_p2p.consensus.subsystem import ConsensusConfig, encode_envelope
+
+    c = Cluster(1, config=ConsensusConfig(bootstrap_expect=1, min_voters=1))
+    leader = c.wait_leader()
+    seen: list[bytes] = []
+    leader.sub.on_apply = lambda e, who: seen.append(e.data)
+    commands = [kv.encode_put(b"k", b"v" * n) for n in (0, 1, 23, 24, 255, 256, 70000)]
+    tickets = [leader.sub.propose(c.now, cmd) for cmd in commands]
+    c.run(0.5)
+    sub = leader.sub
+    assert seen == [encode_envelope(sub.node_id, sub.boot_id, t, cmd)
+                    for t, cmd in zip(tickets, commands, strict=True)]
+
+
+def test_fast_builders_make_the_same_frozen_objects() -> None:
+    import dataclasses
+
+    from foundation_p2p.consensus.subsystem import Outcome, _ok_outcome
+    from foundation_p2p.consensus.types import Entry, EntryKind, make_entry
+
+    e = make_entry(3, 9, EntryKind.CONF_CHANGE, b"d")
+    assert e == Entry(3, 9, EntryKind.CONF_CHANGE, b"d")
+    assert hash(e) == hash(Entry(3, 9, EntryKind.CONF_CHANGE, b"d"))
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        e.term = 4  # type: ignore[misc]
+    o = _ok_outcome(7, b"r")
+    assert o == Outcome(7, "ok", value=b"r") and o.ok and o.leader is None and o.reason == ""
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        o.status = "x"  # type: ignore[misc]
+
+
+def test_encode_messages_shares_append_bodies_and_gives_the_same_bytes() -> None:
+    from foundation_p2p.consensus.messages import (
+        Message,
+        MessageType,
+        decode_message,
+        encode_message,
+        encode_messages,
+    )
+    from foundation_p2p.consensus.types import Entry, EntryKind
+
+    rng = random.Random(9)
+    ids = [bytes([i]) * 16 for i in range(1, 6)]
+    for _ in range(50):
+        log = [Entry(rng.choice(BOUNDARIES[1:]), 100 + i, EntryKind(rng.randrange(3)),
+                     rng.randbytes(rng.choice([0, 5, 300])))
+               for i in range(rng.randrange(1, 40))]
+        msgs = []
+        for to in ids[1:]:
+            lo = rng.choice([0, 0, len(log) // 2, len(log)])
+            msgs.append(Message(MessageType.APP, to=to, sender=ids[0], term=rng.choice(BOUNDARIES),
+                                log_term=rng.choice(BOUNDARIES), index=99 + lo,
+                                commit=rng.choice(BOUNDARIES), entries=log[lo:]))
+            if rng.random() < 0.3:
+                msgs.append(Message(MessageType.HEARTBEAT, to=to, sender=ids[0], term=3,
+                                    commit=7, context=b"c"))
+        got = encode_messages(msgs)
+        assert got == [encode_message(m) for m in msgs]
+        for m, data in zip(msgs, got, strict=True):
+            assert decode_message(data) == m
