@@ -113,9 +113,10 @@ def _tstr(text: str) -> bytes:
 
 @dataclass(slots=True)
 class Padding:
-    """PADDING: filler bytes that make a packet a given size (path MTU probes).
+    """PADDING: zero bytes that make a packet a given size (path MTU probes).
 
-    Not ack-eliciting; the receiver ignores the content (the sender writes zeros)."""
+    Not ack-eliciting. The filler must be zeros (another byte is malformed), so that the
+    frame has one encoding, like every other frame."""
 
     length: int
     """How many filler bytes the frame's byte string holds."""
@@ -506,6 +507,9 @@ def _decode_other(ftype: int, data: bytes, pos: int, count: int) -> tuple[Frame,
         pos = start + length
         if pos > len(data):
             raise MalformedError("PADDING frame: byte string runs past the packet")
+        if data.count(0, start, pos) != length:
+            # zeros only, so the frame has one encoding (decode then encode is exact)
+            raise MalformedError("PADDING frame: a filler byte is not zero")
         frame = Padding(length)
     elif ftype == FrameType.HANDSHAKE_DONE:
         frame = HandshakeDone()

@@ -362,6 +362,8 @@ def padding_vectors() -> dict[str, Any]:
             ("PADDING without its byte string", dumps([0]), "malformed"),
             ("PADDING with an integer for the bytes", dumps([0, 5]), "malformed"),
             ("PADDING running past the payload", dumps([0, bytes(10)])[:-1], "malformed"),
+            ("PADDING with a filler byte that is not zero", dumps([0, b"\x00\x01\x00"]),
+             "malformed"),
         ]
     ]
     # A probe of exactly 1472 bytes (an IPv4 path with a 1500-byte MTU): PING + PADDING,
