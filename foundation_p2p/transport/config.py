@@ -33,9 +33,11 @@ class TransportConfig:
     """Path MTU discovery's ceiling: the largest UDP payload a connection probes for and
     may use (RFC 8899 DPLPMTUD, :mod:`~foundation_p2p.transport.pmtu`). Equal to
     ``max_datagram_bytes``: no discovery. On Ethernet the search settles near 1472 bytes
-    (IPv4) or 1452 (IPv6); on loopback it reaches this ceiling. 16384 because larger
-    datagrams bring little more on loopback (bench/transport_core.py) while a loss costs
-    more to resend."""
+    (IPv4) or 1452 (IPv6); on loopback it reaches this ceiling. Why 16384: on loopback
+    ``bench/transport_core.py --quick`` moves 207 MB per CPU second at 16384 against 23 at
+    1200, and 295/350 at 32768/65507; but the pacer's burst of 10 datagrams is 160 KiB at
+    16384, within Linux's default 208 KiB socket receive buffer, and 640 KiB at 65507,
+    which would overflow it, and a lost datagram costs its whole size to resend."""
     pmtu_probe_tries: int = 3
     """Probes of one size declared lost before that size counts as too large (RFC 8899's
     MAX_PROBES)."""
