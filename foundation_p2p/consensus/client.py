@@ -18,6 +18,14 @@ and reports a request that got no answer within ``timeout_s`` as ``indeterminate
 (a proposal may still apply: the caller must treat it as unknown; a KV session makes
 its retry safe). Pending requests are bounded (``max_pending``): past it a request
 fails at once with ``overloaded``.
+
+A request can be lost on its way without the member refusing it: the messenger drops
+what a connection held when it ends or is replaced by a newer one (both sides dial at a
+member's restart, and one connection is closed) and then calls ``on_peer_lost``. Reads
+pending at that member are then sent again, to it if it is still reachable, else to the
+next member not tried (a read changes nothing; if both copies are answered the second
+answer is a stale response). Proposals are not sent again (the first copy may still
+apply: a second would apply twice); they keep waiting for an answer or their timeout.
 """
 
 from __future__ import annotations
@@ -28,7 +36,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from foundation_p2p.addresses import NodeId
+from foundation_p2p.addresses import NodeId, short_id
 from foundation_p2p.clock import Now
 from foundation_p2p.counters import Counters
 from foundation_p2p.errors import ConfigError, MalformedError
@@ -162,7 +170,9 @@ class ConsensusClient:
         self._next_id = 0
         self._pending: dict[int, _Pending] = {}
         self._outcomes: deque[ClientOutcome] = deque()
-        messenger.register(SERVICE_RAFT, self._on_message, None)
+        self._now: Now | None = None
+        """The latest ``now`` a call brought (``on_peer_lost`` comes without one)."""
+        messenger.register(SERVICE_RAFT, self._on_message, self._on_peer_lost)
 
     def set_members(self, members: Sequence[NodeId]) -> None:
         """Replace the members to ask (from membership)."""
@@ -171,6 +181,7 @@ class ConsensusClient:
 
     def request(self, now: Now, op: str, payload: bytes) -> int:
         """Send a ``propose`` or ``read``; its request id (outcome via :meth:`take_outcomes`)."""
+        self._now = now
         self._next_id += 1
         rid = self._next_id
         if len(self._pending) >= self.max_pending:
@@ -183,14 +194,37 @@ class ConsensusClient:
         self._send(now, rid, p)
         return rid
 
-    def _send(self, now: Now, rid: int, p: _Pending) -> None:
+    def _send(self, now: Now, rid: int, p: _Pending) -> bool:
         self.counters.inc("raft.client.sent")
         msg = encode_request(rid, p.op, p.payload)
         if not self.messenger.send(now, p.target, SERVICE_RAFT, msg):
             self.counters.inc("raft.client.send_failed")
+            return False
+        return True
+
+    def _on_peer_lost(self, peer: NodeId) -> None:
+        """What was sent to ``peer`` may be lost (see the module docstring): send its
+        pending reads again, to ``peer`` or, if that send is refused, to the next member
+        not tried yet; proposals stay as they are."""
+        now = self._now
+        if now is None:
+            return
+        for rid, p in list(self._pending.items()):
+            if p.target != peer or p.op != "read":
+                continue
+            self.counters.inc("raft.client.read_resent")
+            log.debug("consensus client: read %d to %s resent (on_peer_lost)", rid,
+                      short_id(peer))
+            while not self._send(now, rid, p):
+                nxt = next((m for m in self.members if m not in p.tried), None)
+                if nxt is None:
+                    break  # it waits for its timeout
+                p.target = nxt
+                p.tried.add(nxt)
 
     def handle_timer(self, now: Now) -> None:
         """Expire requests without an answer (``indeterminate``)."""
+        self._now = now
         for rid, p in list(self._pending.items()):
             if now.mono >= p.deadline:
                 del self._pending[rid]
@@ -217,6 +251,7 @@ class ConsensusClient:
         return out
 
     def _on_message(self, now: Now, peer: NodeId, message: Any) -> None:
+        self._now = now
         resp = decode_response(message)
         p = self._pending.get(resp.request_id)
         if p is None or peer != p.target:
