@@ -154,6 +154,9 @@ async def test_a_negotiation_between_agents_on_two_nodes_goes_through_the_log() 
                     lambda k=started: sum(len(n.coordination.local_agents) for n in nodes) == k)
             hosting = [n for n in nodes if n.coordination.local_agents]
         assert len(hosting) >= 2
+        with trio.fail_after(WAIT_S):
+            for n in nodes:  # the caller checks the parties are registered
+                await n.coordination.wait_agents(started)
         a = hosting[0].coordination.local_agents[0].agent_id
         b = hosting[1].coordination.local_agents[0].agent_id
         caller = nodes[2]
