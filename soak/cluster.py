@@ -145,6 +145,10 @@ class Soak:
         self.ids: dict[str, str] = {}
         """Node name -> short node id (from its stats lines)."""
         self.leader_kills: list[dict[str, Any]] = []
+        self.stalls: list[tuple[float, str, int, int, int]] = []
+        """``(wall, node, lag ms, ms on CPU, ms waiting for a CPU)`` of every loop stall."""
+        self.rx_gaps: list[tuple[float, str, int, int]] = []
+        """``(wall, node, gap ms, handle_timer calls)`` of every pump read gap."""
         self.minute_rows: dict[tuple[str, int, int], dict[str, Any]] = {}
         key_path = os.path.join(root, "cluster.key")
         with open(key_path, "w", encoding="utf-8") as f:
@@ -309,6 +313,10 @@ class Soak:
             self.views.setdefault(slot.name, []).extend(
                 (float(w), int(term), leader) for w, term, leader in stats.get("leaders", ())
             )
+            for wall, lag, run, wait in stats.get("stalls", ()):
+                self.stalls.append((wall, slot.name, lag, run, wait))
+            for wall, gap, timers, _lag in stats.get("rx_gaps", ()):
+                self.rx_gaps.append((wall, slot.name, gap, timers))
             for started, ended, kind, err in stats["fails"]:
                 self.failures.append(
                     Failure(slot.name, life, self.minute(), started, ended, kind, err)
@@ -417,8 +425,40 @@ class Soak:
                 self.errors.append(
                     f"t={f.started - self.formation[1]:7.1f}s {f.node}: {f.kind} failed "
                     f"after {f.ended - f.started:.1f} s outside a leader-election window: "
-                    f"{f.error} (leader then: {self.leader_at(f.started)})"
+                    f"{f.error} (leader then: {self.leader_at(f.started)}; "
+                    f"{self.evidence(f.started - 1.0, f.ended)})"
                 )
+
+    def evidence(self, start: float, end: float) -> str:
+        """The longest loop stall and pump read gap any node reported in [start, end]
+        (a stall ends at its wall time; see soak/app.py), for the error lines."""
+        stall = max((x for x in self.stalls if start <= x[0] <= end + 1.0),
+                    key=lambda x: x[2], default=None)
+        gap = max((x for x in self.rx_gaps if start <= x[0] <= end + 1.0),
+                  key=lambda x: x[2], default=None)
+        parts = []
+        if stall is not None:
+            parts.append(f"longest stall {stall[1]} {stall[2]} ms, {stall[4]} ms of it "
+                         f"waiting for a CPU")
+        if gap is not None:
+            parts.append(f"longest read gap {gap[1]} {gap[2]} ms over {gap[3]} timer rounds")
+        return "; ".join(parts) or "no stall or read gap reported"
+
+    def stall_summary(self) -> dict[str, Any]:
+        """Per node: the longest loop stall (ms, and ms waiting for a CPU), stalls of an
+        election timeout (500 ms) or more, the longest pump read gap and its timer rounds."""
+        out: dict[str, Any] = {}
+        for slot in self.slots:
+            mine = [x for x in self.stalls if x[1] == slot.name]
+            gaps = [x for x in self.rx_gaps if x[1] == slot.name]
+            worst = max(mine, key=lambda x: x[2], default=None)
+            gap = max(gaps, key=lambda x: x[2], default=None)
+            out[slot.name] = {
+                "longest_stall_ms": [worst[2], worst[4]] if worst else None,
+                "stalls_over_500ms": sum(1 for x in mine if x[2] >= 500),
+                "longest_read_gap_ms": [gap[2], gap[3]] if gap else None,
+            }
+        return out
 
     def verdict(self, restarts: int) -> dict[str, Any]:
         last = max(0, math.ceil(self.args.minutes) - 1)
@@ -446,7 +486,7 @@ class Soak:
             "nodes": self.args.nodes, "restarts": restarts, "ops": ops,
             "expected_failures": self.expected_failures,
             "shutdown_failures": self.shutdown_failures, "errors": len(self.errors),
-            "leader_kills": self.leader_kills,
+            "leader_kills": self.leader_kills, "stalls": self.stall_summary(),
             "memory_flat": flat, "memory": memory, "data_dir": self.root,
         }
 

@@ -108,7 +108,8 @@ def test_failed_ops_are_expected_only_around_the_leaders_kill(tmp_path: Path) ->
                 [k2 + 0.5, k2 + 3.5, "kv_get", "ConsensusError: a follower's kill"],
                 [now - 10, now - 9, "kv_put", "NotLeader: stopping"],
             ]
-        line = _line(slot.name, 4242, now, leaders=views, fails=fails)
+        stalls = [[k1 + 4.0, 820, 30, 790]] if slot.name == "n3" else []
+        line = _line(slot.name, 4242, now, leaders=views, fails=fails, stalls=stalls)
         Path(slot.stats_path).write_text(line + '{"partial')
         soak._read_stats(slot)
         assert slot.stats_offset == len(line)  # the partial line waits
@@ -121,7 +122,10 @@ def test_failed_ops_are_expected_only_around_the_leaders_kill(tmp_path: Path) ->
     assert soak.shutdown_failures == 1
     assert len(soak.errors) == 2, soak.errors
     assert "after the window" in soak.errors[0] and "leader then: idn1" in soak.errors[0]
-    assert "a follower's kill" in soak.errors[1]
+    assert "longest stall n3 820 ms, 790 ms of it waiting for a CPU" in soak.errors[0]
+    assert "a follower's kill" in soak.errors[1] and "no stall" in soak.errors[1]
+    assert soak.stall_summary()["n3"]["longest_stall_ms"] == [820, 790]
+    assert soak.stall_summary()["n3"]["stalls_over_500ms"] == 1
     assert soak.leader_kills == [
         {"t": -200.0 + 290.0, "node": "n5", "new_leader_seen_by_all_s": 1.2}
     ]
