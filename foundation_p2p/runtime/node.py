@@ -1336,17 +1336,20 @@ class Node:
                     if not waited:
                         await trio.lowlevel.checkpoint()
                     waited = False
-                    if self._dirty:
-                        self._dirty = False
-                        await self._flush()
-                        continue
+                    # One round: the datagrams waiting (one bounded batch), then a due
+                    # timer, then one flush. A timer due on every round cannot starve the
+                    # reads (nor a flood the timers), and after a stall the answers that
+                    # waited are read before the overdue tick (check-quorum sees them).
+                    busy = self._dirty
+                    self._dirty = False
+                    if self._receive_batch():
+                        busy = True
                     deadline = core.next_deadline()
                     if deadline is not None and deadline <= time.monotonic():
                         log.debug("handle_timer (deadline %.6f)", deadline)
                         core.handle_timer(machine_now())
-                        await self._flush()
-                        continue
-                    if self._receive_batch():
+                        busy = True
+                    if busy:
                         await self._flush()
                         continue
                     await self._wait_readable(deadline)

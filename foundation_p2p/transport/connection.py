@@ -795,6 +795,10 @@ class Connection:
 
     def _enter_draining(self, now: float) -> None:
         self.state = DRAINING
+        # A draining connection sends nothing more: a CONNECTION_CLOSE still pending from
+        # CLOSING (the peer's packets crossed ours) would leave the deadline due on every
+        # call until the close deadline, a busy loop for the driver.
+        self._close_pending = False
         self._close_deadline = now + 3 * self.recovery.rtt.pto(self.config.max_ack_delay_s)
         self._discard_sending()
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-import pytest
 import trio
 
 from foundation_p2p.config import NodeConfig
@@ -27,11 +26,6 @@ WAIT_S = 5.0
 """Bound on the ping's answer (milliseconds on loopback when the pump reads)."""
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="runtime/node.py: a due timer ends the pump's round before the socket is read "
-    "(S_to_P.md); remove this marker with the fix",
-)
 async def test_a_timer_due_on_every_round_does_not_starve_the_reads(
     keyring: Keyring, make_config: Callable[..., NodeConfig]
 ) -> None:

@@ -12,17 +12,11 @@ ran ``handle_timer`` about 1,000 times a second and read no datagram meanwhile.
 
 from __future__ import annotations
 
-import pytest
 from pair import Pair
 
 from foundation_p2p.transport.connection import CLOSED
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="transport/connection.py: _enter_draining keeps _close_pending (S_to_T.md); "
-    "remove this marker with the fix",
-)
 def test_draining_after_crossing_closes_waits_for_its_deadline_without_a_busy_loop() -> None:
     pair = Pair(21)
     assert pair.run(pair.established, max_time_s=5)
