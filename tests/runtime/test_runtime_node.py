@@ -132,12 +132,15 @@ async def test_events_subscription_filters_by_type_and_drains_when_the_node_clos
         b_config = make_config(join=(a.address, dead))
         async with open_node(b_config, keyring=keyring) as b:
 
-            async def collect(into: list[Event], *types: type[Event]) -> None:
+            async def collect(
+                into: list[Event], *types: type[Event], task_status: Any = trio.TASK_STATUS_IGNORED
+            ) -> None:
                 async with b.events(*types) as events:
+                    task_status.started()  # subscribed before the first event can go by
                     async for ev in events:
                         into.append(ev)
 
-            nursery.start_soon(collect, acks_only, PeerAcked)
+            await nursery.start(collect, acks_only, PeerAcked)
             async with b.events() as events:
                 kinds: set[type[Event]] = set()
                 with trio.fail_after(WAIT_S):
