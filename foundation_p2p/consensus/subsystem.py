@@ -749,6 +749,9 @@ class ConsensusSubsystem:
             if rd.soft_state.role is Role.LEADER:
                 self.elections_won += 1
                 self.counters.inc("raft.leader.elected")
+            if rd.soft_state.leader is not None and self._reads_by_ctx:
+                # a new leader: the reads forwarded to the old one get no answer
+                self._reask_reads()
             log.debug("%s: role %s, leader %s", short_id(self.node_id), rd.soft_state.role,
                       short_id(rd.soft_state.leader) if rd.soft_state.leader else None)
         if rd.messages:
@@ -858,8 +861,28 @@ class ConsensusSubsystem:
                 self.raw.report_unreachable(m.to)
 
     def _on_peer_lost(self, peer: NodeId) -> None:
-        if self.raw is not None and peer in self.raw.raft.prs and self.is_leader():
-            self.raw.report_unreachable(peer)
+        raw = self.raw
+        if raw is None:
+            return
+        if self.is_leader():
+            if peer in raw.raft.prs:
+                raw.report_unreachable(peer)
+        elif peer == raw.raft.leader and self._reads_by_ctx:
+            # the reads we forwarded to the leader may be lost with the connection
+            self._reask_reads()
+            self._step(self._now)
+
+    def _reask_reads(self) -> None:
+        """Ask the current leader again for every read still waiting for its read index
+        (``raw.read_index(ctx)`` with the same context). Safe: a read changes nothing, its
+        index comes from a leader after the read began, and a late second answer finds no
+        waiting read (its context was taken by the first) and is ignored. Proposals are
+        not re-sent: one that did arrive may still commit, and a copy would apply twice."""
+        raw = self.raw
+        assert raw is not None
+        for ctx in list(self._reads_by_ctx):
+            raw.read_index(ctx)
+        self.counters.inc("raft.reads.reforwarded", len(self._reads_by_ctx))
 
     def _on_message(self, now: Now, peer: NodeId, message: Any) -> None:
         self._now = now

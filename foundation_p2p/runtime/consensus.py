@@ -116,9 +116,9 @@ class Consensus:
         """Return the leader's id once this node knows one."""
         sub = self.subsystem
 
-        def known() -> bool:
-            st = sub.status()
-            return st is not None and st.leader is not None
+        def known() -> bool:  # checked on every pump round: no Status built
+            raw = sub.raw
+            return raw is not None and raw.raft.leader is not None
 
         await self._node.wait_until(known)
         st = sub.status()

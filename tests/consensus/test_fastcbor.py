@@ -218,3 +218,4 @@ def test_encode_messages_shares_append_bodies_and_gives_the_same_bytes() -> None
         assert got == [encode_message(m) for m in msgs]
         for m, data in zip(msgs, got, strict=True):
             assert decode_message(data) == m
+
