@@ -5,6 +5,11 @@ Same seed, same digest."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 
 from simulator.model import Scenario
@@ -91,6 +96,30 @@ def test_a_loopback_mtu_lets_connections_reach_the_ceiling() -> None:
 def test_the_mtu_run_is_deterministic() -> None:
     a, b = _world(1500).run(), _world(1500).run()
     assert a.trace_digest == b.trace_digest
+
+
+_CHILD = """
+import sys
+sys.path.insert(0, "tests/simulator")
+from test_pmtu_sim import _world
+print(_world(1500).run().trace_digest)
+"""
+
+
+def test_the_mtu_run_has_the_same_digest_under_another_hash_seed() -> None:
+    repo = Path(__file__).resolve().parents[2]
+
+    def digest(hash_seed: str) -> str:
+        done = subprocess.run(
+            [sys.executable, "-c", _CHILD], capture_output=True, text=True, cwd=repo,
+            env=dict(os.environ, PYTHONHASHSEED=hash_seed, PYTHONPATH=str(repo)),
+            timeout=300, check=False,
+        )
+        assert done.returncode == 0, done.stderr
+        return done.stdout.strip()
+
+    first = digest("1")
+    assert len(first) == 64 and first == digest("4242")
 
 
 def test_the_default_mtu_is_ethernet_and_bad_ones_are_refused() -> None:
