@@ -9,18 +9,19 @@ counts against the candidate: after ``max_probes`` lost probes of one size, the 
 taken as too large. Probe losses are not congestion signals (loss recovery keeps them
 away from the controller): a too-large probe is dropped by the path, not by a queue.
 
-This module holds the state machine only; :class:`~foundation_p2p.transport.connection.
-Connection` builds and sends the probes and reports what happens to them. No clock:
-``now`` is passed in.
+This module holds the state machine only; the connection
+(:class:`~foundation_p2p.transport.connection.Connection`) builds and sends the probes and
+reports what happens to them. No clock: ``now`` is passed in.
 
 States (RFC 8899 section 5.2, without its separate BASE and ERROR states: the base size
 is confirmed by the handshake, and a path below 1200 bytes cannot carry a connection):
 
 - ``searching``: one probe at a time, sizes chosen by binary search between the largest
   size known to pass (``low``) and the smallest known or assumed to fail (``high``,
-  starting at ``ceiling + 1``); the search ends when they are less than
-  ``SEARCH_PRECISION_BYTES`` apart (binary search as quinn does; msquic steps up by
-  fixed increments, which takes longer to reach 16 KiB on loopback);
+  starting at ``ceiling + 1``); the search ends when they are at most
+  ``SEARCH_PRECISION_BYTES`` apart, after one probe of the ceiling itself if it never
+  failed (binary search as quinn does; msquic steps up by fixed increments, which takes
+  longer to reach 16 KiB on loopback);
 - ``complete``: the size is settled; after ``raise_interval_s`` (RFC 8899's
   PMTU_RAISE_TIMER, 600 s) a new search starts from the current size, in case the path
   grew (only when the current size is below the ceiling);
@@ -28,7 +29,8 @@ is confirmed by the handshake, and a path below 1200 bytes cannot carry a connec
 
 Black-hole detection (RFC 8899 section 4.3): after a raise, the path may stop carrying
 the larger size (a route change). The connection reports every non-probe packet larger
-than the base that is acknowledged or declared lost. A lost one is *suspicious* when no
+than the base that is declared lost, and the newest such packet of each acknowledgement.
+A lost one is *suspicious* when no
 packet at least as large and sent after it has been acknowledged; ``BLACK_HOLE_LOSSES``
 suspicious losses in a row (an acknowledgement of a large packet resets the count), or
 ``BLACK_HOLE_PTOS`` probe timeouts in a row (nothing comes back at all), drop the size
@@ -42,7 +44,7 @@ import logging
 log = logging.getLogger("foundation_p2p.transport.pmtu")
 
 SEARCH_PRECISION_BYTES = 16
-"""The search stops when the passing and failing sizes are closer than this."""
+"""The search stops when the passing and failing sizes are at most this far apart."""
 BLACK_HOLE_LOSSES = 3
 """Suspicious losses of large packets in a row that mean the path no longer carries them."""
 BLACK_HOLE_PTOS = 2
