@@ -91,6 +91,7 @@ async def test_50_mb_and_small_messages_on_separate_streams(
         # the 1200-byte start once discovery raised the size on loopback)
         ceiling = client.transport.config.connection.pmtu_max_bytes
         assert stats["transport.conn.packets.sent"] > BIG // ceiling
+        assert stats["transport.pmtu.largest_bytes"] > 1200  # loopback: discovery raised it
         assert server.counters["transport.accepted"] == 1
         assert server.counters["transport.dropped.unknown_cid"] == 0
 
