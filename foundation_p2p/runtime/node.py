@@ -1319,12 +1319,13 @@ class Node:
     async def _run_pump(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         """The one pump task: datagrams and timers in, datagrams, writes and events out.
 
-        Each round, in order: a wake-up (:meth:`wake`) is flushed; a due timer is handled
-        (``core.handle_timer``) and flushed; else the waiting datagrams are read
-        (:meth:`_receive_batch`) and flushed once; else the pump waits for the socket, the
-        next deadline or a wake-up. Timers are checked between batches, so they fire on
-        time while datagrams keep arriving, and a round that did not wait passes a
-        ``trio.lowlevel.checkpoint()`` so the other Trio tasks run between rounds.
+        Each round, in order: the datagrams waiting are read (:meth:`_receive_batch`, at
+        most :data:`RECEIVE_BATCH`), then a due timer is handled (``core.handle_timer``),
+        then ONE flush if anything happened (those, or a wake-up by :meth:`wake`); else the
+        pump waits for the socket, the next deadline or a wake-up. So a flood cannot delay
+        the timers by more than one batch, a timer due on every round cannot starve the
+        reads, and a round that did not wait passes a ``trio.lowlevel.checkpoint()`` so
+        the other Trio tasks run between rounds.
         """
         core = self.core
         try:
