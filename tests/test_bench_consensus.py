@@ -93,6 +93,12 @@ def test_main_prints_one_json_line_with_every_figure(
             assert row[side] > 0 and row[f"{side}_failed"] == 0
             assert len(row[f"{side}_samples"]) == 1
         assert row["ratio"] == pytest.approx(row["ours"] / row["theirs"], abs=0.001)
+        for side in ("ours", "ours_fsync"):
+            # every commit costs the leader datagrams in and out, and at most as many
+            # system calls as datagrams (segmentation offload sends several in one)
+            per_commit = row[f"{side}_leader_datagrams_per_commit"]
+            assert per_commit > 0
+            assert 0 < row[f"{side}_leader_udp_syscalls_per_commit"] <= per_commit
     for q in ("p50_ms", "p99_ms"):
         assert result["latency_ms"][q]["ours"] > 0 and result["latency_ms"][q]["theirs"] > 0
     assert result["latency_ms"]["p50_ms"]["ours"] <= result["latency_ms"]["p99_ms"]["ours"]
