@@ -634,7 +634,14 @@ class Raft:
         return vote_result(self.conf, votes) is VoteResult.WON
 
     def _maybe_commit(self) -> bool:
-        index = committed_index(self.conf, self._voter_matches())
+        conf = self.conf
+        if conf.voters_outgoing or not conf.voters:
+            index = committed_index(conf, self._voter_matches())
+        else:
+            # committed_index of a simple configuration: the match a majority reached
+            prs = self.prs
+            matches = sorted([prs[v].match if v in prs else 0 for v in conf.voters])
+            index = matches[(len(matches) - 1) // 2]
         return self.log.maybe_commit(index, self.term)
 
     def _committed_entry_in_current_term(self) -> bool:

@@ -206,8 +206,13 @@ class RawNode:
             or r.log.unstable.entries
             or r.log.unstable.snapshot is not None
             or r.log.has_next_committed()
-            or r.hard_state() != self._prev_hard
-            or SoftState(r.leader, r.role) != self._prev_soft
+            # hard_state() != _prev_hard and SoftState(...) != _prev_soft, field by field
+            # (no frozen objects built on every check)
+            or r.term != (hard := self._prev_hard).term
+            or r.vote != hard.vote
+            or r.log.committed != hard.commit
+            or r.leader != (soft := self._prev_soft).leader
+            or r.role is not soft.role
         )
 
     def ready(self) -> Ready:
