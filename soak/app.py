@@ -84,6 +84,10 @@ MAX_LEADER_CHANGES = 64
 RAFT_COUNTERS = ("raft.leader.elected", "raft.leader.stepped_down.check_quorum",
                  "raft.requests.indeterminate", "raft.reads.timeout", "raft.send.dropped")
 """Node counters copied into each stats line (diagnosis of KV failures)."""
+LOSS_WORDS = ("dropped", "broken", "lost", "refused", "stopped", "truncated", "timeouts",
+              "misnumbered", "blocked", "fallbacks", "errors")
+"""Every node counter whose name holds one of these words goes into the stats line's
+``losses`` (where a Raft message between two live nodes can disappear or wait)."""
 
 
 def _schedstat() -> tuple[int, int]:
@@ -182,6 +186,8 @@ async def run(node: Node) -> None:
                     "rx_gap_max_ms": round(stats.rx_gap_max * 1000), "rx_gaps": stats.rx_gaps,
                     "leaders": stats.leaders, "leaders_cut": stats.leaders_cut,
                     "counters": {k: node.core.counters.get(k, 0) for k in RAFT_COUNTERS},
+                    "losses": {k: v for k, v in sorted(node.core.counters.items())
+                               if any(w in k for w in LOSS_WORDS)},
                 }
                 stats.fails = []
                 stats.lag_max = 0.0
