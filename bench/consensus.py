@@ -558,6 +558,23 @@ def failover_once(
         shutil.rmtree(workdir, ignore_errors=True)
 
 
+def _dist_version(name: str) -> str:
+    """The installed version of distribution ``name`` (``"unknown"`` if not installed)."""
+    import importlib.metadata
+
+    try:
+        return importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def _pmtu_ceiling() -> int:
+    """``[transport] pmtu_max_bytes`` as our nodes run it (the default)."""
+    from foundation_p2p.transport.config import TransportConfig
+
+    return TransportConfig().pmtu_max_bytes
+
+
 def _percentile(sorted_values: list[float], q: float) -> float:
     if not sorted_values:
         return 0.0
@@ -711,7 +728,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         )
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
-    import pysyncobj  # type: ignore[import-untyped]
 
     result["settings"] = {
         "runs": runs,
@@ -721,10 +737,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "seq": seq,
         "failovers": failovers,
         "python": platform.python_version(),
-        "pysyncobj": getattr(pysyncobj, "__version__", "unknown"),
+        "pysyncobj": _dist_version("pysyncobj"),
         "cpus": os.cpu_count(),
         "wal_dir": args.dir or tempfile.gettempdir(),
         "ours_datagram_bytes": args.datagram_bytes or 1200,
+        # connections start at the size above and raise it by path-MTU discovery up to:
+        "ours_pmtu_max_bytes": _pmtu_ceiling(),
         "socket_buffer_bytes": SOCKET_BUFFER_BYTES,
         "load_average_at_end": list(os.getloadavg()),
     }
