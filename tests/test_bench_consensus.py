@@ -105,7 +105,13 @@ def test_main_prints_one_json_line_with_every_figure(
     fo = result["failover_s"]
     assert fo["ours"] > 0 and fo["theirs"] > 0 and len(fo["ours_samples"]) == 1
     for side, applied in result["applied_per_node"].items():
-        assert len(applied) == 3 and min(applied) > 0, side
+        assert len(applied) == 3, side
+        if side == "theirs":
+            # a quorum applied; PySyncObj has left one follower unconnected on a loaded
+            # machine ([0, 142, 141] once): its leader still commits with the other two
+            assert sorted(applied)[1] > 0, applied
+        else:
+            assert min(applied) > 0, (side, applied)
     assert result["settings"]["runs"] == 1 and result["settings"]["count"] == 40
 
 
