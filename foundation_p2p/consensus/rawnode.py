@@ -215,6 +215,29 @@ class RawNode:
             or r.role is not soft.role
         )
 
+    def take_heartbeats(self) -> list[Message]:
+        """Remove and return the heartbeats and heartbeat responses waiting in the core's
+        outbox, if the core's term is the persisted one; ``[]`` otherwise.
+
+        A driver may send these while an earlier Ready is still being made durable (one
+        Ready in flight): they carry no entry, no vote and no state that sync could still
+        be writing (their term is the persisted term; a heartbeat's commit index is at most
+        the follower's acknowledged match). Without this a slow ``fdatasync`` on the leader
+        silences its heartbeats and the followers elect another leader; the Raft thesis
+        (section 10.2.1) lets a leader send while its own disk write is in progress, and
+        etcd's server sends the leader's messages before saving. Everything else keeps
+        waiting for the next Ready.
+        """
+        r = self.raft
+        msgs = r.msgs
+        if not msgs or r.term != self._prev_hard.term:
+            return []
+        beat, answer = M.HEARTBEAT, M.HEARTBEAT_RESP
+        beats = [m for m in msgs if m.type is beat or m.type is answer]
+        if beats:
+            r.msgs = [m for m in msgs if m.type is not beat and m.type is not answer]
+        return beats
+
     def ready(self) -> Ready:
         """The work to do now; call :meth:`advance` with it when done."""
         if self._outstanding is not None:

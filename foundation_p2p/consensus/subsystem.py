@@ -710,6 +710,17 @@ class ConsensusSubsystem:
     # -- the Ready cycle ------------------------------------------------------------------
 
     def _step(self, now: Now) -> None:
+        self._ready_cycle(now)
+        raw = self.raw
+        if raw is not None and self._inflight is not None:
+            # a sync is in flight: heartbeats (and their answers) need nothing it writes
+            beats = raw.take_heartbeats()
+            if beats:
+                self.counters.inc("raft.heartbeats.sent_during_sync", len(beats))
+                for m, data in zip(beats, encode_messages(beats), strict=True):
+                    self._send_raft(now, m, data)
+
+    def _ready_cycle(self, now: Now) -> None:
         raw = self.raw
         while raw is not None and self._inflight is None and raw.has_ready():
             rd = raw.ready()

@@ -447,3 +447,53 @@ def test_ready_of_a_commit_only_change_must_be_saved_not_synced() -> None:
     new_vote = Ready(hard_state=HardState(term=3, vote=nid(1), commit=9), term_or_vote_changed=True)
     assert new_vote.must_sync()
     assert not Ready().must_save()
+
+
+def test_a_leader_whose_sync_is_slow_keeps_its_followers_with_heartbeats() -> None:
+    """A slow fdatasync on the leader (one Ready in flight for several election timeouts)
+    must not silence its heartbeats: the followers keep their leader, and the entries still
+    wait for the sync (persist-then-send)."""
+    c = Cluster(3)
+    leader = c.wait_leader()
+    c.run(0.2)
+    term = leader.sub.status().term  # type: ignore[union-attr]
+    leader.hold_writes = True
+    leader.messenger.sent.clear()
+    ticket = leader.sub.propose(c.now, kv.encode_put(b"slow", b"disk"))
+    c.run(1.5)  # 30 ticks: three times the election timeout's lower bound
+    assert c.leaders() == [leader]
+    for m in c.members.values():
+        st = m.sub.status()
+        assert st is not None and st.term == term and st.leader == leader.id
+    sent = [decode_message(msg[1]) for _, msg in leader.messenger.sent if msg[0] == 0]
+    assert sum(m.type is MessageType.HEARTBEAT for m in sent) >= 2 * 20
+    assert all(not m.entries for m in sent if m.type is MessageType.APP)
+    assert leader.sub.counters["raft.heartbeats.sent_during_sync"] > 0
+    leader.hold_writes = False
+    assert c.wait_outcome(leader, ticket).ok
+
+
+def test_heartbeats_do_not_pass_a_sync_that_writes_a_new_term() -> None:
+    """While the Ready in flight carries a new term (or vote), nothing of that term leaves
+    before it is durable: the bypass needs the core's term to be the persisted one."""
+    c = Cluster(3)
+    leader = c.wait_leader()
+    c.run(0.2)
+    raw = leader.sub.raw
+    assert raw is not None
+    raw.raft.msgs.append(raw.raft.msgs[0] if raw.raft.msgs else _heartbeat_to(raw, c))
+    persisted = raw._prev_hard.term
+    raw.raft.term = persisted + 1  # as if a term change were in flight, not yet durable
+    try:
+        assert raw.take_heartbeats() == []
+    finally:
+        raw.raft.term = persisted
+
+
+def _heartbeat_to(raw: object, c: Cluster) -> object:
+    from foundation_p2p.consensus.messages import M, Message
+
+    peer = next(n for n in c.members if n != raw.raft.id)  # type: ignore[attr-defined]
+    m = Message(M.HEARTBEAT, to=peer, commit=0)
+    m.term = raw.raft.term  # type: ignore[attr-defined]
+    return m
