@@ -82,7 +82,8 @@ MAX_STALLS = 20
 MAX_LEADER_CHANGES = 64
 """Leader-view changes kept per stats line (more are counted in ``leaders_cut``)."""
 RAFT_COUNTERS = ("raft.leader.elected", "raft.leader.stepped_down.check_quorum",
-                 "raft.requests.indeterminate", "raft.reads.timeout", "raft.send.dropped")
+                 "raft.requests.indeterminate", "raft.reads.timeout", "raft.send.dropped",
+                 "raft.log.slow_syncs", "raft.heartbeats.sent_during_sync")
 """Node counters copied into each stats line (diagnosis of KV failures)."""
 LOSS_WORDS = ("dropped", "broken", "lost", "refused", "stopped", "truncated", "timeouts",
               "misnumbered", "blocked", "fallbacks", "errors")

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import time
 from typing import TYPE_CHECKING, Any
 
 import outcome
@@ -46,6 +47,10 @@ if TYPE_CHECKING:
     from foundation_p2p.runtime.node import Node
 
 log = logging.getLogger("foundation_p2p.consensus")
+
+SLOW_SYNC_S = 0.25
+"""A Raft log ``fdatasync`` at least this long is counted (``raft.log.slow_syncs``) and
+logged at INFO with its duration: a leader's entries wait for it (heartbeats do not)."""
 
 
 class ConsensusError(FoundationError):
@@ -191,6 +196,7 @@ class RaftLogDriver:
 
     def __init__(self, node: Node) -> None:
         self._node = node
+        self._sync_started = 0.0
         self._done: trio.Event | None = None
         self._error: BaseException | None = None
 
@@ -237,6 +243,7 @@ class RaftLogDriver:
                 token.run_sync_soon(self._synced, cons, storage, ids, result, done)
 
         log.debug("raft log: %d writes saved; fdatasync in a worker thread", len(writes))
+        self._sync_started = time.monotonic()
         trio.lowlevel.start_thread_soon(blocking, deliver)
         return False
 
@@ -250,6 +257,11 @@ class RaftLogDriver:
     ) -> None:
         self._done = None
         done.set()
+        took = time.monotonic() - self._sync_started
+        if took >= SLOW_SYNC_S:
+            # heartbeats still leave meanwhile (RawNode.take_heartbeats); entries wait
+            self._node.core.counters.inc("raft.log.slow_syncs")
+            log.info("raft log: fdatasync took %.0f ms", took * 1000.0)
         try:
             result.unwrap()
             storage.sync_finish()
