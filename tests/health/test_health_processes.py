@@ -139,7 +139,10 @@ def test_three_node_processes_answer_health_metrics_and_the_health_command(
     second = json.loads(watch.expect("stdout", r"^\{").string)
     assert first["status"] == second["status"] == "healthy"
     assert len(second["nodes"]) == 3
-    assert watch.stop(signal.SIGINT) == 0
+    # SIGINT: the observer leaves (at most leave_timeout_s) and exits 0; bounded generously,
+    # as a loaded CI machine once took more than 10 s to let it finish
+    watch.proc.send_signal(signal.SIGINT)
+    assert watch.proc.wait(timeout=30.0) == 0
     print(f"ready {t_ready:.2f} s, all healthy {t_conv:.2f} s later, health CLI {t_cli:.2f} s")
 
 
@@ -161,7 +164,9 @@ def test_a_stopped_node_is_reported_degraded_then_healthy_after_sigcont(
             if not seen:
                 report = health(admin_a)
                 c = next(n for n in report["nodes"] if n["name"] == "c")
-                if c["status"] != "healthy" and c["reasons"]:
+                # suspected by membership (a stale summary may say degraded first on a
+                # loaded machine; the point here is Lifeguard's suspicion, not failure)
+                if c["status"] != "healthy" and c["state"] == "suspect":
                     seen.update(c)
             if not b_seen:  # b's own view, read while c is still stopped
                 c = next(n for n in health(nodes[1]["admin"])["nodes"] if n["name"] == "c")
