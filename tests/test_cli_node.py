@@ -28,6 +28,12 @@ READY_RE = re.compile(
 )
 
 
+def _default_signals() -> None:
+    """In the child before exec: SIGINT and SIGTERM back to their default dispositions."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
 class NodeProcess:
     """``python -m foundation_p2p ...`` with its stdout and stderr read line by line."""
 
@@ -40,6 +46,11 @@ class NodeProcess:
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
+            # the tests send SIGINT and SIGTERM on purpose: the child gets the default
+            # dispositions even if something in this pytest process left SIGINT ignored
+            # (Python keeps an inherited SIG_IGN for SIGINT, so the child would never see
+            # KeyboardInterrupt; found by a `health --watch` that outlived its SIGINT)
+            preexec_fn=_default_signals,
         )
         self.lines: dict[str, queue.Queue[str | None]] = {
             "stdout": queue.Queue(),
