@@ -481,13 +481,18 @@ def test_heartbeats_do_not_pass_a_sync_that_writes_a_new_term() -> None:
     c.run(0.2)
     raw = leader.sub.raw
     assert raw is not None
-    raw.raft.msgs.append(raw.raft.msgs[0] if raw.raft.msgs else _heartbeat_to(raw, c))
+    beat = _heartbeat_to(raw, c)
+    raw.raft.msgs.append(beat)
     persisted = raw._prev_hard.term
     raw.raft.term = persisted + 1  # as if a term change were in flight, not yet durable
     try:
         assert raw.take_heartbeats() == []
+        assert beat in raw.raft.msgs  # it waits for the next Ready
     finally:
         raw.raft.term = persisted
+    # once the core's term is the durable one, the same heartbeat may leave
+    assert beat in raw.take_heartbeats()
+    assert beat not in raw.raft.msgs
 
 
 def _heartbeat_to(raw: object, c: Cluster) -> object:
