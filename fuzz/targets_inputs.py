@@ -483,11 +483,11 @@ def fuzz_raft_envelope(data: bytes) -> None:
     """``decode_envelope``: ``MalformedError``, or a tuple that encodes back to the input
     (when the input is deterministic CBOR)."""
     try:
-        proposer, boot, ticket, command = decode_envelope(data)
+        proposer, boot, ticket, command, floor = decode_envelope(data)
     except MalformedError:
         return
-    again = encode_envelope(proposer, boot, ticket, command)
-    assert decode_envelope(again) == (proposer, boot, ticket, command)
+    again = encode_envelope(proposer, boot, ticket, command, floor)
+    assert decode_envelope(again) == (proposer, boot, ticket, command, floor)
 
 
 def fuzz_consensus_client(data: bytes) -> None:

@@ -22,11 +22,21 @@ KV store by default) and connects them to the node without I/O:
   restarted node learns the commit index from the leader). :func:`persist` is the
   driver's side for a ``WalStorage`` or a
   ``MemoryStorage``. The core reads the log through the storage the driver hands in.
-- **Apply.** Entry data is the proposal envelope ``[proposer, boot, ticket, command]``
-  (CBOR); ``command`` goes to the state machine's ``apply``; if this node proposed it
-  in this boot, its result is reported under its ticket. Every ``snapshot_every``
-  applied entries the state machine is snapshotted and the log compacted up to there
-  (a :class:`LogWrite` with ``compact``).
+- **Apply.** Entry data is the proposal envelope ``[proposer, boot, ticket, command,
+  floor]`` (CBOR); ``command`` goes to the state machine's ``apply`` unless the
+  replicated :class:`~foundation_p2p.consensus.dedup.ProposalWindows` say a copy of
+  the same ``(proposer, boot, ticket)`` was applied before (counted
+  ``raft.apply.duplicates``); if this node proposed it in this boot, its result is
+  reported under its ticket. Every ``snapshot_every`` applied entries the state machine
+  is snapshotted, with the windows (``dedup.encode_snapshot``), and the log compacted
+  up to there (a :class:`LogWrite` with ``compact``).
+- **Re-sending proposals.** A proposal forwarded to the leader can be lost with its
+  connection (closed as a duplicate when a member restarts) or with a leader change,
+  and the proposer cannot tell lost from slow. So it sends the same envelope again
+  (``raw.propose(data)``, counted ``raft.requests.resent``): to a new leader as soon as
+  one is known, when the connection to the leader is lost, and after
+  ``proposal_retry_s`` (then 2x, 4x, ... that) while it is a follower. The windows
+  make every member apply it once. ``proposal_retry_s = 0`` never re-sends.
 - **Client API.** :meth:`propose` and :meth:`read` return a ticket; outcomes come from
   :meth:`take_results` as :class:`Outcome`. A proposal refused here (no leader known)
   fails at once with the leader hint; one not applied within ``request_timeout_s`` ends
@@ -61,6 +71,7 @@ from foundation_p2p.consensus import kv
 from foundation_p2p.consensus.autopilot import AutopilotConfig, plan
 from foundation_p2p.consensus.bootstrap import BootstrapProtocol, decode_bootstrap
 from foundation_p2p.consensus.confchange import bootstrap_entry
+from foundation_p2p.consensus.dedup import ProposalWindows, decode_snapshot, encode_snapshot
 from foundation_p2p.consensus.fastcbor import encode_uint, uint_head
 from foundation_p2p.consensus.messages import Message, decode_message, encode_messages
 from foundation_p2p.consensus.raft import (
@@ -121,6 +132,10 @@ class ConsensusConfig:
     advance at rates within the election timeout's margin of each other)."""
     snapshot_every: int = 10_000
     request_timeout_s: float = 5.0
+    proposal_retry_s: float = 1.0
+    """A follower sends a proposal not yet applied again after this long (then after 2x,
+    4x, ... this); every proposal is also re-sent to a new leader. 0 = never re-send
+    (a lost proposal then ends ``indeterminate``)."""
     max_pending_requests: int = 10_000
     max_results: int = 100_000
     bootstrap_expect: int = 3
@@ -142,6 +157,10 @@ class ConsensusConfig:
             raise ConfigError("consensus.tick_interval_s: must be positive")
         if not self.request_timeout_s > 0:
             raise ConfigError("consensus.request_timeout_s: must be positive")
+        if type(self.proposal_retry_s) not in (int, float) or not self.proposal_retry_s >= 0:
+            raise ConfigError(
+                f"consensus.proposal_retry_s: must be 0 or positive, got {self.proposal_retry_s!r}"
+            )
         for name in (
             "snapshot_every",
             "max_pending_requests",
@@ -296,30 +315,51 @@ class _Request:
     read_op: bytes = b""
     read_index: int | None = None
     on_done: Callable[[Outcome], None] | None = None
+    data: bytes | None = None
+    """A proposal's envelope (sent again as it is)."""
+    retry_at: float = 0.0
+    retries: int = 0
 
 
-def encode_envelope(proposer: NodeId, boot: int, ticket: int, command: bytes) -> bytes:
-    """An entry's data: the command and who proposed it (``spec/consensus-client.md``)."""
-    return cbor2.dumps([proposer, boot, ticket, command], canonical=True)
+def encode_envelope(
+    proposer: NodeId, boot: int, ticket: int, command: bytes, floor: int | None = None
+) -> bytes:
+    """An entry's data: the command, who proposed it and, if ``floor`` is given, the
+    proposer's floor (every ticket at or below it is done: ``spec/consensus-client.md``
+    section 2). Without ``floor`` it is the earlier four-element envelope, which every
+    member applies without the duplicate check."""
+    if floor is None:
+        return cbor2.dumps([proposer, boot, ticket, command], canonical=True)
+    return cbor2.dumps([proposer, boot, ticket, command, floor], canonical=True)
 
 
-def decode_envelope(data: bytes) -> tuple[NodeId, int, int, bytes]:
-    """Decode an entry's envelope; ``MalformedError`` if it is not one."""
+def decode_envelope(data: bytes) -> tuple[NodeId, int, int, bytes, int | None]:
+    """Decode an entry's envelope: ``(proposer, boot, ticket, command, floor)``, ``floor``
+    ``None`` for a four-element envelope; ``MalformedError`` if it is not one."""
     try:
         value = cbor2.loads(data)
     except Exception as exc:
         raise MalformedError(f"proposal envelope: not CBOR: {type(exc).__name__}") from None
     if (
         type(value) is not list
-        or len(value) != 4
+        or len(value) not in (4, 5)
         or type(value[0]) is not bytes
         or len(value[0]) != 16
         or type(value[1]) is not int
         or type(value[2]) is not int
         or type(value[3]) is not bytes
+        or value[1] < 0
+        or value[2] < 0
     ):
-        raise MalformedError("proposal envelope: expected [node_id, boot, ticket, command]")
-    return value[0], value[1], value[2], value[3]
+        raise MalformedError(
+            "proposal envelope: expected [node_id, boot, ticket, command, floor?]"
+        )
+    floor: int | None = None
+    if len(value) == 5:
+        floor = value[4]
+        if type(floor) is not int or not 0 <= floor < value[2]:
+            raise MalformedError("proposal envelope: floor must be a uint below the ticket")
+    return value[0], value[1], value[2], value[3], floor
 
 
 def eligible_members(members: Iterable[Any]) -> list[NodeId]:
@@ -372,12 +412,16 @@ class ConsensusSubsystem:
         """The core (``node.raft``'s RawNode), ``None`` until the group exists here."""
         self.boot_id = rng.getrandbits(63)
         self._envelope_head: bytes | None = (
-            b"\x84\x50" + node_id + encode_uint(self.boot_id)
+            b"\x85\x50" + node_id + encode_uint(self.boot_id)
             if type(node_id) is bytes and len(node_id) == 16
             else None
         )
         """``[node_id, boot, ...`` of every envelope this node proposes: a CBOR array of
-        four, the 16-byte string head, the node id, the boot number."""
+        five, the 16-byte string head, the node id, the boot number."""
+        self.windows = ProposalWindows()
+        """The replicated proposal windows (``dedup``): which envelopes were applied."""
+        self.windows.counters = counters
+        self._retry_due: float | None = None
         self._tickets = 0
         self._write_ids = 0
         self._pending: dict[int, _Request] = {}
@@ -431,11 +475,19 @@ class ConsensusSubsystem:
     def _start(self) -> None:
         meta, data = self.storage.snapshot()
         if meta.index > 0:
-            self.state_machine.restore(data)
+            self._restore(data)
             self._snap_index = meta.index
         self.raw = RawNode(self.config.raft_config(self.node_id), self.storage, self.rng)
         self.raw.raft.counters = self.counters
         log.debug("raft started on %s at snapshot %d", short_id(self.node_id), meta.index)
+
+    def _restore(self, data: bytes) -> None:
+        """Restore the state machine and the proposal windows from a Raft snapshot's data
+        (``dedup.decode_snapshot``)."""
+        windows, machine = decode_snapshot(data)
+        self.state_machine.restore(machine)
+        windows.counters = self.counters
+        self.windows = windows
 
     @property
     def started(self) -> bool:
@@ -499,13 +551,22 @@ class ConsensusSubsystem:
             self._report(req, on_done)
             return req.ticket
         assert self.raw is not None
+        # every ticket below the oldest pending request is done (applied, failed, or
+        # reported indeterminate): this run never sends it again
+        floor = next(iter(self._pending)) - 1 if self._pending else req.ticket - 1
         if self._envelope_head is not None and type(command) is bytes:
             # encode_envelope's bytes, the constant head (node id, boot) built once
             data = b"".join(
-                (self._envelope_head, encode_uint(req.ticket), uint_head(2, len(command)), command)
+                (
+                    self._envelope_head,
+                    encode_uint(req.ticket),
+                    uint_head(2, len(command)),
+                    command,
+                    encode_uint(floor),
+                )
             )
         else:
-            data = encode_envelope(self.node_id, self.boot_id, req.ticket, command)
+            data = encode_envelope(self.node_id, self.boot_id, req.ticket, command, floor)
         try:
             self.raw.propose(data)
         except ProposalDropped as exc:
@@ -513,6 +574,12 @@ class ConsensusSubsystem:
             status = "no_leader" if exc.reason == "no_leader" else "dropped"
             self._report(Outcome(req.ticket, status, leader=leader, reason=exc.reason), on_done)
             return req.ticket
+        retry = self.config.proposal_retry_s
+        if retry:
+            req.data = data
+            req.retry_at = now.mono + retry
+            if self._retry_due is None:
+                self._retry_due = req.retry_at
         self._pending[req.ticket] = req
         self.counters.inc("raft.requests.proposed")
         self._step(now)
@@ -628,6 +695,8 @@ class ConsensusSubsystem:
                 self.counters.inc("raft.ticks.skipped")
                 self._next_tick = now.mono + interval
         self._expire(now)
+        if self._retry_due is not None and now.mono >= self._retry_due:
+            self._resend_due(now)
         if self.raw is None:
             self._bootstrap_step(now)
         elif (ticked or self._autopilot_due) and self.is_leader():
@@ -650,7 +719,52 @@ class ConsensusSubsystem:
             first = next(iter(self._pending.values())).deadline
             if best is None or first < best:
                 best = first
+            if self._retry_due is not None and self._retry_due < best:
+                best = self._retry_due
         return best
+
+    def _resend_due(self, now: Now) -> None:
+        """Send again every proposal whose retry time passed (a follower's: the leader's
+        own proposals are in its log), each next after twice its last wait; then plan
+        the next sweep (at most four per ``proposal_retry_s``)."""
+        self._retry_due = None
+        raw = self.raw
+        retry = self.config.proposal_retry_s
+        if raw is None or not retry:
+            return
+        leading = raw.raft.role is Role.LEADER
+        soonest: float | None = None
+        for req in self._pending.values():
+            if req.data is None:
+                continue
+            if req.retry_at <= now.mono and not leading:
+                self._resend(req)
+                req.retries += 1
+                req.retry_at = now.mono + retry * (2 ** min(req.retries, 6))
+            if soonest is None or req.retry_at < soonest:
+                soonest = req.retry_at
+        if soonest is not None:
+            self._retry_due = max(soonest, now.mono + retry / 4)
+
+    def _resend(self, req: _Request) -> None:
+        """``raw.propose(envelope)`` once more; a refusal here (no leader yet) waits for
+        the next retry or leader."""
+        assert self.raw is not None and req.data is not None
+        try:
+            self.raw.propose(req.data)
+        except ProposalDropped:
+            self.counters.inc("raft.requests.resend_refused")
+            return
+        self.counters.inc("raft.requests.resent")
+
+    def _resend_all(self) -> None:
+        """Send every pending proposal again (a new leader, or the leader's connection
+        lost): safe, the windows make every member apply an envelope once."""
+        if not self.config.proposal_retry_s:
+            return
+        for req in self._pending.values():
+            if req.data is not None:
+                self._resend(req)
 
     def _expire(self, now: Now) -> None:
         expired = False
@@ -755,6 +869,7 @@ class ConsensusSubsystem:
     def _finish(self, now: Now, rd: Ready) -> None:
         raw = self.raw
         assert raw is not None
+        resend = False
         if rd.soft_state is not None:
             self._autopilot_due = True
             if rd.soft_state.role is Role.LEADER:
@@ -763,6 +878,10 @@ class ConsensusSubsystem:
             if rd.soft_state.leader is not None and self._reads_by_ctx:
                 # a new leader: the reads forwarded to the old one get no answer
                 self._reask_reads()
+            if rd.soft_state.leader is not None and self._pending:
+                # a new leader: the proposals forwarded to the old one may be lost, and
+                # this node's own uncommitted ones may be cut from its log
+                resend = True
             log.debug("%s: role %s, leader %s", short_id(self.node_id), rd.soft_state.role,
                       short_id(rd.soft_state.leader) if rd.soft_state.leader else None)
         if rd.messages:
@@ -770,7 +889,7 @@ class ConsensusSubsystem:
                 self._send_raft(now, m, data)
         if rd.snapshot is not None:
             meta, data = rd.snapshot
-            self.state_machine.restore(data)
+            self._restore(data)
             self._snap_index = meta.index
             self.counters.inc("raft.snapshots.installed")
         applied = self._applied_sm()
@@ -788,6 +907,8 @@ class ConsensusSubsystem:
                 req.read_index = rs.index
                 self._waiting_reads.append(req)
         raw.advance(rd)
+        if resend:
+            self._resend_all()
         self._serve_reads()
         self._maybe_compact()
 
@@ -797,7 +918,7 @@ class ConsensusSubsystem:
 
     def _apply(self, e: Entry) -> None:
         try:
-            proposer, boot, ticket, command = decode_envelope(e.data)
+            proposer, boot, ticket, command, floor = decode_envelope(e.data)
         except WireError:
             self.counters.inc("raft.apply.bad_envelope")
             if self.on_apply is not None:
@@ -805,6 +926,9 @@ class ConsensusSubsystem:
             return
         if self.on_apply is not None:
             self.on_apply(e, (proposer, boot, ticket))
+        if floor is not None and not self.windows.admit(e.index, proposer, boot, ticket, floor):
+            self.counters.inc("raft.apply.duplicates")
+            return
         result = self.state_machine.apply(e.index, command)
         self.counters.inc("raft.applied")
         if proposer == self.node_id and boot == self.boot_id:
@@ -842,7 +966,7 @@ class ConsensusSubsystem:
             return
         if applied > self.storage.last_index():
             return
-        data = self.state_machine.snapshot()
+        data = encode_snapshot(self.windows, self.state_machine.snapshot())
         self._write_ids += 1
         self._writes.append(LogWrite(self._write_ids, compact=(applied, raw.conf_state, data)))
         self._compacting = self._write_ids
@@ -878,9 +1002,12 @@ class ConsensusSubsystem:
         if self.is_leader():
             if peer in raw.raft.prs:
                 raw.report_unreachable(peer)
-        elif peer == raw.raft.leader and self._reads_by_ctx:
-            # the reads we forwarded to the leader may be lost with the connection
-            self._reask_reads()
+        elif peer == raw.raft.leader and (self._reads_by_ctx or self._pending):
+            # the reads and proposals we forwarded to the leader may be lost with the
+            # connection
+            if self._reads_by_ctx:
+                self._reask_reads()
+            self._resend_all()
             self._step(self._now)
 
     def _reask_reads(self) -> None:
@@ -888,7 +1015,7 @@ class ConsensusSubsystem:
         (``raw.read_index(ctx)`` with the same context). Safe: a read changes nothing, its
         index comes from a leader after the read began, and a late second answer finds no
         waiting read (its context was taken by the first) and is ignored. Proposals are
-        not re-sent: one that did arrive may still commit, and a copy would apply twice."""
+        re-sent by :meth:`_resend_all` (their windows make a copy harmless)."""
         raw = self.raw
         assert raw is not None
         for ctx in list(self._reads_by_ctx):

@@ -137,6 +137,17 @@ def test_client_bounds_pending_requests() -> None:
         ConsensusClient(obs, messenger=c.add_observer(nid(204)), members=[], counters=Counters())
 
 
+def _example_snapshot() -> bytes:
+    """The spec's ``raft-snapshot`` example: run (01..., 5) applied tickets 7 and 9 at
+    indexes 9 and 10 with floor 6, over an empty KV store."""
+    from foundation_p2p.consensus.dedup import ProposalWindows, encode_snapshot
+
+    w = ProposalWindows()
+    w.admit(9, nid(1), 5, 7, 6)
+    w.admit(10, nid(1), 5, 9, 6)
+    return encode_snapshot(w, kv.KVStore().snapshot())
+
+
 def _schema(rule: str) -> object:
     import pycddl
 
@@ -174,6 +185,7 @@ def test_messages_match_the_cddl() -> None:
             schema.validate_cbor(cbor2.dumps(bad, canonical=True))  # type: ignore[attr-defined]
     env = _schema("proposal-envelope")
     env.validate_cbor(encode_envelope(nid(1), 2**62, 3, b"c"))  # type: ignore[attr-defined]
+    env.validate_cbor(encode_envelope(nid(1), 2**62, 3, b"c", 2))  # type: ignore[attr-defined]
 
 
 def test_spec_examples_match_the_encoders() -> None:
@@ -201,7 +213,8 @@ def test_spec_examples_match_the_encoders() -> None:
             canonical=True,
         ),
         "bootstrap-ack": cbor2.dumps(BootstrapMessage(ACK, 5, 1).encode(), canonical=True),
-        "proposal-envelope": encode_envelope(nid(1), 5, 7, put),
+        "proposal-envelope": encode_envelope(nid(1), 5, 7, put, 6),
+        "raft-snapshot": _example_snapshot(),
     }
     with open("spec/consensus-client.md") as f:
         text = f.read()
@@ -210,8 +223,11 @@ def test_spec_examples_match_the_encoders() -> None:
     for name, data in expected.items():
         assert rows[name] == data.hex(), name
     schema = _schema("raft-service-message")
+    _schema("raft-snapshot").validate_cbor(  # type: ignore[attr-defined]
+        bytes.fromhex(rows["raft-snapshot"])
+    )
     for name in expected:
-        if name != "proposal-envelope":
+        if name not in ("proposal-envelope", "raft-snapshot"):
             schema.validate_cbor(bytes.fromhex(rows[name]))  # type: ignore[attr-defined]
 
 

@@ -168,7 +168,8 @@ def test_a_proposal_carries_the_envelope_encode_envelope_builds() -> None:
     tickets = [leader.sub.propose(c.now, cmd) for cmd in commands]
     c.run(0.5)
     sub = leader.sub
-    assert seen == [encode_envelope(sub.node_id, sub.boot_id, t, cmd)
+    # proposed together: each one's floor is the ticket before the oldest pending one
+    assert seen == [encode_envelope(sub.node_id, sub.boot_id, t, cmd, tickets[0] - 1)
                     for t, cmd in zip(tickets, commands, strict=True)]
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import random
 
+import cbor2
 import pytest
 from test_subsystem_harness import Cluster, FakeMessenger, nid
 
@@ -212,11 +213,16 @@ def test_single_voter_bootstrap_expect_one() -> None:
 
 def test_envelope_roundtrip_and_refusal() -> None:
     data = encode_envelope(nid(9), 5, 7, b"cmd")
-    assert decode_envelope(data) == (nid(9), 5, 7, b"cmd")
+    assert decode_envelope(data) == (nid(9), 5, 7, b"cmd", None)
+    assert decode_envelope(encode_envelope(nid(9), 5, 7, b"cmd", 6)) == (nid(9), 5, 7, b"cmd", 6)
     with pytest.raises(MalformedError):
         decode_envelope(b"\xff")
     with pytest.raises(MalformedError):
         decode_envelope(encode_envelope(nid(9), 5, 7, b"")[:-1] + b"\x01")
+    with pytest.raises(MalformedError, match="floor"):
+        decode_envelope(encode_envelope(nid(9), 5, 7, b"", 7))  # a floor covers its own ticket
+    with pytest.raises(MalformedError, match="floor"):
+        decode_envelope(cbor2.dumps([nid(9), 5, 7, b"", -1]))
 
 
 def test_config_is_checked() -> None:

@@ -197,7 +197,7 @@ async def test_no_bid_amount_is_in_the_raft_log_before_its_reveal() -> None:
             seen = 0
             for e in storage.entries(storage.first_index(), storage.last_index() + 1):
                 try:
-                    _, _, _, command = raft_envelope(e.data)
+                    command = raft_envelope(e.data)[3]
                     _, inner = decode_envelope(command)
                     cmd = decode_command(inner)
                 except WireError:

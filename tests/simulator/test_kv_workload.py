@@ -338,5 +338,6 @@ def test_random_faults_keep_every_invariant(seed: int) -> None:
 
 def test_random_faults_do_crash_with_unsynced_writes() -> None:
     # the fault plans above crash nodes (leaders too) while writes are saved but not synced
-    lost = [x for seed in range(8, 14) for x in random_faults_run(seed)]
+    # (how often depends on timing: about one seed in four catches a write unsynced)
+    lost = [x for seed in range(8, 20) for x in random_faults_run(seed)]
     assert len(lost) >= 6 and any(lost)
