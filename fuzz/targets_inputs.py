@@ -39,6 +39,9 @@ the project's own error for that input.
   message re-encodes byte-exact.
 - ``raft-envelope``: ``decode_envelope`` of a Raft entry's data: ``MalformedError`` or a
   tuple that re-encodes byte-exact.
+- ``raft-snapshot``: ``dedup.decode_snapshot`` of a Raft snapshot's data (proposal
+  windows and the machine snapshot, installed from a leader or read from the WAL):
+  ``MalformedError`` or windows that re-encode, and decide like the decoded table.
 - ``consensus-client``: the bytes as a messenger message, ``decode_request`` and
   ``decode_response``: ``MalformedError`` or a request/response whose encoding gives the
   same message back.
@@ -74,6 +77,11 @@ from foundation_p2p.clock import Now
 from foundation_p2p.config import NodeConfig
 from foundation_p2p.consensus import client as consensus_client
 from foundation_p2p.consensus.bootstrap import BootstrapMessage, decode_bootstrap
+from foundation_p2p.consensus.dedup import (
+    ProposalWindows,
+    decode_snapshot,
+    encode_snapshot,
+)
 from foundation_p2p.consensus.subsystem import (
     ConsensusConfig,
     decode_envelope,
@@ -490,6 +498,21 @@ def fuzz_raft_envelope(data: bytes) -> None:
     assert decode_envelope(again) == (proposer, boot, ticket, command, floor)
 
 
+def fuzz_raft_snapshot(data: bytes) -> None:
+    """``decode_snapshot``: ``MalformedError``, or windows whose encoding decodes to the
+    same table (and, for tagged input, re-encodes to a snapshot that decodes the same)."""
+    try:
+        windows, machine = decode_snapshot(data)
+    except MalformedError:
+        return
+    again = encode_snapshot(windows, machine)
+    w2, m2 = decode_snapshot(again)
+    assert m2 == machine and w2.encode() == windows.encode()
+    for (proposer, boot), w in list(windows.windows.items())[:4]:
+        # a ticket at or below the run's floor is a copy
+        assert not windows.admit(w.last_index + 1, proposer, boot, w.floor, 0)
+
+
 def fuzz_consensus_client(data: bytes) -> None:
     """``decode_request``/``decode_response`` of a decoded messenger message."""
     try:
@@ -573,6 +596,7 @@ INPUT_TARGETS: dict[str, Callable[[bytes], None]] = {
     "admin-http": fuzz_admin_http,
     "messenger-record": fuzz_messenger_record,
     "raft-envelope": fuzz_raft_envelope,
+    "raft-snapshot": fuzz_raft_snapshot,
     "consensus-client": fuzz_consensus_client,
     "raft-bootstrap": fuzz_raft_bootstrap,
     "data-dir": fuzz_data_dir,
@@ -665,6 +689,13 @@ def input_seeds(target: str) -> list[bytes]:
         out += [messaging.encode_record(m) for m in _client_messages()]
     elif target == "raft-envelope":
         out.append(encode_envelope(bytes(range(16)), 3, 42, b"\x01k\x01v"))  # type: ignore[arg-type]
+    elif target == "raft-snapshot":
+        w = ProposalWindows()
+        for i, (p, t, f) in enumerate([(1, 1, 0), (1, 3, 1), (2, 1, 0), (1, 3, 2)], start=1):
+            w.admit(i, bytes([p]) * 16, 7, t, f)
+        out.append(encode_snapshot(w, b"\x85\x01\x00\x00\x80\x80"))
+        out.append(encode_snapshot(ProposalWindows(), b""))
+        out.append(b"\x85\x01\x00\x00\x80\x80")
     elif target == "consensus-client":
         out += _client_seeds()
     elif target == "raft-bootstrap":

@@ -184,6 +184,7 @@ def test_every_decoder_has_a_target() -> None:
         "admin-http",
         "messenger-record",
         "raft-envelope",
+        "raft-snapshot",
         "consensus-client",
         "raft-bootstrap",
         "data-dir",
