@@ -29,12 +29,15 @@ at or below a floor, which its proposer set or which rose past a full window.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 import cbor2
 
 from foundation_p2p.counters import Counters
-from foundation_p2p.errors import MalformedError
+from foundation_p2p.errors import MalformedError, WireError
+from foundation_p2p.wire import cbor
+from foundation_p2p.wire.limits import DEFAULT_LIMITS
 
 MAX_WINDOWS = 4096
 """Proposer runs remembered (members and their restarts)."""
@@ -171,10 +174,14 @@ def decode_snapshot(data: bytes) -> tuple[ProposalWindows, bytes]:
     ``MalformedError`` if the tagged data is not one."""
     if not data.startswith(_SNAPSHOT_HEAD):
         return ProposalWindows(), data
+    body = data[len(_SNAPSHOT_HEAD):]
     try:
-        value = cbor2.loads(data[len(_SNAPSHOT_HEAD):])
-    except Exception as exc:
-        raise MalformedError(f"raft snapshot: not CBOR: {type(exc).__name__}") from None
+        # the project's strict decoder: deterministic, nothing after the item, bounded
+        # nesting (the snapshot's size was bounded when it was received or stored)
+        limits = dataclasses.replace(DEFAULT_LIMITS, max_packet_bytes=max(len(body), 1))
+        value = cbor.decode(body, limits)
+    except WireError as exc:
+        raise MalformedError(f"raft snapshot: not deterministic CBOR: {exc}") from None
     if (
         type(value) is not list
         or len(value) != 3

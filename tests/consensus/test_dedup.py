@@ -125,8 +125,13 @@ def test_snapshot_refusals_name_the_fault_and_bare_data_is_an_earlier_machine_sn
     ]:
         with pytest.raises(MalformedError, match=message):
             decode_snapshot(tagged(value))
-    with pytest.raises(MalformedError, match="not CBOR"):
+    with pytest.raises(MalformedError, match="not deterministic CBOR"):
         decode_snapshot(head + b"\xff")
+    good = encode_snapshot(ProposalWindows(), b"m")
+    with pytest.raises(MalformedError, match="not deterministic CBOR"):
+        decode_snapshot(good + b"\x00")  # a byte after the item
+    with pytest.raises(MalformedError, match="not deterministic CBOR"):
+        decode_snapshot(head + bytes.fromhex("83 1a00000001 80 41 6d".replace(" ", "")))
     with pytest.raises(MalformedError, match="at most"):
         ProposalWindows.decode([[P, 1, 0, 1, [1, 2, 3]]], max_tickets=2)
 
