@@ -29,7 +29,6 @@ at or below a floor, which its proposer set or which rose past a full window.
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
 
 import cbor2
@@ -37,7 +36,6 @@ import cbor2
 from foundation_p2p.counters import Counters
 from foundation_p2p.errors import MalformedError, WireError
 from foundation_p2p.wire import cbor
-from foundation_p2p.wire.limits import DEFAULT_LIMITS
 
 MAX_WINDOWS = 4096
 """Proposer runs remembered (members and their restarts)."""
@@ -177,9 +175,9 @@ def decode_snapshot(data: bytes) -> tuple[ProposalWindows, bytes]:
     body = data[len(_SNAPSHOT_HEAD):]
     try:
         # the project's strict decoder: deterministic, nothing after the item, bounded
-        # nesting (the snapshot's size was bounded when it was received or stored)
-        limits = dataclasses.replace(DEFAULT_LIMITS, max_packet_bytes=max(len(body), 1))
-        value = cbor.decode(body, limits)
+        # nesting. Not a packet: the snapshot's size was bounded when it was received or
+        # stored, and may pass a UDP datagram's 65,507 bytes by far.
+        value = cbor.decode(body, max_bytes=len(body))
     except WireError as exc:
         raise MalformedError(f"raft snapshot: not deterministic CBOR: {exc}") from None
     if (

@@ -97,17 +97,25 @@ def encode(value: Any) -> bytes:
 
 
 def decode(
-    data: bytes, limits: WireLimits = DEFAULT_LIMITS, *, check_canonical: bool = True
+    data: bytes,
+    limits: WireLimits = DEFAULT_LIMITS,
+    *,
+    check_canonical: bool = True,
+    max_bytes: int | None = None,
 ) -> Any:
     """Decode one deterministic CBOR item that fills ``data`` exactly.
 
-    Raises :class:`LimitError` when ``data`` is longer than ``limits.max_packet_bytes``
-    or nests deeper than ``limits.max_depth``, and :class:`MalformedError` for anything
-    not well-formed or not deterministic. Collection counts and string lengths are
-    checked by the typed decoders that read the value (they know each field's bound).
+    Raises :class:`LimitError` when ``data`` is longer than ``max_bytes`` (by default
+    ``limits.max_packet_bytes``, at most a UDP datagram) or nests deeper than
+    ``limits.max_depth``, and :class:`MalformedError` for anything not well-formed or not
+    deterministic. ``max_bytes`` is for data that is not a packet and was bounded where it
+    came from (a Raft snapshot, which may be megabytes). Collection counts and string
+    lengths are checked by the typed decoders that read the value (they know each field's
+    bound).
     """
-    if len(data) > limits.max_packet_bytes:
-        raise LimitError(f"{len(data)} bytes exceeds the limit of {limits.max_packet_bytes}")
+    bound = limits.max_packet_bytes if max_bytes is None else max_bytes
+    if len(data) > bound:
+        raise LimitError(f"{len(data)} bytes exceeds the limit of {bound}")
     try:
         if check_canonical:
             value = _loads(

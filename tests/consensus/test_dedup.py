@@ -136,6 +136,25 @@ def test_snapshot_refusals_name_the_fault_and_bare_data_is_an_earlier_machine_sn
         ProposalWindows.decode([[P, 1, 0, 1, [1, 2, 3]]], max_tickets=2)
 
 
+def test_a_snapshot_far_larger_than_a_datagram_round_trips() -> None:
+    """A Raft snapshot is not a packet: the strict decoder must take it at any size. (The
+    full-size auction-partition-soak scenario caught a decoder bounded at 65,507 bytes, a
+    UDP datagram: ConfigError on every snapshot of more, seen by no CI-sized test.)"""
+    w = ProposalWindows()
+    index = 0
+    for run in range(300):
+        for ticket in range(1, 40, 2):  # gaps, so every window keeps its done set
+            index += 1
+            assert w.admit(index, nid(run % 250), run, ticket, 0)
+    machine = bytes(range(256)) * 4096  # 1 MiB
+    data = encode_snapshot(w, machine)
+    assert len(data) > 1_000_000
+    again, machine_again = decode_snapshot(data)
+    assert machine_again == machine
+    assert encode_snapshot(again, machine_again) == data
+    assert len(again) == len(w) == 300
+
+
 def test_retry_setting_is_checked() -> None:
     with pytest.raises(ConfigError, match="proposal_retry_s"):
         ConsensusConfig(proposal_retry_s=-1)
