@@ -56,15 +56,16 @@ bench-quick: tools $(BENCH_STAMP)
 fuzz: $(FUZZ_STAMP)
 	$(BIN)/python fuzz/atheris_main.py --all --seconds $${FUZZ_SECONDS:-20} $${FUZZ_BUDGET:+--budget $$FUZZ_BUDGET}
 
-## make soak (about 2 h here; lower SOAK_SEEDS, SWEEP_SEEDS, SOAK_KV_SEEDS for a shorter pass):
+## make soak (about 2 h here; SOAK_SEEDS, SWEEP_SEEDS, SOAK_KV_SEEDS change its length):
 ##  1. soak/cluster.py: 5 node processes on 127.0.0.1 under churn for SOAK_CLUSTER_MINUTES
 ##     (default 10), alone on the machine: flat memory, zero errors;
 ##  2. then two lanes side by side, one CPU each (`make -j2 --output-sync=line`):
 ##     soak-pytest: pytest -m soak (the 1000-node scenarios are its long pole, about 1.5 h);
 ##     soak-sim: the 1,000-seed KV random-fault sweep within SOAK_MINUTES (fails if the
-##     budget ends first), the full-size *-soak.toml scenarios x SOAK_SEEDS, and the CI-sized
-##     scenarios x SWEEP_SEEDS. The two 1000-node scenarios run in soak-pytest at seed 1
-##     (tests/simulator/test_membership_soak.py); SOAK_BIG_SEEDS=n sweeps them here too.
+##     budget ends first), the full-size *-soak.toml scenarios x SOAK_SEEDS (default 1: the
+##     two one-hour slow-node scenarios take about 10 min of a CPU per seed), and the CI-sized
+##     scenarios x SWEEP_SEEDS (default 10). The two 1000-node scenarios run in soak-pytest at
+##     seed 1 (tests/simulator/test_membership_soak.py); SOAK_BIG_SEEDS=n sweeps them here too.
 soak: tools $(STAMP)
 	@echo "== soak/cluster.py: 5 node processes on 127.0.0.1 for $${SOAK_CLUSTER_MINUTES:-10} min, one killed and restarted every 30 s"
 	$(BIN)/python -m soak.cluster --minutes $${SOAK_CLUSTER_MINUTES:-10}
@@ -79,7 +80,7 @@ soak-sim: $(STAMP)
 		--seeds 1..$${SOAK_KV_SEEDS:-1000} --budget $${SOAK_MINUTES:-60}m $${SOAK_SIM_JOBS:+--jobs $$SOAK_SIM_JOBS} --json); st=$$?; \
 		echo "$$out" | tail -n 1; exit $$st
 	@st=0; for s in simulator/scenarios/*-soak.toml; do \
-		seeds=$${SOAK_SEEDS:-4}; \
+		seeds=$${SOAK_SEEDS:-1}; \
 		case $$s in *-1000-soak.toml|*/membership-join-wave-soak.toml) seeds=$${SOAK_BIG_SEEDS:-0};; esac; \
 		if [ "$$seeds" = 0 ]; then echo "== $$s: 1000 nodes, run at seed 1 by soak-pytest (SOAK_BIG_SEEDS=n sweeps it here)"; continue; fi; \
 		flags=; case $$s in *random-faults*) flags=--random-faults;; esac; \
