@@ -62,7 +62,8 @@ def test_default_mode_partition_runs_both_sides_then_one_instance_survives_the_h
     # after the heal, duplicates lost their name to the larger stamp (NameConflict) or
     # were handed to the placement's owner; within three sync intervals one was left
     assert m["registry.name_conflicts"] >= 1
-    assert m["registry.dedup_after_heal_s_max"] <= 3.0  # three sync intervals
+    assert m["registry.dedup_after_merge_s_max"] <= 3.0  # three sync intervals
+    assert 0 < m["registry.merge_after_heal_s_max"] < 10.0  # SWIM merged the two sides
     assert r.invariants["registry.singleton_unique"].ok
 
 
