@@ -563,12 +563,22 @@ class SingletonWorkload:
         f = self.failover
         n = f.count if f is not None else 0
         worst = max(f.samples) if f is not None and f.samples else 0.0
-        ok = not self.counts["late_failovers"] and not self.counts["late_dedups"]
+        # a heal after which the views never merged measured no dedup at all: say so
+        unmerged = (
+            self.dedup_bound_s is not None and self.healed_at is not None
+            and self.merged_at is None
+        )
+        ok = not self.counts["late_failovers"] and not self.counts["late_dedups"] and not unmerged
         detail = (
             f"{n} failovers (slowest {worst:.3f}s, bound {self.failover_bound_s}); "
             f"slowest dedup {self.dedup_s_max:.3f}s after membership merged (bound "
             f"{self.dedup_bound_s}; merged {self.merge_s_max:.3f}s after the heal at most)"
         )
+        if unmerged:
+            detail += (
+                f"; membership never merged after the heal at t={self.healed_at:.3f}s, so "
+                "no dedup was measured"
+            )
         if self.bound_violations:
             detail += "; " + "; ".join(self.bound_violations[:3])
         return ok, detail

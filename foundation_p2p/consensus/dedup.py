@@ -31,8 +31,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import cbor2
-
 from foundation_p2p.counters import Counters
 from foundation_p2p.errors import MalformedError, WireError
 from foundation_p2p.wire import cbor
@@ -163,7 +161,7 @@ _SNAPSHOT_HEAD = b"\xda" + SNAPSHOT_TAG.to_bytes(4, "big")
 
 def encode_snapshot(windows: ProposalWindows, machine: bytes) -> bytes:
     """A Raft snapshot's data: the proposal windows and the state machine's snapshot."""
-    return _SNAPSHOT_HEAD + cbor2.dumps([1, windows.encode(), machine], canonical=True)
+    return _SNAPSHOT_HEAD + cbor.encode([1, windows.encode(), machine])
 
 
 def decode_snapshot(data: bytes) -> tuple[ProposalWindows, bytes]:
