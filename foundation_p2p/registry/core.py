@@ -38,10 +38,14 @@ logs. Every node that sees both emits :class:`~foundation_p2p.registry.events.Co
 the loser's owner (for a cluster-scoped entry: its writer) removes the loser, and that
 removal spreads like any delta.
 
-Failed owners. Entries whose owner membership reports failed are hidden at read time
-(:meth:`~RegistryCore.set_failed`) and deleted only when membership reaps the owner
-(:meth:`~RegistryCore.reap`): a partitioned owner's entries come back when the partition
-heals.
+Failed and unknown owners. Entries whose owner membership reports failed are hidden at
+read time (:meth:`~RegistryCore.set_failed`), and so, once the driver hands over the live
+member set (:meth:`~RegistryCore.set_members`, as the node integration does), are entries
+whose owner is not a live member at all: an owner that failed before this node joined is
+never in its member table (push-pull does not carry the failures of members the receiver
+never knew, ``spec/membership.md``), so "not known failed" is not "alive". Entries are
+deleted only when membership reaps the owner (:meth:`~RegistryCore.reap`): a partitioned
+owner's entries come back when the partition heals.
 """
 
 from __future__ import annotations
@@ -169,6 +173,7 @@ class RegistryCore:
         """The CRDT replica (read it, never mutate it from outside)."""
         self.state.sizer = _entry_size
         self._failed: set[NodeId] = set()
+        self._members: frozenset[NodeId] | None = None
         self._peers: list[NodeId] = []
         self._outbox: list[tuple[NodeId, Any]] = []
         self._deltas: deque[tuple[RegistryState, int]] = deque()
@@ -267,7 +272,7 @@ class RegistryCore:
     def count(self, prefix: str = "") -> int:
         """How many names starting with ``prefix`` resolve to a visible entry."""
         names = self.state.names
-        if not self._failed:
+        if not self._failed and self._members is None:
             # Every live name has a visible entry: count by bisection in the sorted index.
             if not prefix:
                 return len(names)
@@ -310,24 +315,62 @@ class RegistryCore:
         """
         if failed == (node_id in self._failed):
             return
-        names = {e.name for slot in self.state.entries.values() for e in slot.values()
-                 if e.owner == node_id}
-        before = {n: self.lookup(n) for n in names}
-        if failed:
-            self._failed.add(node_id)
+
+        def apply() -> None:
+            if failed:
+                self._failed.add(node_id)
+            else:
+                self._failed.discard(node_id)
+
+        self._remark({node_id}, apply)
+
+    def set_members(self, members: Iterable[NodeId] | None) -> None:
+        """Show only the entries owned by this node or by one of ``members`` (the members
+        membership reports alive or suspect); ``None`` (the default) turns the rule off, so
+        only :meth:`set_failed` hides entries.
+
+        With the rule on, an entry of an owner this node never knew (one that failed before
+        it joined, whose failure push-pull does not carry) is hidden, not taken as live.
+        Cluster-scoped entries (owner None) are never hidden. Emits ``Hidden``/``Shown``/
+        ``Registered`` like :meth:`set_failed`.
+        """
+        new = None if members is None else frozenset(members) | {self.node_id}
+        old = self._members
+        if new == old:
+            return
+        if old is None or new is None:
+            owners: set[NodeId] = {
+                e.owner for slot in self.state.entries.values() for e in slot.values()
+                if e.owner is not None
+            }
         else:
-            self._failed.discard(node_id)
+            owners = set(old ^ new)
+
+        def apply() -> None:
+            self._members = new
+
+        self._remark(owners, apply)
+
+    def _remark(self, owners: set[NodeId], apply: Callable[[], None]) -> None:
+        """Change which owners are hidden (``apply``) and emit the changes it makes to the
+        names those ``owners`` hold entries of."""
+        if not owners:
+            apply()
+            return
+        names = {e.name for slot in self.state.entries.values() for e in slot.values()
+                 if e.owner in owners}
+        before = {n: self.lookup(n) for n in names}
+        was_hidden = {o: self._owner_hidden(o) for o in owners}
+        apply()
         for name in sorted(names):
             old, new = before[name], self.lookup(name)
             if old == new:
                 continue
-            if failed:
-                if old is not None:
-                    self._emit(Hidden(name, old))
-                if new is not None:
-                    self._emit(Registered(new))
-            elif new is not None:
-                self._emit(Shown(name, new))
+            if old is not None and self._hidden(old):
+                self._emit(Hidden(name, old))
+            if new is not None:
+                shown = new.owner is not None and was_hidden.get(new.owner, False)
+                self._emit(Shown(name, new) if shown else Registered(new))
 
     def reap(self, now: Now, node_id: NodeId) -> None:
         """Delete every entry owned by ``node_id`` (membership reaped it): one delta,
@@ -446,6 +489,12 @@ class RegistryCore:
     def failed(self) -> frozenset[NodeId]:
         """The owners currently marked failed."""
         return frozenset(self._failed)
+
+    @property
+    def members(self) -> frozenset[NodeId] | None:
+        """The owners whose entries are shown, as last set by :meth:`set_members` (this node
+        included), or None if that rule is off."""
+        return self._members
 
     def syncing_with(self, peer: NodeId) -> bool:
         """True if a sync this node started with ``peer`` is in flight."""
@@ -644,14 +693,22 @@ class RegistryCore:
 
     # -- internals: reading -------------------------------------------------------------
 
+    def _owner_hidden(self, owner: NodeId) -> bool:
+        if owner in self._failed:
+            return True
+        members = self._members
+        return members is not None and owner not in members
+
     def _hidden(self, entry: Entry) -> bool:
-        return entry.owner is not None and entry.owner in self._failed
+        owner = entry.owner
+        return owner is not None and self._owner_hidden(owner)
 
     def _visible_winner(self, slot: Mapping[Dot, Entry]) -> Entry | None:
+        hiding = self._members is not None or self._failed
         if len(slot) == 1:
             (only,) = slot.values()
-            return None if self._failed and self._hidden(only) else only
-        if not self._failed:
+            return None if hiding and self._hidden(only) else only
+        if not hiding:
             return winner(slot.values())
         return winner(e for e in slot.values() if not self._hidden(e))
 

@@ -10,10 +10,12 @@ It holds the two sans-I/O cores and connects them to the rest of the node, witho
   (connection ended, unreachable, stream stopped) goes to ``peer_lost``.
 - **Membership.** ``NodeCore`` hands every membership event to :meth:`on_member_event`:
   the registry's sync peers (``set_peers``) are the alive and suspect members (observers
-  excluded; an observer node syncs with nobody); a member declared failed or left is
-  marked failed (``set_failed``: its entries are hidden at read time) and unmarked
-  when it joins or comes back alive; a reaped member's entries are deleted (``reap``).
-  The supervisor's live set (``set_members``) is the same members plus this node.
+  excluded; an observer node syncs with nobody); the registry shows only the entries
+  of the same members plus this node (``core.set_members``: an entry of a member declared
+  failed or left, or of an owner this node never knew, such as one that failed before
+  it joined, is hidden at read time); a reaped member's entries are deleted (``reap``).
+  The supervisor's live set (``supervisor.set_members``) is the same members plus this
+  node.
 - **In use.** A node takes part in anti-entropy only once the registry is in use: its
   replica holds an entry (a local write, or one learnt) or it received a registry
   message. Until then its sync peers are empty, so a cluster that never uses the
@@ -135,6 +137,7 @@ class RegistrySubsystem:
         self._live: frozenset[NodeId] = frozenset()
         self._next_view: float | None = None
         self._active = False
+        self.core.set_members([node_id])  # widened by every membership change
         messenger.register(SERVICE_REGISTRY, self._on_message, self._on_peer_lost)
 
     # -- inputs ------------------------------------------------------------------------
@@ -157,15 +160,12 @@ class RegistrySubsystem:
             member = event.member  # type: ignore[attr-defined]
             if member.observer:
                 return
-            if kind is not MemberSuspect:
-                core.set_failed(member.node_id, False)
             if kind is not MemberUpdated:
                 self._left.discard(member.node_id)
         elif kind in (MemberFailed, MemberLeft):
             member = event.member  # type: ignore[attr-defined]
             if member.observer:
                 return
-            core.set_failed(member.node_id, True)
             self.messenger.forget(member.node_id)
             if kind is MemberLeft:
                 self._left.add(member.node_id)
@@ -226,6 +226,7 @@ class RegistrySubsystem:
         live |= {self.node_id}
         if live != self._live:
             self._live = live
+            self.core.set_members(live)
             self._set_peers()
             self.supervisor.set_members(now, sorted(live))
         self._send_quorum_view(now)

@@ -140,6 +140,47 @@ def test_failed_owner_is_hidden_then_shown() -> None:
     assert reg.take_changes() == [Shown("svc", theirs)]
 
 
+def test_with_the_member_rule_an_owner_never_known_is_hidden_until_it_is_a_member() -> None:
+    # registry-churn-soak seed 2: an owner that failed before this node joined is not in
+    # its member table at all; "not known failed" must not read as "alive".
+    reg = core()
+    mine = reg.register(NOW, "mine", 1)
+    theirs = reg.register(NOW, "theirs", 2, owner=node_id(3))
+    spec = reg.register(NOW, "spec", 3, owner=None)
+    reg.take_changes()
+    reg.set_members([node_id(1)])
+    assert reg.members == frozenset({node_id(0), node_id(1)})
+    assert reg.lookup("theirs") is None
+    assert [e.name for e in reg.select()] == ["mine", "spec"]
+    assert reg.count() == 2 and reg.lookup("mine") == mine and reg.lookup("spec") == spec
+    assert reg.take_changes() == [Hidden("theirs", theirs)]
+    reg.set_members([node_id(1), node_id(3)])  # membership learns the owner
+    assert reg.lookup("theirs") == theirs and reg.count() == 3
+    assert reg.take_changes() == [Shown("theirs", theirs)]
+    reg.set_members([node_id(1)])
+    reg.set_members(None)  # the rule off: only set_failed hides
+    assert reg.lookup("theirs") == theirs
+    assert reg.take_changes() == [Hidden("theirs", theirs), Shown("theirs", theirs)]
+
+
+def test_hiding_an_unknown_owner_reveals_a_members_concurrent_entry() -> None:
+    net = RegistryNet(3)
+    a, b, c = net.cores
+    older = a.register(net.now(), "svc", "on a")
+    net.pump()
+    net.partition([0], [1, 2])  # a is cut off for good: it never retracts its loser
+    b.set_failed(a.node_id, True)
+    net.t += 1.0
+    newer = b.register(net.now(), "svc", "on b")
+    net.pump()
+    assert c.lookup("svc") == newer and len(c.conflicts_of("svc")) == 2
+    c.take_changes()
+    c.set_members([a.node_id])  # b is gone and c never knew it
+    assert c.lookup("svc") == older
+    assert c.take_changes() == [Hidden("svc", newer), Registered(older)]
+    assert c.count() == 1 and c.select() == [older]
+
+
 def test_cluster_scoped_entries_are_never_hidden() -> None:
     reg = core()
     spec = reg.register(NOW, "spec", 1, owner=None)
