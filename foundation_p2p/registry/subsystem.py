@@ -10,10 +10,13 @@ It holds the two sans-I/O cores and connects them to the rest of the node, witho
   (connection ended, unreachable, stream stopped) goes to ``peer_lost``.
 - **Membership.** ``NodeCore`` hands every membership event to :meth:`on_member_event`:
   the registry's sync peers (``set_peers``) are the alive and suspect members (observers
-  excluded; an observer node syncs with nobody); the registry shows only the entries
-  of the same members plus this node (``core.set_members``: an entry of a member declared
-  failed or left, or of an owner this node never knew, such as one that failed before
-  it joined, is hidden at read time); a reaped member's entries are deleted (``reap``).
+  excluded; an observer node syncs with nobody); a member declared failed or left is
+  marked failed (``set_failed``: its entries are hidden at read time, and the
+  supervisor reads the marks, ``registry.failed``) and unmarked when it joins or comes
+  back alive; on top of that the registry shows only the entries of the same live
+  members plus this node (``core.set_members``), so an entry of an owner this node never
+  knew, such as one that failed before it joined, is hidden too; a reaped member's
+  entries are deleted (``reap``).
   The supervisor's live set (``supervisor.set_members``) is the same members plus this
   node.
 - **In use.** A node takes part in anti-entropy only once the registry is in use: its
@@ -160,12 +163,15 @@ class RegistrySubsystem:
             member = event.member  # type: ignore[attr-defined]
             if member.observer:
                 return
+            if kind is not MemberSuspect:
+                core.set_failed(member.node_id, False)
             if kind is not MemberUpdated:
                 self._left.discard(member.node_id)
         elif kind in (MemberFailed, MemberLeft):
             member = event.member  # type: ignore[attr-defined]
             if member.observer:
                 return
+            core.set_failed(member.node_id, True)
             self.messenger.forget(member.node_id)
             if kind is MemberLeft:
                 self._left.add(member.node_id)
