@@ -84,6 +84,21 @@ class NodeProcess:
             if m:
                 return m
 
+    def rest(self, name: str, timeout: float = 5.0) -> list[str]:
+        """The lines of ``name`` not read yet, up to its end (for a process that exited);
+        stops early after ``timeout``."""
+        deadline = time.monotonic() + timeout
+        out: list[str] = []
+        while (left := deadline - time.monotonic()) > 0:
+            try:
+                line = self.lines[name].get(timeout=left)
+            except queue.Empty:
+                break
+            if line is None:
+                break
+            out.append(line)
+        return out
+
     def stop(self, sig: int = signal.SIGTERM) -> int:
         self.proc.send_signal(sig)
         return self.proc.wait(timeout=WAIT_S)

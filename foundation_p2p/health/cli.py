@@ -16,7 +16,8 @@ import argparse
 import json
 import logging
 import math
-from typing import Any
+import signal
+from typing import TYPE_CHECKING, Any
 
 import trio
 
@@ -26,6 +27,9 @@ from foundation_p2p.errors import ConfigError, StorageError
 from foundation_p2p.health.gossip import HealthGossipConfig
 from foundation_p2p.health.monitor import HealthReport
 from foundation_p2p.membership.state import MemberState
+
+if TYPE_CHECKING:
+    from foundation_p2p.runtime.node import Node
 
 log = logging.getLogger("foundation_p2p.health.cli")
 
@@ -56,44 +60,87 @@ def format_health_table(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+class Observation:
+    """What ``observe_health`` saw: the last report (None if no peer answered in time)
+    and whether SIGINT/SIGTERM ended it."""
+
+    __slots__ = ("interrupted", "report")
+
+    def __init__(self) -> None:
+        self.report: HealthReport | None = None
+        self.interrupted = False
+
+
 async def observe_health(
     config: NodeConfig, keyring: Keyring, timeout_s: float, watch: bool, as_json: bool
-) -> HealthReport | None:
+) -> Observation:
     """Join as an observer, wait for the summaries, print one report (or one per second
-    with ``watch``); the last report, or None if no peer answered within ``timeout_s``."""
+    with ``watch``), then leave.
+
+    SIGINT and SIGTERM are read through ``trio.open_signal_receiver`` for the whole run: a
+    signal cancels the observation and the observer still leaves (``open_node``'s exit,
+    at most ``leave_timeout_s``). A ``KeyboardInterrupt`` is never raised, so it cannot
+    surface inside a task of ``open_node``'s nursery wrapped in an exception group (which
+    once made ``health --watch`` exit 1 on SIGINT).
+    """
     from foundation_p2p.runtime.node import open_node
 
+    seen = Observation()
     interval = HealthGossipConfig.from_mapping(config.extra.get("health", {})).interval_s
-    async with open_node(config, keyring=keyring, leave_timeout_s=0.5) as node:
-        membership = node.membership
-        with trio.move_on_after(timeout_s):
-            await node.wait_until(lambda: membership.joined)
-        if not membership.joined:
-            return None
-        def every_summary_heard() -> bool:
-            heard = node.health.summaries()
-            return all(
-                m.node_id in heard for m in membership.members()
-                if not m.observer and m.node_id != node.node_id and m.state is MemberState.ALIVE
-            )
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async with (
+            open_node(config, keyring=keyring, leave_timeout_s=0.5) as node,
+            trio.open_nursery() as nursery,
+        ):
 
-        # members send their summary to one alive observer per round: wait until every
-        # alive member's has arrived, for at most HEALTH_ROUNDS rounds (a member whose
-        # summary never comes is then reported as such by the monitor)
-        log.debug("health: waiting up to %.1f gossip rounds of %.1f s (health.summaries())",
-                  HEALTH_ROUNDS, interval)
-        with trio.move_on_after(HEALTH_ROUNDS * interval):
-            await node.wait_until(every_summary_heard)
+            async def stop_on_signal() -> None:
+                async for signum in signals:
+                    log.info("%s: leaving", signal.Signals(signum).name)
+                    seen.interrupted = True
+                    nursery.cancel_scope.cancel()
+                    return
+
+            nursery.start_soon(stop_on_signal)
+            await _observe(node, seen, interval, timeout_s, watch, as_json)
+            nursery.cancel_scope.cancel()
+    return seen
+
+
+async def _observe(
+    node: Node, seen: Observation, interval: float, timeout_s: float, watch: bool,
+    as_json: bool,
+) -> None:
+    """The observation itself: join, wait for the summaries, print; ``seen.report``
+    holds the last report printed."""
+    membership = node.membership
+    with trio.move_on_after(timeout_s):
+        await node.wait_until(lambda: membership.joined)
+    if not membership.joined:
+        return
+
+    def every_summary_heard() -> bool:
+        heard = node.health.summaries()
+        return all(
+            m.node_id in heard for m in membership.members()
+            if not m.observer and m.node_id != node.node_id and m.state is MemberState.ALIVE
+        )
+
+    # members send their summary to one alive observer per round: wait until every
+    # alive member's has arrived, for at most HEALTH_ROUNDS rounds (a member whose
+    # summary never comes is then reported as such by the monitor)
+    log.debug("health: waiting up to %.1f gossip rounds of %.1f s (health.summaries())",
+              HEALTH_ROUNDS, interval)
+    with trio.move_on_after(HEALTH_ROUNDS * interval):
+        await node.wait_until(every_summary_heard)
+    for _ in range(WATCH_LIMIT if watch else 1):
         report = node.health.report()
-        for _ in range(WATCH_LIMIT if watch else 1):
-            report = node.health.report()
-            data = report.to_json()
-            data["nodes"] = [n for n in data["nodes"] if n["node_id"] != node.node_id.hex()]
-            print(json.dumps(data) if as_json else format_health_table(data), flush=True)
-            if not watch:
-                break
-            await trio.sleep(1.0)
-        return report
+        seen.report = report
+        data = report.to_json()
+        data["nodes"] = [n for n in data["nodes"] if n["node_id"] != node.node_id.hex()]
+        print(json.dumps(data) if as_json else format_health_table(data), flush=True)
+        if not watch:
+            break
+        await trio.sleep(1.0)
 
 
 def cmd_health(args: argparse.Namespace) -> int:
@@ -113,8 +160,8 @@ def cmd_health(args: argparse.Namespace) -> int:
         return 2
     configure_logging(args.log_level or "WARNING")
     try:
-        report = trio.run(observe_health, config, keyring, args.timeout, args.watch, args.json)
-    except KeyboardInterrupt:
+        seen = trio.run(observe_health, config, keyring, args.timeout, args.watch, args.json)
+    except KeyboardInterrupt:  # a SIGINT before the signal receiver was installed
         return 0
     except BindError as exc:
         _prog_error(str(exc))
@@ -122,7 +169,9 @@ def cmd_health(args: argparse.Namespace) -> int:
     except (ConfigError, StorageError) as exc:
         _prog_error(str(exc))
         return 2
-    if report is None:
+    if seen.interrupted:
+        return 0
+    if seen.report is None:
         _prog_error(
             f"health: no peer answered within {args.timeout:g} s; is a node running there, "
             "with this cluster key?"

@@ -142,7 +142,8 @@ def test_three_node_processes_answer_health_metrics_and_the_health_command(
     # SIGINT: the observer leaves (at most leave_timeout_s) and exits 0; bounded generously,
     # as a loaded CI machine once took more than 10 s to let it finish
     watch.proc.send_signal(signal.SIGINT)
-    assert watch.proc.wait(timeout=30.0) == 0
+    returncode = watch.proc.wait(timeout=30.0)
+    assert returncode == 0, "\n".join(watch.rest("stderr"))
     print(f"ready {t_ready:.2f} s, all healthy {t_conv:.2f} s later, health CLI {t_cli:.2f} s")
 
 
