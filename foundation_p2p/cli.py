@@ -4,9 +4,11 @@
 Exit status: 0 success (``node run``: left gracefully on SIGINT/SIGTERM); 1 a runtime
 failure (the port is in use, the node crashed; ``members``: no peer answered); 2 bad
 usage: unknown flags (argparse), an unreadable or malformed key file, an invalid
-configuration or data directory, an ``--app`` that cannot be imported. Each failure
-prints one line naming the problem on stderr. ``--seed`` is reserved for random seeds
-(the simulator) and peers to contact are always given with ``--join``.
+configuration or data directory, an ``--app`` that cannot be imported; 130 interrupted by
+SIGINT (a command without a graceful stop of its own: ``members``, ``kv``, ``discover``,
+``sim``, ``check-history``). Each failure prints one line naming the problem on stderr.
+``--seed`` is reserved for random seeds (the simulator) and peers to contact are always
+given with ``--join``.
 
 ``check-history`` has its own statuses: 0 linearizable, 1 not linearizable, 2 bad input or
 usage, 3 unknown (the step or time budget ran out first). ``kv`` exits 3 when its
@@ -760,7 +762,27 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     func: Callable[[argparse.Namespace], int] = args.func
-    return func(args)
+    try:
+        return func(args)
+    except KeyboardInterrupt:
+        return _interrupted()
+    except BaseExceptionGroup as group:
+        # Trio raises an interrupt inside whichever task was running; out of a nursery it
+        # comes wrapped in an exception group. Only a group of interrupts alone is one.
+        _, rest = group.split(KeyboardInterrupt)
+        if rest is not None:
+            raise
+        return _interrupted()
+
+
+EXIT_INTERRUPTED = 130
+"""Exit status after SIGINT (128 + 2, the shell's convention) for a command that has no
+graceful stop of its own (``node run`` and ``health --watch`` leave and exit 0)."""
+
+
+def _interrupted() -> int:
+    _prog_error("interrupted")
+    return EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":  # pragma: no cover
