@@ -44,8 +44,10 @@ member set (:meth:`~RegistryCore.set_members`, as the node integration does), ar
 whose owner is not a live member at all: an owner that failed before this node joined is
 never in its member table (push-pull does not carry the failures of members the receiver
 never knew, ``spec/membership.md``), so "not known failed" is not "alive". Entries are
-deleted only when membership reaps the owner (:meth:`~RegistryCore.reap`): a partitioned
-owner's entries come back when the partition heals.
+deleted only when the owner is reaped (:meth:`~RegistryCore.reap`), by membership or, for
+an owner no member remembers, by the node integration's orphan scan
+(``RegistrySubsystem.reap_orphans``): a partitioned owner's entries come back when the
+partition heals.
 """
 
 from __future__ import annotations

@@ -17,6 +17,15 @@ It holds the two sans-I/O cores and connects them to the rest of the node, witho
   members plus this node (``core.set_members``), so an entry of an owner this node never
   knew, such as one that failed before it joined, is hidden too; a reaped member's
   entries are deleted (``reap``).
+- **Orphans.** Membership reaps only members it knows, so the entries of an owner that no
+  live node knows any more (every node that saw it fail restarted before reaping it) would
+  stay in the state for ever, hidden, counting against ``max_entries``. Every tenth of
+  membership's ``reap_after_s`` (between 1 s and ``ORPHAN_SCAN_MAX_S``; piggybacked on the
+  timer calls membership's probes already cause, no deadline of its own) the node lists the
+  owners of its entries that membership does not know at all (not even failed or left); one
+  still unknown ``reap_after_s`` after it was first seen so is reaped here as membership
+  would have (``reap``: one delta, replicated), counted in ``registry.orphans_reaped``
+  (spec/registry.md section 3.5).
   The supervisor's live set (``supervisor.set_members``) is the same members plus this
   node.
 - **In use.** A node takes part in anti-entropy only once the registry is in use: its
@@ -87,6 +96,8 @@ from foundation_p2p.wire.frames import Frame
 
 log = logging.getLogger("foundation_p2p.registry")
 
+ORPHAN_SCAN_MAX_S = 60.0
+"""The longest period of the orphan scan (see the module docstring)."""
 QUORUM_VIEW_INTERVAL_S = 0.5
 """How often the supervisor's quorum view (last direct hearings) is renewed."""
 DEFAULT_MAX_CHANGES = 10_000
@@ -140,6 +151,10 @@ class RegistrySubsystem:
         self._live: frozenset[NodeId] = frozenset()
         self._next_view: float | None = None
         self._active = False
+        self._orphans: dict[NodeId, float] = {}
+        """Owner of entries here that membership does not know -> when first seen so
+        (monotonic); rebuilt at each scan, so at most one per owner in the state."""
+        self._next_orphan_scan: float | None = None
         self.core.set_members([node_id])  # widened by every membership change
         messenger.register(SERVICE_REGISTRY, self._on_message, self._on_peer_lost)
 
@@ -287,7 +302,36 @@ class RegistrySubsystem:
             self._next_view = now.mono + QUORUM_VIEW_INTERVAL_S
             self._send_quorum_view(now)
         self.supervisor.handle_timer(now)
+        if self._next_orphan_scan is None or now.mono >= self._next_orphan_scan:
+            reap_after = self.membership.config.reap_after_s
+            self._next_orphan_scan = now.mono + max(1.0, min(ORPHAN_SCAN_MAX_S, reap_after / 10))
+            self.reap_orphans(now, reap_after)
         self.flush(now)
+
+    def reap_orphans(self, now: Now, reap_after_s: float) -> list[NodeId]:
+        """Reap the entries of owners membership has not known for ``reap_after_s`` (see
+        the module docstring); the owners reaped. ``handle_timer`` calls it; a direct call
+        is a scan too (the leaky facade: ``core.registry.reap_orphans(now, 0)`` reaps every
+        unknown owner's entries at once)."""
+        known = {m.node_id for m in self.membership.members()}
+        known.add(self.node_id)
+        unknown = {
+            e.owner for slot in self.core.state.entries.values() for e in slot.values()
+            if e.owner is not None and e.owner not in known
+        }
+        since = {owner: self._orphans.get(owner, now.mono) for owner in unknown}
+        reaped = sorted(o for o, t in since.items() if now.mono - t >= reap_after_s)
+        for owner in reaped:
+            log.info(
+                "%s: reaping the entries of %s: no member known to this node for %.0f s "
+                "(RegistryCore.reap)",
+                short_id(self.node_id), short_id(owner), now.mono - since.pop(owner),
+            )
+            self.core.reap(now, owner)
+        if reaped:
+            self.counters.inc("registry.orphans_reaped", len(reaped))
+        self._orphans = since
+        return reaped
 
     def handle_command(self, now: Now, cmd: Command) -> bool:
         return False

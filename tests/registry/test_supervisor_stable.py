@@ -31,6 +31,7 @@ from foundation_p2p.membership.events import (
     MemberSuspect,
     MemberUpdated,
 )
+from foundation_p2p.membership.config import MembershipConfig
 from foundation_p2p.membership.state import Member, MemberState
 from foundation_p2p.registry.config import RegistryConfig
 from foundation_p2p.registry.subsystem import RegistrySubsystem
@@ -45,9 +46,11 @@ A, B, C, D, E = (nid(i) for i in range(1, 6))
 
 
 class FakeMembership:
-    """The part of SwimMembership the subsystem reads: ``members()`` and ``local``."""
+    """The part of SwimMembership the subsystem reads: ``members()``, ``local`` and
+    ``config`` (its ``reap_after_s``, for the orphan scan)."""
 
-    def __init__(self, me: NodeId) -> None:
+    def __init__(self, me: NodeId, reap_after_s: float = 3600.0) -> None:
+        self.config = MembershipConfig(reap_after_s=reap_after_s)
         self.view: dict[NodeId, Member] = {}
         self.local = self.put(me, MemberState.ALIVE)
 
@@ -74,10 +77,10 @@ class FakeMessenger:
 
 
 class Harness:
-    def __init__(self, me: NodeId = A, **config: Any) -> None:
+    def __init__(self, me: NodeId = A, reap_after_s: float = 3600.0, **config: Any) -> None:
         self.me = me
         self.t = 0.0
-        self.membership = FakeMembership(me)
+        self.membership = FakeMembership(me, reap_after_s)
         self.counters = Counters()
         self.sub = RegistrySubsystem(
             me, messenger=FakeMessenger(), membership=self.membership,  # type: ignore[arg-type]
@@ -216,3 +219,65 @@ def test_stable_s_is_a_positive_number() -> None:
     for bad in (0, -1.0, "10s", True):
         with pytest.raises(ConfigError, match="stable_s"):
             SupervisorConfig.from_mapping({"stable_s": bad})
+
+
+# -- orphans: entries of an owner membership does not know at all --------------------------
+
+
+def owners(h: Harness) -> set[NodeId | None]:
+    return {e.owner for slot in h.sub.core.state.entries.values() for e in slot.values()}
+
+
+def test_an_unknown_owner_is_reaped_after_reap_after_s_and_not_before() -> None:
+    h = Harness(reap_after_s=100.0)
+    h.join(B)
+    core = h.sub.core
+    core.register(h.now(), "mine", 1)
+    core.register(h.now(), "cluster", 2, owner=None)
+    core.register(h.now(), "b's", 3, owner=B)
+    core.register(h.now(), "x1", 4, owner=E)  # E: never a member here
+    core.register(h.now(), "x2", 5, owner=E)
+    assert core.lookup("x1") is None  # hidden at once: membership does not vouch for E
+    h.advance(99.0)
+    assert owners(h) == {A, None, B, E}
+    assert h.counters["registry.orphans_reaped"] == 0
+    h.advance(12.0)  # first seen at the first scan (t = 0.25); scans every 10 s here
+    assert owners(h) == {A, None, B}
+    assert h.counters["registry.orphans_reaped"] == 1
+    assert h.counters["registry.reaped"] == 2
+    assert [c.name for c in h.sub.take_changes() if c.entry.owner == E] == ["x1", "x2"]
+
+
+def test_a_known_failed_owner_is_left_to_membership_and_a_returning_one_starts_over() -> None:
+    h = Harness(reap_after_s=100.0)
+    h.join(B, C)
+    core = h.sub.core
+    core.register(h.now(), "b's", 1, owner=B)
+    core.register(h.now(), "c's", 2, owner=C)
+    h.event(B, MemberState.FAILED, MemberFailed)  # known (failed): membership reaps it
+    h.event(C, MemberState.FAILED, MemberFailed)
+    h.event(C, MemberState.FAILED, MemberReaped)  # C forgotten: its entries go at once
+    assert owners(h) == {B}
+    core.register(h.now(), "d's", 3, owner=D)  # D unknown from now (t = 0)
+    h.advance(60.0)
+    h.join(D)  # D becomes known at 60 s: the orphan clock stops
+    h.advance(60.0)
+    h.event(D, MemberState.FAILED, MemberReaped)  # reaped by membership at 120 s
+    assert owners(h) == {B}
+    core.register(h.now(), "d's again", 4, owner=D)  # unknown again from 120 s
+    h.advance(95.0)
+    assert owners(h) == {B, D}
+    h.advance(20.0)
+    assert owners(h) == {B}  # B, failed but known, outlived it: membership's to reap
+    assert h.counters["registry.orphans_reaped"] == 1
+
+
+def test_reap_orphans_called_directly_with_zero_reaps_every_unknown_owner() -> None:
+    h = Harness()
+    h.join(B)
+    core = h.sub.core
+    core.register(h.now(), "b's", 1, owner=B)
+    core.register(h.now(), "d's", 2, owner=D)
+    core.register(h.now(), "e's", 3, owner=E)
+    assert h.sub.reap_orphans(h.now(), 0.0) == sorted([D, E])
+    assert owners(h) == {B}

@@ -18,6 +18,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from typing import Any
 
 import pytest
 
@@ -315,3 +316,64 @@ def test_a_joiner_hides_the_entries_of_an_owner_that_failed_before_it_joined(see
         assert all(m.node_id != n1 for m in host.core.membership.members())
         assert registry.entries_of(n1), "n1's entries stay in the state until it is reaped"
         assert registry.select(predicate=lambda e: e.owner == n1) == []
+
+
+# -- an owner no live node knows any more ---------------------------------------------------
+
+ORPHANED = GONE_BEFORE_JOIN.replace(
+    'name = "registry-owner-gone-before-join"\nduration = "45s"',
+    'name = "registry-orphaned-owner"\nduration = "75s"',
+).replace(
+    '[[fault]]\nat = "24s"\nop = "crash"\nnode = "n2"\n',
+    '[[fault]]\nat = "24s"\nop = "crash"\nnode = "n2"\n'
+    '[[fault]]\nat = "24s"\nop = "crash"\nnode = "n3"\n'
+    '[node.membership]\nreap_after_s = 30\n',
+)
+"""n1 fails at 6 s; n4..n7 join at 16 s and never learn of it; n2 and n3, the only nodes
+that saw it fail, crash at 24 s, before their membership reaps n1 (about 39 s). So no live
+node knows n1 any more, and only the orphan scan can delete its entries."""
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_the_entries_of_an_owner_no_live_node_knows_are_reaped(seed: int) -> None:
+    assert ORPHANED.count('op = "crash"') == 3 and "reap_after_s = 30" in ORPHANED
+    world = World(parse_scenario_text(ORPHANED, source="orphaned-owner.toml"), seed=seed)
+    seen: dict[str, Any] = {}
+
+    def n1_id(_: object) -> None:
+        core = world.host("n1").core
+        assert core is not None
+        seen["n1"] = core.node_id
+
+    def before_reap_after_s(_: object) -> None:
+        # n4 has held n1's entries since about 17 s: under reap_after_s, they stay (hidden)
+        core = world.host("n4").core
+        assert core is not None
+        seen["held_at_40s"] = len(core.registry.core.entries_of(seen["n1"]))
+        seen["shown_at_40s"] = core.registry.core.select(
+            predicate=lambda e: e.owner == seen["n1"])
+
+    world.schedule(4.0, n1_id)
+    world.schedule(40.0, before_reap_after_s)
+    result = world.run()
+    assert seen["held_at_40s"] > 0 and seen["shown_at_40s"] == []
+    assert result.internal_error is None, result.internal_error
+    failed = {k: v.detail for k, v in result.invariants.items() if not v.ok}
+    assert result.ok, failed
+    n4 = world.host("n4").core
+    assert n4 is not None
+    # n1 was never known here; n2 and n3 were, and membership reaped them (30 s)
+    assert {m.name for m in n4.membership.members()} == set(JOINERS)
+    reaped = 0
+    for name in JOINERS:
+        host = world.host(name)
+        assert host.core is not None
+        assert all(m.name != "n1" for m in host.core.membership.members())
+        owners = {e.owner for slot in host.core.registry.core.state.entries.values()
+                  for e in slot.values()}
+        # n1's entries are gone from the state of every live node, not just hidden; n2's
+        # and n3's were reaped by membership, which knew them (None: cluster-scoped specs)
+        assert owners - {None} <= {world.host(n).core.node_id  # type: ignore[union-attr]
+                          for n in JOINERS}, owners
+        reaped += host.core.counters["registry.orphans_reaped"]
+    assert reaped >= 1
