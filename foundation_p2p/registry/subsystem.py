@@ -17,6 +17,8 @@ It holds the two sans-I/O cores and connects them to the rest of the node, witho
   members plus this node (``core.set_members``), so an entry of an owner this node never
   knew, such as one that failed before it joined, is hidden too; a reaped member's
   entries are deleted (``reap``).
+  The supervisor's live set (``supervisor.set_members``) is the same members plus this
+  node.
 - **Orphans.** Membership reaps only members it knows, so the entries of an owner that no
   live node knows any more (every node that saw it fail restarted before reaping it) would
   stay in the state for ever, hidden, counting against ``max_entries``. Every tenth of
@@ -26,8 +28,6 @@ It holds the two sans-I/O cores and connects them to the rest of the node, witho
   still unknown ``reap_after_s`` after it was first seen so is reaped here as membership
   would have (``reap``: one delta, replicated), counted in ``registry.orphans_reaped``
   (spec/registry.md section 3.5).
-  The supervisor's live set (``supervisor.set_members``) is the same members plus this
-  node.
 - **In use.** A node takes part in anti-entropy only once the registry is in use: its
   replica holds an entry (a local write, or one learnt) or it received a registry
   message. Until then its sync peers are empty, so a cluster that never uses the
