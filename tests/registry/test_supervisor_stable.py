@@ -22,6 +22,7 @@ from foundation_p2p.clock import Now
 from foundation_p2p.counters import Counters
 from foundation_p2p.errors import ConfigError
 from foundation_p2p.events import Event
+from foundation_p2p.membership.config import MembershipConfig
 from foundation_p2p.membership.events import (
     MemberAlive,
     MemberFailed,
@@ -31,7 +32,6 @@ from foundation_p2p.membership.events import (
     MemberSuspect,
     MemberUpdated,
 )
-from foundation_p2p.membership.config import MembershipConfig
 from foundation_p2p.membership.state import Member, MemberState
 from foundation_p2p.registry.config import RegistryConfig
 from foundation_p2p.registry.subsystem import RegistrySubsystem
