@@ -76,6 +76,7 @@ from foundation_p2p.registry.crdt import (
     Touched,
     add_delta,
     remove_delta,
+    retract_delta,
     winner,
 )
 from foundation_p2p.registry.events import (
@@ -739,6 +740,7 @@ class RegistryCore:
     def _after_join(self, touched: Touched, reaped: Mapping[str, Entry] | None = None) -> None:
         """Emit the changes of a join and remove the conflict losers this node answers for."""
         retract: list[Dot] = []
+        carried: list[tuple[Dot, Entry]] = []
         for name in sorted(touched):
             removed, added = touched[name]
             slot = self.state.entries.get(name, {})
@@ -753,10 +755,14 @@ class RegistryCore:
                 losers = [(d, e) for d, e in slot.items() if d != win_dot and (fresh or d in added)]
                 if losers:
                     self._record_conflict(name, win, [e for _, e in losers])
+                    mine = False
                     for dot, loser in losers:
                         self._emit(Conflict(name, win, loser))
                         if self._responsible(dot, loser) in (self.node_id, self.replica_id):
                             retract.append(dot)
+                            mine = True
+                    if mine:
+                        carried.append((win_dot, win))
                     continue
             old = self._visible_winner(before_slot) if before_slot else None
             new = self._visible_winner(slot) if slot else None
@@ -767,9 +773,14 @@ class RegistryCore:
             elif old is not None:
                 self._emit(Unregistered(name, old))
         if retract:
+            # The winners travel with the retraction (spec/registry.md section 3.4): a
+            # replica never joins the loser's removal without the entry it lost to.
             self.counters.inc("registry.conflicts.retracted", len(retract))
-            delta = remove_delta(retract)
-            self._buffer(delta)
+            delta = retract_delta(retract, carried)
+            weight = 16 + 24 * (len(retract) + len(carried)) + sum(
+                _entry_size(dot, entry) for dot, entry in carried
+            )
+            self._buffer(delta, weight)
             self.state.join(delta)
 
     def _record_conflict(self, name: str, win: Entry, losers: list[Entry]) -> None:

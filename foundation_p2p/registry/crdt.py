@@ -21,7 +21,8 @@ hybrid logical clock:
   node), which keeps the join a true semilattice join.
 
 Deltas are :class:`RegistryState` values too (small ones: a few entries, a context of a
-few dots), made by :func:`add_delta` and :func:`remove_delta`, joined like any state.
+few dots), made by :func:`add_delta`, :func:`remove_delta` and :func:`retract_delta`,
+joined like any state.
 
 For anti-entropy the state keeps, incrementally, a digest per bucket of names
 (:data:`BUCKETS` buckets in :data:`GROUPS` groups): the XOR of a 64-bit hash of each live
@@ -429,6 +430,26 @@ def remove_delta(dots: Iterable[Dot]) -> RegistryState:
     """The delta of removing the live ``dots``: no entries, a context of exactly them."""
     delta = RegistryState(indexed=False)
     for dot in dots:
+        delta.ctx.add(dot)
+    return delta
+
+
+def retract_delta(losers: Iterable[Dot], winners: Iterable[tuple[Dot, Entry]]) -> RegistryState:
+    """The delta of retracting conflict ``losers``, carrying the ``winners`` they lost to.
+
+    A replica that joins the removal of a loser without the winner would show the name
+    free for a moment (the winner's own delta may come later, from another node): a
+    cluster-scoped spec written by three nodes at once vanished on one of them and its
+    supervisor stopped the singleton. With the winner in the same delta the name never
+    looks free; a replica that has already removed the winner keeps it removed (its dot
+    is in that replica's context), so carrying it resurrects nothing.
+    """
+    delta = RegistryState(indexed=False)
+    for dot, entry in winners:
+        if dot not in delta.dot_names:
+            delta._add_live(entry.name, dot, entry)
+            delta.ctx.add(dot)
+    for dot in losers:
         delta.ctx.add(dot)
     return delta
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import random
 
+import cbor2
 import pytest
 from registry_net import WALL0, RegistryNet, node_id
 
@@ -14,6 +15,7 @@ from foundation_p2p.errors import ConfigError, MalformedError, WireError
 from foundation_p2p.registry.config import RegistryConfig
 from foundation_p2p.registry.core import AlreadyRegistered, RegistryCore
 from foundation_p2p.registry.events import Conflict, Hidden, Registered, Shown, Unregistered
+from foundation_p2p.wire import cbor
 
 NOW = Now(0.0, WALL0)
 
@@ -532,3 +534,85 @@ def test_messages_do_not_depend_on_the_hash_seed() -> None:
         outs.append(done.stdout.strip())
     assert outs[0] == outs[1]
     assert outs[0].endswith("True")
+
+
+# -- a conflict's retraction never shows the name free ------------------------------------
+
+
+def _deliver_one(net: RegistryNet, pool: list[tuple[int, int, object]], k: int) -> None:
+    """Deliver message ``k`` of ``pool`` (``(src, dst, value)``) alone, then queue what
+    every replica sends in answer."""
+    src, dst, msg = pool.pop(k)
+    net.cores[dst].handle_message(net.now(), net.ids[src], cbor2.loads(cbor.encode(msg)))
+    _collect(net, pool)
+
+
+def _collect(net: RegistryNet, pool: list[tuple[int, int, object]]) -> None:
+    index = {nid: i for i, nid in enumerate(net.ids)}
+    for i, c in enumerate(net.cores):
+        for peer, value in c.take_messages():
+            pool.append((i, index[peer], value))
+
+
+def test_a_retraction_reaching_a_replica_before_the_winner_carries_the_winner() -> None:
+    """Three nodes write the same cluster-scoped name at once (every node calls
+    ``start_singleton`` with the same spec). Node 0 sees node 1's entry win and retracts
+    its own; node 1 then sees node 2's win and retracts its own. If node 1's retraction
+    reaches node 0 before node 2's entry does, node 0 would hold no live dot of the name:
+    its supervisor read the spec as terminated and stopped the running singleton (found by
+    tests/runtime/test_shutdown_order.py in CI). The retraction carries its winner."""
+    net = RegistryNet(3)
+    t = [Now(0.0, WALL0 + 0.001 * (i + 1)) for i in range(3)]
+    spec = [c.register(t[i], "$sup/spec/job", {"v": 1}, owner=None) for i, c in
+            enumerate(net.cores)]
+    assert spec[2].stamp > spec[1].stamp > spec[0].stamp
+    pool: list[tuple[int, int, object]] = []
+    _collect(net, pool)
+
+    def pick(src: int, dst: int) -> int:
+        return next(k for k, (s, d, _) in enumerate(pool) if (s, d) == (src, dst))
+
+    _deliver_one(net, pool, pick(1, 0))  # node 0: 1 wins, 0 retracts its own
+    assert net.cores[0].lookup("$sup/spec/job") == spec[1]
+    _deliver_one(net, pool, pick(2, 1))  # node 1: 2 wins, 1 retracts its own
+    assert net.cores[1].counters["registry.conflicts.retracted"] == 1
+    # node 1's retraction reaches node 0 before node 2's own delta does
+    _deliver_one(net, pool, pick(1, 0))
+    assert net.cores[0].lookup("$sup/spec/job") == spec[2]
+    while pool:
+        _deliver_one(net, pool, 0)
+    assert net.converged()
+    assert all(c.lookup("$sup/spec/job") == spec[2] for c in net.cores)
+    assert all(len(c.state.entries["$sup/spec/job"]) == 1 for c in net.cores)
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_concurrent_writes_of_one_name_never_leave_a_replica_without_it(seed: int) -> None:
+    """Four replicas write the same name concurrently (some twice, ``put`` over what they
+    saw); messages are delivered one at a time in a random order. Nobody unregisters it,
+    so once a replica holds the name it must show it at every step, and all end on the
+    largest stamp."""
+    rng = random.Random(seed)
+    net = RegistryNet(4, seed=seed)
+    name = "$sup/spec/job"
+    written = []
+    for i in rng.sample(range(4), 4):
+        written.append(net.cores[i].register(Now(0.0, WALL0 + rng.random()), name, i,
+                                             owner=None))
+    pool: list[tuple[int, int, object]] = []
+    _collect(net, pool)
+    for step in range(400):
+        if not pool:
+            break
+        if step == 3:
+            j = rng.randrange(4)
+            written.append(net.cores[j].put(Now(0.0, WALL0 + rng.random()), name, 10 + j,
+                                            owner=None))
+            _collect(net, pool)
+        _deliver_one(net, pool, rng.randrange(len(pool)))
+        for i, c in enumerate(net.cores):
+            assert c.lookup(name) is not None, f"replica {i} lost {name!r} at step {step}"
+    assert not pool
+    assert net.converged()
+    best = max(written, key=lambda e: e.stamp)
+    assert all(c.lookup(name) == best for c in net.cores)
