@@ -402,6 +402,16 @@ register(
 )
 register(
     Checker(
+        "registry.specs_kept",
+        SAFETY,
+        "no singleton is stopped as terminated when no spec was removed (a supervisor saw "
+        "a spec vanish that nobody removed)",
+        _applies_singleton,
+        _singleton_check("check_specs_kept"),
+    )
+)
+register(
+    Checker(
         "registry.failover_bounded",
         LIVENESS,
         "a singleton whose node crashed runs again within failover_bound; after a heal no "

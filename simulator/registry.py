@@ -9,6 +9,11 @@ its key):
   name order: node *i* calls ``supervisor.start_singleton`` for every singleton *j* with
   ``j % up == i`` (the spec is cluster-scoped: placement, not the caller, decides where
   it runs).
+- ``start_on`` (default ``"one"``): ``"every"`` makes every node up call
+  ``start_singleton`` for every singleton at ``start``, as an application that runs the
+  same code everywhere does (the facade's documented use): the concurrent writes of each
+  spec then conflict in the registry (every supervisor must keep running what it runs;
+  ``registry.stops_terminated`` counts a spec that looked removed).
 - ``quorum`` (default false): start them in quorum mode (they run only on a side holding
   a majority of the configured members' lease).
 - ``names`` (default 0): register that many plain names, ``{names_prefix}{k}`` (default
@@ -46,6 +51,10 @@ Invariants (see :mod:`simulator.checkers`):
 - ``registry.singleton_unique`` (liveness): after settle every singleton runs exactly once
   (on a node up); in quorum mode also: at no moment did two instances run at once.
 - ``registry.failover_bounded`` (liveness; only with ``failover_bound``/``dedup_bound``).
+- ``registry.specs_kept`` (safety): no singleton was stopped as ``terminated``. The
+  workload never terminates a spec, so such a stop means a supervisor saw a spec vanish
+  that nobody removed (with ``start_on = "every"`` the concurrent spec writes once made a
+  replica hold none of them for a moment: ``spec/registry.md`` section 3.4).
 - ``registry.state_bounded`` (liveness; only with ``failed_starts``): the failed attempts
   grew ``registry.state_bytes`` by at most 1 % + 4 KiB.
 
@@ -86,7 +95,7 @@ MAX_VIOLATIONS = 20
 
 _KEYS = (
     "count", "prefix", "service", "start", "quorum", "names", "names_prefix", "names_at",
-    "failed_starts", "failed_at", "failover_bound", "dedup_bound",
+    "failed_starts", "failed_at", "failover_bound", "dedup_bound", "start_on",
 )
 
 
@@ -145,6 +154,10 @@ class SingletonWorkload:
         if type(quorum) is not bool:
             raise _err("quorum", f"must be true or false, got {quorum!r}")
         self.quorum = quorum
+        start_on = p.get("start_on", "one")
+        if start_on not in ("one", "every"):
+            raise _err("start_on", f'must be "one" or "every", got {start_on!r}')
+        self.start_on: str = start_on
         self.names = _int(p, "names", 0, 0, 1_000_000)
         self.names_prefix = _text(p, "names_prefix", "name/")
         self.names_at_s = _duration(p, "names_at", "3s") or 0.0
@@ -178,6 +191,7 @@ class SingletonWorkload:
         self._had_cuts = False
         self.state_before: int | None = None
         self.state_after: int | None = None
+        self.first_terminated: str | None = None
 
     # -- the workload protocol -----------------------------------------------------------
 
@@ -217,16 +231,17 @@ class SingletonWorkload:
         if not up:
             return
         for j, name in enumerate(self.singletons):
-            host = up[j % len(up)]
-            core = host.core
-            assert core is not None
-            now = host.clock.now(world.now)
-            try:
-                core.supervisor.start_singleton(
-                    now, name, self.service, {"n": j}, quorum=self.quorum
-                )
-            except Exception:
-                world._fail(host, f"supervisor.start_singleton({name})")
+            callers = up if self.start_on == "every" else [up[j % len(up)]]
+            for host in callers:
+                core = host.core
+                assert core is not None
+                now = host.clock.now(world.now)
+                try:
+                    core.supervisor.start_singleton(
+                        now, name, self.service, {"n": j}, quorum=self.quorum
+                    )
+                except Exception:
+                    world._fail(host, f"supervisor.start_singleton({name})")
         for host in up:
             self._flush(host)
         self.last_write_at = world.now
@@ -389,6 +404,10 @@ class SingletonWorkload:
         else:
             key = f"stops_{text}"
             self.counts[key] = self.counts.get(key, 0) + 1
+            if text == "terminated" and self.first_terminated is None:
+                self.first_terminated = (
+                    f"{action.name} #{action.instance} on {host.name} at t={world.now:.3f}s"
+                )
         world.services.stop(action.name, host.name, world.now, text)
         world.trace(
             {"ev": "service", "what": "stop", "name": action.name, "node": host.name,
@@ -582,6 +601,16 @@ class SingletonWorkload:
         if self.bound_violations:
             detail += "; " + "; ".join(self.bound_violations[:3])
         return ok, detail
+
+    def check_specs_kept(self, world: World) -> tuple[bool, str]:
+        """``registry.specs_kept``: no instance was stopped as ``terminated``."""
+        n = self.counts.get("stops_terminated", 0)
+        if not n:
+            return True, f"no spec vanished ({len(self.singletons)} singletons)"
+        return False, (
+            f"{n} instance(s) stopped as terminated though no spec was removed; first: "
+            f"{self.first_terminated}"
+        )
 
     def check_state_bounded(self, world: World) -> tuple[bool, str]:
         """``registry.state_bounded``: failed start attempts did not grow the state."""

@@ -116,10 +116,39 @@ def test_churn_leaves_each_singleton_running_exactly_once() -> None:
     assert r.invariants["registry.converged"].ok
 
 
+@pytest.mark.parametrize("seed", range(1, 9))
+def test_every_node_starting_every_singleton_stops_none_as_terminated(seed: int) -> None:
+    """Five concurrent writes of each spec settle by conflict and retraction without any
+    supervisor reading a spec as removed (before the retraction carried its winner, seeds
+    2, 3, 4, 6 and 7 of the same shape stopped and restarted singletons)."""
+    r = run_file("registry-start-every.toml", seed=seed)
+    m = r.metrics
+    assert r.invariants["registry.specs_kept"].ok
+    assert "registry.stops_terminated" not in m
+    assert m["registry.name_conflicts"] == 0 and m["registry.double_runs"] == 0
+    # n4 leaves at 14 s unless it was the node crashed at 10 s (it ran s0)
+    assert m["node.crashes"] == 1 and m.get("node.leaves", 0) <= 1
+    assert r.invariants["registry.singleton_unique"].ok
+
+
+@pytest.mark.parametrize("seed", [2, 3, 4])
+def test_with_no_fault_each_singleton_started_everywhere_starts_exactly_once(
+    seed: int,
+) -> None:
+    text = SMALL.format(extra='start_on = "every"').replace("nodes = 3", "nodes = 5")
+    text = text.replace('latency = "1ms..3ms"', 'latency = "1ms..10ms"')
+    text = text.replace("count = 3", "count = 20")
+    r = World(parse_scenario_text(text, source="every.toml"), seed=seed).run()
+    assert r.ok, {k: v.detail for k, v in r.invariants.items() if not v.ok}
+    assert r.metrics["registry.singleton_starts"] == 20
+    assert r.metrics["registry.singleton_stops"] == 0
+
+
 @pytest.mark.soak
 @pytest.mark.parametrize(
     "name",
     [
+        "registry-start-every-soak.toml",
         "registry-singleton-crash-soak.toml",
         "registry-partition-heal-soak.toml",
         "registry-partition-heal-quorum-soak.toml",
@@ -189,6 +218,25 @@ def test_singleton_unique_fails_for_a_second_instance_and_in_quorum_mode_at_once
     assert not w.check_unique(world)[0]
 
 
+def test_specs_kept_fails_when_a_running_singleton_is_stopped_as_terminated() -> None:
+    scenario = parse_scenario_text(
+        SMALL.format(extra='start_on = "every"'), source="small.toml"
+    )
+    world = World(scenario, seed=7)
+
+    def terminate(_: Any) -> None:
+        host = world.host("n1")
+        assert host.core is not None
+        assert host.core.supervisor.terminate(host.clock.now(world.now), "s1")
+
+    world.schedule(6.0, terminate)
+    r = world.run()
+    check = r.invariants["registry.specs_kept"]
+    assert not check.ok
+    assert "stopped as terminated" in check.detail and "s1 #" in check.detail
+    assert r.metrics["registry.stops_terminated"] == 1
+
+
 def test_failover_bound_fails_when_the_successor_is_late() -> None:
     world = small_world('failover_bound = "1ms"\n[[fault]]\nat = "3s"\nop = "crash"\n'
                         'node = "@singleton:s0"')
@@ -217,6 +265,7 @@ def test_workload_parameters_are_checked_by_name() -> None:
         ({"start": "soon"}, "start"),
         ({"colour": 1}, "unknown key"),
         ({"prefix": ""}, "prefix"),
+        ({"start_on": "all"}, "start_on"),
     ):
         with pytest.raises(ValueError, match=f"workload singleton: .*{fragment}"):
             build_workload(WorkloadSpec(kind="singleton", params=params))
