@@ -23,16 +23,13 @@ from foundation_p2p.crypto.keyring import Keyring
 from foundation_p2p.health.cli import Observation, observe_health
 from foundation_p2p.runtime import open_node
 
-pytestmark = pytest.mark.skipif(not hasattr(signal, "SIGINT"), reason="needs POSIX signals")
-
 KEYRING = Keyring(bytes(range(1, 33)))
 FAST = {"profile": "local", "probe_interval_s": 0.1, "probe_timeout_s": 0.05}
 
 
-def member(name: str, **overrides: Any) -> NodeConfig:
+def member(name: str) -> NodeConfig:
     return NodeConfig(name=name, bind=("127.0.0.1", 0),
-                      extra={"membership": dict(FAST), "health": {"interval_s": 0.2}},
-                      **overrides)
+                      extra={"membership": dict(FAST), "health": {"interval_s": 0.2}})
 
 
 def observer(join: tuple[str, int]) -> NodeConfig:
