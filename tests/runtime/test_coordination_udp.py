@@ -120,4 +120,4 @@ def test_three_node_run_processes_agree_on_the_auction_winner_and_price(
     agreed = {(f["auction"], f["winner"], f["bid"], f["price"]) for f in fields}
     assert len(agreed) == 1, f"nodes disagree: {results}"
     (_, _, bid, price), = agreed
-    assert (int(bid), int(price)) == (70, 50), "second-price: 70 wins and pays 50"
+    assert (int(bid), int(price)) == (70, 50), f"second-price: 70 wins and pays 50: {results}"
