@@ -191,6 +191,11 @@ def join_vectors() -> list[dict[str, Any]]:
         ("joining a state with itself changes nothing", base, base),
         ("a removal the other side has not seen wins over its stale copy",
          state_of(x1, y1), state_of(y1, removed=((N1, 1),))),
+        # section 3.4: x1 lost to x2; N1's retraction carries x2 (context: both dots)
+        ("a retraction reaching a replica before its winner brings the winner",
+         state_of(x1), state_of(x2, removed=((N1, 1),))),
+        ("a retraction's winner already removed here stays removed",
+         state_of(x1, removed=((N2, 1),)), state_of(x2, removed=((N1, 1),))),
     ]
     out = []
     for name, a, b in cases:
@@ -218,6 +223,8 @@ def message_vectors() -> list[dict[str, Any]]:
          [1, [web], compact({web_dot, (N1, 3)})]),
         ("delta: unregister (no entries, the removed dots)", "delta",
          [1, [], compact({(N1, 4), (N2, 1)})]),
+        ("delta: retract (node 1's dot 3 lost to node 2's entry, which it carries)",
+         "delta", [1, [spec], compact({spec_dot, (N1, 3)})]),
         ("sync request", "sync-request",
          [2, 7, compact({(N1, 1), (N1, 2)}), State().digests()]),
         ("sync request with the largest digests and sid", "sync-request",

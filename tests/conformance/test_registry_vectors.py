@@ -20,7 +20,7 @@ import pytest
 from vector_json import from_json, ids
 
 from foundation_p2p.errors import LimitError, MalformedError, WireError
-from foundation_p2p.registry.crdt import DotContext, bucket_of, item_hash
+from foundation_p2p.registry.crdt import DotContext, bucket_of, item_hash, retract_delta
 from foundation_p2p.registry.wire import (
     Delta,
     SyncCheck,
@@ -105,6 +105,21 @@ def test_valid_message(entry: dict[str, Any]) -> None:
     assert cbor2.loads(data) == from_json(entry["value"])
     assert cbor.encode(encode_message(msg)) == data
     schema(entry["cddl"]).validate_cbor(data)
+
+
+def test_retract_delta_builds_the_retract_vector() -> None:
+    """``retract_delta`` (what ``RegistryCore`` ships after losing a conflict) encodes as
+    the spec's vector: the winner's entry and dot, plus the losing dot."""
+    (vector,) = (v for v in VECTORS["message"] if v["name"].startswith("delta: retract"))
+    data = bytes.fromhex(vector["hex"])
+    msg = decode_message_bytes(data)
+    assert isinstance(msg, Delta)
+    ((win_dot, name),) = msg.state.dot_names.items()
+    winner = msg.state.entries[name][win_dot]
+    (loser,) = (d for d in msg.state.ctx.dots() if d != win_dot)
+    assert loser[0] != win_dot[0]  # the loser's writer ships another writer's entry
+    built = retract_delta([loser], [(win_dot, winner)])
+    assert cbor.encode(encode_message(Delta(built))) == data
 
 
 @pytest.mark.parametrize(
